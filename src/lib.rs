@@ -1,0 +1,2 @@
+//! leviathan: a topology service for container networks.
+pub mod model;
