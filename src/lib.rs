@@ -1,2 +1,9 @@
 //! leviathan: a topology service for container networks.
+pub mod graphql;
 pub mod model;
+pub mod server;
+pub mod service;
+pub mod store;
+
+/// The version clients see.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,18 @@
-//! The topology model.
+//! The topology model: hosts, containers, CENs, CINs and pools in a petgraph
+//! graph, with the rules of ids, wiring and addressing. Pure: no I/O, no
+//! async, no locks.
+
+pub mod addressing;
+pub mod commands;
+pub mod error;
+pub mod ids;
+pub mod records;
+pub mod topology;
+pub mod view;
+
+pub use commands::{CenSpec, CinSpec, Command, CpoolSpec, StatusReport};
+pub use error::{ErrorCode, ModelError, Result};
+pub use ids::check_host_arg;
+pub use records::*;
+pub use topology::{Images, Topology};
+pub use view::{CinMember, IfAddr, Interface, Wiring};

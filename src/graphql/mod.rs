@@ -1,0 +1,62 @@
+//! The GraphQL API over the topology service.
+
+mod limits;
+mod mutation;
+mod query;
+mod types;
+
+use crate::model::{ErrorCode, ModelError};
+use crate::service::Service;
+use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use std::sync::Arc;
+
+pub use limits::{AliasLimit, MAX_ALIASES, MAX_COMPLEXITY, MAX_DEPTH};
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use types::*;
+
+pub type LeviathanSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Builds the schema over a service, with its limits.
+pub fn schema(service: Arc<Service>) -> LeviathanSchema {
+    builder().data(service).finish()
+}
+
+fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(MAX_DEPTH * 2)
+        .limit_directives(8)
+        .extension(AliasLimit)
+}
+
+/// The SDL of the schema, as checked in at `schema/schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+/// A GraphQL error carrying `extensions.code`.
+pub fn error(code: ErrorCode, message: impl Into<String>) -> async_graphql::Error {
+    let code = code.as_str();
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
+}
+
+impl From<ModelErrorWrap> for async_graphql::Error {
+    fn from(e: ModelErrorWrap) -> Self {
+        error(e.0.code, e.0.message)
+    }
+}
+
+/// Wrapper so that `?` turns a model error into a GraphQL error with code.
+pub struct ModelErrorWrap(pub ModelError);
+
+impl From<ModelError> for ModelErrorWrap {
+    fn from(e: ModelError) -> Self {
+        ModelErrorWrap(e)
+    }
+}
+
+pub(crate) fn gql(e: ModelError) -> async_graphql::Error {
+    error(e.code, e.message)
+}

@@ -1,0 +1,397 @@
+//! GraphQL object types. Each holds a snapshot of its record taken when it
+//! was resolved; relations are looked up in the topology when asked for.
+
+use crate::model::{self, ContainerKey, Topology};
+use crate::service::Service;
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use std::sync::Arc;
+
+pub(crate) fn svc<'a>(ctx: &Context<'a>) -> &'a Arc<Service> {
+    ctx.data_unchecked::<Arc<Service>>()
+}
+
+/// Realization status.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Status {
+    Pending,
+    Preparing,
+    Ready,
+    Destroying,
+    Failed,
+}
+
+impl From<model::Status> for Status {
+    fn from(s: model::Status) -> Self {
+        match s {
+            model::Status::Pending => Status::Pending,
+            model::Status::Preparing => Status::Preparing,
+            model::Status::Ready => Status::Ready,
+            model::Status::Destroying => Status::Destroying,
+            model::Status::Failed => Status::Failed,
+        }
+    }
+}
+
+/// How a CEN is wired.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum WiringType {
+    /// A Linux bridge with one veth pair per member.
+    Bridge,
+    /// One veth pair straight between two containers.
+    Wire,
+}
+
+impl From<model::Wiring> for WiringType {
+    fn from(w: model::Wiring) -> Self {
+        match w {
+            model::Wiring::Bridge => WiringType::Bridge,
+            model::Wiring::Wire => WiringType::Wire,
+        }
+    }
+}
+
+/// A machine that runs containers.
+pub struct Host {
+    pub id: String,
+}
+
+#[Object]
+impl Host {
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
+    }
+    /// The containers on this host, sorted by id.
+    async fn containers(&self, ctx: &Context<'_>) -> Vec<Container> {
+        svc(ctx).read(|t| t.containers_of_host(&self.id).into_iter().map(Container::from_rec).collect())
+    }
+}
+
+/// A network endpoint: one network namespace.
+pub struct Container {
+    pub rec: model::ContainerRec,
+}
+
+impl Container {
+    pub fn from_rec(rec: &model::ContainerRec) -> Self {
+        Container { rec: rec.clone() }
+    }
+    pub fn lookup(t: &Topology, key: &ContainerKey) -> Option<Self> {
+        t.container(key).map(Self::from_rec)
+    }
+    fn key(&self) -> ContainerKey {
+        self.rec.key()
+    }
+}
+
+#[Object]
+impl Container {
+    async fn id(&self) -> ID {
+        ID(self.rec.id.clone())
+    }
+    async fn host(&self) -> Host {
+        Host { id: self.rec.host.clone() }
+    }
+    async fn tag(&self) -> Option<&str> {
+        self.rec.tag.as_deref()
+    }
+    /// The existing namespace this container is bound to; null for a
+    /// namespace leviathan manages.
+    async fn netns_path(&self) -> Option<&str> {
+        self.rec.netns_path.as_deref()
+    }
+    /// The CENs this container is a member of, sorted by id.
+    async fn cens(&self, ctx: &Context<'_>) -> Vec<Cen> {
+        svc(ctx).read(|t| t.cens_of(&self.key()).into_iter().map(Cen::from_rec).collect())
+    }
+    /// The CINs that give this container an address, sorted by id.
+    async fn cins(&self, ctx: &Context<'_>) -> Vec<Cin> {
+        svc(ctx).read(|t| {
+            let mut ids: Vec<String> =
+                t.interfaces(&self.key()).into_iter().flat_map(|i| i.addresses.into_iter().map(|a| a.cin)).collect();
+            ids.sort();
+            ids.dedup();
+            ids.iter().filter_map(|id| t.cin(id)).map(Cin::from_rec).collect()
+        })
+    }
+    /// One interface per CEN, named as it is inside the container.
+    async fn interfaces(&self, ctx: &Context<'_>) -> Vec<Interface> {
+        svc(ctx).read(|t| t.interfaces(&self.key()).into_iter().map(Interface::from).collect())
+    }
+    /// The default route this container asked for, and its gateway.
+    async fn default_route(&self, ctx: &Context<'_>) -> Option<DefaultRoute> {
+        let via = self.rec.default_route.clone()?;
+        svc(ctx).read(|t| {
+            let resolved = t.default_route_of(&self.rec);
+            let gateway = t.default_gateway_of(&self.rec).map(|(gw, _, _)| gw.to_string());
+            Some(DefaultRoute {
+                via,
+                cin_id: resolved.as_ref().map(|(cin, _)| ID(cin.clone())),
+                cen_id: resolved.map(|(_, cen)| ID(cen)),
+                gateway,
+            })
+        })
+    }
+    /// The pool that created this container.
+    async fn pool(&self, ctx: &Context<'_>) -> Option<Cpool> {
+        let id = self.rec.pool.as_deref()?;
+        svc(ctx).read(|t| t.cpool(id).map(Cpool::from_rec))
+    }
+    async fn status(&self) -> Status {
+        self.rec.realization.status.into()
+    }
+    async fn status_message(&self) -> Option<&str> {
+        self.rec.realization.message.as_deref()
+    }
+}
+
+/// A requested default route.
+#[derive(SimpleObject)]
+pub struct DefaultRoute {
+    /// The CIN (or, legacy, CEN) named in the request.
+    pub via: String,
+    pub cin_id: Option<ID>,
+    pub cen_id: Option<ID>,
+    /// The gateway the route goes through, once it exists.
+    pub gateway: Option<String>,
+}
+
+/// A container's interface on one CEN.
+pub struct Interface {
+    inner: model::Interface,
+}
+
+impl From<model::Interface> for Interface {
+    fn from(inner: model::Interface) -> Self {
+        Interface { inner }
+    }
+}
+
+#[Object]
+impl Interface {
+    /// The interface name inside the container.
+    async fn name(&self) -> &str {
+        &self.inner.name
+    }
+    async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
+        svc(ctx).read(|t| t.cen(&self.inner.cen).map(Cen::from_rec))
+    }
+    /// The first address on this interface (null until a CIN allocates one).
+    async fn address(&self) -> Option<String> {
+        self.inner.addresses.first().map(|a| a.ip.to_string())
+    }
+    /// Every address on this interface, with its CIN and prefix length.
+    async fn addresses(&self) -> Vec<InterfaceAddress> {
+        self.inner
+            .addresses
+            .iter()
+            .map(|a| InterfaceAddress {
+                cin_id: ID(a.cin.clone()),
+                address: a.ip.to_string(),
+                prefix_length: i32::from(a.prefix_len),
+            })
+            .collect()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct InterfaceAddress {
+    pub cin_id: ID,
+    pub address: String,
+    pub prefix_length: i32,
+}
+
+/// A layer-2 segment joining containers.
+pub struct Cen {
+    pub rec: model::CenRec,
+}
+
+impl Cen {
+    pub fn from_rec(rec: &model::CenRec) -> Self {
+        Cen { rec: rec.clone() }
+    }
+}
+
+#[Object]
+impl Cen {
+    async fn id(&self) -> ID {
+        ID(self.rec.id.clone())
+    }
+    /// BRIDGE or WIRE; null below 2 members (nothing to wire).
+    async fn wiring_type(&self, ctx: &Context<'_>) -> Option<WiringType> {
+        svc(ctx).read(|t| t.wiring(&self.rec).map(Into::into))
+    }
+    /// Members, sorted by host and id.
+    async fn containers(&self, ctx: &Context<'_>) -> Vec<Container> {
+        let mut keys: Vec<ContainerKey> = self.rec.members.iter().map(|m| m.key()).collect();
+        keys.sort();
+        svc(ctx).read(|t| keys.iter().filter_map(|k| Container::lookup(t, k)).collect())
+    }
+    /// Number of members.
+    async fn size(&self) -> i32 {
+        self.rec.members.len() as i32
+    }
+    /// The CINs laid over this CEN, sorted by id.
+    async fn cins(&self, ctx: &Context<'_>) -> Vec<Cin> {
+        svc(ctx).read(|t| t.cins_over(&self.rec.id).into_iter().map(Cin::from_rec).collect())
+    }
+    /// Marked to be realized (made).
+    async fn made(&self) -> bool {
+        self.rec.made
+    }
+    async fn status(&self) -> Status {
+        self.rec.realization.status.into()
+    }
+    async fn status_message(&self) -> Option<&str> {
+        self.rec.realization.message.as_deref()
+    }
+}
+
+/// An IP network over one or more CENs.
+pub struct Cin {
+    pub rec: model::CinRec,
+}
+
+impl Cin {
+    pub fn from_rec(rec: &model::CinRec) -> Self {
+        Cin { rec: rec.clone() }
+    }
+}
+
+#[Object]
+impl Cin {
+    async fn id(&self) -> ID {
+        ID(self.rec.id.clone())
+    }
+    /// The CENs, in the order listed (slice k is the k-th).
+    async fn cens(&self, ctx: &Context<'_>) -> Vec<Cen> {
+        svc(ctx).read(|t| self.rec.cens.iter().filter_map(|id| t.cen(id)).map(Cen::from_rec).collect())
+    }
+    /// The CIN's /16, e.g. `10.10.0.0/16`.
+    async fn subnet(&self) -> String {
+        let (base, len) = model::addressing::subnet(self.rec.net);
+        format!("{base}/{len}")
+    }
+    /// Per CEN: its slice and, for a bridge, its gateway.
+    async fn slices(&self, ctx: &Context<'_>) -> Vec<CinSlice> {
+        svc(ctx).read(|t| {
+            self.rec
+                .cens
+                .iter()
+                .filter_map(|cen| {
+                    let slice = t.slice(&self.rec, cen)?;
+                    Some(CinSlice {
+                        cen_id: ID(cen.clone()),
+                        subnet: slice.to_cidr(),
+                        gateway: t.gateway(&self.rec, cen).map(|g| g.to_string()),
+                    })
+                })
+                .collect()
+        })
+    }
+    /// The gateway addresses (one per bridged CEN).
+    async fn gateways(&self, ctx: &Context<'_>) -> Vec<String> {
+        svc(ctx)
+            .read(|t| self.rec.cens.iter().filter_map(|cen| t.gateway(&self.rec, cen)).map(|g| g.to_string()).collect())
+    }
+    /// Members with their addresses, in address order.
+    async fn members(&self, ctx: &Context<'_>) -> Vec<CinMember> {
+        svc(ctx).read(|t| {
+            t.cin_members(&self.rec)
+                .into_iter()
+                .map(|m| CinMember {
+                    prefix_length: t.slice(&self.rec, &m.cen).map(|s| s.prefix_len).unwrap_or(16),
+                    key: m.container,
+                    cen: m.cen,
+                    address: m.ip.to_string(),
+                })
+                .collect()
+        })
+    }
+    async fn made(&self) -> bool {
+        self.rec.made
+    }
+    async fn status(&self) -> Status {
+        self.rec.realization.status.into()
+    }
+    async fn status_message(&self) -> Option<&str> {
+        self.rec.realization.message.as_deref()
+    }
+}
+
+/// A CEN's slice of a CIN.
+#[derive(SimpleObject)]
+pub struct CinSlice {
+    pub cen_id: ID,
+    pub subnet: String,
+    pub gateway: Option<String>,
+}
+
+/// A member interface of a CIN.
+pub struct CinMember {
+    key: ContainerKey,
+    cen: String,
+    address: String,
+    prefix_length: u8,
+}
+
+#[Object]
+impl CinMember {
+    async fn container(&self, ctx: &Context<'_>) -> Option<Container> {
+        svc(ctx).read(|t| Container::lookup(t, &self.key))
+    }
+    async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
+        svc(ctx).read(|t| t.cen(&self.cen).map(Cen::from_rec))
+    }
+    async fn address(&self) -> &str {
+        &self.address
+    }
+    async fn prefix_length(&self) -> i32 {
+        i32::from(self.prefix_length)
+    }
+}
+
+/// A pool of containers joined to CINs.
+pub struct Cpool {
+    pub rec: model::CpoolRec,
+}
+
+impl Cpool {
+    pub fn from_rec(rec: &model::CpoolRec) -> Self {
+        Cpool { rec: rec.clone() }
+    }
+}
+
+#[Object]
+impl Cpool {
+    async fn id(&self) -> ID {
+        ID(self.rec.id.clone())
+    }
+    /// The container image type named by the pool file.
+    #[graphql(name = "type")]
+    async fn image(&self) -> &str {
+        &self.rec.image
+    }
+    async fn start_with(&self) -> i32 {
+        i32::try_from(self.rec.start_with).unwrap_or(i32::MAX)
+    }
+    async fn cins(&self) -> Vec<CpoolCin> {
+        self.rec.cins.iter().map(|c| CpoolCin { cin_id: ID(c.cin.clone()), default_route: c.default_route }).collect()
+    }
+    /// The pool's containers, sorted by id.
+    async fn containers(&self, ctx: &Context<'_>) -> Vec<Container> {
+        svc(ctx).read(|t| {
+            t.containers()
+                .into_iter()
+                .filter(|c| c.pool.as_deref() == Some(self.rec.id.as_str()))
+                .map(Container::from_rec)
+                .collect()
+        })
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CpoolCin {
+    /// A CIN id, or (legacy) a CEN id.
+    pub cin_id: ID,
+    pub default_route: bool,
+}

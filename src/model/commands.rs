@@ -1,0 +1,695 @@
+//! Commands: every change the API can make, validated against the model and
+//! applied through the journaling primitives so that a failure changes
+//! nothing.
+
+use super::addressing::{self, Slice, FIRST_MEMBER, MAX_CENS_PER_CIN};
+use super::error::{ModelError, Result};
+use super::ids::{check_id, check_tag, interface_name};
+use super::records::*;
+use super::topology::{Images, Topology};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most containers one pool may start with.
+pub const MAX_POOL_SIZE: u32 = 100_000;
+/// Longest bound namespace path.
+pub const MAX_NETNS_PATH: usize = 4096;
+
+/// One CEN of a CEN file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CenSpec {
+    pub id: String,
+    pub containers: Vec<String>,
+}
+
+/// One CIN of a CIN map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CinSpec {
+    pub id: String,
+    pub cens: Vec<String>,
+}
+
+/// One pool of a CPool file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpoolSpec {
+    pub id: String,
+    pub image: String,
+    pub start_with: u32,
+    pub cins: Vec<PoolCin>,
+}
+
+/// A status report for one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub target: EntityKey,
+    pub realization: Realization,
+}
+
+/// Every change to the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "camelCase")]
+pub enum Command {
+    HostCreate { id: String },
+    HostDelete { id: String },
+    ContainerCreate { host: String, id: String, tag: Option<String>, netns_path: Option<String> },
+    ContainerDelete { host: String, id: String },
+    ContainerSetTag { host: String, id: String, tag: Option<String> },
+    ContainerJoinCen { host: String, container: String, cen: String },
+    ContainerLeaveCen { host: String, container: String, cen: String },
+    CenCreate { id: String },
+    CenDelete { id: String },
+    CenImport { host: String, cens: Vec<CenSpec> },
+    CenSetMade { ids: Vec<String>, made: bool },
+    CinImport { cins: Vec<CinSpec> },
+    CinDelete { id: String },
+    CinSetMade { ids: Vec<String>, made: bool },
+    CpoolImport { host: String, pools: Vec<CpoolSpec> },
+    CpoolDelete { id: String },
+    SetStatus { reports: Vec<StatusReport> },
+}
+
+impl Command {
+    /// The mutation name clients know this command by.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::HostCreate { .. } => "hostCreate",
+            Command::HostDelete { .. } => "hostDelete",
+            Command::ContainerCreate { .. } => "containerCreate",
+            Command::ContainerDelete { .. } => "containerDelete",
+            Command::ContainerSetTag { .. } => "containerSetTag",
+            Command::ContainerJoinCen { .. } => "containerJoinCen",
+            Command::ContainerLeaveCen { .. } => "containerLeaveCen",
+            Command::CenCreate { .. } => "cenCreate",
+            Command::CenDelete { .. } => "cenDelete",
+            Command::CenImport { .. } => "cenImport",
+            Command::CenSetMade { made: true, .. } => "cenMake",
+            Command::CenSetMade { made: false, .. } => "cenDestroy",
+            Command::CinImport { .. } => "cinImport",
+            Command::CinDelete { .. } => "cinDelete",
+            Command::CinSetMade { made: true, .. } => "cinMake",
+            Command::CinSetMade { made: false, .. } => "cinDestroy",
+            Command::CpoolImport { .. } => "cpoolImport",
+            Command::CpoolDelete { .. } => "cpoolDelete",
+            Command::SetStatus { .. } => "status",
+        }
+    }
+}
+
+fn check_unique<'a>(what: &str, ids: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            return Err(ModelError::bad_request(format!("{what} '{id}' is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+fn check_netns_path(p: &str) -> Result<()> {
+    if !p.starts_with('/') || p.len() > MAX_NETNS_PATH || p.contains('\0') || p.split('/').any(|s| s == "..") {
+        return Err(ModelError::bad_request(format!(
+            "invalid netnsPath '{}': an absolute path without '..' is required",
+            p.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+impl Topology {
+    /// Runs a command and returns the images of the records it would
+    /// change, leaving the topology as it was. The caller makes the images
+    /// durable and then calls [`Topology::commit`]. An empty result means
+    /// the command changes nothing.
+    pub fn prepare(&mut self, cmd: &Command) -> Result<Images> {
+        self.begin();
+        let outcome = self.run(cmd).and_then(|()| self.reconcile_touched());
+        let before = self.end();
+        let mut after = self.images_of(before.keys());
+        self.apply_images(&before);
+        outcome?;
+        after.retain(|k, v| before.get(k) != Some(v));
+        Ok(after)
+    }
+
+    /// Sets images produced by [`Topology::prepare`] (or read from the store).
+    pub fn commit(&mut self, images: &Images) {
+        self.apply_images(images);
+    }
+
+    /// Runs a command and keeps its effect (tests, benchmarks, loading).
+    pub fn execute(&mut self, cmd: &Command) -> Result<Images> {
+        let after = self.prepare(cmd)?;
+        self.commit(&after);
+        Ok(after)
+    }
+
+    fn run(&mut self, cmd: &Command) -> Result<()> {
+        match cmd {
+            Command::HostCreate { id } => {
+                check_id("host id", id)?;
+                self.ensure_host(id);
+                Ok(())
+            }
+            Command::HostDelete { id } => {
+                check_id("host id", id)?;
+                if self.host(id).is_none() {
+                    return Err(ModelError::not_found(format!("no host '{id}'")));
+                }
+                let n = self.containers_of_host(id).len();
+                if n > 0 {
+                    return Err(ModelError::conflict(format!("host '{id}' still has {n} containers")));
+                }
+                self.remove(&EntityKey::Host(id.clone()));
+                Ok(())
+            }
+            Command::ContainerCreate { host, id, tag, netns_path } => {
+                check_id("host id", host)?;
+                check_id("container id", id)?;
+                if let Some(t) = tag {
+                    check_tag(t)?;
+                }
+                if let Some(p) = netns_path {
+                    check_netns_path(p)?;
+                }
+                let key = ContainerKey::new(host, id);
+                let mut rec = self.ensure_container(&key).clone();
+                if let Some(p) = netns_path {
+                    match &rec.netns_path {
+                        Some(old) if old != p => {
+                            return Err(ModelError::conflict(format!(
+                                "container '{key}' is already bound to namespace '{old}'"
+                            )))
+                        }
+                        None if self.container_is_made(&key) => return Err(ModelError::conflict(format!(
+                            "container '{key}' is realized in a managed namespace; destroy its CENs before binding it"
+                        ))),
+                        _ => rec.netns_path = Some(p.clone()),
+                    }
+                }
+                if tag.is_some() {
+                    rec.tag = tag.clone();
+                }
+                self.put(Record::Container(rec));
+                Ok(())
+            }
+            Command::ContainerDelete { host, id } => {
+                let key = self.existing_container(host, id)?;
+                self.delete_container(&key);
+                Ok(())
+            }
+            Command::ContainerSetTag { host, id, tag } => {
+                if let Some(t) = tag {
+                    check_tag(t)?;
+                }
+                let key = self.existing_container(host, id)?;
+                let mut rec =
+                    self.container(&key).cloned().ok_or_else(|| ModelError::internal("container vanished"))?;
+                rec.tag = tag.clone();
+                self.put(Record::Container(rec));
+                Ok(())
+            }
+            Command::ContainerJoinCen { host, container, cen } => {
+                check_id("host id", host)?;
+                check_id("container id", container)?;
+                self.existing_cen(cen)?;
+                let key = ContainerKey::new(host, container);
+                self.ensure_container(&key);
+                self.join(&key, cen);
+                Ok(())
+            }
+            Command::ContainerLeaveCen { host, container, cen } => {
+                let key = self.existing_container(host, container)?;
+                self.existing_cen(cen)?;
+                self.leave(&key, cen);
+                Ok(())
+            }
+            Command::CenCreate { id } => {
+                check_id("CEN id", id)?;
+                if self.cen(id).is_none() {
+                    self.put(Record::Cen(CenRec {
+                        id: id.clone(),
+                        members: Vec::new(),
+                        made: false,
+                        realization: Realization::default(),
+                    }));
+                }
+                Ok(())
+            }
+            Command::CenDelete { id } => {
+                self.existing_cen(id)?;
+                for cin in self.cins_over(id).into_iter().cloned().collect::<Vec<_>>() {
+                    let mut cin = cin;
+                    cin.cens.retain(|c| c != id);
+                    self.put(Record::Cin(cin));
+                }
+                self.remove(&EntityKey::Cen(id.clone()));
+                Ok(())
+            }
+            Command::CenImport { host, cens } => {
+                check_id("host id", host)?;
+                for spec in cens {
+                    check_id("CEN id", &spec.id)?;
+                    for c in &spec.containers {
+                        check_id("container id", c)?;
+                    }
+                }
+                check_unique("CEN id", cens.iter().map(|s| &s.id))?;
+                for spec in cens {
+                    self.import_cen(host, spec);
+                }
+                Ok(())
+            }
+            Command::CenSetMade { ids, made } => {
+                for id in ids {
+                    self.existing_cen(id)?;
+                }
+                for id in ids {
+                    self.set_cen_made(id, *made);
+                }
+                Ok(())
+            }
+            Command::CinImport { cins } => {
+                for spec in cins {
+                    check_id("CIN id", &spec.id)?;
+                    for c in &spec.cens {
+                        check_id("CEN id", c)?;
+                    }
+                    check_unique(&format!("CEN id in CIN '{}'", spec.id), spec.cens.iter())?;
+                    if spec.cens.len() > MAX_CENS_PER_CIN {
+                        return Err(ModelError::bad_request(format!(
+                            "CIN '{}' lists {} CENs; at most {MAX_CENS_PER_CIN} fit its /16",
+                            spec.id,
+                            spec.cens.len()
+                        )));
+                    }
+                }
+                check_unique("CIN id", cins.iter().map(|s| &s.id))?;
+                for spec in cins {
+                    for c in &spec.cens {
+                        if self.cen(c).is_none() {
+                            return Err(ModelError::not_found(format!("no CEN '{c}' (listed by CIN '{}')", spec.id)));
+                        }
+                    }
+                }
+                for spec in cins {
+                    self.import_cin(spec)?;
+                }
+                Ok(())
+            }
+            Command::CinDelete { id } => {
+                self.existing_cin(id)?;
+                self.remove(&EntityKey::Cin(id.clone()));
+                Ok(())
+            }
+            Command::CinSetMade { ids, made } => {
+                for id in ids {
+                    self.existing_cin(id)?;
+                }
+                for id in ids {
+                    let mut cin = self.cin(id).cloned().ok_or_else(|| ModelError::internal("CIN vanished"))?;
+                    if *made {
+                        // Addresses need interfaces: making a CIN makes its CENs.
+                        for cen in &cin.cens {
+                            self.set_cen_made(cen, true);
+                        }
+                    }
+                    if cin.made != *made {
+                        cin.made = *made;
+                        self.put(Record::Cin(cin));
+                    }
+                }
+                Ok(())
+            }
+            Command::CpoolImport { host, pools } => {
+                check_id("host id", host)?;
+                for p in pools {
+                    check_id("pool id", &p.id)?;
+                    if p.start_with > MAX_POOL_SIZE {
+                        return Err(ModelError::bad_request(format!(
+                            "pool '{}': start_with {} is over the limit of {MAX_POOL_SIZE}",
+                            p.id, p.start_with
+                        )));
+                    }
+                    if p.image.len() > 256 || p.image.chars().any(char::is_control) {
+                        return Err(ModelError::bad_request(format!("pool '{}': invalid type", p.id)));
+                    }
+                    for c in &p.cins {
+                        check_id("CIN id", &c.cin)?;
+                    }
+                    check_unique(&format!("CIN id in pool '{}'", p.id), p.cins.iter().map(|c| &c.cin))?;
+                    let defaults: Vec<&str> =
+                        p.cins.iter().filter(|c| c.default_route).map(|c| c.cin.as_str()).collect();
+                    if defaults.len() > 1 {
+                        return Err(ModelError::conflict(format!(
+                            "pool '{}' asks for {} default routes ({}); a container has at most one",
+                            p.id,
+                            defaults.len(),
+                            defaults.join(", ")
+                        )));
+                    }
+                }
+                check_unique("pool id", pools.iter().map(|p| &p.id))?;
+                for p in pools {
+                    self.import_pool(host, p)?;
+                }
+                Ok(())
+            }
+            Command::CpoolDelete { id } => {
+                let pool = self.cpool(id).cloned().ok_or_else(|| ModelError::not_found(format!("no pool '{id}'")))?;
+                for key in self.pool_containers(&pool.id) {
+                    self.delete_container(&key);
+                }
+                self.remove(&EntityKey::Cpool(id.clone()));
+                Ok(())
+            }
+            Command::SetStatus { reports } => {
+                for r in reports {
+                    let Some(rec) = self.get(&r.target).cloned() else { continue };
+                    let rec = match rec {
+                        Record::Container(mut c) => {
+                            c.realization = r.realization.clone();
+                            Record::Container(c)
+                        }
+                        Record::Cen(mut c) => {
+                            c.realization = r.realization.clone();
+                            Record::Cen(c)
+                        }
+                        Record::Cin(mut c) => {
+                            c.realization = r.realization.clone();
+                            Record::Cin(c)
+                        }
+                        other => other,
+                    };
+                    self.put(rec);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---- lookups that fail with a named id ----
+
+    fn existing_container(&self, host: &str, id: &str) -> Result<ContainerKey> {
+        check_id("host id", host)?;
+        check_id("container id", id)?;
+        let key = ContainerKey::new(host, id);
+        if self.container(&key).is_none() {
+            return Err(ModelError::not_found(format!("no container '{id}' on host '{host}'")));
+        }
+        Ok(key)
+    }
+
+    fn existing_cen(&self, id: &str) -> Result<()> {
+        check_id("CEN id", id)?;
+        if self.cen(id).is_none() {
+            return Err(ModelError::not_found(format!("no CEN '{id}'")));
+        }
+        Ok(())
+    }
+
+    fn existing_cin(&self, id: &str) -> Result<()> {
+        check_id("CIN id", id)?;
+        if self.cin(id).is_none() {
+            return Err(ModelError::not_found(format!("no CIN '{id}'")));
+        }
+        Ok(())
+    }
+
+    // ---- building blocks ----
+
+    fn ensure_host(&mut self, id: &str) {
+        if self.host(id).is_none() {
+            self.put(Record::Host(HostRec { id: id.to_string() }));
+        }
+    }
+
+    fn ensure_container(&mut self, key: &ContainerKey) -> &ContainerRec {
+        if self.container(key).is_none() {
+            self.ensure_host(&key.host);
+            self.put(Record::Container(ContainerRec {
+                host: key.host.clone(),
+                id: key.id.clone(),
+                tag: None,
+                netns_path: None,
+                default_route: None,
+                pool: None,
+                realization: Realization::default(),
+            }));
+        }
+        self.container(key).expect("container was just ensured")
+    }
+
+    fn join(&mut self, key: &ContainerKey, cen: &str) {
+        if self.is_member(key, cen) {
+            return;
+        }
+        if let Some(mut rec) = self.cen(cen).cloned() {
+            rec.members.push(MemberRec {
+                host: key.host.clone(),
+                container: key.id.clone(),
+                ifname: interface_name(cen),
+            });
+            self.put(Record::Cen(rec));
+        }
+    }
+
+    fn leave(&mut self, key: &ContainerKey, cen: &str) {
+        if !self.is_member(key, cen) {
+            return;
+        }
+        if let Some(mut rec) = self.cen(cen).cloned() {
+            rec.members.retain(|m| !(m.host == key.host && m.container == key.id));
+            self.put(Record::Cen(rec));
+        }
+    }
+
+    fn delete_container(&mut self, key: &ContainerKey) {
+        let cens: Vec<String> = self.cens_of(key).iter().map(|c| c.id.clone()).collect();
+        for cen in cens {
+            self.leave(key, &cen);
+        }
+        // Addresses go with the membership: reconciling the touched CENs'
+        // CINs at the end of the command drops them.
+        self.remove(&EntityKey::Container(key.clone()));
+    }
+
+    fn set_cen_made(&mut self, id: &str, made: bool) {
+        if let Some(mut rec) = self.cen(id).cloned() {
+            if rec.made != made {
+                rec.made = made;
+                self.put(Record::Cen(rec));
+            }
+        }
+    }
+
+    fn import_cen(&mut self, host: &str, spec: &CenSpec) {
+        let mut rec = self.cen(&spec.id).cloned().unwrap_or_else(|| CenRec {
+            id: spec.id.clone(),
+            members: Vec::new(),
+            made: false,
+            realization: Realization::default(),
+        });
+        let mut wanted: Vec<&String> = Vec::with_capacity(spec.containers.len());
+        let mut seen = BTreeSet::new();
+        for c in &spec.containers {
+            if seen.insert(c) {
+                wanted.push(c);
+            }
+        }
+        for c in &wanted {
+            self.ensure_container(&ContainerKey::new(host, c.as_str()));
+        }
+        // Members of this host not in the file leave; members of other hosts
+        // stay; new ones join in file order after those already present.
+        rec.members.retain(|m| m.host != host || seen.contains(&m.container));
+        let present: BTreeSet<&str> =
+            rec.members.iter().filter(|m| m.host == host).map(|m| m.container.as_str()).collect();
+        let mut fresh = Vec::new();
+        for c in wanted {
+            if !present.contains(c.as_str()) {
+                fresh.push(MemberRec {
+                    host: host.to_string(),
+                    container: c.clone(),
+                    ifname: interface_name(&spec.id),
+                });
+            }
+        }
+        rec.members.extend(fresh);
+        if self.cen(&spec.id) != Some(&rec) {
+            self.put(Record::Cen(rec));
+        }
+    }
+
+    fn import_cin(&mut self, spec: &CinSpec) -> Result<()> {
+        let rec = match self.cin(&spec.id).cloned() {
+            Some(mut rec) => {
+                rec.cens = spec.cens.clone();
+                rec
+            }
+            None => {
+                let net = addressing::lowest_free_net(self.cins().iter().map(|c| c.net)).ok_or_else(|| {
+                    ModelError::conflict(format!("no free /16 left in 10.0.0.0/8 for CIN '{}'", spec.id))
+                })?;
+                CinRec {
+                    id: spec.id.clone(),
+                    cens: spec.cens.clone(),
+                    net,
+                    addresses: BTreeMap::new(),
+                    made: false,
+                    realization: Realization::default(),
+                }
+            }
+        };
+        if self.cin(&spec.id) != Some(&rec) {
+            self.put(Record::Cin(rec));
+        }
+        Ok(())
+    }
+
+    fn pool_containers(&self, pool: &str) -> Vec<ContainerKey> {
+        self.containers().into_iter().filter(|c| c.pool.as_deref() == Some(pool)).map(|c| c.key()).collect()
+    }
+
+    /// The CENs a pool entry names: a CIN's CENs, or (legacy) a CEN.
+    fn pool_target_cens(&self, pool: &str, name: &str) -> Result<Vec<String>> {
+        if let Some(cin) = self.cin(name) {
+            return Ok(cin.cens.clone());
+        }
+        if self.cen(name).is_some() {
+            return Ok(vec![name.to_string()]);
+        }
+        Err(ModelError::not_found(format!("no CIN or CEN named '{name}' (listed by pool '{pool}')")))
+    }
+
+    fn import_pool(&mut self, host: &str, spec: &CpoolSpec) -> Result<()> {
+        let old = self.cpool(&spec.id).cloned();
+        let mut targets: Vec<String> = Vec::new();
+        for c in &spec.cins {
+            for cen in self.pool_target_cens(&spec.id, &c.cin)? {
+                if !targets.contains(&cen) {
+                    targets.push(cen);
+                }
+            }
+        }
+        let default_route = spec.cins.iter().find(|c| c.default_route).map(|c| c.cin.clone());
+        let old_targets: Vec<String> = match &old {
+            Some(o) => o
+                .cins
+                .iter()
+                .filter_map(|c| self.pool_target_cens(&o.id, &c.cin).ok())
+                .flatten()
+                .filter(|cen| !targets.contains(cen))
+                .collect(),
+            None => Vec::new(),
+        };
+        // Containers past the new size leave with the pool's consent only.
+        for key in self.pool_containers(&spec.id) {
+            let n = key.id.strip_prefix(&format!("{}-", spec.id)).and_then(|n| n.parse::<u32>().ok());
+            if key.host != host || n.is_none_or(|n| n == 0 || n > spec.start_with) {
+                self.delete_container(&key);
+            }
+        }
+        for n in 1..=spec.start_with {
+            let id = format!("{}-{n}", spec.id);
+            check_id("container id", &id)?;
+            let key = ContainerKey::new(host, &id);
+            let mut rec = self.ensure_container(&key).clone();
+            if let (Some(have), Some(want)) = (&rec.default_route, &default_route) {
+                if have != want && rec.pool.as_deref() != Some(spec.id.as_str()) {
+                    return Err(ModelError::conflict(format!(
+                        "container '{key}' already has a default route via '{have}'; pool '{}' asks for one via '{want}'",
+                        spec.id
+                    )));
+                }
+            }
+            rec.pool = Some(spec.id.clone());
+            rec.default_route = default_route.clone();
+            if self.container(&key) != Some(&rec) {
+                self.put(Record::Container(rec));
+            }
+            for cen in &old_targets {
+                self.leave(&key, cen);
+            }
+            for cen in &targets {
+                self.join(&key, cen);
+            }
+        }
+        let rec = CpoolRec {
+            id: spec.id.clone(),
+            image: spec.image.clone(),
+            start_with: spec.start_with,
+            cins: spec.cins.clone(),
+        };
+        if old.as_ref() != Some(&rec) {
+            self.put(Record::Cpool(rec));
+        }
+        Ok(())
+    }
+
+    /// Re-allocates the addresses of every CIN the running command may have
+    /// affected: those it touched and those over CENs it touched.
+    fn reconcile_touched(&mut self) -> Result<()> {
+        let Some(journal) = self.journal_keys() else { return Ok(()) };
+        let mut cins = BTreeSet::new();
+        for key in journal {
+            match key {
+                EntityKey::Cin(id) => {
+                    cins.insert(id);
+                }
+                EntityKey::Cen(id) => {
+                    cins.extend(self.cins_over(&id).iter().map(|c| c.id.clone()));
+                }
+                _ => {}
+            }
+        }
+        for id in cins {
+            self.reconcile_cin(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Gives every member interface of a CIN an address: existing addresses
+    /// that are still valid stay, freed ones are reused lowest first, new
+    /// members get the lowest free address of their CEN's slice in join order.
+    fn reconcile_cin(&mut self, id: &str) -> Result<()> {
+        let Some(cin) = self.cin(id).cloned() else { return Ok(()) };
+        let multi = cin.cens.len() > 1;
+        let mut next = BTreeMap::new();
+        for (k, cen_id) in cin.cens.iter().enumerate() {
+            let Some(cen) = self.cen(cen_id) else { continue };
+            let slice = Slice::of(cin.net, k, multi);
+            let mut used = BTreeSet::new();
+            let mut pending = Vec::new();
+            for m in &cen.members {
+                let akey = AddrKey { host: m.host.clone(), container: m.container.clone(), cen: cen_id.clone() };
+                match cin.addresses.get(&akey).and_then(|ip| slice.member_offset(*ip).map(|o| (*ip, o))) {
+                    Some((ip, off)) if used.insert(off) => {
+                        next.insert(akey, ip);
+                    }
+                    _ => pending.push(akey),
+                }
+            }
+            let mut cursor = FIRST_MEMBER;
+            for akey in pending {
+                while used.contains(&cursor) {
+                    cursor += 1;
+                }
+                if cursor > slice.last_member() {
+                    return Err(ModelError::conflict(format!(
+                        "CIN '{id}' has no free address left in {} for container '{}' on CEN '{cen_id}'",
+                        slice.to_cidr(),
+                        akey.container
+                    )));
+                }
+                used.insert(cursor);
+                next.insert(akey, slice.addr(cursor));
+            }
+        }
+        if next != cin.addresses {
+            let mut cin = cin;
+            cin.addresses = next;
+            self.put(Record::Cin(cin));
+        }
+        Ok(())
+    }
+}

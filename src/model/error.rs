@@ -1,0 +1,59 @@
+//! The one error type of the model, carrying the class of failure that the
+//! API layers map to `extensions.code` (GraphQL) and HTTP statuses (compat).
+
+use std::fmt;
+
+/// Class of a failure, as clients see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Unauthenticated,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The `extensions.code` string of this class.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// An error with its class and a message naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ModelError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::BadRequest, message: message.into() }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::NotFound, message: message.into() }
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::Conflict, message: message.into() }
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::Internal, message: message.into() }
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

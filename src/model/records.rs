@@ -1,0 +1,233 @@
+//! The entities of the topology as self-contained records.
+//!
+//! A record is both what a node of the graph holds and what the store keeps:
+//! each relation is owned by exactly one record (a CEN owns its memberships,
+//! a CIN owns its CEN list and addresses, a container names its host), so a
+//! set of records is the whole state and the graph's edges are an index over
+//! them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// A container is identified by its host and its id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContainerKey {
+    pub host: String,
+    pub id: String,
+}
+
+impl ContainerKey {
+    pub fn new(host: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { host: host.into(), id: id.into() }
+    }
+}
+
+impl fmt::Display for ContainerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.host, self.id)
+    }
+}
+
+/// Realization status of a CEN, CIN or container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    #[default]
+    Pending,
+    Preparing,
+    Ready,
+    Destroying,
+    Failed,
+}
+
+/// A status with the reason of a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Realization {
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRec {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRec {
+    pub host: String,
+    pub id: String,
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// An existing namespace this container is bound to (never deleted by
+    /// leviathan); `None` means a managed namespace.
+    #[serde(default)]
+    pub netns_path: Option<String>,
+    /// The CIN (or CEN, legacy) through whose gateway this container wants
+    /// its default route.
+    #[serde(default)]
+    pub default_route: Option<String>,
+    /// The pool that created this container, if any.
+    #[serde(default)]
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub realization: Realization,
+}
+
+impl ContainerRec {
+    pub fn key(&self) -> ContainerKey {
+        ContainerKey::new(&self.host, &self.id)
+    }
+}
+
+/// A container's membership in a CEN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRec {
+    pub host: String,
+    pub container: String,
+    /// The CEN's interface name inside the container.
+    pub ifname: String,
+}
+
+impl MemberRec {
+    pub fn key(&self) -> ContainerKey {
+        ContainerKey::new(&self.host, &self.container)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CenRec {
+    pub id: String,
+    /// Members in join order (the order addresses are handed out in).
+    pub members: Vec<MemberRec>,
+    /// Marked to be realized.
+    #[serde(default)]
+    pub made: bool,
+    #[serde(default)]
+    pub realization: Realization,
+}
+
+/// Which interface an address belongs to: a container's membership in a CEN.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AddrKey {
+    pub host: String,
+    pub container: String,
+    pub cen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CinRec {
+    pub id: String,
+    /// CENs in the order listed (slice k of a multi-CEN CIN is `cens[k]`).
+    pub cens: Vec<String>,
+    /// Second octet of the CIN's /16: `10.<net>.0.0/16`.
+    pub net: u8,
+    #[serde(with = "addr_list")]
+    pub addresses: BTreeMap<AddrKey, Ipv4Addr>,
+    #[serde(default)]
+    pub made: bool,
+    #[serde(default)]
+    pub realization: Realization,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolCin {
+    /// A CIN id, or (legacy) a CEN id where no CIN has that id.
+    pub cin: String,
+    pub default_route: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpoolRec {
+    pub id: String,
+    pub image: String,
+    pub start_with: u32,
+    pub cins: Vec<PoolCin>,
+}
+
+/// Any record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Host(HostRec),
+    Container(ContainerRec),
+    Cen(CenRec),
+    Cin(CinRec),
+    Cpool(CpoolRec),
+}
+
+impl Record {
+    pub fn key(&self) -> EntityKey {
+        match self {
+            Record::Host(h) => EntityKey::Host(h.id.clone()),
+            Record::Container(c) => EntityKey::Container(c.key()),
+            Record::Cen(c) => EntityKey::Cen(c.id.clone()),
+            Record::Cin(c) => EntityKey::Cin(c.id.clone()),
+            Record::Cpool(p) => EntityKey::Cpool(p.id.clone()),
+        }
+    }
+}
+
+/// The key of a record. The derived order (hosts, containers, CENs, CINs,
+/// pools) is the order in which records may be inserted: each kind only
+/// refers to kinds before it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum EntityKey {
+    Host(String),
+    Container(ContainerKey),
+    Cen(String),
+    Cin(String),
+    Cpool(String),
+}
+
+impl EntityKey {
+    /// Kind name, as the store and the change feed spell it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EntityKey::Host(_) => "host",
+            EntityKey::Container(_) => "container",
+            EntityKey::Cen(_) => "cen",
+            EntityKey::Cin(_) => "cin",
+            EntityKey::Cpool(_) => "cpool",
+        }
+    }
+
+    /// The id within its kind (`host/container` for containers).
+    pub fn id(&self) -> String {
+        match self {
+            EntityKey::Host(s) | EntityKey::Cen(s) | EntityKey::Cin(s) | EntityKey::Cpool(s) => s.clone(),
+            EntityKey::Container(k) => k.to_string(),
+        }
+    }
+}
+
+mod addr_list {
+    use super::AddrKey;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        host: String,
+        container: String,
+        cen: String,
+        ip: Ipv4Addr,
+    }
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<AddrKey, Ipv4Addr>, s: S) -> Result<S::Ok, S::Error> {
+        let list: Vec<Entry> = map
+            .iter()
+            .map(|(k, ip)| Entry { host: k.host.clone(), container: k.container.clone(), cen: k.cen.clone(), ip: *ip })
+            .collect();
+        list.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<AddrKey, Ipv4Addr>, D::Error> {
+        let list = Vec::<Entry>::deserialize(d)?;
+        Ok(list.into_iter().map(|e| (AddrKey { host: e.host, container: e.container, cen: e.cen }, e.ip)).collect())
+    }
+}

@@ -1,0 +1,163 @@
+//! What follows from the records: wiring types, slices, gateways,
+//! interfaces and default routes. Nothing here is stored.
+
+use super::addressing::Slice;
+use super::records::*;
+use super::topology::Topology;
+use std::net::Ipv4Addr;
+
+/// How a CEN is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wiring {
+    /// One veth pair straight between two containers.
+    Wire,
+    /// A bridge with one veth pair per member.
+    Bridge,
+}
+
+/// An address on an interface, with the CIN that gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfAddr {
+    pub cin: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// A container's interface on one CEN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub cen: String,
+    pub name: String,
+    pub addresses: Vec<IfAddr>,
+}
+
+/// A member of a CIN: one container interface with its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CinMember {
+    pub container: ContainerKey,
+    pub cen: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Topology {
+    /// The wiring of a CEN: a bridge for three or more members, for any CEN
+    /// of a CIN spanning several CENs, and where a member routes its default
+    /// route through it (a gateway is needed); a wire for two; else none.
+    pub fn wiring(&self, cen: &CenRec) -> Option<Wiring> {
+        let in_multi = self.cins_over(&cen.id).iter().any(|c| c.cens.len() > 1);
+        if in_multi || cen.members.len() >= 3 {
+            return Some(Wiring::Bridge);
+        }
+        if cen.members.is_empty() {
+            return None;
+        }
+        let routes_here = cen.members.iter().any(|m| {
+            self.container(&m.key())
+                .and_then(|c| self.default_route_of(c))
+                .is_some_and(|(_, via_cen)| via_cen == cen.id)
+        });
+        if routes_here {
+            Some(Wiring::Bridge)
+        } else if cen.members.len() == 2 {
+            Some(Wiring::Wire)
+        } else {
+            None
+        }
+    }
+
+    /// The slice a CEN has in a CIN.
+    pub fn slice(&self, cin: &CinRec, cen: &str) -> Option<Slice> {
+        let k = cin.cens.iter().position(|c| c == cen)?;
+        Some(Slice::of(cin.net, k, cin.cens.len() > 1))
+    }
+
+    /// The gateway of a CEN in a CIN: `.1` of its slice, when the CEN is a
+    /// bridge (the address sits on the bridge).
+    pub fn gateway(&self, cin: &CinRec, cen: &str) -> Option<Ipv4Addr> {
+        let rec = self.cen(cen)?;
+        if self.wiring(rec) != Some(Wiring::Bridge) {
+            return None;
+        }
+        self.slice(cin, cen).map(|s| s.gateway())
+    }
+
+    /// Where a container's requested default route goes: `(cin, cen)`.
+    /// The request names a CIN, or (legacy) a CEN covered by some CIN.
+    pub fn default_route_of(&self, c: &ContainerRec) -> Option<(String, String)> {
+        let name = c.default_route.as_deref()?;
+        let key = c.key();
+        if let Some(cin) = self.cin(name) {
+            let cen = cin.cens.iter().find(|cen| self.is_member(&key, cen))?;
+            return Some((cin.id.clone(), cen.clone()));
+        }
+        if self.is_member(&key, name) {
+            let cin = self.cins_over(name).into_iter().next()?;
+            return Some((cin.id.clone(), name.to_string()));
+        }
+        None
+    }
+
+    /// The default route of a container as `(gateway, cin, cen)`, where a
+    /// gateway exists.
+    pub fn default_gateway_of(&self, c: &ContainerRec) -> Option<(Ipv4Addr, String, String)> {
+        let (cin, cen) = self.default_route_of(c)?;
+        let gw = self.gateway(self.cin(&cin)?, &cen)?;
+        Some((gw, cin, cen))
+    }
+
+    /// A container's interfaces, one per CEN, sorted by CEN id.
+    pub fn interfaces(&self, key: &ContainerKey) -> Vec<Interface> {
+        self.cens_of(key)
+            .into_iter()
+            .map(|cen| {
+                let name = cen
+                    .members
+                    .iter()
+                    .find(|m| m.host == key.host && m.container == key.id)
+                    .map(|m| m.ifname.clone())
+                    .unwrap_or_else(|| super::ids::interface_name(&cen.id));
+                let akey = AddrKey { host: key.host.clone(), container: key.id.clone(), cen: cen.id.clone() };
+                let addresses = self
+                    .cins_over(&cen.id)
+                    .into_iter()
+                    .filter_map(|cin| {
+                        let ip = *cin.addresses.get(&akey)?;
+                        let slice = self.slice(cin, &cen.id)?;
+                        Some(IfAddr { cin: cin.id.clone(), ip, prefix_len: slice.prefix_len })
+                    })
+                    .collect();
+                Interface { cen: cen.id.clone(), name, addresses }
+            })
+            .collect()
+    }
+
+    /// The members of a CIN with their addresses, in address order.
+    pub fn cin_members(&self, cin: &CinRec) -> Vec<CinMember> {
+        let mut v: Vec<CinMember> = cin
+            .addresses
+            .iter()
+            .map(|(k, ip)| CinMember {
+                container: ContainerKey::new(&k.host, &k.container),
+                cen: k.cen.clone(),
+                ip: *ip,
+            })
+            .collect();
+        v.sort_by_key(|m| m.ip);
+        v
+    }
+
+    /// The containers of a CIN (each once), sorted.
+    pub fn cin_containers(&self, cin: &CinRec) -> Vec<ContainerKey> {
+        let mut v: Vec<ContainerKey> = cin.addresses.keys().map(|k| ContainerKey::new(&k.host, &k.container)).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Whether a managed or bound namespace is wanted for a container: it is
+    /// a member of at least one made CEN.
+    pub fn container_is_made(&self, key: &ContainerKey) -> bool {
+        self.cens_of(key).iter().any(|c| c.made)
+    }
+}

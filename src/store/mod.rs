@@ -1,0 +1,145 @@
+//! Durable state: a SQLite file in WAL mode holding every record of the
+//! topology and the change log. One transaction per change: the new images
+//! of the records it touched, the change record, and the revision.
+
+use crate::model::{EntityKey, Images, Record, Topology};
+use anyhow::{bail, Context};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// `PRAGMA application_id` of a leviathan state file ("LEVI").
+pub const APPLICATION_ID: i64 = 0x4C45_5649;
+/// The state file format this build writes and reads.
+pub const FORMAT: i64 = 1;
+
+/// One record's change inside a committed change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeItem {
+    pub key: EntityKey,
+    pub before: Option<Record>,
+    pub after: Option<Record>,
+}
+
+/// A committed change: what a command (or a status report) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub revision: u64,
+    /// The mutation (or `status`) that made the change.
+    pub mutation: String,
+    /// Milliseconds since the Unix epoch at commit.
+    pub at_ms: u64,
+    pub items: Vec<ChangeItem>,
+}
+
+/// The state file.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (or creates) a state file and loads the topology and revision.
+    /// A file that is not a leviathan state file, or was written in another
+    /// format, is refused with a message saying so; it is never misread.
+    pub fn open(path: &Path) -> anyhow::Result<(Store, Topology, u64)> {
+        let conn = Connection::open(path).with_context(|| format!("opening state file {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if app == 0 && version == 0 && tables == 0 {
+            Self::init(&conn)?;
+        } else if app != APPLICATION_ID {
+            bail!("{} is not a leviathan state file (application id {app:#x}); refusing to use it", path.display());
+        } else if version > FORMAT {
+            bail!(
+                "{} was written by a newer leviathan (state format {version}); this build reads format {FORMAT}. Upgrade leviathan or use another --state file",
+                path.display()
+            );
+        } else if version != FORMAT {
+            bail!("{} has state format {version}, which this build (format {FORMAT}) cannot read", path.display());
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+
+        let mut images = Images::new();
+        {
+            let mut stmt = conn.prepare("SELECT kind, id, body FROM records")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            for row in rows {
+                let (kind, id, body) = row?;
+                let rec: Record = serde_json::from_str(&body)
+                    .with_context(|| format!("{}: unreadable {kind} record '{id}'", path.display()))?;
+                images.insert(rec.key(), Some(rec));
+            }
+        }
+        let mut topo = Topology::new();
+        topo.commit(&images);
+        if let Err(e) = topo.check_integrity() {
+            bail!("{} is inconsistent: {e}", path.display());
+        }
+        let revision: u64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|v| v.parse())
+            .transpose()
+            .context("reading the revision")?
+            .unwrap_or(0);
+        Ok((Store { conn: Mutex::new(conn) }, topo, revision))
+    }
+
+    fn init(conn: &Connection) -> anyhow::Result<()> {
+        conn.execute_batch(&format!(
+            "BEGIN;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE records (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+                                   PRIMARY KEY (kind, id)) WITHOUT ROWID;
+             CREATE TABLE changes (revision INTEGER PRIMARY KEY, body TEXT NOT NULL);
+             INSERT INTO meta VALUES ('revision', '0');
+             PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = {FORMAT};
+             COMMIT;"
+        ))?;
+        Ok(())
+    }
+
+    /// Makes a change durable: the new images, the change record and the
+    /// revision, in one transaction. Returns once committed to disk.
+    pub fn commit(&self, images: &Images, change: &Change) -> anyhow::Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut upsert =
+                tx.prepare_cached("INSERT OR REPLACE INTO records (kind, id, body) VALUES (?1, ?2, ?3)")?;
+            let mut delete = tx.prepare_cached("DELETE FROM records WHERE kind = ?1 AND id = ?2")?;
+            for (key, rec) in images {
+                match rec {
+                    Some(rec) => upsert.execute(params![key.kind(), key.id(), serde_json::to_string(rec)?])?,
+                    None => delete.execute(params![key.kind(), key.id()])?,
+                };
+            }
+            tx.execute(
+                "INSERT INTO changes (revision, body) VALUES (?1, ?2)",
+                params![change.revision as i64, serde_json::to_string(change)?],
+            )?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", params![change.revision.to_string()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The changes after `revision`, oldest first, at most `limit`.
+    pub fn changes_after(&self, revision: u64, limit: usize) -> anyhow::Result<Vec<Change>> {
+        let conn = self.conn.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT body FROM changes WHERE revision > ?1 ORDER BY revision LIMIT ?2")?;
+        let rows = stmt.query_map(params![revision as i64, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(serde_json::from_str(&body?)?);
+        }
+        Ok(out)
+    }
+}
