@@ -1,12 +1,14 @@
 //! The HTTP server: one router assembled here, state passed explicitly,
 //! thin handlers.
 
+use crate::graphql::ws::{self, Protocol, WsAuth, WsConfig};
 use crate::graphql::LeviathanSchema;
 use crate::service::Service;
 use async_graphql::http::GraphiQLSource;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, Request, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -39,11 +41,25 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// The router: `/graphql`, `/graphiql`, `/schema.graphql`, `/healthz`, all
-/// behind the token check when a token is set.
+/// The router: `/graphql`, `/graphql/ws`, `/graphiql`, `/schema.graphql`,
+/// `/healthz`, all behind the token check when a token is set (a websocket
+/// upgrade to `/graphql/ws` may instead carry its token in
+/// `connection_init`).
 pub fn router(state: AppState) -> Router {
+    router_with(state, WsConfig::default())
+}
+
+/// [`router`] with other websocket limits and timers.
+pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
+    let ws_config = Arc::new(ws_config);
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            GRAPHQL_WS_PATH,
+            get(move |state, headers, query, upgrade| {
+                graphql_ws(state, headers, query, upgrade, Arc::clone(&ws_config))
+            }),
+        )
         .route("/graphiql", get(graphiql))
         .route("/schema.graphql", get(schema_sdl))
         .route("/healthz", get(healthz))
@@ -61,21 +77,34 @@ pub fn token_matches(expected: &str, given: &str) -> bool {
     expected.as_bytes().ct_eq(given.as_bytes()).into()
 }
 
-/// Checks `Authorization: Bearer <token>` (or `?token=` for websockets).
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.token.as_deref() else {
-        return next.run(req).await;
-    };
-    let header_token = req
-        .headers()
+/// Path of the GraphQL websocket endpoint.
+pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
+
+/// Whether a request carries the token in `Authorization: Bearer <token>`
+/// or `?token=`.
+fn request_has_token(expected: &str, headers: &HeaderMap, query: Option<&str>) -> bool {
+    let header_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let query_token =
-        req.uri().query().and_then(|q| url_params(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
-    let ok = header_token.is_some_and(|t| token_matches(expected, t))
-        || query_token.is_some_and(|t| token_matches(expected, &t));
+    let query_token = query.and_then(|q| url_params(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+    header_token.is_some_and(|t| token_matches(expected, t)) || query_token.is_some_and(|t| token_matches(expected, &t))
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Checks `Authorization: Bearer <token>` (or `?token=` for websockets).
+/// A websocket upgrade to `/graphql/ws` goes through: its token is checked
+/// at `connection_init`, where the protocol can say no with its own code.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.token.as_deref() else {
+        return next.run(req).await;
+    };
+    let ok = request_has_token(expected, req.headers(), req.uri().query())
+        || (req.uri().path() == GRAPHQL_WS_PATH && is_websocket_upgrade(req.headers()));
     if ok {
         next.run(req).await
     } else {
@@ -143,6 +172,40 @@ async fn graphql_get(State(state): State<AppState>, Query(params): Query<HashMap
         }
     }
     graphql_response(state.schema.execute(request).await)
+}
+
+/// `/graphql/ws`: GraphQL subscriptions (and queries, mutations) over a
+/// websocket, `graphql-transport-ws` or `graphql-ws`.
+async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    cfg: Arc<WsConfig>,
+) -> Response {
+    let offered = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
+    let Some(protocol) = Protocol::negotiate(offered) else {
+        return bad_request(
+            "websocket subprotocol required: offer 'graphql-transport-ws' or 'graphql-ws' in Sec-WebSocket-Protocol",
+        );
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => return json_error(e.status(), "BAD_REQUEST", &format!("not a websocket upgrade: {}", e.body_text())),
+    };
+    let auth = WsAuth {
+        pre_authorized: state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query())),
+        token: state.token.clone(),
+    };
+    let schema = state.schema.clone();
+    let cfg = (*cfg).clone();
+    upgrade
+        .protocols([protocol.name()])
+        .max_message_size(cfg.max_message_size)
+        .max_frame_size(cfg.max_message_size)
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.write_buffer)
+        .on_upgrade(move |socket| ws::serve(socket, protocol, schema, auth, cfg))
 }
 
 async fn graphiql() -> Html<String> {

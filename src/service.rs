@@ -1,6 +1,9 @@
 //! The topology service: the in-memory graph, the store, the revision and
 //! the change stream. Writes are serialized; reads never wait for disk.
 
+mod feed;
+mod operations;
+
 use crate::model::{Command, ModelError, Topology};
 use crate::store::{Change, ChangeItem, Store};
 use parking_lot::RwLock;
@@ -8,6 +11,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, Mutex};
+
+pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
+pub use operations::{OperationState, OperationStatus, Operations, MAX_FINISHED_OPERATIONS};
 
 /// Capacity of the change stream; a subscriber further behind is told so.
 pub const CHANGE_STREAM_CAPACITY: usize = 1024;
@@ -19,14 +25,24 @@ pub struct Service {
     revision: AtomicU64,
     host_id: String,
     changes: broadcast::Sender<Arc<Change>>,
+    operations: Operations,
 }
 
 impl Service {
     /// Opens the state file and loads the topology from it.
     pub fn open(state: &Path, host_id: &str) -> anyhow::Result<Arc<Service>> {
+        Self::open_with_capacity(state, host_id, CHANGE_STREAM_CAPACITY)
+    }
+
+    /// [`Service::open`] with another capacity of the change stream (how
+    /// far a subscriber may fall behind before it is told it lagged).
+    pub fn open_with_capacity(state: &Path, host_id: &str, capacity: usize) -> anyhow::Result<Arc<Service>> {
         crate::model::ids::check_id("host id", host_id).map_err(|e| anyhow::anyhow!("--host-id: {e}"))?;
+        if capacity == 0 {
+            anyhow::bail!("the change stream capacity must be at least 1");
+        }
         let (store, topo, revision) = Store::open(state)?;
-        let (changes, _) = broadcast::channel(CHANGE_STREAM_CAPACITY);
+        let (changes, _) = broadcast::channel(capacity);
         Ok(Arc::new(Service {
             topo: RwLock::new(topo),
             writer: Mutex::new(()),
@@ -34,6 +50,7 @@ impl Service {
             revision: AtomicU64::new(revision),
             host_id: host_id.to_string(),
             changes,
+            operations: Operations::new(),
         }))
     }
 
@@ -59,9 +76,28 @@ impl Service {
         (f(&t), rev)
     }
 
-    /// The change stream.
+    /// The raw change stream: every committed change, once, in revision
+    /// order. A receiver that falls more than the capacity behind gets
+    /// `RecvError::Lagged`; prefer [`Service::feed`], which names the last
+    /// revision received, or [`Service::change_stream`], which resumes by
+    /// itself.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.changes.subscribe()
+    }
+
+    /// A live feed of the changes committed from now on. When it falls
+    /// behind it yields [`FeedItem::Lagged`] with the last revision it
+    /// delivered; the changes after it are in the store's change log.
+    pub fn feed(&self) -> ChangeFeed {
+        // Subscribe first, then read the revision: every change above that
+        // revision is published after the subscription exists.
+        let rx = self.changes.subscribe();
+        ChangeFeed::new(rx, self.revision())
+    }
+
+    /// Registry of long make/destroy operations and their progress.
+    pub fn operations(&self) -> &Operations {
+        &self.operations
     }
 
     /// The store (for the change log).
@@ -98,11 +134,12 @@ impl Service {
             return Ok(self.revision());
         }
         let revision = self.revision() + 1;
-        let at_ms = std::time::SystemTime::now()
+        let at_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        let change = Arc::new(Change { revision, mutation: cmd.name().to_string(), at_ms, items });
+        let at_ms = at_us / 1000;
+        let change = Arc::new(Change { revision, mutation: cmd.name().to_string(), at_ms, at_us, items });
         let store = Arc::clone(&self.store);
         let (images, change) = tokio::task::spawn_blocking(move || {
             let r = store.commit(&images, &change);
@@ -119,6 +156,8 @@ impl Service {
             t.commit(&images);
             self.revision.store(revision, Ordering::Release);
         }
+        // The one place subscribers are notified: once per committed change,
+        // in revision order (the writer lock is still held).
         let _ = self.changes.send(change);
         Ok(revision)
     }

@@ -1,9 +1,12 @@
 //! Query limits: depth and complexity are the schema's own; aliases are
 //! counted here, after parsing and before anything runs.
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
+};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ServerResult, Variables};
+use futures_util::stream::{BoxStream, StreamExt};
 use std::sync::Arc;
 
 pub const MAX_DEPTH: usize = 16;
@@ -38,18 +41,30 @@ fn count(set: &SelectionSet, depth: usize) -> usize {
         .sum()
 }
 
+fn code_errors(mut resp: async_graphql::Response) -> async_graphql::Response {
+    for e in &mut resp.errors {
+        let coded = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
+        if !coded {
+            let code = if e.path.is_empty() { "BAD_REQUEST" } else { "INTERNAL" };
+            e.extensions.get_or_insert_with(Default::default).set("code", code);
+        }
+    }
+    resp
+}
+
 #[async_trait::async_trait]
 impl Extension for AliasLimitExt {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> async_graphql::Response {
-        let mut resp = next.run(ctx).await;
-        for e in &mut resp.errors {
-            let coded = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
-            if !coded {
-                let code = if e.path.is_empty() { "BAD_REQUEST" } else { "INTERNAL" };
-                e.extensions.get_or_insert_with(Default::default).set("code", code);
-            }
-        }
-        resp
+        code_errors(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, async_graphql::Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, async_graphql::Response> {
+        next.run(ctx, stream).map(code_errors).boxed()
     }
 
     async fn parse_query(

@@ -1,29 +1,33 @@
 //! The GraphQL API over the topology service.
 
 mod limits;
+mod monitor;
 mod mutation;
 mod query;
+mod subscription;
 mod types;
+pub mod ws;
 
 use crate::model::{ErrorCode, ModelError};
 use crate::service::Service;
-use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use async_graphql::{ErrorExtensions, Schema};
 use std::sync::Arc;
 
 pub use limits::{AliasLimit, MAX_ALIASES, MAX_COMPLEXITY, MAX_DEPTH};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use subscription::*;
 pub use types::*;
 
-pub type LeviathanSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type LeviathanSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over a service, with its limits.
 pub fn schema(service: Arc<Service>) -> LeviathanSchema {
     builder().data(service).finish()
 }
 
-fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(MAX_DEPTH * 2)

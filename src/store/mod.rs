@@ -30,7 +30,27 @@ pub struct Change {
     pub mutation: String,
     /// Milliseconds since the Unix epoch at commit.
     pub at_ms: u64,
+    /// Microseconds since the Unix epoch at commit (0 in changes written
+    /// before it was recorded; use `at_ms` then).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub at_us: u64,
     pub items: Vec<ChangeItem>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Change {
+    /// Commit time in milliseconds since the Unix epoch, with microsecond
+    /// precision where it was recorded.
+    pub fn at_millis(&self) -> f64 {
+        if self.at_us > 0 {
+            self.at_us as f64 / 1000.0
+        } else {
+            self.at_ms as f64
+        }
+    }
 }
 
 /// The state file.

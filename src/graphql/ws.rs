@@ -1,0 +1,406 @@
+//! GraphQL over websocket (`/graphql/ws`), both subprotocols:
+//!
+//! - `graphql-transport-ws` (the `graphql-ws` npm package's protocol,
+//!   <https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md>);
+//! - `graphql-ws` (the older subscriptions-transport-ws protocol).
+//!
+//! One task per connection runs a loop over the client's messages, the
+//! connection's subscription streams and a keep-alive timer, and writes
+//! straight to the socket. Subscription streams are pulled only when the
+//! socket takes a message, so nothing queues per subscriber beyond the
+//! change stream's bounded ring (a subscriber that falls behind it resumes
+//! from the change log). A peer that takes no message for
+//! [`WsConfig::send_timeout`] is dropped; one that sends nothing (not even a
+//! pong to our pings) for three keep-alive intervals is dropped too.
+//!
+//! Close codes (graphql-transport-ws): 4400 invalid message, 4401
+//! unauthorized (a missing or wrong token at `connection_init`, or a
+//! `subscribe` before the connection was acknowledged), 4408 no
+//! `connection_init` in time, 4409 duplicate subscription id, 4429 a second
+//! `connection_init`.
+
+use super::LeviathanSchema;
+use crate::server::token_matches;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{BoxStream, SplitSink};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_stream::StreamMap;
+
+/// Limits and timers of the websocket endpoint.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Most subscriptions one connection may hold at once.
+    pub max_subscriptions: usize,
+    /// Interval of keep-alives (websocket pings; `ka` messages for the
+    /// older protocol).
+    pub keepalive: Duration,
+    /// Time a client has to send `connection_init`.
+    pub init_timeout: Duration,
+    /// Time the peer has to take one message before it is dropped.
+    pub send_timeout: Duration,
+    /// Largest message accepted from a client.
+    pub max_message_size: usize,
+    /// Most bytes buffered for writing before a send waits on the peer.
+    pub write_buffer: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            max_subscriptions: 100,
+            keepalive: Duration::from_secs(15),
+            init_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
+            max_message_size: 256 * 1024,
+            write_buffer: 256 * 1024,
+        }
+    }
+}
+
+/// The two subprotocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `graphql-transport-ws`.
+    TransportWs,
+    /// `graphql-ws` (subscriptions-transport-ws).
+    LegacyWs,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::TransportWs => "graphql-transport-ws",
+            Protocol::LegacyWs => "graphql-ws",
+        }
+    }
+
+    /// The first known protocol in a `Sec-WebSocket-Protocol` list (the
+    /// client's order of preference).
+    pub fn negotiate<'a>(offered: impl Iterator<Item = &'a str>) -> Option<Protocol> {
+        offered.flat_map(|v| v.split(',')).map(str::trim).find_map(|p| match p {
+            "graphql-transport-ws" => Some(Protocol::TransportWs),
+            "graphql-ws" => Some(Protocol::LegacyWs),
+            _ => None,
+        })
+    }
+}
+
+/// How the connection is authorized.
+#[derive(Debug, Clone)]
+pub struct WsAuth {
+    /// The token every connection needs, if one is configured.
+    pub token: Option<Arc<str>>,
+    /// The upgrade request already carried the right token (`?token=` or
+    /// an `Authorization` header).
+    pub pre_authorized: bool,
+}
+
+impl WsAuth {
+    /// Whether a `connection_init` payload (or the upgrade request) carries
+    /// the token: `{"token": T}`, `{"Authorization": "Bearer T"}` (any case),
+    /// or the same inside `"headers"`.
+    fn accepts(&self, payload: &Value) -> bool {
+        let Some(expected) = self.token.as_deref() else { return true };
+        if self.pre_authorized {
+            return true;
+        }
+        let mut given = Vec::new();
+        for obj in [Some(payload), payload.get("headers")].into_iter().flatten() {
+            let Some(map) = obj.as_object() else { continue };
+            for (k, v) in map {
+                let Some(v) = v.as_str() else { continue };
+                if k.eq_ignore_ascii_case("token") {
+                    given.push(v.trim());
+                } else if k.eq_ignore_ascii_case("authorization") {
+                    if let Some(t) = v.trim().strip_prefix("Bearer ").or_else(|| v.trim().strip_prefix("bearer ")) {
+                        given.push(t.trim());
+                    }
+                }
+            }
+        }
+        given.into_iter().any(|t| token_matches(expected, t))
+    }
+}
+
+enum Out {
+    Next { first: bool, resp: Box<async_graphql::Response> },
+    Done,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+struct Conn {
+    proto: Protocol,
+    schema: LeviathanSchema,
+    auth: WsAuth,
+    cfg: WsConfig,
+    sink: Sink,
+    subs: StreamMap<String, BoxStream<'static, Out>>,
+    init_received: bool,
+    acked: bool,
+}
+
+/// Why the loop ends.
+enum Stop {
+    /// Close with this code and reason.
+    Close(u16, String),
+    /// The peer is gone or stuck: drop the connection.
+    Drop,
+}
+
+/// Serves one upgraded connection until it closes.
+pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, auth: WsAuth, cfg: WsConfig) {
+    let (sink, mut incoming) = socket.split();
+    let mut conn = Conn { proto, schema, auth, cfg, sink, subs: StreamMap::new(), init_received: false, acked: false };
+    let keepalive = conn.cfg.keepalive;
+    let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let init_deadline = tokio::time::sleep(conn.cfg.init_timeout);
+    tokio::pin!(init_deadline);
+    let mut last_heard = Instant::now();
+
+    let stop = loop {
+        let step = tokio::select! {
+            msg = incoming.next() => match msg {
+                None | Some(Err(_)) => Err(Stop::Drop),
+                Some(Ok(msg)) => {
+                    last_heard = Instant::now();
+                    conn.on_message(msg).await
+                }
+            },
+            Some((id, out)) = conn.subs.next(), if !conn.subs.is_empty() => conn.on_output(id, out).await,
+            () = &mut init_deadline, if !conn.acked => {
+                Err(Stop::Close(4408, "Connection initialisation timeout".into()))
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > keepalive * 3 {
+                    tracing::debug!("websocket peer silent for three keep-alive intervals; dropping it");
+                    Err(Stop::Drop)
+                } else {
+                    conn.keepalive().await
+                }
+            }
+        };
+        if let Err(stop) = step {
+            break stop;
+        }
+    };
+    if let Stop::Close(code, reason) = stop {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.send(Message::Close(Some(frame)))).await;
+    }
+    // Dropping the halves closes the TCP connection and every subscription.
+}
+
+fn text(v: &Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+fn invalid(what: impl std::fmt::Display) -> Stop {
+    Stop::Close(4400, format!("Invalid message received: {what}"))
+}
+
+impl Conn {
+    async fn send(&mut self, msg: Message) -> Result<(), Stop> {
+        match tokio::time::timeout(self.cfg.send_timeout, self.sink.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Stop::Drop),
+            Err(_) => {
+                tracing::info!("websocket peer took no message for {:?}; dropping it", self.cfg.send_timeout);
+                Err(Stop::Drop)
+            }
+        }
+    }
+
+    async fn send_json(&mut self, v: Value) -> Result<(), Stop> {
+        self.send(text(&v)).await
+    }
+
+    async fn keepalive(&mut self) -> Result<(), Stop> {
+        self.send(Message::Ping(Default::default())).await?;
+        if self.proto == Protocol::LegacyWs && self.acked {
+            self.send_json(json!({"type": "ka"})).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Result<(), Stop> {
+        let bytes = match msg {
+            Message::Text(t) => t.as_str().as_bytes().to_vec(),
+            Message::Binary(b) => b.to_vec(),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(Stop::Drop),
+        };
+        let v: Value = match serde_json::from_slice(&bytes) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return self.bad_message("a JSON object is required", None).await,
+            Err(e) => return self.bad_message(format!("malformed JSON: {e}"), None).await,
+        };
+        let Some(ty) = v.get("type").and_then(Value::as_str).map(str::to_string) else {
+            return self.bad_message("missing 'type'", None).await;
+        };
+        let id = v.get("id").and_then(Value::as_str).map(str::to_string);
+        let payload = v.get("payload").cloned().unwrap_or(Value::Null);
+        match (self.proto, ty.as_str()) {
+            (_, "connection_init") => self.on_init(payload).await,
+            (Protocol::TransportWs, "ping") => {
+                let mut pong = json!({"type": "pong"});
+                if !payload.is_null() {
+                    pong["payload"] = payload;
+                }
+                self.send_json(pong).await
+            }
+            (Protocol::TransportWs, "pong") => Ok(()),
+            (Protocol::TransportWs, "subscribe") | (Protocol::LegacyWs, "start") => {
+                let Some(id) = id.filter(|i| !i.is_empty()) else {
+                    return self.bad_message(format!("'{ty}' needs a non-empty string 'id'"), None).await;
+                };
+                self.on_subscribe(id, payload).await
+            }
+            (Protocol::TransportWs, "complete") | (Protocol::LegacyWs, "stop") => {
+                let Some(id) = id else {
+                    return self.bad_message(format!("'{ty}' needs a string 'id'"), None).await;
+                };
+                let known = self.subs.remove(&id).is_some();
+                if known && self.proto == Protocol::LegacyWs {
+                    self.send_json(json!({"type": "complete", "id": id})).await?;
+                }
+                Ok(())
+            }
+            (Protocol::LegacyWs, "connection_terminate") => Err(Stop::Close(1000, "terminated".into())),
+            _ => self.bad_message(format!("unknown message type '{ty}' for {}", self.proto.name()), id).await,
+        }
+    }
+
+    /// A message the protocol does not allow: close with 4400
+    /// (graphql-transport-ws), answer with an `error` (graphql-ws).
+    async fn bad_message(&mut self, what: impl std::fmt::Display, id: Option<String>) -> Result<(), Stop> {
+        match self.proto {
+            Protocol::TransportWs => Err(invalid(what)),
+            Protocol::LegacyWs => {
+                let mut msg = json!({"type": "error", "payload": {"message": format!("invalid message: {what}")}});
+                if let Some(id) = id {
+                    msg["id"] = Value::String(id);
+                }
+                self.send_json(msg).await
+            }
+        }
+    }
+
+    async fn on_init(&mut self, payload: Value) -> Result<(), Stop> {
+        if self.init_received && self.proto == Protocol::TransportWs {
+            return Err(Stop::Close(4429, "Too many initialisation requests".into()));
+        }
+        self.init_received = true;
+        if !self.auth.accepts(&payload) {
+            return match self.proto {
+                Protocol::TransportWs => Err(Stop::Close(4401, "Unauthorized: missing or wrong token".into())),
+                Protocol::LegacyWs => {
+                    self.send_json(json!({
+                        "type": "connection_error",
+                        "payload": {"message": "Unauthorized: missing or wrong token",
+                                    "extensions": {"code": "UNAUTHENTICATED"}}
+                    }))
+                    .await?;
+                    Err(Stop::Close(4401, "Unauthorized: missing or wrong token".into()))
+                }
+            };
+        }
+        self.acked = true;
+        self.send_json(json!({"type": "connection_ack"})).await?;
+        if self.proto == Protocol::LegacyWs {
+            self.send_json(json!({"type": "ka"})).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_subscribe(&mut self, id: String, payload: Value) -> Result<(), Stop> {
+        if !self.acked {
+            return Err(Stop::Close(4401, "Unauthorized".into()));
+        }
+        if self.subs.contains_key(&id) {
+            match self.proto {
+                Protocol::TransportWs => return Err(Stop::Close(4409, format!("Subscriber for {id} already exists"))),
+                // The older protocol replaces an operation with the same id.
+                Protocol::LegacyWs => {
+                    self.subs.remove(&id);
+                }
+            }
+        }
+        let request: async_graphql::Request = match serde_json::from_value(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return match self.proto {
+                    Protocol::TransportWs => Err(invalid(format!("bad subscribe payload: {e}"))),
+                    Protocol::LegacyWs => self.op_error(&id, format!("bad start payload: {e}"), "BAD_REQUEST").await,
+                };
+            }
+        };
+        if self.subs.len() >= self.cfg.max_subscriptions {
+            let max = self.cfg.max_subscriptions;
+            return self
+                .op_error(&id, format!("too many subscriptions on this connection (at most {max})"), "BAD_REQUEST")
+                .await;
+        }
+        let stream = self
+            .schema
+            .execute_stream(request)
+            .enumerate()
+            .map(|(i, resp)| Out::Next { first: i == 0, resp: Box::new(resp) })
+            .chain(futures_util::stream::once(async { Out::Done }))
+            .boxed();
+        self.subs.insert(id, stream);
+        Ok(())
+    }
+
+    /// An `error` message for one operation (which then ends).
+    async fn op_error(&mut self, id: &str, message: String, code: &str) -> Result<(), Stop> {
+        let err = json!({"message": message, "extensions": {"code": code}});
+        let payload = match self.proto {
+            Protocol::TransportWs => json!([err]),
+            Protocol::LegacyWs => err,
+        };
+        self.send_json(json!({"type": "error", "id": id, "payload": payload})).await
+    }
+
+    async fn on_output(&mut self, id: String, out: Out) -> Result<(), Stop> {
+        match out {
+            Out::Next { first, resp } => {
+                // A request refused before it ran (syntax, validation,
+                // limits) is an `error` message; errors while running
+                // (e.g. NOT_FOUND from a resolver) are results.
+                let refused = first
+                    && resp.data == async_graphql::Value::Null
+                    && !resp.errors.is_empty()
+                    && resp.errors.iter().all(|e| e.path.is_empty());
+                if refused {
+                    self.subs.remove(&id);
+                    let errors = serde_json::to_value(&resp.errors).unwrap_or_else(|_| json!([]));
+                    let payload = match self.proto {
+                        Protocol::TransportWs => errors,
+                        Protocol::LegacyWs => errors.get(0).cloned().unwrap_or(Value::Null),
+                    };
+                    return self.send_json(json!({"type": "error", "id": id, "payload": payload})).await;
+                }
+                let ty = match self.proto {
+                    Protocol::TransportWs => "next",
+                    Protocol::LegacyWs => "data",
+                };
+                let body = match serde_json::to_string(&resp) {
+                    Ok(b) => b,
+                    Err(e) => return self.op_error(&id, format!("encoding the result: {e}"), "INTERNAL").await,
+                };
+                let id_json = Value::String(id).to_string();
+                self.send(Message::Text(Utf8Bytes::from(format!(
+                    r#"{{"type":"{ty}","id":{id_json},"payload":{body}}}"#
+                ))))
+                .await
+            }
+            Out::Done => self.send_json(json!({"type": "complete", "id": id})).await,
+        }
+    }
+}
