@@ -209,7 +209,7 @@ fn container_payload(s: &Arc<Service>, key: &ContainerKey, revision: i64) -> Con
     ContainerPayload { container: s.read(|t| Container::lookup(t, key)), revision }
 }
 
-#[Object]
+#[Object(name = "Mutation")]
 impl MutationRoot {
     async fn host_create(&self, ctx: &Context<'_>, input: HostCreateInput) -> Result<HostPayload> {
         let revision = run(ctx, Command::HostCreate { id: input.id.to_string() }).await?;

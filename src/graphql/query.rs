@@ -6,7 +6,7 @@ use async_graphql::{Context, Object, Result, ID};
 
 pub struct QueryRoot;
 
-#[Object]
+#[Object(name = "Query")]
 impl QueryRoot {
     /// The server's version.
     async fn version(&self) -> &'static str {

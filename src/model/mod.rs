@@ -11,8 +11,12 @@ pub mod topology;
 pub mod view;
 
 pub use commands::{CenSpec, CinSpec, Command, CpoolSpec, StatusReport};
+pub use commands::{MAX_NETNS_PATH, MAX_POOL_SIZE};
 pub use error::{ErrorCode, ModelError, Result};
 pub use ids::check_host_arg;
 pub use records::*;
 pub use topology::{Images, Topology};
 pub use view::{CinMember, IfAddr, Interface, Wiring};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,279 @@
+//! End-to-end tests of the GraphQL API: the real binary, a temporary state
+//! file, real HTTP.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const TOPOLOGY: &str = r#"{
+  cens { id wiringType containers { id } }
+  cins { id subnet gateways members { container { id } address } }
+  containers { id host { id } cens { id } interfaces { name cen { id } address } }
+}"#;
+
+async fn import_fixtures(s: &Server) {
+    s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
+    s.gql(CIN_IMPORT, cin_file_vars(&fixture("cin.json"))).await;
+}
+
+#[tokio::test]
+async fn fixture_import_wiring_and_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &[]);
+    let data = s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
+    let wiring: Vec<(String, String)> = data["cenImport"]["cens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c["wiringType"].as_str().unwrap().to_string()))
+        .collect();
+    for (id, w) in [("cen1", "BRIDGE"), ("cen2", "BRIDGE"), ("cen3", "BRIDGE"), ("cen4", "WIRE"), ("cen5", "WIRE")] {
+        assert!(wiring.contains(&(id.to_string(), w.to_string())), "{id} should be {w}: {wiring:?}");
+    }
+    let q = "query($id: ID!) { container(id: $id) { cens { id } } }";
+    let cens = |v: &Value| -> Vec<String> {
+        v["container"]["cens"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(cens(&s.gql(q, json!({"id": "c2"})).await), ["cen1", "cen5"]);
+    assert_eq!(cens(&s.gql(q, json!({"id": "c11"})).await), ["cen3", "cen4"]);
+
+    s.gql(CIN_IMPORT, cin_file_vars(&fixture("cin.json"))).await;
+    let cin1 = s.gql("{ cin(id: \"cin1\") { subnet gateways members { container { id } address } } }", json!({})).await;
+    assert_eq!(cin1["cin"]["subnet"], "10.10.0.0/16");
+    assert_eq!(cin1["cin"]["gateways"], json!(["10.10.0.1"]));
+    let addrs: Vec<(&str, &str)> = cin1["cin"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["container"]["id"].as_str().unwrap(), m["address"].as_str().unwrap()))
+        .collect();
+    assert_eq!(addrs, [("c1", "10.10.0.10"), ("c2", "10.10.0.11"), ("c13", "10.10.0.12"), ("c14", "10.10.0.13")]);
+    let cin2 = s.gql("{ cin(id: \"cin2\") { subnet } }", json!({})).await;
+    assert_eq!(cin2["cin"]["subnet"], "10.11.0.0/16");
+
+    // Importing the same files again changes nothing.
+    let rev = s.revision().await;
+    import_fixtures(&s).await;
+    assert_eq!(s.revision().await, rev);
+}
+
+#[tokio::test]
+async fn restart_gives_identical_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let s = Server::start(&state, &[]);
+    import_fixtures(&s).await;
+    s.gql("mutation { containerSetTag(input: {id: \"c1\", tag: \"web\"}) { revision } }", json!({})).await;
+    let before = s.gql(TOPOLOGY, json!({})).await;
+    let rev = s.revision().await;
+    s.stop();
+    let s = Server::start(&state, &[]);
+    assert_eq!(s.gql(TOPOLOGY, json!({})).await, before);
+    assert_eq!(s.revision().await, rev);
+}
+
+#[tokio::test]
+async fn acknowledged_changes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let s = Server::start(&state, &[]);
+    s.gql("mutation { cenCreate(input: {id: \"k\"}) { revision } }", json!({})).await;
+    let mut last = 0;
+    for i in 0..50 {
+        let d = s
+            .gql(
+                "mutation($c: ID!) { containerJoinCen(input: {containerId: $c, cenId: \"k\"}) { revision } }",
+                json!({"c": format!("c{i}")}),
+            )
+            .await;
+        last = d["containerJoinCen"]["revision"].as_i64().unwrap();
+    }
+    s.kill9();
+    let s = Server::start(&state, &[]);
+    assert_eq!(s.revision().await, last);
+    let d = s.gql("{ cen(id: \"k\") { containers { id } } }", json!({})).await;
+    assert_eq!(d["cen"]["containers"].as_array().unwrap().len(), 50);
+}
+
+async fn assert_refused(s: &Server, query: &str, variables: Value, code: &str, mentions: &str) {
+    let rev = s.revision().await;
+    let (got, message) = s.gql_err(query, variables).await;
+    assert_eq!(got, code, "{query}: {message}");
+    assert!(message.contains(mentions), "{query}: message {message:?} should mention {mentions:?}");
+    assert_eq!(s.revision().await, rev, "{query} changed the revision");
+}
+
+#[tokio::test]
+async fn bad_inputs_get_codes_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &[]);
+    import_fixtures(&s).await;
+    let before = s.gql(TOPOLOGY, json!({})).await;
+
+    assert_refused(&s, "mutation { cenCreate(input: {id: \"-x\"}) { revision } }", json!({}), "BAD_REQUEST", "-x")
+        .await;
+    assert_refused(&s, "mutation { cenCreate(input: {id: \"a/b\"}) { revision } }", json!({}), "BAD_REQUEST", "a/b")
+        .await;
+    let long = "x".repeat(65);
+    assert_refused(
+        &s,
+        "mutation($id: ID!) { cenCreate(input: {id: $id}) { revision } }",
+        json!({"id": long}),
+        "BAD_REQUEST",
+        "64",
+    )
+    .await;
+    assert_refused(
+        &s,
+        CEN_IMPORT,
+        json!({"input": {"cens": [{"id": "ok", "containerIds": ["fine", "not ok"]}]}}),
+        "BAD_REQUEST",
+        "not ok",
+    )
+    .await;
+    assert_refused(&s, "mutation { cenDelete(input: {id: \"cen9\"}) { revision } }", json!({}), "NOT_FOUND", "cen9")
+        .await;
+    assert_refused(
+        &s,
+        "mutation { cenMake(input: {ids: [\"cen1\", \"cen2\", \"cen9\"]}) { revision } }",
+        json!({}),
+        "NOT_FOUND",
+        "cen9",
+    )
+    .await;
+    assert_refused(
+        &s,
+        CIN_IMPORT,
+        json!({"input": {"cins": [{"id": "cin3", "cenIds": ["nope"]}]}}),
+        "NOT_FOUND",
+        "nope",
+    )
+    .await;
+    assert_refused(&s, "mutation { containerDelete(input: {id: \"zz\"}) { revision } }", json!({}), "NOT_FOUND", "zz")
+        .await;
+    assert_refused(&s, "mutation { hostDelete(input: {id: \"host1\"}) { revision } }", json!({}), "CONFLICT", "host1")
+        .await;
+    assert_refused(&s, "{ cens { id ", json!({}), "BAD_REQUEST", "").await;
+    assert_refused(&s, "{ nosuchfield }", json!({}), "BAD_REQUEST", "nosuchfield").await;
+    assert_refused(&s, "mutation { cenCreate(input: {}) { revision } }", json!({}), "BAD_REQUEST", "id").await;
+
+    // Over-deep query.
+    let mut deep = String::from("id");
+    for _ in 0..20 {
+        deep = format!("cens {{ containers {{ {deep} }} }}");
+    }
+    assert_refused(&s, &format!("{{ container(id: \"c1\") {{ {deep} }} }}"), json!({}), "BAD_REQUEST", "depth").await;
+    // Too many aliases.
+    let aliases: String = (0..100).map(|i| format!("a{i}: version ")).collect();
+    assert_refused(&s, &format!("{{ {aliases} }}"), json!({}), "BAD_REQUEST", "aliases").await;
+
+    // Malformed HTTP bodies.
+    let rev = s.revision().await;
+    let resp = s.http.post(s.url("/graphql")).body("{not json").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+    // Oversized body.
+    let big = format!("{{\"query\": \"{{ version }}\", \"x\": \"{}\"}}", "y".repeat(9 * 1024 * 1024));
+    let resp = s.http.post(s.url("/graphql")).body(big).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    // Mutations over GET are refused.
+    let resp = s
+        .http
+        .get(s.url("/graphql"))
+        .query(&[("query", "mutation { cenCreate(input: {id: \"viaget\"}) { revision } }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(s.revision().await, rev);
+    assert_eq!(s.gql(TOPOLOGY, json!({})).await, before);
+}
+
+#[tokio::test]
+async fn token_guards_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &["--token", "s3cret"]);
+    s.gql("mutation { cenCreate(input: {id: \"a\"}) { revision } }", json!({})).await;
+    let rev = s.revision().await;
+    for path in ["/graphql", "/graphiql", "/schema.graphql", "/healthz"] {
+        let resp = s.http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{path} without token");
+        let resp = s.http.get(s.url(path)).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{path} with a wrong token");
+    }
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
+        let mut req = s
+            .http
+            .post(s.url("/graphql"))
+            .json(&json!({"query": "mutation { cenCreate(input: {id: \"b\"}) { revision } }"}));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    }
+    assert_eq!(s.revision().await, rev);
+    let resp = s.http.get(s.url("/healthz")).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn explorer_schema_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &[]);
+    let page = s.http.get(s.url("/graphiql")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("graphiql") || page.contains("GraphiQL"), "not the explorer");
+    let sdl = s.http.get(s.url("/schema.graphql")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sdl, leviathan::graphql::sdl());
+    let health: Value = s.http.get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let v = s.gql("{ version revision }", json!({})).await;
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn refuses_public_listen_without_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--state"])
+        .arg(dir.path().join("s.db"))
+        .env_remove("LEVIATHAN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without a token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn refuses_foreign_and_newer_state_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.db");
+    let c = rusqlite::Connection::open(&foreign).unwrap();
+    c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+    drop(c);
+    let err = leviathan::store::Store::open(&foreign).err().expect("foreign file refused").to_string();
+    assert!(err.contains("not a leviathan state file"), "{err}");
+
+    let newer = dir.path().join("newer.db");
+    drop(leviathan::store::Store::open(&newer).unwrap());
+    let c = rusqlite::Connection::open(&newer).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    let err = leviathan::store::Store::open(&newer).err().expect("newer format refused").to_string();
+    assert!(err.contains("newer leviathan") && err.contains("format 99"), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&newer)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -1,0 +1,128 @@
+//! Shared helpers of the end-to-end tests: start the real binary on a free
+//! port with its own state file, talk to it over HTTP.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `leviathan serve`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts the server on `state` with extra arguments.
+    pub fn start(state: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state"]).arg(state).args(extra);
+        cmd.env_remove("LEVIATHAN_TOKEN").stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("start leviathan");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let token = extra.windows(2).find(|w| w[0] == "--token").map(|w| w[1].to_string());
+        Server {
+            child,
+            addr,
+            token,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a GraphQL request (with the token if the server has one) and
+    /// returns the HTTP status and JSON body.
+    pub async fn post(&self, body: &Value) -> (u16, Value) {
+        let mut req = self.http.post(self.url("/graphql")).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("POST /graphql");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// Runs a GraphQL operation and returns `data`, failing on errors.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(&json!({"query": query, "variables": variables})).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Runs a GraphQL operation expected to fail; returns its first error code.
+    pub async fn gql_err(&self, query: &str, variables: Value) -> (String, String) {
+        let (status, body) = self.post(&json!({"query": query, "variables": variables})).await;
+        assert_eq!(status, 200, "{body}");
+        let e = &body["errors"][0];
+        assert!(!e.is_null(), "expected an error: {body}");
+        (e["extensions"]["code"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string())
+    }
+
+    pub async fn revision(&self) -> i64 {
+        self.gql("{ revision }", json!({})).await["revision"].as_i64().unwrap()
+    }
+
+    /// Stops the server with SIGKILL (no chance to flush anything).
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fixture file of the original documentation, byte for byte.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The `cenImport` variables for a legacy CEN file.
+pub fn cen_file_vars(path: &Path) -> Value {
+    let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let cens: Vec<Value> = doc["cenList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!({"id": c["cenID"], "containerIds": c["containerIDs"]}))
+        .collect();
+    json!({"input": {"cens": cens}})
+}
+
+/// The `cinImport` variables for a legacy CIN map.
+pub fn cin_file_vars(path: &Path) -> Value {
+    let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let cins: Vec<Value> =
+        doc.as_object().unwrap().iter().map(|(id, cens)| json!({"id": id, "cenIds": cens})).collect();
+    json!({"input": {"cins": cins}})
+}
+
+pub const CEN_IMPORT: &str =
+    "mutation($input: CenImportInput!) { cenImport(input: $input) { revision cens { id wiringType } } }";
+pub const CIN_IMPORT: &str =
+    "mutation($input: CinImportInput!) { cinImport(input: $input) { revision cins { id subnet } } }";
