@@ -203,8 +203,6 @@ async fn graphql_ws(
         .protocols([protocol.name()])
         .max_message_size(cfg.max_message_size)
         .max_frame_size(cfg.max_message_size)
-        .write_buffer_size(0)
-        .max_write_buffer_size(cfg.write_buffer)
         .on_upgrade(move |socket| ws::serve(socket, protocol, schema, auth, cfg))
 }
 

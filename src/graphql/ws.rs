@@ -9,7 +9,9 @@
 //! straight to the socket. Subscription streams are pulled only when the
 //! socket takes a message, so nothing queues per subscriber beyond the
 //! change stream's bounded ring (a subscriber that falls behind it resumes
-//! from the change log). A peer that takes no message for
+//! from the change log); what waits for the socket is the one message being
+//! sent (the socket library's write buffer is flushed on every send). A
+//! peer that takes no message for
 //! [`WsConfig::send_timeout`] is dropped; one that sends nothing (not even a
 //! pong to our pings) for three keep-alive intervals is dropped too.
 //!
@@ -44,8 +46,6 @@ pub struct WsConfig {
     pub send_timeout: Duration,
     /// Largest message accepted from a client.
     pub max_message_size: usize,
-    /// Most bytes buffered for writing before a send waits on the peer.
-    pub write_buffer: usize,
 }
 
 impl Default for WsConfig {
@@ -56,7 +56,6 @@ impl Default for WsConfig {
             init_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
             max_message_size: 256 * 1024,
-            write_buffer: 256 * 1024,
         }
     }
 }
