@@ -732,3 +732,35 @@ async fn unknown_operation_over_the_socket_is_not_found() {
     assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND", "{m}");
     assert_eq!(ws.recv().await, json!({"type": "complete", "id": "o"}));
 }
+
+/// The `graphql-ws` npm package's own client against the real server
+/// (`tests/node/conformance.mjs`). Installs it with `npm ci` when
+/// `tests/node/node_modules` is missing.
+#[tokio::test]
+async fn graphql_ws_npm_client_conformance() {
+    let node_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    if !node_dir.join("node_modules/graphql-ws").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&node_dir)
+            .status()
+            .expect("npm is needed for this test (Node 20+): install Node.js and npm");
+        assert!(status.success(), "npm ci in tests/node failed");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("x.db"), &["--token", "conformance-token"]);
+    let out = tokio::process::Command::new("node")
+        .arg("conformance.mjs")
+        .arg(&s.addr)
+        .arg("conformance-token")
+        .current_dir(&node_dir)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("node conformance run timed out")
+        .expect("node is needed for this test (Node 20+)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "graphql-ws client conformance failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("7 passed, 0 failed"), "unexpected output:\n{stdout}\n{stderr}");
+}

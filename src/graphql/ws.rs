@@ -147,6 +147,8 @@ struct Conn {
 enum Stop {
     /// Close with this code and reason.
     Close(u16, String),
+    /// The peer closed: answer its close frame, then drop.
+    PeerClosed,
     /// The peer is gone or stuck: drop the connection.
     Drop,
 }
@@ -188,9 +190,16 @@ pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, 
             break stop;
         }
     };
-    if let Stop::Close(code, reason) = stop {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.send(Message::Close(Some(frame)))).await;
+    match stop {
+        Stop::Close(code, reason) => {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.send(Message::Close(Some(frame)))).await;
+        }
+        // The socket library has queued the answering close frame: flush it.
+        Stop::PeerClosed => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.close()).await;
+        }
+        Stop::Drop => {}
     }
     // Dropping the halves closes the TCP connection and every subscription.
 }
@@ -232,7 +241,7 @@ impl Conn {
             Message::Text(t) => t.as_str().as_bytes().to_vec(),
             Message::Binary(b) => b.to_vec(),
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
-            Message::Close(_) => return Err(Stop::Drop),
+            Message::Close(_) => return Err(Stop::PeerClosed),
         };
         let v: Value = match serde_json::from_slice(&bytes) {
             Ok(v @ Value::Object(_)) => v,
