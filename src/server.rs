@@ -51,14 +51,15 @@ pub fn router(state: AppState) -> Router {
 
 /// [`router`] with other websocket limits and timers.
 pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
-    let ws_config = Arc::new(ws_config);
+    let ws = WsEndpoint {
+        slots: Arc::new(tokio::sync::Semaphore::new(ws_config.max_connections)),
+        config: Arc::new(ws_config),
+    };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route(
             GRAPHQL_WS_PATH,
-            get(move |state, headers, query, upgrade| {
-                graphql_ws(state, headers, query, upgrade, Arc::clone(&ws_config))
-            }),
+            get(move |state, headers, query, upgrade| graphql_ws(state, headers, query, upgrade, ws.clone())),
         )
         .route("/graphiql", get(graphiql))
         .route("/schema.graphql", get(schema_sdl))
@@ -174,6 +175,13 @@ async fn graphql_get(State(state): State<AppState>, Query(params): Query<HashMap
     graphql_response(state.schema.execute(request).await)
 }
 
+/// The websocket endpoint's settings and its connection slots.
+#[derive(Clone)]
+struct WsEndpoint {
+    config: Arc<WsConfig>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
 /// `/graphql/ws`: GraphQL subscriptions (and queries, mutations) over a
 /// websocket, `graphql-transport-ws` or `graphql-ws`.
 async fn graphql_ws(
@@ -181,7 +189,7 @@ async fn graphql_ws(
     headers: HeaderMap,
     uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    cfg: Arc<WsConfig>,
+    ws: WsEndpoint,
 ) -> Response {
     let offered = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
     let Some(protocol) = Protocol::negotiate(offered) else {
@@ -193,17 +201,29 @@ async fn graphql_ws(
         Ok(u) => u,
         Err(e) => return json_error(e.status(), "BAD_REQUEST", &format!("not a websocket upgrade: {}", e.body_text())),
     };
+    let Ok(slot) = Arc::clone(&ws.slots).try_acquire_owned() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "INTERNAL",
+            &format!("too many websocket connections (at most {}); try again later", ws.config.max_connections),
+        );
+    };
     let auth = WsAuth {
         pre_authorized: state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query())),
         token: state.token.clone(),
     };
     let schema = state.schema.clone();
-    let cfg = (*cfg).clone();
+    let cfg = (*ws.config).clone();
     upgrade
         .protocols([protocol.name()])
         .max_message_size(cfg.max_message_size)
         .max_frame_size(cfg.max_message_size)
-        .on_upgrade(move |socket| ws::serve(socket, protocol, schema, auth, cfg))
+        .read_buffer_size(cfg.read_buffer)
+        .write_buffer_size(cfg.read_buffer)
+        .on_upgrade(move |socket| async move {
+            ws::serve(socket, protocol, schema, auth, cfg).await;
+            drop(slot);
+        })
 }
 
 async fn graphiql() -> Html<String> {

@@ -303,8 +303,11 @@ async fn resume_with_since_after_disconnect_and_restart() {
     s.kill9();
 }
 
-/// (kind, [(container, address, tag)]) of a monitor event.
-fn monitor(ev: &Value) -> (String, Vec<(String, Option<String>, Option<String>)>) {
+/// (container, address, tag) of a monitor member.
+type Mem = (String, Option<String>, Option<String>);
+
+/// (kind, members) of a monitor event.
+fn monitor(ev: &Value) -> (String, Vec<Mem>) {
     let m = &ev["cinMonitor"];
     let members = m["members"]
         .as_array()
@@ -321,7 +324,7 @@ fn monitor(ev: &Value) -> (String, Vec<(String, Option<String>, Option<String>)>
     (m["kind"].as_str().unwrap().to_string(), members)
 }
 
-fn mem(c: &str, a: Option<&str>, t: Option<&str>) -> (String, Option<String>, Option<String>) {
+fn mem(c: &str, a: Option<&str>, t: Option<&str>) -> Mem {
     (c.to_string(), a.map(str::to_string), t.map(str::to_string))
 }
 
@@ -763,4 +766,81 @@ async fn graphql_ws_npm_client_conformance() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "graphql-ws client conformance failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("7 passed, 0 failed"), "unexpected output:\n{stdout}\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_and_the_init_deadline() {
+    let cfg = WsConfig {
+        keepalive: Duration::from_millis(200),
+        init_timeout: Duration::from_millis(300),
+        ..WsConfig::default()
+    };
+    let p = in_process(1024, cfg).await;
+
+    // No connection_init in time: 4408.
+    let mut ws = Ws::connect(&p.addr, TRANSPORT, "").await;
+    assert_eq!(ws.closed().await.0, 4408);
+
+    // graphql-transport-ws: websocket pings; the older protocol also `ka`.
+    let mut ws = Ws::open(&p.addr, TRANSPORT, json!({})).await;
+    let ping = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Ok(Message::Ping(_))) = ws.stream.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ping.is_ok(), "no websocket ping within the keep-alive interval");
+    let mut ws = Ws::connect(&p.addr, LEGACY, "").await;
+    ws.send(json!({"type": "connection_init"})).await;
+    let mut kinds = Vec::new();
+    while kinds.iter().filter(|k| *k == "ka").count() < 3 {
+        let msg = tokio::time::timeout(WAIT, ws.stream.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(t) = msg {
+            kinds.push(serde_json::from_str::<Value>(t.as_str()).unwrap()["type"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(kinds[0], "connection_ack");
+
+    // A peer that answers nothing (not even pings) is dropped after three
+    // intervals of silence.
+    let tcp = TcpStream::connect(&p.addr).await.unwrap();
+    let (mut silent, _) =
+        tokio_tungstenite::client_async(ws_request(&p.addr, TRANSPORT, ""), MaybeTlsStream::Plain(tcp)).await.unwrap();
+    silent.send(Message::Text(json!({"type": "connection_init"}).to_string().into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Reading now answers pings, too late: the server has gone.
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match silent.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a silent peer was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connections_are_capped() {
+    let p = in_process(1024, WsConfig { max_connections: 2, ..WsConfig::default() }).await;
+    let a = Ws::open(&p.addr, TRANSPORT, json!({})).await;
+    let _b = Ws::open(&p.addr, LEGACY, json!({})).await;
+    match tokio_tungstenite::connect_async(ws_request(&p.addr, TRANSPORT, "")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("expected HTTP 503 over the cap, got {:?}", other.map(|_| ())),
+    }
+    // A closed connection frees its slot.
+    drop(a);
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if tokio_tungstenite::connect_async(ws_request(&p.addr, TRANSPORT, "")).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the slot of a closed connection was not freed");
 }

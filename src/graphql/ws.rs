@@ -46,6 +46,11 @@ pub struct WsConfig {
     pub send_timeout: Duration,
     /// Largest message accepted from a client.
     pub max_message_size: usize,
+    /// Most websocket connections served at once; more are answered 503.
+    pub max_connections: usize,
+    /// Read buffer of a connection (the socket library's default, 128 KiB,
+    /// would cost that much per idle subscriber).
+    pub read_buffer: usize,
 }
 
 impl Default for WsConfig {
@@ -56,6 +61,8 @@ impl Default for WsConfig {
             init_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
             max_message_size: 256 * 1024,
+            max_connections: 10_000,
+            read_buffer: 8 * 1024,
         }
     }
 }
