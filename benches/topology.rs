@@ -1,5 +1,6 @@
-//! Model benchmark: builds 100,000 containers in 10,000 CENs and 1,000 CINs
-//! through the GraphQL API (the same code path HTTP requests take, with the
+//! Model benchmark: builds 100,000 containers in 10,000 CENs and 246 CINs
+//! (the most the addressing rules allow: a /16 each from 10.10.0.0/16 to
+//! 10.255.0.0/16; each CIN spans 40 CENs) through the GraphQL API (the same code path HTTP requests take, with the
 //! SQLite store underneath), then measures `cen(id)` queries in process and
 //! over HTTP on loopback. Baselines in the same run: the same import applied
 //! to the bare model (no GraphQL, no store), and in-process query latency.
@@ -14,9 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MEMBERS_PER_CEN: usize = 10;
-const CENS_PER_CIN: usize = 10;
+const CENS_PER_CIN: usize = 40;
+/// CINs that fit 10.10.0.0/16 ..= 10.255.0.0/16.
+const MAX_CINS: usize = 246;
 const CEN_BATCH: usize = 1000;
-const CIN_BATCH: usize = 100;
+const CIN_BATCH: usize = 50;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -55,7 +58,7 @@ fn stats(label: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
 async fn main() {
     let scale: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
     let n_cens = ((10_000.0 * scale) as usize).max(CENS_PER_CIN);
-    let n_cins = n_cens / CENS_PER_CIN;
+    let n_cins = (n_cens / CENS_PER_CIN).min(MAX_CINS);
     let cens = cen_specs(n_cens);
     let cins = cin_specs(n_cins);
     println!("topology: {} containers, {n_cens} CENs, {n_cins} CINs", n_cens * MEMBERS_PER_CEN);
