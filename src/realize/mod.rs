@@ -732,7 +732,7 @@ impl Realizer {
                         },
                     )
                 }),
-            Op::SetUp { ns, name } => {
+            Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => {
                 let idx = self.index(ns, name)?;
                 nl::set_up(&self.handle(ns)?.handle, idx)
                     .await
@@ -825,6 +825,7 @@ fn op_ns(op: &Op) -> Option<&NsId> {
         | Op::DeleteRoute { ns, .. }
         | Op::CreateNetns { ns }
         | Op::SetUp { ns, .. }
+        | Op::SetUpNew { ns, .. }
         | Op::SetForwarding { ns, .. }
         | Op::CreateBridge { ns, .. }
         | Op::AddAddr { ns, .. }
@@ -849,7 +850,7 @@ fn describe(op: &Op, prefix: &str) -> String {
             via,
             ..
         } => format!("removing route {dest}/{prefix_len} via {via} in {ns}"),
-        Op::SetUp { ns, name } => format!("setting {name} up in {ns}"),
+        Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => format!("setting {name} up in {ns}"),
         Op::SetForwarding { ns, on } => format!("setting ip_forward={} in {ns}", u8::from(*on)),
         Op::CreateBridge { ns, name, .. } => format!("creating bridge {name} in {ns}"),
         Op::CreateVeth { a, b, .. } => format!(
@@ -871,6 +872,9 @@ fn describe(op: &Op, prefix: &str) -> String {
         } => format!("adding route {dest}/{prefix_len} via {via} dev {name} in {ns}"),
     }
 }
+
+type BoxedDelete<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// What [`cleanup`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -929,9 +933,7 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
             singles.push(l.index);
         }
     }
-    let mut futs: Vec<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>,
-    > = Vec::new();
+    let mut futs: Vec<BoxedDelete<'_>> = Vec::new();
     for g in groups {
         futs.push(Box::pin(nl::delete_group(&h.handle, g)));
     }

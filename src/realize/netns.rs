@@ -117,7 +117,7 @@ fn create_one(name: &str) -> Result<Opened, String> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o000)
         .open(&path)
         .map_err(|e| err(&format!("cannot create {}", path.display()), e))?;
     let undo = |e: String| {

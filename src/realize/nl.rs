@@ -277,9 +277,10 @@ pub async fn create_bridge(h: &Handle, name: &str, group: u32) -> Result<(), Str
     )
 }
 
-/// One RTM_NEWLINK: end `a` in the socket's namespace (attached to `master`
-/// at creation), its peer `b` created directly in the namespace `b_ns`;
-/// both up and in `group`. No move afterwards.
+/// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to
+/// `master` at creation; its peer `b` created directly in the namespace
+/// `b_ns` (down: the kernel refuses a peer created up in another namespace,
+/// see `Op::SetUpNew`). Both in `group`. No move afterwards.
 pub async fn create_veth(
     h: &Handle,
     a: &str,
@@ -292,7 +293,6 @@ pub async fn create_veth(
         .name(b.to_string())
         .link_group(group)
         .setns_by_fd(b_ns)
-        .up()
         .build();
     let mut main = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(a.to_string())

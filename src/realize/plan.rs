@@ -74,12 +74,19 @@ pub enum Op {
         name: String,
         group: u32,
     },
-    /// One RTM_NEWLINK: `a` in its namespace, peer `b` created directly in
-    /// its own namespace; both up, both in `group`.
+    /// One RTM_NEWLINK: `a` in its namespace (up, attached to its bridge),
+    /// peer `b` created directly in its own namespace; both in `group`.
     CreateVeth {
         a: VethEnd,
         b: VethEnd,
         group: u32,
+    },
+    /// Bring up the peer end of a veth just created. The kernel refuses
+    /// (ENOTCONN) to create a veth peer already up in another namespace, so
+    /// it is set up from inside its namespace afterwards.
+    SetUpNew {
+        ns: NsId,
+        name: String,
     },
     AddAddr {
         ns: NsId,
@@ -109,7 +116,7 @@ impl Op {
             Op::CreateNetns { .. } => 1,
             Op::SetUp { .. } | Op::SetForwarding { .. } | Op::CreateBridge { .. } => 2,
             Op::CreateVeth { .. } => 3,
-            Op::AddAddr { .. } => 4,
+            Op::AddAddr { .. } | Op::SetUpNew { .. } => 4,
             Op::AddRoute { .. } => 5,
         }
     }
@@ -626,14 +633,22 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                         cens: vec![cen.clone()],
                         cin: None,
                     });
+                    create_steps.push(Step {
+                        op: Op::SetUpNew {
+                            ns: b.ns.clone(),
+                            name: b.name.clone(),
+                        },
+                        cens: vec![cen.clone()],
+                        cin: None,
+                    });
                 }
             }
         }
     }
 
-    // Our links nobody expects. A bridged CEN's link inside a container
-    // namespace has its peer in the fabric, which is deleted there; deleting
-    // it from both sides would cost a second unregister.
+    // Our links nobody expects. A bridged CEN's link inside a managed
+    // container namespace has its peer in the fabric, which is deleted there;
+    // deleting it from both sides would cost a second unregister.
     let fabric_seen = current.namespaces.contains_key(&fabric);
     for (ns, st) in &current.namespaces {
         if deleted_ns.contains(ns) {
@@ -647,7 +662,11 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             {
                 continue;
             }
-            let container_side = matches!(ns, NsId::Managed(_) | NsId::Path(_));
+            // Only in our own namespaces: in a namespace bound by path the
+            // container keeps running, so its links go now, explicitly,
+            // rather than whenever the kernel gets round to freeing the
+            // fabric.
+            let container_side = matches!(ns, NsId::Managed(_));
             if container_side
                 && l.group & naming::GROUP_BRIDGE_BIT != 0
                 && naming::is_our_group(prefix, l.group)
@@ -918,7 +937,7 @@ mod tests {
                     }
                 }
                 Op::DeleteLink { ns, index, .. } => del_link(obs, ns, *index),
-                Op::SetUp { ns, name } => {
+                Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => {
                     if let Some(l) = obs
                         .namespaces
                         .get_mut(ns)
@@ -983,7 +1002,7 @@ mod tests {
                             group: *group,
                             master: None,
                             peer: Some(ia),
-                            up: true,
+                            up: false,
                             ours: true,
                             addresses: vec![],
                         });
@@ -1118,7 +1137,7 @@ mod tests {
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         let before = obs.clone();
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3", "c4"])]));
-        assert_eq!(p.steps.len(), 3, "{:#?}", p.steps); // netns, lo up, veth
+        assert_eq!(p.steps.len(), 4, "{:#?}", p.steps); // netns, lo up, veth, peer up
         for c in ["c1", "c2", "c3"] {
             let ns = NsId::Managed(c.into());
             assert_eq!(
@@ -1203,7 +1222,7 @@ mod tests {
         let idx = obs.namespaces[&ns].link("cen1").expect("link").index;
         del_link(&mut obs, &ns, idx);
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
-        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps.len(), 2); // veth, peer up
         assert!(matches!(p.steps[0].op, Op::CreateVeth { .. }));
         // A stray link of ours in the fabric goes.
         obs.namespaces
