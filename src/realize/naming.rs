@@ -14,9 +14,10 @@ pub const PREFIX_MAX: usize = 9;
 
 /// Bit set in the group of links that belong to a bridged CEN (their peer,
 /// if any, is in the fabric).
-pub const GROUP_BRIDGE_BIT: u32 = 0x8000_0000;
+/// (Bit 31 stays clear: iproute2 only accepts groups up to `i32::MAX`.)
+pub const GROUP_BRIDGE_BIT: u32 = 0x4000_0000;
 const GROUP_TAG_SHIFT: u32 = 20;
-const GROUP_TAG_MASK: u32 = 0x7ff;
+const GROUP_TAG_MASK: u32 = 0x3ff;
 const GROUP_CEN_MASK: u32 = 0xf_ffff;
 
 /// FNV-1a, 64 bits, over parts separated by a NUL byte.
@@ -108,7 +109,7 @@ fn prefix_tag(prefix: &str) -> u32 {
     ((hash(&["prefix", prefix]) as u32) & (GROUP_TAG_MASK >> 1)) | ((GROUP_TAG_MASK >> 1) + 1)
 }
 
-/// Link group of a CEN's links: bridge bit, an 11-bit tag of the prefix
+/// Link group of a CEN's links: bridge bit, a 10-bit tag of the prefix
 /// (never zero) and 20 bits of the CEN id's hash. Never 0 (the default group).
 pub fn cen_group(prefix: &str, cen: &str, bridged: bool) -> u32 {
     let cen_bits = (hash(&["group", prefix, cen]) as u32) & GROUP_CEN_MASK;
@@ -143,6 +144,7 @@ mod tests {
         let g = cen_group("lev-", "cen1", true);
         assert_ne!(g, 0);
         assert!(g & GROUP_BRIDGE_BIT != 0);
+        assert!(g <= i32::MAX as u32);
         assert!(is_our_group("lev-", g));
         assert!(is_our_group("lev-", cen_group("lev-", "x", false)));
         assert!(!is_our_group("lev-", 0));
