@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
-use futures_util::{future, StreamExt, TryStreamExt};
+use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
@@ -220,19 +220,19 @@ pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, Strin
     Ok(out)
 }
 
-/// Links, addresses and routes of one namespace, dumped concurrently.
+/// Links, addresses and routes of one namespace (namespaces are observed
+/// concurrently by the caller).
 pub async fn observe(
     h: &Handle,
     prefix: &str,
     ns: &NsId,
     forwarding: Option<bool>,
 ) -> Result<NsState, String> {
-    let (links, addrs, routes) = future::join3(
-        dump_links(h, prefix, ns),
-        dump_addrs(h, ns),
-        dump_routes(h, ns),
-    )
-    .await;
+    // One dump at a time per socket: the kernel answers EBUSY to a second
+    // dump while one is running on the same socket.
+    let links = dump_links(h, prefix, ns).await;
+    let addrs = dump_addrs(h, ns).await;
+    let routes = dump_routes(h, ns).await;
     let mut links = links?;
     for (idx, ip, plen) in addrs? {
         if let Some(l) = links.iter_mut().find(|l| l.index == idx) {
