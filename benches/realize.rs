@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use leviathan::realize::{
-    bridge_name, cen_group, cleanup, veth_fabric_name, Addr, CenNet, Config, ContainerNet, Desired,
-    FabricMode, Member, NetnsRef, Realizer, Wiring,
+    bridge_name, cen_group, cleanup, veth_fabric_name, Addr, CenNet, Config, ContainerNet, Desired, FabricMode, Member,
+    NetnsRef, Realizer, Wiring,
 };
 
 const WIRES: usize = 50;
@@ -24,11 +24,7 @@ const BRIDGE_SIZE: usize = 18;
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }
 
@@ -45,28 +41,10 @@ fn topology() -> Desired {
         let mut members = Vec::new();
         for _ in 0..2 {
             let (key, id) = next();
-            d.containers.insert(
-                key.clone(),
-                ContainerNet {
-                    id,
-                    netns: NetnsRef::Managed,
-                },
-            );
-            members.push(Member {
-                container: key,
-                ifname: cen.clone(),
-                addresses: vec![],
-                routes: vec![],
-            });
+            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed });
+            members.push(Member { container: key, ifname: cen.clone(), addresses: vec![], routes: vec![] });
         }
-        d.cens.insert(
-            cen,
-            CenNet {
-                wiring: Wiring::Wire,
-                members,
-                gateways: vec![],
-            },
-        );
+        d.cens.insert(cen, CenNet { wiring: Wiring::Wire, members, gateways: vec![] });
     }
     for b in 0..BRIDGES {
         let cen = format!("b{b}");
@@ -75,37 +53,16 @@ fn topology() -> Desired {
         let mut members = Vec::new();
         for i in 0..BRIDGE_SIZE {
             let (key, id) = next();
-            d.containers.insert(
-                key.clone(),
-                ContainerNet {
-                    id,
-                    netns: NetnsRef::Managed,
-                },
-            );
+            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed });
             members.push(Member {
                 container: key,
                 ifname: cen.clone(),
-                addresses: vec![Addr {
-                    cin: cin.clone(),
-                    ip: Ipv4Addr::new(10, oct, 0, 10 + i as u8),
-                    prefix_len: 16,
-                }],
+                addresses: vec![Addr { cin: cin.clone(), ip: Ipv4Addr::new(10, oct, 0, 10 + i as u8), prefix_len: 16 }],
                 routes: vec![],
             });
         }
-        let gateways = vec![Addr {
-            cin,
-            ip: Ipv4Addr::new(10, oct, 0, 1),
-            prefix_len: 16,
-        }];
-        d.cens.insert(
-            cen,
-            CenNet {
-                wiring: Wiring::Bridge,
-                members,
-                gateways,
-            },
-        );
+        let gateways = vec![Addr { cin, ip: Ipv4Addr::new(10, oct, 0, 1), prefix_len: 16 }];
+        d.cens.insert(cen, CenNet { wiring: Wiring::Bridge, members, gateways });
     }
     d
 }
@@ -153,9 +110,7 @@ fn ip_scripts(d: &Desired, prefix: &str) -> (String, String, Vec<(String, String
             Wiring::None => {}
         }
         for m in &c.members {
-            let s = per
-                .entry(id_of(&m.container))
-                .or_insert_with(|| "link set lo up\n".to_string());
+            let s = per.entry(id_of(&m.container)).or_insert_with(|| "link set lo up\n".to_string());
             let _ = writeln!(s, "link set {} up", m.ifname);
             for a in &m.addresses {
                 let _ = writeln!(s, "addr add {}/{} dev {}", a.ip, a.prefix_len, m.ifname);
@@ -166,10 +121,7 @@ fn ip_scripts(d: &Desired, prefix: &str) -> (String, String, Vec<(String, String
     for c in d.containers.values() {
         let _ = writeln!(del, "netns del {prefix}{}", c.id);
     }
-    let per = per
-        .into_iter()
-        .map(|(id, s)| (format!("{prefix}{id}"), s))
-        .collect();
+    let per = per.into_iter().map(|(id, s)| (format!("{prefix}{id}"), s)).collect();
     (netns, fab, per, del)
 }
 
@@ -178,18 +130,8 @@ fn ip_batch(ns: Option<&str>, script: &str) {
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);
     }
-    let mut child = cmd
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn ip");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write script");
+    let mut child = cmd.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn ip");
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write script");
     let st = child.wait().expect("wait ip");
     assert!(st.success(), "ip -batch failed");
 }
@@ -209,22 +151,20 @@ fn main() {
         eprintln!("realize bench: run with `cargo bench --bench realize`");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let d = topology();
     let pid = std::process::id() % 1000;
     let ours = format!("lb{pid}-");
     let theirs = format!("ib{pid}-");
-    println!("topology: {} containers, {} CENs ({WIRES} wires, {BRIDGES} bridges of {BRIDGE_SIZE}), {BRIDGES} CINs", d.containers.len(), d.cens.len());
+    println!(
+        "topology: {} containers, {} CENs ({WIRES} wires, {BRIDGES} bridges of {BRIDGE_SIZE}), {BRIDGES} CINs",
+        d.containers.len(),
+        d.cens.len()
+    );
 
     // ip -batch.
     let (netns, fab, per, del) = ip_scripts(&d, &theirs);
-    let lines = netns.lines().count()
-        + fab.lines().count()
-        + per.iter().map(|p| p.1.lines().count()).sum::<usize>();
+    let lines = netns.lines().count() + fab.lines().count() + per.iter().map(|p| p.1.lines().count()).sum::<usize>();
     let t = Instant::now();
     ip_batch(None, &netns);
     ip_batch(Some(&format!("{theirs}fabric")), &fab);
@@ -240,12 +180,7 @@ fn main() {
     // leviathan.
     let (our_make, our_destroy, steps) = rt.block_on(async {
         let _ = cleanup(&ours).await;
-        let mut r = Realizer::new(Config {
-            prefix: ours.clone(),
-            fabric: FabricMode::Netns,
-        })
-        .await
-        .expect("realizer");
+        let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
         let t = Instant::now();
         let rep = r.apply(&d, None).await;
         let make = t.elapsed();
@@ -260,12 +195,7 @@ fn main() {
     settle();
     // And once more through adoption + cleanup (the crash path).
     let (adopt_make, cleanup_time) = rt.block_on(async {
-        let mut r = Realizer::new(Config {
-            prefix: ours.clone(),
-            fabric: FabricMode::Netns,
-        })
-        .await
-        .expect("realizer");
+        let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
         let t = Instant::now();
         let rep = r.apply(&d, None).await;
         let make = t.elapsed();
@@ -277,16 +207,18 @@ fn main() {
     });
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("make:    leviathan {:8.1} ms ({steps} ops)   ip -batch {:8.1} ms ({lines} lines, {} processes)   ratio {:.2}", ms(our_make), ms(ip_make), per.len() + 2, ms(our_make) / ms(ip_make));
+    println!(
+        "make:    leviathan {:8.1} ms ({steps} ops)   ip -batch {:8.1} ms ({lines} lines, {} processes)   ratio {:.2}",
+        ms(our_make),
+        ms(ip_make),
+        per.len() + 2,
+        ms(our_make) / ms(ip_make)
+    );
     println!(
         "destroy: leviathan {:8.1} ms   ip -batch {:8.1} ms   ratio {:.2}",
         ms(our_destroy),
         ms(ip_destroy),
         ms(our_destroy) / ms(ip_destroy)
     );
-    println!(
-        "second make {:8.1} ms, cleanup {:8.1} ms",
-        ms(adopt_make),
-        ms(cleanup_time)
-    );
+    println!("second make {:8.1} ms, cleanup {:8.1} ms", ms(adopt_make), ms(cleanup_time));
 }

@@ -24,7 +24,9 @@ const CIN_BATCH: usize = 50;
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -43,14 +45,22 @@ fn cen_specs(n_cens: usize) -> Vec<CenSpec> {
 
 fn cin_specs(n_cins: usize) -> Vec<CinSpec> {
     (0..n_cins)
-        .map(|i| CinSpec { id: format!("cin{i}"), cens: (0..CENS_PER_CIN).map(|j| format!("cen{}", i * CENS_PER_CIN + j)).collect() })
+        .map(|i| CinSpec {
+            id: format!("cin{i}"),
+            cens: (0..CENS_PER_CIN).map(|j| format!("cen{}", i * CENS_PER_CIN + j)).collect(),
+        })
         .collect()
 }
 
 fn stats(label: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!("{label:<44} median {:>9.1} µs   p99 {:>9.1} µs   ({} queries)", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6, samples.len());
+    println!(
+        "{label:<44} median {:>9.1} µs   p99 {:>9.1} µs   ({} queries)",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6,
+        samples.len()
+    );
     (p50, p99)
 }
 
@@ -104,8 +114,16 @@ async fn main() {
     assert_eq!(counts.3, n_cins);
 
     println!();
-    println!("import via GraphQL + SQLite: {:>8.2} s   RSS growth {:>7.1} MiB", api_time.as_secs_f64(), api_rss as f64 / 1024.0);
-    println!("import, bare model baseline: {:>8.2} s   RSS growth {:>7.1} MiB", bare_time.as_secs_f64(), bare_rss as f64 / 1024.0);
+    println!(
+        "import via GraphQL + SQLite: {:>8.2} s   RSS growth {:>7.1} MiB",
+        api_time.as_secs_f64(),
+        api_rss as f64 / 1024.0
+    );
+    println!(
+        "import, bare model baseline: {:>8.2} s   RSS growth {:>7.1} MiB",
+        bare_time.as_secs_f64(),
+        bare_rss as f64 / 1024.0
+    );
     println!("ratio API / bare:            {:>8.2}", api_time.as_secs_f64() / bare_time.as_secs_f64());
     println!("resident memory now:         {:>8.1} MiB", rss_kib() as f64 / 1024.0);
     println!();
@@ -124,7 +142,12 @@ async fn main() {
     }
     let (in_p50, _) = stats("cen(id) with members, in process", samples);
 
-    let state = AppState { service: Arc::clone(&service), schema: schema.clone(), token: None, body_limit: server::DEFAULT_BODY_LIMIT };
+    let state = AppState {
+        service: Arc::clone(&service),
+        schema: schema.clone(),
+        token: None,
+        body_limit: server::DEFAULT_BODY_LIMIT,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, server::router(state)).await });

@@ -65,7 +65,8 @@ pub fn desired(t: &Topology) -> Desired {
         }
         d.cens.insert(cen.id.clone(), CenNet { wiring, members, gateways });
     }
-    d.forwarding = t.cins().iter().any(|c| c.made && c.cens.len() > 1 && c.cens.iter().any(|id| d.cens.contains_key(id)));
+    d.forwarding =
+        t.cins().iter().any(|c| c.made && c.cens.len() > 1 && c.cens.iter().any(|id| d.cens.contains_key(id)));
     d
 }
 

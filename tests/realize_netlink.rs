@@ -12,18 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use leviathan::realize::{
-    cleanup, Addr, CenNet, Config, ContainerNet, Desired, FabricMode, Member, NetnsRef, Realizer,
-    Route, Wiring,
+    cleanup, Addr, CenNet, Config, ContainerNet, Desired, FabricMode, Member, NetnsRef, Realizer, Route, Wiring,
 };
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }
 
@@ -35,9 +30,7 @@ fn root_or_skip(name: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{name}: netlink tests need root and must not skip in CI");
     }
-    eprintln!(
-        "\n!!!!! SKIPPING {name}: netlink tests need root (they run, and must pass, in CI) !!!!!\n"
-    );
+    eprintln!("\n!!!!! SKIPPING {name}: netlink tests need root (they run, and must pass, in CI) !!!!!\n");
     false
 }
 
@@ -45,11 +38,7 @@ static N: AtomicUsize = AtomicUsize::new(0);
 
 fn unique_prefix() -> String {
     let n = N.fetch_add(1, Ordering::SeqCst);
-    format!(
-        "lt{}{}-",
-        std::process::id() % 10000,
-        (b'a' + (n % 26) as u8) as char
-    )
+    format!("lt{}{}-", std::process::id() % 10000, (b'a' + (n % 26) as u8) as char)
 }
 
 /// Removes everything under the prefix when dropped, even on panic.
@@ -62,10 +51,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let p = self.prefix.clone();
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(cleanup(&p)))
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(cleanup(&p)))
         })
         .join();
         for ns in &self.extra_netns {
@@ -102,11 +88,7 @@ fn netns_list(prefix: &str) -> Vec<String> {
 fn host_links(prefix: &str) -> Vec<String> {
     ip(&["-o", "link"])
         .lines()
-        .filter_map(|l| {
-            l.split(':')
-                .nth(1)
-                .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
-        })
+        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().split('@').next().unwrap_or("").to_string()))
         .filter(|n| n.starts_with(prefix))
         .collect()
 }
@@ -124,10 +106,8 @@ fn reaches(from: &str, to: &str, to_ip: Ipv4Addr) -> bool {
     let recv = std::thread::spawn(move || {
         enter(to_path);
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        s.set_read_timeout(Some(Duration::from_millis(1500)))
-            .expect("timeout");
-        tx.send(s.local_addr().expect("addr").port())
-            .expect("send port");
+        s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+        tx.send(s.local_addr().expect("addr").port()).expect("send port");
         let mut buf = [0u8; 16];
         matches!(s.recv_from(&mut buf), Ok((4, _)) if &buf[..4] == b"ping")
     });
@@ -147,22 +127,11 @@ fn reaches(from: &str, to: &str, to_ip: Ipv4Addr) -> bool {
 }
 
 fn member(c: &str, ifname: &str) -> Member {
-    Member {
-        container: format!("host1/{c}"),
-        ifname: ifname.into(),
-        addresses: vec![],
-        routes: vec![],
-    }
+    Member { container: format!("host1/{c}"), ifname: ifname.into(), addresses: vec![], routes: vec![] }
 }
 
 fn add_container(d: &mut Desired, c: &str) {
-    d.containers.insert(
-        format!("host1/{c}"),
-        ContainerNet {
-            id: c.into(),
-            netns: NetnsRef::Managed,
-        },
-    );
+    d.containers.insert(format!("host1/{c}"), ContainerNet { id: c.into(), netns: NetnsRef::Managed });
 }
 
 fn cen(d: &mut Desired, id: &str, members: &[&str]) {
@@ -176,28 +145,16 @@ fn cen(d: &mut Desired, id: &str, members: &[&str]) {
     };
     d.cens.insert(
         id.into(),
-        CenNet {
-            wiring,
-            members: members.iter().map(|c| member(c, id)).collect(),
-            gateways: vec![],
-        },
+        CenNet { wiring, members: members.iter().map(|c| member(c, id)).collect(), gateways: vec![] },
     );
 }
 
 /// A CIN over one CEN: gateway .1 on the bridge, members from .10.
 fn cin_over(d: &mut Desired, cin: &str, cen_id: &str, b: u8) {
     let c = d.cens.get_mut(cen_id).expect("cen");
-    c.gateways.push(Addr {
-        cin: cin.into(),
-        ip: Ipv4Addr::new(10, b, 0, 1),
-        prefix_len: 16,
-    });
+    c.gateways.push(Addr { cin: cin.into(), ip: Ipv4Addr::new(10, b, 0, 1), prefix_len: 16 });
     for (i, m) in c.members.iter_mut().enumerate() {
-        m.addresses.push(Addr {
-            cin: cin.into(),
-            ip: Ipv4Addr::new(10, b, 0, 10 + i as u8),
-            prefix_len: 16,
-        });
+        m.addresses.push(Addr { cin: cin.into(), ip: Ipv4Addr::new(10, b, 0, 10 + i as u8), prefix_len: 16 });
     }
 }
 
@@ -215,12 +172,7 @@ fn fixture() -> Desired {
 }
 
 async fn realizer(prefix: &str) -> Realizer {
-    Realizer::new(Config {
-        prefix: prefix.into(),
-        fabric: FabricMode::Netns,
-    })
-    .await
-    .expect("realizer")
+    Realizer::new(Config { prefix: prefix.into(), fabric: FabricMode::Netns }).await.expect("realizer")
 }
 
 async fn apply_ok(r: &mut Realizer, d: &Desired) {
@@ -234,10 +186,7 @@ async fn fixture_topology_is_wired_and_isolated() {
         return;
     }
     let prefix = unique_prefix();
-    let _g = Guard {
-        prefix: prefix.clone(),
-        extra_netns: vec![],
-    };
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
     let mut r = realizer(&prefix).await;
     let d = fixture();
     let calls = std::sync::Mutex::new(Vec::new());
@@ -245,17 +194,13 @@ async fn fixture_topology_is_wired_and_isolated() {
     let rep = r.apply(&d, Some(&progress)).await;
     assert!(rep.is_ok(), "{:#?}", rep.errors());
     let calls = calls.into_inner().expect("calls");
-    assert_eq!(
-        calls.last().map(|c| (c.0, c.1)),
-        Some((rep.steps, rep.steps))
-    );
+    assert_eq!(calls.last().map(|c| (c.0, c.1)), Some((rep.steps, rep.steps)));
 
     // Every namespace has one interface per CEN, named after it, up.
     for (id, c) in &d.cens {
         for m in &c.members {
             let cid = m.container.split('/').nth(1).expect("id");
-            let (_, up) = link_in(&format!("{prefix}{cid}"), id)
-                .unwrap_or_else(|| panic!("{id} missing in {cid}"));
+            let (_, up) = link_in(&format!("{prefix}{cid}"), id).unwrap_or_else(|| panic!("{id} missing in {cid}"));
             assert!(up, "{id} in {cid} is down");
         }
     }
@@ -264,27 +209,14 @@ async fn fixture_topology_is_wired_and_isolated() {
     let fabric = format!("{prefix}fabric");
     for (id, n) in [("cen1", 4), ("cen2", 4), ("cen3", 5)] {
         let br = leviathan::realize::bridge_name(&prefix, id);
-        assert!(
-            link_in(&fabric, &br).is_some_and(|(_, up)| up),
-            "bridge {br}"
-        );
-        let ports = ip(&["-n", &fabric, "-o", "link", "show", "master", &br])
-            .lines()
-            .count();
+        assert!(link_in(&fabric, &br).is_some_and(|(_, up)| up), "bridge {br}");
+        let ports = ip(&["-n", &fabric, "-o", "link", "show", "master", &br]).lines().count();
         assert_eq!(ports, n, "ports of {br}");
     }
     for id in ["cen4", "cen5"] {
         assert!(link_in(&fabric, &leviathan::realize::bridge_name(&prefix, id)).is_none());
     }
-    let peer = ip(&[
-        "-n",
-        &format!("{prefix}c11"),
-        "-d",
-        "link",
-        "show",
-        "dev",
-        "cen4",
-    ]);
+    let peer = ip(&["-n", &format!("{prefix}c11"), "-d", "link", "show", "dev", "cen4"]);
     assert!(peer.contains("veth"), "{peer}");
     // Fabric ends total: 13 bridge ports + 3 bridges + lo.
     assert_eq!(ip(&["-n", &fabric, "-o", "link"]).lines().count(), 17);
@@ -295,27 +227,16 @@ async fn fixture_topology_is_wired_and_isolated() {
         for (j, b) in cin1.iter().enumerate() {
             if i != j {
                 let ipb = Ipv4Addr::new(10, 10, 0, 10 + j as u8);
-                assert!(
-                    reaches(&format!("{prefix}{a}"), &format!("{prefix}{b}"), ipb),
-                    "{a} -> {b} ({ipb})"
-                );
+                assert!(reaches(&format!("{prefix}{a}"), &format!("{prefix}{b}"), ipb), "{a} -> {b} ({ipb})");
             }
         }
     }
     assert!(
-        !reaches(
-            &format!("{prefix}c1"),
-            &format!("{prefix}c4"),
-            Ipv4Addr::new(10, 11, 0, 10)
-        ),
+        !reaches(&format!("{prefix}c1"), &format!("{prefix}c4"), Ipv4Addr::new(10, 11, 0, 10)),
         "cin1 reached cin2"
     );
     assert!(
-        !reaches(
-            &format!("{prefix}c5"),
-            &format!("{prefix}c2"),
-            Ipv4Addr::new(10, 10, 0, 11)
-        ),
+        !reaches(&format!("{prefix}c5"), &format!("{prefix}c2"), Ipv4Addr::new(10, 10, 0, 11)),
         "cin2 reached cin1"
     );
 
@@ -335,10 +256,7 @@ async fn cin_over_two_cens_routes_through_fabric() {
         return;
     }
     let prefix = unique_prefix();
-    let _g = Guard {
-        prefix: prefix.clone(),
-        extra_netns: vec![],
-    };
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
     let mut r = realizer(&prefix).await;
     let mut d = Desired::default();
     cen(&mut d, "cenA", &["c1", "c2"]);
@@ -348,23 +266,14 @@ async fn cin_over_two_cens_routes_through_fabric() {
         let c = d.cens.get_mut(*id).expect("cen");
         c.wiring = Wiring::Bridge;
         let gw = Ipv4Addr::new(10, 12, k as u8, 1);
-        c.gateways.push(Addr {
-            cin: "cin3".into(),
-            ip: gw,
-            prefix_len: 24,
-        });
+        c.gateways.push(Addr { cin: "cin3".into(), ip: gw, prefix_len: 24 });
         for (i, m) in c.members.iter_mut().enumerate() {
             m.addresses.push(Addr {
                 cin: "cin3".into(),
                 ip: Ipv4Addr::new(10, 12, k as u8, 10 + i as u8),
                 prefix_len: 24,
             });
-            m.routes.push(Route {
-                cin: "cin3".into(),
-                dest: Ipv4Addr::new(10, 12, 0, 0),
-                prefix_len: 16,
-                via: gw,
-            });
+            m.routes.push(Route { cin: "cin3".into(), dest: Ipv4Addr::new(10, 12, 0, 0), prefix_len: 16, via: gw });
         }
     }
     d.forwarding = true;
@@ -389,10 +298,7 @@ async fn join_and_leave_touch_nobody_else() {
         return;
     }
     let prefix = unique_prefix();
-    let _g = Guard {
-        prefix: prefix.clone(),
-        extra_netns: vec![],
-    };
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
     let mut r = realizer(&prefix).await;
     let mut d = Desired::default();
     cen(&mut d, "cen1", &["c1", "c2", "c3"]);
@@ -400,21 +306,14 @@ async fn join_and_leave_touch_nobody_else() {
     cen(&mut d, "cen9", &["c1", "c9"]);
     apply_ok(&mut r, &d).await;
     let idx = |c: &str, dev: &str| link_in(&format!("{prefix}{c}"), dev).map(|l| l.0);
-    let before: BTreeMap<&str, Option<u32>> = ["c1", "c2", "c3"]
-        .iter()
-        .map(|c| (*c, idx(c, "cen1")))
-        .collect();
+    let before: BTreeMap<&str, Option<u32>> = ["c1", "c2", "c3"].iter().map(|c| (*c, idx(c, "cen1"))).collect();
     let wire_before = idx("c9", "cen9");
 
     // c4 joins.
     let mut d2 = d.clone();
     add_container(&mut d2, "c4");
     let mut m = member("c4", "cen1");
-    m.addresses.push(Addr {
-        cin: "cin1".into(),
-        ip: Ipv4Addr::new(10, 10, 0, 13),
-        prefix_len: 16,
-    });
+    m.addresses.push(Addr { cin: "cin1".into(), ip: Ipv4Addr::new(10, 10, 0, 13), prefix_len: 16 });
     d2.cens.get_mut("cen1").expect("cen1").members.push(m);
     let rep = r.apply(&d2, None).await;
     assert!(rep.is_ok(), "{:?}", rep.errors());
@@ -422,18 +321,10 @@ async fn join_and_leave_touch_nobody_else() {
     for (c, i) in &before {
         assert_eq!(idx(c, "cen1"), *i, "{c} was touched by the join");
     }
-    assert!(reaches(
-        &format!("{prefix}c4"),
-        &format!("{prefix}c1"),
-        Ipv4Addr::new(10, 10, 0, 10)
-    ));
+    assert!(reaches(&format!("{prefix}c4"), &format!("{prefix}c1"), Ipv4Addr::new(10, 10, 0, 10)));
 
     // c2 leaves.
-    d2.cens
-        .get_mut("cen1")
-        .expect("cen1")
-        .members
-        .retain(|m| m.container != "host1/c2");
+    d2.cens.get_mut("cen1").expect("cen1").members.retain(|m| m.container != "host1/c2");
     d2.containers.remove("host1/c2");
     apply_ok(&mut r, &d2).await;
     for c in ["c1", "c3"] {
@@ -442,20 +333,7 @@ async fn join_and_leave_touch_nobody_else() {
     assert_eq!(idx("c9", "cen9"), wire_before);
     assert!(!netns_list(&prefix).contains(&format!("{prefix}c2")));
     let br = leviathan::realize::bridge_name(&prefix, "cen1");
-    assert_eq!(
-        ip(&[
-            "-n",
-            &format!("{prefix}fabric"),
-            "-o",
-            "link",
-            "show",
-            "master",
-            &br
-        ])
-        .lines()
-        .count(),
-        3
-    );
+    assert_eq!(ip(&["-n", &format!("{prefix}fabric"), "-o", "link", "show", "master", &br]).lines().count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,10 +342,7 @@ async fn adoption_repairs_drift_both_ways() {
         return;
     }
     let prefix = unique_prefix();
-    let _g = Guard {
-        prefix: prefix.clone(),
-        extra_netns: vec![],
-    };
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
     let mut d = Desired::default();
     cen(&mut d, "cen1", &["c1", "c2", "c3"]);
     cin_over(&mut d, "cin1", "cen1", 10);
@@ -477,24 +352,10 @@ async fn adoption_repairs_drift_both_ways() {
         apply_ok(&mut r, &d).await;
     }
     // By hand: delete a bridge member's veth and a wire, add a stray bridge.
+    Command::new("ip").args(["-n", &format!("{prefix}c2"), "link", "del", "cen1"]).status().expect("ip");
+    Command::new("ip").args(["-n", &format!("{prefix}c4"), "link", "del", "cen2"]).status().expect("ip");
     Command::new("ip")
-        .args(["-n", &format!("{prefix}c2"), "link", "del", "cen1"])
-        .status()
-        .expect("ip");
-    Command::new("ip")
-        .args(["-n", &format!("{prefix}c4"), "link", "del", "cen2"])
-        .status()
-        .expect("ip");
-    Command::new("ip")
-        .args([
-            "-n",
-            &format!("{prefix}fabric"),
-            "link",
-            "add",
-            &format!("{prefix}stray"),
-            "type",
-            "bridge",
-        ])
+        .args(["-n", &format!("{prefix}fabric"), "link", "add", &format!("{prefix}stray"), "type", "bridge"])
         .status()
         .expect("ip");
     assert!(link_in(&format!("{prefix}c2"), "cen1").is_none());
@@ -505,11 +366,7 @@ async fn adoption_repairs_drift_both_ways() {
     assert!(link_in(&format!("{prefix}c2"), "cen1").is_some_and(|l| l.1));
     assert!(link_in(&format!("{prefix}c4"), "cen2").is_some_and(|l| l.1));
     assert!(link_in(&format!("{prefix}fabric"), &format!("{prefix}stray")).is_none());
-    assert!(reaches(
-        &format!("{prefix}c2"),
-        &format!("{prefix}c1"),
-        Ipv4Addr::new(10, 10, 0, 10)
-    ));
+    assert!(reaches(&format!("{prefix}c2"), &format!("{prefix}c1"), Ipv4Addr::new(10, 10, 0, 10)));
     // Adopted state is complete: nothing more to do.
     assert_eq!(r.apply(&d, None).await.steps, 0);
 
@@ -530,42 +387,23 @@ async fn path_namespace_is_wired_and_never_deleted() {
         return;
     }
     let prefix = unique_prefix();
-    let foreign = format!(
-        "lp{}{}",
-        std::process::id() % 10000,
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let _g = Guard {
-        prefix: prefix.clone(),
-        extra_netns: vec![foreign.clone()],
-    };
-    assert!(Command::new("ip")
-        .args(["netns", "add", &foreign])
-        .status()
-        .expect("ip")
-        .success());
+    let foreign = format!("lp{}{}", std::process::id() % 10000, N.fetch_add(1, Ordering::SeqCst));
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![foreign.clone()] };
+    assert!(Command::new("ip").args(["netns", "add", &foreign]).status().expect("ip").success());
     let mut r = realizer(&prefix).await;
     let mut d = Desired::default();
     cen(&mut d, "cen1", &["c1", "c2", "c3"]);
     cen(&mut d, "cen2", &["c1", "c2"]);
-    d.containers.get_mut("host1/c1").expect("c1").netns =
-        NetnsRef::Path(format!("/run/netns/{foreign}"));
+    d.containers.get_mut("host1/c1").expect("c1").netns = NetnsRef::Path(format!("/run/netns/{foreign}"));
     cin_over(&mut d, "cin1", "cen1", 10);
     apply_ok(&mut r, &d).await;
     assert!(link_in(&foreign, "cen1").is_some_and(|l| l.1));
     assert!(link_in(&foreign, "cen2").is_some_and(|l| l.1));
     assert!(!netns_list(&prefix).iter().any(|n| n.contains("c1")));
-    assert!(reaches(
-        &foreign,
-        &format!("{prefix}c2"),
-        Ipv4Addr::new(10, 10, 0, 11)
-    ));
+    assert!(reaches(&foreign, &format!("{prefix}c2"), Ipv4Addr::new(10, 10, 0, 11)));
 
     apply_ok(&mut r, &Desired::default()).await;
-    assert!(
-        std::path::Path::new(&format!("/run/netns/{foreign}")).exists(),
-        "path namespace deleted"
-    );
+    assert!(std::path::Path::new(&format!("/run/netns/{foreign}")).exists(), "path namespace deleted");
     assert!(link_in(&foreign, "cen1").is_none() && link_in(&foreign, "cen2").is_none());
     assert!(link_in(&foreign, "lo").is_some());
     assert!(netns_list(&prefix).is_empty());
@@ -577,33 +415,17 @@ async fn host_fabric_mode_and_cleanup() {
         return;
     }
     let prefix = unique_prefix();
-    let _g = Guard {
-        prefix: prefix.clone(),
-        extra_netns: vec![],
-    };
-    let mut r = Realizer::new(Config {
-        prefix: prefix.clone(),
-        fabric: FabricMode::Host,
-    })
-    .await
-    .expect("realizer");
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
+    let mut r = Realizer::new(Config { prefix: prefix.clone(), fabric: FabricMode::Host }).await.expect("realizer");
     let mut d = Desired::default();
     cen(&mut d, "cen1", &["c1", "c2", "c3"]);
     cin_over(&mut d, "cin1", "cen1", 10);
     apply_ok(&mut r, &d).await;
     let br = leviathan::realize::bridge_name(&prefix, "cen1");
-    assert!(
-        host_links(&prefix).contains(&br),
-        "{:?}",
-        host_links(&prefix)
-    );
+    assert!(host_links(&prefix).contains(&br), "{:?}", host_links(&prefix));
     assert_eq!(host_links(&prefix).len(), 4);
     assert!(!netns_list(&prefix).contains(&format!("{prefix}fabric")));
-    assert!(reaches(
-        &format!("{prefix}c1"),
-        &format!("{prefix}c3"),
-        Ipv4Addr::new(10, 10, 0, 12)
-    ));
+    assert!(reaches(&format!("{prefix}c1"), &format!("{prefix}c3"), Ipv4Addr::new(10, 10, 0, 12)));
     drop(r);
 
     // cleanup removes everything, without a realizer.
@@ -615,11 +437,8 @@ async fn host_fabric_mode_and_cleanup() {
 
 #[tokio::test]
 async fn bad_prefix_is_refused() {
-    assert!(Realizer::new(Config {
-        prefix: "this-prefix-is-too-long".into(),
-        fabric: FabricMode::Netns
-    })
-    .await
-    .is_err());
+    assert!(Realizer::new(Config { prefix: "this-prefix-is-too-long".into(), fabric: FabricMode::Netns })
+        .await
+        .is_err());
     assert!(cleanup("").await.is_err());
 }

@@ -54,10 +54,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            prefix: "lev-".into(),
-            fabric: FabricMode::Netns,
-        }
+        Config { prefix: "lev-".into(), fabric: FabricMode::Netns }
     }
 }
 
@@ -93,16 +90,9 @@ impl ApplyReport {
 
     /// All errors, one line each.
     pub fn errors(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .cens
-            .iter()
-            .filter_map(|(k, r)| r.as_ref().err().map(|e| format!("CEN {k}: {e}")))
-            .collect();
-        v.extend(
-            self.cins
-                .iter()
-                .filter_map(|(k, r)| r.as_ref().err().map(|e| format!("CIN {k}: {e}"))),
-        );
+        let mut v: Vec<String> =
+            self.cens.iter().filter_map(|(k, r)| r.as_ref().err().map(|e| format!("CEN {k}: {e}"))).collect();
+        v.extend(self.cins.iter().filter_map(|(k, r)| r.as_ref().err().map(|e| format!("CIN {k}: {e}"))));
         v.extend(self.teardown_errors.iter().cloned());
         v
     }
@@ -151,9 +141,7 @@ fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("worker failed: {e}"))
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("worker failed: {e}"))
 }
 
 /// What a finished step changes in the observed state.
@@ -175,12 +163,7 @@ impl Realizer {
     /// routes, so the next [`apply`](Self::apply) repairs drift both ways.
     pub async fn new(cfg: Config) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
-        let mut r = Realizer {
-            cfg,
-            observed: Observed::default(),
-            handles: BTreeMap::new(),
-            dirty: BTreeSet::new(),
-        };
+        let mut r = Realizer { cfg, observed: Observed::default(), handles: BTreeMap::new(), dirty: BTreeSet::new() };
         r.adopt().await?;
         Ok(r)
     }
@@ -197,16 +180,9 @@ impl Realizer {
     /// Forget everything and observe the kernel again (repairs runtime drift
     /// on the next apply).
     pub async fn refresh(&mut self) -> Result<(), RealizeError> {
-        let paths: Vec<NsId> = self
-            .handles
-            .keys()
-            .filter(|n| matches!(n, NsId::Path(_)))
-            .cloned()
-            .collect();
+        let paths: Vec<NsId> = self.handles.keys().filter(|n| matches!(n, NsId::Path(_))).cloned().collect();
         self.handles.retain(|k, _| matches!(k, NsId::Path(_)));
-        self.observed
-            .namespaces
-            .retain(|k, _| matches!(k, NsId::Path(_)));
+        self.observed.namespaces.retain(|k, _| matches!(k, NsId::Path(_)));
         self.adopt().await?;
         self.dirty.extend(paths);
         let dirty = std::mem::take(&mut self.dirty);
@@ -229,34 +205,20 @@ impl Realizer {
         };
         let mut ids: Vec<NsId> = names
             .iter()
-            .map(|n| {
-                if *n == fabric_file {
-                    NsId::Fabric
-                } else {
-                    NsId::Managed(n[prefix.len()..].to_string())
-                }
-            })
+            .map(|n| if *n == fabric_file { NsId::Fabric } else { NsId::Managed(n[prefix.len()..].to_string()) })
             .collect();
         if self.cfg.fabric == FabricMode::Host {
             ids.push(NsId::Host);
         }
         let paths: Vec<PathBuf> = ids.iter().map(|n| ns_path(&prefix, n)).collect();
-        let opened = blocking(move || netns::open_paths(paths))
-            .await
-            .map_err(RealizeError::System)?;
+        let opened = blocking(move || netns::open_paths(paths)).await.map_err(RealizeError::System)?;
         let mut stale = Vec::new();
         for (id, o) in ids.into_iter().zip(opened) {
             match o {
                 Ok(o) => {
                     let fwd = o.forwarding;
                     self.handles.insert(id.clone(), NsHandle::new(o));
-                    self.observed.namespaces.insert(
-                        id.clone(),
-                        NsState {
-                            forwarding: fwd,
-                            ..NsState::default()
-                        },
-                    );
+                    self.observed.namespaces.insert(id.clone(), NsState { forwarding: fwd, ..NsState::default() });
                     self.dirty.insert(id);
                 }
                 Err(e) if id == NsId::Host => return Err(RealizeError::System(e)),
@@ -314,11 +276,7 @@ impl Realizer {
                 Ok(mut links) => {
                     let st = self.observed.namespaces.entry(ns).or_default();
                     for l in links.iter_mut() {
-                        if let Some(old) = st
-                            .links
-                            .iter()
-                            .find(|o| o.index == l.index && o.name == l.name)
-                        {
+                        if let Some(old) = st.links.iter().find(|o| o.index == l.index && o.name == l.name) {
                             l.addresses = old.addresses.clone();
                         }
                     }
@@ -335,11 +293,7 @@ impl Realizer {
 
     /// Make the kernel match `desired`. Never fails as a whole: the report
     /// says, per CEN and per CIN, what went wrong; the next apply converges.
-    pub async fn apply(
-        &mut self,
-        desired: &Desired,
-        progress: Option<Progress<'_>>,
-    ) -> ApplyReport {
+    pub async fn apply(&mut self, desired: &Desired, progress: Option<Progress<'_>>) -> ApplyReport {
         let prefix = self.cfg.prefix.clone();
         let mut report = ApplyReport::default();
 
@@ -354,11 +308,7 @@ impl Realizer {
                 _ => None,
             })
             .collect();
-        let new_paths: Vec<NsId> = want_paths
-            .iter()
-            .filter(|p| !self.handles.contains_key(*p))
-            .cloned()
-            .collect();
+        let new_paths: Vec<NsId> = want_paths.iter().filter(|p| !self.handles.contains_key(*p)).cloned().collect();
         if !new_paths.is_empty() {
             let paths: Vec<PathBuf> = new_paths.iter().map(|n| ns_path(&prefix, n)).collect();
             match blocking(move || netns::open_paths(paths)).await {
@@ -382,19 +332,11 @@ impl Realizer {
             }
         }
         let mut again: BTreeSet<NsId> = std::mem::take(&mut self.dirty);
-        again.extend(
-            want_paths
-                .iter()
-                .filter(|p| self.handles.contains_key(*p))
-                .cloned(),
-        );
+        again.extend(want_paths.iter().filter(|p| self.handles.contains_key(*p)).cloned());
         self.observe_set(again).await;
         for ns in &want_paths {
             if self.handles.contains_key(ns) && !self.observed.namespaces.contains_key(ns) {
-                self.observed
-                    .unavailable
-                    .entry(ns.clone())
-                    .or_insert_with(|| "could not be observed".into());
+                self.observed.unavailable.entry(ns.clone()).or_insert_with(|| "could not be observed".into());
             }
         }
 
@@ -428,9 +370,7 @@ impl Realizer {
             for s in steps {
                 if let Some(c) = s.cens.iter().find(|c| failed_cens.contains_key(*c)) {
                     if let Some(cin) = &s.cin {
-                        failed_cins
-                            .entry(cin.clone())
-                            .or_insert_with(|| format!("CEN {c} is not wired"));
+                        failed_cins.entry(cin.clone()).or_insert_with(|| format!("CEN {c} is not wired"));
                     }
                     tick();
                 } else {
@@ -505,12 +445,8 @@ impl Realizer {
 
         // Drop path namespaces nobody wants any more (holding them would keep
         // a dead container's namespace alive).
-        let gone: Vec<NsId> = self
-            .handles
-            .keys()
-            .filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n))
-            .cloned()
-            .collect();
+        let gone: Vec<NsId> =
+            self.handles.keys().filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n)).cloned().collect();
         for ns in gone {
             self.handles.remove(&ns);
             self.observed.namespaces.remove(&ns);
@@ -518,16 +454,10 @@ impl Realizer {
         }
 
         for c in &plan.cens {
-            report.cens.insert(
-                c.clone(),
-                failed_cens.get(c).map_or(Ok(()), |e| Err(e.clone())),
-            );
+            report.cens.insert(c.clone(), failed_cens.get(c).map_or(Ok(()), |e| Err(e.clone())));
         }
         for c in &plan.cins {
-            report.cins.insert(
-                c.clone(),
-                failed_cins.get(c).map_or(Ok(()), |e| Err(e.clone())),
-            );
+            report.cins.insert(c.clone(), failed_cins.get(c).map_or(Ok(()), |e| Err(e.clone())));
         }
         report
     }
@@ -548,14 +478,7 @@ impl Realizer {
                     ours: false,
                     addresses: vec![],
                 };
-                obs.insert(
-                    ns.clone(),
-                    NsState {
-                        links: vec![lo],
-                        routes: vec![],
-                        forwarding: o.forwarding,
-                    },
-                );
+                obs.insert(ns.clone(), NsState { links: vec![lo], routes: vec![], forwarding: o.forwarding });
                 self.handles.insert(ns, NsHandle::new(*o));
             }
             Effect::NsGone(ns) => {
@@ -563,10 +486,7 @@ impl Realizer {
                 self.handles.remove(&ns);
             }
             Effect::Up(ns, name) => {
-                if let Some(l) = obs
-                    .get_mut(&ns)
-                    .and_then(|s| s.links.iter_mut().find(|l| l.name == name))
-                {
+                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.name == name)) {
                     l.up = true;
                 }
             }
@@ -576,20 +496,14 @@ impl Realizer {
                 }
             }
             Effect::Addr(ns, idx, ip, plen) => {
-                if let Some(l) = obs
-                    .get_mut(&ns)
-                    .and_then(|s| s.links.iter_mut().find(|l| l.index == idx))
-                {
+                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.index == idx)) {
                     if !l.addresses.contains(&(ip, plen)) {
                         l.addresses.push((ip, plen));
                     }
                 }
             }
             Effect::AddrGone(ns, idx, ip, plen) => {
-                if let Some(l) = obs
-                    .get_mut(&ns)
-                    .and_then(|s| s.links.iter_mut().find(|l| l.index == idx))
-                {
+                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.index == idx)) {
                     l.addresses.retain(|a| *a != (ip, plen));
                 }
             }
@@ -606,11 +520,7 @@ impl Realizer {
         }
     }
 
-    async fn run_phase(
-        &self,
-        steps: &[Step],
-        tick: &(dyn Fn() + Sync),
-    ) -> Vec<Result<Effect, String>> {
+    async fn run_phase(&self, steps: &[Step], tick: &(dyn Fn() + Sync)) -> Vec<Result<Effect, String>> {
         let prefix = &self.cfg.prefix;
         // Namespace creation and deletion are batches on dedicated threads.
         let mut creates = Vec::new();
@@ -626,10 +536,8 @@ impl Realizer {
         let batch = async {
             let mut res = Vec::new();
             if !creates.is_empty() {
-                let names: Vec<String> = creates
-                    .iter()
-                    .map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default())
-                    .collect();
+                let names: Vec<String> =
+                    creates.iter().map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default()).collect();
                 match blocking(move || netns::create_named(names)).await {
                     Ok(v) => {
                         for ((i, ns), r) in creates.iter().zip(v) {
@@ -640,10 +548,8 @@ impl Realizer {
                 }
             }
             if !deletes.is_empty() {
-                let names: Vec<String> = deletes
-                    .iter()
-                    .map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default())
-                    .collect();
+                let names: Vec<String> =
+                    deletes.iter().map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default()).collect();
                 match blocking(move || netns::delete_named_many(names)).await {
                     Ok(v) => {
                         for ((i, ns), r) in deletes.iter().zip(v) {
@@ -674,15 +580,11 @@ impl Realizer {
                 *slot = Some(r);
             }
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err("not run".into())))
-            .collect()
+        out.into_iter().map(|r| r.unwrap_or(Err("not run".into()))).collect()
     }
 
     fn handle(&self, ns: &NsId) -> Result<&NsHandle, String> {
-        self.handles
-            .get(ns)
-            .ok_or_else(|| format!("{ns} is not open"))
+        self.handles.get(ns).ok_or_else(|| format!("{ns} is not open"))
     }
 
     fn index(&self, ns: &NsId, name: &str) -> Result<u32, String> {
@@ -696,54 +598,32 @@ impl Realizer {
 
     async fn exec(&self, op: &Op) -> Result<Effect, String> {
         match op {
-            Op::CreateNetns { .. } | Op::DeleteNetns { .. } => {
-                Err("namespace ops run in batches".into())
+            Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Err("namespace ops run in batches".into()),
+            Op::DeleteGroup { ns, group } => {
+                nl::delete_group(&self.handle(ns)?.handle, *group).await.map(|()| Effect::None)
             }
-            Op::DeleteGroup { ns, group } => nl::delete_group(&self.handle(ns)?.handle, *group)
-                .await
-                .map(|()| Effect::None),
-            Op::DeleteLink { ns, index, .. } => nl::delete_link(&self.handle(ns)?.handle, *index)
-                .await
-                .map(|()| Effect::None),
-            Op::DeleteAddr {
-                ns,
-                index,
-                ip,
-                prefix_len,
-            } => nl::del_addr(&self.handle(ns)?.handle, *index, *ip, *prefix_len)
-                .await
-                .map(|()| Effect::AddrGone(ns.clone(), *index, *ip, *prefix_len)),
-            Op::DeleteRoute {
-                ns,
-                dest,
-                prefix_len,
-                via,
-                oif,
-            } => nl::del_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, *oif)
-                .await
-                .map(|()| {
+            Op::DeleteLink { ns, index, .. } => {
+                nl::delete_link(&self.handle(ns)?.handle, *index).await.map(|()| Effect::None)
+            }
+            Op::DeleteAddr { ns, index, ip, prefix_len } => {
+                nl::del_addr(&self.handle(ns)?.handle, *index, *ip, *prefix_len)
+                    .await
+                    .map(|()| Effect::AddrGone(ns.clone(), *index, *ip, *prefix_len))
+            }
+            Op::DeleteRoute { ns, dest, prefix_len, via, oif } => {
+                nl::del_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, *oif).await.map(|()| {
                     Effect::RouteGone(
                         ns.clone(),
-                        RouteState {
-                            dest: *dest,
-                            prefix_len: *prefix_len,
-                            via: *via,
-                            oif: *oif,
-                        },
+                        RouteState { dest: *dest, prefix_len: *prefix_len, via: *via, oif: *oif },
                     )
-                }),
+                })
+            }
             Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => {
                 let idx = self.index(ns, name)?;
-                nl::set_up(&self.handle(ns)?.handle, idx)
-                    .await
-                    .map(|()| Effect::Up(ns.clone(), name.clone()))
+                nl::set_up(&self.handle(ns)?.handle, idx).await.map(|()| Effect::Up(ns.clone(), name.clone()))
             }
             Op::SetForwarding { ns, on } => {
-                let fd = self
-                    .handle(ns)?
-                    .fd
-                    .try_clone()
-                    .map_err(|e| format!("dup: {e}"))?;
+                let fd = self.handle(ns)?.fd.try_clone().map_err(|e| format!("dup: {e}"))?;
                 let on = *on;
                 blocking(move || netns::set_forwarding_in(&fd, on))
                     .await
@@ -751,9 +631,7 @@ impl Realizer {
                     .map(|()| Effect::Forwarding(ns.clone(), on))
             }
             Op::CreateBridge { ns, name, group } => {
-                nl::create_bridge(&self.handle(ns)?.handle, name, *group)
-                    .await
-                    .map(|()| Effect::None)
+                nl::create_bridge(&self.handle(ns)?.handle, name, *group).await.map(|()| Effect::None)
             }
             Op::CreateVeth { a, b, group } => {
                 let master = match &a.master {
@@ -761,58 +639,27 @@ impl Realizer {
                     None => None,
                 };
                 let bfd = self.handle(&b.ns)?.raw_fd();
-                nl::create_veth(
-                    &self.handle(&a.ns)?.handle,
-                    &a.name,
-                    master,
-                    &b.name,
-                    bfd,
-                    *group,
-                )
-                .await
-                .map(|()| Effect::None)
+                nl::create_veth(&self.handle(&a.ns)?.handle, &a.name, master, &b.name, bfd, *group)
+                    .await
+                    .map(|()| Effect::None)
             }
-            Op::AddAddr {
-                ns,
-                name,
-                ip,
-                prefix_len,
-            } => {
+            Op::AddAddr { ns, name, ip, prefix_len } => {
                 let idx = self.index(ns, name)?;
                 nl::add_addr(&self.handle(ns)?.handle, idx, *ip, *prefix_len)
                     .await
                     .map(|()| Effect::Addr(ns.clone(), idx, *ip, *prefix_len))
             }
-            Op::AddRoute {
-                ns,
-                name,
-                dest,
-                prefix_len,
-                via,
-            } => {
+            Op::AddRoute { ns, name, dest, prefix_len, via } => {
                 let oif = self.index(ns, name)?;
-                nl::add_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, oif)
-                    .await
-                    .map(|()| {
-                        Effect::Route(
-                            ns.clone(),
-                            RouteState {
-                                dest: *dest,
-                                prefix_len: *prefix_len,
-                                via: *via,
-                                oif,
-                            },
-                        )
-                    })
+                nl::add_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, oif).await.map(|()| {
+                    Effect::Route(ns.clone(), RouteState { dest: *dest, prefix_len: *prefix_len, via: *via, oif })
+                })
             }
         }
     }
 }
 
-async fn future_join<A: std::future::Future, B: std::future::Future>(
-    a: A,
-    b: B,
-) -> (A::Output, B::Output) {
+async fn future_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
     futures_util::future::join(a, b).await
 }
 
@@ -840,41 +687,22 @@ fn describe(op: &Op, prefix: &str) -> String {
         Op::CreateNetns { ns } => format!("creating {ns} ({})", ns_path(prefix, ns).display()),
         Op::DeleteGroup { ns, group } => format!("deleting link group {group:#x} in {ns}"),
         Op::DeleteLink { ns, name, .. } => format!("deleting {name} in {ns}"),
-        Op::DeleteAddr {
-            ns, ip, prefix_len, ..
-        } => format!("removing {ip}/{prefix_len} in {ns}"),
-        Op::DeleteRoute {
-            ns,
-            dest,
-            prefix_len,
-            via,
-            ..
-        } => format!("removing route {dest}/{prefix_len} via {via} in {ns}"),
+        Op::DeleteAddr { ns, ip, prefix_len, .. } => format!("removing {ip}/{prefix_len} in {ns}"),
+        Op::DeleteRoute { ns, dest, prefix_len, via, .. } => {
+            format!("removing route {dest}/{prefix_len} via {via} in {ns}")
+        }
         Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => format!("setting {name} up in {ns}"),
         Op::SetForwarding { ns, on } => format!("setting ip_forward={} in {ns}", u8::from(*on)),
         Op::CreateBridge { ns, name, .. } => format!("creating bridge {name} in {ns}"),
-        Op::CreateVeth { a, b, .. } => format!(
-            "creating veth {} ({}) <-> {} ({})",
-            a.name, a.ns, b.name, b.ns
-        ),
-        Op::AddAddr {
-            ns,
-            name,
-            ip,
-            prefix_len,
-        } => format!("adding {ip}/{prefix_len} to {name} in {ns}"),
-        Op::AddRoute {
-            ns,
-            name,
-            dest,
-            prefix_len,
-            via,
-        } => format!("adding route {dest}/{prefix_len} via {via} dev {name} in {ns}"),
+        Op::CreateVeth { a, b, .. } => format!("creating veth {} ({}) <-> {} ({})", a.name, a.ns, b.name, b.ns),
+        Op::AddAddr { ns, name, ip, prefix_len } => format!("adding {ip}/{prefix_len} to {name} in {ns}"),
+        Op::AddRoute { ns, name, dest, prefix_len, via } => {
+            format!("adding route {dest}/{prefix_len} via {via} dev {name} in {ns}")
+        }
     }
 }
 
-type BoxedDelete<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+type BoxedDelete<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// What [`cleanup`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -888,15 +716,9 @@ pub struct CleanupReport {
 /// Namespaces bound by path are not known here; their links die with the
 /// fabric (bridged CENs) or with a managed peer namespace.
 pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
-    check_config(&Config {
-        prefix: prefix.to_string(),
-        fabric: FabricMode::Netns,
-    })?;
+    check_config(&Config { prefix: prefix.to_string(), fabric: FabricMode::Netns })?;
     let p = prefix.to_string();
-    let names = blocking(move || netns::list_named(&p))
-        .await
-        .and_then(|r| r)
-        .map_err(RealizeError::System)?;
+    let names = blocking(move || netns::list_named(&p)).await.and_then(|r| r).map_err(RealizeError::System)?;
     let count = names.len();
     let errs: Vec<String> = blocking(move || netns::delete_named_many(names))
         .await
@@ -908,18 +730,13 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
         return Err(RealizeError::System(e));
     }
     // Host-mode leftovers.
-    let opened = blocking(|| netns::open_paths(vec![PathBuf::from("/proc/self/ns/net")]))
-        .await
-        .map_err(RealizeError::System)?;
+    let opened =
+        blocking(|| netns::open_paths(vec![PathBuf::from("/proc/self/ns/net")])).await.map_err(RealizeError::System)?;
     let Some(Ok(o)) = opened.into_iter().next() else {
-        return Err(RealizeError::System(
-            "cannot open the host namespace".into(),
-        ));
+        return Err(RealizeError::System("cannot open the host namespace".into()));
     };
     let h = NsHandle::new(o);
-    let links = nl::dump_links(&h.handle, prefix, &NsId::Host)
-        .await
-        .map_err(RealizeError::System)?;
+    let links = nl::dump_links(&h.handle, prefix, &NsId::Host).await.map_err(RealizeError::System)?;
     let ours: Vec<&LinkState> = links.iter().filter(|l| l.ours).collect();
     let mut groups: BTreeSet<u32> = BTreeSet::new();
     let mut singles = Vec::new();
@@ -943,8 +760,5 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
     for r in nl::bounded(futs, IN_FLIGHT).await {
         r.map_err(RealizeError::System)?;
     }
-    Ok(CleanupReport {
-        namespaces: count,
-        links: ours.len(),
-    })
+    Ok(CleanupReport { namespaces: count, links: ours.len() })
 }

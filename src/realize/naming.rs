@@ -52,9 +52,7 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.len() <= IFNAME_MAX
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
 /// Whether `prefix` can be used: short, and made of characters valid in both
@@ -62,9 +60,7 @@ pub fn valid_ifname(name: &str) -> bool {
 pub fn valid_prefix(prefix: &str) -> bool {
     !prefix.is_empty()
         && prefix.len() <= PREFIX_MAX
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// Whether a container id can be part of a namespace file name.

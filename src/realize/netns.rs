@@ -57,27 +57,13 @@ pub fn prepare_run_netns() -> Result<(), String> {
         return Ok(());
     }
     fs::create_dir_all(NETNS_DIR).map_err(|e| err("cannot create /run/netns", e))?;
-    let shared = || {
-        mount(
-            Some("none"),
-            NETNS_DIR,
-            Some("none"),
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
+    let shared = || mount(Some("none"), NETNS_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match shared() {
         Ok(()) => {}
         Err(nix::errno::Errno::EINVAL) => {
             // Not a mount point yet: bind it onto itself, then share it.
-            mount(
-                Some(NETNS_DIR),
-                NETNS_DIR,
-                Some("none"),
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(|e| err("cannot bind-mount /run/netns", e))?;
+            mount(Some(NETNS_DIR), NETNS_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(|e| err("cannot bind-mount /run/netns", e))?;
             shared().map_err(|e| err("cannot make /run/netns shared", e))?;
         }
         Err(e) => return Err(err("cannot make /run/netns shared", e)),
@@ -88,26 +74,17 @@ pub fn prepare_run_netns() -> Result<(), String> {
 
 fn read_forwarding() -> Option<bool> {
     let mut s = String::new();
-    fs::File::open("/proc/sys/net/ipv4/ip_forward")
-        .ok()?
-        .read_to_string(&mut s)
-        .ok()?;
+    fs::File::open("/proc/sys/net/ipv4/ip_forward").ok()?.read_to_string(&mut s).ok()?;
     Some(s.trim() == "1")
 }
 
 fn open_here(fd: OwnedFd) -> Result<Opened, String> {
     let socket = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
-    Ok(Opened {
-        fd,
-        socket,
-        forwarding: read_forwarding(),
-    })
+    Ok(Opened { fd, socket, forwarding: read_forwarding() })
 }
 
 fn open_self_ns() -> Result<OwnedFd, String> {
-    fs::File::open("/proc/thread-self/ns/net")
-        .map(OwnedFd::from)
-        .map_err(|e| err("cannot open own namespace", e))
+    fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from).map_err(|e| err("cannot open own namespace", e))
 }
 
 /// Create one named namespace on the calling (dedicated) thread, leaving the
@@ -125,14 +102,8 @@ fn create_one(name: &str) -> Result<Opened, String> {
         e
     };
     unshare(CloneFlags::CLONE_NEWNET).map_err(|e| undo(err("unshare(CLONE_NEWNET)", e)))?;
-    mount(
-        Some("/proc/thread-self/ns/net"),
-        &path,
-        Some("none"),
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| undo(err(&format!("cannot bind-mount {}", path.display()), e)))?;
+    mount(Some("/proc/thread-self/ns/net"), &path, Some("none"), MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| undo(err(&format!("cannot bind-mount {}", path.display()), e)))?;
     let fd = open_self_ns()?;
     open_here(fd)
 }
@@ -177,31 +148,22 @@ pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
         return Vec::new();
     }
     let n = paths.len();
-    let h = std::thread::Builder::new()
-        .name("lev-netns-open".into())
-        .spawn(move || {
-            paths
-                .iter()
-                .map(|p| {
-                    let fd: OwnedFd = fs::File::open(p)
-                        .map(OwnedFd::from)
-                        .map_err(|e| err(&format!("cannot open {}", p.display()), e))?;
-                    setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-                        err(&format!("{} is not a network namespace", p.display()), e)
-                    })?;
-                    open_here(fd)
-                })
-                .collect::<Vec<_>>()
-        });
+    let h = std::thread::Builder::new().name("lev-netns-open".into()).spawn(move || {
+        paths
+            .iter()
+            .map(|p| {
+                let fd: OwnedFd = fs::File::open(p)
+                    .map(OwnedFd::from)
+                    .map_err(|e| err(&format!("cannot open {}", p.display()), e))?;
+                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| err(&format!("{} is not a network namespace", p.display()), e))?;
+                open_here(fd)
+            })
+            .collect::<Vec<_>>()
+    });
     match h {
-        Ok(h) => h.join().unwrap_or_else(|_| {
-            (0..n)
-                .map(|_| Err("namespace thread panicked".to_string()))
-                .collect()
-        }),
-        Err(e) => (0..n)
-            .map(|_| Err(err("cannot start a namespace thread", &e)))
-            .collect(),
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
+        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
     }
 }
 
@@ -241,11 +203,9 @@ pub fn delete_named_many(names: Vec<String>) -> Vec<Result<(), String>> {
     }
     for (n, h) in handles {
         match h {
-            Ok(h) => out.extend(h.join().unwrap_or_else(|_| {
-                (0..n)
-                    .map(|_| Err("namespace thread panicked".to_string()))
-                    .collect()
-            })),
+            Ok(h) => out.extend(
+                h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
+            ),
             Err(e) => out.extend((0..n).map(|_| Err(err("cannot start a namespace thread", &e)))),
         }
     }
@@ -275,21 +235,16 @@ pub fn list_named(prefix: &str) -> Result<Vec<String>, String> {
 /// /proc/sys/net follows the calling thread's namespace).
 pub fn set_forwarding_in(fd: &OwnedFd, on: bool) -> Result<(), String> {
     let dup = fd.try_clone().map_err(|e| err("dup", e))?;
-    let h = std::thread::Builder::new()
-        .name("lev-netns-sysctl".into())
-        .spawn(move || -> Result<(), String> {
-            setns(dup.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| err("setns", e))?;
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .open("/proc/sys/net/ipv4/ip_forward")
-                .map_err(|e| err("cannot open ip_forward", e))?;
-            f.write_all(if on { b"1\n" } else { b"0\n" })
-                .map_err(|e| err("cannot write ip_forward", e))
-        });
+    let h = std::thread::Builder::new().name("lev-netns-sysctl".into()).spawn(move || -> Result<(), String> {
+        setns(dup.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| err("setns", e))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/sys/net/ipv4/ip_forward")
+            .map_err(|e| err("cannot open ip_forward", e))?;
+        f.write_all(if on { b"1\n" } else { b"0\n" }).map_err(|e| err("cannot write ip_forward", e))
+    });
     match h {
-        Ok(h) => h
-            .join()
-            .unwrap_or_else(|_| Err("namespace thread panicked".to_string())),
+        Ok(h) => h.join().unwrap_or_else(|_| Err("namespace thread panicked".to_string())),
         Err(e) => Err(err("cannot start a namespace thread", e)),
     }
 }

@@ -13,8 +13,7 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
 use super::naming;
@@ -134,13 +133,8 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
 
 /// All links of the namespace (without addresses).
 pub async fn dump_links(h: &Handle, prefix: &str, ns: &NsId) -> Result<Vec<LinkState>, String> {
-    let msgs: Vec<LinkMessage> = h
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing links in {ns}: {}", reason(&e)))?;
+    let msgs: Vec<LinkMessage> =
+        h.link().get().execute().try_collect().await.map_err(|e| format!("listing links in {ns}: {}", reason(&e)))?;
     Ok(msgs.iter().map(|m| parse_link(m, prefix, ns)).collect())
 }
 
@@ -187,10 +181,7 @@ pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, Strin
     for m in msgs {
         if m.header.address_family != AddressFamily::Inet
             || m.header.kind != RouteType::Unicast
-            || !matches!(
-                m.header.protocol,
-                RouteProtocol::Static | RouteProtocol::Boot
-            )
+            || !matches!(m.header.protocol, RouteProtocol::Static | RouteProtocol::Boot)
         {
             continue;
         }
@@ -209,12 +200,7 @@ pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, Strin
             continue;
         }
         if let (Some(via), Some(oif)) = (via, oif) {
-            out.push(RouteState {
-                dest,
-                prefix_len: m.header.destination_prefix_length,
-                via,
-                oif,
-            });
+            out.push(RouteState { dest, prefix_len: m.header.destination_prefix_length, via, oif });
         }
     }
     Ok(out)
@@ -222,12 +208,7 @@ pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, Strin
 
 /// Links, addresses and routes of one namespace (namespaces are observed
 /// concurrently by the caller).
-pub async fn observe(
-    h: &Handle,
-    prefix: &str,
-    ns: &NsId,
-    forwarding: Option<bool>,
-) -> Result<NsState, String> {
+pub async fn observe(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<bool>) -> Result<NsState, String> {
     // One dump at a time per socket: the kernel answers EBUSY to a second
     // dump while one is running on the same socket.
     let links = dump_links(h, prefix, ns).await;
@@ -239,11 +220,7 @@ pub async fn observe(
             l.addresses.push((ip, plen));
         }
     }
-    Ok(NsState {
-        links,
-        routes: routes?,
-        forwarding,
-    })
+    Ok(NsState { links, routes: routes?, forwarding })
 }
 
 pub async fn delete_link(h: &Handle, index: u32) -> Result<(), String> {
@@ -258,23 +235,11 @@ pub async fn delete_group(h: &Handle, group: u32) -> Result<(), String> {
 }
 
 pub async fn set_up(h: &Handle, index: u32) -> Result<(), String> {
-    ok_if(
-        h.link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await,
-        &[],
-    )
+    ok_if(h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await, &[])
 }
 
 pub async fn create_bridge(h: &Handle, name: &str, group: u32) -> Result<(), String> {
-    ok_if(
-        h.link()
-            .add(LinkBridge::new(name).link_group(group).build())
-            .execute()
-            .await,
-        &[],
-    )
+    ok_if(h.link().add(LinkBridge::new(name).link_group(group).build()).execute().await, &[])
 }
 
 /// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to
@@ -289,51 +254,26 @@ pub async fn create_veth(
     b_ns: RawFd,
     group: u32,
 ) -> Result<(), String> {
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(b.to_string())
-        .link_group(group)
-        .setns_by_fd(b_ns)
-        .build();
-    let mut main = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-        .name(a.to_string())
-        .link_group(group)
-        .up();
+    let peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns).build();
+    let mut main =
+        LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(a.to_string()).link_group(group).up();
     if let Some(m) = master {
         main = main.controller(m);
     }
-    let msg = main
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .build();
+    let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
     ok_if(h.link().add(msg).execute().await, &[])
 }
 
 pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), String> {
-    ok_if(
-        h.address()
-            .add(index, IpAddr::V4(ip), prefix_len)
-            .execute()
-            .await,
-        &[EEXIST],
-    )
+    ok_if(h.address().add(index, IpAddr::V4(ip), prefix_len).execute().await, &[EEXIST])
 }
 
 pub async fn del_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), String> {
-    let msg = AddressMessageBuilder::<Ipv4Addr>::new()
-        .index(index)
-        .address(ip, prefix_len)
-        .build();
-    ok_if(
-        h.address().del(msg).execute().await,
-        &[EADDRNOTAVAIL, ENODEV],
-    )
+    let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(ip, prefix_len).build();
+    ok_if(h.address().del(msg).execute().await, &[EADDRNOTAVAIL, ENODEV])
 }
 
-fn route_msg(
-    dest: Ipv4Addr,
-    prefix_len: u8,
-    via: Ipv4Addr,
-    oif: u32,
-) -> rtnetlink::packet_route::route::RouteMessage {
+fn route_msg(dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> rtnetlink::packet_route::route::RouteMessage {
     RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(dest, prefix_len)
         .gateway(via)
@@ -341,36 +281,12 @@ fn route_msg(
         .build()
 }
 
-pub async fn add_route(
-    h: &Handle,
-    dest: Ipv4Addr,
-    prefix_len: u8,
-    via: Ipv4Addr,
-    oif: u32,
-) -> Result<(), String> {
-    ok_if(
-        h.route()
-            .add(route_msg(dest, prefix_len, via, oif))
-            .execute()
-            .await,
-        &[],
-    )
+pub async fn add_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), String> {
+    ok_if(h.route().add(route_msg(dest, prefix_len, via, oif)).execute().await, &[])
 }
 
-pub async fn del_route(
-    h: &Handle,
-    dest: Ipv4Addr,
-    prefix_len: u8,
-    via: Ipv4Addr,
-    oif: u32,
-) -> Result<(), String> {
-    ok_if(
-        h.route()
-            .del(route_msg(dest, prefix_len, via, oif))
-            .execute()
-            .await,
-        &[ESRCH, ENOENT, ENODEV],
-    )
+pub async fn del_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), String> {
+    ok_if(h.route().del(route_msg(dest, prefix_len, via, oif)).execute().await, &[ESRCH, ENOENT, ENODEV])
 }
 
 /// Run futures with at most `limit` in flight (netlink pipelining without
@@ -379,8 +295,5 @@ pub async fn bounded<F, T>(futs: Vec<F>, limit: usize) -> Vec<T>
 where
     F: std::future::Future<Output = T>,
 {
-    futures_util::stream::iter(futs)
-        .buffered(limit.max(1))
-        .collect()
-        .await
+    futures_util::stream::iter(futs).buffered(limit.max(1)).collect().await
 }

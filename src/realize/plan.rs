@@ -160,17 +160,8 @@ struct Expect {
 }
 
 enum Unit {
-    Bridge {
-        cen: String,
-        name: String,
-        group: u32,
-    },
-    Pair {
-        cen: String,
-        a: VethEnd,
-        b: VethEnd,
-        group: u32,
-    },
+    Bridge { cen: String, name: String, group: u32 },
+    Pair { cen: String, a: VethEnd, b: VethEnd, group: u32 },
 }
 
 struct Addrs {
@@ -213,10 +204,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 if !naming::valid_container_id(&c.id) {
                     Err(format!("container id {:?} cannot name a namespace", c.id))
                 } else if let Some(other) = managed_owner.insert(c.id.as_str(), key.as_str()) {
-                    Err(format!(
-                        "containers {other} and {key} would share namespace {}{}",
-                        prefix, c.id
-                    ))
+                    Err(format!("containers {other} and {key} would share namespace {}{}", prefix, c.id))
                 } else {
                     Ok(NsId::Managed(c.id.clone()))
                 }
@@ -241,38 +229,25 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         for m in &cen.members {
             let ns = match ns_of.get(m.container.as_str()) {
                 None => {
-                    out.errors.insert(
-                        id.clone(),
-                        format!("member {} is not a known container", m.container),
-                    );
+                    out.errors.insert(id.clone(), format!("member {} is not a known container", m.container));
                     continue 'cens;
                 }
                 Some(Err(e)) => {
-                    out.errors
-                        .insert(id.clone(), format!("member {}: {e}", m.container));
+                    out.errors.insert(id.clone(), format!("member {}: {e}", m.container));
                     continue 'cens;
                 }
                 Some(Ok(ns)) => ns.clone(),
             };
             if let Some(reason) = current.unavailable.get(&ns) {
-                out.errors.insert(
-                    id.clone(),
-                    format!("member {}: {ns}: {reason}", m.container),
-                );
+                out.errors.insert(id.clone(), format!("member {}: {ns}: {reason}", m.container));
                 continue 'cens;
             }
             if !seen.insert(m.container.as_str()) {
-                out.errors.insert(
-                    id.clone(),
-                    format!("container {} is a member twice", m.container),
-                );
+                out.errors.insert(id.clone(), format!("container {} is a member twice", m.container));
                 continue 'cens;
             }
             if !naming::valid_ifname(&m.ifname) {
-                out.errors.insert(
-                    id.clone(),
-                    format!("invalid interface name {:?} for {}", m.ifname, m.container),
-                );
+                out.errors.insert(id.clone(), format!("invalid interface name {:?} for {}", m.ifname, m.container));
                 continue 'cens;
             }
             members_ns.push(ns);
@@ -284,10 +259,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             Wiring::Bridge => true,
         };
         if !ok_wiring {
-            out.errors.insert(
-                id.clone(),
-                format!("wiring {:?} does not fit {n} members", cen.wiring),
-            );
+            out.errors.insert(id.clone(), format!("wiring {:?} does not fit {n} members", cen.wiring));
             continue;
         }
 
@@ -303,41 +275,25 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 let (m0, m1) = (&cen.members[0], &cen.members[1]);
                 let (n0, n1) = (members_ns[0].clone(), members_ns[1].clone());
                 if n0 == n1 {
-                    out.errors
-                        .insert(id.clone(), "both members share one namespace".to_string());
+                    out.errors.insert(id.clone(), "both members share one namespace".to_string());
                     continue;
                 }
                 mine.push((n0.clone(), m0.ifname.clone(), Expect { cen: id.clone() }));
                 mine.push((n1.clone(), m1.ifname.clone(), Expect { cen: id.clone() }));
                 cen_units.push(Unit::Pair {
                     cen: id.clone(),
-                    a: VethEnd {
-                        ns: n0,
-                        name: m0.ifname.clone(),
-                        master: None,
-                    },
-                    b: VethEnd {
-                        ns: n1,
-                        name: m1.ifname.clone(),
-                        master: None,
-                    },
+                    a: VethEnd { ns: n0, name: m0.ifname.clone(), master: None },
+                    b: VethEnd { ns: n1, name: m1.ifname.clone(), master: None },
                     group,
                 });
             }
             Wiring::Bridge => {
                 let br = naming::bridge_name(prefix, id);
                 mine.push((fabric.clone(), br.clone(), Expect { cen: id.clone() }));
-                cen_units.push(Unit::Bridge {
-                    cen: id.clone(),
-                    name: br.clone(),
-                    group,
-                });
+                cen_units.push(Unit::Bridge { cen: id.clone(), name: br.clone(), group });
                 for (m, ns) in cen.members.iter().zip(&members_ns) {
                     if *ns == fabric {
-                        out.errors.insert(
-                            id.clone(),
-                            format!("member {} lives in the fabric namespace", m.container),
-                        );
+                        out.errors.insert(id.clone(), format!("member {} lives in the fabric namespace", m.container));
                         continue 'cens;
                     }
                     let v = naming::veth_fabric_name(prefix, id, &m.container);
@@ -345,16 +301,8 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                     mine.push((ns.clone(), m.ifname.clone(), Expect { cen: id.clone() }));
                     cen_units.push(Unit::Pair {
                         cen: id.clone(),
-                        a: VethEnd {
-                            ns: fabric.clone(),
-                            name: v,
-                            master: Some(br.clone()),
-                        },
-                        b: VethEnd {
-                            ns: ns.clone(),
-                            name: m.ifname.clone(),
-                            master: None,
-                        },
+                        a: VethEnd { ns: fabric.clone(), name: v, master: Some(br.clone()) },
+                        b: VethEnd { ns: ns.clone(), name: m.ifname.clone(), master: None },
                         group,
                     });
                 }
@@ -362,22 +310,13 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         }
         let mut local = BTreeSet::new();
         for (ns, name, _) in &mine {
-            let clash_other = expected
-                .get(ns)
-                .and_then(|m| m.get(name))
-                .map(|e| e.cen.clone());
+            let clash_other = expected.get(ns).and_then(|m| m.get(name)).map(|e| e.cen.clone());
             if let Some(other) = clash_other {
-                out.errors.insert(
-                    id.clone(),
-                    format!("interface {name} in {ns} is already used by CEN {other}"),
-                );
+                out.errors.insert(id.clone(), format!("interface {name} in {ns} is already used by CEN {other}"));
                 continue 'cens;
             }
             if !local.insert((ns.clone(), name.clone())) {
-                out.errors.insert(
-                    id.clone(),
-                    format!("interface {name} in {ns} is used twice"),
-                );
+                out.errors.insert(id.clone(), format!("interface {name} in {ns} is used twice"));
                 continue 'cens;
             }
         }
@@ -393,34 +332,19 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                     ns: ns.clone(),
                     name: m.ifname.clone(),
                     cen: id.clone(),
-                    addrs: m
-                        .addresses
-                        .iter()
-                        .map(|a| (a.cin.clone(), a.ip, a.prefix_len))
-                        .collect(),
-                    routes: m
-                        .routes
-                        .iter()
-                        .map(|r| (r.cin.clone(), r.dest, r.prefix_len, r.via))
-                        .collect(),
+                    addrs: m.addresses.iter().map(|a| (a.cin.clone(), a.ip, a.prefix_len)).collect(),
+                    routes: m.routes.iter().map(|r| (r.cin.clone(), r.dest, r.prefix_len, r.via)).collect(),
                 });
             }
         }
         if bridged {
             fabric_needed = true;
-            needed_ns
-                .entry(fabric.clone())
-                .or_default()
-                .push(id.clone());
+            needed_ns.entry(fabric.clone()).or_default().push(id.clone());
             addrs.push(Addrs {
                 ns: fabric.clone(),
                 name: naming::bridge_name(prefix, id),
                 cen: id.clone(),
-                addrs: cen
-                    .gateways
-                    .iter()
-                    .map(|a| (a.cin.clone(), a.ip, a.prefix_len))
-                    .collect(),
+                addrs: cen.gateways.iter().map(|a| (a.cin.clone(), a.ip, a.prefix_len)).collect(),
                 routes: Vec::new(),
             });
         }
@@ -433,35 +357,23 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
     // Namespaces.
     let mut deleted_ns: BTreeSet<NsId> = BTreeSet::new();
     for ns in current.namespaces.keys() {
-        let ours = matches!(ns, NsId::Managed(_))
-            || (*ns == NsId::Fabric && cfg.fabric == FabricMode::Netns);
+        let ours = matches!(ns, NsId::Managed(_)) || (*ns == NsId::Fabric && cfg.fabric == FabricMode::Netns);
         let needed = needed_ns.contains_key(ns) || (*ns == NsId::Fabric && fabric_needed);
         // In host mode an old fabric namespace is a leftover: remove it.
         let leftover_fabric = *ns == NsId::Fabric && cfg.fabric == FabricMode::Host;
         if (ours && !needed) || leftover_fabric {
             deleted_ns.insert(ns.clone());
-            steps.push(Step {
-                op: Op::DeleteNetns { ns: ns.clone() },
-                cens: vec![],
-                cin: None,
-            });
+            steps.push(Step { op: Op::DeleteNetns { ns: ns.clone() }, cens: vec![], cin: None });
         }
     }
     for (ns, cens) in &needed_ns {
         let creatable = matches!(ns, NsId::Managed(_)) || *ns == NsId::Fabric;
         match current.namespaces.get(ns) {
             None if creatable => {
-                steps.push(Step {
-                    op: Op::CreateNetns { ns: ns.clone() },
-                    cens: cens.clone(),
-                    cin: None,
-                });
+                steps.push(Step { op: Op::CreateNetns { ns: ns.clone() }, cens: cens.clone(), cin: None });
                 if matches!(ns, NsId::Managed(_)) {
                     steps.push(Step {
-                        op: Op::SetUp {
-                            ns: ns.clone(),
-                            name: "lo".into(),
-                        },
+                        op: Op::SetUp { ns: ns.clone(), name: "lo".into() },
                         cens: cens.clone(),
                         cin: None,
                     });
@@ -472,9 +384,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 // step opens those before planning, so this is a bug upstream;
                 // report rather than guess.
                 for c in cens {
-                    out.errors
-                        .entry(c.clone())
-                        .or_insert_with(|| format!("{ns} was not observed"));
+                    out.errors.entry(c.clone()).or_insert_with(|| format!("{ns} was not observed"));
                 }
             }
             Some(st) => {
@@ -482,10 +392,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                     if let Some(lo) = st.links.iter().find(|l| l.kind == LinkKind::Loopback) {
                         if !lo.up {
                             steps.push(Step {
-                                op: Op::SetUp {
-                                    ns: ns.clone(),
-                                    name: lo.name.clone(),
-                                },
+                                op: Op::SetUp { ns: ns.clone(), name: lo.name.clone() },
                                 cens: cens.clone(),
                                 cin: None,
                             });
@@ -496,9 +403,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         }
     }
     // CENs whose namespace is unusable were rejected above; drop their steps.
-    steps.retain(|s| {
-        !s.cens.iter().any(|c| out.errors.contains_key(c)) || matches!(s.op, Op::DeleteNetns { .. })
-    });
+    steps.retain(|s| !s.cens.iter().any(|c| out.errors.contains_key(c)) || matches!(s.op, Op::DeleteNetns { .. }));
 
     // Forwarding in the fabric.
     if fabric_needed {
@@ -517,26 +422,16 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 .filter(|(id, c)| c.wiring == Wiring::Bridge && !out.errors.contains_key(*id))
                 .map(|(id, _)| id.clone())
                 .collect();
-            steps.push(Step {
-                op: Op::SetForwarding {
-                    ns: fabric.clone(),
-                    on: want,
-                },
-                cens,
-                cin: None,
-            });
+            steps.push(Step { op: Op::SetForwarding { ns: fabric.clone(), on: want }, cens, cin: None });
         }
     }
 
     // Links: which units are intact.
-    let find = |ns: &NsId, name: &str| -> Option<&LinkState> {
-        current.namespaces.get(ns).and_then(|s| s.link(name))
-    };
+    let find = |ns: &NsId, name: &str| -> Option<&LinkState> { current.namespaces.get(ns).and_then(|s| s.link(name)) };
     let mut bridge_ok: BTreeMap<String, bool> = BTreeMap::new();
     for u in &units {
         if let Unit::Bridge { cen, name, group } = u {
-            let ok = find(&fabric, name)
-                .is_some_and(|l| l.kind == LinkKind::Bridge && l.group == *group && l.ours);
+            let ok = find(&fabric, name).is_some_and(|l| l.kind == LinkKind::Bridge && l.group == *group && l.ours);
             bridge_ok.insert(cen.clone(), ok);
         }
     }
@@ -549,28 +444,18 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             Unit::Bridge { cen, name, group } => {
                 if !bridge_ok.get(cen).copied().unwrap_or(false) {
                     if let Some(l) = find(&fabric, name).filter(|l| l.ours) {
-                        doomed
-                            .entry(fabric.clone())
-                            .or_default()
-                            .insert(l.index, l.name.clone());
+                        doomed.entry(fabric.clone()).or_default().insert(l.index, l.name.clone());
                     }
                     recreated.insert((fabric.clone(), name.clone()));
                     create_steps.push(Step {
-                        op: Op::CreateBridge {
-                            ns: fabric.clone(),
-                            name: name.clone(),
-                            group: *group,
-                        },
+                        op: Op::CreateBridge { ns: fabric.clone(), name: name.clone(), group: *group },
                         cens: vec![cen.clone()],
                         cin: None,
                     });
                 } else if let Some(l) = find(&fabric, name) {
                     if !l.up {
                         create_steps.push(Step {
-                            op: Op::SetUp {
-                                ns: fabric.clone(),
-                                name: name.clone(),
-                            },
+                            op: Op::SetUp { ns: fabric.clone(), name: name.clone() },
                             cens: vec![cen.clone()],
                             cin: None,
                         });
@@ -594,10 +479,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 };
                 let ok = match (la, lb) {
                     (Some(la), Some(lb)) => {
-                        end_ok(la, a)
-                            && end_ok(lb, b)
-                            && la.peer == Some(lb.index)
-                            && lb.peer == Some(la.index)
+                        end_ok(la, a) && end_ok(lb, b) && la.peer == Some(lb.index) && lb.peer == Some(la.index)
                     }
                     _ => false,
                 };
@@ -605,10 +487,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                     for (l, end) in [(la, a), (lb, b)] {
                         if let Some(l) = l.filter(|l| !l.up) {
                             create_steps.push(Step {
-                                op: Op::SetUp {
-                                    ns: end.ns.clone(),
-                                    name: l.name.clone(),
-                                },
+                                op: Op::SetUp { ns: end.ns.clone(), name: l.name.clone() },
                                 cens: vec![cen.clone()],
                                 cin: None,
                             });
@@ -617,27 +496,17 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 } else {
                     for (l, end) in [(la, a), (lb, b)] {
                         if let Some(l) = l.filter(|l| l.ours) {
-                            doomed
-                                .entry(end.ns.clone())
-                                .or_default()
-                                .insert(l.index, l.name.clone());
+                            doomed.entry(end.ns.clone()).or_default().insert(l.index, l.name.clone());
                         }
                         recreated.insert((end.ns.clone(), end.name.clone()));
                     }
                     create_steps.push(Step {
-                        op: Op::CreateVeth {
-                            a: a.clone(),
-                            b: b.clone(),
-                            group: *group,
-                        },
+                        op: Op::CreateVeth { a: a.clone(), b: b.clone(), group: *group },
                         cens: vec![cen.clone()],
                         cin: None,
                     });
                     create_steps.push(Step {
-                        op: Op::SetUpNew {
-                            ns: b.ns.clone(),
-                            name: b.name.clone(),
-                        },
+                        op: Op::SetUpNew { ns: b.ns.clone(), name: b.name.clone() },
                         cens: vec![cen.clone()],
                         cin: None,
                     });
@@ -656,10 +525,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         }
         let exp = expected.get(ns);
         for l in &st.links {
-            if !l.ours
-                || l.kind == LinkKind::Loopback
-                || exp.is_some_and(|e| e.contains_key(&l.name))
-            {
+            if !l.ours || l.kind == LinkKind::Loopback || exp.is_some_and(|e| e.contains_key(&l.name)) {
                 continue;
             }
             // Only in our own namespaces: in a namespace bound by path the
@@ -675,17 +541,11 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             {
                 continue;
             }
-            if container_side
-                && l.group & naming::GROUP_BRIDGE_BIT != 0
-                && deleted_ns.contains(&fabric)
-            {
+            if container_side && l.group & naming::GROUP_BRIDGE_BIT != 0 && deleted_ns.contains(&fabric) {
                 // The fabric namespace goes, and the peers with it.
                 continue;
             }
-            doomed
-                .entry(ns.clone())
-                .or_default()
-                .insert(l.index, l.name.clone());
+            doomed.entry(ns.clone()).or_default().insert(l.index, l.name.clone());
         }
     }
     // Prefer group deletes: a group all of whose links in a namespace go.
@@ -697,33 +557,13 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             by_group.entry(g).or_default().push(*idx);
         }
         for (g, idxs) in by_group {
-            let whole = g != 0
-                && st
-                    .links
-                    .iter()
-                    .filter(|l| l.group == g)
-                    .all(|l| links.contains_key(&l.index));
+            let whole = g != 0 && st.links.iter().filter(|l| l.group == g).all(|l| links.contains_key(&l.index));
             if whole && idxs.len() > 1 {
-                steps.push(Step {
-                    op: Op::DeleteGroup {
-                        ns: ns.clone(),
-                        group: g,
-                    },
-                    cens: vec![],
-                    cin: None,
-                });
+                steps.push(Step { op: Op::DeleteGroup { ns: ns.clone(), group: g }, cens: vec![], cin: None });
             } else {
                 for i in idxs {
                     let name = links.get(&i).cloned().unwrap_or_default();
-                    steps.push(Step {
-                        op: Op::DeleteLink {
-                            ns: ns.clone(),
-                            index: i,
-                            name,
-                        },
-                        cens: vec![],
-                        cin: None,
-                    });
+                    steps.push(Step { op: Op::DeleteLink { ns: ns.clone(), index: i, name }, cens: vec![], cin: None });
                 }
             }
         }
@@ -741,12 +581,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         for (cin, ip, plen) in &a.addrs {
             if !have.contains(&(*ip, *plen)) {
                 steps.push(Step {
-                    op: Op::AddAddr {
-                        ns: a.ns.clone(),
-                        name: a.name.clone(),
-                        ip: *ip,
-                        prefix_len: *plen,
-                    },
+                    op: Op::AddAddr { ns: a.ns.clone(), name: a.name.clone(), ip: *ip, prefix_len: *plen },
                     cens: vec![a.cen.clone()],
                     cin: Some(cin.clone()),
                 });
@@ -756,12 +591,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             for (ip, plen) in &have {
                 if !a.addrs.iter().any(|(_, i, p)| i == ip && p == plen) {
                     steps.push(Step {
-                        op: Op::DeleteAddr {
-                            ns: a.ns.clone(),
-                            index: l.index,
-                            ip: *ip,
-                            prefix_len: *plen,
-                        },
+                        op: Op::DeleteAddr { ns: a.ns.clone(), index: l.index, ip: *ip, prefix_len: *plen },
                         cens: vec![],
                         cin: None,
                     });
@@ -769,12 +599,9 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             }
         }
         let routes_have: Vec<(Ipv4Addr, u8, Ipv4Addr)> = match link {
-            Some(l) => state(&a.ns)
-                .routes
-                .iter()
-                .filter(|r| r.oif == l.index)
-                .map(|r| (r.dest, r.prefix_len, r.via))
-                .collect(),
+            Some(l) => {
+                state(&a.ns).routes.iter().filter(|r| r.oif == l.index).map(|r| (r.dest, r.prefix_len, r.via)).collect()
+            }
             None => Vec::new(),
         };
         for (cin, dest, plen, via) in &a.routes {
@@ -794,11 +621,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         }
         if let Some(l) = link {
             for (dest, plen, via) in &routes_have {
-                if !a
-                    .routes
-                    .iter()
-                    .any(|(_, d, p, v)| d == dest && p == plen && v == via)
-                {
+                if !a.routes.iter().any(|(_, d, p, v)| d == dest && p == plen && v == via) {
                     steps.push(Step {
                         op: Op::DeleteRoute {
                             ns: a.ns.clone(),
@@ -826,23 +649,14 @@ mod tests {
     use crate::realize::desired::{Addr, CenNet, ContainerNet, Member, Route};
 
     fn cfg() -> Config {
-        Config {
-            prefix: "t-".into(),
-            fabric: FabricMode::Netns,
-        }
+        Config { prefix: "t-".into(), fabric: FabricMode::Netns }
     }
 
     fn desired(cens: &[(&str, &[&str])]) -> Desired {
         let mut d = Desired::default();
         for (cen, members) in cens {
             for c in *members {
-                d.containers.insert(
-                    format!("h/{c}"),
-                    ContainerNet {
-                        id: c.to_string(),
-                        netns: NetnsRef::Managed,
-                    },
-                );
+                d.containers.insert(format!("h/{c}"), ContainerNet { id: c.to_string(), netns: NetnsRef::Managed });
             }
             let wiring = match members.len() {
                 0 | 1 => Wiring::None,
@@ -871,13 +685,8 @@ mod tests {
 
     /// Pretend every step succeeded: a tiny kernel model.
     fn simulate(obs: &mut Observed, plan: &Plan, prefix: &str) {
-        let mut next: u32 = obs
-            .namespaces
-            .values()
-            .flat_map(|s| s.links.iter().map(|l| l.index))
-            .max()
-            .unwrap_or(0)
-            + 100;
+        let mut next: u32 =
+            obs.namespaces.values().flat_map(|s| s.links.iter().map(|l| l.index)).max().unwrap_or(0) + 100;
         for s in &plan.steps {
             match &s.op {
                 Op::DeleteNetns { ns } => {
@@ -885,12 +694,7 @@ mod tests {
                     let pairs: Vec<(u32, u32)> = obs
                         .namespaces
                         .get(ns)
-                        .map(|s| {
-                            s.links
-                                .iter()
-                                .filter_map(|l| l.peer.map(|p| (l.index, p)))
-                                .collect()
-                        })
+                        .map(|s| s.links.iter().filter_map(|l| l.peer.map(|p| (l.index, p))).collect())
                         .unwrap_or_default();
                     obs.namespaces.remove(ns);
                     for (i, p) in pairs {
@@ -911,26 +715,14 @@ mod tests {
                         ours: false,
                         addresses: vec![],
                     };
-                    obs.namespaces.insert(
-                        ns.clone(),
-                        NsState {
-                            links: vec![lo],
-                            routes: vec![],
-                            forwarding: Some(false),
-                        },
-                    );
+                    obs.namespaces
+                        .insert(ns.clone(), NsState { links: vec![lo], routes: vec![], forwarding: Some(false) });
                 }
                 Op::DeleteGroup { ns, group } => {
                     let gone: Vec<u32> = obs
                         .namespaces
                         .get(ns)
-                        .map(|s| {
-                            s.links
-                                .iter()
-                                .filter(|l| l.group == *group)
-                                .map(|l| l.index)
-                                .collect()
-                        })
+                        .map(|s| s.links.iter().filter(|l| l.group == *group).map(|l| l.index).collect())
                         .unwrap_or_default();
                     for i in gone {
                         del_link(obs, ns, i);
@@ -938,10 +730,8 @@ mod tests {
                 }
                 Op::DeleteLink { ns, index, .. } => del_link(obs, ns, *index),
                 Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => {
-                    if let Some(l) = obs
-                        .namespaces
-                        .get_mut(ns)
-                        .and_then(|s| s.links.iter_mut().find(|l| l.name == *name))
+                    if let Some(l) =
+                        obs.namespaces.get_mut(ns).and_then(|s| s.links.iter_mut().find(|l| l.name == *name))
                     {
                         l.up = true;
                     }
@@ -953,66 +743,46 @@ mod tests {
                 }
                 Op::CreateBridge { ns, name, group } => {
                     next += 1;
-                    obs.namespaces
-                        .get_mut(ns)
-                        .expect("ns")
-                        .links
-                        .push(LinkState {
-                            index: next,
-                            name: name.clone(),
-                            kind: LinkKind::Bridge,
-                            group: *group,
-                            master: None,
-                            peer: None,
-                            up: true,
-                            ours: true,
-                            addresses: vec![],
-                        });
+                    obs.namespaces.get_mut(ns).expect("ns").links.push(LinkState {
+                        index: next,
+                        name: name.clone(),
+                        kind: LinkKind::Bridge,
+                        group: *group,
+                        master: None,
+                        peer: None,
+                        up: true,
+                        ours: true,
+                        addresses: vec![],
+                    });
                 }
                 Op::CreateVeth { a, b, group } => {
                     let (ia, ib) = (next + 1, next + 2);
                     next += 2;
-                    let master = a
-                        .master
-                        .as_ref()
-                        .map(|m| obs.namespaces[&a.ns].link(m).expect("bridge").index);
-                    obs.namespaces
-                        .get_mut(&a.ns)
-                        .expect("ns a")
-                        .links
-                        .push(LinkState {
-                            index: ia,
-                            name: a.name.clone(),
-                            kind: LinkKind::Veth,
-                            group: *group,
-                            master,
-                            peer: Some(ib),
-                            up: true,
-                            ours: true,
-                            addresses: vec![],
-                        });
-                    obs.namespaces
-                        .get_mut(&b.ns)
-                        .expect("ns b")
-                        .links
-                        .push(LinkState {
-                            index: ib,
-                            name: b.name.clone(),
-                            kind: LinkKind::Veth,
-                            group: *group,
-                            master: None,
-                            peer: Some(ia),
-                            up: false,
-                            ours: true,
-                            addresses: vec![],
-                        });
+                    let master = a.master.as_ref().map(|m| obs.namespaces[&a.ns].link(m).expect("bridge").index);
+                    obs.namespaces.get_mut(&a.ns).expect("ns a").links.push(LinkState {
+                        index: ia,
+                        name: a.name.clone(),
+                        kind: LinkKind::Veth,
+                        group: *group,
+                        master,
+                        peer: Some(ib),
+                        up: true,
+                        ours: true,
+                        addresses: vec![],
+                    });
+                    obs.namespaces.get_mut(&b.ns).expect("ns b").links.push(LinkState {
+                        index: ib,
+                        name: b.name.clone(),
+                        kind: LinkKind::Veth,
+                        group: *group,
+                        master: None,
+                        peer: Some(ia),
+                        up: false,
+                        ours: true,
+                        addresses: vec![],
+                    });
                 }
-                Op::AddAddr {
-                    ns,
-                    name,
-                    ip,
-                    prefix_len,
-                } => {
+                Op::AddAddr { ns, name, ip, prefix_len } => {
                     let l = obs
                         .namespaces
                         .get_mut(ns)
@@ -1020,27 +790,14 @@ mod tests {
                         .expect("link");
                     l.addresses.push((*ip, *prefix_len));
                 }
-                Op::DeleteAddr {
-                    ns,
-                    index,
-                    ip,
-                    prefix_len,
-                } => {
-                    if let Some(l) = obs
-                        .namespaces
-                        .get_mut(ns)
-                        .and_then(|s| s.links.iter_mut().find(|l| l.index == *index))
+                Op::DeleteAddr { ns, index, ip, prefix_len } => {
+                    if let Some(l) =
+                        obs.namespaces.get_mut(ns).and_then(|s| s.links.iter_mut().find(|l| l.index == *index))
                     {
                         l.addresses.retain(|a| *a != (*ip, *prefix_len));
                     }
                 }
-                Op::AddRoute {
-                    ns,
-                    name,
-                    dest,
-                    prefix_len,
-                    via,
-                } => {
+                Op::AddRoute { ns, name, dest, prefix_len, via } => {
                     let st = obs.namespaces.get_mut(ns).expect("ns");
                     let oif = st.link(name).expect("link").index;
                     st.routes.push(crate::realize::observed::RouteState {
@@ -1050,19 +807,10 @@ mod tests {
                         oif,
                     });
                 }
-                Op::DeleteRoute {
-                    ns,
-                    dest,
-                    prefix_len,
-                    via,
-                    oif,
-                } => {
+                Op::DeleteRoute { ns, dest, prefix_len, via, oif } => {
                     if let Some(st) = obs.namespaces.get_mut(ns) {
                         st.routes.retain(|r| {
-                            !(r.dest == *dest
-                                && r.prefix_len == *prefix_len
-                                && r.via == *via
-                                && r.oif == *oif)
+                            !(r.dest == *dest && r.prefix_len == *prefix_len && r.via == *via && r.oif == *oif)
                         });
                     }
                 }
@@ -1073,11 +821,7 @@ mod tests {
 
     fn del_link(obs: &mut Observed, ns: &NsId, index: u32) {
         // Deleting a veth end deletes its peer: find it by mutual index.
-        let peer = obs
-            .namespaces
-            .get(ns)
-            .and_then(|s| s.link_by_index(index))
-            .and_then(|l| l.peer);
+        let peer = obs.namespaces.get(ns).and_then(|s| s.link_by_index(index)).and_then(|l| l.peer);
         if let Some(st) = obs.namespaces.get_mut(ns) {
             st.links.retain(|l| l.index != index);
             for l in st.links.iter_mut() {
@@ -1089,8 +833,7 @@ mod tests {
         }
         if let Some(p) = peer {
             for st in obs.namespaces.values_mut() {
-                st.links
-                    .retain(|l| !(l.index == p && l.peer == Some(index)));
+                st.links.retain(|l| !(l.index == p && l.peer == Some(index)));
             }
         }
     }
@@ -1113,22 +856,12 @@ mod tests {
         assert_eq!(count(|o| matches!(o, Op::CreateNetns { .. })), 5); // 4 containers + fabric
         assert_eq!(count(|o| matches!(o, Op::CreateBridge { .. })), 1);
         assert_eq!(count(|o| matches!(o, Op::CreateVeth { .. })), 4);
-        assert_eq!(
-            count(|o| matches!(o, Op::DeleteLink { .. } | Op::DeleteGroup { .. })),
-            0
-        );
+        assert_eq!(count(|o| matches!(o, Op::DeleteLink { .. } | Op::DeleteGroup { .. })), 0);
         // Phases are ordered.
-        assert!(p
-            .steps
-            .windows(2)
-            .all(|w| w[0].op.phase() <= w[1].op.phase()));
+        assert!(p.steps.windows(2).all(|w| w[0].op.phase() <= w[1].op.phase()));
         // Each container namespace has one interface per CEN.
-        assert!(obs.namespaces[&NsId::Managed("c2".into())]
-            .link("cen1")
-            .is_some());
-        assert!(obs.namespaces[&NsId::Managed("c2".into())]
-            .link("cen5")
-            .is_some());
+        assert!(obs.namespaces[&NsId::Managed("c2".into())].link("cen1").is_some());
+        assert!(obs.namespaces[&NsId::Managed("c2".into())].link("cen5").is_some());
     }
 
     #[test]
@@ -1148,53 +881,26 @@ mod tests {
         // c2 leaves: one link delete in the fabric, nothing else.
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c3", "c4"])]));
         assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
-        assert!(p
-            .steps
-            .iter()
-            .any(|s| matches!(&s.op, Op::DeleteNetns { ns } if *ns == NsId::Managed("c2".into()))));
-        assert!(p.steps.iter().any(|s| matches!(
-            &s.op,
-            Op::DeleteLink {
-                ns: NsId::Fabric,
-                ..
-            }
-        )));
+        assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns } if *ns == NsId::Managed("c2".into()))));
+        assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteLink { ns: NsId::Fabric, .. })));
     }
 
     #[test]
     fn destroy_all_deletes_namespaces_only() {
         let mut obs = Observed::default();
-        converge(
-            &mut obs,
-            &desired(&[("cen1", &["c1", "c2", "c3"]), ("cen4", &["c3", "c5"])]),
-        );
+        converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"]), ("cen4", &["c3", "c5"])]));
         let p = converge(&mut obs, &Desired::default());
-        assert!(
-            p.steps
-                .iter()
-                .all(|s| matches!(s.op, Op::DeleteNetns { .. })),
-            "{:#?}",
-            p.steps
-        );
+        assert!(p.steps.iter().all(|s| matches!(s.op, Op::DeleteNetns { .. })), "{:#?}", p.steps);
         assert!(obs.namespaces.is_empty());
     }
 
     #[test]
     fn destroying_one_bridge_cen_is_one_group_delete() {
         let mut obs = Observed::default();
-        converge(
-            &mut obs,
-            &desired(&[("cen1", &["c1", "c2", "c3"]), ("cen2", &["c1", "c2", "c3"])]),
-        );
+        converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"]), ("cen2", &["c1", "c2", "c3"])]));
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         assert_eq!(p.steps.len(), 1, "{:#?}", p.steps);
-        assert!(matches!(
-            p.steps[0].op,
-            Op::DeleteGroup {
-                ns: NsId::Fabric,
-                ..
-            }
-        ));
+        assert!(matches!(p.steps[0].op, Op::DeleteGroup { ns: NsId::Fabric, .. }));
     }
 
     #[test]
@@ -1203,14 +909,10 @@ mod tests {
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2"])]));
         assert!(!obs.namespaces.contains_key(&NsId::Fabric));
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
-        let l = obs.namespaces[&NsId::Managed("c1".into())]
-            .link("cen1")
-            .expect("link");
+        let l = obs.namespaces[&NsId::Managed("c1".into())].link("cen1").expect("link");
         assert!(l.group & naming::GROUP_BRIDGE_BIT != 0);
         converge(&mut obs, &desired(&[("cen1", &["c1"])]));
-        assert!(obs.namespaces[&NsId::Managed("c1".into())]
-            .link("cen1")
-            .is_none());
+        assert!(obs.namespaces[&NsId::Managed("c1".into())].link("cen1").is_none());
     }
 
     #[test]
@@ -1225,21 +927,17 @@ mod tests {
         assert_eq!(p.steps.len(), 2); // veth, peer up
         assert!(matches!(p.steps[0].op, Op::CreateVeth { .. }));
         // A stray link of ours in the fabric goes.
-        obs.namespaces
-            .get_mut(&NsId::Fabric)
-            .expect("fabric")
-            .links
-            .push(LinkState {
-                index: 999,
-                name: "t-bold".into(),
-                kind: LinkKind::Bridge,
-                group: 7,
-                master: None,
-                peer: None,
-                up: true,
-                ours: true,
-                addresses: vec![],
-            });
+        obs.namespaces.get_mut(&NsId::Fabric).expect("fabric").links.push(LinkState {
+            index: 999,
+            name: "t-bold".into(),
+            kind: LinkKind::Bridge,
+            group: 7,
+            master: None,
+            peer: None,
+            up: true,
+            ours: true,
+            addresses: vec![],
+        });
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         assert_eq!(p.steps.len(), 1);
     }
@@ -1248,17 +946,9 @@ mod tests {
     fn addresses_routes_and_forwarding() {
         let mut d = desired(&[("cen1", &["c1", "c2", "c3"])]);
         let cen = d.cens.get_mut("cen1").expect("cen");
-        cen.gateways.push(Addr {
-            cin: "cin1".into(),
-            ip: Ipv4Addr::new(10, 12, 0, 1),
-            prefix_len: 24,
-        });
+        cen.gateways.push(Addr { cin: "cin1".into(), ip: Ipv4Addr::new(10, 12, 0, 1), prefix_len: 24 });
         for (i, m) in cen.members.iter_mut().enumerate() {
-            m.addresses.push(Addr {
-                cin: "cin1".into(),
-                ip: Ipv4Addr::new(10, 12, 0, 10 + i as u8),
-                prefix_len: 24,
-            });
+            m.addresses.push(Addr { cin: "cin1".into(), ip: Ipv4Addr::new(10, 12, 0, 10 + i as u8), prefix_len: 24 });
             m.routes.push(Route {
                 cin: "cin1".into(),
                 dest: Ipv4Addr::new(10, 12, 0, 0),
@@ -1270,24 +960,11 @@ mod tests {
         let mut obs = Observed::default();
         let p = converge(&mut obs, &d);
         assert!(p.cins.contains("cin1"));
-        assert_eq!(
-            p.steps
-                .iter()
-                .filter(|s| matches!(s.op, Op::AddAddr { .. }))
-                .count(),
-            4
-        );
-        assert_eq!(
-            p.steps
-                .iter()
-                .filter(|s| matches!(s.op, Op::AddRoute { .. }))
-                .count(),
-            3
-        );
+        assert_eq!(p.steps.iter().filter(|s| matches!(s.op, Op::AddAddr { .. })).count(), 4);
+        assert_eq!(p.steps.iter().filter(|s| matches!(s.op, Op::AddRoute { .. })).count(), 3);
         assert_eq!(obs.namespaces[&NsId::Fabric].forwarding, Some(true));
         // Change one address: delete old, add new, nothing else.
-        d.cens.get_mut("cen1").expect("cen").members[0].addresses[0].ip =
-            Ipv4Addr::new(10, 12, 0, 99);
+        d.cens.get_mut("cen1").expect("cen").members[0].addresses[0].ip = Ipv4Addr::new(10, 12, 0, 99);
         let p = converge(&mut obs, &d);
         assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
     }
@@ -1296,14 +973,7 @@ mod tests {
     fn bad_input_is_reported_not_panicked() {
         let mut d = desired(&[("cen1", &["c1", "c2", "c3"]), ("cen2", &["c1", "c2"])]);
         d.cens.get_mut("cen2").expect("cen").members[0].ifname = "cen1".into(); // clash in c1
-        d.cens.insert(
-            "cen3".into(),
-            CenNet {
-                wiring: Wiring::Wire,
-                members: vec![],
-                gateways: vec![],
-            },
-        );
+        d.cens.insert("cen3".into(), CenNet { wiring: Wiring::Wire, members: vec![], gateways: vec![] });
         d.cens.insert(
             "cen4".into(),
             CenNet {
@@ -1319,11 +989,7 @@ mod tests {
         );
         let mut obs = Observed::default();
         let p = plan(&obs, &d, &cfg());
-        assert!(
-            p.errors.contains_key("cen2")
-                && p.errors.contains_key("cen3")
-                && p.errors.contains_key("cen4")
-        );
+        assert!(p.errors.contains_key("cen2") && p.errors.contains_key("cen3") && p.errors.contains_key("cen4"));
         assert!(!p.errors.contains_key("cen1"));
         simulate(&mut obs, &p, "t-");
         assert!(plan(&obs, &d, &cfg()).is_empty());
@@ -1346,21 +1012,11 @@ mod tests {
             ours: false,
             addresses: vec![],
         };
-        obs.namespaces.insert(
-            pns.clone(),
-            NsState {
-                links: vec![eth0],
-                routes: vec![],
-                forwarding: None,
-            },
-        );
+        obs.namespaces.insert(pns.clone(), NsState { links: vec![eth0], routes: vec![], forwarding: None });
         converge(&mut obs, &d);
         assert!(obs.namespaces[&pns].link("cen1").is_some());
         let p = converge(&mut obs, &Desired::default());
-        assert!(!p
-            .steps
-            .iter()
-            .any(|s| matches!(&s.op, Op::DeleteNetns { ns } if *ns == pns)));
+        assert!(!p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns } if *ns == pns)));
         assert!(obs.namespaces[&pns].link("eth0").is_some());
         assert!(obs.namespaces[&pns].link("cen1").is_none());
     }

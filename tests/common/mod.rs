@@ -21,6 +21,11 @@ impl Server {
     pub fn start(state: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--state"]).arg(state).args(extra);
+        // Tests that realize pass their own prefix; the others never touch
+        // the kernel (and so never the default prefix of a real install).
+        if !extra.contains(&"--prefix") {
+            cmd.arg("--no-realize");
+        }
         cmd.env_remove("LEVIATHAN_TOKEN").stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = cmd.spawn().expect("start leviathan");
         let stdout = child.stdout.take().expect("stdout");
