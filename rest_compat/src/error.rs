@@ -76,7 +76,13 @@ impl std::error::Error for CompatError {}
 
 impl IntoResponse for CompatError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"status": self.status.as_u16(), "message": self.message}).to_string();
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            status: u16,
+            message: &'a str,
+        }
+        let body = serde_json::to_string(&Body { status: self.status.as_u16(), message: &self.message })
+            .unwrap_or_else(|_| format!("{{\"status\":{},\"message\":\"\"}}", self.status.as_u16()));
         let mut resp =
             (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
         if let Some(allow) = self.allow {

@@ -6,6 +6,7 @@
 use crate::body::Pool;
 use crate::error::CompatError;
 use async_graphql::{Executor, Request, Variables};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub const VERSION: &str = "query LegacyVersion { version }";
@@ -84,33 +85,58 @@ pub fn shape_version(data: &Value) -> Result<Value, CompatError> {
     Ok(json!({ "version": v }))
 }
 
+/// The CEN structure of `GET /cen/{cenId}`, fields in the documented order.
+#[derive(Debug, Serialize)]
+pub struct LegacyCen<'a> {
+    #[serde(rename = "cenID")]
+    pub cen_id: &'a str,
+    #[serde(rename = "contIDs")]
+    pub cont_ids: Vec<&'a str>,
+    /// "bridge", "wire" or null.
+    pub wiring_type: Option<String>,
+}
+
 /// `{"cenID", "contIDs" (sorted), "wiring_type" ("bridge" | "wire" | null)}`,
 /// or 404 when the CEN does not exist.
-pub fn shape_cen(data: &Value, id: &str) -> Result<Value, CompatError> {
+pub fn shape_cen<'a>(data: &'a Value, id: &'a str) -> Result<LegacyCen<'a>, CompatError> {
     let cen =
         data.get("cen").filter(|c| !c.is_null()).ok_or_else(|| CompatError::not_found(format!("no CEN '{id}'")))?;
-    let mut conts: Vec<&str> = cen
+    let mut cont_ids: Vec<&str> = cen
         .get("containers")
         .and_then(Value::as_array)
         .ok_or_else(|| missing("cen.containers"))?
         .iter()
         .filter_map(|c| str_at(c, "/id"))
         .collect();
-    conts.sort_unstable();
-    let wiring = match cen.get("wiringType") {
-        Some(Value::String(w)) => Value::String(w.to_ascii_lowercase()),
-        _ => Value::Null,
-    };
-    Ok(json!({
-        "cenID": str_at(cen, "/id").unwrap_or(id),
-        "contIDs": conts,
-        "wiring_type": wiring,
-    }))
+    cont_ids.sort_unstable();
+    let wiring_type = str_at(cen, "/wiringType").map(str::to_ascii_lowercase);
+    Ok(LegacyCen { cen_id: str_at(cen, "/id").unwrap_or(id), cont_ids, wiring_type })
+}
+
+/// The container structure of `GET /host/{hostId}/{containerId}`.
+#[derive(Debug, Serialize)]
+pub struct LegacyContainer<'a> {
+    #[serde(rename = "hostID")]
+    pub host_id: &'a str,
+    #[serde(rename = "containerID")]
+    pub container_id: &'a str,
+    pub tag: Option<&'a str>,
+    pub cens: Vec<&'a str>,
+    pub interfaces: Vec<LegacyInterface<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LegacyInterface<'a> {
+    #[serde(rename = "cenID")]
+    pub cen_id: &'a str,
+    pub name: &'a str,
+    /// Null until a CIN has allocated one.
+    pub ipaddress: Option<&'a str>,
 }
 
 /// `{"hostID", "containerID", "tag", "cens" (sorted), "interfaces": [{"cenID", "name", "ipaddress"}]}`,
 /// or 404 when the container does not exist.
-pub fn shape_container(data: &Value, host: &str, id: &str) -> Result<Value, CompatError> {
+pub fn shape_container<'a>(data: &'a Value, host: &'a str, id: &'a str) -> Result<LegacyContainer<'a>, CompatError> {
     let c = data
         .get("container")
         .filter(|c| !c.is_null())
@@ -123,25 +149,25 @@ pub fn shape_container(data: &Value, host: &str, id: &str) -> Result<Value, Comp
         .filter_map(|x| str_at(x, "/id"))
         .collect();
     cens.sort_unstable();
-    let mut ifaces: Vec<(&str, Value)> = c
+    let mut interfaces: Vec<LegacyInterface> = c
         .get("interfaces")
         .and_then(Value::as_array)
         .ok_or_else(|| missing("container.interfaces"))?
         .iter()
-        .map(|i| {
-            let cen = str_at(i, "/cen/id").unwrap_or("");
-            let addr = i.get("address").cloned().unwrap_or(Value::Null);
-            (cen, json!({"cenID": cen, "name": i.get("name").cloned().unwrap_or(Value::Null), "ipaddress": addr}))
+        .map(|i| LegacyInterface {
+            cen_id: str_at(i, "/cen/id").unwrap_or(""),
+            name: str_at(i, "/name").unwrap_or(""),
+            ipaddress: str_at(i, "/address"),
         })
         .collect();
-    ifaces.sort_by(|a, b| a.0.cmp(b.0));
-    Ok(json!({
-        "hostID": str_at(c, "/host/id").unwrap_or(host),
-        "containerID": str_at(c, "/id").unwrap_or(id),
-        "tag": c.get("tag").cloned().unwrap_or(Value::Null),
-        "cens": cens,
-        "interfaces": ifaces.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-    }))
+    interfaces.sort_by(|a, b| a.cen_id.cmp(b.cen_id));
+    Ok(LegacyContainer {
+        host_id: str_at(c, "/host/id").unwrap_or(host),
+        container_id: str_at(c, "/id").unwrap_or(id),
+        tag: str_at(c, "/tag"),
+        cens,
+        interfaces,
+    })
 }
 
 #[cfg(test)]
@@ -177,11 +203,11 @@ mod tests {
         let data = json!({"cen": {"id": "cen1", "wiringType": "BRIDGE",
             "containers": [{"id": "c2"}, {"id": "c1"}, {"id": "c13"}]}});
         assert_eq!(
-            shape_cen(&data, "cen1").unwrap(),
-            json!({"cenID": "cen1", "contIDs": ["c1", "c13", "c2"], "wiring_type": "bridge"})
+            serde_json::to_string(&shape_cen(&data, "cen1").unwrap()).unwrap(),
+            r#"{"cenID":"cen1","contIDs":["c1","c13","c2"],"wiring_type":"bridge"}"#
         );
         let data = json!({"cen": {"id": "x", "wiringType": null, "containers": []}});
-        assert_eq!(shape_cen(&data, "x").unwrap()["wiring_type"], Value::Null);
+        assert_eq!(shape_cen(&data, "x").unwrap().wiring_type, None);
         assert_eq!(shape_cen(&json!({"cen": null}), "x").unwrap_err().status.as_u16(), 404);
     }
 
@@ -190,9 +216,8 @@ mod tests {
         let data = json!({"container": {"id": "c1", "host": {"id": "host1"}, "tag": null,
             "cens": [{"id": "cen1"}], "interfaces": [{"name": "cen1", "cen": {"id": "cen1"}, "address": null}]}});
         assert_eq!(
-            shape_container(&data, "host1", "c1").unwrap(),
-            json!({"hostID": "host1", "containerID": "c1", "tag": null, "cens": ["cen1"],
-                   "interfaces": [{"cenID": "cen1", "name": "cen1", "ipaddress": null}]})
+            serde_json::to_string(&shape_container(&data, "host1", "c1").unwrap()).unwrap(),
+            r#"{"hostID":"host1","containerID":"c1","tag":null,"cens":["cen1"],"interfaces":[{"cenID":"cen1","name":"cen1","ipaddress":null}]}"#
         );
     }
 }

@@ -19,7 +19,8 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 
 const ALLOW_POST: &str = "POST";
 const ALLOW_GET: &str = "GET";
@@ -49,9 +50,9 @@ fn no_content() -> Outcome {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn json_ok(v: &Value) -> Outcome {
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], v.to_string())
-        .into_response())
+fn json_ok(v: &impl Serialize) -> Outcome {
+    let body = serde_json::to_string(v).map_err(|e| CompatError::internal(format!("encoding the answer: {e}")))?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 fn ok_true() -> Outcome {
