@@ -50,7 +50,11 @@ fn start(seq: &str, cin: &str, tag: Option<&str>, id: Option<&str>) -> Value {
 }
 
 fn ids(list: &Value) -> BTreeSet<String> {
-    list.as_array().expect("a list").iter().map(|m| m["containerID"].as_str().expect("containerID").to_string()).collect()
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|m| m["containerID"].as_str().expect("containerID").to_string())
+        .collect()
 }
 
 fn set(v: &[&str]) -> BTreeSet<String> {
@@ -92,7 +96,7 @@ async fn monitors_follow_a_cin() {
 
     // A tagged container joins: both monitors see it created.
     assert_eq!(s.curl("PUT", "/host/host1/c30/cen1", &[]).status, 200);
-    let mut got = vec![recv(&mut ws).await, recv(&mut ws).await];
+    let mut got = [recv(&mut ws).await, recv(&mut ws).await];
     got.sort_by_key(|v| v["monitorID"] != json!(m1));
     for (ev, id) in got.iter().zip([&m1, &m2]) {
         assert_eq!(ev["type"], "event", "{ev}");

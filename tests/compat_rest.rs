@@ -164,7 +164,8 @@ fn every_route_of_the_table() {
     let list_t1 = s.file("t1.json", br#"["t1"]"#);
     let list_n1 = s.file("n1.json", br#"["n1"]"#);
     // (method, path as in the spec, concrete path, body file, status, body)
-    let table: Vec<(&str, &str, &str, Option<&std::path::Path>, u16, &str)> = vec![
+    type Row<'a> = (&'a str, &'a str, &'a str, Option<&'a std::path::Path>, u16, &'a str);
+    let table: Vec<Row> = vec![
         ("POST", "/cen/import", "/cen/import", Some(&cen), 204, ""),
         ("POST", "/cen/make", "/cen/make", Some(&list_t1), 204, ""),
         ("POST", "/cen/destroy", "/cen/destroy", Some(&list_t1), 204, ""),
