@@ -180,11 +180,9 @@ impl Topology {
                                 "container '{key}' is already bound to namespace '{old}'"
                             )))
                         }
-                        None if self.container_is_made(&key) => {
-                            return Err(ModelError::conflict(format!(
+                        None if self.container_is_made(&key) => return Err(ModelError::conflict(format!(
                             "container '{key}' is realized in a managed namespace; destroy its CENs before binding it"
-                        )))
-                        }
+                        ))),
                         _ => rec.netns_path = Some(p.clone()),
                     }
                 }
