@@ -8,128 +8,12 @@
 
 mod common;
 
+use common::kernel::*;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-/// Returns false (after a loud message) when the test cannot run here.
-fn can_run(name: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{name}: needs root and network namespaces, and CI must run it");
-    }
-    eprintln!("\n*** SKIPPING {name}: needs root (network namespaces); CI runs it as root ***\n");
-    false
-}
-
-/// A unique prefix, removed from the kernel when dropped.
-struct Prefix(String);
-
-impl Prefix {
-    fn new() -> Prefix {
-        let p = Prefix(format!("l{}{}-", std::process::id() % 10000, NEXT.fetch_add(1, Ordering::SeqCst)));
-        cleanup(&p.0);
-        p
-    }
-    fn ns(&self, container: &str) -> String {
-        format!("{}{container}", self.0)
-    }
-    fn fabric(&self) -> String {
-        format!("{}fabric", self.0)
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        cleanup(&self.0);
-    }
-}
-
-fn cleanup(prefix: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_leviathan")).args(["cleanup", "--prefix", prefix]).output().unwrap();
-    assert!(out.status.success(), "cleanup failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn ip_json(args: &[&str]) -> Value {
-    let out = Command::new("ip").arg("-j").args(args).output().expect("ip");
-    if !out.status.success() {
-        return json!([]);
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or(json!([]))
-}
-
-/// Links in a namespace: name -> (ifindex, kind, up, master, addresses).
-#[derive(Debug, Clone)]
-struct Link {
-    ifindex: i64,
-    kind: String,
-    up: bool,
-    master: Option<String>,
-    addrs: Vec<String>,
-}
-
-fn links(ns: &str) -> BTreeMap<String, Link> {
-    let mut out = BTreeMap::new();
-    let detail = ip_json(&["-d", "-n", ns, "link", "show"]);
-    let addrs = ip_json(&["-n", ns, "addr", "show"]);
-    for l in detail.as_array().into_iter().flatten() {
-        let name = l["ifname"].as_str().unwrap_or("").to_string();
-        let a: Vec<String> = addrs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|x| x["ifname"] == l["ifname"])
-            .flat_map(|x| x["addr_info"].as_array().cloned().unwrap_or_default())
-            .filter(|i| i["family"] == "inet")
-            .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"]))
-            .collect();
-        out.insert(
-            name,
-            Link {
-                ifindex: l["ifindex"].as_i64().unwrap_or(0),
-                kind: l["linkinfo"]["info_kind"].as_str().unwrap_or("").to_string(),
-                up: l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
-                master: l["master"].as_str().map(str::to_string),
-                addrs: a,
-            },
-        );
-    }
-    out
-}
-
-fn namespaces(prefix: &str) -> BTreeSet<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn ping(from_ns: &str, to: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", from_ns, "ping", "-c", "1", "-W", "1", "-q", to])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
 
 fn start(state: &std::path::Path, prefix: &Prefix) -> Server {
     Server::start(state, &["--prefix", &prefix.0])
@@ -169,7 +53,7 @@ async fn fixture_topology_in_the_kernel() {
     if !can_run("fixture_topology_in_the_kernel") {
         return;
     }
-    let p = Prefix::new();
+    let p = Prefix::new("l");
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("s.db"), &p);
     s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
@@ -258,7 +142,7 @@ async fn cin_over_two_cens_routes_between_slices() {
     if !can_run("cin_over_two_cens_routes_between_slices") {
         return;
     }
-    let p = Prefix::new();
+    let p = Prefix::new("l");
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("s.db"), &p);
     s.gql(CEN_IMPORT, json!({"input": {"cens": [{"id": "left", "containerIds": ["a1", "a2"]}, {"id": "right", "containerIds": ["b1", "b2", "b3"]}]}}))
@@ -284,7 +168,7 @@ async fn join_and_leave_touch_only_the_member() {
     if !can_run("join_and_leave_touch_only_the_member") {
         return;
     }
-    let p = Prefix::new();
+    let p = Prefix::new("l");
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("s.db"), &p);
     s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
@@ -323,7 +207,7 @@ async fn drift_is_repaired_on_restart() {
     if !can_run("drift_is_repaired_on_restart") {
         return;
     }
-    let p = Prefix::new();
+    let p = Prefix::new("l");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.db");
     let s = start(&state, &p);
@@ -349,7 +233,7 @@ async fn sigkill_mid_make_converges_without_leaks() {
     if !can_run("sigkill_mid_make_converges_without_leaks") {
         return;
     }
-    let p = Prefix::new();
+    let p = Prefix::new("l");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.db");
     let s = start(&state, &p);

@@ -2,6 +2,8 @@
 //! port with its own state file, talk to it over HTTP.
 #![allow(dead_code)]
 
+pub mod kernel;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
