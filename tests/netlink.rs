@@ -272,3 +272,33 @@ async fn sigkill_mid_make_converges_without_leaks() {
     destroy(&s, "cen", &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(namespaces(&p.0), BTreeSet::new());
 }
+
+#[tokio::test]
+async fn failures_are_reported_and_converge() {
+    if !can_run("failures_are_reported_and_converge") {
+        return;
+    }
+    let p = Prefix::new("f");
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("s.db"), &p);
+    s.gql(
+        "mutation { containerCreate(input: {id: \"ghost\", netnsPath: \"/run/no-such-namespace\"}) { revision } }",
+        json!({}),
+    )
+    .await;
+    s.gql(CEN_IMPORT, json!({"input": {"cens": [{"id": "x", "containerIds": ["ghost", "real1", "real2"]}]}})).await;
+    let d = s.gql("mutation { cenMake(input: {ids: [\"x\"]}) { cens { status statusMessage } } }", json!({})).await;
+    assert_eq!(d["cenMake"]["cens"][0]["status"], "FAILED", "{d}");
+    let why = d["cenMake"]["cens"][0]["statusMessage"].as_str().unwrap().to_string();
+    assert!(why.contains("no-such-namespace"), "{why}");
+    // The legacy route answers 500 naming the CEN and the reason.
+    let resp = s.http.post(s.url("/cen/make")).body("[\"x\"]").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 500);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("'x'"), "{body}");
+    // Remove the cause: the next apply converges.
+    s.gql("mutation { containerDelete(input: {id: \"ghost\"}) { revision } }", json!({})).await;
+    let st = statuses(&s).await;
+    assert_eq!(st["x"], "READY", "{st:?}");
+    assert_eq!(links(&p.ns("real1"))["x"].kind, "veth");
+}

@@ -14,15 +14,15 @@ pub const VERSION: &str = "query LegacyVersion { version }";
 pub const CEN_IMPORT: &str =
     "mutation LegacyCenImport($cens: [CenImportItem!]!) { cenImport(input: {cens: $cens}) { revision } }";
 pub const CEN_MAKE: &str =
-    "mutation LegacyCenMake($ids: [ID!]!) { cenMake(input: {ids: $ids, wait: true}) { revision } }";
+    "mutation LegacyCenMake($ids: [ID!]!) { cenMake(input: {ids: $ids, wait: true}) { revision cens { id status statusMessage } } }";
 pub const CEN_DESTROY: &str =
-    "mutation LegacyCenDestroy($ids: [ID!]!) { cenDestroy(input: {ids: $ids, wait: true}) { revision } }";
+    "mutation LegacyCenDestroy($ids: [ID!]!) { cenDestroy(input: {ids: $ids, wait: true}) { revision cens { id status statusMessage } } }";
 pub const CIN_IMPORT: &str =
     "mutation LegacyCinImport($cins: [CinImportItem!]!) { cinImport(input: {cins: $cins}) { revision } }";
 pub const CIN_MAKE: &str =
-    "mutation LegacyCinMake($ids: [ID!]!) { cinMake(input: {ids: $ids, wait: true}) { revision } }";
+    "mutation LegacyCinMake($ids: [ID!]!) { cinMake(input: {ids: $ids, wait: true}) { revision cins { id status statusMessage } } }";
 pub const CIN_DESTROY: &str =
-    "mutation LegacyCinDestroy($ids: [ID!]!) { cinDestroy(input: {ids: $ids, wait: true}) { revision } }";
+    "mutation LegacyCinDestroy($ids: [ID!]!) { cinDestroy(input: {ids: $ids, wait: true}) { revision cins { id status statusMessage } } }";
 pub const CPOOL_IMPORT: &str =
     "mutation LegacyCpoolImport($pools: [CpoolImportItem!]!) { cpoolImport(input: {pools: $pools}) { revision } }";
 pub const CEN_CREATE: &str = "mutation LegacyCenCreate($id: ID!) { cenCreate(input: {id: $id}) { revision } }";
@@ -47,6 +47,26 @@ pub async fn run<E: Executor>(executor: &E, query: &'static str, variables: Valu
         return Err(CompatError::from_graphql(&resp.errors));
     }
     resp.data.into_json().map_err(|e| CompatError::internal(format!("encoding the GraphQL answer: {e}")))
+}
+
+/// Runs a make/destroy and fails (500, an internal fault) when the
+/// realization of any of its objects failed, naming it and the reason.
+pub async fn run_realize<E: Executor>(executor: &E, query: &'static str, variables: Value) -> Result<(), CompatError> {
+    let data = run(executor, query, variables).await?;
+    let objects = data.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Value::Null);
+    for kind in ["cens", "cins"] {
+        for o in objects[kind].as_array().into_iter().flatten() {
+            if o["status"] == "FAILED" {
+                return Err(CompatError::internal(format!(
+                    "{} '{}' could not be realized: {}",
+                    if kind == "cens" { "CEN" } else { "CIN" },
+                    o["id"].as_str().unwrap_or(""),
+                    o["statusMessage"].as_str().unwrap_or("unknown reason")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn cen_import_vars(cens: Vec<(String, Vec<String>)>) -> Value {

@@ -93,7 +93,7 @@ async fn cen_entry<E: Executor>(
                     "make" => (ops::CEN_MAKE, json!({"ids": body::id_list(&v, "body", "CEN id")?})),
                     _ => (ops::CEN_DESTROY, json!({"ids": body::id_list(&v, "body", "CEN id")?})),
                 };
-                run(&st.executor, doc, vars).await?;
+                ops::run_realize(&st.executor, doc, vars).await?;
                 return no_content();
             }
             let allow = if action { ALLOW_CEN_ACTION } else { ALLOW_CEN };
@@ -112,7 +112,7 @@ async fn cen_entry<E: Executor>(
             } else {
                 // Destroy its realization, then remove it: two operations, so
                 // that a failing destroy leaves the CEN in place.
-                run(&st.executor, ops::CEN_DESTROY, json!({ "ids": [id] })).await?;
+                ops::run_realize(&st.executor, ops::CEN_DESTROY, json!({ "ids": [id] })).await?;
                 run(&st.executor, ops::CEN_DELETE, vars).await?;
                 no_content()
             }
@@ -145,7 +145,7 @@ async fn cin_action<E: Executor>(
                 "make" => (ops::CIN_MAKE, json!({"ids": body::id_list(&v, "body", "CIN id")?})),
                 _ => (ops::CIN_DESTROY, json!({"ids": body::id_list(&v, "body", "CIN id")?})),
             };
-            run(&st.executor, doc, vars).await?;
+            ops::run_realize(&st.executor, doc, vars).await?;
             no_content()
         }
         .await,
