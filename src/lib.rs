@@ -1,6 +1,8 @@
 //! leviathan: a topology service for container networks.
+pub mod driver;
 pub mod graphql;
 pub mod model;
+pub mod realize;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -21,6 +21,20 @@ enum Cmd {
     Serve(ServeArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Remove everything leviathan made in the kernel under a prefix.
+    Cleanup {
+        /// The prefix of the instance to clean up.
+        #[arg(long, default_value = "lev-")]
+        prefix: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Fabric {
+    /// A leviathan-owned namespace `<prefix>fabric` holds bridges and host-side veths.
+    Netns,
+    /// The host's own namespace holds them (the legacy look).
+    Host,
 }
 
 #[derive(clap::Args)]
@@ -43,6 +57,15 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_BODY_LIMIT)]
     max_body: usize,
+    /// Prefix of everything made in the kernel (at most 9 characters).
+    #[arg(long, default_value = "lev-")]
+    prefix: String,
+    /// Where bridges and the host side of veth pairs live.
+    #[arg(long, value_enum, default_value = "netns")]
+    fabric: Fabric,
+    /// Keep the model only: make nothing in the kernel.
+    #[arg(long)]
+    no_realize: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +83,15 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(args)),
+        Cmd::Cleanup { prefix } => {
+            let report = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(leviathan::realize::cleanup(&prefix))
+                .map_err(|e| anyhow::anyhow!("cleanup of prefix '{prefix}': {e}"))?;
+            println!("removed {} namespaces and {} links under '{prefix}'", report.namespaces, report.links);
+            Ok(())
+        }
     }
 }
 
@@ -72,7 +104,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let service = Service::open(&args.state, &args.host_id)?;
-    let schema = leviathan::graphql::schema(Arc::clone(&service));
+    let driver = if args.no_realize {
+        None
+    } else {
+        let cfg = leviathan::realize::Config {
+            prefix: args.prefix.clone(),
+            fabric: match args.fabric {
+                Fabric::Netns => leviathan::realize::FabricMode::Netns,
+                Fabric::Host => leviathan::realize::FabricMode::Host,
+            },
+        };
+        let realizer = leviathan::realize::Realizer::new(cfg).await.map_err(|e| e.to_string());
+        if let Err(e) = &realizer {
+            tracing::error!(error = %e, "the realizer could not start; made objects will show FAILED");
+        }
+        Some(leviathan::driver::Driver::start(Arc::clone(&service), realizer))
+    };
+    let schema = leviathan::graphql::schema_with(Arc::clone(&service), driver);
     let state =
         AppState { service: Arc::clone(&service), schema, token: token.map(Into::into), body_limit: args.max_body };
     let app = server::router(state);

@@ -64,6 +64,10 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .route("/graphiql", get(graphiql))
         .route("/schema.graphql", get(schema_sdl))
         .route("/healthz", get(healthz))
+        .merge(leviathan_rest_compat::router(
+            state.schema.clone(),
+            leviathan_rest_compat::CompatConfig { body_limit: state.body_limit, ..Default::default() },
+        ))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)

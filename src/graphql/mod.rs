@@ -23,7 +23,17 @@ pub type LeviathanSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over a service, with its limits.
 pub fn schema(service: Arc<Service>) -> LeviathanSchema {
-    builder().data(service).finish()
+    schema_with(service, None)
+}
+
+/// Builds the schema over a service and, where the kernel is realized, the
+/// driver that make/destroy wait for.
+pub fn schema_with(service: Arc<Service>, driver: Option<crate::driver::Driver>) -> LeviathanSchema {
+    let mut b = builder().data(service);
+    if let Some(d) = driver {
+        b = b.data(d);
+    }
+    b.finish()
 }
 
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {

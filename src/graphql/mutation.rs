@@ -10,9 +10,28 @@ use std::sync::Arc;
 
 pub struct MutationRoot;
 
+/// Applies a command and, where a realizer runs, answers once the kernel
+/// reflects it (a member joining a made CEN is wired when this returns).
 async fn run(ctx: &Context<'_>, cmd: Command) -> Result<i64> {
-    svc(ctx).execute(cmd).await.map(|r| r as i64).map_err(gql)
+    let wait = !matches!(cmd, Command::CenSetMade { .. } | Command::CinSetMade { .. });
+    let revision = svc(ctx).execute(cmd).await.map(|r| r as i64).map_err(gql)?;
+    settle(ctx, revision, wait).await;
+    Ok(revision)
 }
+
+/// After a make/destroy: with `wait`, answers once the realizer has applied
+/// the change (or after `MAKE_WAIT_LIMIT`); the payload then shows the
+/// resulting statuses.
+async fn settle(ctx: &Context<'_>, revision: i64, wait: bool) {
+    if let (true, Some(driver)) = (wait, ctx.data_opt::<crate::driver::Driver>()) {
+        if !driver.wait_applied(revision as u64, MAKE_WAIT_LIMIT).await {
+            tracing::warn!(revision, "make/destroy answered before the realizer caught up");
+        }
+    }
+}
+
+/// Longest a waiting make/destroy waits for the realizer.
+pub const MAKE_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn host_of(s: &Arc<Service>, host_id: &Option<ID>) -> Result<String> {
     check_host_arg(host_id.as_ref().map(|h| h.as_str()), s.host_id()).map(str::to_string).map_err(gql)
@@ -250,6 +269,7 @@ impl MutationRoot {
     async fn cen_make(&self, ctx: &Context<'_>, input: CenMakeInput) -> Result<CensPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CenSetMade { ids: list.clone(), made: true }).await?;
+        settle(ctx, revision, input.wait).await;
         Ok(cens_payload(svc(ctx), &list, revision))
     }
 
@@ -257,6 +277,7 @@ impl MutationRoot {
     async fn cen_destroy(&self, ctx: &Context<'_>, input: CenDestroyInput) -> Result<CensPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CenSetMade { ids: list.clone(), made: false }).await?;
+        settle(ctx, revision, input.wait).await;
         Ok(cens_payload(svc(ctx), &list, revision))
     }
 
@@ -279,6 +300,7 @@ impl MutationRoot {
     async fn cin_make(&self, ctx: &Context<'_>, input: CinMakeInput) -> Result<CinsPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CinSetMade { ids: list.clone(), made: true }).await?;
+        settle(ctx, revision, input.wait).await;
         Ok(cins_payload(svc(ctx), &list, revision))
     }
 
@@ -286,6 +308,7 @@ impl MutationRoot {
     async fn cin_destroy(&self, ctx: &Context<'_>, input: CinDestroyInput) -> Result<CinsPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CinSetMade { ids: list.clone(), made: false }).await?;
+        settle(ctx, revision, input.wait).await;
         Ok(cins_payload(svc(ctx), &list, revision))
     }
 

@@ -72,6 +72,13 @@ pub fn interface_name(cen_id: &str) -> String {
     format!("{}_{hash:05x}", &cen_id[..9])
 }
 
+/// Resolves an optional `hostId` argument to a checked host id.
+pub fn check_host_arg<'a>(given: Option<&'a str>, default: &'a str) -> Result<&'a str> {
+    let host = given.unwrap_or(default);
+    check_id("host id", host)?;
+    Ok(host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,11 +116,4 @@ mod tests {
         assert!(check_tag("a\nb").is_err());
         assert!(check_tag(&"t".repeat(257)).is_err());
     }
-}
-
-/// Resolves an optional `hostId` argument to a checked host id.
-pub fn check_host_arg<'a>(given: Option<&'a str>, default: &'a str) -> Result<&'a str> {
-    let host = given.unwrap_or(default);
-    check_id("host id", host)?;
-    Ok(host)
 }

@@ -2,6 +2,8 @@
 //! port with its own state file, talk to it over HTTP.
 #![allow(dead_code)]
 
+pub mod kernel;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,6 +23,11 @@ impl Server {
     pub fn start(state: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--state"]).arg(state).args(extra);
+        // Tests that realize pass their own prefix; the others never touch
+        // the kernel (and so never the default prefix of a real install).
+        if !extra.contains(&"--prefix") {
+            cmd.arg("--no-realize");
+        }
         cmd.env_remove("LEVIATHAN_TOKEN").stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = cmd.spawn().expect("start leviathan");
         let stdout = child.stdout.take().expect("stdout");

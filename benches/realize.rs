@@ -1,0 +1,224 @@
+//! Realizer benchmark (needs root): make and destroy 1,000 containers in 100
+//! CENs (50 wires, 50 bridges of 18) with 50 CINs, with leviathan's
+//! realizer and with the equivalent `ip -batch` scripts; prints both times
+//! and their ratio.
+//!
+//! Run: `cargo bench --bench realize`. Under `cargo test --all-targets`
+//! (no `--bench` argument) it only checks that it is root-capable and exits.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use leviathan::realize::{
+    bridge_name, cen_group, cleanup, veth_fabric_name, Addr, CenNet, Config, ContainerNet, Desired, FabricMode, Member,
+    NetnsRef, Realizer, Wiring,
+};
+
+const WIRES: usize = 50;
+const BRIDGES: usize = 50;
+const BRIDGE_SIZE: usize = 18;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn topology() -> Desired {
+    let mut d = Desired::default();
+    let mut n = 0usize;
+    let mut next = || {
+        n += 1;
+        let id = format!("c{n}");
+        (format!("h/{id}"), id)
+    };
+    for w in 0..WIRES {
+        let cen = format!("w{w}");
+        let mut members = Vec::new();
+        for _ in 0..2 {
+            let (key, id) = next();
+            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed });
+            members.push(Member { container: key, ifname: cen.clone(), addresses: vec![], routes: vec![] });
+        }
+        d.cens.insert(cen, CenNet { wiring: Wiring::Wire, members, gateways: vec![] });
+    }
+    for b in 0..BRIDGES {
+        let cen = format!("b{b}");
+        let cin = format!("cin{b}");
+        let oct = 10 + b as u8;
+        let mut members = Vec::new();
+        for i in 0..BRIDGE_SIZE {
+            let (key, id) = next();
+            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed });
+            members.push(Member {
+                container: key,
+                ifname: cen.clone(),
+                addresses: vec![Addr { cin: cin.clone(), ip: Ipv4Addr::new(10, oct, 0, 10 + i as u8), prefix_len: 16 }],
+                routes: vec![],
+            });
+        }
+        let gateways = vec![Addr { cin, ip: Ipv4Addr::new(10, oct, 0, 1), prefix_len: 16 }];
+        d.cens.insert(cen, CenNet { wiring: Wiring::Bridge, members, gateways });
+    }
+    d
+}
+
+/// The same topology as `ip -batch` scripts: one for the namespaces, one
+/// run inside the fabric (bridges, veths created directly in their
+/// namespaces, gateway addresses), and one per container (lo and its
+/// interface up, addresses): `ip` has no per-line namespace switch.
+fn ip_scripts(d: &Desired, prefix: &str) -> (String, String, Vec<(String, String)>, String) {
+    let fabric = format!("{prefix}fabric");
+    let mut netns = format!("netns add {fabric}\n");
+    for c in d.containers.values() {
+        let _ = writeln!(netns, "netns add {prefix}{}", c.id);
+    }
+    let mut fab = String::new();
+    let mut per: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let id_of = |key: &str| d.containers[key].id.clone();
+    for (cen, c) in &d.cens {
+        match c.wiring {
+            Wiring::Bridge => {
+                let g = cen_group(prefix, cen, true);
+                let br = bridge_name(prefix, cen);
+                let _ = writeln!(fab, "link add name {br} group {g} up type bridge");
+                for a in &c.gateways {
+                    let _ = writeln!(fab, "addr add {}/{} dev {br}", a.ip, a.prefix_len);
+                }
+                for m in &c.members {
+                    let v = veth_fabric_name(prefix, cen, &m.container);
+                    let id = id_of(&m.container);
+                    let _ = writeln!(fab, "link add name {v} group {g} up master {br} type veth peer name {} netns {prefix}{id} group {g}", m.ifname);
+                }
+            }
+            Wiring::Wire => {
+                let g = cen_group(prefix, cen, false);
+                let (a, b) = (&c.members[0], &c.members[1]);
+                let _ = writeln!(
+                    fab,
+                    "link add name {} netns {prefix}{} group {g} type veth peer name {} netns {prefix}{} group {g}",
+                    a.ifname,
+                    id_of(&a.container),
+                    b.ifname,
+                    id_of(&b.container)
+                );
+            }
+            Wiring::None => {}
+        }
+        for m in &c.members {
+            let s = per.entry(id_of(&m.container)).or_insert_with(|| "link set lo up\n".to_string());
+            let _ = writeln!(s, "link set {} up", m.ifname);
+            for a in &m.addresses {
+                let _ = writeln!(s, "addr add {}/{} dev {}", a.ip, a.prefix_len, m.ifname);
+            }
+        }
+    }
+    let mut del = format!("netns del {fabric}\n");
+    for c in d.containers.values() {
+        let _ = writeln!(del, "netns del {prefix}{}", c.id);
+    }
+    let per = per.into_iter().map(|(id, s)| (format!("{prefix}{id}"), s)).collect();
+    (netns, fab, per, del)
+}
+
+fn ip_batch(ns: Option<&str>, script: &str) {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    let mut child = cmd.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn ip");
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write script");
+    let st = child.wait().expect("wait ip");
+    assert!(st.success(), "ip -batch failed");
+}
+
+/// Let the kernel finish freeing namespaces before the next measurement.
+fn settle() {
+    std::thread::sleep(Duration::from_secs(3));
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if !is_root() {
+        eprintln!("realize bench: needs root (it creates 1,000 network namespaces); skipped");
+        return;
+    }
+    if !full {
+        eprintln!("realize bench: run with `cargo bench --bench realize`");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let d = topology();
+    let pid = std::process::id() % 1000;
+    let ours = format!("lb{pid}-");
+    let theirs = format!("ib{pid}-");
+    println!(
+        "topology: {} containers, {} CENs ({WIRES} wires, {BRIDGES} bridges of {BRIDGE_SIZE}), {BRIDGES} CINs",
+        d.containers.len(),
+        d.cens.len()
+    );
+
+    // ip -batch.
+    let (netns, fab, per, del) = ip_scripts(&d, &theirs);
+    let lines = netns.lines().count() + fab.lines().count() + per.iter().map(|p| p.1.lines().count()).sum::<usize>();
+    let t = Instant::now();
+    ip_batch(None, &netns);
+    ip_batch(Some(&format!("{theirs}fabric")), &fab);
+    for (ns, s) in &per {
+        ip_batch(Some(ns), s);
+    }
+    let ip_make = t.elapsed();
+    let t = Instant::now();
+    ip_batch(None, &del);
+    let ip_destroy = t.elapsed();
+    settle();
+
+    // leviathan.
+    let (our_make, our_destroy, steps) = rt.block_on(async {
+        let _ = cleanup(&ours).await;
+        let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
+        let t = Instant::now();
+        let rep = r.apply(&d, None).await;
+        let make = t.elapsed();
+        assert!(rep.is_ok(), "make failed: {:?}", rep.errors());
+        let steps = rep.steps;
+        let t = Instant::now();
+        let rep = r.apply(&Desired::default(), None).await;
+        let destroy = t.elapsed();
+        assert!(rep.is_ok(), "destroy failed: {:?}", rep.errors());
+        (make, destroy, steps)
+    });
+    settle();
+    // And once more through adoption + cleanup (the crash path).
+    let (adopt_make, cleanup_time) = rt.block_on(async {
+        let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
+        let t = Instant::now();
+        let rep = r.apply(&d, None).await;
+        let make = t.elapsed();
+        assert!(rep.is_ok(), "make failed: {:?}", rep.errors());
+        drop(r);
+        let t = Instant::now();
+        cleanup(&ours).await.expect("cleanup");
+        (make, t.elapsed())
+    });
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "make:    leviathan {:8.1} ms ({steps} ops)   ip -batch {:8.1} ms ({lines} lines, {} processes)   ratio {:.2}",
+        ms(our_make),
+        ms(ip_make),
+        per.len() + 2,
+        ms(our_make) / ms(ip_make)
+    );
+    println!(
+        "destroy: leviathan {:8.1} ms   ip -batch {:8.1} ms   ratio {:.2}",
+        ms(our_destroy),
+        ms(ip_destroy),
+        ms(our_destroy) / ms(ip_destroy)
+    );
+    println!("second make {:8.1} ms, cleanup {:8.1} ms", ms(adopt_make), ms(cleanup_time));
+}

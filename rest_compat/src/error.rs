@@ -1,0 +1,119 @@
+//! The legacy error body, `{"status": N, "message": "..."}`, and the mapping
+//! of GraphQL `extensions.code` to HTTP statuses.
+
+use async_graphql::{ServerError, Value};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::fmt;
+
+/// An error as legacy clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompatError {
+    pub status: StatusCode,
+    pub message: String,
+    /// The methods a path takes, sent as `Allow` with a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl CompatError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        CompatError { status, message: message.into(), allow: None }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> Self {
+        CompatError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("{path} does not take {method} (it takes {allow})"),
+            allow: Some(allow),
+        }
+    }
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over the limit of {limit} bytes"))
+    }
+
+    /// The error of a GraphQL answer: the first error's `extensions.code`
+    /// decides the status; an uncoded error is an internal fault.
+    pub fn from_graphql(errors: &[ServerError]) -> Self {
+        let Some(first) = errors.first() else {
+            return Self::internal("the GraphQL answer had no data and no error");
+        };
+        let code = first.extensions.as_ref().and_then(|x| x.get("code")).and_then(|v| match v {
+            Value::String(s) => Some(s.as_str()),
+            Value::Enum(n) => Some(n.as_str()),
+            _ => None,
+        });
+        Self::new(status_of_code(code), first.message.clone())
+    }
+}
+
+/// BAD_REQUEST 400, NOT_FOUND 404, CONFLICT 409, UNAUTHENTICATED 401,
+/// anything else (INTERNAL, or no code) 500.
+pub fn status_of_code(code: Option<&str>) -> StatusCode {
+    match code {
+        Some("BAD_REQUEST") => StatusCode::BAD_REQUEST,
+        Some("NOT_FOUND") => StatusCode::NOT_FOUND,
+        Some("CONFLICT") => StatusCode::CONFLICT,
+        Some("UNAUTHENTICATED") => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl fmt::Display for CompatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for CompatError {}
+
+impl IntoResponse for CompatError {
+    fn into_response(self) -> Response {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            status: u16,
+            message: &'a str,
+        }
+        let body = serde_json::to_string(&Body { status: self.status.as_u16(), message: &self.message })
+            .unwrap_or_else(|_| format!("{{\"status\":{},\"message\":\"\"}}", self.status.as_u16()));
+        let mut resp =
+            (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+        if let Some(allow) = self.allow {
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_statuses() {
+        assert_eq!(status_of_code(Some("BAD_REQUEST")), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of_code(Some("NOT_FOUND")), StatusCode::NOT_FOUND);
+        assert_eq!(status_of_code(Some("CONFLICT")), StatusCode::CONFLICT);
+        assert_eq!(status_of_code(Some("UNAUTHENTICATED")), StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of_code(Some("INTERNAL")), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of_code(None), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn coded_graphql_error() {
+        let mut e = ServerError::new("no CEN 'x'", None);
+        let mut ext = async_graphql::ErrorExtensionValues::default();
+        ext.set("code", "NOT_FOUND");
+        e.extensions = Some(ext);
+        let c = CompatError::from_graphql(&[e]);
+        assert_eq!(c.status, StatusCode::NOT_FOUND);
+        assert_eq!(c.message, "no CEN 'x'");
+    }
+}

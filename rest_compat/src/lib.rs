@@ -1,0 +1,99 @@
+//! The legacy Leviathan REST routes and the `/leviathan/monitor` websocket
+//! (`spec/legacy-api.md`), as translations to GraphQL operations.
+//!
+//! Every route turns its request into one GraphQL operation with variables,
+//! runs it on an [`async_graphql::Executor`], and shapes the answer into the
+//! legacy status and body. This crate knows nothing of the service behind
+//! the executor: a legacy request and a GraphQL request reach the same
+//! resolvers.
+//!
+//! ```text
+//! routes.rs    the route table and the thin handlers (method dispatch, 405)
+//! ops.rs       every GraphQL document this crate sends, and the shaping of
+//!              their answers into legacy bodies
+//! body.rs      reading bodies (limit, JSON whatever the content type) and
+//!              checking their shape, naming the offending field
+//! error.rs     the legacy error body and the GraphQL code → status mapping
+//! ids.rs       the id rule (1-64 of A-Z a-z 0-9 _ . -, no leading . or -)
+//! monitor/     the monitor websocket; `monitor/subscription.rs` holds the
+//!              `cinMonitor` document and its field mapping
+//! ```
+
+mod body;
+mod error;
+mod ids;
+pub mod monitor;
+mod ops;
+mod routes;
+
+use async_graphql::Executor;
+use axum::Router;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::CompatError;
+pub use ids::check_id;
+
+/// Settings of the compat layer.
+#[derive(Debug, Clone)]
+pub struct CompatConfig {
+    /// Largest request body accepted, in bytes (413 above it).
+    pub body_limit: usize,
+    /// How long a monitor `start` waits for the subscription's initial state.
+    pub monitor_start_timeout: Duration,
+    /// Largest websocket message accepted by the monitor, in bytes.
+    pub monitor_max_message: usize,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig {
+            body_limit: 8 * 1024 * 1024,
+            monitor_start_timeout: Duration::from_secs(10),
+            monitor_max_message: 64 * 1024,
+        }
+    }
+}
+
+/// What every handler holds: the executor and the settings.
+#[derive(Clone)]
+pub(crate) struct Compat<E> {
+    pub executor: E,
+    pub cfg: Arc<CompatConfig>,
+}
+
+/// The legacy router: every route of the spec's table and the monitor
+/// websocket. It carries its own state, so it merges into a router of any
+/// state type `S` (the binary merges it beside `/graphql`, under its token
+/// check). It sets no fallback: unknown paths are the outer router's.
+pub fn router<E, S>(executor: E, cfg: CompatConfig) -> Router<S>
+where
+    E: Executor,
+    S: Clone + Send + Sync + 'static,
+{
+    routes::routes::<E>().with_state(Compat { executor, cfg: Arc::new(cfg) })
+}
+
+/// Every route of the legacy table as (method, path pattern), for tests and
+/// documentation; the router answers each of them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/cen/import"),
+    ("POST", "/cen/make"),
+    ("POST", "/cen/destroy"),
+    ("POST", "/cin/import"),
+    ("POST", "/cin/make"),
+    ("POST", "/cin/destroy"),
+    ("POST", "/cpool"),
+    ("PUT", "/cen/{cenId}"),
+    ("GET", "/cen/{cenId}"),
+    ("DELETE", "/cen/{cenId}"),
+    ("PUT", "/host/{hostId}/{containerId}/{cenId}"),
+    ("DELETE", "/host/{hostId}/{containerId}/{cenId}"),
+    ("GET", "/host/{hostId}/{containerId}"),
+    ("PUT", "/host/{hostId}/{containerId}"),
+    ("DELETE", "/host/{hostId}/{containerId}"),
+    ("GET", "/version"),
+];
+
+/// The monitor websocket's path.
+pub const MONITOR_PATH: &str = "/leviathan/monitor";

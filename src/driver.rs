@@ -1,0 +1,262 @@
+//! The realization driver: follows the change stream, derives the desired
+//! kernel state from the model, has the realizer apply it, and reports
+//! status back through the service like any other change.
+
+use crate::model::{self, ContainerKey, EntityKey, Realization, Status, StatusReport, Topology};
+use crate::realize::{self, Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route};
+use crate::service::Service;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// The desired kernel state of a topology: every made CEN with its members,
+/// the addresses and routes of made CINs over made CENs.
+pub fn desired(t: &Topology) -> Desired {
+    let mut d = Desired::default();
+    for cen in t.cens() {
+        if !cen.made {
+            continue;
+        }
+        let wiring = match t.wiring(cen) {
+            Some(model::Wiring::Bridge) => realize::Wiring::Bridge,
+            Some(model::Wiring::Wire) => realize::Wiring::Wire,
+            None => realize::Wiring::None,
+        };
+        let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
+        let mut gateways = Vec::new();
+        for cin in &made_cins {
+            if let (Some(gw), Some(slice)) = (t.gateway(cin, &cen.id), t.slice(cin, &cen.id)) {
+                gateways.push(Addr { cin: cin.id.clone(), ip: gw, prefix_len: slice.prefix_len });
+            }
+        }
+        let mut members = Vec::with_capacity(cen.members.len());
+        for m in &cen.members {
+            let key = m.key();
+            let Some(c) = t.container(&key) else { continue };
+            let akey = model::AddrKey { host: m.host.clone(), container: m.container.clone(), cen: cen.id.clone() };
+            let mut addresses = Vec::new();
+            let mut routes = Vec::new();
+            for cin in &made_cins {
+                let (Some(ip), Some(slice)) = (cin.addresses.get(&akey), t.slice(cin, &cen.id)) else { continue };
+                addresses.push(Addr { cin: cin.id.clone(), ip: *ip, prefix_len: slice.prefix_len });
+                if cin.cens.len() > 1 {
+                    if let Some(gw) = t.gateway(cin, &cen.id) {
+                        let (net, len) = model::addressing::subnet(cin.net);
+                        routes.push(Route { cin: cin.id.clone(), dest: net, prefix_len: len, via: gw });
+                    }
+                }
+            }
+            if let Some((gw, cin, via_cen)) = t.default_gateway_of(c) {
+                let cin_made = made_cins.iter().any(|m| m.id == cin);
+                if via_cen == cen.id && cin_made {
+                    routes.push(Route { cin, dest: Ipv4Addr::UNSPECIFIED, prefix_len: 0, via: gw });
+                }
+            }
+            d.containers.entry(key.to_string()).or_insert_with(|| ContainerNet {
+                id: c.id.clone(),
+                netns: match &c.netns_path {
+                    Some(p) => NetnsRef::Path(p.clone()),
+                    None => NetnsRef::Managed,
+                },
+            });
+            members.push(Member { container: key.to_string(), ifname: m.ifname.clone(), addresses, routes });
+        }
+        d.cens.insert(cen.id.clone(), CenNet { wiring, members, gateways });
+    }
+    d.forwarding =
+        t.cins().iter().any(|c| c.made && c.cens.len() > 1 && c.cens.iter().any(|id| d.cens.contains_key(id)));
+    d
+}
+
+/// Statuses the model should show after an apply, where they differ from
+/// what it shows now.
+fn status_reports(
+    t: &Topology,
+    made: &(BTreeSet<String>, BTreeSet<String>),
+    report: &realize::ApplyReport,
+    unavailable: Option<&str>,
+) -> Vec<StatusReport> {
+    let mut out = Vec::new();
+    let mut push = |target: EntityKey, current: &Realization, next: Realization| {
+        if *current != next {
+            out.push(StatusReport { target, realization: next });
+        }
+    };
+    let outcome = |made: bool, result: Option<&Result<(), String>>| -> Realization {
+        if !made {
+            return Realization::default();
+        }
+        if let Some(why) = unavailable {
+            return Realization { status: Status::Failed, message: Some(why.to_string()) };
+        }
+        match result {
+            Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.clone()) },
+            _ => Realization { status: Status::Ready, message: None },
+        }
+    };
+    // Objects made or unmade since the desired state was read wait for
+    // the next round.
+    for cen in t.cens().into_iter().filter(|c| c.made == made.0.contains(&c.id)) {
+        push(EntityKey::Cen(cen.id.clone()), &cen.realization, outcome(cen.made, report.cens.get(&cen.id)));
+    }
+    for cin in t.cins().into_iter().filter(|c| c.made == made.1.contains(&c.id)) {
+        push(EntityKey::Cin(cin.id.clone()), &cin.realization, outcome(cin.made, report.cins.get(&cin.id)));
+    }
+    let mut failed: BTreeMap<ContainerKey, String> = BTreeMap::new();
+    for cen in t.cens() {
+        if let Some(Err(e)) = report.cens.get(&cen.id) {
+            for m in &cen.members {
+                failed.entry(m.key()).or_insert_with(|| format!("CEN {}: {e}", cen.id));
+            }
+        }
+    }
+    for c in t.containers() {
+        let key = c.key();
+        let made = t.container_is_made(&key);
+        let next = match failed.get(&key) {
+            Some(e) if made => Realization { status: Status::Failed, message: Some(e.clone()) },
+            _ => outcome(made, None),
+        };
+        push(EntityKey::Container(key), &c.realization, next);
+    }
+    out
+}
+
+/// Transitional statuses before an apply: PREPARING for made objects not
+/// yet READY, DESTROYING for unmade ones that were realized.
+fn transition_reports(t: &Topology) -> Vec<StatusReport> {
+    let mut out = Vec::new();
+    let mut consider = |target: EntityKey, made: bool, current: &Realization| {
+        let next = match (made, current.status) {
+            (true, Status::Pending) => Some(Status::Preparing),
+            (false, Status::Ready | Status::Failed | Status::Preparing) => Some(Status::Destroying),
+            _ => None,
+        };
+        if let Some(status) = next {
+            out.push(StatusReport { target, realization: Realization { status, message: None } });
+        }
+    };
+    for cen in t.cens() {
+        consider(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization);
+    }
+    for cin in t.cins() {
+        consider(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization);
+    }
+    out
+}
+
+/// Handle to the running driver.
+#[derive(Clone)]
+pub struct Driver {
+    /// The revision of the model that the kernel was last brought to.
+    applied: watch::Receiver<u64>,
+    kick: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Driver {
+    /// Starts the driver. With `realizer` an error (it could not start),
+    /// every made object is reported FAILED with the reason.
+    pub fn start(service: Arc<Service>, realizer: Result<realize::Realizer, String>) -> Driver {
+        let (applied_tx, applied) = watch::channel(0u64);
+        let (kick, kick_rx) = tokio::sync::mpsc::channel(1);
+        let changes = service.subscribe();
+        tokio::spawn(run(service, realizer, changes, kick_rx, applied_tx));
+        Driver { applied, kick }
+    }
+
+    /// Waits until the kernel reflects revision `revision` (or `limit`
+    /// passes); true when it does.
+    pub async fn wait_applied(&self, revision: u64, limit: Duration) -> bool {
+        let mut rx = self.applied.clone();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Asks for a full reconcile: the kernel is looked at again and drift
+    /// is repaired, whether or not the model changed.
+    pub fn reconcile(&self) {
+        let _ = self.kick.try_send(());
+    }
+
+    /// The revision the kernel was last brought to.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+}
+
+/// What was made when the desired state was read.
+fn made_sets(t: &Topology) -> (BTreeSet<String>, BTreeSet<String>) {
+    (
+        t.cens().iter().filter(|c| c.made).map(|c| c.id.clone()).collect(),
+        t.cins().iter().filter(|c| c.made).map(|c| c.id.clone()).collect(),
+    )
+}
+
+async fn run(
+    service: Arc<Service>,
+    realizer: Result<realize::Realizer, String>,
+    mut changes: broadcast::Receiver<Arc<crate::store::Change>>,
+    mut kick: tokio::sync::mpsc::Receiver<()>,
+    applied: watch::Sender<u64>,
+) {
+    let (mut realizer, unavailable) = match realizer {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(format!("realizer unavailable: {e}"))),
+    };
+    let mut last: Option<Desired> = None;
+    let mut force = true;
+    loop {
+        let ((want, made), revision) = service.read_at(|t| (desired(t), made_sets(t)));
+        if force || last.as_ref() != Some(&want) {
+            let transitions = service.read(transition_reports);
+            if !transitions.is_empty() {
+                if let Err(e) = service.execute(model::Command::SetStatus { reports: transitions }).await {
+                    tracing::error!(error = %e, "recording transitional statuses");
+                }
+            }
+            let report = match realizer.as_mut() {
+                Some(r) => {
+                    if force && last.is_some() {
+                        if let Err(e) = r.refresh().await {
+                            tracing::warn!(error = %e, "looking at the kernel again");
+                        }
+                    }
+                    r.apply(&want, None).await
+                }
+                None => realize::ApplyReport::default(),
+            };
+            for e in report.errors() {
+                tracing::warn!(error = %e, "realization");
+            }
+            let reports = service.read(|t| status_reports(t, &made, &report, unavailable.as_deref()));
+            if !reports.is_empty() {
+                if let Err(e) = service.execute(model::Command::SetStatus { reports }).await {
+                    tracing::error!(error = %e, "recording statuses");
+                }
+            }
+            last = Some(want);
+        }
+        applied.send_replace(revision);
+        force = next_trigger(&mut changes, &mut kick).await;
+    }
+}
+
+/// Waits for a change or a reconcile request; true for the latter.
+async fn next_trigger(
+    changes: &mut broadcast::Receiver<Arc<crate::store::Change>>,
+    kick: &mut tokio::sync::mpsc::Receiver<()>,
+) -> bool {
+    let kicked = tokio::select! {
+        r = changes.recv() => {
+            if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                std::future::pending::<()>().await;
+            }
+            false
+        }
+        k = kick.recv() => k.is_some(),
+    };
+    // Coalesce whatever else arrived meanwhile.
+    while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = changes.try_recv() {}
+    kicked
+}

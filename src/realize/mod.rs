@@ -1,0 +1,764 @@
+//! Realization on Linux: desired state → plan (pure diff) → netlink apply.
+//!
+//! - [`Desired`] is what the model wants (plain data, see `desired.rs`).
+//! - [`Observed`] is what is in the kernel under our prefix, filled at
+//!   adoption ([`Realizer::new`]) and kept current by [`Realizer::apply`].
+//! - [`plan()`] diffs the two into [`Op`]s, grouped in phases; the ops of a
+//!   phase are pipelined (many netlink requests in flight).
+//! - [`cleanup`] removes everything under a prefix.
+//!
+//! Kernel rules followed here (see DESIGN.md): namespaces are created on
+//! dedicated threads, never by setns on a tokio worker; veth peers are
+//! created directly in their namespaces in one RTM_NEWLINK and attached to
+//! their bridge at creation; teardown deletes namespaces and link groups.
+
+pub mod desired;
+mod naming;
+mod netns;
+mod nl;
+pub mod observed;
+pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+pub use desired::{Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route, Wiring};
+pub use naming::{bridge_name, cen_group, fabric_netns_name, netns_name, veth_fabric_name};
+pub use netns::NETNS_DIR;
+pub use observed::{LinkKind, LinkState, NsId, NsState, Observed, RouteState};
+pub use plan::{plan, Op, Plan, Step, VethEnd};
+
+use nl::NsHandle;
+
+/// Where the host side (bridges, bridge-side veth ends) lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FabricMode {
+    /// In the leviathan-owned namespace `<prefix>fabric` (default).
+    #[default]
+    Netns,
+    /// In the host's own namespace (the legacy look).
+    Host,
+}
+
+/// Realizer configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Carried by everything created (namespace files, fabric link names).
+    /// At most 9 characters of `[A-Za-z0-9._-]`.
+    pub prefix: String,
+    pub fabric: FabricMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { prefix: "lev-".into(), fabric: FabricMode::Netns }
+    }
+}
+
+/// Errors that stop the realizer as a whole (per-CEN errors go in the
+/// [`ApplyReport`]).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RealizeError {
+    #[error("invalid realizer configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    System(String),
+}
+
+/// Outcome of one [`Realizer::apply`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Every desired CEN: Ok, or the first error met for it.
+    pub cens: BTreeMap<String, Result<(), String>>,
+    /// Every CIN mentioned by the desired state: Ok, or the first error.
+    pub cins: BTreeMap<String, Result<(), String>>,
+    /// Errors while removing objects no CEN wants any more.
+    pub teardown_errors: Vec<String>,
+    /// Number of kernel operations planned.
+    pub steps: usize,
+}
+
+impl ApplyReport {
+    pub fn is_ok(&self) -> bool {
+        self.cens.values().all(Result::is_ok)
+            && self.cins.values().all(Result::is_ok)
+            && self.teardown_errors.is_empty()
+    }
+
+    /// All errors, one line each.
+    pub fn errors(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.cens.iter().filter_map(|(k, r)| r.as_ref().err().map(|e| format!("CEN {k}: {e}"))).collect();
+        v.extend(self.cins.iter().filter_map(|(k, r)| r.as_ref().err().map(|e| format!("CIN {k}: {e}"))));
+        v.extend(self.teardown_errors.iter().cloned());
+        v
+    }
+}
+
+/// Progress callback: (steps done, steps total).
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Send + Sync);
+
+/// Requests in flight at once (per apply phase).
+const IN_FLIGHT: usize = 64;
+
+/// Keeps the kernel in line with a [`Desired`] state, under one prefix.
+pub struct Realizer {
+    cfg: Config,
+    observed: Observed,
+    handles: BTreeMap<NsId, NsHandle>,
+    /// Namespaces whose observed state may be stale (after an error).
+    dirty: BTreeSet<NsId>,
+}
+
+fn check_config(cfg: &Config) -> Result<(), RealizeError> {
+    if !naming::valid_prefix(&cfg.prefix) {
+        return Err(RealizeError::Config(format!(
+            "prefix {:?} must be 1 to {} characters of [A-Za-z0-9._-]",
+            cfg.prefix,
+            naming::PREFIX_MAX
+        )));
+    }
+    Ok(())
+}
+
+fn ns_file(prefix: &str, ns: &NsId) -> Option<String> {
+    match ns {
+        NsId::Fabric => Some(naming::fabric_netns_name(prefix)),
+        NsId::Managed(id) => Some(naming::netns_name(prefix, id)),
+        NsId::Host | NsId::Path(_) => None,
+    }
+}
+
+fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
+    match ns {
+        NsId::Host => PathBuf::from("/proc/self/ns/net"),
+        NsId::Path(p) => PathBuf::from(p),
+        other => netns::netns_path(&ns_file(prefix, other).unwrap_or_default()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("worker failed: {e}"))
+}
+
+/// What a finished step changes in the observed state.
+enum Effect {
+    None,
+    Opened(NsId, Box<netns::Opened>),
+    NsGone(NsId),
+    Up(NsId, String),
+    Forwarding(NsId, bool),
+    Addr(NsId, u32, std::net::Ipv4Addr, u8),
+    AddrGone(NsId, u32, std::net::Ipv4Addr, u8),
+    Route(NsId, RouteState),
+    RouteGone(NsId, RouteState),
+}
+
+impl Realizer {
+    /// Adopt what exists under the prefix: open every namespace we own
+    /// (and the host's in host mode) and observe its links, addresses and
+    /// routes, so the next [`apply`](Self::apply) repairs drift both ways.
+    pub async fn new(cfg: Config) -> Result<Realizer, RealizeError> {
+        check_config(&cfg)?;
+        let mut r = Realizer { cfg, observed: Observed::default(), handles: BTreeMap::new(), dirty: BTreeSet::new() };
+        r.adopt().await?;
+        Ok(r)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// What the realizer believes is in the kernel.
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    /// Forget everything and observe the kernel again (repairs runtime drift
+    /// on the next apply).
+    pub async fn refresh(&mut self) -> Result<(), RealizeError> {
+        let paths: Vec<NsId> = self.handles.keys().filter(|n| matches!(n, NsId::Path(_))).cloned().collect();
+        self.handles.retain(|k, _| matches!(k, NsId::Path(_)));
+        self.observed.namespaces.retain(|k, _| matches!(k, NsId::Path(_)));
+        self.adopt().await?;
+        self.dirty.extend(paths);
+        let dirty = std::mem::take(&mut self.dirty);
+        self.observe_set(dirty).await;
+        Ok(())
+    }
+
+    async fn adopt(&mut self) -> Result<(), RealizeError> {
+        let prefix = self.cfg.prefix.clone();
+        let fabric_file = naming::fabric_netns_name(&prefix);
+        let names = {
+            let p = prefix.clone();
+            blocking(move || {
+                netns::prepare_run_netns()?;
+                netns::list_named(&p)
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(RealizeError::System)?
+        };
+        let mut ids: Vec<NsId> = names
+            .iter()
+            .map(|n| if *n == fabric_file { NsId::Fabric } else { NsId::Managed(n[prefix.len()..].to_string()) })
+            .collect();
+        if self.cfg.fabric == FabricMode::Host {
+            ids.push(NsId::Host);
+        }
+        let paths: Vec<PathBuf> = ids.iter().map(|n| ns_path(&prefix, n)).collect();
+        let opened = blocking(move || netns::open_paths(paths)).await.map_err(RealizeError::System)?;
+        let mut stale = Vec::new();
+        for (id, o) in ids.into_iter().zip(opened) {
+            match o {
+                Ok(o) => {
+                    let fwd = o.forwarding;
+                    self.handles.insert(id.clone(), NsHandle::new(o));
+                    self.observed.namespaces.insert(id.clone(), NsState { forwarding: fwd, ..NsState::default() });
+                    self.dirty.insert(id);
+                }
+                Err(e) if id == NsId::Host => return Err(RealizeError::System(e)),
+                // A file under our prefix that is no namespace: the remains
+                // of an interrupted create. Remove it.
+                Err(_) => stale.extend(ns_file(&prefix, &id)),
+            }
+        }
+        if !stale.is_empty() {
+            let _ = blocking(move || netns::delete_named_many(stale)).await;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        self.observe_set(dirty).await;
+        Ok(())
+    }
+
+    /// Dump the given namespaces again (links, addresses, routes).
+    async fn observe_set(&mut self, set: BTreeSet<NsId>) {
+        let prefix = self.cfg.prefix.clone();
+        let futs: Vec<_> = set
+            .iter()
+            .filter_map(|ns| {
+                let h = self.handles.get(ns)?;
+                let fwd = self.observed.namespaces.get(ns).and_then(|s| s.forwarding);
+                let prefix = prefix.clone();
+                Some(async move { (ns.clone(), nl::observe(&h.handle, &prefix, ns, fwd).await) })
+            })
+            .collect();
+        for (ns, r) in nl::bounded(futs, IN_FLIGHT).await {
+            match r {
+                Ok(st) => {
+                    self.observed.namespaces.insert(ns, st);
+                }
+                Err(e) => {
+                    tracing::warn!("observing {ns}: {e}");
+                    self.dirty.insert(ns);
+                }
+            }
+        }
+    }
+
+    /// Re-dump links only (addresses of surviving links are kept).
+    async fn relink(&mut self, set: BTreeSet<NsId>) {
+        let prefix = self.cfg.prefix.clone();
+        let futs: Vec<_> = set
+            .iter()
+            .filter_map(|ns| {
+                let h = self.handles.get(ns)?;
+                let prefix = prefix.clone();
+                Some(async move { (ns.clone(), nl::dump_links(&h.handle, &prefix, ns).await) })
+            })
+            .collect();
+        for (ns, r) in nl::bounded(futs, IN_FLIGHT).await {
+            match r {
+                Ok(mut links) => {
+                    let st = self.observed.namespaces.entry(ns).or_default();
+                    for l in links.iter_mut() {
+                        if let Some(old) = st.links.iter().find(|o| o.index == l.index && o.name == l.name) {
+                            l.addresses = old.addresses.clone();
+                        }
+                    }
+                    st.routes.retain(|r| links.iter().any(|l| l.index == r.oif));
+                    st.links = links;
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    self.dirty.insert(ns);
+                }
+            }
+        }
+    }
+
+    /// Make the kernel match `desired`. Never fails as a whole: the report
+    /// says, per CEN and per CIN, what went wrong; the next apply converges.
+    pub async fn apply(&mut self, desired: &Desired, progress: Option<Progress<'_>>) -> ApplyReport {
+        let prefix = self.cfg.prefix.clone();
+        let mut report = ApplyReport::default();
+
+        // Namespaces bound by path: open new ones, look at all of them again
+        // (they are not ours; anything may have changed there).
+        self.observed.unavailable.clear();
+        let want_paths: BTreeSet<NsId> = desired
+            .containers
+            .values()
+            .filter_map(|c| match &c.netns {
+                NetnsRef::Path(p) if !p.is_empty() => Some(NsId::Path(p.clone())),
+                _ => None,
+            })
+            .collect();
+        let new_paths: Vec<NsId> = want_paths.iter().filter(|p| !self.handles.contains_key(*p)).cloned().collect();
+        if !new_paths.is_empty() {
+            let paths: Vec<PathBuf> = new_paths.iter().map(|n| ns_path(&prefix, n)).collect();
+            match blocking(move || netns::open_paths(paths)).await {
+                Ok(results) => {
+                    for (ns, r) in new_paths.iter().zip(results) {
+                        match r {
+                            Ok(o) => {
+                                self.handles.insert(ns.clone(), NsHandle::new(o));
+                            }
+                            Err(e) => {
+                                self.observed.unavailable.insert(ns.clone(), e);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    for ns in &new_paths {
+                        self.observed.unavailable.insert(ns.clone(), e.clone());
+                    }
+                }
+            }
+        }
+        let mut again: BTreeSet<NsId> = std::mem::take(&mut self.dirty);
+        again.extend(want_paths.iter().filter(|p| self.handles.contains_key(*p)).cloned());
+        self.observe_set(again).await;
+        for ns in &want_paths {
+            if self.handles.contains_key(ns) && !self.observed.namespaces.contains_key(ns) {
+                self.observed.unavailable.entry(ns.clone()).or_insert_with(|| "could not be observed".into());
+            }
+        }
+
+        let plan = plan::plan(&self.observed, desired, &self.cfg);
+        report.steps = plan.steps.len();
+        let total = plan.steps.len();
+        let done = AtomicUsize::new(0);
+        let tick = || {
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(p) = progress {
+                p(n, total);
+            }
+        };
+        let mut failed_cens: BTreeMap<String, String> = plan.errors.clone();
+        let mut failed_cins: BTreeMap<String, String> = BTreeMap::new();
+
+        let mut phases: Vec<Vec<Step>> = vec![Vec::new(); Op::PHASES];
+        for s in plan.steps {
+            let p = s.op.phase();
+            phases[p].push(s);
+        }
+        let mut deleted_something = false;
+        let mut links_created: BTreeSet<NsId> = BTreeSet::new();
+
+        for (phase, steps) in phases.into_iter().enumerate() {
+            if steps.is_empty() {
+                continue;
+            }
+            // Skip what belongs to CENs that already failed.
+            let mut run = Vec::new();
+            for s in steps {
+                if let Some(c) = s.cens.iter().find(|c| failed_cens.contains_key(*c)) {
+                    if let Some(cin) = &s.cin {
+                        failed_cins.entry(cin.clone()).or_insert_with(|| format!("CEN {c} is not wired"));
+                    }
+                    tick();
+                } else {
+                    run.push(s);
+                }
+            }
+            if phase == 0 {
+                deleted_something = !run.is_empty();
+                // Close our handles on namespaces about to go, so the kernel
+                // can free them.
+                for s in &run {
+                    if let Op::DeleteNetns { ns } = &s.op {
+                        self.handles.remove(ns);
+                    }
+                }
+            }
+            let results = self.run_phase(&run, &tick).await;
+            for (s, r) in run.iter().zip(results) {
+                match r {
+                    Ok(effect) => self.absorb(effect),
+                    Err(e) => {
+                        let msg = format!("{}: {e}", describe(&s.op, &prefix));
+                        tracing::warn!("{msg}");
+                        if let Some(ns) = op_ns(&s.op) {
+                            self.dirty.insert(ns.clone());
+                        }
+                        if let Some(cin) = &s.cin {
+                            failed_cins.entry(cin.clone()).or_insert(msg);
+                        } else if s.cens.is_empty() {
+                            report.teardown_errors.push(msg);
+                        } else {
+                            for c in &s.cens {
+                                failed_cens.entry(c.clone()).or_insert_with(|| msg.clone());
+                            }
+                        }
+                    }
+                }
+                match &s.op {
+                    Op::CreateBridge { ns, .. } => {
+                        links_created.insert(ns.clone());
+                    }
+                    Op::CreateVeth { a, b, .. } => {
+                        links_created.insert(a.ns.clone());
+                        links_created.insert(b.ns.clone());
+                    }
+                    _ => {}
+                }
+            }
+            // Learn the ifindexes of new links (needed for masters,
+            // addresses and routes) and forget links deleted as peers.
+            if phase == 2 && !links_created.is_empty() {
+                let set = std::mem::take(&mut links_created);
+                self.relink(set).await;
+            }
+            if phase == 3 {
+                let mut set = std::mem::take(&mut links_created);
+                if deleted_something {
+                    set.extend(self.observed.namespaces.keys().cloned());
+                }
+                self.relink(set).await;
+            }
+        }
+        if deleted_something && !links_created.is_empty() {
+            let set = self.observed.namespaces.keys().cloned().collect();
+            self.relink(set).await;
+        } else if deleted_something {
+            // Nothing was created, but deletes may have taken peers with
+            // them: look again at the links.
+            let set = self.observed.namespaces.keys().cloned().collect();
+            self.relink(set).await;
+        }
+
+        // Drop path namespaces nobody wants any more (holding them would keep
+        // a dead container's namespace alive).
+        let gone: Vec<NsId> =
+            self.handles.keys().filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n)).cloned().collect();
+        for ns in gone {
+            self.handles.remove(&ns);
+            self.observed.namespaces.remove(&ns);
+            self.dirty.remove(&ns);
+        }
+
+        for c in &plan.cens {
+            report.cens.insert(c.clone(), failed_cens.get(c).map_or(Ok(()), |e| Err(e.clone())));
+        }
+        for c in &plan.cins {
+            report.cins.insert(c.clone(), failed_cins.get(c).map_or(Ok(()), |e| Err(e.clone())));
+        }
+        report
+    }
+
+    fn absorb(&mut self, effect: Effect) {
+        let obs = &mut self.observed.namespaces;
+        match effect {
+            Effect::None => {}
+            Effect::Opened(ns, o) => {
+                let lo = LinkState {
+                    index: 1,
+                    name: "lo".into(),
+                    kind: LinkKind::Loopback,
+                    group: 0,
+                    master: None,
+                    peer: None,
+                    up: false,
+                    ours: false,
+                    addresses: vec![],
+                };
+                obs.insert(ns.clone(), NsState { links: vec![lo], routes: vec![], forwarding: o.forwarding });
+                self.handles.insert(ns, NsHandle::new(*o));
+            }
+            Effect::NsGone(ns) => {
+                obs.remove(&ns);
+                self.handles.remove(&ns);
+            }
+            Effect::Up(ns, name) => {
+                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.name == name)) {
+                    l.up = true;
+                }
+            }
+            Effect::Forwarding(ns, on) => {
+                if let Some(s) = obs.get_mut(&ns) {
+                    s.forwarding = Some(on);
+                }
+            }
+            Effect::Addr(ns, idx, ip, plen) => {
+                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.index == idx)) {
+                    if !l.addresses.contains(&(ip, plen)) {
+                        l.addresses.push((ip, plen));
+                    }
+                }
+            }
+            Effect::AddrGone(ns, idx, ip, plen) => {
+                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.index == idx)) {
+                    l.addresses.retain(|a| *a != (ip, plen));
+                }
+            }
+            Effect::Route(ns, r) => {
+                if let Some(s) = obs.get_mut(&ns) {
+                    s.routes.push(r);
+                }
+            }
+            Effect::RouteGone(ns, r) => {
+                if let Some(s) = obs.get_mut(&ns) {
+                    s.routes.retain(|x| *x != r);
+                }
+            }
+        }
+    }
+
+    async fn run_phase(&self, steps: &[Step], tick: &(dyn Fn() + Sync)) -> Vec<Result<Effect, String>> {
+        let prefix = &self.cfg.prefix;
+        // Namespace creation and deletion are batches on dedicated threads.
+        let mut creates = Vec::new();
+        let mut deletes = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            match &s.op {
+                Op::CreateNetns { ns } => creates.push((i, ns.clone())),
+                Op::DeleteNetns { ns } => deletes.push((i, ns.clone())),
+                _ => {}
+            }
+        }
+        let mut out: Vec<Option<Result<Effect, String>>> = steps.iter().map(|_| None).collect();
+        let batch = async {
+            let mut res = Vec::new();
+            if !creates.is_empty() {
+                let names: Vec<String> =
+                    creates.iter().map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default()).collect();
+                match blocking(move || netns::create_named(names)).await {
+                    Ok(v) => {
+                        for ((i, ns), r) in creates.iter().zip(v) {
+                            res.push((*i, r.map(|o| Effect::Opened(ns.clone(), Box::new(o)))));
+                        }
+                    }
+                    Err(e) => res.extend(creates.iter().map(|(i, _)| (*i, Err(e.clone())))),
+                }
+            }
+            if !deletes.is_empty() {
+                let names: Vec<String> =
+                    deletes.iter().map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default()).collect();
+                match blocking(move || netns::delete_named_many(names)).await {
+                    Ok(v) => {
+                        for ((i, ns), r) in deletes.iter().zip(v) {
+                            res.push((*i, r.map(|()| Effect::NsGone(ns.clone()))));
+                        }
+                    }
+                    Err(e) => res.extend(deletes.iter().map(|(i, _)| (*i, Err(e.clone())))),
+                }
+            }
+            for _ in &res {
+                tick();
+            }
+            res
+        };
+        let nl_futs: Vec<_> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s.op, Op::CreateNetns { .. } | Op::DeleteNetns { .. }))
+            .map(|(i, s)| async move {
+                let r = self.exec(&s.op).await;
+                tick();
+                (i, r)
+            })
+            .collect();
+        let (batch_res, nl_res) = future_join(batch, nl::bounded(nl_futs, IN_FLIGHT)).await;
+        for (i, r) in batch_res.into_iter().chain(nl_res) {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        out.into_iter().map(|r| r.unwrap_or(Err("not run".into()))).collect()
+    }
+
+    fn handle(&self, ns: &NsId) -> Result<&NsHandle, String> {
+        self.handles.get(ns).ok_or_else(|| format!("{ns} is not open"))
+    }
+
+    fn index(&self, ns: &NsId, name: &str) -> Result<u32, String> {
+        self.observed
+            .namespaces
+            .get(ns)
+            .and_then(|s| s.link(name))
+            .map(|l| l.index)
+            .ok_or_else(|| format!("no interface {name} in {ns}"))
+    }
+
+    async fn exec(&self, op: &Op) -> Result<Effect, String> {
+        match op {
+            Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Err("namespace ops run in batches".into()),
+            Op::DeleteGroup { ns, group } => {
+                nl::delete_group(&self.handle(ns)?.handle, *group).await.map(|()| Effect::None)
+            }
+            Op::DeleteLink { ns, index, .. } => {
+                nl::delete_link(&self.handle(ns)?.handle, *index).await.map(|()| Effect::None)
+            }
+            Op::DeleteAddr { ns, index, ip, prefix_len } => {
+                nl::del_addr(&self.handle(ns)?.handle, *index, *ip, *prefix_len)
+                    .await
+                    .map(|()| Effect::AddrGone(ns.clone(), *index, *ip, *prefix_len))
+            }
+            Op::DeleteRoute { ns, dest, prefix_len, via, oif } => {
+                nl::del_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, *oif).await.map(|()| {
+                    Effect::RouteGone(
+                        ns.clone(),
+                        RouteState { dest: *dest, prefix_len: *prefix_len, via: *via, oif: *oif },
+                    )
+                })
+            }
+            Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => {
+                let idx = self.index(ns, name)?;
+                nl::set_up(&self.handle(ns)?.handle, idx).await.map(|()| Effect::Up(ns.clone(), name.clone()))
+            }
+            Op::SetForwarding { ns, on } => {
+                let fd = self.handle(ns)?.fd.try_clone().map_err(|e| format!("dup: {e}"))?;
+                let on = *on;
+                blocking(move || netns::set_forwarding_in(&fd, on))
+                    .await
+                    .and_then(|r| r)
+                    .map(|()| Effect::Forwarding(ns.clone(), on))
+            }
+            Op::CreateBridge { ns, name, group } => {
+                nl::create_bridge(&self.handle(ns)?.handle, name, *group).await.map(|()| Effect::None)
+            }
+            Op::CreateVeth { a, b, group } => {
+                let master = match &a.master {
+                    Some(m) => Some(self.index(&a.ns, m)?),
+                    None => None,
+                };
+                let bfd = self.handle(&b.ns)?.raw_fd();
+                nl::create_veth(&self.handle(&a.ns)?.handle, &a.name, master, &b.name, bfd, *group)
+                    .await
+                    .map(|()| Effect::None)
+            }
+            Op::AddAddr { ns, name, ip, prefix_len } => {
+                let idx = self.index(ns, name)?;
+                nl::add_addr(&self.handle(ns)?.handle, idx, *ip, *prefix_len)
+                    .await
+                    .map(|()| Effect::Addr(ns.clone(), idx, *ip, *prefix_len))
+            }
+            Op::AddRoute { ns, name, dest, prefix_len, via } => {
+                let oif = self.index(ns, name)?;
+                nl::add_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, oif).await.map(|()| {
+                    Effect::Route(ns.clone(), RouteState { dest: *dest, prefix_len: *prefix_len, via: *via, oif })
+                })
+            }
+        }
+    }
+}
+
+async fn future_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+    futures_util::future::join(a, b).await
+}
+
+fn op_ns(op: &Op) -> Option<&NsId> {
+    match op {
+        Op::DeleteNetns { ns }
+        | Op::DeleteGroup { ns, .. }
+        | Op::DeleteLink { ns, .. }
+        | Op::DeleteAddr { ns, .. }
+        | Op::DeleteRoute { ns, .. }
+        | Op::CreateNetns { ns }
+        | Op::SetUp { ns, .. }
+        | Op::SetUpNew { ns, .. }
+        | Op::SetForwarding { ns, .. }
+        | Op::CreateBridge { ns, .. }
+        | Op::AddAddr { ns, .. }
+        | Op::AddRoute { ns, .. } => Some(ns),
+        Op::CreateVeth { a, .. } => Some(&a.ns),
+    }
+}
+
+fn describe(op: &Op, prefix: &str) -> String {
+    match op {
+        Op::DeleteNetns { ns } => format!("deleting {ns} ({})", ns_path(prefix, ns).display()),
+        Op::CreateNetns { ns } => format!("creating {ns} ({})", ns_path(prefix, ns).display()),
+        Op::DeleteGroup { ns, group } => format!("deleting link group {group:#x} in {ns}"),
+        Op::DeleteLink { ns, name, .. } => format!("deleting {name} in {ns}"),
+        Op::DeleteAddr { ns, ip, prefix_len, .. } => format!("removing {ip}/{prefix_len} in {ns}"),
+        Op::DeleteRoute { ns, dest, prefix_len, via, .. } => {
+            format!("removing route {dest}/{prefix_len} via {via} in {ns}")
+        }
+        Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => format!("setting {name} up in {ns}"),
+        Op::SetForwarding { ns, on } => format!("setting ip_forward={} in {ns}", u8::from(*on)),
+        Op::CreateBridge { ns, name, .. } => format!("creating bridge {name} in {ns}"),
+        Op::CreateVeth { a, b, .. } => format!("creating veth {} ({}) <-> {} ({})", a.name, a.ns, b.name, b.ns),
+        Op::AddAddr { ns, name, ip, prefix_len } => format!("adding {ip}/{prefix_len} to {name} in {ns}"),
+        Op::AddRoute { ns, name, dest, prefix_len, via } => {
+            format!("adding route {dest}/{prefix_len} via {via} dev {name} in {ns}")
+        }
+    }
+}
+
+type BoxedDelete<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// What [`cleanup`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CleanupReport {
+    pub namespaces: usize,
+    pub links: usize,
+}
+
+/// Remove everything under `prefix`: named namespaces (containers and
+/// fabric) and, in the host namespace, links whose name carries the prefix.
+/// Namespaces bound by path are not known here; their links die with the
+/// fabric (bridged CENs) or with a managed peer namespace.
+pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
+    check_config(&Config { prefix: prefix.to_string(), fabric: FabricMode::Netns })?;
+    let p = prefix.to_string();
+    let names = blocking(move || netns::list_named(&p)).await.and_then(|r| r).map_err(RealizeError::System)?;
+    let count = names.len();
+    let errs: Vec<String> = blocking(move || netns::delete_named_many(names))
+        .await
+        .map_err(RealizeError::System)?
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if let Some(e) = errs.into_iter().next() {
+        return Err(RealizeError::System(e));
+    }
+    // Host-mode leftovers.
+    let opened =
+        blocking(|| netns::open_paths(vec![PathBuf::from("/proc/self/ns/net")])).await.map_err(RealizeError::System)?;
+    let Some(Ok(o)) = opened.into_iter().next() else {
+        return Err(RealizeError::System("cannot open the host namespace".into()));
+    };
+    let h = NsHandle::new(o);
+    let links = nl::dump_links(&h.handle, prefix, &NsId::Host).await.map_err(RealizeError::System)?;
+    let ours: Vec<&LinkState> = links.iter().filter(|l| l.ours).collect();
+    let mut groups: BTreeSet<u32> = BTreeSet::new();
+    let mut singles = Vec::new();
+    for l in &ours {
+        let whole = l.group != 0
+            && naming::is_our_group(prefix, l.group)
+            && links.iter().filter(|x| x.group == l.group).all(|x| x.ours);
+        if whole {
+            groups.insert(l.group);
+        } else {
+            singles.push(l.index);
+        }
+    }
+    let mut futs: Vec<BoxedDelete<'_>> = Vec::new();
+    for g in groups {
+        futs.push(Box::pin(nl::delete_group(&h.handle, g)));
+    }
+    for i in singles {
+        futs.push(Box::pin(nl::delete_link(&h.handle, i)));
+    }
+    for r in nl::bounded(futs, IN_FLIGHT).await {
+        r.map_err(RealizeError::System)?;
+    }
+    Ok(CleanupReport { namespaces: count, links: ours.len() })
+}

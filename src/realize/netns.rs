@@ -1,0 +1,255 @@
+//! Named network namespaces and per-namespace netlink sockets.
+//!
+//! `setns`/`unshare` change the namespace of the calling *thread*, so they
+//! never run on a tokio worker (which would then serve other tasks in the
+//! wrong namespace). Every function here that switches namespace does so on
+//! a short-lived `std::thread` of its own, which ends right after; the
+//! netlink sockets it opened stay bound to the namespace they were opened in
+//! and are handed back to async code.
+//!
+//! Named namespaces are made like `ip netns add`: an empty file in
+//! `/run/netns`, `unshare(CLONE_NEWNET)`, and a bind mount of the thread's
+//! namespace onto the file. `/run/netns` is made a shared mount first (as
+//! iproute2 does) so the bind mounts propagate to other mount namespaces.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
+
+/// Where named namespaces live.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// How many threads create namespaces at once (the kernel work of a new
+/// namespace partly runs in parallel).
+pub const CREATE_THREADS: usize = 2;
+
+/// A namespace opened for work: a handle on it (for IFLA_NET_NS_FD) and a
+/// netlink socket bound inside it.
+#[derive(Debug)]
+pub struct Opened {
+    pub fd: OwnedFd,
+    pub socket: Socket,
+    /// `net.ipv4.ip_forward` there, if readable.
+    pub forwarding: Option<bool>,
+}
+
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+static RUN_NETNS_READY: Mutex<bool> = Mutex::new(false);
+
+/// Make `/run/netns` exist and be a shared mount point, like iproute2.
+pub fn prepare_run_netns() -> Result<(), String> {
+    let mut ready = RUN_NETNS_READY.lock().unwrap_or_else(|p| p.into_inner());
+    if *ready && Path::new(NETNS_DIR).is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(NETNS_DIR).map_err(|e| err("cannot create /run/netns", e))?;
+    let shared = || mount(Some("none"), NETNS_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
+    match shared() {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EINVAL) => {
+            // Not a mount point yet: bind it onto itself, then share it.
+            mount(Some(NETNS_DIR), NETNS_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(|e| err("cannot bind-mount /run/netns", e))?;
+            shared().map_err(|e| err("cannot make /run/netns shared", e))?;
+        }
+        Err(e) => return Err(err("cannot make /run/netns shared", e)),
+    }
+    *ready = true;
+    Ok(())
+}
+
+fn read_forwarding() -> Option<bool> {
+    let mut s = String::new();
+    fs::File::open("/proc/sys/net/ipv4/ip_forward").ok()?.read_to_string(&mut s).ok()?;
+    Some(s.trim() == "1")
+}
+
+fn open_here(fd: OwnedFd) -> Result<Opened, String> {
+    let socket = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
+    Ok(Opened { fd, socket, forwarding: read_forwarding() })
+}
+
+fn open_self_ns() -> Result<OwnedFd, String> {
+    fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from).map_err(|e| err("cannot open own namespace", e))
+}
+
+/// Create one named namespace on the calling (dedicated) thread, leaving the
+/// thread inside it.
+fn create_one(name: &str) -> Result<Opened, String> {
+    let path = netns_path(name);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)
+        .map_err(|e| err(&format!("cannot create {}", path.display()), e))?;
+    let undo = |e: String| {
+        let _ = fs::remove_file(&path);
+        e
+    };
+    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| undo(err("unshare(CLONE_NEWNET)", e)))?;
+    mount(Some("/proc/thread-self/ns/net"), &path, Some("none"), MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| undo(err(&format!("cannot bind-mount {}", path.display()), e)))?;
+    let fd = open_self_ns()?;
+    open_here(fd)
+}
+
+/// Create named namespaces on dedicated threads; one result per name, in
+/// order.
+pub fn create_named(names: Vec<String>) -> Vec<Result<Opened, String>> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    if let Err(e) = prepare_run_netns() {
+        return names.iter().map(|_| Err(e.clone())).collect();
+    }
+    let threads = CREATE_THREADS.clamp(1, names.len());
+    let chunk = names.len().div_ceil(threads);
+    let mut handles = Vec::new();
+    for part in names.chunks(chunk) {
+        let part = part.to_vec();
+        let n = part.len();
+        let h = std::thread::Builder::new()
+            .name("lev-netns-add".into())
+            .spawn(move || part.iter().map(|name| create_one(name)).collect::<Vec<_>>());
+        handles.push((n, h));
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for (n, h) in handles {
+        match h {
+            Ok(h) => match h.join() {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend((0..n).map(|_| Err("namespace thread panicked".to_string()))),
+            },
+            Err(e) => out.extend((0..n).map(|_| Err(err("cannot start a namespace thread", &e)))),
+        }
+    }
+    out
+}
+
+/// Open existing namespaces (named or by path) on one dedicated thread:
+/// enter each, open a socket there. One result per path, in order.
+pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let n = paths.len();
+    let h = std::thread::Builder::new().name("lev-netns-open".into()).spawn(move || {
+        paths
+            .iter()
+            .map(|p| {
+                let fd: OwnedFd = fs::File::open(p)
+                    .map(OwnedFd::from)
+                    .map_err(|e| err(&format!("cannot open {}", p.display()), e))?;
+                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| err(&format!("{} is not a network namespace", p.display()), e))?;
+                open_here(fd)
+            })
+            .collect::<Vec<_>>()
+    });
+    match h {
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
+        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
+    }
+}
+
+/// Unmount and remove a named namespace. Missing is success. The kernel
+/// destroys the namespace (and its links) once nothing holds it.
+pub fn delete_named(name: &str) -> Result<(), String> {
+    let path = netns_path(name);
+    match umount2(&path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(err(&format!("cannot unmount {}", path.display()), e)),
+    }
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(&format!("cannot remove {}", path.display()), e)),
+    }
+}
+
+/// Delete many named namespaces, spread over a few threads.
+pub fn delete_named_many(names: Vec<String>) -> Vec<Result<(), String>> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let threads = CREATE_THREADS.clamp(1, names.len());
+    let chunk = names.len().div_ceil(threads);
+    let mut out = Vec::with_capacity(names.len());
+    let mut handles = Vec::new();
+    for part in names.chunks(chunk) {
+        let part = part.to_vec();
+        let n = part.len();
+        handles.push((
+            n,
+            std::thread::Builder::new()
+                .name("lev-netns-del".into())
+                .spawn(move || part.iter().map(|n| delete_named(n)).collect::<Vec<_>>()),
+        ));
+    }
+    for (n, h) in handles {
+        match h {
+            Ok(h) => out.extend(
+                h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
+            ),
+            Err(e) => out.extend((0..n).map(|_| Err(err("cannot start a namespace thread", &e)))),
+        }
+    }
+    out
+}
+
+/// Names in /run/netns that start with `prefix`.
+pub fn list_named(prefix: &str) -> Result<Vec<String>, String> {
+    let rd = match fs::read_dir(NETNS_DIR) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err("cannot list /run/netns", e)),
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        if let Some(n) = e.file_name().to_str() {
+            if n.starts_with(prefix) {
+                out.push(n.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Set `net.ipv4.ip_forward` inside the namespace `fd` (on its own thread:
+/// /proc/sys/net follows the calling thread's namespace).
+pub fn set_forwarding_in(fd: &OwnedFd, on: bool) -> Result<(), String> {
+    let dup = fd.try_clone().map_err(|e| err("dup", e))?;
+    let h = std::thread::Builder::new().name("lev-netns-sysctl".into()).spawn(move || -> Result<(), String> {
+        setns(dup.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| err("setns", e))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/sys/net/ipv4/ip_forward")
+            .map_err(|e| err("cannot open ip_forward", e))?;
+        f.write_all(if on { b"1\n" } else { b"0\n" }).map_err(|e| err("cannot write ip_forward", e))
+    });
+    match h {
+        Ok(h) => h.join().unwrap_or_else(|_| Err("namespace thread panicked".to_string())),
+        Err(e) => Err(err("cannot start a namespace thread", e)),
+    }
+}
+
+/// The raw fd of an open namespace handle.
+pub fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}

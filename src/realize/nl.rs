@@ -1,0 +1,299 @@
+//! rtnetlink calls: one connection per namespace, dumps into [`NsState`],
+//! and the kernel side of each plan operation.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use futures_util::{StreamExt, TryStreamExt};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteType};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::sys::TokioSocket;
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use super::naming;
+use super::netns::Opened;
+use super::observed::{LinkKind, LinkState, NsId, NsState, RouteState};
+
+/// An open namespace: its fd (for IFLA_NET_NS_FD and setns) and a netlink
+/// connection bound inside it. Dropping it closes both, so the kernel can
+/// free a deleted namespace.
+pub struct NsHandle {
+    pub handle: Handle,
+    pub fd: OwnedFd,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NsHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NsHandle {
+    /// Wrap a socket opened in a namespace into an rtnetlink connection.
+    /// Must run inside the tokio runtime.
+    pub fn new(opened: Opened) -> Self {
+        let Opened { fd, socket, .. } = opened;
+        // SAFETY: the fd comes from a netlink socket we own and hand over.
+        let sock = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
+        let (conn, handle, _) = rtnetlink::from_socket(sock);
+        let task = tokio::spawn(conn);
+        NsHandle { handle, fd, task }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        super::netns::raw(&self.fd)
+    }
+}
+
+/// The errno of a kernel refusal, if that is what the error is.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// The kernel's reason, readable.
+pub fn reason(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+const EADDRNOTAVAIL: i32 = 99;
+
+fn ok_if(r: Result<(), rtnetlink::Error>, benign: &[i32]) -> Result<(), String> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e).is_some_and(|n| benign.contains(&n)) => Ok(()),
+        Err(e) => Err(reason(&e)),
+    }
+}
+
+fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
+    let mut name = String::new();
+    let mut group = 0;
+    let mut master = None;
+    let mut peer = None;
+    let mut kind = None;
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Group(g) => group = *g,
+            LinkAttribute::Controller(c) => master = Some(*c),
+            LinkAttribute::Link(l) => peer = Some(*l),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        kind = Some(match k {
+                            InfoKind::Veth => LinkKind::Veth,
+                            InfoKind::Bridge => LinkKind::Bridge,
+                            other => LinkKind::Other(other.to_string()),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let kind = match kind {
+        Some(k) => k,
+        None if m.header.link_layer_type == LinkLayerType::Loopback => LinkKind::Loopback,
+        None => LinkKind::Other(String::new()),
+    };
+    let ours = match ns {
+        NsId::Managed(_) | NsId::Fabric => kind != LinkKind::Loopback,
+        NsId::Host => name.starts_with(prefix) && kind != LinkKind::Loopback,
+        NsId::Path(_) => naming::is_our_group(prefix, group) && kind == LinkKind::Veth,
+    };
+    LinkState {
+        index: m.header.index,
+        name,
+        kind,
+        group,
+        master,
+        peer,
+        up: m.header.flags.contains(LinkFlags::Up),
+        ours,
+        addresses: Vec::new(),
+    }
+}
+
+/// All links of the namespace (without addresses).
+pub async fn dump_links(h: &Handle, prefix: &str, ns: &NsId) -> Result<Vec<LinkState>, String> {
+    let msgs: Vec<LinkMessage> =
+        h.link().get().execute().try_collect().await.map_err(|e| format!("listing links in {ns}: {}", reason(&e)))?;
+    Ok(msgs.iter().map(|m| parse_link(m, prefix, ns)).collect())
+}
+
+/// IPv4 addresses: (ifindex, address, prefix length).
+pub async fn dump_addrs(h: &Handle, ns: &NsId) -> Result<Vec<(u32, Ipv4Addr, u8)>, String> {
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| format!("listing addresses in {ns}: {}", reason(&e)))?;
+    let mut out = Vec::new();
+    for m in msgs {
+        if m.header.family != AddressFamily::Inet {
+            continue;
+        }
+        let mut ip = None;
+        for a in &m.attributes {
+            match a {
+                AddressAttribute::Local(IpAddr::V4(v)) => ip = Some(*v),
+                AddressAttribute::Address(IpAddr::V4(v)) if ip.is_none() => ip = Some(*v),
+                _ => {}
+            }
+        }
+        if let Some(ip) = ip {
+            out.push((m.header.index, ip, m.header.prefix_len));
+        }
+    }
+    Ok(out)
+}
+
+/// IPv4 main-table unicast routes through a gateway, as `ip route add` makes.
+pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, String> {
+    let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let msgs: Vec<_> = h
+        .route()
+        .get(req)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| format!("listing routes in {ns}: {}", reason(&e)))?;
+    let mut out = Vec::new();
+    for m in msgs {
+        if m.header.address_family != AddressFamily::Inet
+            || m.header.kind != RouteType::Unicast
+            || !matches!(m.header.protocol, RouteProtocol::Static | RouteProtocol::Boot)
+        {
+            continue;
+        }
+        let mut table = u32::from(m.header.table);
+        let (mut dest, mut via, mut oif) = (Ipv4Addr::UNSPECIFIED, None, None);
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => dest = *d,
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = Some(*g),
+                RouteAttribute::Oif(o) => oif = Some(*o),
+                _ => {}
+            }
+        }
+        if table != 254 {
+            continue;
+        }
+        if let (Some(via), Some(oif)) = (via, oif) {
+            out.push(RouteState { dest, prefix_len: m.header.destination_prefix_length, via, oif });
+        }
+    }
+    Ok(out)
+}
+
+/// Links, addresses and routes of one namespace (namespaces are observed
+/// concurrently by the caller).
+pub async fn observe(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<bool>) -> Result<NsState, String> {
+    // One dump at a time per socket: the kernel answers EBUSY to a second
+    // dump while one is running on the same socket.
+    let links = dump_links(h, prefix, ns).await;
+    let addrs = dump_addrs(h, ns).await;
+    let routes = dump_routes(h, ns).await;
+    let mut links = links?;
+    for (idx, ip, plen) in addrs? {
+        if let Some(l) = links.iter_mut().find(|l| l.index == idx) {
+            l.addresses.push((ip, plen));
+        }
+    }
+    Ok(NsState { links, routes: routes?, forwarding })
+}
+
+pub async fn delete_link(h: &Handle, index: u32) -> Result<(), String> {
+    ok_if(h.link().del(index).execute().await, &[ENODEV])
+}
+
+/// Delete every link of `group` in one request (one unregister batch).
+pub async fn delete_group(h: &Handle, group: u32) -> Result<(), String> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(group));
+    ok_if(h.link().del_with_message(msg).execute().await, &[ENODEV])
+}
+
+pub async fn set_up(h: &Handle, index: u32) -> Result<(), String> {
+    ok_if(h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await, &[])
+}
+
+pub async fn create_bridge(h: &Handle, name: &str, group: u32) -> Result<(), String> {
+    ok_if(h.link().add(LinkBridge::new(name).link_group(group).build()).execute().await, &[])
+}
+
+/// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to
+/// `master` at creation; its peer `b` created directly in the namespace
+/// `b_ns` (down: the kernel refuses a peer created up in another namespace,
+/// see `Op::SetUpNew`). Both in `group`. No move afterwards.
+pub async fn create_veth(
+    h: &Handle,
+    a: &str,
+    master: Option<u32>,
+    b: &str,
+    b_ns: RawFd,
+    group: u32,
+) -> Result<(), String> {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns).build();
+    let mut main =
+        LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(a.to_string()).link_group(group).up();
+    if let Some(m) = master {
+        main = main.controller(m);
+    }
+    let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
+    ok_if(h.link().add(msg).execute().await, &[])
+}
+
+pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), String> {
+    ok_if(h.address().add(index, IpAddr::V4(ip), prefix_len).execute().await, &[EEXIST])
+}
+
+pub async fn del_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), String> {
+    let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(ip, prefix_len).build();
+    ok_if(h.address().del(msg).execute().await, &[EADDRNOTAVAIL, ENODEV])
+}
+
+fn route_msg(dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> rtnetlink::packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dest, prefix_len)
+        .gateway(via)
+        .output_interface(oif)
+        .build()
+}
+
+pub async fn add_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), String> {
+    ok_if(h.route().add(route_msg(dest, prefix_len, via, oif)).execute().await, &[])
+}
+
+pub async fn del_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), String> {
+    ok_if(h.route().del(route_msg(dest, prefix_len, via, oif)).execute().await, &[ESRCH, ENOENT, ENODEV])
+}
+
+/// Run futures with at most `limit` in flight (netlink pipelining without
+/// overrunning the sockets' receive buffers).
+pub async fn bounded<F, T>(futs: Vec<F>, limit: usize) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    futures_util::stream::iter(futs).buffered(limit.max(1)).collect().await
+}

@@ -1,0 +1,127 @@
+//! Looking at the kernel from tests: unique prefixes cleaned up on drop,
+//! links and addresses of a namespace (`ip -j`), namespaces under a prefix,
+//! pings from inside a namespace. Tests that need root call [`can_run`]:
+//! in CI (`CI` set) they fail without root; elsewhere they skip loudly.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Returns false (after a loud message) when the test cannot run here.
+pub fn can_run(name: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name}: needs root and network namespaces, and CI must run it");
+    }
+    eprintln!("\n*** SKIPPING {name}: needs root (network namespaces); CI runs it as root ***\n");
+    false
+}
+
+/// A unique prefix, removed from the kernel when dropped.
+pub struct Prefix(pub String);
+
+impl Prefix {
+    /// A fresh prefix starting with `tag` (one letter keeps it short).
+    pub fn new(tag: &str) -> Prefix {
+        let p = Prefix(format!("{}{}{}-", tag, std::process::id() % 10000, NEXT.fetch_add(1, Ordering::SeqCst)));
+        cleanup(&p.0);
+        p
+    }
+    pub fn ns(&self, container: &str) -> String {
+        format!("{}{container}", self.0)
+    }
+    pub fn fabric(&self) -> String {
+        format!("{}fabric", self.0)
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        cleanup(&self.0);
+    }
+}
+
+pub fn cleanup(prefix: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leviathan")).args(["cleanup", "--prefix", prefix]).output().unwrap();
+    assert!(out.status.success(), "cleanup failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn ip_json(args: &[&str]) -> Value {
+    let out = Command::new("ip").arg("-j").args(args).output().expect("ip");
+    if !out.status.success() {
+        return json!([]);
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or(json!([]))
+}
+
+/// Links in a namespace: name -> (ifindex, kind, up, master, addresses).
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub ifindex: i64,
+    pub kind: String,
+    pub up: bool,
+    pub master: Option<String>,
+    pub addrs: Vec<String>,
+}
+
+pub fn links(ns: &str) -> BTreeMap<String, Link> {
+    let mut out = BTreeMap::new();
+    let detail = ip_json(&["-d", "-n", ns, "link", "show"]);
+    let addrs = ip_json(&["-n", ns, "addr", "show"]);
+    for l in detail.as_array().into_iter().flatten() {
+        let name = l["ifname"].as_str().unwrap_or("").to_string();
+        let a: Vec<String> = addrs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["ifname"] == l["ifname"])
+            .flat_map(|x| x["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter(|i| i["family"] == "inet")
+            .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"]))
+            .collect();
+        out.insert(
+            name,
+            Link {
+                ifindex: l["ifindex"].as_i64().unwrap_or(0),
+                kind: l["linkinfo"]["info_kind"].as_str().unwrap_or("").to_string(),
+                up: l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
+                master: l["master"].as_str().map(str::to_string),
+                addrs: a,
+            },
+        );
+    }
+    out
+}
+
+pub fn namespaces(prefix: &str) -> BTreeSet<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn ping(from_ns: &str, to: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", from_ns, "ping", "-c", "1", "-W", "1", "-q", to])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

@@ -1,0 +1,444 @@
+//! Netlink tests of the realizer against the real kernel (root needed).
+//!
+//! Each test uses its own prefix and a guard whose Drop runs `cleanup`, so a
+//! failing test leaves nothing behind. Under `CI` these tests never skip: not
+//! being root there is a failure.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use leviathan::realize::{
+    cleanup, Addr, CenNet, Config, ContainerNet, Desired, FabricMode, Member, NetnsRef, Realizer, Route, Wiring,
+};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// True when the test may run; panics under CI without root.
+fn root_or_skip(name: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name}: netlink tests need root and must not skip in CI");
+    }
+    eprintln!("\n!!!!! SKIPPING {name}: netlink tests need root (they run, and must pass, in CI) !!!!!\n");
+    false
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+fn unique_prefix() -> String {
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("lt{}{}-", std::process::id() % 10000, (b'a' + (n % 26) as u8) as char)
+}
+
+/// Removes everything under the prefix when dropped, even on panic.
+struct Guard {
+    prefix: String,
+    extra_netns: Vec<String>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let p = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(cleanup(&p)))
+        })
+        .join();
+        for ns in &self.extra_netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (ifindex, up) of an interface in a named namespace.
+fn link_in(ns: &str, dev: &str) -> Option<(u32, bool)> {
+    let out = ip(&["-n", ns, "-o", "link", "show", "dev", dev]);
+    let line = out.lines().next()?;
+    let idx = line.split(':').next()?.trim().parse().ok()?;
+    let flags = line.split('<').nth(1)?.split('>').next()?;
+    Some((idx, flags.split(',').any(|f| f == "UP")))
+}
+
+fn netns_list(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(String::from))
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn host_links(prefix: &str) -> Vec<String> {
+    ip(&["-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().split('@').next().unwrap_or("").to_string()))
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Send UDP from namespace `from` to `to_ip` and see whether a socket in
+/// namespace `to` gets it. Each side runs on its own thread (setns is per
+/// thread).
+fn reaches(from: &str, to: &str, to_ip: Ipv4Addr) -> bool {
+    let enter = |path: String| {
+        let f = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let to_path = format!("/run/netns/{to}");
+    let recv = std::thread::spawn(move || {
+        enter(to_path);
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+        tx.send(s.local_addr().expect("addr").port()).expect("send port");
+        let mut buf = [0u8; 16];
+        matches!(s.recv_from(&mut buf), Ok((4, _)) if &buf[..4] == b"ping")
+    });
+    let port = rx.recv().expect("port");
+    let from_path = format!("/run/netns/{from}");
+    std::thread::spawn(move || {
+        enter(from_path);
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for _ in 0..5 {
+            let _ = s.send_to(b"ping", SocketAddrV4::new(to_ip, port));
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    })
+    .join()
+    .expect("sender");
+    recv.join().expect("receiver")
+}
+
+fn member(c: &str, ifname: &str) -> Member {
+    Member { container: format!("host1/{c}"), ifname: ifname.into(), addresses: vec![], routes: vec![] }
+}
+
+fn add_container(d: &mut Desired, c: &str) {
+    d.containers.insert(format!("host1/{c}"), ContainerNet { id: c.into(), netns: NetnsRef::Managed });
+}
+
+fn cen(d: &mut Desired, id: &str, members: &[&str]) {
+    for c in members {
+        add_container(d, c);
+    }
+    let wiring = match members.len() {
+        0 | 1 => Wiring::None,
+        2 => Wiring::Wire,
+        _ => Wiring::Bridge,
+    };
+    d.cens.insert(
+        id.into(),
+        CenNet { wiring, members: members.iter().map(|c| member(c, id)).collect(), gateways: vec![] },
+    );
+}
+
+/// A CIN over one CEN: gateway .1 on the bridge, members from .10.
+fn cin_over(d: &mut Desired, cin: &str, cen_id: &str, b: u8) {
+    let c = d.cens.get_mut(cen_id).expect("cen");
+    c.gateways.push(Addr { cin: cin.into(), ip: Ipv4Addr::new(10, b, 0, 1), prefix_len: 16 });
+    for (i, m) in c.members.iter_mut().enumerate() {
+        m.addresses.push(Addr { cin: cin.into(), ip: Ipv4Addr::new(10, b, 0, 10 + i as u8), prefix_len: 16 });
+    }
+}
+
+/// The topology of fixtures/cen.json.
+fn fixture() -> Desired {
+    let mut d = Desired::default();
+    cen(&mut d, "cen1", &["c1", "c2", "c13", "c14"]);
+    cen(&mut d, "cen2", &["c4", "c5", "c6", "c7"]);
+    cen(&mut d, "cen3", &["c15", "c16", "c9", "c10", "c11"]);
+    cen(&mut d, "cen4", &["c11", "c12"]);
+    cen(&mut d, "cen5", &["c2", "c3"]);
+    cin_over(&mut d, "cin1", "cen1", 10);
+    cin_over(&mut d, "cin2", "cen2", 11);
+    d
+}
+
+async fn realizer(prefix: &str) -> Realizer {
+    Realizer::new(Config { prefix: prefix.into(), fabric: FabricMode::Netns }).await.expect("realizer")
+}
+
+async fn apply_ok(r: &mut Realizer, d: &Desired) {
+    let rep = r.apply(d, None).await;
+    assert!(rep.is_ok(), "apply failed: {:#?}", rep.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixture_topology_is_wired_and_isolated() {
+    if !root_or_skip("fixture_topology_is_wired_and_isolated") {
+        return;
+    }
+    let prefix = unique_prefix();
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
+    let mut r = realizer(&prefix).await;
+    let d = fixture();
+    let calls = std::sync::Mutex::new(Vec::new());
+    let progress = |done: usize, total: usize| calls.lock().expect("lock").push((done, total));
+    let rep = r.apply(&d, Some(&progress)).await;
+    assert!(rep.is_ok(), "{:#?}", rep.errors());
+    let calls = calls.into_inner().expect("calls");
+    assert_eq!(calls.last().map(|c| (c.0, c.1)), Some((rep.steps, rep.steps)));
+
+    // Every namespace has one interface per CEN, named after it, up.
+    for (id, c) in &d.cens {
+        for m in &c.members {
+            let cid = m.container.split('/').nth(1).expect("id");
+            let (_, up) = link_in(&format!("{prefix}{cid}"), id).unwrap_or_else(|| panic!("{id} missing in {cid}"));
+            assert!(up, "{id} in {cid} is down");
+        }
+    }
+    // cen1-3 are bridges in the fabric with one port per member; cen4/5 are
+    // straight wires (no bridge, no fabric port).
+    let fabric = format!("{prefix}fabric");
+    for (id, n) in [("cen1", 4), ("cen2", 4), ("cen3", 5)] {
+        let br = leviathan::realize::bridge_name(&prefix, id);
+        assert!(link_in(&fabric, &br).is_some_and(|(_, up)| up), "bridge {br}");
+        let ports = ip(&["-n", &fabric, "-o", "link", "show", "master", &br]).lines().count();
+        assert_eq!(ports, n, "ports of {br}");
+    }
+    for id in ["cen4", "cen5"] {
+        assert!(link_in(&fabric, &leviathan::realize::bridge_name(&prefix, id)).is_none());
+    }
+    let peer = ip(&["-n", &format!("{prefix}c11"), "-d", "link", "show", "dev", "cen4"]);
+    assert!(peer.contains("veth"), "{peer}");
+    // Fabric ends total: 13 bridge ports + 3 bridges + lo.
+    assert_eq!(ip(&["-n", &fabric, "-o", "link"]).lines().count(), 17);
+
+    // cin1 members reach each other; none reaches cin2.
+    let cin1 = ["c1", "c2", "c13", "c14"];
+    for (i, a) in cin1.iter().enumerate() {
+        for (j, b) in cin1.iter().enumerate() {
+            if i != j {
+                let ipb = Ipv4Addr::new(10, 10, 0, 10 + j as u8);
+                assert!(reaches(&format!("{prefix}{a}"), &format!("{prefix}{b}"), ipb), "{a} -> {b} ({ipb})");
+            }
+        }
+    }
+    assert!(
+        !reaches(&format!("{prefix}c1"), &format!("{prefix}c4"), Ipv4Addr::new(10, 11, 0, 10)),
+        "cin1 reached cin2"
+    );
+    assert!(
+        !reaches(&format!("{prefix}c5"), &format!("{prefix}c2"), Ipv4Addr::new(10, 10, 0, 11)),
+        "cin2 reached cin1"
+    );
+
+    // Applying again changes nothing.
+    let rep = r.apply(&d, None).await;
+    assert_eq!(rep.steps, 0, "second apply not idempotent");
+
+    // Destroy all: nothing under the prefix remains.
+    apply_ok(&mut r, &Desired::default()).await;
+    assert!(netns_list(&prefix).is_empty(), "{:?}", netns_list(&prefix));
+    assert!(host_links(&prefix).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cin_over_two_cens_routes_through_fabric() {
+    if !root_or_skip("cin_over_two_cens_routes_through_fabric") {
+        return;
+    }
+    let prefix = unique_prefix();
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
+    let mut r = realizer(&prefix).await;
+    let mut d = Desired::default();
+    cen(&mut d, "cenA", &["c1", "c2"]);
+    cen(&mut d, "cenB", &["c3", "c4", "c5"]);
+    // A CIN over several CENs wires each as a bridge, whatever its size.
+    for (k, id) in ["cenA", "cenB"].iter().enumerate() {
+        let c = d.cens.get_mut(*id).expect("cen");
+        c.wiring = Wiring::Bridge;
+        let gw = Ipv4Addr::new(10, 12, k as u8, 1);
+        c.gateways.push(Addr { cin: "cin3".into(), ip: gw, prefix_len: 24 });
+        for (i, m) in c.members.iter_mut().enumerate() {
+            m.addresses.push(Addr {
+                cin: "cin3".into(),
+                ip: Ipv4Addr::new(10, 12, k as u8, 10 + i as u8),
+                prefix_len: 24,
+            });
+            m.routes.push(Route { cin: "cin3".into(), dest: Ipv4Addr::new(10, 12, 0, 0), prefix_len: 16, via: gw });
+        }
+    }
+    d.forwarding = true;
+    apply_ok(&mut r, &d).await;
+    let p = |c: &str| format!("{prefix}{c}");
+    assert!(reaches(&p("c1"), &p("c3"), Ipv4Addr::new(10, 12, 1, 10)));
+    assert!(reaches(&p("c5"), &p("c2"), Ipv4Addr::new(10, 12, 0, 11)));
+    assert!(reaches(&p("c1"), &p("c2"), Ipv4Addr::new(10, 12, 0, 11)));
+    let routes = ip(&["-n", &p("c4"), "route"]);
+    assert!(routes.contains("10.12.0.0/16 via 10.12.1.1"), "{routes}");
+    assert!(!routes.contains("default"), "{routes}");
+
+    // Forwarding off: the slices no longer reach each other.
+    d.forwarding = false;
+    apply_ok(&mut r, &d).await;
+    assert!(!reaches(&p("c1"), &p("c3"), Ipv4Addr::new(10, 12, 1, 10)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_touch_nobody_else() {
+    if !root_or_skip("join_and_leave_touch_nobody_else") {
+        return;
+    }
+    let prefix = unique_prefix();
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
+    let mut r = realizer(&prefix).await;
+    let mut d = Desired::default();
+    cen(&mut d, "cen1", &["c1", "c2", "c3"]);
+    cin_over(&mut d, "cin1", "cen1", 10);
+    cen(&mut d, "cen9", &["c1", "c9"]);
+    apply_ok(&mut r, &d).await;
+    let idx = |c: &str, dev: &str| link_in(&format!("{prefix}{c}"), dev).map(|l| l.0);
+    let before: BTreeMap<&str, Option<u32>> = ["c1", "c2", "c3"].iter().map(|c| (*c, idx(c, "cen1"))).collect();
+    let wire_before = idx("c9", "cen9");
+
+    // c4 joins.
+    let mut d2 = d.clone();
+    add_container(&mut d2, "c4");
+    let mut m = member("c4", "cen1");
+    m.addresses.push(Addr { cin: "cin1".into(), ip: Ipv4Addr::new(10, 10, 0, 13), prefix_len: 16 });
+    d2.cens.get_mut("cen1").expect("cen1").members.push(m);
+    let rep = r.apply(&d2, None).await;
+    assert!(rep.is_ok(), "{:?}", rep.errors());
+    assert_eq!(rep.steps, 5, "join: netns, lo, veth, peer up, address");
+    for (c, i) in &before {
+        assert_eq!(idx(c, "cen1"), *i, "{c} was touched by the join");
+    }
+    assert!(reaches(&format!("{prefix}c4"), &format!("{prefix}c1"), Ipv4Addr::new(10, 10, 0, 10)));
+
+    // c2 leaves.
+    d2.cens.get_mut("cen1").expect("cen1").members.retain(|m| m.container != "host1/c2");
+    d2.containers.remove("host1/c2");
+    apply_ok(&mut r, &d2).await;
+    for c in ["c1", "c3"] {
+        assert_eq!(idx(c, "cen1"), before[c], "{c} was touched by the leave");
+    }
+    assert_eq!(idx("c9", "cen9"), wire_before);
+    assert!(!netns_list(&prefix).contains(&format!("{prefix}c2")));
+    let br = leviathan::realize::bridge_name(&prefix, "cen1");
+    assert_eq!(ip(&["-n", &format!("{prefix}fabric"), "-o", "link", "show", "master", &br]).lines().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_repairs_drift_both_ways() {
+    if !root_or_skip("adoption_repairs_drift_both_ways") {
+        return;
+    }
+    let prefix = unique_prefix();
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
+    let mut d = Desired::default();
+    cen(&mut d, "cen1", &["c1", "c2", "c3"]);
+    cin_over(&mut d, "cin1", "cen1", 10);
+    cen(&mut d, "cen2", &["c1", "c4"]);
+    {
+        let mut r = realizer(&prefix).await;
+        apply_ok(&mut r, &d).await;
+    }
+    // By hand: delete a bridge member's veth and a wire, add a stray bridge.
+    Command::new("ip").args(["-n", &format!("{prefix}c2"), "link", "del", "cen1"]).status().expect("ip");
+    Command::new("ip").args(["-n", &format!("{prefix}c4"), "link", "del", "cen2"]).status().expect("ip");
+    Command::new("ip")
+        .args(["-n", &format!("{prefix}fabric"), "link", "add", &format!("{prefix}stray"), "type", "bridge"])
+        .status()
+        .expect("ip");
+    assert!(link_in(&format!("{prefix}c2"), "cen1").is_none());
+
+    // A new realizer adopts and repairs.
+    let mut r = realizer(&prefix).await;
+    apply_ok(&mut r, &d).await;
+    assert!(link_in(&format!("{prefix}c2"), "cen1").is_some_and(|l| l.1));
+    assert!(link_in(&format!("{prefix}c4"), "cen2").is_some_and(|l| l.1));
+    assert!(link_in(&format!("{prefix}fabric"), &format!("{prefix}stray")).is_none());
+    assert!(reaches(&format!("{prefix}c2"), &format!("{prefix}c1"), Ipv4Addr::new(10, 10, 0, 10)));
+    // Adopted state is complete: nothing more to do.
+    assert_eq!(r.apply(&d, None).await.steps, 0);
+
+    // Adoption also removes what desired no longer has.
+    drop(r);
+    let mut r = realizer(&prefix).await;
+    let mut less = d.clone();
+    less.cens.remove("cen2");
+    less.containers.remove("host1/c4");
+    apply_ok(&mut r, &less).await;
+    assert!(link_in(&format!("{prefix}c1"), "cen2").is_none());
+    assert!(!netns_list(&prefix).contains(&format!("{prefix}c4")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_namespace_is_wired_and_never_deleted() {
+    if !root_or_skip("path_namespace_is_wired_and_never_deleted") {
+        return;
+    }
+    let prefix = unique_prefix();
+    let foreign = format!("lp{}{}", std::process::id() % 10000, N.fetch_add(1, Ordering::SeqCst));
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![foreign.clone()] };
+    assert!(Command::new("ip").args(["netns", "add", &foreign]).status().expect("ip").success());
+    let mut r = realizer(&prefix).await;
+    let mut d = Desired::default();
+    cen(&mut d, "cen1", &["c1", "c2", "c3"]);
+    cen(&mut d, "cen2", &["c1", "c2"]);
+    d.containers.get_mut("host1/c1").expect("c1").netns = NetnsRef::Path(format!("/run/netns/{foreign}"));
+    cin_over(&mut d, "cin1", "cen1", 10);
+    apply_ok(&mut r, &d).await;
+    assert!(link_in(&foreign, "cen1").is_some_and(|l| l.1));
+    assert!(link_in(&foreign, "cen2").is_some_and(|l| l.1));
+    assert!(!netns_list(&prefix).iter().any(|n| n.contains("c1")));
+    assert!(reaches(&foreign, &format!("{prefix}c2"), Ipv4Addr::new(10, 10, 0, 11)));
+
+    apply_ok(&mut r, &Desired::default()).await;
+    assert!(std::path::Path::new(&format!("/run/netns/{foreign}")).exists(), "path namespace deleted");
+    assert!(link_in(&foreign, "cen1").is_none() && link_in(&foreign, "cen2").is_none());
+    assert!(link_in(&foreign, "lo").is_some());
+    assert!(netns_list(&prefix).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_fabric_mode_and_cleanup() {
+    if !root_or_skip("host_fabric_mode_and_cleanup") {
+        return;
+    }
+    let prefix = unique_prefix();
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
+    let mut r = Realizer::new(Config { prefix: prefix.clone(), fabric: FabricMode::Host }).await.expect("realizer");
+    let mut d = Desired::default();
+    cen(&mut d, "cen1", &["c1", "c2", "c3"]);
+    cin_over(&mut d, "cin1", "cen1", 10);
+    apply_ok(&mut r, &d).await;
+    let br = leviathan::realize::bridge_name(&prefix, "cen1");
+    assert!(host_links(&prefix).contains(&br), "{:?}", host_links(&prefix));
+    assert_eq!(host_links(&prefix).len(), 4);
+    assert!(!netns_list(&prefix).contains(&format!("{prefix}fabric")));
+    assert!(reaches(&format!("{prefix}c1"), &format!("{prefix}c3"), Ipv4Addr::new(10, 10, 0, 12)));
+    drop(r);
+
+    // cleanup removes everything, without a realizer.
+    let rep = cleanup(&prefix).await.expect("cleanup");
+    assert_eq!(rep.namespaces, 3);
+    assert!(netns_list(&prefix).is_empty());
+    assert!(host_links(&prefix).is_empty(), "{:?}", host_links(&prefix));
+}
+
+#[tokio::test]
+async fn bad_prefix_is_refused() {
+    assert!(Realizer::new(Config { prefix: "this-prefix-is-too-long".into(), fabric: FabricMode::Netns })
+        .await
+        .is_err());
+    assert!(cleanup("").await.is_err());
+}
