@@ -147,12 +147,25 @@ fn transition_reports(t: &Topology) -> Vec<StatusReport> {
     out
 }
 
+/// A make/destroy whose progress the `operation` subscription reports.
+#[derive(Debug, Clone)]
+struct Tracked {
+    id: String,
+    /// The revision holding the make/destroy.
+    revision: u64,
+    /// The objects, as `cen:<id>` / `cin:<id>`.
+    targets: Vec<EntityKey>,
+    /// Making (READY wanted) or destroying (PENDING wanted).
+    make: bool,
+}
+
 /// Handle to the running driver.
 #[derive(Clone)]
 pub struct Driver {
     /// The revision of the model that the kernel was last brought to.
     applied: watch::Receiver<u64>,
-    kick: tokio::sync::mpsc::Sender<()>,
+    kick: tokio::sync::mpsc::Sender<bool>,
+    tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
 }
 
 impl Driver {
@@ -162,8 +175,21 @@ impl Driver {
         let (applied_tx, applied) = watch::channel(0u64);
         let (kick, kick_rx) = tokio::sync::mpsc::channel(1);
         let changes = service.subscribe();
-        tokio::spawn(run(service, realizer, changes, kick_rx, applied_tx));
-        Driver { applied, kick }
+        let tracked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        tokio::spawn(run(service, realizer, changes, kick_rx, applied_tx, Arc::clone(&tracked)));
+        Driver { applied, kick, tracked }
+    }
+
+    /// Registers a make/destroy (committed at `revision`) as an operation
+    /// whose progress the `operation` subscription reports; returns its id.
+    pub fn track(&self, service: &Service, kind: &str, revision: u64, targets: Vec<EntityKey>, make: bool) -> String {
+        let names = targets.iter().map(|k| k.id()).collect();
+        let id = service.operations().start(kind, names, 0);
+        self.tracked.lock().push(Tracked { id: id.clone(), revision, targets, make });
+        // Wake the loop (without a full reconcile) in case it already went
+        // past this revision.
+        let _ = self.kick.try_send(false);
+        id
     }
 
     /// Waits until the kernel reflects revision `revision` (or `limit`
@@ -176,12 +202,35 @@ impl Driver {
     /// Asks for a full reconcile: the kernel is looked at again and drift
     /// is repaired, whether or not the model changed.
     pub fn reconcile(&self) {
-        let _ = self.kick.try_send(());
+        let _ = self.kick.try_send(true);
     }
 
     /// The revision the kernel was last brought to.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+}
+
+/// How an operation ended: every target in the wanted state, or why not.
+fn operation_outcome(t: &Topology, op: &Tracked) -> Result<(), String> {
+    let want = if op.make { Status::Ready } else { Status::Pending };
+    let mut problems = Vec::new();
+    for key in &op.targets {
+        let realization = match t.get(key) {
+            Some(model::Record::Cen(c)) => &c.realization,
+            Some(model::Record::Cin(c)) => &c.realization,
+            _ => continue,
+        };
+        if realization.status != want {
+            let why = realization.message.as_deref().unwrap_or("");
+            problems
+                .push(format!("{} {}: {:?} {why}", key.kind(), key.id(), realization.status).trim_end().to_string());
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -197,17 +246,28 @@ async fn run(
     service: Arc<Service>,
     realizer: Result<realize::Realizer, String>,
     mut changes: broadcast::Receiver<Arc<crate::store::Change>>,
-    mut kick: tokio::sync::mpsc::Receiver<()>,
+    mut kick: tokio::sync::mpsc::Receiver<bool>,
     applied: watch::Sender<u64>,
+    tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
 ) {
     let (mut realizer, unavailable) = match realizer {
         Ok(r) => (Some(r), None),
         Err(e) => (None, Some(format!("realizer unavailable: {e}"))),
     };
     let mut last: Option<Desired> = None;
+    // Steps of the latest apply: an operation registered just after the
+    // round that did its work reports those.
+    let mut last_steps = 0usize;
     let mut force = true;
     loop {
         let ((want, made), revision) = service.read_at(|t| (desired(t), made_sets(t)));
+        // Operations whose change this round covers.
+        let ops: Vec<Tracked> = {
+            let mut all = tracked.lock();
+            let (mine, later): (Vec<Tracked>, Vec<Tracked>) = all.drain(..).partition(|o| o.revision <= revision);
+            *all = later;
+            mine
+        };
         if force || last.as_ref() != Some(&want) {
             let transitions = service.read(transition_reports);
             if !transitions.is_empty() {
@@ -222,13 +282,21 @@ async fn run(
                             tracing::warn!(error = %e, "looking at the kernel again");
                         }
                     }
-                    r.apply(&want, None).await
+                    let svc = Arc::clone(&service);
+                    let ids: Vec<String> = ops.iter().map(|o| o.id.clone()).collect();
+                    let progress = move |done: usize, total: usize| {
+                        for id in &ids {
+                            svc.operations().progress(id, done as u32, total as u32);
+                        }
+                    };
+                    r.apply(&want, Some(&progress)).await
                 }
                 None => realize::ApplyReport::default(),
             };
             for e in report.errors() {
                 tracing::warn!(error = %e, "realization");
             }
+            last_steps = report.steps;
             let reports = service.read(|t| status_reports(t, &made, &report, unavailable.as_deref()));
             if !reports.is_empty() {
                 if let Err(e) = service.execute(model::Command::SetStatus { reports }).await {
@@ -238,14 +306,21 @@ async fn run(
             last = Some(want);
         }
         applied.send_replace(revision);
+        for op in ops {
+            if service.operations().get(&op.id).is_some_and(|o| o.steps_total == 0) {
+                service.operations().progress(&op.id, last_steps as u32, last_steps as u32);
+            }
+            let outcome = service.read(|t| operation_outcome(t, &op));
+            service.operations().finish(&op.id, outcome);
+        }
         force = next_trigger(&mut changes, &mut kick).await;
     }
 }
 
-/// Waits for a change or a reconcile request; true for the latter.
+/// Waits for a change, a wake-up or a reconcile request; true for the last.
 async fn next_trigger(
     changes: &mut broadcast::Receiver<Arc<crate::store::Change>>,
-    kick: &mut tokio::sync::mpsc::Receiver<()>,
+    kick: &mut tokio::sync::mpsc::Receiver<bool>,
 ) -> bool {
     let kicked = tokio::select! {
         r = changes.recv() => {
@@ -254,7 +329,7 @@ async fn next_trigger(
             }
             false
         }
-        k = kick.recv() => k.is_some(),
+        k = kick.recv() => k.unwrap_or(false),
     };
     // Coalesce whatever else arrived meanwhile.
     while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = changes.try_recv() {}

@@ -138,11 +138,15 @@ async fn graphql_post(State(state): State<AppState>, body: Body) -> Response {
     let bytes: Bytes = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(b) => b,
         Err(_) => {
-            return json_error(
+            let mut resp = json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BAD_REQUEST",
                 &format!("request body over the limit of {} bytes", state.body_limit),
-            )
+            );
+            // The rest of the body is never read: the connection cannot be
+            // reused, so say so rather than leave the client to find out.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
         }
     };
     let request: async_graphql::Request = match serde_json::from_slice(&bytes) {

@@ -220,11 +220,12 @@ async fn drift_is_repaired_on_restart() {
     assert!(!links(&p.ns("c1")).contains_key("cen1"));
     let s = start(&state, &p);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !links(&p.ns("c1")).contains_key("cen1") || namespaces(&p.0).contains(&p.ns("stray")) {
+    // Repaired: the veth is back and up, the stray namespace gone.
+    while !links(&p.ns("c1")).get("cen1").is_some_and(|l| l.up) || namespaces(&p.0).contains(&p.ns("stray")) {
         assert!(Instant::now() < deadline, "drift not repaired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(links(&p.ns("c1"))["cen1"].up);
+    assert_eq!(links(&p.ns("c1"))["cen1"].kind, "veth");
     drop(s);
 }
 
@@ -301,4 +302,55 @@ async fn failures_are_reported_and_converge() {
     let st = statuses(&s).await;
     assert_eq!(st["x"], "READY", "{st:?}");
     assert_eq!(links(&p.ns("real1"))["x"].kind, "veth");
+}
+
+#[tokio::test]
+async fn no_wait_make_reports_progress_by_subscription() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
+    if !can_run("no_wait_make_reports_progress_by_subscription") {
+        return;
+    }
+    let p = Prefix::new("o");
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("s.db"), &p);
+    s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
+    let d = s
+        .gql(
+            "mutation { cenMake(input: {ids: [\"cen1\", \"cen2\", \"cen3\"], wait: false}) { operationId } }",
+            json!({}),
+        )
+        .await;
+    let op = d["cenMake"]["operationId"].as_str().expect("an operation id").to_string();
+
+    let mut req = format!("ws://{}/graphql/ws", s.addr).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
+    let q = "subscription($id: ID!) { operation(id: $id) { stepsDone stepsTotal state message } }";
+    let mut acked = false;
+    let mut last = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap() else { break };
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str() {
+            Some("connection_ack") if !acked => {
+                acked = true;
+                let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": q, "variables": {"id": op}}});
+                ws.send(Message::text(sub.to_string())).await.unwrap();
+            }
+            Some("next") => {
+                last = v["payload"]["data"]["operation"].clone();
+                assert!(last["stepsDone"].as_i64() <= last["stepsTotal"].as_i64(), "{last}");
+            }
+            Some("complete") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(last["state"], "SUCCEEDED", "{last}");
+    assert!(last["stepsTotal"].as_i64().unwrap() > 0, "{last}");
+    assert_eq!(last["stepsDone"], last["stepsTotal"]);
+    assert!(links(&p.ns("c9")).contains_key("cen3"));
 }

@@ -3,7 +3,7 @@
 
 use super::types::*;
 use super::{error, gql};
-use crate::model::{check_host_arg, CenSpec, CinSpec, Command, ContainerKey, CpoolSpec, ErrorCode, PoolCin};
+use crate::model::{check_host_arg, CenSpec, CinSpec, Command, ContainerKey, CpoolSpec, EntityKey, ErrorCode, PoolCin};
 use crate::service::Service;
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use std::sync::Arc;
@@ -28,6 +28,13 @@ async fn settle(ctx: &Context<'_>, revision: i64, wait: bool) {
             tracing::warn!(revision, "make/destroy answered before the realizer caught up");
         }
     }
+}
+
+/// With `wait: false` and a realizer running: registers the make/destroy as
+/// an operation and returns its id.
+fn track(ctx: &Context<'_>, kind: &str, revision: i64, targets: Vec<EntityKey>, make: bool, wait: bool) -> Option<ID> {
+    let driver = ctx.data_opt::<crate::driver::Driver>().filter(|_| !wait)?;
+    Some(ID(driver.track(svc(ctx), kind, revision as u64, targets, make)))
 }
 
 /// Longest a waiting make/destroy waits for the realizer.
@@ -191,11 +198,17 @@ pub struct CenPayload {
 pub struct CensPayload {
     pub cens: Vec<Cen>,
     pub revision: i64,
+    /// With `wait: false`: the operation whose progress the `operation`
+    /// subscription reports.
+    pub operation_id: Option<ID>,
 }
 #[derive(SimpleObject)]
 pub struct CinsPayload {
     pub cins: Vec<Cin>,
     pub revision: i64,
+    /// With `wait: false`: the operation whose progress the `operation`
+    /// subscription reports.
+    pub operation_id: Option<ID>,
 }
 #[derive(SimpleObject)]
 pub struct ContainerPayload {
@@ -216,12 +229,12 @@ pub struct CpoolsPayload {
 
 fn cens_payload(s: &Arc<Service>, ids: &[String], revision: i64) -> CensPayload {
     let cens = s.read(|t| ids.iter().filter_map(|id| t.cen(id)).map(Cen::from_rec).collect());
-    CensPayload { cens, revision }
+    CensPayload { cens, revision, operation_id: None }
 }
 
 fn cins_payload(s: &Arc<Service>, ids: &[String], revision: i64) -> CinsPayload {
     let cins = s.read(|t| ids.iter().filter_map(|id| t.cin(id)).map(Cin::from_rec).collect());
-    CinsPayload { cins, revision }
+    CinsPayload { cins, revision, operation_id: None }
 }
 
 fn container_payload(s: &Arc<Service>, key: &ContainerKey, revision: i64) -> ContainerPayload {
@@ -269,16 +282,30 @@ impl MutationRoot {
     async fn cen_make(&self, ctx: &Context<'_>, input: CenMakeInput) -> Result<CensPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CenSetMade { ids: list.clone(), made: true }).await?;
+        let operation_id =
+            track(ctx, "cenMake", revision, list.iter().map(|i| EntityKey::Cen(i.clone())).collect(), true, input.wait);
         settle(ctx, revision, input.wait).await;
-        Ok(cens_payload(svc(ctx), &list, revision))
+        let mut payload = cens_payload(svc(ctx), &list, revision);
+        payload.operation_id = operation_id;
+        Ok(payload)
     }
 
     /// Undoes `cenMake`; destroying an unmade CEN is a success.
     async fn cen_destroy(&self, ctx: &Context<'_>, input: CenDestroyInput) -> Result<CensPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CenSetMade { ids: list.clone(), made: false }).await?;
+        let operation_id = track(
+            ctx,
+            "cenDestroy",
+            revision,
+            list.iter().map(|i| EntityKey::Cen(i.clone())).collect(),
+            false,
+            input.wait,
+        );
         settle(ctx, revision, input.wait).await;
-        Ok(cens_payload(svc(ctx), &list, revision))
+        let mut payload = cens_payload(svc(ctx), &list, revision);
+        payload.operation_id = operation_id;
+        Ok(payload)
     }
 
     /// Creates or updates CINs; allocates their subnets and addresses.
@@ -300,16 +327,30 @@ impl MutationRoot {
     async fn cin_make(&self, ctx: &Context<'_>, input: CinMakeInput) -> Result<CinsPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CinSetMade { ids: list.clone(), made: true }).await?;
+        let operation_id =
+            track(ctx, "cinMake", revision, list.iter().map(|i| EntityKey::Cin(i.clone())).collect(), true, input.wait);
         settle(ctx, revision, input.wait).await;
-        Ok(cins_payload(svc(ctx), &list, revision))
+        let mut payload = cins_payload(svc(ctx), &list, revision);
+        payload.operation_id = operation_id;
+        Ok(payload)
     }
 
     /// Removes the CINs' addresses and routes; the CINs stay defined.
     async fn cin_destroy(&self, ctx: &Context<'_>, input: CinDestroyInput) -> Result<CinsPayload> {
         let list = ids(&input.ids);
         let revision = run(ctx, Command::CinSetMade { ids: list.clone(), made: false }).await?;
+        let operation_id = track(
+            ctx,
+            "cinDestroy",
+            revision,
+            list.iter().map(|i| EntityKey::Cin(i.clone())).collect(),
+            false,
+            input.wait,
+        );
         settle(ctx, revision, input.wait).await;
-        Ok(cins_payload(svc(ctx), &list, revision))
+        let mut payload = cins_payload(svc(ctx), &list, revision);
+        payload.operation_id = operation_id;
+        Ok(payload)
     }
 
     /// Creates a container (or updates its tag); idempotent.
