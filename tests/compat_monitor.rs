@@ -1,9 +1,6 @@
 //! The legacy monitor websocket against the real server: a real websocket
 //! client (tokio-tungstenite), changes made through the legacy routes and
-//! GraphQL.
-//!
-//! These need the GraphQL `cinMonitor` subscription (branch `live`); until it
-//! is merged they fail at the first `start` (the schema has no subscription).
+//! GraphQL, and the same changes seen through the `cinMonitor` subscription.
 
 mod compat_common;
 
@@ -187,4 +184,60 @@ async fn monitor_wants_the_token() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("upgrade with the token");
     ws.send(Message::Text("nonsense".into())).await.unwrap();
     assert_eq!(recv(&mut ws).await["sequence"], Value::Null);
+}
+
+/// The legacy monitor is a translation of the `cinMonitor` subscription: for
+/// the same changes, both report the same events with the same members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_matches_the_graphql_subscription() {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let s = seeded();
+    let mut legacy = connect(&s).await;
+    send(&mut legacy, start("S1", "cin1", None, None)).await;
+    let first = recv(&mut legacy).await;
+    let legacy_state = first["response"]["state"].clone();
+
+    let mut req = format!("ws://{}/graphql/ws", s.addr).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut gql, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    send(&mut gql, json!({"type": "connection_init"})).await;
+    assert_eq!(recv(&mut gql).await["type"], "connection_ack");
+    let q = "subscription { cinMonitor(cinId: \"cin1\") { kind members { containerId address tag } } }";
+    send(&mut gql, json!({"id": "m", "type": "subscribe", "payload": {"query": q}})).await;
+
+    // GraphQL events in the legacy shape.
+    let as_legacy = |v: &Value| -> (String, BTreeSet<String>) {
+        let ev = &v["payload"]["data"]["cinMonitor"];
+        let members: BTreeSet<String> = ev["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| json!({"containerID": m["containerId"], "ipaddress": m["address"], "tag": m["tag"]}).to_string())
+            .collect();
+        (ev["kind"].as_str().unwrap().to_lowercase(), members)
+    };
+    let legacy_members = |list: &Value| -> BTreeSet<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| json!({"containerID": m["containerID"], "ipaddress": m["ipaddress"], "tag": m["tag"]}).to_string())
+            .collect()
+    };
+    let (kind, members) = as_legacy(&recv(&mut gql).await);
+    assert_eq!(kind, "state");
+    assert_eq!(members, legacy_members(&legacy_state));
+
+    s.graphql(r#"mutation { containerJoinCen(input: {containerId: "c40", cenId: "cen1"}) { revision } }"#);
+    s.graphql(r#"mutation { containerSetTag(input: {id: "c40", tag: "web"}) { revision } }"#);
+    assert_eq!(s.curl("DELETE", "/host/host1/c2/cen1", &[]).status, 204);
+    s.graphql(r#"mutation { containerDelete(input: {id: "c13"}) { revision } }"#);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ev = recv(&mut legacy).await;
+        let (kind, members) = as_legacy(&recv(&mut gql).await);
+        assert_eq!(ev["event"].as_str().unwrap(), kind, "legacy {ev}");
+        assert_eq!(legacy_members(&ev["message"]), members, "legacy {ev}");
+        seen.push(kind);
+    }
+    assert_eq!(seen, ["create", "update", "delete", "delete"]);
 }
