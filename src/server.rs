@@ -70,7 +70,25 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         ))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One structured log line per request: method, path, status, duration.
+/// Server faults at `warn`, the rest at `debug` (`LEVIATHAN_LOG=debug`).
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if resp.status().is_server_error() {
+        tracing::warn!(%method, %path, status, micros, "request");
+    } else {
+        tracing::debug!(%method, %path, status, micros, "request");
+    }
+    resp
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
