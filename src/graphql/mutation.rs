@@ -30,11 +30,46 @@ async fn settle(ctx: &Context<'_>, revision: i64, wait: bool) {
     }
 }
 
-/// With `wait: false` and a realizer running: registers the make/destroy as
-/// an operation and returns its id.
-fn track(ctx: &Context<'_>, kind: &str, revision: i64, targets: Vec<EntityKey>, make: bool, wait: bool) -> Option<ID> {
-    let driver = ctx.data_opt::<crate::driver::Driver>().filter(|_| !wait)?;
-    Some(ID(driver.track(svc(ctx), kind, revision as u64, targets, make)))
+/// What a make/destroy works on.
+#[derive(Clone, Copy)]
+enum Realized {
+    Cens,
+    Cins,
+}
+
+/// Makes or destroys CENs or CINs: commits the change, and either waits for
+/// the realizer (`wait`) or registers an operation whose progress the
+/// `operation` subscription reports. Returns the ids, the revision and the
+/// operation id.
+async fn set_made(
+    ctx: &Context<'_>,
+    what: Realized,
+    ids_in: &[ID],
+    made: bool,
+    wait: bool,
+) -> Result<(Vec<String>, i64, Option<ID>)> {
+    let list = ids(ids_in);
+    let (cmd, kind) = match what {
+        Realized::Cens => {
+            (Command::CenSetMade { ids: list.clone(), made }, if made { "cenMake" } else { "cenDestroy" })
+        }
+        Realized::Cins => {
+            (Command::CinSetMade { ids: list.clone(), made }, if made { "cinMake" } else { "cinDestroy" })
+        }
+    };
+    let revision = run(ctx, cmd).await?;
+    let operation_id = ctx.data_opt::<crate::driver::Driver>().filter(|_| !wait).map(|driver| {
+        let targets = list
+            .iter()
+            .map(|i| match what {
+                Realized::Cens => EntityKey::Cen(i.clone()),
+                Realized::Cins => EntityKey::Cin(i.clone()),
+            })
+            .collect();
+        ID(driver.track(svc(ctx), kind, revision as u64, targets, made))
+    });
+    settle(ctx, revision, wait).await;
+    Ok((list, revision, operation_id))
 }
 
 /// Longest a waiting make/destroy waits for the realizer.
@@ -280,32 +315,14 @@ impl MutationRoot {
 
     /// Marks CENs to be realized.
     async fn cen_make(&self, ctx: &Context<'_>, input: CenMakeInput) -> Result<CensPayload> {
-        let list = ids(&input.ids);
-        let revision = run(ctx, Command::CenSetMade { ids: list.clone(), made: true }).await?;
-        let operation_id =
-            track(ctx, "cenMake", revision, list.iter().map(|i| EntityKey::Cen(i.clone())).collect(), true, input.wait);
-        settle(ctx, revision, input.wait).await;
-        let mut payload = cens_payload(svc(ctx), &list, revision);
-        payload.operation_id = operation_id;
-        Ok(payload)
+        let (list, revision, operation_id) = set_made(ctx, Realized::Cens, &input.ids, true, input.wait).await?;
+        Ok(CensPayload { operation_id, ..cens_payload(svc(ctx), &list, revision) })
     }
 
     /// Undoes `cenMake`; destroying an unmade CEN is a success.
     async fn cen_destroy(&self, ctx: &Context<'_>, input: CenDestroyInput) -> Result<CensPayload> {
-        let list = ids(&input.ids);
-        let revision = run(ctx, Command::CenSetMade { ids: list.clone(), made: false }).await?;
-        let operation_id = track(
-            ctx,
-            "cenDestroy",
-            revision,
-            list.iter().map(|i| EntityKey::Cen(i.clone())).collect(),
-            false,
-            input.wait,
-        );
-        settle(ctx, revision, input.wait).await;
-        let mut payload = cens_payload(svc(ctx), &list, revision);
-        payload.operation_id = operation_id;
-        Ok(payload)
+        let (list, revision, operation_id) = set_made(ctx, Realized::Cens, &input.ids, false, input.wait).await?;
+        Ok(CensPayload { operation_id, ..cens_payload(svc(ctx), &list, revision) })
     }
 
     /// Creates or updates CINs; allocates their subnets and addresses.
@@ -325,32 +342,14 @@ impl MutationRoot {
     /// Puts the CINs' addresses and routes on their (made) interfaces; makes
     /// their CENs too.
     async fn cin_make(&self, ctx: &Context<'_>, input: CinMakeInput) -> Result<CinsPayload> {
-        let list = ids(&input.ids);
-        let revision = run(ctx, Command::CinSetMade { ids: list.clone(), made: true }).await?;
-        let operation_id =
-            track(ctx, "cinMake", revision, list.iter().map(|i| EntityKey::Cin(i.clone())).collect(), true, input.wait);
-        settle(ctx, revision, input.wait).await;
-        let mut payload = cins_payload(svc(ctx), &list, revision);
-        payload.operation_id = operation_id;
-        Ok(payload)
+        let (list, revision, operation_id) = set_made(ctx, Realized::Cins, &input.ids, true, input.wait).await?;
+        Ok(CinsPayload { operation_id, ..cins_payload(svc(ctx), &list, revision) })
     }
 
     /// Removes the CINs' addresses and routes; the CINs stay defined.
     async fn cin_destroy(&self, ctx: &Context<'_>, input: CinDestroyInput) -> Result<CinsPayload> {
-        let list = ids(&input.ids);
-        let revision = run(ctx, Command::CinSetMade { ids: list.clone(), made: false }).await?;
-        let operation_id = track(
-            ctx,
-            "cinDestroy",
-            revision,
-            list.iter().map(|i| EntityKey::Cin(i.clone())).collect(),
-            false,
-            input.wait,
-        );
-        settle(ctx, revision, input.wait).await;
-        let mut payload = cins_payload(svc(ctx), &list, revision);
-        payload.operation_id = operation_id;
-        Ok(payload)
+        let (list, revision, operation_id) = set_made(ctx, Realized::Cins, &input.ids, false, input.wait).await?;
+        Ok(CinsPayload { operation_id, ..cins_payload(svc(ctx), &list, revision) })
     }
 
     /// Creates a container (or updates its tag); idempotent.
