@@ -206,6 +206,11 @@ fn main() {
         (make, t.elapsed())
     });
 
+    settle();
+    // And end to end: the same topology in the model, made and destroyed
+    // through GraphQL, the service, the SQLite store and the driver.
+    let (api_make, api_destroy) = rt.block_on(api_make_destroy(&ours));
+
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "make:    leviathan {:8.1} ms ({steps} ops)   ip -batch {:8.1} ms ({lines} lines, {} processes)   ratio {:.2}",
@@ -221,4 +226,75 @@ fn main() {
         ms(our_destroy) / ms(ip_destroy)
     );
     println!("second make {:8.1} ms, cleanup {:8.1} ms", ms(adopt_make), ms(cleanup_time));
+    println!(
+        "through the API (GraphQL + store + driver): make {:8.1} ms (ratio {:.2})   destroy {:8.1} ms (ratio {:.2})",
+        ms(api_make),
+        ms(api_make) / ms(ip_make),
+        ms(api_destroy),
+        ms(api_destroy) / ms(ip_destroy)
+    );
+}
+
+/// The bench topology built in the model through GraphQL, then made and
+/// destroyed with `cenMake`/`cinMake`/`cenDestroy` (each answers when the
+/// kernel has it); returns (make, destroy) times.
+async fn api_make_destroy(prefix: &str) -> (Duration, Duration) {
+    use serde_json::json;
+    use std::sync::Arc;
+    let _ = cleanup(prefix).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = leviathan::service::Service::open(&dir.path().join("bench.db"), "h").expect("service");
+    let realizer = Realizer::new(Config { prefix: prefix.to_string(), fabric: FabricMode::Netns })
+        .await
+        .map_err(|e| e.to_string());
+    let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);
+    let schema = leviathan::graphql::schema_with(Arc::clone(&service), Some(driver));
+    let run = |q: String, v: serde_json::Value| {
+        let schema = schema.clone();
+        async move {
+            let resp =
+                schema.execute(async_graphql::Request::new(q).variables(async_graphql::Variables::from_json(v))).await;
+            assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+            resp.data.into_json().expect("json")
+        }
+    };
+    let mut n = 0usize;
+    let mut next = || {
+        n += 1;
+        format!("c{n}")
+    };
+    let mut cens = Vec::new();
+    for w in 0..WIRES {
+        cens.push(json!({"id": format!("w{w}"), "containerIds": [next(), next()]}));
+    }
+    for b in 0..BRIDGES {
+        cens.push(json!({"id": format!("b{b}"), "containerIds": (0..BRIDGE_SIZE).map(|_| next()).collect::<Vec<_>>()}));
+    }
+    let cins: Vec<_> = (0..BRIDGES).map(|b| json!({"id": format!("cin{b}"), "cenIds": [format!("b{b}")]})).collect();
+    let all_cens: Vec<String> =
+        (0..WIRES).map(|w| format!("w{w}")).chain((0..BRIDGES).map(|b| format!("b{b}"))).collect();
+    let all_cins: Vec<String> = (0..BRIDGES).map(|b| format!("cin{b}")).collect();
+    run("mutation($c: [CenImportItem!]!) { cenImport(input: {cens: $c}) { revision } }".into(), json!({"c": cens}))
+        .await;
+    run("mutation($c: [CinImportItem!]!) { cinImport(input: {cins: $c}) { revision } }".into(), json!({"c": cins}))
+        .await;
+    let t = Instant::now();
+    let d = run(
+        "mutation($e: [ID!]!, $n: [ID!]!) { cenMake(input: {ids: $e}) { cens { status } } cinMake(input: {ids: $n}) { cins { status } } }"
+            .into(),
+        json!({"e": all_cens, "n": all_cins}),
+    )
+    .await;
+    let make = t.elapsed();
+    assert!(d["cinMake"]["cins"].as_array().unwrap().iter().all(|c| c["status"] == "READY"), "{d}");
+    assert!(d["cenMake"]["cens"].as_array().unwrap().iter().all(|c| c["status"] != "FAILED"), "{d}");
+    let t = Instant::now();
+    run(
+        "mutation($e: [ID!]!, $n: [ID!]!) { cinDestroy(input: {ids: $n}) { revision } cenDestroy(input: {ids: $e}) { revision } }".into(),
+        json!({"e": all_cens, "n": all_cins}),
+    )
+    .await;
+    let destroy = t.elapsed();
+    let _ = cleanup(prefix).await;
+    (make, destroy)
 }
