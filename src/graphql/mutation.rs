@@ -49,12 +49,13 @@ async fn set_made(
     wait: bool,
 ) -> Result<(Vec<String>, i64, Option<ID>)> {
     let list = ids(ids_in);
+    let realizing = ctx.data_opt::<crate::driver::Driver>().is_some();
     let (cmd, kind) = match what {
         Realized::Cens => {
-            (Command::CenSetMade { ids: list.clone(), made }, if made { "cenMake" } else { "cenDestroy" })
+            (Command::CenSetMade { ids: list.clone(), made, realizing }, if made { "cenMake" } else { "cenDestroy" })
         }
         Realized::Cins => {
-            (Command::CinSetMade { ids: list.clone(), made }, if made { "cinMake" } else { "cinDestroy" })
+            (Command::CinSetMade { ids: list.clone(), made, realizing }, if made { "cinMake" } else { "cinDestroy" })
         }
     };
     let revision = run(ctx, cmd).await?;

@@ -49,23 +49,76 @@ pub struct StatusReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "camelCase")]
 pub enum Command {
-    HostCreate { id: String },
-    HostDelete { id: String },
-    ContainerCreate { host: String, id: String, tag: Option<String>, netns_path: Option<String> },
-    ContainerDelete { host: String, id: String },
-    ContainerSetTag { host: String, id: String, tag: Option<String> },
-    ContainerJoinCen { host: String, container: String, cen: String },
-    ContainerLeaveCen { host: String, container: String, cen: String },
-    CenCreate { id: String },
-    CenDelete { id: String },
-    CenImport { host: String, cens: Vec<CenSpec> },
-    CenSetMade { ids: Vec<String>, made: bool },
-    CinImport { cins: Vec<CinSpec> },
-    CinDelete { id: String },
-    CinSetMade { ids: Vec<String>, made: bool },
-    CpoolImport { host: String, pools: Vec<CpoolSpec> },
-    CpoolDelete { id: String },
-    SetStatus { reports: Vec<StatusReport> },
+    HostCreate {
+        id: String,
+    },
+    HostDelete {
+        id: String,
+    },
+    ContainerCreate {
+        host: String,
+        id: String,
+        tag: Option<String>,
+        netns_path: Option<String>,
+    },
+    ContainerDelete {
+        host: String,
+        id: String,
+    },
+    ContainerSetTag {
+        host: String,
+        id: String,
+        tag: Option<String>,
+    },
+    ContainerJoinCen {
+        host: String,
+        container: String,
+        cen: String,
+    },
+    ContainerLeaveCen {
+        host: String,
+        container: String,
+        cen: String,
+    },
+    CenCreate {
+        id: String,
+    },
+    CenDelete {
+        id: String,
+    },
+    CenImport {
+        host: String,
+        cens: Vec<CenSpec>,
+    },
+    /// Marks CENs made or not; with `realizing`, their status moves to
+    /// PREPARING / DESTROYING in the same change (a realizer will report).
+    CenSetMade {
+        ids: Vec<String>,
+        made: bool,
+        realizing: bool,
+    },
+    CinImport {
+        cins: Vec<CinSpec>,
+    },
+    CinDelete {
+        id: String,
+    },
+    /// As [`Command::CenSetMade`], for CINs (making a CIN makes its CENs).
+    CinSetMade {
+        ids: Vec<String>,
+        made: bool,
+        realizing: bool,
+    },
+    CpoolImport {
+        host: String,
+        pools: Vec<CpoolSpec>,
+    },
+    CpoolDelete {
+        id: String,
+    },
+    SetStatus {
+        reports: Vec<StatusReport>,
+    },
 }
 
 impl Command {
@@ -113,6 +166,18 @@ fn check_netns_path(p: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The status an object takes, in the same change, when it is made or
+/// destroyed: PREPARING until the realizer reports; DESTROYING where
+/// something was realized, else straight back to PENDING.
+fn transition(current: &Realization, made: bool) -> Realization {
+    let status = match (made, current.status) {
+        (true, _) => Status::Preparing,
+        (false, Status::Pending) => Status::Pending,
+        (false, _) => Status::Destroying,
+    };
+    Realization { status, message: None }
 }
 
 impl Topology {
@@ -261,12 +326,12 @@ impl Topology {
                 }
                 Ok(())
             }
-            Command::CenSetMade { ids, made } => {
+            Command::CenSetMade { ids, made, realizing } => {
                 for id in ids {
                     self.existing_cen(id)?;
                 }
                 for id in ids {
-                    self.set_cen_made(id, *made);
+                    self.set_cen_made(id, *made, *realizing);
                 }
                 Ok(())
             }
@@ -303,7 +368,7 @@ impl Topology {
                 self.remove(&EntityKey::Cin(id.clone()));
                 Ok(())
             }
-            Command::CinSetMade { ids, made } => {
+            Command::CinSetMade { ids, made, realizing } => {
                 for id in ids {
                     self.existing_cin(id)?;
                 }
@@ -312,11 +377,14 @@ impl Topology {
                     if *made {
                         // Addresses need interfaces: making a CIN makes its CENs.
                         for cen in &cin.cens {
-                            self.set_cen_made(cen, true);
+                            self.set_cen_made(cen, true, *realizing);
                         }
                     }
                     if cin.made != *made {
                         cin.made = *made;
+                        if *realizing {
+                            cin.realization = transition(&cin.realization, *made);
+                        }
                         self.put(Record::Cin(cin));
                     }
                 }
@@ -475,10 +543,13 @@ impl Topology {
         self.remove(&EntityKey::Container(key.clone()));
     }
 
-    fn set_cen_made(&mut self, id: &str, made: bool) {
+    fn set_cen_made(&mut self, id: &str, made: bool, realizing: bool) {
         if let Some(mut rec) = self.cen(id).cloned() {
             if rec.made != made {
                 rec.made = made;
+                if realizing {
+                    rec.realization = transition(&rec.realization, made);
+                }
                 self.put(Record::Cen(rec));
             }
         }

@@ -189,8 +189,8 @@ fn failed_commands_change_nothing() {
                 CinSpec { id: "bad".into(), cens: vec!["nope".into()] },
             ],
         },
-        Command::CenSetMade { ids: vec!["cen1".into(), "cen9".into()], made: true },
-        Command::CinSetMade { ids: vec!["cin1".into(), "cin9".into()], made: true },
+        Command::CenSetMade { ids: vec!["cen1".into(), "cen9".into()], made: true, realizing: false },
+        Command::CinSetMade { ids: vec!["cin1".into(), "cin9".into()], made: true, realizing: false },
         Command::ContainerDelete { host: H.into(), id: "nope".into() },
         Command::ContainerJoinCen { host: H.into(), container: "n".into(), cen: "nope".into() },
         Command::CenDelete { id: "nope".into() },
@@ -305,10 +305,28 @@ fn deleting_things_cascades_cleanly() {
 fn making_a_cin_makes_its_cens() {
     let mut t = fixture();
     cin_import(&mut t, &[("cin1", &["cen1"])]).unwrap();
-    t.execute(&Command::CinSetMade { ids: vec!["cin1".into()], made: true }).unwrap();
+    t.execute(&Command::CinSetMade { ids: vec!["cin1".into()], made: true, realizing: false }).unwrap();
     assert!(t.cen("cen1").unwrap().made);
     assert!(t.container_is_made(&key("c1")));
     assert!(!t.container_is_made(&key("c4")));
+}
+
+#[test]
+fn make_and_destroy_move_status_in_the_same_change() {
+    let mut t = fixture();
+    let set = |t: &mut Topology, made: bool, realizing: bool| {
+        t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made, realizing }).unwrap();
+        t.cen("cen1").unwrap().realization.status
+    };
+    assert_eq!(set(&mut t, true, false), Status::Pending, "nothing realizes: status untouched");
+    assert_eq!(set(&mut t, false, true), Status::Pending, "never realized: straight back");
+    assert_eq!(set(&mut t, true, true), Status::Preparing);
+    let ready = Realization { status: Status::Ready, message: None };
+    t.execute(&Command::SetStatus {
+        reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: ready }],
+    })
+    .unwrap();
+    assert_eq!(set(&mut t, false, true), Status::Destroying);
 }
 
 mod props {

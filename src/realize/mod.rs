@@ -378,7 +378,11 @@ impl Realizer {
                 }
             }
             if phase == 0 {
-                deleted_something = !run.is_empty();
+                // Only link and namespace deletes can take peers elsewhere
+                // with them; address and route deletes need no second look.
+                deleted_something = run
+                    .iter()
+                    .any(|s| matches!(s.op, Op::DeleteNetns { .. } | Op::DeleteGroup { .. } | Op::DeleteLink { .. }));
                 // Close our handles on namespaces about to go, so the kernel
                 // can free them.
                 for s in &run {
