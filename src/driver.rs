@@ -2,10 +2,10 @@
 //! kernel state from the model, has the realizer apply it, and reports
 //! status back through the service like any other change.
 
-use crate::model::{self, ContainerKey, EntityKey, Realization, Status, StatusReport, Topology};
+use crate::model::{self, EntityKey, Realization, Status, StatusReport, Topology};
 use crate::realize::{self, Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route};
 use crate::service::Service;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,23 +103,6 @@ fn status_reports(
     }
     for cin in t.cins().into_iter().filter(|c| c.made == made.1.contains(&c.id)) {
         push(EntityKey::Cin(cin.id.clone()), &cin.realization, outcome(cin.made, report.cins.get(&cin.id)));
-    }
-    let mut failed: BTreeMap<ContainerKey, String> = BTreeMap::new();
-    for cen in t.cens() {
-        if let Some(Err(e)) = report.cens.get(&cen.id) {
-            for m in &cen.members {
-                failed.entry(m.key()).or_insert_with(|| format!("CEN {}: {e}", cen.id));
-            }
-        }
-    }
-    for c in t.containers() {
-        let key = c.key();
-        let made = t.container_is_made(&key);
-        let next = match failed.get(&key) {
-            Some(e) if made => Realization { status: Status::Failed, message: Some(e.clone()) },
-            _ => outcome(made, None),
-        };
-        push(EntityKey::Container(key), &c.realization, next);
     }
     out
 }

@@ -136,11 +136,12 @@ impl Container {
         let id = self.rec.pool.as_deref()?;
         svc(ctx).read(|t| t.cpool(id).map(Cpool::from_rec))
     }
-    async fn status(&self) -> Status {
-        self.rec.realization.status.into()
+    /// Derived from the CENs it is in (see `Cen.status`).
+    async fn status(&self, ctx: &Context<'_>) -> Status {
+        svc(ctx).read(|t| t.container_realization(&self.key()).status.into())
     }
-    async fn status_message(&self) -> Option<&str> {
-        self.rec.realization.message.as_deref()
+    async fn status_message(&self, ctx: &Context<'_>) -> Option<String> {
+        svc(ctx).read(|t| t.container_realization(&self.key()).message)
     }
 }
 

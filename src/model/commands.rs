@@ -436,10 +436,6 @@ impl Topology {
                 for r in reports {
                     let Some(rec) = self.get(&r.target).cloned() else { continue };
                     let rec = match rec {
-                        Record::Container(mut c) => {
-                            c.realization = r.realization.clone();
-                            Record::Container(c)
-                        }
                         Record::Cen(mut c) => {
                             c.realization = r.realization.clone();
                             Record::Cen(c)
@@ -503,7 +499,6 @@ impl Topology {
                 netns_path: None,
                 default_route: None,
                 pool: None,
-                realization: Realization::default(),
             }));
         }
         self.container(key).expect("container was just ensured")

@@ -72,8 +72,6 @@ pub struct ContainerRec {
     /// The pool that created this container, if any.
     #[serde(default)]
     pub pool: Option<String>,
-    #[serde(default)]
-    pub realization: Realization,
 }
 
 impl ContainerRec {

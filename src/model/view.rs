@@ -155,6 +155,27 @@ impl Topology {
         v
     }
 
+    /// A container's realization, derived from the CENs it is in: FAILED if
+    /// a made one failed, PREPARING or DESTROYING while one is on its way,
+    /// READY when in a made CEN, else PENDING.
+    pub fn container_realization(&self, key: &ContainerKey) -> Realization {
+        let cens = self.cens_of(key);
+        let with = |status: Status, message: Option<String>| Realization { status, message };
+        if let Some(c) = cens.iter().find(|c| c.made && c.realization.status == Status::Failed) {
+            let why = c.realization.message.as_deref().unwrap_or("failed");
+            return with(Status::Failed, Some(format!("CEN {}: {why}", c.id)));
+        }
+        for status in [Status::Preparing, Status::Destroying] {
+            if cens.iter().any(|c| c.realization.status == status) {
+                return with(status, None);
+            }
+        }
+        if cens.iter().any(|c| c.made && c.realization.status == Status::Ready) {
+            return with(Status::Ready, None);
+        }
+        with(Status::Pending, None)
+    }
+
     /// Whether a managed or bound namespace is wanted for a container: it is
     /// a member of at least one made CEN.
     pub fn container_is_made(&self, key: &ContainerKey) -> bool {
