@@ -165,35 +165,54 @@ fn main() {
     // ip -batch.
     let (netns, fab, per, del) = ip_scripts(&d, &theirs);
     let lines = netns.lines().count() + fab.lines().count() + per.iter().map(|p| p.1.lines().count()).sum::<usize>();
-    let t = Instant::now();
-    ip_batch(None, &netns);
-    ip_batch(Some(&format!("{theirs}fabric")), &fab);
-    for (ns, s) in &per {
-        ip_batch(Some(ns), s);
-    }
-    let ip_make = t.elapsed();
-    let t = Instant::now();
-    ip_batch(None, &del);
-    let ip_destroy = t.elapsed();
-    settle();
+    // Rounds alternate the three ways so that drift in the machine's state
+    // (kernel namespace cleanup runs in the background) hits all alike;
+    // medians are reported.
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let (mut ip_make, mut ip_destroy, mut our_make, mut our_destroy, mut api_make, mut api_destroy) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut steps = 0;
+    for round in 0..rounds {
+        let t = Instant::now();
+        ip_batch(None, &netns);
+        ip_batch(Some(&format!("{theirs}fabric")), &fab);
+        for (ns, s) in &per {
+            ip_batch(Some(ns), s);
+        }
+        ip_make.push(t.elapsed());
+        let t = Instant::now();
+        ip_batch(None, &del);
+        ip_destroy.push(t.elapsed());
+        settle();
 
-    // leviathan.
-    let (our_make, our_destroy, steps) = rt.block_on(async {
-        let _ = cleanup(&ours).await;
-        let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
-        let t = Instant::now();
-        let rep = r.apply(&d, None).await;
-        let make = t.elapsed();
-        assert!(rep.is_ok(), "make failed: {:?}", rep.errors());
-        let steps = rep.steps;
-        let t = Instant::now();
-        let rep = r.apply(&Desired::default(), None).await;
-        let destroy = t.elapsed();
-        assert!(rep.is_ok(), "destroy failed: {:?}", rep.errors());
-        (make, destroy, steps)
-    });
-    settle();
-    // And once more through adoption + cleanup (the crash path).
+        let (m, d2, n) = rt.block_on(async {
+            let _ = cleanup(&ours).await;
+            let mut r =
+                Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
+            let t = Instant::now();
+            let rep = r.apply(&d, None).await;
+            let make = t.elapsed();
+            assert!(rep.is_ok(), "make failed: {:?}", rep.errors());
+            let t = Instant::now();
+            let rep2 = r.apply(&Desired::default(), None).await;
+            let destroy = t.elapsed();
+            assert!(rep2.is_ok(), "destroy failed: {:?}", rep2.errors());
+            (make, destroy, rep.steps)
+        });
+        our_make.push(m);
+        our_destroy.push(d2);
+        steps = n;
+        settle();
+
+        // End to end: the same topology in the model, made and destroyed
+        // through GraphQL, the service, the SQLite store and the driver.
+        let (m, d2) = rt.block_on(api_make_destroy(&ours));
+        api_make.push(m);
+        api_destroy.push(d2);
+        settle();
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    // Once more through adoption + cleanup (the crash path).
     let (adopt_make, cleanup_time) = rt.block_on(async {
         let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
         let t = Instant::now();
@@ -206,33 +225,27 @@ fn main() {
         (make, t.elapsed())
     });
 
-    settle();
-    // And end to end: the same topology in the model, made and destroyed
-    // through GraphQL, the service, the SQLite store and the driver.
-    let (api_make, api_destroy) = rt.block_on(api_make_destroy(&ours));
-
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let med = |v: &mut Vec<Duration>| {
+        v.sort();
+        ms(v[v.len() / 2])
+    };
+    let (ip_m, ip_d) = (med(&mut ip_make), med(&mut ip_destroy));
+    let (our_m, our_d) = (med(&mut our_make), med(&mut our_destroy));
+    let (api_m, api_d) = (med(&mut api_make), med(&mut api_destroy));
+    println!("medians of {rounds} rounds:");
     println!(
-        "make:    leviathan {:8.1} ms ({steps} ops)   ip -batch {:8.1} ms ({lines} lines, {} processes)   ratio {:.2}",
-        ms(our_make),
-        ms(ip_make),
+        "make:    leviathan {our_m:8.1} ms ({steps} ops)   ip -batch {ip_m:8.1} ms ({lines} lines, {} processes)   ratio {:.2}",
         per.len() + 2,
-        ms(our_make) / ms(ip_make)
+        our_m / ip_m
     );
+    println!("destroy: leviathan {our_d:8.1} ms   ip -batch {ip_d:8.1} ms   ratio {:.2}", our_d / ip_d);
     println!(
-        "destroy: leviathan {:8.1} ms   ip -batch {:8.1} ms   ratio {:.2}",
-        ms(our_destroy),
-        ms(ip_destroy),
-        ms(our_destroy) / ms(ip_destroy)
+        "through the API (GraphQL + store + driver): make {api_m:8.1} ms (ratio {:.2})   destroy {api_d:8.1} ms (ratio {:.2})",
+        api_m / ip_m,
+        api_d / ip_d
     );
-    println!("second make {:8.1} ms, cleanup {:8.1} ms", ms(adopt_make), ms(cleanup_time));
-    println!(
-        "through the API (GraphQL + store + driver): make {:8.1} ms (ratio {:.2})   destroy {:8.1} ms (ratio {:.2})",
-        ms(api_make),
-        ms(api_make) / ms(ip_make),
-        ms(api_destroy),
-        ms(api_destroy) / ms(ip_destroy)
-    );
+    println!("second make (adopting) {:8.1} ms, cleanup {:8.1} ms", ms(adopt_make), ms(cleanup_time));
 }
 
 /// The bench topology built in the model through GraphQL, then made with
