@@ -261,6 +261,20 @@ fn main() {
             f.cpu_per_k * 1000.0
         );
     }
+    if let (Some(base), Some(big)) = (results.first(), results.last()) {
+        if results.len() > 1 {
+            let grown = |f: &Figures| (f.rss_streaming as f64 - f.rss_idle as f64).max(1.0);
+            println!(
+                "ratio {} subs / {} subs: median latency {:.2}, p99 {:.2}, server memory growth {:.1} ({:.1} KiB per subscription)",
+                big.subs,
+                base.subs,
+                big.median / base.median,
+                big.p99 / base.p99,
+                grown(big) / grown(base),
+                grown(big) / big.subs as f64
+            );
+        }
+    }
     if results.iter().any(|f| f.delivered != f.expected) {
         eprintln!("some events were not delivered");
         std::process::exit(1);
