@@ -147,7 +147,9 @@ struct Tracked {
 pub struct Driver {
     /// The revision of the model that the kernel was last brought to.
     applied: watch::Receiver<u64>,
-    kick: tokio::sync::mpsc::Sender<bool>,
+    /// Full reconciles completed (each looks at the kernel again).
+    reconciled: watch::Receiver<u64>,
+    kick: Arc<Kick>,
     tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
 }
 
@@ -156,11 +158,13 @@ impl Driver {
     /// every made object is reported FAILED with the reason.
     pub fn start(service: Arc<Service>, realizer: Result<realize::Realizer, String>) -> Driver {
         let (applied_tx, applied) = watch::channel(0u64);
-        let (kick, kick_rx) = tokio::sync::mpsc::channel(1);
+        let (reconciled_tx, reconciled) = watch::channel(0u64);
+        let kick = Arc::new(Kick::default());
         let changes = service.subscribe();
         let tracked = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        tokio::spawn(run(service, realizer, changes, kick_rx, applied_tx, Arc::clone(&tracked)));
-        Driver { applied, kick, tracked }
+        let signals = Signals { applied: applied_tx, reconciled: reconciled_tx };
+        tokio::spawn(run(service, realizer, changes, Arc::clone(&kick), signals, Arc::clone(&tracked)));
+        Driver { applied, reconciled, kick, tracked }
     }
 
     /// Registers a make/destroy (committed at `revision`) as an operation
@@ -171,7 +175,7 @@ impl Driver {
         self.tracked.lock().push(Tracked { id: id.clone(), revision, targets, make });
         // Wake the loop (without a full reconcile) in case it already went
         // past this revision.
-        let _ = self.kick.try_send(false);
+        self.kick.wake(false);
         id
     }
 
@@ -185,7 +189,42 @@ impl Driver {
     /// Asks for a full reconcile: the kernel is looked at again and drift
     /// is repaired, whether or not the model changed.
     pub fn reconcile(&self) {
-        let _ = self.kick.try_send(true);
+        self.kick.wake(true);
+    }
+
+    /// Runs a full reconcile and waits (up to `limit`) until one that
+    /// started after this call has finished; true when it has.
+    pub async fn reconcile_and_wait(&self, limit: Duration) -> bool {
+        let mut rx = self.reconciled.clone();
+        // A round under way may have looked at the kernel before this call:
+        // wait for the one after it.
+        let target = *rx.borrow_and_update() + 2;
+        let waited = tokio::time::timeout(limit, async {
+            while *rx.borrow_and_update() < target {
+                // Keep one forced round queued until the one that counts ran.
+                self.reconcile();
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        waited.unwrap_or(false)
+    }
+
+    /// Reconciles every `every` in the background (drift made by hand, or by
+    /// anything else, is repaired without a restart).
+    pub fn reconcile_every(&self, every: Duration) {
+        let kick = Arc::clone(&self.kick);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                kick.wake(true);
+            }
+        });
     }
 
     /// The revision the kernel was last brought to.
@@ -217,6 +256,12 @@ fn operation_outcome(t: &Topology, op: &Tracked) -> Result<(), String> {
     }
 }
 
+/// What the loop tells waiters.
+struct Signals {
+    applied: watch::Sender<u64>,
+    reconciled: watch::Sender<u64>,
+}
+
 /// What was made when the desired state was read.
 fn made_sets(t: &Topology) -> (BTreeSet<String>, BTreeSet<String>) {
     (
@@ -229,8 +274,8 @@ async fn run(
     service: Arc<Service>,
     realizer: Result<realize::Realizer, String>,
     mut changes: broadcast::Receiver<Arc<crate::store::Change>>,
-    mut kick: tokio::sync::mpsc::Receiver<bool>,
-    applied: watch::Sender<u64>,
+    kick: Arc<Kick>,
+    signals: Signals,
     tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
 ) {
     let (mut realizer, unavailable) = match realizer {
@@ -288,7 +333,10 @@ async fn run(
             }
             last = Some(want);
         }
-        applied.send_replace(revision);
+        signals.applied.send_replace(revision);
+        if force {
+            signals.reconciled.send_modify(|n| *n += 1);
+        }
         for op in ops {
             if service.operations().get(&op.id).is_some_and(|o| o.steps_total == 0) {
                 service.operations().progress(&op.id, last_steps as u32, last_steps as u32);
@@ -296,25 +344,40 @@ async fn run(
             let outcome = service.read(|t| operation_outcome(t, &op));
             service.operations().finish(&op.id, outcome);
         }
-        force = next_trigger(&mut changes, &mut kick).await;
+        force = next_trigger(&mut changes, &kick).await;
     }
 }
 
 /// Waits for a change, a wake-up or a reconcile request; true for the last.
-async fn next_trigger(
-    changes: &mut broadcast::Receiver<Arc<crate::store::Change>>,
-    kick: &mut tokio::sync::mpsc::Receiver<bool>,
-) -> bool {
-    let kicked = tokio::select! {
+async fn next_trigger(changes: &mut broadcast::Receiver<Arc<crate::store::Change>>, kick: &Kick) -> bool {
+    tokio::select! {
         r = changes.recv() => {
             if matches!(r, Err(broadcast::error::RecvError::Closed)) {
                 std::future::pending::<()>().await;
             }
-            false
         }
-        k = kick.recv() => k.unwrap_or(false),
-    };
+        _ = kick.notify.notified() => {}
+    }
     // Coalesce whatever else arrived meanwhile.
     while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = changes.try_recv() {}
-    kicked
+    // A reconcile asked for at any point (even while a round ran) is
+    // honoured by the next round.
+    kick.force.swap(false, std::sync::atomic::Ordering::AcqRel)
+}
+
+/// Wakes the loop; `force` asks for a full reconcile. Wake-ups are never
+/// lost (a permit is kept when the loop is busy) and never block.
+#[derive(Default)]
+struct Kick {
+    notify: tokio::sync::Notify,
+    force: std::sync::atomic::AtomicBool,
+}
+
+impl Kick {
+    fn wake(&self, force: bool) {
+        if force {
+            self.force.store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.notify.notify_one();
+    }
 }

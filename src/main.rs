@@ -66,6 +66,10 @@ struct ServeArgs {
     /// Keep the model only: make nothing in the kernel.
     #[arg(long)]
     no_realize: bool,
+    /// Seconds between full reconciles that repair drift made outside
+    /// leviathan (0: only at start and on the `reconcile` mutation).
+    #[arg(long, default_value_t = 60)]
+    reconcile_interval: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,7 +122,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Err(e) = &realizer {
             tracing::error!(error = %e, "the realizer could not start; made objects will show FAILED");
         }
-        Some(leviathan::driver::Driver::start(Arc::clone(&service), realizer))
+        let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);
+        if args.reconcile_interval > 0 {
+            driver.reconcile_every(std::time::Duration::from_secs(args.reconcile_interval));
+        }
+        Some(driver)
     };
     let schema = leviathan::graphql::schema_with(Arc::clone(&service), driver);
     let state =

@@ -354,3 +354,30 @@ async fn no_wait_make_reports_progress_by_subscription() {
     assert_eq!(last["stepsDone"], last["stepsTotal"]);
     assert!(links(&p.ns("c9")).contains_key("cen3"));
 }
+
+#[tokio::test]
+async fn drift_is_repaired_by_reconcile_without_restart() {
+    if !can_run("drift_is_repaired_by_reconcile_without_restart") {
+        return;
+    }
+    let p = Prefix::new("d");
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("s.db"), &p);
+    s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
+    make(&s, "cen", &ALL_CENS).await;
+    let untouched = links(&p.ns("c12"))["cen4"].ifindex;
+    assert!(Command::new("ip").args(["-n", &p.ns("c11"), "link", "del", "cen4"]).status().unwrap().success());
+    assert!(Command::new("ip").args(["-n", &p.ns("c3"), "link", "set", "cen5", "down"]).status().unwrap().success());
+    // The wire's other end went with it.
+    assert!(!links(&p.ns("c12")).contains_key("cen4"));
+    let d = s.gql("mutation { reconcile(input: {}) { done } }", json!({})).await;
+    assert_eq!(d["reconcile"]["done"], true);
+    let (c11, c12) = (links(&p.ns("c11")), links(&p.ns("c12")));
+    assert!(c11["cen4"].up && c12["cen4"].up, "{c11:?} {c12:?}");
+    assert_ne!(c12["cen4"].ifindex, untouched, "the wire was recreated");
+    assert!(links(&p.ns("c3"))["cen5"].up, "a link set down by hand is set up again");
+    // Without a realizer there is nothing to reconcile.
+    let plain = Server::start(&dir.path().join("plain.db"), &[]);
+    let (code, _) = plain.gql_err("mutation { reconcile(input: {}) { done } }", json!({})).await;
+    assert_eq!(code, "CONFLICT");
+}

@@ -209,6 +209,20 @@ pub struct CpoolImportInput {
     pub pools: Vec<CpoolImportItem>,
 }
 #[derive(InputObject)]
+pub struct ReconcileInput {
+    /// Answer when the reconcile is done (default) or at once.
+    #[graphql(default = true)]
+    pub wait: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct ReconcilePayload {
+    /// Whether a reconcile that started after the request has finished.
+    pub done: bool,
+    pub revision: i64,
+}
+
+#[derive(InputObject)]
 pub struct CpoolDeleteInput {
     pub id: ID,
 }
@@ -442,6 +456,22 @@ impl MutationRoot {
         let revision = run(ctx, Command::CpoolImport { host, pools }).await?;
         let cpools = s.read(|t| names.iter().filter_map(|id| t.cpool(id)).map(Cpool::from_rec).collect());
         Ok(CpoolsPayload { cpools, revision })
+    }
+
+    /// Looks at the kernel again and repairs any drift from the model
+    /// (links or namespaces changed by hand), whether or not the model
+    /// changed. A server that realizes nothing answers CONFLICT.
+    async fn reconcile(&self, ctx: &Context<'_>, input: ReconcileInput) -> Result<ReconcilePayload> {
+        let Some(driver) = ctx.data_opt::<crate::driver::Driver>() else {
+            return Err(error(ErrorCode::Conflict, "this server realizes nothing (started with --no-realize)"));
+        };
+        let done = if input.wait {
+            driver.reconcile_and_wait(MAKE_WAIT_LIMIT).await
+        } else {
+            driver.reconcile();
+            false
+        };
+        Ok(ReconcilePayload { done, revision: svc(ctx).revision() as i64 })
     }
 
     /// Deletes a pool and its containers.
