@@ -54,6 +54,10 @@ struct ServeArgs {
     /// Allow listening beyond loopback without a token.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// An origin (e.g. `https://dash.example`) whose browser pages may call
+    /// the API; repeat for more. None by default.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_BODY_LIMIT)]
     max_body: usize,
@@ -131,7 +135,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let schema = leviathan::graphql::schema_with(Arc::clone(&service), driver);
     let state =
         AppState { service: Arc::clone(&service), schema, token: token.map(Into::into), body_limit: args.max_body };
-    let app = server::router(state);
+    let app = server::with_cors(server::router(state), &args.cors_origins)?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;

@@ -64,6 +64,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .route("/graphiql", get(graphiql))
         .route("/schema.graphql", get(schema_sdl))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .merge(leviathan_rest_compat::router(
             state.schema.clone(),
             leviathan_rest_compat::CompatConfig { body_limit: state.body_limit, ..Default::default() },
@@ -258,6 +259,60 @@ async fn graphiql() -> Html<String> {
 
 async fn schema_sdl(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], state.schema.sdl()).into_response()
+}
+
+/// Prometheus text exposition: the revision, objects by kind, CENs and
+/// CINs by realization status, operations under way.
+async fn metrics(State(state): State<AppState>) -> Response {
+    use std::fmt::Write as _;
+    let service = &state.service;
+    let ((counts, statuses), revision) = service.read_at(|t| {
+        let mut statuses: std::collections::BTreeMap<(&str, String), usize> = Default::default();
+        for c in t.cens() {
+            *statuses.entry(("cen", format!("{:?}", c.realization.status).to_uppercase())).or_default() += 1;
+        }
+        for c in t.cins() {
+            *statuses.entry(("cin", format!("{:?}", c.realization.status).to_uppercase())).or_default() += 1;
+        }
+        (t.counts(), statuses)
+    });
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP leviathan_revision Revision of the last committed change.");
+    let _ = writeln!(out, "# TYPE leviathan_revision gauge\nleviathan_revision {revision}");
+    let _ = writeln!(out, "# HELP leviathan_objects Objects in the topology, by kind.");
+    let _ = writeln!(out, "# TYPE leviathan_objects gauge");
+    let (hosts, containers, cens, cins, cpools) = counts;
+    for (kind, n) in [("host", hosts), ("container", containers), ("cen", cens), ("cin", cins), ("cpool", cpools)] {
+        let _ = writeln!(out, "leviathan_objects{{kind=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP leviathan_realization CENs and CINs by realization status.");
+    let _ = writeln!(out, "# TYPE leviathan_realization gauge");
+    for ((kind, status), n) in statuses {
+        let _ = writeln!(out, "leviathan_realization{{kind=\"{kind}\",status=\"{status}\"}} {n}");
+    }
+    let running = service.operations().running();
+    let _ = writeln!(out, "# HELP leviathan_operations_running Make/destroy operations under way.");
+    let _ = writeln!(out, "# TYPE leviathan_operations_running gauge\nleviathan_operations_running {running}");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Lets the browser pages of the given origins call the API (nothing
+/// cross-origin is allowed otherwise). Preflights are answered before the
+/// token check, which they cannot pass.
+pub fn with_cors(router: Router, origins: &[String]) -> anyhow::Result<Router> {
+    if origins.is_empty() {
+        return Ok(router);
+    }
+    let mut allowed = Vec::with_capacity(origins.len());
+    for o in origins {
+        allowed
+            .push(HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("--cors-origin: '{o}' is not a valid origin"))?);
+    }
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    Ok(router.layer(cors))
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

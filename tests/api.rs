@@ -278,3 +278,42 @@ fn refuses_foreign_and_newer_state_files() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn metrics_and_cors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &["--token", "t0k", "--cors-origin", "http://dash.example"]);
+    s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
+    let resp = s.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "metrics are behind the token too");
+    let text = s.http.get(s.url("/metrics")).bearer_auth("t0k").send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("leviathan_revision 1\n"), "{text}");
+    assert!(text.contains("leviathan_objects{kind=\"container\"} 15\n"), "{text}");
+    assert!(text.contains("leviathan_realization{kind=\"cen\",status=\"PENDING\"} 5\n"), "{text}");
+
+    let preflight = |origin: &'static str| {
+        s.http
+            .request(reqwest::Method::OPTIONS, s.url("/graphql"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization, content-type")
+            .send()
+    };
+    let ok = preflight("http://dash.example").await.unwrap();
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()),
+        Some("http://dash.example")
+    );
+    let other = preflight("http://elsewhere.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "{:?}", other.headers());
+    // A cross-origin request still needs the token.
+    let resp = s
+        .http
+        .post(s.url("/graphql"))
+        .header("Origin", "http://dash.example")
+        .body("{\"query\":\"{ revision }\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}

@@ -157,6 +157,11 @@ impl Operations {
     }
 
     /// Number of operations known (running and kept finished).
+    /// Operations not finished yet.
+    pub fn running(&self) -> usize {
+        self.inner.lock().ops.values().filter(|tx| !tx.borrow().is_finished()).count()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().ops.len()
     }
