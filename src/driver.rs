@@ -79,9 +79,9 @@ fn status_reports(
     unavailable: Option<&str>,
 ) -> Vec<StatusReport> {
     let mut out = Vec::new();
-    let mut push = |target: EntityKey, current: &Realization, next: Realization| {
+    let mut push = |target: EntityKey, made: bool, current: &Realization, next: Realization| {
         if *current != next {
-            out.push(StatusReport { target, realization: next });
+            out.push(StatusReport { target, realization: next, made });
         }
     };
     let outcome = |made: bool, result: Option<&Result<(), String>>| -> Realization {
@@ -99,10 +99,10 @@ fn status_reports(
     // Objects made or unmade since the desired state was read wait for
     // the next round.
     for cen in t.cens().into_iter().filter(|c| c.made == made.0.contains(&c.id)) {
-        push(EntityKey::Cen(cen.id.clone()), &cen.realization, outcome(cen.made, report.cens.get(&cen.id)));
+        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, outcome(cen.made, report.cens.get(&cen.id)));
     }
     for cin in t.cins().into_iter().filter(|c| c.made == made.1.contains(&c.id)) {
-        push(EntityKey::Cin(cin.id.clone()), &cin.realization, outcome(cin.made, report.cins.get(&cin.id)));
+        push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, outcome(cin.made, report.cins.get(&cin.id)));
     }
     out
 }
@@ -118,7 +118,7 @@ fn transition_reports(t: &Topology) -> Vec<StatusReport> {
             _ => None,
         };
         if let Some(status) = next {
-            out.push(StatusReport { target, realization: Realization { status, message: None } });
+            out.push(StatusReport { target, realization: Realization { status, message: None }, made });
         }
     };
     for cen in t.cens() {

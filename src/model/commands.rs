@@ -43,6 +43,9 @@ pub struct CpoolSpec {
 pub struct StatusReport {
     pub target: EntityKey,
     pub realization: Realization,
+    /// The made flag the report was worked out for: a report about an
+    /// object made or destroyed since is stale and ignored.
+    pub made: bool,
 }
 
 /// Every change to the topology.
@@ -436,15 +439,15 @@ impl Topology {
                 for r in reports {
                     let Some(rec) = self.get(&r.target).cloned() else { continue };
                     let rec = match rec {
-                        Record::Cen(mut c) => {
+                        Record::Cen(mut c) if c.made == r.made => {
                             c.realization = r.realization.clone();
                             Record::Cen(c)
                         }
-                        Record::Cin(mut c) => {
+                        Record::Cin(mut c) if c.made == r.made => {
                             c.realization = r.realization.clone();
                             Record::Cin(c)
                         }
-                        other => other,
+                        _ => continue,
                     };
                     self.put(rec);
                 }

@@ -323,10 +323,19 @@ fn make_and_destroy_move_status_in_the_same_change() {
     assert_eq!(set(&mut t, true, true), Status::Preparing);
     let ready = Realization { status: Status::Ready, message: None };
     t.execute(&Command::SetStatus {
-        reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: ready }],
+        reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: ready, made: true }],
     })
     .unwrap();
     assert_eq!(set(&mut t, false, true), Status::Destroying);
+    // A report worked out while the CEN was made is stale once destroyed.
+    let stale = Realization { status: Status::Ready, message: None };
+    let images = t
+        .execute(&Command::SetStatus {
+            reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: stale, made: true }],
+        })
+        .unwrap();
+    assert!(images.is_empty());
+    assert_eq!(t.cen("cen1").unwrap().realization.status, Status::Destroying);
 }
 
 mod props {
