@@ -102,7 +102,13 @@ fn status_reports(
         push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, outcome(cen.made, report.cens.get(&cen.id)));
     }
     for cin in t.cins().into_iter().filter(|c| c.made == made.1.contains(&c.id)) {
-        push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, outcome(cin.made, report.cins.get(&cin.id)));
+        let next = if cin.made && !cin.cens.iter().any(|c| made.0.contains(c)) {
+            // Addresses need interfaces: nothing to realize until a CEN is made.
+            Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) }
+        } else {
+            outcome(cin.made, report.cins.get(&cin.id))
+        };
+        push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, next);
     }
     out
 }
@@ -256,6 +262,13 @@ fn operation_outcome(t: &Topology, op: &Tracked) -> Result<(), String> {
     }
 }
 
+/// Whether something made waits for the realizer (a retry of a failed
+/// make changes the status only, not the desired state).
+fn preparing(t: &Topology) -> bool {
+    t.cens().iter().any(|c| c.made && c.realization.status == Status::Preparing)
+        || t.cins().iter().any(|c| c.made && c.realization.status == Status::Preparing)
+}
+
 /// What the loop tells waiters.
 struct Signals {
     applied: watch::Sender<u64>,
@@ -288,7 +301,7 @@ async fn run(
     let mut last_steps = 0usize;
     let mut force = true;
     loop {
-        let ((want, made), revision) = service.read_at(|t| (desired(t), made_sets(t)));
+        let ((want, made, retrying), revision) = service.read_at(|t| (desired(t), made_sets(t), preparing(t)));
         // Operations whose change this round covers.
         let ops: Vec<Tracked> = {
             let mut all = tracked.lock();
@@ -296,7 +309,7 @@ async fn run(
             *all = later;
             mine
         };
-        if force || last.as_ref() != Some(&want) {
+        if force || retrying || last.as_ref() != Some(&want) {
             let transitions = service.read(transition_reports);
             if !transitions.is_empty() {
                 if let Err(e) = service.execute(model::Command::SetStatus { reports: transitions }).await {

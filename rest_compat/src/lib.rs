@@ -43,6 +43,8 @@ pub struct CompatConfig {
     pub monitor_start_timeout: Duration,
     /// Largest websocket message accepted by the monitor, in bytes.
     pub monitor_max_message: usize,
+    /// Most monitors one connection may hold at once.
+    pub max_monitors: usize,
 }
 
 impl Default for CompatConfig {
@@ -51,6 +53,7 @@ impl Default for CompatConfig {
             body_limit: 8 * 1024 * 1024,
             monitor_start_timeout: Duration::from_secs(10),
             monitor_max_message: 64 * 1024,
+            max_monitors: 100,
         }
     }
 }

@@ -56,6 +56,14 @@ pub async fn run_realize<E: Executor>(executor: &E, query: &'static str, variabl
     let objects = data.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Value::Null);
     for kind in ["cens", "cins"] {
         for o in objects[kind].as_array().into_iter().flatten() {
+            if o["status"] == "PREPARING" || o["status"] == "DESTROYING" {
+                return Err(CompatError::internal(format!(
+                    "{} '{}' is still {} after the server's wait limit",
+                    if kind == "cens" { "CEN" } else { "CIN" },
+                    o["id"].as_str().unwrap_or(""),
+                    if o["status"] == "PREPARING" { "being made" } else { "being destroyed" }
+                )));
+            }
             if o["status"] == "FAILED" {
                 return Err(CompatError::internal(format!(
                     "{} '{}' could not be realized: {}",

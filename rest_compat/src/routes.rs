@@ -23,11 +23,11 @@ use serde::Serialize;
 use serde_json::json;
 
 const ALLOW_POST: &str = "POST";
-const ALLOW_GET: &str = "GET";
-const ALLOW_CEN: &str = "GET, PUT, DELETE";
-const ALLOW_CEN_ACTION: &str = "POST, GET, PUT, DELETE";
+const ALLOW_GET: &str = "GET, HEAD";
+const ALLOW_CEN: &str = "GET, HEAD, PUT, DELETE";
+const ALLOW_CEN_ACTION: &str = "POST, GET, HEAD, PUT, DELETE";
 const ALLOW_MEMBERSHIP: &str = "PUT, DELETE";
-const ALLOW_CONTAINER: &str = "GET, PUT, DELETE";
+const ALLOW_CONTAINER: &str = "GET, HEAD, PUT, DELETE";
 
 type Outcome = Result<Response, CompatError>;
 

@@ -115,9 +115,13 @@ impl Sub {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn start() -> (Hub, String) {
+    start_with(leviathan_rest_compat::CompatConfig::default()).await
+}
+
+async fn start_with(cfg: leviathan_rest_compat::CompatConfig) -> (Hub, String) {
     let hub = Hub::new();
     let schema = Schema::build(Query, EmptyMutation, Sub).data(hub.clone()).finish();
-    let app: axum::Router = leviathan_rest_compat::router(schema, leviathan_rest_compat::CompatConfig::default());
+    let app: axum::Router = leviathan_rest_compat::router(schema, cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -287,4 +291,26 @@ async fn errors_close_nothing() {
     hub.emit("cin2", CinMonitorEventKind::Create, member("c8", "10.11.0.11", None));
     let ev = recv(&mut ws).await;
     assert_eq!((ev["monitorID"].as_str(), ev["event"].as_str()), (Some("M1"), Some("create")));
+}
+
+#[tokio::test]
+async fn monitors_per_connection_are_capped() {
+    let cfg = leviathan_rest_compat::CompatConfig { max_monitors: 2, ..Default::default() };
+    let (_hub, url) = start_with(cfg).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    for seq in ["S1", "S2"] {
+        send(&mut ws, start_msg(seq, "cin1", None, None)).await;
+        assert_eq!(recv(&mut ws).await["type"], "response");
+    }
+    send(&mut ws, start_msg("S3", "cin1", None, None)).await;
+    let e = recv(&mut ws).await;
+    assert_eq!((e["type"].as_str(), e["sequence"].as_str()), (Some("error"), Some("S3")), "{e}");
+    assert!(e["response"]["message"].as_str().unwrap().contains("at most 2"), "{e}");
+    // Replacing one is still allowed, and stopping one makes room.
+    send(&mut ws, start_msg("S4", "cin1", None, Some("M1"))).await;
+    assert_eq!(recv(&mut ws).await["response"]["monitorID"], "M1");
+    send(&mut ws, json!({"type": "stop", "sequence": "S5", "monitorID": "M2"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "response");
+    send(&mut ws, start_msg("S6", "cin1", None, None)).await;
+    assert_eq!(recv(&mut ws).await["type"], "response");
 }

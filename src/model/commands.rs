@@ -4,7 +4,7 @@
 
 use super::addressing::{self, Slice, FIRST_MEMBER, MAX_CENS_PER_CIN};
 use super::error::{ModelError, Result};
-use super::ids::{check_id, check_tag, interface_name};
+use super::ids::{check_container_id, check_id, check_tag, interface_name};
 use super::records::*;
 use super::topology::{Images, Topology};
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,12 @@ fn transition(current: &Realization, made: bool) -> Realization {
     Realization { status, message: None }
 }
 
+/// Making what is made but FAILED is a retry: it goes back to PREPARING
+/// (a change, so the realizer tries again).
+fn retry(made: bool, realizing: bool, was_made: bool, current: &Realization) -> bool {
+    made && realizing && was_made && current.status == Status::Failed
+}
+
 impl Topology {
     /// Runs a command and returns the images of the records it would
     /// change, leaving the topology as it was. The caller makes the images
@@ -232,7 +238,7 @@ impl Topology {
             }
             Command::ContainerCreate { host, id, tag, netns_path } => {
                 check_id("host id", host)?;
-                check_id("container id", id)?;
+                check_container_id(id)?;
                 if let Some(t) = tag {
                     check_tag(t)?;
                 }
@@ -280,11 +286,11 @@ impl Topology {
             }
             Command::ContainerJoinCen { host, container, cen } => {
                 check_id("host id", host)?;
-                check_id("container id", container)?;
+                check_container_id(container)?;
                 self.existing_cen(cen)?;
                 let key = ContainerKey::new(host, container);
                 self.ensure_container(&key);
-                self.join(&key, cen);
+                self.join(&key, cen)?;
                 Ok(())
             }
             Command::ContainerLeaveCen { host, container, cen } => {
@@ -320,12 +326,12 @@ impl Topology {
                 for spec in cens {
                     check_id("CEN id", &spec.id)?;
                     for c in &spec.containers {
-                        check_id("container id", c)?;
+                        check_container_id(c)?;
                     }
                 }
                 check_unique("CEN id", cens.iter().map(|s| &s.id))?;
                 for spec in cens {
-                    self.import_cen(host, spec);
+                    self.import_cen(host, spec)?;
                 }
                 Ok(())
             }
@@ -383,7 +389,10 @@ impl Topology {
                             self.set_cen_made(cen, true, *realizing);
                         }
                     }
-                    if cin.made != *made {
+                    if retry(*made, *realizing, cin.made, &cin.realization) {
+                        cin.realization = transition(&cin.realization, true);
+                        self.put(Record::Cin(cin));
+                    } else if cin.made != *made {
                         cin.made = *made;
                         if *realizing {
                             cin.realization = transition(&cin.realization, *made);
@@ -429,9 +438,8 @@ impl Topology {
             }
             Command::CpoolDelete { id } => {
                 let pool = self.cpool(id).cloned().ok_or_else(|| ModelError::not_found(format!("no pool '{id}'")))?;
-                for key in self.pool_containers(&pool.id) {
-                    self.delete_container(&key);
-                }
+                let keys = self.pool_containers(&pool.id);
+                self.delete_containers(&keys);
                 self.remove(&EntityKey::Cpool(id.clone()));
                 Ok(())
             }
@@ -460,7 +468,7 @@ impl Topology {
 
     fn existing_container(&self, host: &str, id: &str) -> Result<ContainerKey> {
         check_id("host id", host)?;
-        check_id("container id", id)?;
+        check_container_id(id)?;
         let key = ContainerKey::new(host, id);
         if self.container(&key).is_none() {
             return Err(ModelError::not_found(format!("no container '{id}' on host '{host}'")));
@@ -507,43 +515,83 @@ impl Topology {
         self.container(key).expect("container was just ensured")
     }
 
-    fn join(&mut self, key: &ContainerKey, cen: &str) {
-        if self.is_member(key, cen) {
-            return;
+    fn join(&mut self, key: &ContainerKey, cen: &str) -> Result<()> {
+        self.join_many(cen, std::slice::from_ref(key))
+    }
+
+    /// Adds containers (in order) to a CEN they are not yet in: one change
+    /// to the CEN however many join. An interface name the container
+    /// already uses for another CEN is a conflict.
+    fn join_many(&mut self, cen: &str, keys: &[ContainerKey]) -> Result<()> {
+        let Some(mut rec) = self.cen(cen).cloned() else { return Ok(()) };
+        let ifname = interface_name(cen);
+        let mut present: BTreeSet<ContainerKey> = rec.members.iter().map(MemberRec::key).collect();
+        let before = rec.members.len();
+        for key in keys {
+            if !present.insert(key.clone()) {
+                continue;
+            }
+            self.check_ifname_free(key, cen, &ifname)?;
+            rec.members.push(MemberRec { host: key.host.clone(), container: key.id.clone(), ifname: ifname.clone() });
         }
-        if let Some(mut rec) = self.cen(cen).cloned() {
-            rec.members.push(MemberRec {
-                host: key.host.clone(),
-                container: key.id.clone(),
-                ifname: interface_name(cen),
-            });
+        if rec.members.len() != before {
             self.put(Record::Cen(rec));
+        }
+        Ok(())
+    }
+
+    /// A container's interfaces need distinct names: joining `cen` must not
+    /// reuse the name of another CEN's interface in it.
+    fn check_ifname_free(&self, key: &ContainerKey, cen: &str, ifname: &str) -> Result<()> {
+        // Every member of a CEN has the same interface name in it.
+        match self.cens_of(key).into_iter().find(|c| c.id != cen && interface_name(&c.id) == ifname) {
+            Some(other) => Err(ModelError::conflict(format!(
+                "container '{key}' already has an interface named '{ifname}' (for CEN '{}'); CEN '{cen}' would use the same name",
+                other.id
+            ))),
+            None => Ok(()),
         }
     }
 
     fn leave(&mut self, key: &ContainerKey, cen: &str) {
-        if !self.is_member(key, cen) {
-            return;
-        }
-        if let Some(mut rec) = self.cen(cen).cloned() {
-            rec.members.retain(|m| !(m.host == key.host && m.container == key.id));
+        self.leave_many(cen, &BTreeSet::from([key.clone()]));
+    }
+
+    /// Takes containers out of a CEN: one change to the CEN.
+    fn leave_many(&mut self, cen: &str, keys: &BTreeSet<ContainerKey>) {
+        let Some(mut rec) = self.cen(cen).cloned() else { return };
+        let before = rec.members.len();
+        rec.members.retain(|m| !keys.contains(&m.key()));
+        if rec.members.len() != before {
             self.put(Record::Cen(rec));
         }
     }
 
     fn delete_container(&mut self, key: &ContainerKey) {
-        let cens: Vec<String> = self.cens_of(key).iter().map(|c| c.id.clone()).collect();
+        self.delete_containers(std::slice::from_ref(key));
+    }
+
+    /// Removes containers from every CEN (one change per CEN) and from
+    /// their hosts. Their addresses go when the CENs' CINs are reconciled at
+    /// the end of the command.
+    fn delete_containers(&mut self, keys: &[ContainerKey]) {
+        let set: BTreeSet<ContainerKey> = keys.iter().cloned().collect();
+        let cens: BTreeSet<String> =
+            keys.iter().flat_map(|k| self.cens_of(k).into_iter().map(|c| c.id.clone())).collect();
         for cen in cens {
-            self.leave(key, &cen);
+            self.leave_many(&cen, &set);
         }
-        // Addresses go with the membership: reconciling the touched CENs'
-        // CINs at the end of the command drops them.
-        self.remove(&EntityKey::Container(key.clone()));
+        for key in keys {
+            self.remove(&EntityKey::Container(key.clone()));
+        }
     }
 
     fn set_cen_made(&mut self, id: &str, made: bool, realizing: bool) {
         if let Some(mut rec) = self.cen(id).cloned() {
-            if rec.made != made {
+            if retry(made, realizing, rec.made, &rec.realization) {
+                rec.realization = transition(&rec.realization, true);
+                self.put(Record::Cen(rec));
+            } else if rec.made != made {
                 rec.made = made;
                 if realizing {
                     rec.realization = transition(&rec.realization, made);
@@ -553,7 +601,7 @@ impl Topology {
         }
     }
 
-    fn import_cen(&mut self, host: &str, spec: &CenSpec) {
+    fn import_cen(&mut self, host: &str, spec: &CenSpec) -> Result<()> {
         let mut rec = self.cen(&spec.id).cloned().unwrap_or_else(|| CenRec {
             id: spec.id.clone(),
             members: Vec::new(),
@@ -576,19 +624,18 @@ impl Topology {
         let present: BTreeSet<&str> =
             rec.members.iter().filter(|m| m.host == host).map(|m| m.container.as_str()).collect();
         let mut fresh = Vec::new();
+        let ifname = interface_name(&spec.id);
         for c in wanted {
             if !present.contains(c.as_str()) {
-                fresh.push(MemberRec {
-                    host: host.to_string(),
-                    container: c.clone(),
-                    ifname: interface_name(&spec.id),
-                });
+                self.check_ifname_free(&ContainerKey::new(host, c.as_str()), &spec.id, &ifname)?;
+                fresh.push(MemberRec { host: host.to_string(), container: c.clone(), ifname: ifname.clone() });
             }
         }
         rec.members.extend(fresh);
         if self.cen(&spec.id) != Some(&rec) {
             self.put(Record::Cen(rec));
         }
+        Ok(())
     }
 
     fn import_cin(&mut self, spec: &CinSpec) -> Result<()> {
@@ -653,16 +700,20 @@ impl Topology {
                 .collect(),
             None => Vec::new(),
         };
-        // Containers past the new size leave with the pool's consent only.
-        for key in self.pool_containers(&spec.id) {
-            let n = key.id.strip_prefix(&format!("{}-", spec.id)).and_then(|n| n.parse::<u32>().ok());
-            if key.host != host || n.is_none_or(|n| n == 0 || n > spec.start_with) {
-                self.delete_container(&key);
-            }
-        }
+        // Containers past the new size go.
+        let past: Vec<ContainerKey> = self
+            .pool_containers(&spec.id)
+            .into_iter()
+            .filter(|key| {
+                let n = key.id.strip_prefix(&format!("{}-", spec.id)).and_then(|n| n.parse::<u32>().ok());
+                key.host != host || n.is_none_or(|n| n == 0 || n > spec.start_with)
+            })
+            .collect();
+        self.delete_containers(&past);
+        let mut members = Vec::with_capacity(spec.start_with as usize);
         for n in 1..=spec.start_with {
             let id = format!("{}-{n}", spec.id);
-            check_id("container id", &id)?;
+            check_container_id(&id)?;
             let key = ContainerKey::new(host, &id);
             let mut rec = self.ensure_container(&key).clone();
             if let (Some(have), Some(want)) = (&rec.default_route, &default_route) {
@@ -678,12 +729,15 @@ impl Topology {
             if self.container(&key) != Some(&rec) {
                 self.put(Record::Container(rec));
             }
-            for cen in &old_targets {
-                self.leave(&key, cen);
-            }
-            for cen in &targets {
-                self.join(&key, cen);
-            }
+            members.push(key);
+        }
+        // One change per CEN, however large the pool.
+        let set: BTreeSet<ContainerKey> = members.iter().cloned().collect();
+        for cen in &old_targets {
+            self.leave_many(cen, &set);
+        }
+        for cen in &targets {
+            self.join_many(cen, &members)?;
         }
         let rec = CpoolRec {
             id: spec.id.clone(),

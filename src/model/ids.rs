@@ -65,11 +65,29 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// hex digits of a hash of the whole id (deterministic, and distinct ids that
 /// share a prefix get distinct names with overwhelming probability).
 pub fn interface_name(cen_id: &str) -> String {
-    if cen_id.len() <= MAX_IFNAME_LEN {
+    if cen_id.len() <= MAX_IFNAME_LEN && !RESERVED_IFNAMES.contains(&cen_id) {
         return cen_id.to_string();
     }
     let hash = fnv1a(cen_id.as_bytes()) & 0xf_ffff;
-    format!("{}_{hash:05x}", &cen_id[..9])
+    format!("{}_{hash:05x}", &cen_id[..cen_id.len().min(9)])
+}
+
+/// Names every namespace already has: a CEN called so gets the hashed form.
+pub const RESERVED_IFNAMES: [&str; 1] = ["lo"];
+
+/// Container ids that cannot be realized: the fabric namespace is
+/// `<prefix>fabric`, beside the containers' `<prefix><id>`.
+pub const RESERVED_CONTAINER_IDS: [&str; 1] = ["fabric"];
+
+/// Checks a container id: the id rules, and not a reserved name.
+pub fn check_container_id(id: &str) -> Result<()> {
+    check_id("container id", id)?;
+    if RESERVED_CONTAINER_IDS.contains(&id) {
+        return Err(ModelError::bad_request(format!(
+            "invalid container id '{id}': the name is reserved (it would share the fabric namespace's name)"
+        )));
+    }
+    Ok(())
 }
 
 /// Resolves an optional `hostId` argument to a checked host id.
@@ -108,6 +126,10 @@ mod tests {
         assert!(long.starts_with("abcdefghi_"));
         assert_eq!(long, interface_name("abcdefghijklmnop"));
         assert_ne!(interface_name("abcdefghijklmnop"), interface_name("abcdefghijklmnoq"));
+        let lo = interface_name("lo");
+        assert!(lo.starts_with("lo_") && lo.len() == 8, "{lo}");
+        assert!(check_container_id("fabric").is_err());
+        assert!(check_container_id("fabric2").is_ok());
     }
 
     #[test]

@@ -41,6 +41,28 @@ fn fixture() -> Topology {
     t
 }
 
+/// Everything observable: the records, and the relations the graph's edges
+/// and indexes answer (a rollback that broke an edge would show here).
+fn state(t: &Topology) -> (Vec<Record>, Vec<String>) {
+    let mut rel = Vec::new();
+    for h in t.hosts() {
+        let cs: Vec<String> = t.containers_of_host(&h.id).iter().map(|c| c.id.clone()).collect();
+        rel.push(format!("host {} hosts {cs:?}", h.id));
+    }
+    for c in t.containers() {
+        let cens: Vec<String> = t.cens_of(&c.key()).iter().map(|c| c.id.clone()).collect();
+        rel.push(format!("container {} in {cens:?}", c.key()));
+    }
+    for cen in t.cens() {
+        let cins: Vec<String> = t.cins_over(&cen.id).iter().map(|c| c.id.clone()).collect();
+        rel.push(format!("cen {} under {cins:?}", cen.id));
+        for m in &cen.members {
+            rel.push(format!("cen {} member {} {}", cen.id, m.key(), t.is_member(&m.key(), &cen.id)));
+        }
+    }
+    (t.records(), rel)
+}
+
 fn key(id: &str) -> ContainerKey {
     ContainerKey::new(H, id)
 }
@@ -176,7 +198,7 @@ fn import_updates_to_match_the_file() {
 fn failed_commands_change_nothing() {
     let mut t = fixture();
     cin_import(&mut t, &[("cin1", &["cen1"])]).unwrap();
-    let before = t.records();
+    let before = state(&t);
     let bad = [
         Command::CenImport { host: H.into(), cens: vec![CenSpec { id: "ok".into(), containers: vec!["a b".into()] }] },
         Command::CenImport {
@@ -210,7 +232,7 @@ fn failed_commands_change_nothing() {
     ];
     for cmd in bad {
         assert!(t.execute(&cmd).is_err(), "{cmd:?} should fail");
-        assert_eq!(t.records(), before, "{cmd:?} changed something");
+        assert_eq!(state(&t), before, "{cmd:?} changed something");
         t.check_integrity().unwrap();
     }
 }
@@ -233,11 +255,11 @@ fn slice_exhaustion_is_a_conflict_and_changes_nothing() {
     let many: Vec<String> = (0..246).map(|i| format!("m{i}")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
     cen_import(&mut t, &[("big", &refs), ("small", &["s1"])]).unwrap();
-    let before = t.records();
+    let before = state(&t);
     let e = cin_import(&mut t, &[("multi", &["big", "small"])]).unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
     assert!(e.message.contains("10.10.0.0/24"), "{}", e.message);
-    assert_eq!(t.records(), before);
+    assert_eq!(state(&t), before);
     // 245 fit in a /24 slice (.10 to .254).
     cen_import(&mut t, &[("big", &refs[..245])]).unwrap();
     cin_import(&mut t, &[("multi", &["big", "small"])]).unwrap();
@@ -361,8 +383,8 @@ mod props {
         ]
     }
 
-    fn apply(t: &mut Topology, op: &Op) {
-        let cmd = match op {
+    fn command(op: &Op) -> Command {
+        match op {
             Op::Join(c, e) => {
                 Command::ContainerJoinCen { host: H.into(), container: format!("c{c}"), cen: format!("e{e}") }
             }
@@ -381,10 +403,14 @@ mod props {
                 Command::CinImport { cins: vec![CinSpec { id: format!("n{i}"), cens }] }
             }
             Op::DropCin(i) => Command::CinDelete { id: format!("n{i}") },
-        };
-        let before = t.records();
+        }
+    }
+
+    fn apply(t: &mut Topology, op: &Op) {
+        let cmd = command(op);
+        let before = state(t);
         if t.execute(&cmd).is_err() {
-            assert_eq!(t.records(), before, "a failed {cmd:?} changed the topology");
+            assert_eq!(state(t), before, "a failed {cmd:?} changed the topology");
         }
     }
 
@@ -441,7 +467,7 @@ mod props {
                 apply(&mut a, op);
                 apply(&mut b, op);
             }
-            prop_assert_eq!(a.records(), b.records());
+            prop_assert_eq!(state(&a), state(&b));
         }
 
         /// An unrelated change (on another CEN, not in the CIN) leaves every
@@ -460,18 +486,93 @@ mod props {
             prop_assert_eq!(&t.cin("pinned").unwrap().addresses, &before);
         }
 
-        /// Committing prepared images is the same as executing.
+        /// `prepare` leaves the topology as it was; committing its images
+        /// gives what `execute` gives; and a topology rebuilt from its
+        /// records (as the store loads it) is the same topology.
         #[test]
         fn prepare_then_commit_equals_execute(ops in proptest::collection::vec(op(), 0..30)) {
             let mut t = base();
+            let mut executed = base();
             for op in &ops {
-                apply(&mut t, op);
+                let before = state(&t);
+                let cmd = command(op);
+                match t.prepare(&cmd) {
+                    Ok(images) => {
+                        prop_assert_eq!(state(&t), before, "prepare changed the topology");
+                        t.commit(&images);
+                        prop_assert!(executed.execute(&cmd).is_ok());
+                    }
+                    Err(_) => {
+                        prop_assert_eq!(state(&t), before);
+                        prop_assert!(executed.execute(&cmd).is_err());
+                    }
+                }
+                prop_assert_eq!(state(&t), state(&executed));
             }
             let mut rebuilt = Topology::new();
             let all: Images = t.records().into_iter().map(|r| (r.key(), Some(r))).collect();
             rebuilt.commit(&all);
-            prop_assert_eq!(rebuilt.records(), t.records());
+            prop_assert_eq!(state(&rebuilt), state(&t));
             check_invariants(&rebuilt);
         }
     }
+}
+
+#[test]
+fn big_pools_import_and_delete() {
+    // 20,000 containers into two CENs: one change per CEN, not one per
+    // container (each join rewriting its CEN made this quadratic).
+    let mut t = fixture();
+    t.execute(&Command::CpoolImport {
+        host: H.into(),
+        pools: vec![CpoolSpec {
+            id: "big".into(),
+            image: "i".into(),
+            start_with: 20_000,
+            cins: vec![
+                PoolCin { cin: "cen1".into(), default_route: false },
+                PoolCin { cin: "cen2".into(), default_route: false },
+            ],
+        }],
+    })
+    .unwrap();
+    assert_eq!(t.cen("cen1").unwrap().members.len(), 20_004);
+    assert!(t.is_member(&key("big-20000"), "cen2"));
+    t.execute(&Command::CpoolDelete { id: "big".into() }).unwrap();
+    assert_eq!(t.cen("cen1").unwrap().members.len(), 4);
+    t.check_integrity().unwrap();
+}
+
+#[test]
+fn interface_names_are_distinct_and_reserved_ids_refused() {
+    let mut t = Topology::new();
+    // A CEN named `lo` gets a hashed interface name, not the loopback's.
+    cen_import(&mut t, &[("lo", &["a", "b"])]).unwrap();
+    assert_ne!(t.interfaces(&key("a"))[0].name, "lo");
+    // Two CEN ids with the same interface name cannot share a container.
+    let long = "abcdefghijklmnopq";
+    let short = ids::interface_name(long);
+    cen_import(&mut t, &[(long, &["a"])]).unwrap();
+    let before = state(&t);
+    let e = cen_import(&mut t, &[(short.as_str(), &["a"])]).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
+    assert_eq!(state(&t), before);
+    let e = t
+        .execute(&Command::ContainerCreate { host: H.into(), id: "fabric".into(), tag: None, netns_path: None })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+}
+
+#[test]
+fn making_a_failed_cen_again_retries() {
+    let mut t = fixture();
+    t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made: true, realizing: true }).unwrap();
+    let failed = Realization { status: Status::Failed, message: Some("boom".into()) };
+    t.execute(&Command::SetStatus {
+        reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: failed, made: true }],
+    })
+    .unwrap();
+    let images = t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made: true, realizing: true }).unwrap();
+    assert!(!images.is_empty(), "a retry is a change");
+    assert_eq!(t.cen("cen1").unwrap().realization.status, Status::Preparing);
 }

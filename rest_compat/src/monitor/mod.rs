@@ -148,6 +148,11 @@ impl<E: Executor> Conn<E> {
     /// replaced monitor runs until its replacement has started, so a failed
     /// replacement leaves it as it was.
     async fn start(&mut self, s: Start) {
+        let replacing = s.monitor_id.as_ref().is_some_and(|id| self.monitors.contains_key(id));
+        if !replacing && self.monitors.len() >= self.st.cfg.max_monitors {
+            let message = format!("too many monitors on this connection (at most {})", self.st.cfg.max_monitors);
+            return self.error(s.sequence, &message).await;
+        }
         let request = Request::new(subscription::DOCUMENT)
             .variables(Variables::from_json(subscription::variables(&s.cin_id, s.tag.as_deref())));
         let mut stream = self.st.executor.execute_stream(request, None);
