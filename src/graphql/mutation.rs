@@ -277,6 +277,28 @@ pub struct CpoolsPayload {
     pub revision: i64,
 }
 
+/// Joins (or leaves) a CEN; answers with the container and the CEN.
+async fn membership(
+    ctx: &Context<'_>,
+    host_id: Option<ID>,
+    container_id: ID,
+    cen_id: ID,
+    join: bool,
+) -> Result<MembershipPayload> {
+    let s = svc(ctx);
+    let host = host_of(s, &host_id)?;
+    let key = ContainerKey::new(&host, container_id.as_str());
+    let (container, cen) = (container_id.to_string(), cen_id.to_string());
+    let cmd = if join {
+        Command::ContainerJoinCen { host, container, cen }
+    } else {
+        Command::ContainerLeaveCen { host, container, cen }
+    };
+    let revision = run(ctx, cmd).await?;
+    let (container, cen) = s.read(|t| (Container::lookup(t, &key), t.cen(&cen_id).map(Cen::from_rec)));
+    Ok(MembershipPayload { container, cen, revision })
+}
+
 fn cens_payload(s: &Arc<Service>, ids: &[String], revision: i64) -> CensPayload {
     let cens = s.read(|t| ids.iter().filter_map(|id| t.cen(id)).map(Cen::from_rec).collect());
     CensPayload { cens, revision, operation_id: None }
@@ -397,38 +419,12 @@ impl MutationRoot {
 
     /// Adds a container to a CEN (the container is created if new).
     async fn container_join_cen(&self, ctx: &Context<'_>, input: ContainerJoinCenInput) -> Result<MembershipPayload> {
-        let s = svc(ctx);
-        let host = host_of(s, &input.host_id)?;
-        let key = ContainerKey::new(&host, input.container_id.as_str());
-        let revision = run(
-            ctx,
-            Command::ContainerJoinCen {
-                host,
-                container: input.container_id.to_string(),
-                cen: input.cen_id.to_string(),
-            },
-        )
-        .await?;
-        let (container, cen) = s.read(|t| (Container::lookup(t, &key), t.cen(&input.cen_id).map(Cen::from_rec)));
-        Ok(MembershipPayload { container, cen, revision })
+        membership(ctx, input.host_id, input.container_id, input.cen_id, true).await
     }
 
     /// Removes a container from a CEN (a non-member is left as it is).
     async fn container_leave_cen(&self, ctx: &Context<'_>, input: ContainerLeaveCenInput) -> Result<MembershipPayload> {
-        let s = svc(ctx);
-        let host = host_of(s, &input.host_id)?;
-        let key = ContainerKey::new(&host, input.container_id.as_str());
-        let revision = run(
-            ctx,
-            Command::ContainerLeaveCen {
-                host,
-                container: input.container_id.to_string(),
-                cen: input.cen_id.to_string(),
-            },
-        )
-        .await?;
-        let (container, cen) = s.read(|t| (Container::lookup(t, &key), t.cen(&input.cen_id).map(Cen::from_rec)));
-        Ok(MembershipPayload { container, cen, revision })
+        membership(ctx, input.host_id, input.container_id, input.cen_id, false).await
     }
 
     /// Creates or updates pools: each pool's containers `<id>-<n>` joined to

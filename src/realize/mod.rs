@@ -471,17 +471,7 @@ impl Realizer {
         match effect {
             Effect::None => {}
             Effect::Opened(ns, o) => {
-                let lo = LinkState {
-                    index: 1,
-                    name: "lo".into(),
-                    kind: LinkKind::Loopback,
-                    group: 0,
-                    master: None,
-                    peer: None,
-                    up: false,
-                    ours: false,
-                    addresses: vec![],
-                };
+                let lo = LinkState::new_loopback();
                 obs.insert(ns.clone(), NsState { links: vec![lo], routes: vec![], forwarding: o.forwarding });
                 self.handles.insert(ns, NsHandle::new(*o));
             }

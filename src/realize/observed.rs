@@ -90,6 +90,23 @@ pub struct LinkState {
     pub addresses: Vec<(Ipv4Addr, u8)>,
 }
 
+impl LinkState {
+    /// The loopback of a namespace just created: index 1, down.
+    pub fn new_loopback() -> LinkState {
+        LinkState {
+            index: 1,
+            name: "lo".into(),
+            kind: LinkKind::Loopback,
+            group: 0,
+            master: None,
+            peer: None,
+            up: false,
+            ours: false,
+            addresses: vec![],
+        }
+    }
+}
+
 /// A route through a gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteState {

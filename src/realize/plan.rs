@@ -704,17 +704,7 @@ mod tests {
                     }
                 }
                 Op::CreateNetns { ns } => {
-                    let lo = LinkState {
-                        index: 1,
-                        name: "lo".into(),
-                        kind: LinkKind::Loopback,
-                        group: 0,
-                        master: None,
-                        peer: None,
-                        up: false,
-                        ours: false,
-                        addresses: vec![],
-                    };
+                    let lo = LinkState::new_loopback();
                     obs.namespaces
                         .insert(ns.clone(), NsState { links: vec![lo], routes: vec![], forwarding: Some(false) });
                 }
