@@ -100,7 +100,7 @@ fn main() {
     let rounds = env_or("COMPAT_BENCH_ROUNDS", 3);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--state"])
         .arg(dir.path().join("bench.db"))
         .env_remove("LEVIATHAN_TOKEN")
         .env("LEVIATHAN_LOG", "warn")

@@ -204,7 +204,7 @@ fn main() {
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() { tempfile::tempdir_in(shm).unwrap() } else { tempfile::tempdir().unwrap() };
     let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--state"])
         .arg(dir.path().join("bench.db"))
         .env_remove("LEVIATHAN_TOKEN")
         .env("LEVIATHAN_LOG", "warn")

@@ -240,7 +240,7 @@ async fn explorer_schema_and_health() {
 fn refuses_public_listen_without_token() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--state"])
+        .args(["serve", "--no-realize", "--listen", "0.0.0.0:0", "--state"])
         .arg(dir.path().join("s.db"))
         .env_remove("LEVIATHAN_TOKEN")
         .output()
@@ -272,7 +272,7 @@ fn refuses_foreign_and_newer_state_files() {
     assert!(err.contains("newer leviathan") && err.contains("format 99"), "{err}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--state"])
         .arg(&newer)
         .output()
         .unwrap();
