@@ -4,7 +4,6 @@
 use crate::graphql::ws::{self, Protocol, WsAuth, WsConfig};
 use crate::graphql::LeviathanSchema;
 use crate::service::Service;
-use async_graphql::http::GraphiQLSource;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, Request, State, WebSocketUpgrade};
@@ -62,6 +61,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
             get(move |state, headers, query, upgrade| graphql_ws(state, headers, query, upgrade, ws.clone())),
         )
         .route("/graphiql", get(graphiql))
+        .route("/graphiql/assets/{file}", get(graphiql_asset))
         .route("/schema.graphql", get(schema_sdl))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -127,6 +127,9 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     let Some(expected) = state.token.as_deref() else {
         return next.run(req).await;
     };
+    if req.uri().path().starts_with(GRAPHIQL_ASSETS) {
+        return next.run(req).await;
+    }
     let ok = request_has_token(expected, req.headers(), req.uri().query())
         || (req.uri().path() == GRAPHQL_WS_PATH && is_websocket_upgrade(req.headers()));
     if ok {
@@ -253,8 +256,26 @@ async fn graphql_ws(
         })
 }
 
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").title("leviathan").finish())
+/// The explorer: GraphiQL served from the binary itself (no CDN), so it
+/// works on machines without Internet access.
+async fn graphiql() -> Html<&'static str> {
+    Html(include_str!("../assets/graphiql/index.html"))
+}
+
+/// The explorer's scripts and styles (public library code: no token needed).
+pub const GRAPHIQL_ASSETS: &str = "/graphiql/assets/";
+
+async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, kind): (&'static [u8], &str) = match file.as_str() {
+        "graphiql.min.js" => (include_bytes!("../assets/graphiql/graphiql.min.js"), "text/javascript"),
+        "graphiql.min.css" => (include_bytes!("../assets/graphiql/graphiql.min.css"), "text/css"),
+        "react.production.min.js" => (include_bytes!("../assets/graphiql/react.production.min.js"), "text/javascript"),
+        "react-dom.production.min.js" => {
+            (include_bytes!("../assets/graphiql/react-dom.production.min.js"), "text/javascript")
+        }
+        _ => return json_error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no explorer asset '{file}'")),
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
 }
 
 async fn schema_sdl(State(state): State<AppState>) -> Response {
