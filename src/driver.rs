@@ -232,11 +232,6 @@ impl Driver {
             }
         });
     }
-
-    /// The revision the kernel was last brought to.
-    pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
-    }
 }
 
 /// How an operation ended: every target in the wanted state, or why not.

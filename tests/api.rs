@@ -317,3 +317,35 @@ async fn metrics_and_cors() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn containers_filters_combine() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &[]);
+    import_fixtures(&s).await;
+    s.gql("mutation { containerSetTag(input: {id: \"c2\", tag: \"web\"}) { revision } }", json!({})).await;
+    s.gql("mutation { containerSetTag(input: {id: \"c4\", tag: \"web\"}) { revision } }", json!({})).await;
+    s.gql("mutation { containerCreate(input: {hostId: \"host2\", id: \"c1\"}) { revision } }", json!({})).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{}/{}", c["host"]["id"].as_str().unwrap(), c["id"].as_str().unwrap()))
+            .collect()
+    };
+    let q = "query($h: ID, $cen: ID, $cin: ID, $tag: String) { containers(hostId: $h, cenId: $cen, cinId: $cin, tag: $tag) { id host { id } } }";
+    let run = |vars: Value| {
+        let s = &s;
+        async move { ids(&s.gql(q, vars).await) }
+    };
+    assert_eq!(run(json!({"cen": "cen5"})).await, ["host1/c2", "host1/c3"]);
+    assert_eq!(run(json!({"cin": "cin1"})).await, ["host1/c1", "host1/c13", "host1/c14", "host1/c2"]);
+    assert_eq!(run(json!({"cin": "cin1", "cen": "cen5"})).await, ["host1/c2"]);
+    assert_eq!(run(json!({"tag": "web"})).await, ["host1/c2", "host1/c4"]);
+    assert_eq!(run(json!({"tag": "web", "cin": "cin2"})).await, ["host1/c4"]);
+    assert_eq!(run(json!({"h": "host2"})).await, ["host2/c1"]);
+    assert_eq!(run(json!({"h": "host2", "cen": "cen1"})).await, Vec::<String>::new());
+    assert_eq!(run(json!({"cin": "nope"})).await, Vec::<String>::new());
+    assert_eq!(run(json!({})).await.len(), 16);
+}

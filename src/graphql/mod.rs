@@ -56,21 +56,7 @@ pub fn error(code: ErrorCode, message: impl Into<String>) -> async_graphql::Erro
     async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
 }
 
-impl From<ModelErrorWrap> for async_graphql::Error {
-    fn from(e: ModelErrorWrap) -> Self {
-        error(e.0.code, e.0.message)
-    }
-}
-
-/// Wrapper so that `?` turns a model error into a GraphQL error with code.
-pub struct ModelErrorWrap(pub ModelError);
-
-impl From<ModelError> for ModelErrorWrap {
-    fn from(e: ModelError) -> Self {
-        ModelErrorWrap(e)
-    }
-}
-
+/// A model error as a GraphQL error with its code.
 pub(crate) fn gql(e: ModelError) -> async_graphql::Error {
     error(e.code, e.message)
 }

@@ -3,6 +3,7 @@
 use super::types::*;
 use crate::model::{check_host_arg, ContainerKey};
 use async_graphql::{Context, Object, Result, ID};
+use std::collections::BTreeSet;
 
 pub struct QueryRoot;
 
@@ -41,9 +42,14 @@ impl QueryRoot {
         tag: Option<String>,
     ) -> Vec<Container> {
         svc(ctx).read(|t| {
-            let mut keys: Vec<ContainerKey> = match (&cen_id, &cin_id) {
+            // Each filter is a set computed once (a per-container lookup in
+            // a large CEN or CIN would make this quadratic).
+            let in_cin: Option<BTreeSet<ContainerKey>> = cin_id
+                .as_ref()
+                .map(|cin| t.cin(cin).map(|c| t.cin_containers(c).into_iter().collect()).unwrap_or_default());
+            let mut keys: Vec<ContainerKey> = match (&cen_id, &in_cin) {
                 (Some(cen), _) => t.cen(cen).map(|c| c.members.iter().map(|m| m.key()).collect()).unwrap_or_default(),
-                (None, Some(cin)) => t.cin(cin).map(|c| t.cin_containers(c)).unwrap_or_default(),
+                (None, Some(set)) => set.iter().cloned().collect(),
                 (None, None) => match &host_id {
                     Some(h) => t.containers_of_host(h).into_iter().map(|c| c.key()).collect(),
                     None => t.containers().into_iter().map(|c| c.key()).collect(),
@@ -52,12 +58,7 @@ impl QueryRoot {
             keys.sort();
             keys.into_iter()
                 .filter(|k| host_id.as_ref().is_none_or(|h| k.host == h.as_str()))
-                .filter(|k| cen_id.as_ref().is_none_or(|cen| t.is_member(k, cen)))
-                .filter(|k| {
-                    cin_id.as_ref().is_none_or(|cin| {
-                        t.cin(cin).is_some_and(|c| c.addresses.keys().any(|a| a.host == k.host && a.container == k.id))
-                    })
-                })
+                .filter(|k| in_cin.as_ref().is_none_or(|set| set.contains(k)))
                 .filter_map(|k| t.container(&k))
                 .filter(|c| tag.as_ref().is_none_or(|tag| c.tag.as_ref() == Some(tag)))
                 .map(Container::from_rec)

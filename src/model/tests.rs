@@ -25,19 +25,18 @@ fn cin_import(t: &mut Topology, cins: &[(&str, &[&str])]) -> Result<Images> {
     })
 }
 
+/// The CEN file of the original documentation.
+const FIXTURE_CENS: &[(&str, &[&str])] = &[
+    ("cen1", &["c1", "c2", "c13", "c14"]),
+    ("cen2", &["c4", "c5", "c6", "c7"]),
+    ("cen3", &["c15", "c16", "c9", "c10", "c11"]),
+    ("cen4", &["c11", "c12"]),
+    ("cen5", &["c2", "c3"]),
+];
+
 fn fixture() -> Topology {
     let mut t = Topology::new();
-    cen_import(
-        &mut t,
-        &[
-            ("cen1", &["c1", "c2", "c13", "c14"]),
-            ("cen2", &["c4", "c5", "c6", "c7"]),
-            ("cen3", &["c15", "c16", "c9", "c10", "c11"]),
-            ("cen4", &["c11", "c12"]),
-            ("cen5", &["c2", "c3"]),
-        ],
-    )
-    .unwrap();
+    cen_import(&mut t, FIXTURE_CENS).unwrap();
     t
 }
 
@@ -166,17 +165,7 @@ fn freed_subnets_are_reused() {
 #[test]
 fn import_twice_changes_nothing() {
     let mut t = fixture();
-    let again = cen_import(
-        &mut t,
-        &[
-            ("cen1", &["c1", "c2", "c13", "c14"]),
-            ("cen2", &["c4", "c5", "c6", "c7"]),
-            ("cen3", &["c15", "c16", "c9", "c10", "c11"]),
-            ("cen4", &["c11", "c12"]),
-            ("cen5", &["c2", "c3"]),
-        ],
-    )
-    .unwrap();
+    let again = cen_import(&mut t, FIXTURE_CENS).unwrap();
     assert!(again.is_empty(), "{again:?}");
     cin_import(&mut t, &[("cin1", &["cen1"])]).unwrap();
     assert!(cin_import(&mut t, &[("cin1", &["cen1"])]).unwrap().is_empty());
