@@ -70,7 +70,12 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
                 let first = cin.cens.iter().find(|c| t.is_member(&key, c) && t.cen(c).is_some_and(|r| r.made));
                 if let (Some(gw), Some(first)) = (gw_of.get(cin.id.as_str()), first) {
                     if *first == cen.id {
-                        routes.push(Route { cin: cin.id.clone(), dest: cin.subnet, prefix_len: cin.prefix_len, via: *gw });
+                        routes.push(Route {
+                            cin: cin.id.clone(),
+                            dest: cin.subnet,
+                            prefix_len: cin.prefix_len,
+                            via: *gw,
+                        });
                     }
                 }
             }
@@ -135,8 +140,8 @@ fn cin_of(r: &Option<Record>) -> Option<&model::CinRec> {
 /// retry of a failed make (back to PREPARING). Status reports alone do not.
 fn made_changed(before: Option<(bool, Status)>, after: Option<(bool, Status)>) -> bool {
     let made = |x: Option<(bool, Status)>| x.is_some_and(|(m, _)| m);
-    let retry = after.is_some_and(|(m, s)| m && s == Status::Preparing)
-        && before.is_some_and(|(_, s)| s != Status::Preparing);
+    let retry =
+        after.is_some_and(|(m, s)| m && s == Status::Preparing) && before.is_some_and(|(_, s)| s != Status::Preparing);
     made(before) != made(after) || retry
 }
 
@@ -484,7 +489,11 @@ impl Loop {
         }
     }
 
-    fn progress(&self, tracked: &parking_lot::Mutex<Vec<Tracked>>, revision: u64) -> impl Fn(usize, usize) + Send + Sync {
+    fn progress(
+        &self,
+        tracked: &parking_lot::Mutex<Vec<Tracked>>,
+        revision: u64,
+    ) -> impl Fn(usize, usize) + Send + Sync {
         let svc = Arc::clone(&self.service);
         let ids: Vec<String> = tracked.lock().iter().filter(|o| o.revision <= revision).map(|o| o.id.clone()).collect();
         move |done: usize, total: usize| {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, Mutex};
 
 pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
-pub use realization::Realization;
 pub use operations::{OperationState, OperationStatus, Operations, MAX_FINISHED_OPERATIONS};
+pub use realization::Realization;
 
 /// Capacity of the change stream; a subscriber further behind is told so.
 pub const CHANGE_STREAM_CAPACITY: usize = 1024;

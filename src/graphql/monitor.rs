@@ -200,7 +200,8 @@ impl MemberView {
                             if !had {
                                 let ck = ckey(&key);
                                 let tag = fresh.get(&ck).cloned();
-                                let e = self.tags.entry(ck).or_insert_with_key(|k| (tag.unwrap_or_else(|| lookup(k)), 0));
+                                let e =
+                                    self.tags.entry(ck).or_insert_with_key(|k| (tag.unwrap_or_else(|| lookup(k)), 0));
                                 e.1 += 1;
                             }
                             self.raw.insert(key.clone(), address);

@@ -3,6 +3,7 @@
 //! nothing.
 
 use super::addressing::AddrPlan;
+use super::addressing::Slice;
 use super::error::{ModelError, Result};
 use super::ids::{check_container_id, check_id, check_tag, interface_name};
 use super::records::*;
@@ -10,7 +11,6 @@ use super::topology::{Images, Topology};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use super::addressing::Slice;
 
 /// Most containers one pool may start with.
 pub const MAX_POOL_SIZE: u32 = 100_000;
@@ -310,8 +310,7 @@ impl Topology {
             }
             Command::CenDelete { id } => {
                 self.existing_cen(id)?;
-                let members: Vec<EntityKey> =
-                    self.members(id).map(|m| EntityKey::Member(m.member_key())).collect();
+                let members: Vec<EntityKey> = self.members(id).map(|m| EntityKey::Member(m.member_key())).collect();
                 for k in members {
                     self.remove(&k);
                 }
@@ -809,11 +808,8 @@ impl Topology {
     /// slice.
     fn reconcile_member(&mut self, k: &MemberKey) -> Result<()> {
         let Some(mut m) = self.member(k).cloned() else { return Ok(()) };
-        let cins: Vec<(String, Slice)> = self
-            .cins_over(&k.cen)
-            .into_iter()
-            .filter_map(|c| Some((c.id.clone(), self.slice(c, &k.cen)?)))
-            .collect();
+        let cins: Vec<(String, Slice)> =
+            self.cins_over(&k.cen).into_iter().filter_map(|c| Some((c.id.clone(), self.slice(c, &k.cen)?))).collect();
         let mut changed = false;
         let before = m.addresses.len();
         m.addresses.retain(|cin, _| cins.iter().any(|(c, _)| c == cin));

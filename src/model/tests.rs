@@ -436,7 +436,11 @@ mod props {
         for cen in t.cens() {
             for m in t.members(&cen.id) {
                 for cin in m.addresses.keys() {
-                    assert!(t.cin(cin).is_some_and(|c| c.cens.contains(&cen.id)), "{} keeps an address of {cin}", m.container);
+                    assert!(
+                        t.cin(cin).is_some_and(|c| c.cens.contains(&cen.id)),
+                        "{} keeps an address of {cin}",
+                        m.container
+                    );
                 }
             }
         }

@@ -2,11 +2,11 @@
 //! indexes beside it, and a journal of before-images so that a command that
 //! fails part-way is undone exactly.
 
+use super::addressing::AddrPlan;
 use super::records::*;
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
-use super::addressing::AddrPlan;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// An edge of the graph. Each is owned by one record, and rebuilt from it.
@@ -150,25 +150,21 @@ impl Topology {
 
     fn neighbors(&self, ix: Option<NodeIndex>, dir: Direction, rel: Rel) -> impl Iterator<Item = &Record> + '_ {
         ix.into_iter().flat_map(move |ix| {
-            self.graph
-                .edges_directed(ix, dir)
-                .filter(move |e| *e.weight() == rel)
-                .filter_map(move |e| {
-                    self.graph.node_weight(if dir == Direction::Outgoing { e.target() } else { e.source() })
-                })
+            self.graph.edges_directed(ix, dir).filter(move |e| *e.weight() == rel).filter_map(move |e| {
+                self.graph.node_weight(if dir == Direction::Outgoing { e.target() } else { e.source() })
+            })
         })
     }
 
     /// The members of a CEN, in container order (one range of the index).
     pub fn members<'a>(&'a self, cen: &'a str) -> impl Iterator<Item = &'a MemberRec> + 'a {
         let from = MemberKey { cen: cen.to_string(), host: String::new(), container: String::new() };
-        self.members
-            .range(from..)
-            .take_while(move |(k, _)| k.cen == cen)
-            .filter_map(|(_, ix)| match self.graph.node_weight(*ix) {
+        self.members.range(from..).take_while(move |(k, _)| k.cen == cen).filter_map(|(_, ix)| {
+            match self.graph.node_weight(*ix) {
                 Some(Record::Member(m)) => Some(m),
                 _ => None,
-            })
+            }
+        })
     }
 
     /// The members of a CEN in join order.
@@ -271,7 +267,7 @@ impl Topology {
         self.used.get(cin).and_then(|u| u.get(&u32::from(ip))).is_some_and(|n| *n > 1)
     }
 
-// ---- mutation primitives: the only ways the graph changes ----
+    // ---- mutation primitives: the only ways the graph changes ----
 
     /// Starts journaling before-images.
     pub(crate) fn begin(&mut self) {

@@ -98,6 +98,9 @@ impl ApplyReport {
     }
 }
 
+/// A link by namespace and name.
+type LinkName = (NsId, String);
+
 /// Progress callback: (steps done, steps total).
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Send + Sync);
 
@@ -275,7 +278,7 @@ impl Realizer {
     /// Learns links just created by asking for each by name (one
     /// RTM_GETLINK each, never a dump of the namespace); `pairs` names the
     /// two ends of each veth created, so each knows where its peer is.
-    async fn learn(&mut self, links: BTreeSet<(NsId, String)>, pairs: &[((NsId, String), (NsId, String))]) {
+    async fn learn(&mut self, links: BTreeSet<LinkName>, pairs: &[(LinkName, LinkName)]) {
         let prefix = self.cfg.prefix.clone();
         let futs: Vec<_> = links
             .iter()
@@ -342,9 +345,11 @@ impl Realizer {
         let prefix = self.cfg.prefix.clone();
         let keys: Vec<&String> = match scope {
             Scope::All => desired.containers.keys().collect(),
-            Scope::Cens(set) => {
-                set.iter().filter_map(|c| desired.cens.get(c)).flat_map(|c| c.members.iter().map(|m| &m.container)).collect()
-            }
+            Scope::Cens(set) => set
+                .iter()
+                .filter_map(|c| desired.cens.get(c))
+                .flat_map(|c| c.members.iter().map(|m| &m.container))
+                .collect(),
         };
         let want_paths: BTreeSet<NsId> = keys
             .into_iter()
@@ -674,10 +679,7 @@ impl Realizer {
     }
 
     fn index(&self, ns: &NsId, name: &str) -> Result<u32, String> {
-        self.observed
-            .link(ns, name)
-            .map(|l| l.index)
-            .ok_or_else(|| format!("no interface {name} in {ns}"))
+        self.observed.link(ns, name).map(|l| l.index).ok_or_else(|| format!("no interface {name} in {ns}"))
     }
 
     async fn exec(&self, op: &Op) -> Result<Effect, String> {
@@ -714,8 +716,8 @@ impl Realizer {
                     .and_then(|r| r)
                     .map(|()| Effect::Forwarding(ns.clone(), on))
             }
-            Op::CreateBridge { ns, name, group } => {
-                nl::create_bridge(&self.handle(ns)?.handle, name, *group).await.map(|()| Effect::None)
+            Op::CreateBridge { ns, name, group, mac } => {
+                nl::create_bridge(&self.handle(ns)?.handle, name, *group, *mac).await.map(|()| Effect::None)
             }
             Op::CreateVeth { a, b, group } => {
                 let master = match &a.master {

@@ -250,8 +250,11 @@ pub async fn set_up(h: &Handle, index: u32) -> Result<(), String> {
     ok_if(h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await, &[])
 }
 
-pub async fn create_bridge(h: &Handle, name: &str, group: u32) -> Result<(), String> {
-    ok_if(h.link().add(LinkBridge::new(name).link_group(group).build()).execute().await, &[])
+/// A bridge with its MAC address pinned at creation: otherwise the kernel
+/// gives a bridge the lowest MAC of its ports and changes it as ports come
+/// and go, so the gateway's MAC would change under its members.
+pub async fn create_bridge(h: &Handle, name: &str, group: u32, mac: [u8; 6]) -> Result<(), String> {
+    ok_if(h.link().add(LinkBridge::new(name).link_group(group).address(mac.to_vec()).build()).execute().await, &[])
 }
 
 /// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to

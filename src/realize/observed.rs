@@ -131,7 +131,8 @@ impl Observed {
         let Some(l) = self.namespaces.get_mut(ns).and_then(|s| s.take(index)) else { return };
         self.ungroup(ns, &l);
         if let (Some(pns), Some(p)) = (&l.peer_ns, l.peer) {
-            let mutual = self.namespaces.get(pns).and_then(|s| s.link_by_index(p)).is_some_and(|x| x.peer == Some(index));
+            let mutual =
+                self.namespaces.get(pns).and_then(|s| s.link_by_index(p)).is_some_and(|x| x.peer == Some(index));
             if mutual {
                 if let Some(pl) = self.namespaces.get_mut(pns).and_then(|s| s.take(p)) {
                     self.ungroup(&pns.clone(), &pl);
@@ -155,7 +156,8 @@ impl Observed {
             })
             .unwrap_or_default();
         for (pns, p, mine) in peers {
-            let mutual = self.namespaces.get(&pns).and_then(|s| s.link_by_index(p)).is_some_and(|x| x.peer == Some(mine));
+            let mutual =
+                self.namespaces.get(&pns).and_then(|s| s.link_by_index(p)).is_some_and(|x| x.peer == Some(mine));
             if mutual {
                 if let Some(pl) = self.namespaces.get_mut(&pns).and_then(|s| s.take(p)) {
                     self.ungroup(&pns, &pl);

@@ -73,6 +73,8 @@ pub enum Op {
         ns: NsId,
         name: String,
         group: u32,
+        /// Pinned at creation.
+        mac: [u8; 6],
     },
     /// One RTM_NEWLINK: `a` in its namespace (up, attached to its bridge),
     /// peer `b` created directly in its own namespace; both in `group`.
@@ -593,7 +595,8 @@ impl<'a> Planner<'a> {
         let fabric = self.fabric.clone();
         for u in &self.units {
             if let Unit::Bridge { cen, name, group } = u {
-                let ok = self.find(&fabric, name).is_some_and(|l| l.kind == LinkKind::Bridge && l.group == *group && l.ours);
+                let ok =
+                    self.find(&fabric, name).is_some_and(|l| l.kind == LinkKind::Bridge && l.group == *group && l.ours);
                 self.bridge_ok.insert(cen.clone(), ok);
             }
         }
@@ -614,7 +617,7 @@ impl<'a> Planner<'a> {
             }
             self.recreated.insert((fabric.clone(), name.to_string()));
             self.create_steps.push(Step {
-                op: Op::CreateBridge { ns: fabric, name: name.to_string(), group },
+                op: Op::CreateBridge { ns: fabric, name: name.to_string(), group, mac: naming::bridge_mac(cen) },
                 cens: vec![cen.to_string()],
                 cin: None,
             });
@@ -677,12 +680,9 @@ impl<'a> Planner<'a> {
     /// plan; for a scoped one, the links carrying the scoped CENs' groups.
     fn strays(&mut self, scope: Scope<'_>) {
         let candidates: Vec<(NsId, &'a LinkState)> = match scope {
-            Scope::All => self
-                .cur
-                .namespaces()
-                .iter()
-                .flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l)))
-                .collect(),
+            Scope::All => {
+                self.cur.namespaces().iter().flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l))).collect()
+            }
             Scope::Cens(_) => {
                 let prefix = self.prefix();
                 let mut v = Vec::new();
@@ -803,7 +803,13 @@ impl<'a> Planner<'a> {
         for (cin, dest, plen, via) in &a.routes {
             if !routes_have.contains(&(*dest, *plen, *via)) {
                 self.steps.push(Step {
-                    op: Op::AddRoute { ns: a.ns.clone(), name: a.name.clone(), dest: *dest, prefix_len: *plen, via: *via },
+                    op: Op::AddRoute {
+                        ns: a.ns.clone(),
+                        name: a.name.clone(),
+                        dest: *dest,
+                        prefix_len: *plen,
+                        via: *via,
+                    },
                     cens: vec![a.cen.clone()],
                     cin: Some(cin.clone()),
                 });
@@ -813,7 +819,13 @@ impl<'a> Planner<'a> {
             for (dest, plen, via) in &routes_have {
                 if !a.routes.iter().any(|(_, d, p, v)| d == dest && p == plen && v == via) {
                     self.steps.push(Step {
-                        op: Op::DeleteRoute { ns: a.ns.clone(), dest: *dest, prefix_len: *plen, via: *via, oif: l.index },
+                        op: Op::DeleteRoute {
+                            ns: a.ns.clone(),
+                            dest: *dest,
+                            prefix_len: *plen,
+                            via: *via,
+                            oif: l.index,
+                        },
                         cens: vec![],
                         cin: None,
                     });
@@ -872,8 +884,7 @@ mod tests {
 
     /// Pretend every step succeeded: a tiny kernel model.
     fn simulate(obs: &mut Observed, plan: &Plan, prefix: &str) {
-        let mut next: u32 =
-            obs.namespaces().values().flat_map(|s| s.links().map(|l| l.index)).max().unwrap_or(0) + 100;
+        let mut next: u32 = obs.namespaces().values().flat_map(|s| s.links().map(|l| l.index)).max().unwrap_or(0) + 100;
         let link = |st: &NsState, name: &str| st.link(name).map(|l| l.index);
         for s in &plan.steps {
             match &s.op {
@@ -903,7 +914,7 @@ mod tests {
                         s.forwarding = Some(*on);
                     }
                 }
-                Op::CreateBridge { ns, name, group } => {
+                Op::CreateBridge { ns, name, group, .. } => {
                     next += 1;
                     obs.insert_link(
                         ns,
@@ -1080,18 +1091,21 @@ mod tests {
         assert_eq!(p.steps.len(), 2); // veth, peer up
         assert!(matches!(p.steps[0].op, Op::CreateVeth { .. }));
         // A stray link of ours in the fabric goes.
-        obs.insert_link(&NsId::Fabric, LinkState {
-            index: 999,
-            name: "t-bold".into(),
-            kind: LinkKind::Bridge,
-            group: 7,
-            master: None,
-            peer: None,
-            peer_ns: None,
-            up: true,
-            ours: true,
-            addresses: vec![],
-        });
+        obs.insert_link(
+            &NsId::Fabric,
+            LinkState {
+                index: 999,
+                name: "t-bold".into(),
+                kind: LinkKind::Bridge,
+                group: 7,
+                master: None,
+                peer: None,
+                peer_ns: None,
+                up: true,
+                ours: true,
+                addresses: vec![],
+            },
+        );
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         assert_eq!(p.steps.len(), 1);
     }
