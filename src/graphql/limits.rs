@@ -444,7 +444,10 @@ impl Extension for Guard {
         next: NextExecute<'_>,
     ) -> async_graphql::Response {
         let ty = *self.op_type.lock();
-        if ty == Some(OperationType::Subscription) {
+        // Only HTTP requests carry `ExecutionStarted`; a subscription's
+        // events on a websocket run through here too.
+        let over_http = ctx.data_opt::<ExecutionStarted>().is_some();
+        if over_http && ty == Some(OperationType::Subscription) {
             return async_graphql::Response::from_errors(vec![refused(
                 "subscriptions are served over the websocket at /graphql/ws (subprotocol graphql-transport-ws or \
                  graphql-ws), not over HTTP",
