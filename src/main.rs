@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Remove everything leviathan made in the kernel under a prefix.
@@ -148,7 +148,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Serve(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let r = rt.block_on(serve(args));
+            let r = rt.block_on(serve(*args));
             // Whatever is still running after the grace period is dropped.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             r
