@@ -477,9 +477,9 @@ mod tests {
 
     #[test]
     fn tokens_are_counted() {
-        assert_eq!(count_tokens("{ a b(x: 1) { ...F } }", 100), 11);
-        assert_eq!(count_tokens("# comment\n query { a(s: \"x, y\") }", 100), 8);
-        assert_eq!(count_tokens("{ a(s: \"\"\"block \"\" \"\"\") }", 100), 7);
+        assert_eq!(count_tokens("{ a b(x: 1) { ...F } }", 100), 13);
+        assert_eq!(count_tokens("# comment\n query { a(s: \"x, y\") }", 100), 9);
+        assert_eq!(count_tokens("{ a(s: \"\"\"block \"\" \"\"\") }", 100), 8);
         assert_eq!(count_tokens(&"a ".repeat(1000), 10), 11);
     }
 
