@@ -147,6 +147,7 @@ async fn main() {
         schema: schema.clone(),
         token: None,
         body_limit: server::DEFAULT_BODY_LIMIT,
+        http: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,6 +1,7 @@
 //! leviathan: a topology service for container networks.
 pub mod driver;
 pub mod graphql;
+pub mod http;
 pub mod model;
 pub mod realize;
 pub mod server;

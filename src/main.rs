@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Remove everything leviathan made in the kernel under a prefix.
@@ -74,6 +74,62 @@ struct ServeArgs {
     /// leviathan (0: only at start and on the `reconcile` mutation).
     #[arg(long, default_value_t = 60)]
     reconcile_interval: u64,
+    /// A host name (besides localhost, 127.0.0.1, [::1]) accepted in the
+    /// Host header while listening on loopback; repeat for more.
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
+    /// Largest GraphQL document, in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    max_document_bytes: usize,
+    /// Most tokens in a GraphQL document.
+    #[arg(long, default_value_t = 20_000)]
+    max_tokens: usize,
+    /// Deepest GraphQL selection.
+    #[arg(long, default_value_t = leviathan::graphql::MAX_DEPTH)]
+    max_depth: usize,
+    /// Highest query cost (each field 1; a list's items counted at `first`,
+    /// or at the longest such list in the topology).
+    #[arg(long, default_value_t = leviathan::graphql::MAX_COMPLEXITY)]
+    max_cost: usize,
+    /// Most aliased fields in a document.
+    #[arg(long, default_value_t = leviathan::graphql::MAX_ALIASES)]
+    max_aliases: usize,
+    /// Most errors in one answer (the rest are summarized in one more).
+    #[arg(long, default_value_t = 100)]
+    max_errors: usize,
+    /// Seconds a query may run before it is stopped.
+    #[arg(long, default_value_t = 10.0)]
+    request_timeout: f64,
+    /// Largest GraphQL answer, in bytes.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    max_response_bytes: usize,
+    /// Most requests in one batch (a JSON array POSTed to /graphql).
+    #[arg(long, default_value_t = 10)]
+    max_batch: usize,
+    /// Most HTTP connections open at once (more wait to be accepted).
+    #[arg(long, default_value_t = 2048)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept.
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
+    /// Seconds requests in flight get to finish after SIGTERM or SIGINT.
+    #[arg(long, default_value_t = 10.0)]
+    shutdown_grace: f64,
+    /// Most websocket connections on each of /graphql/ws and
+    /// /leviathan/monitor.
+    #[arg(long, default_value_t = 10_000)]
+    ws_max_connections: usize,
+    /// Seconds a websocket peer has to take one message before it is dropped.
+    #[arg(long, default_value_t = 10.0)]
+    ws_send_timeout: f64,
+    /// Largest websocket message accepted from a client, in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    ws_max_message: usize,
+}
+
+fn secs(name: &str, v: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name}: '{v}' is not a number of seconds"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,7 +146,13 @@ fn main() -> anyhow::Result<()> {
             print!("{}", leviathan::graphql::sdl());
             Ok(())
         }
-        Cmd::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(args)),
+        Cmd::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let r = rt.block_on(serve(*args));
+            // Whatever is still running after the grace period is dropped.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            r
+        }
         Cmd::Cleanup { prefix } => {
             let report = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -104,8 +166,20 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let token = args.token.filter(|t| !t.is_empty());
-    if token.is_none() && !args.listen.ip().is_loopback() && !args.insecure_no_auth {
+    let loopback = args.listen.ip().is_loopback();
+    if let Some(t) = &args.token {
+        if t.trim().is_empty() {
+            bail!("--token: a blank token protects nothing; give a real one (16 characters or more)");
+        }
+        if t.trim() != t {
+            bail!("--token: the token has leading or trailing spaces; give it without them");
+        }
+        if !loopback && t.chars().count() < 16 {
+            bail!("--token: listening on {} needs a token of 16 characters or more", args.listen);
+        }
+    }
+    let token = args.token.clone();
+    if token.is_none() && !loopback && !args.insecure_no_auth {
         bail!(
             "refusing to listen on {} without a token: set --token (or LEVIATHAN_TOKEN), or pass --insecure-no-auth",
             args.listen
@@ -132,16 +206,52 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Some(Arc::new(driver) as Arc<dyn leviathan::service::Realization>)
     };
-    let schema = leviathan::graphql::schema_with(Arc::clone(&service), driver);
-    let state =
-        AppState { service: Arc::clone(&service), schema, token: token.map(Into::into), body_limit: args.max_body };
-    let app = server::with_cors(server::router(state), &args.cors_origins)?;
+    let limits = leviathan::graphql::Limits {
+        max_document_bytes: args.max_document_bytes,
+        max_tokens: args.max_tokens,
+        max_depth: args.max_depth,
+        max_cost: args.max_cost,
+        max_aliases: args.max_aliases,
+        max_selections: leviathan::graphql::Limits::default().max_selections,
+        max_errors: args.max_errors,
+        deadline: secs("request-timeout", args.request_timeout)?,
+    };
+    let schema = leviathan::graphql::schema_with_limits(Arc::clone(&service), driver, limits);
+    let http = leviathan::http::HttpConfig {
+        max_batch: args.max_batch,
+        max_response_bytes: args.max_response_bytes,
+        max_get_document: args.max_document_bytes,
+        cors_origins: args.cors_origins.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        loopback,
+    };
+    let state = AppState {
+        service: Arc::clone(&service),
+        schema,
+        token: token.map(Into::into),
+        body_limit: args.max_body,
+        http: Arc::new(http),
+    };
+    let (trigger, shutdown_signal) = leviathan::http::serve::Shutdown::new();
+    let ws = leviathan::graphql::ws::WsConfig {
+        max_connections: args.ws_max_connections,
+        send_timeout: secs("ws-send-timeout", args.ws_send_timeout)?,
+        max_message_size: args.ws_max_message,
+        shutdown: shutdown_signal.clone(),
+        ..Default::default()
+    };
+    let app = server::with_cors(server::router_with(state, ws), &args.cors_origins)?;
+    let opts = leviathan::http::serve::ServeOptions {
+        max_connections: args.max_connections,
+        header_timeout: secs("header-timeout", args.header_timeout)?,
+        grace: secs("shutdown-grace", args.shutdown_grace)?,
+    };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
     println!("listening on {addr}");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
     Ok(())
 }
 

@@ -4,16 +4,14 @@
 use crate::graphql::ws::{self, Protocol, WsAuth, WsConfig};
 use crate::graphql::LeviathanSchema;
 use crate::service::Service;
-use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, Request, State, WebSocketUpgrade};
+use axum::extract::{Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -27,6 +25,8 @@ pub struct AppState {
     pub schema: LeviathanSchema,
     pub token: Option<Arc<str>>,
     pub body_limit: usize,
+    /// GraphQL-over-HTTP and browser-safety settings.
+    pub http: Arc<crate::http::HttpConfig>,
 }
 
 /// A JSON error body understood by legacy clients (`status`, `message`) and
@@ -38,6 +38,17 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
         "errors": [{"message": message, "extensions": {"code": code}}],
     });
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// An error in the shape of the route: `{"errors": [...]}` only on the
+/// GraphQL routes, the legacy `{status, message}` (with `errors` beside
+/// it) elsewhere.
+pub fn error_for_path(path: &str, status: StatusCode, code: &str, message: &str) -> Response {
+    if path == "/graphql" || path.starts_with("/graphql/") {
+        crate::http::graphql::plain_error(status, code, message)
+    } else {
+        json_error(status, code, message)
+    }
 }
 
 /// The router: `/graphql`, `/graphql/ws`, `/graphiql`, `/schema.graphql`,
@@ -54,8 +65,9 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         slots: Arc::new(tokio::sync::Semaphore::new(ws_config.max_connections)),
         config: Arc::new(ws_config),
     };
+    let compat_ws = ws.clone();
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql", get(crate::http::graphql::get).post(crate::http::graphql::post))
         .route(
             GRAPHQL_WS_PATH,
             get(move |state, headers, query, upgrade| graphql_ws(state, headers, query, upgrade, ws.clone())),
@@ -67,10 +79,17 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .route("/metrics", get(metrics))
         .merge(leviathan_rest_compat::router(
             state.schema.clone(),
-            leviathan_rest_compat::CompatConfig { body_limit: state.body_limit, ..Default::default() },
+            leviathan_rest_compat::CompatConfig {
+                body_limit: state.body_limit,
+                monitor_send_timeout: compat_ws.config.send_timeout,
+                monitor_max_connections: compat_ws.config.max_connections,
+                shutdown: compat_ws.config.shutdown.receiver(),
+                ..Default::default()
+            },
         ))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::http::guard::check))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -92,8 +111,27 @@ async fn log_request(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Unknown paths; a path with a trailing slash is redirected (308, which
+/// keeps the method and body) to the same path without it.
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
-    json_error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no route for {method} {}", uri.path()))
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() < path.len() && !trimmed.is_empty() {
+        let target = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&target) {
+            let mut resp = json_error(
+                StatusCode::PERMANENT_REDIRECT,
+                "NOT_FOUND",
+                &format!("no route for {method} {path}; it is {trimmed} (without the trailing slash)"),
+            );
+            resp.headers_mut().insert(header::LOCATION, v);
+            return resp;
+        }
+    }
+    json_error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no route for {method} {path}"))
 }
 
 /// Constant-time token comparison.
@@ -104,16 +142,27 @@ pub fn token_matches(expected: &str, given: &str) -> bool {
 /// Path of the GraphQL websocket endpoint.
 pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme in
+/// any case, RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Whether a request carries the token in `Authorization: Bearer <token>`
-/// or `?token=`.
-fn request_has_token(expected: &str, headers: &HeaderMap, query: Option<&str>) -> bool {
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let query_token = query.and_then(|q| url_params(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
-    header_token.is_some_and(|t| token_matches(expected, t)) || query_token.is_some_and(|t| token_matches(expected, &t))
+/// or, where `query_allowed` (websocket upgrades and the pages), `?token=`.
+fn request_has_token(expected: &str, headers: &HeaderMap, query: Option<&str>, query_allowed: bool) -> bool {
+    let query_token = query
+        .filter(|_| query_allowed)
+        .and_then(|q| url_params(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+    bearer(headers).is_some_and(|t| token_matches(expected, t))
+        || query_token.is_some_and(|t| token_matches(expected, &t))
+}
+
+/// Pages a browser opens by address, which can carry `?token=`.
+fn is_page(path: &str) -> bool {
+    matches!(path, "/graphiql" | "/topology")
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -130,79 +179,37 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     if req.uri().path().starts_with(GRAPHIQL_ASSETS) {
         return next.run(req).await;
     }
-    let ok = request_has_token(expected, req.headers(), req.uri().query())
-        || (req.uri().path() == GRAPHQL_WS_PATH && is_websocket_upgrade(req.headers()));
+    let path = req.uri().path();
+    let upgrade = is_websocket_upgrade(req.headers());
+    let ok = request_has_token(expected, req.headers(), req.uri().query(), upgrade || is_page(path))
+        || (path == GRAPHQL_WS_PATH && upgrade);
     if ok {
-        next.run(req).await
-    } else {
-        let mut resp = json_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "missing or wrong bearer token");
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        resp
+        return next.run(req).await;
     }
+    let mut resp = if is_page(path) {
+        let page = format!(
+            "<!doctype html><title>leviathan: token needed</title><p>This server needs its token. Open \
+             <code>{path}?token=YOUR_TOKEN</code> (the token given to <code>leviathan serve --token</code>).</p>"
+        );
+        (StatusCode::UNAUTHORIZED, Html(page)).into_response()
+    } else {
+        error_for_path(
+            path,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+        )
+    };
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
 }
 
 fn url_params(q: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default()
 }
 
-fn graphql_response(resp: async_graphql::Response) -> Response {
-    match serde_json::to_string(&resp) {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &format!("encoding the answer: {e}")),
-    }
-}
-
 fn bad_request(message: &str) -> Response {
-    json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
-}
-
-async fn graphql_post(State(state): State<AppState>, body: Body) -> Response {
-    let bytes: Bytes = match axum::body::to_bytes(body, state.body_limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            let mut resp = json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BAD_REQUEST",
-                &format!("request body over the limit of {} bytes", state.body_limit),
-            );
-            // The rest of the body is never read: the connection cannot be
-            // reused, so say so rather than leave the client to find out.
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
-        }
-    };
-    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => return bad_request(&format!("malformed GraphQL request body: {e}")),
-    };
-    graphql_response(state.schema.execute(request).await)
-}
-
-async fn graphql_get(State(state): State<AppState>, Query(params): Query<HashMap<String, String>>) -> Response {
-    let Some(query) = params.get("query") else {
-        return bad_request("missing 'query' parameter");
-    };
-    if let Ok(doc) = async_graphql::parser::parse_query(query) {
-        let mutates =
-            doc.operations.iter().any(|(_, op)| op.node.ty != async_graphql::parser::types::OperationType::Query);
-        if mutates {
-            let mut resp =
-                json_error(StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST", "mutations and subscriptions need POST");
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return resp;
-        }
-    }
-    let mut request = async_graphql::Request::new(query.clone());
-    if let Some(op) = params.get("operationName") {
-        request = request.operation_name(op.clone());
-    }
-    if let Some(vars) = params.get("variables") {
-        match serde_json::from_str::<serde_json::Value>(vars) {
-            Ok(v) => request = request.variables(async_graphql::Variables::from_json(v)),
-            Err(e) => return bad_request(&format!("malformed 'variables' parameter: {e}")),
-        }
-    }
-    graphql_response(state.schema.execute(request).await)
+    crate::http::graphql::plain_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
 }
 
 /// The websocket endpoint's settings and its connection slots.
@@ -229,17 +236,23 @@ async fn graphql_ws(
     };
     let upgrade = match upgrade {
         Ok(u) => u,
-        Err(e) => return json_error(e.status(), "BAD_REQUEST", &format!("not a websocket upgrade: {}", e.body_text())),
+        Err(e) => {
+            return crate::http::graphql::plain_error(
+                e.status(),
+                "BAD_REQUEST",
+                &format!("not a websocket upgrade: {}", e.body_text()),
+            )
+        }
     };
     let Ok(slot) = Arc::clone(&ws.slots).try_acquire_owned() else {
-        return json_error(
+        return crate::http::graphql::plain_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "INTERNAL",
             &format!("too many websocket connections (at most {}); try again later", ws.config.max_connections),
         );
     };
     let auth = WsAuth {
-        pre_authorized: state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query())),
+        pre_authorized: state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query(), true)),
         token: state.token.clone(),
     };
     let schema = state.schema.clone();
@@ -251,8 +264,9 @@ async fn graphql_ws(
         .read_buffer_size(cfg.read_buffer)
         .write_buffer_size(cfg.read_buffer)
         .on_upgrade(move |socket| async move {
+            let live = cfg.shutdown.track();
             ws::serve(socket, protocol, schema, auth, cfg).await;
-            drop(slot);
+            drop((slot, live));
         })
 }
 

@@ -171,12 +171,27 @@ async fn bad_inputs_get_codes_and_change_nothing() {
     // Malformed HTTP bodies.
     let rev = s.revision().await;
     let resp = s.http.post(s.url("/graphql")).body("{not json").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 415, "a POST without a JSON content type");
+    let resp = s
+        .http
+        .post(s.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
     // Oversized body.
     let big = format!("{{\"query\": \"{{ version }}\", \"x\": \"{}\"}}", "y".repeat(9 * 1024 * 1024));
-    let resp = reqwest::Client::new().post(s.url("/graphql")).body(big).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(s.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
     assert_eq!(resp.headers()["connection"], "close");
     // Mutations over GET are refused.

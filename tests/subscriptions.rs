@@ -583,7 +583,13 @@ async fn in_process(capacity: usize, cfg: WsConfig) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let service = Service::open_with_capacity(&dir.path().join("x.db"), "host1", capacity).unwrap();
     let schema = leviathan::graphql::schema(Arc::clone(&service));
-    let state = AppState { service: Arc::clone(&service), schema, token: None, body_limit: server::DEFAULT_BODY_LIMIT };
+    let state = AppState {
+        service: Arc::clone(&service),
+        schema,
+        token: None,
+        body_limit: server::DEFAULT_BODY_LIMIT,
+        http: Default::default(),
+    };
     let app = server::router_with(state, cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -45,6 +45,12 @@ pub struct CompatConfig {
     pub monitor_max_message: usize,
     /// Most monitors one connection may hold at once.
     pub max_monitors: usize,
+    /// Time the peer has to take one message before it is dropped.
+    pub monitor_send_timeout: Duration,
+    /// Most monitor connections at once; more are answered 503.
+    pub monitor_max_connections: usize,
+    /// Becomes `true` when the server shuts down: monitors close with 1001.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for CompatConfig {
@@ -54,6 +60,9 @@ impl Default for CompatConfig {
             monitor_start_timeout: Duration::from_secs(10),
             monitor_max_message: 64 * 1024,
             max_monitors: 100,
+            monitor_send_timeout: Duration::from_secs(10),
+            monitor_max_connections: 10_000,
+            shutdown: None,
         }
     }
 }
@@ -63,6 +72,8 @@ impl Default for CompatConfig {
 pub(crate) struct Compat<E> {
     pub executor: E,
     pub cfg: Arc<CompatConfig>,
+    /// Monitor connection slots.
+    pub monitor_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The legacy router: every route of the spec's table and the monitor
@@ -74,7 +85,8 @@ where
     E: Executor,
     S: Clone + Send + Sync + 'static,
 {
-    routes::routes::<E>().with_state(Compat { executor, cfg: Arc::new(cfg) })
+    let monitor_slots = Arc::new(tokio::sync::Semaphore::new(cfg.monitor_max_connections));
+    routes::routes::<E>().with_state(Compat { executor, cfg: Arc::new(cfg), monitor_slots })
 }
 
 /// Every route of the legacy table as (method, path pattern), for tests and

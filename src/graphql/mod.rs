@@ -1,8 +1,10 @@
 //! The GraphQL API over the topology service.
 
+mod cost;
 mod limits;
 mod monitor;
 mod mutation;
+mod page;
 mod query;
 mod subscription;
 mod types;
@@ -13,7 +15,10 @@ use crate::service::{Realization, Service};
 use async_graphql::{ErrorExtensions, Schema};
 use std::sync::Arc;
 
-pub use limits::{AliasLimit, MAX_ALIASES, MAX_COMPLEXITY, MAX_DEPTH};
+pub use cost::Bounds;
+pub use limits::{
+    cap_errors, count_tokens, refused, AliasLimit, ExecutionStarted, Limits, MAX_ALIASES, MAX_COMPLEXITY, MAX_DEPTH,
+};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::*;
@@ -29,25 +34,35 @@ pub fn schema(service: Arc<Service>) -> LeviathanSchema {
 /// Builds the schema over a service and, where the kernel is realized, the
 /// driver that make/destroy wait for.
 pub fn schema_with(service: Arc<Service>, realization: Option<Arc<dyn Realization>>) -> LeviathanSchema {
-    let mut b = builder().data(service);
+    schema_with_limits(service, realization, Limits::default())
+}
+
+/// [`schema_with`] under other [`Limits`].
+pub fn schema_with_limits(
+    service: Arc<Service>,
+    realization: Option<Arc<dyn Realization>>,
+    limits: Limits,
+) -> LeviathanSchema {
+    let mut b = builder(limits).data(service);
     if let Some(r) = realization {
         b = b.data(r);
     }
     b.finish()
 }
 
-fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+/// Depth and cost are checked by [`AliasLimit`] (whose errors say which
+/// limit and by how much), not by the library's own limits.
+fn builder(limits: Limits) -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    let recursion = (limits.max_depth * 2).max(32);
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .limit_recursive_depth(MAX_DEPTH * 2)
+        .limit_recursive_depth(recursion)
         .limit_directives(8)
-        .extension(AliasLimit)
+        .extension(AliasLimit::new(limits))
 }
 
 /// The SDL of the schema, as checked in at `schema/schema.graphql`.
 pub fn sdl() -> String {
-    builder().finish().sdl()
+    builder(Limits::default()).finish().sdl()
 }
 
 /// A GraphQL error carrying `extensions.code`.

@@ -1,22 +1,29 @@
 //! GraphQL object types. Each holds a snapshot of its record taken when it
 //! was resolved; relations are looked up in the topology when asked for.
 
+use super::cost::{self, List};
+use super::page;
 use crate::model::{self, ContainerKey, Topology};
 use crate::service::Service;
-use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
 use std::sync::Arc;
 
 pub(crate) fn svc<'a>(ctx: &Context<'a>) -> &'a Arc<Service> {
     ctx.data_unchecked::<Arc<Service>>()
 }
 
-/// Realization status.
+/// Realization status: how far the kernel is from what the model asks for.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum Status {
+    /// Not made, or made but not yet worked on.
     Pending,
+    /// Being made in the kernel.
     Preparing,
+    /// Made: the kernel has it.
     Ready,
+    /// Being taken out of the kernel.
     Destroying,
+    /// The kernel work failed; `statusMessage` says why. Making it again retries.
     Failed,
 }
 
@@ -50,23 +57,34 @@ impl From<model::Wiring> for WiringType {
     }
 }
 
-/// A machine that runs containers.
+/// A machine that runs containers (the legacy API's `hostID`).
 pub struct Host {
     pub id: String,
 }
 
 #[Object]
 impl Host {
+    /// The host id (unique).
     async fn id(&self) -> ID {
         ID(self.id.clone())
     }
     /// The containers on this host, sorted by id.
-    async fn containers(&self, ctx: &Context<'_>) -> Vec<Container> {
-        svc(ctx).read(|t| t.containers_of_host(&self.id).into_iter().map(Container::from_rec).collect())
+    #[graphql(complexity = "cost::list(List::HostContainers, first, child_complexity)")]
+    async fn containers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many containers (see `Query.containers`).")] first: Option<i32>,
+        #[graphql(desc = "Only the containers after this id (the last id of the previous page).")] after: Option<
+            String,
+        >,
+    ) -> Result<Vec<Container>> {
+        let all = svc(ctx).read(|t| t.containers_of_host(&self.id).into_iter().map(Container::from_rec).collect());
+        page::by_id(all, |c: &Container| c.rec.id.as_str(), first, after)
     }
 }
 
-/// A network endpoint: one network namespace.
+/// A network endpoint: one network namespace (the legacy API's container,
+/// `containerID`). Identified by its host and its id.
 pub struct Container {
     pub rec: model::ContainerRec,
 }
@@ -85,12 +103,16 @@ impl Container {
 
 #[Object]
 impl Container {
+    /// The container id (unique on its host; the legacy `containerID`).
     async fn id(&self) -> ID {
         ID(self.rec.id.clone())
     }
+    /// The host the container runs on.
     async fn host(&self) -> Host {
         Host { id: self.rec.host.clone() }
     }
+    /// A free-form label (the legacy `container_tag`), used by filters and
+    /// monitors; null when unset.
     async fn tag(&self) -> Option<&str> {
         self.rec.tag.as_deref()
     }
@@ -100,20 +122,48 @@ impl Container {
         self.rec.netns_path.as_deref()
     }
     /// The CENs this container is a member of, sorted by id.
-    async fn cens(&self, ctx: &Context<'_>) -> Vec<Cen> {
-        svc(ctx).read(|t| t.cens_of(&self.key()).into_iter().map(Cen::from_rec).collect())
+    #[graphql(complexity = "cost::list(List::ContainerCens, first, child_complexity)")]
+    async fn cens(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
+        )]
+        after: Option<String>,
+    ) -> Result<Vec<Cen>> {
+        let all = svc(ctx).read(|t| t.cens_of(&self.key()).into_iter().map(Cen::from_rec).collect());
+        page::by_id(all, |c: &Cen| c.rec.id.as_str(), first, after)
     }
     /// The CINs that give this container an address, sorted by id.
-    async fn cins(&self, ctx: &Context<'_>) -> Vec<Cin> {
-        svc(ctx).read(|t| {
+    #[graphql(complexity = "cost::list(List::ContainerCins, first, child_complexity)")]
+    async fn cins(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
+        )]
+        after: Option<String>,
+    ) -> Result<Vec<Cin>> {
+        let all = svc(ctx).read(|t| {
             let mut ids: Vec<String> =
                 t.interfaces(&self.key()).into_iter().flat_map(|i| i.addresses.into_iter().map(|a| a.cin)).collect();
             ids.sort();
             ids.dedup();
             ids.iter().filter_map(|id| t.cin(id)).map(Cin::from_rec).collect()
-        })
+        });
+        page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
     }
-    /// One interface per CEN, named as it is inside the container.
+    /// One interface per CEN, named as it is inside the container, in the
+    /// order of the CEN ids.
+    #[graphql(complexity = "cost::all(List::ContainerCens, child_complexity)")]
     async fn interfaces(&self, ctx: &Context<'_>) -> Vec<Interface> {
         svc(ctx).read(|t| t.interfaces(&self.key()).into_iter().map(Interface::from).collect())
     }
@@ -140,6 +190,7 @@ impl Container {
     async fn status(&self, ctx: &Context<'_>) -> Status {
         svc(ctx).read(|t| t.container_realization(&self.key()).status.into())
     }
+    /// Why the status is FAILED (the kernel's error); null otherwise.
     async fn status_message(&self, ctx: &Context<'_>) -> Option<String> {
         svc(ctx).read(|t| t.container_realization(&self.key()).message)
     }
@@ -150,13 +201,15 @@ impl Container {
 pub struct DefaultRoute {
     /// The CIN (or, legacy, CEN) named in the request.
     pub via: String,
+    /// The CIN the route goes through, once resolved; null before.
     pub cin_id: Option<ID>,
+    /// The CEN (the interface) the route leaves by, once resolved.
     pub cen_id: Option<ID>,
     /// The gateway the route goes through, once it exists.
     pub gateway: Option<String>,
 }
 
-/// A container's interface on one CEN.
+/// A container's interface on one CEN (a veth end inside the container).
 pub struct Interface {
     inner: model::Interface,
 }
@@ -173,6 +226,7 @@ impl Interface {
     async fn name(&self) -> &str {
         &self.inner.name
     }
+    /// The CEN this interface joins.
     async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
         svc(ctx).read(|t| t.cen(&self.inner.cen).map(Cen::from_rec))
     }
@@ -181,6 +235,7 @@ impl Interface {
         self.inner.addresses.first().map(|a| a.ip.to_string())
     }
     /// Every address on this interface, with its CIN and prefix length.
+    #[graphql(complexity = "cost::all(List::ContainerCins, child_complexity)")]
     async fn addresses(&self) -> Vec<InterfaceAddress> {
         self.inner
             .addresses
@@ -194,14 +249,19 @@ impl Interface {
     }
 }
 
+/// One IPv4 address of an interface.
 #[derive(SimpleObject)]
 pub struct InterfaceAddress {
+    /// The CIN that allocated the address.
     pub cin_id: ID,
+    /// The address, dotted quad (e.g. `10.10.0.10`).
     pub address: String,
+    /// Its prefix length in bits (16 for a CIN over one CEN, 24 for a slice).
     pub prefix_length: i32,
 }
 
-/// A layer-2 segment joining containers.
+/// A container Ethernet network: a layer-2 segment joining containers (the
+/// legacy API's CEN, `cenID`).
 pub struct Cen {
     pub rec: model::CenRec,
 }
@@ -214,38 +274,70 @@ impl Cen {
 
 #[Object]
 impl Cen {
+    /// The CEN id (unique; the legacy `cenID`).
     async fn id(&self) -> ID {
         ID(self.rec.id.clone())
     }
-    /// BRIDGE or WIRE; null below 2 members (nothing to wire).
+    /// BRIDGE or WIRE (the legacy `wiring_type`); null below 2 members
+    /// (nothing to wire).
     async fn wiring_type(&self, ctx: &Context<'_>) -> Option<WiringType> {
         svc(ctx).read(|t| t.wiring(&self.rec).map(Into::into))
     }
-    /// Members, sorted by host and id.
-    async fn containers(&self, ctx: &Context<'_>) -> Vec<Container> {
-        svc(ctx).read(|t| t.members(&self.rec.id).filter_map(|m| Container::lookup(t, &m.key())).collect())
+    /// Members (the legacy `contIDs`), sorted by host and id.
+    #[graphql(complexity = "cost::list(List::CenMembers, first, child_complexity)")]
+    async fn containers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "Only the members after this cursor: `hostId/containerId`, or a container id on this \
+                          server's host.")]
+        after: Option<String>,
+    ) -> Result<Vec<Container>> {
+        let keys: Vec<ContainerKey> = svc(ctx).read(|t| t.members(&self.rec.id).map(|m| m.key()).collect());
+        let keys = page::by_container(keys, |k| (k.host.as_str(), k.id.as_str()), svc(ctx).host_id(), first, after)?;
+        Ok(svc(ctx).read(|t| keys.iter().filter_map(|k| Container::lookup(t, k)).collect()))
     }
     /// Number of members.
     async fn size(&self, ctx: &Context<'_>) -> i32 {
         svc(ctx).read(|t| t.member_count(&self.rec.id)) as i32
     }
     /// The CINs laid over this CEN, sorted by id.
-    async fn cins(&self, ctx: &Context<'_>) -> Vec<Cin> {
-        svc(ctx).read(|t| t.cins_over(&self.rec.id).into_iter().map(Cin::from_rec).collect())
+    #[graphql(complexity = "cost::list(List::CenCins, first, child_complexity)")]
+    async fn cins(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
+        )]
+        after: Option<String>,
+    ) -> Result<Vec<Cin>> {
+        let all = svc(ctx).read(|t| t.cins_over(&self.rec.id).into_iter().map(Cin::from_rec).collect());
+        page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
     }
-    /// Marked to be realized (made).
+    /// Marked to be realized (made, by `cenMake` or the legacy
+    /// `POST /cen/make`).
     async fn made(&self) -> bool {
         self.rec.made
     }
+    /// How far the kernel is from what the model asks for.
     async fn status(&self) -> Status {
         self.rec.realization.status.into()
     }
+    /// Why the status is FAILED (the kernel's error); null otherwise.
     async fn status_message(&self) -> Option<&str> {
         self.rec.realization.message.as_deref()
     }
 }
 
-/// An IP network over one or more CENs.
+/// A container IP network over one or more CENs (the legacy API's CIN,
+/// `cinID`): a /16 from 10.10.0.0 up, sliced in /24s when over several CENs.
 pub struct Cin {
     pub rec: model::CinRec,
 }
@@ -258,12 +350,24 @@ impl Cin {
 
 #[Object]
 impl Cin {
+    /// The CIN id (unique; the legacy `cinID`).
     async fn id(&self) -> ID {
         ID(self.rec.id.clone())
     }
-    /// The CENs, in the order listed (slice k is the k-th).
-    async fn cens(&self, ctx: &Context<'_>) -> Vec<Cen> {
-        svc(ctx).read(|t| self.rec.cens.iter().filter_map(|id| t.cen(id)).map(Cen::from_rec).collect())
+    /// The CENs, in the order listed (slice k is the k-th); `after` is the
+    /// id of the last CEN seen.
+    #[graphql(complexity = "cost::list(List::CinCens, first, child_complexity)")]
+    async fn cens(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "Only the CENs listed after this CEN id.")] after: Option<String>,
+    ) -> Result<Vec<Cen>> {
+        let all = svc(ctx).read(|t| self.rec.cens.iter().filter_map(|id| t.cen(id)).map(Cen::from_rec).collect());
+        page::by_position(all, |c: &Cen| c.rec.id.as_str(), first, after)
     }
     /// The CIN's subnet, e.g. `10.10.0.0/16` (its size is the server's
     /// `--cin-prefix-len` when it was created).
@@ -271,6 +375,7 @@ impl Cin {
         format!("{}/{}", self.rec.subnet, self.rec.prefix_len)
     }
     /// Per CEN: its slice and, for a bridge, its gateway.
+    #[graphql(complexity = "cost::all(List::CinCens, child_complexity)")]
     async fn slices(&self, ctx: &Context<'_>) -> Vec<CinSlice> {
         svc(ctx).read(|t| {
             self.rec
@@ -287,14 +392,26 @@ impl Cin {
                 .collect()
         })
     }
-    /// The gateway addresses (one per bridged CEN).
+    /// The gateway addresses (one per bridged CEN), dotted quads.
+    #[graphql(complexity = "cost::all(List::CinCens, child_complexity)")]
     async fn gateways(&self, ctx: &Context<'_>) -> Vec<String> {
         svc(ctx)
             .read(|t| self.rec.cens.iter().filter_map(|cen| t.gateway(&self.rec, cen)).map(|g| g.to_string()).collect())
     }
     /// Members with their addresses, in address order.
-    async fn members(&self, ctx: &Context<'_>) -> Vec<CinMember> {
-        svc(ctx).read(|t| {
+    #[graphql(complexity = "cost::list(List::CinMembers, first, child_complexity)")]
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "Only the members after this address (the last address of the previous page).")] after: Option<
+            String,
+        >,
+    ) -> Result<Vec<CinMember>> {
+        let all = svc(ctx).read(|t| {
             t.cin_members(&self.rec)
                 .into_iter()
                 .map(|m| CinMember {
@@ -304,14 +421,19 @@ impl Cin {
                     address: m.ip.to_string(),
                 })
                 .collect()
-        })
+        });
+        page::by_address(all, |m: &CinMember| m.address.as_str(), first, after)
     }
+    /// Marked to be realized (made, by `cinMake` or the legacy
+    /// `POST /cin/make`).
     async fn made(&self) -> bool {
         self.rec.made
     }
+    /// How far the kernel is from what the model asks for.
     async fn status(&self) -> Status {
         self.rec.realization.status.into()
     }
+    /// Why the status is FAILED (the kernel's error); null otherwise.
     async fn status_message(&self) -> Option<&str> {
         self.rec.realization.message.as_deref()
     }
@@ -320,12 +442,15 @@ impl Cin {
 /// A CEN's slice of a CIN.
 #[derive(SimpleObject)]
 pub struct CinSlice {
+    /// The CEN of this slice.
     pub cen_id: ID,
+    /// The slice, CIDR (the whole /16 for a CIN over one CEN, else a /24).
     pub subnet: String,
+    /// The gateway on this CEN's bridge (`.1` of the slice); null for a wire.
     pub gateway: Option<String>,
 }
 
-/// A member interface of a CIN.
+/// A member interface of a CIN: a container's address on one of its CENs.
 pub struct CinMember {
     key: ContainerKey,
     cen: String,
@@ -335,21 +460,26 @@ pub struct CinMember {
 
 #[Object]
 impl CinMember {
+    /// The member container.
     async fn container(&self, ctx: &Context<'_>) -> Option<Container> {
         svc(ctx).read(|t| Container::lookup(t, &self.key))
     }
+    /// The CEN the address is on.
     async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
         svc(ctx).read(|t| t.cen(&self.cen).map(Cen::from_rec))
     }
+    /// The address, dotted quad (members from `.10` of the slice).
     async fn address(&self) -> &str {
         &self.address
     }
+    /// The address's prefix length in bits.
     async fn prefix_length(&self) -> i32 {
         i32::from(self.prefix_length)
     }
 }
 
-/// A pool of containers joined to CINs.
+/// A container pool (the legacy `POST /cpool` file): containers
+/// `<id>-<n>` joined to the CENs of its CINs.
 pub struct Cpool {
     pub rec: model::CpoolRec,
 }
@@ -362,6 +492,7 @@ impl Cpool {
 
 #[Object]
 impl Cpool {
+    /// The pool id (unique).
     async fn id(&self) -> ID {
         ID(self.rec.id.clone())
     }
@@ -370,28 +501,46 @@ impl Cpool {
     async fn image(&self) -> &str {
         &self.rec.image
     }
+    /// How many containers the pool starts with (the legacy `startWith`).
     async fn start_with(&self) -> i32 {
         i32::try_from(self.rec.start_with).unwrap_or(i32::MAX)
     }
+    /// The CINs the pool's containers join, as listed.
+    #[graphql(complexity = "cost::all(List::PoolCins, child_complexity)")]
     async fn cins(&self) -> Vec<CpoolCin> {
         self.rec.cins.iter().map(|c| CpoolCin { cin_id: ID(c.cin.clone()), default_route: c.default_route }).collect()
     }
     /// The pool's containers, sorted by id.
-    async fn containers(&self, ctx: &Context<'_>) -> Vec<Container> {
-        svc(ctx).read(|t| {
+    #[graphql(complexity = "cost::list(List::PoolContainers, first, child_complexity)")]
+    async fn containers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
+        )]
+        after: Option<String>,
+    ) -> Result<Vec<Container>> {
+        let all = svc(ctx).read(|t| {
             t.containers()
                 .into_iter()
                 .filter(|c| c.pool.as_deref() == Some(self.rec.id.as_str()))
                 .map(Container::from_rec)
                 .collect()
-        })
+        });
+        page::by_id(all, |c: &Container| c.rec.id.as_str(), first, after)
     }
 }
 
+/// One CIN of a pool.
 #[derive(SimpleObject)]
 pub struct CpoolCin {
     /// A CIN id, or (legacy) a CEN id.
     pub cin_id: ID,
+    /// Whether the pool's containers get their default route through it.
     pub default_route: bool,
 }
 

@@ -51,6 +51,8 @@ pub struct WsConfig {
     /// Read buffer of a connection (the socket library's default, 128 KiB,
     /// would cost that much per idle subscriber).
     pub read_buffer: usize,
+    /// The server's shutdown: connections close with 1001 when it begins.
+    pub shutdown: crate::http::serve::Shutdown,
 }
 
 impl Default for WsConfig {
@@ -63,6 +65,7 @@ impl Default for WsConfig {
             max_message_size: 256 * 1024,
             max_connections: 10_000,
             read_buffer: 8 * 1024,
+            shutdown: Default::default(),
         }
     }
 }
@@ -170,6 +173,9 @@ pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, 
     let init_deadline = tokio::time::sleep(conn.cfg.init_timeout);
     tokio::pin!(init_deadline);
     let mut last_heard = Instant::now();
+    let shutdown = conn.cfg.shutdown.clone();
+    let going_away = shutdown.signalled();
+    tokio::pin!(going_away);
 
     let stop = loop {
         let step = tokio::select! {
@@ -181,6 +187,7 @@ pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, 
                 }
             },
             Some((id, out)) = conn.subs.next(), if !conn.subs.is_empty() => conn.on_output(id, out).await,
+            () = &mut going_away => Err(Stop::Close(1001, "server shutting down".into())),
             () = &mut init_deadline, if !conn.acked => {
                 Err(Stop::Close(4408, "Connection initialisation timeout".into()))
             }

@@ -133,3 +133,18 @@ pub const CEN_IMPORT: &str =
     "mutation($input: CenImportInput!) { cenImport(input: $input) { revision cens { id wiringType } } }";
 pub const CIN_IMPORT: &str =
     "mutation($input: CinImportInput!) { cinImport(input: $input) { revision cins { id subnet } } }";
+
+/// `tests/node`, with its npm packages installed (`npm ci` when one of
+/// `needed` is missing).
+pub fn node_modules(needed: &[&str]) -> PathBuf {
+    let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    if needed.iter().any(|p| !node_dir.join("node_modules").join(p).exists()) {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&node_dir)
+            .status()
+            .expect("npm is needed for this test (Node 20+): install Node.js and npm");
+        assert!(status.success(), "npm ci in tests/node failed");
+    }
+    node_dir
+}

@@ -39,11 +39,19 @@ pub(crate) async fn handler<E: Executor>(
     if method != Method::GET {
         return CompatError::method_not_allowed(method.as_str(), uri.path(), "GET").into_response();
     }
+    let Ok(slot) = std::sync::Arc::clone(&st.monitor_slots).try_acquire_owned() else {
+        let message =
+            format!("too many monitor connections (at most {}); try again later", st.cfg.monitor_max_connections);
+        return CompatError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    };
     match ws {
         Ok(ws) => ws
             .max_message_size(st.cfg.monitor_max_message)
             .max_frame_size(st.cfg.monitor_max_message)
-            .on_upgrade(move |socket| connection(socket, st)),
+            .on_upgrade(move |socket| async move {
+                connection(socket, st).await;
+                drop(slot);
+            }),
         Err(e) => CompatError::bad_request(format!("{} is a websocket: {}", uri.path(), e.body_text())).into_response(),
     }
 }
@@ -51,29 +59,61 @@ pub(crate) async fn handler<E: Executor>(
 /// One connection: its monitors by id.
 struct Conn<E> {
     st: Compat<E>,
-    out: mpsc::Sender<String>,
+    out: mpsc::Sender<Message>,
     monitors: HashMap<String, JoinHandle<()>>,
     next: u64,
 }
 
 async fn connection<E: Executor>(socket: WebSocket, st: Compat<E>) {
     let (mut sink, mut incoming) = socket.split();
-    let (out, mut queue) = mpsc::channel::<String>(QUEUE);
+    let (out, mut queue) = mpsc::channel::<Message>(QUEUE);
+    let send_timeout = st.cfg.monitor_send_timeout;
     let writer = tokio::spawn(async move {
-        while let Some(text) = queue.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
+        while let Some(msg) = queue.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            match tokio::time::timeout(send_timeout, sink.send(msg)).await {
+                Ok(Ok(())) if !closing => {}
+                // Closed, failed, or the peer took nothing in time: drop it.
+                _ => return,
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(send_timeout, sink.close()).await;
     });
+    let mut shutdown = st.cfg.shutdown.clone();
+    let going_away = async move {
+        let fired = match shutdown.as_mut() {
+            Some(rx) => rx.wait_for(|v| *v).await.is_ok(),
+            None => false,
+        };
+        if !fired {
+            std::future::pending::<()>().await
+        }
+    };
+    tokio::pin!(going_away);
+    let max = st.cfg.monitor_max_message;
     let mut conn = Conn { st, out, monitors: HashMap::new(), next: 1 };
-    while let Some(Ok(msg)) = incoming.next().await {
+    loop {
+        let msg = tokio::select! {
+            m = incoming.next() => m,
+            () = &mut going_away => {
+                conn.close(1001, "server shutting down").await;
+                break;
+            }
+        };
         match msg {
-            Message::Text(text) => conn.request(text.as_str()).await,
-            Message::Binary(_) => conn.error(Value::Null, "binary messages are not understood; send JSON text").await,
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => {}
+            Some(Ok(Message::Text(text))) => conn.request(text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => {
+                conn.error(Value::Null, "binary messages are not understood; send JSON text").await
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Err(e)) => {
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
+                    conn.close(1009, &format!("message over the limit of {max} bytes")).await;
+                }
+                break;
+            }
         }
     }
     for (_, task) in conn.monitors.drain() {
@@ -95,7 +135,12 @@ struct Start {
 
 impl<E: Executor> Conn<E> {
     async fn send(&self, v: Value) {
-        let _ = self.out.send(v.to_string()).await;
+        let _ = self.out.send(Message::Text(v.to_string().into())).await;
+    }
+
+    async fn close(&self, code: u16, reason: &str) {
+        let frame = axum::extract::ws::CloseFrame { code, reason: reason.to_string().into() };
+        let _ = self.out.send(Message::Close(Some(frame))).await;
     }
 
     async fn error(&self, sequence: Value, message: &str) {
@@ -235,7 +280,7 @@ fn event_of(resp: GqlResponse) -> Result<subscription::Event, String> {
 }
 
 /// Forwards a monitor's events until its stream ends or it is stopped.
-async fn forward(id: String, mut stream: BoxStream<'static, GqlResponse>, out: mpsc::Sender<String>) {
+async fn forward(id: String, mut stream: BoxStream<'static, GqlResponse>, out: mpsc::Sender<Message>) {
     while let Some(resp) = stream.next().await {
         let msg = match event_of(resp) {
             Ok(ev) if ev.members.is_empty() => continue,
@@ -244,7 +289,7 @@ async fn forward(id: String, mut stream: BoxStream<'static, GqlResponse>, out: m
                 json!({"type": "error", "sequence": null, "response": {"monitorID": id, "message": message}})
             }
         };
-        if out.send(msg.to_string()).await.is_err() {
+        if out.send(Message::Text(msg.to_string().into())).await.is_err() {
             return;
         }
     }

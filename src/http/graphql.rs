@@ -1,0 +1,370 @@
+//! GraphQL over HTTP (<https://graphql.github.io/graphql-over-http/draft/>):
+//! `POST /graphql` with a JSON body (one request, or an array of them: a
+//! batch), `GET /graphql?query=…` for queries.
+//!
+//! - The answer is `application/graphql-response+json` when the client
+//!   accepts it, else `application/json`; 406 when it accepts neither.
+//! - A request that fails before execution (body, parameters, syntax,
+//!   validation, limits) has no `data` key; with
+//!   `application/graphql-response+json` it answers 400, with
+//!   `application/json` 200 (as the spec asks of legacy clients) except for
+//!   a body that is not a GraphQL request at all (400).
+//! - Only `data`, `errors` and `extensions` at the top level.
+//! - A POST without a JSON content type is refused with 415 (a browser can
+//!   send `text/plain` cross-origin without a preflight).
+
+use crate::graphql::{refused, ExecutionStarted};
+use crate::server::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// Media type of a GraphQL answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// `application/graphql-response+json`.
+    GraphqlResponse,
+    /// `application/json`.
+    Json,
+}
+
+impl Media {
+    fn content_type(self) -> HeaderValue {
+        match self {
+            Media::GraphqlResponse => HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
+            Media::Json => HeaderValue::from_static("application/json; charset=utf-8"),
+        }
+    }
+
+    /// The media type to answer in, from `Accept` (none: JSON).
+    pub fn negotiate(headers: &HeaderMap) -> Option<Media> {
+        let mut ranges = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .peekable();
+        if ranges.peek().is_none() {
+            return Some(Media::Json);
+        }
+        let mut json = false;
+        for r in ranges {
+            let mut parts = r.split(';').map(str::trim);
+            let essence = parts.next().unwrap_or("").to_ascii_lowercase();
+            let refused =
+                parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)));
+            if refused {
+                continue;
+            }
+            match essence.as_str() {
+                "application/graphql-response+json" => return Some(Media::GraphqlResponse),
+                "application/json" | "application/*" | "*/*" => json = true,
+                _ => {}
+            }
+        }
+        json.then_some(Media::Json)
+    }
+}
+
+/// A GraphQL answer: only `errors` (before execution) or `data`, `errors`,
+/// `extensions`.
+pub fn error_body(errors: &[async_graphql::ServerError]) -> Value {
+    json!({ "errors": errors })
+}
+
+/// An answer with a status and a media type.
+fn answer(status: StatusCode, media: Media, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
+    resp
+}
+
+/// A request error (before execution): status, and `{"errors": [...]}`.
+pub fn request_error(status: StatusCode, media: Media, code: &str, message: &str) -> Response {
+    let body = json!({"errors": [{"message": message, "extensions": {"code": code}}]});
+    answer(status, media, body.to_string().into_bytes())
+}
+
+/// A GraphQL-shaped error for routes of `/graphql` outside a handler
+/// (auth, origin checks): `application/json`.
+pub fn plain_error(status: StatusCode, code: &str, message: &str) -> Response {
+    request_error(status, Media::Json, code, message)
+}
+
+/// A writer that refuses to grow past a cap.
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other("over the cap"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes one executed answer: without `data` if it failed before
+/// execution. `Err(())` when over the size cap.
+fn encode_one(resp: &async_graphql::Response, executed: bool, out: &mut Capped) -> Result<(), ()> {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a async_graphql::Value>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        errors: &'a [async_graphql::ServerError],
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        extensions: &'a BTreeMap<String, async_graphql::Value>,
+    }
+    let o = Out { data: executed.then_some(&resp.data), errors: &resp.errors, extensions: &resp.extensions };
+    serde_json::to_writer(out, &o).map_err(|_| ())
+}
+
+fn too_large(cap: usize) -> String {
+    format!(
+        "the answer is over the limit of {cap} bytes (--max-response-bytes) and was dropped; ask for less, e.g. page \
+         with `first:`"
+    )
+}
+
+/// One request's parameters, checked: `query` a string, `operationName`
+/// a string or null, `variables` and `extensions` objects or null.
+fn request_of(obj: &Map<String, Value>) -> Result<async_graphql::Request, String> {
+    let query = match obj.get("query") {
+        Some(Value::String(q)) => q.clone(),
+        Some(other) => return Err(format!("'query' must be a string (got {})", kind(other))),
+        None => return Err("missing 'query' (a string holding the GraphQL document)".into()),
+    };
+    let mut req = async_graphql::Request::new(query);
+    match obj.get("operationName") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(n)) => req = req.operation_name(n.clone()),
+        Some(other) => return Err(format!("'operationName' must be a string or null (got {})", kind(other))),
+    }
+    match obj.get("variables") {
+        None | Some(Value::Null) => {}
+        Some(v @ Value::Object(_)) => req = req.variables(async_graphql::Variables::from_json(v.clone())),
+        Some(other) => return Err(format!("'variables' must be an object or null (got {})", kind(other))),
+    }
+    match obj.get("extensions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                req.extensions.insert(k.clone(), async_graphql::Value::from_json(v.clone()).unwrap_or_default());
+            }
+        }
+        Some(other) => return Err(format!("'extensions' must be an object or null (got {})", kind(other))),
+    }
+    Ok(req)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Runs one request; `(executed, answer)`.
+async fn run(state: &AppState, request: async_graphql::Request) -> (bool, async_graphql::Response) {
+    let started = ExecutionStarted::default();
+    let resp = state.schema.execute(request.data(started.clone())).await;
+    (started.get(), resp)
+}
+
+/// The HTTP answer of one executed request.
+fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::Response) -> Response {
+    let cap = state.http.max_response_bytes;
+    let mut out = Capped { buf: Vec::new(), cap };
+    if encode_one(&resp, executed, &mut out).is_err() {
+        let body = json!({"data": null, "errors": [refused(too_large(cap))]});
+        return answer(StatusCode::OK, media, body.to_string().into_bytes());
+    }
+    let status = if executed || media == Media::Json { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    answer(status, media, out.buf)
+}
+
+fn body_too_large(limit: usize) -> Response {
+    let mut resp = plain_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "BAD_REQUEST",
+        &format!("request body over the limit of {limit} bytes (--max-body)"),
+    );
+    // The rest of the body is never read: the connection cannot be reused.
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn not_acceptable() -> Response {
+    plain_error(
+        StatusCode::NOT_ACCEPTABLE,
+        "BAD_REQUEST",
+        "this endpoint answers application/graphql-response+json or application/json: accept one of them",
+    )
+}
+
+/// Whether a content type is JSON (`application/json`, any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/json" || t == "application/graphql-response+json")
+}
+
+/// `POST /graphql`.
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let Some(media) = Media::negotiate(&headers) else {
+        return not_acceptable();
+    };
+    if !is_json(&headers) {
+        let given = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none");
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            "BAD_REQUEST",
+            &format!(
+                "a GraphQL POST needs 'content-type: application/json' (got {}); the body is \
+                 {{\"query\": ..., \"variables\": ..., \"operationName\": ...}}",
+                given.escape_debug()
+            ),
+        );
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, state.body_limit).await {
+        Ok(b) => b,
+        Err(_) => return body_too_large(state.body_limit),
+    };
+    let bad = |m: String| request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &m);
+    let v: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) if bytes.iter().all(u8::is_ascii_whitespace) => {
+            let _ = e;
+            return bad("the body is empty: send {\"query\": \"...\"}".into());
+        }
+        Err(e) => return bad(format!("malformed JSON body: {e}")),
+    };
+    match v {
+        Value::Object(obj) => match request_of(&obj) {
+            Ok(req) => {
+                let (executed, resp) = run(&state, req).await;
+                single(&state, media, executed, resp)
+            }
+            Err(m) => bad(m),
+        },
+        Value::Array(items) => batch(&state, media, items).await,
+        other => bad(format!(
+            "expected a JSON object {{\"query\": ...}} or an array of them (a batch), got {}",
+            kind(&other)
+        )),
+    }
+}
+
+/// A batch: each request runs on its own (each counted against every
+/// limit), in order; the answer is the array of their answers.
+async fn batch(state: &AppState, media: Media, items: Vec<Value>) -> Response {
+    let max = state.http.max_batch;
+    let bad = |m: String| request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &m);
+    if items.is_empty() {
+        return bad("the batch is empty: send at least one request".into());
+    }
+    if items.len() > max {
+        return bad(format!("the batch has {} requests, over the limit of {max} (--max-batch)", items.len()));
+    }
+    let cap = state.http.max_response_bytes;
+    let mut out = Capped { buf: b"[".to_vec(), cap };
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.buf.push(b',');
+        }
+        let ok =
+            match item.as_object().ok_or_else(|| format!("batch item {i}: expected an object")).and_then(request_of) {
+                Ok(req) => {
+                    let (executed, resp) = run(state, req).await;
+                    encode_one(&resp, executed, &mut out)
+                }
+                Err(m) => {
+                    let e = json!({"errors": [{"message": m, "extensions": {"code": "BAD_REQUEST"}}]});
+                    serde_json::to_writer(&mut out, &e).map_err(|_| ())
+                }
+            };
+        if ok.is_err() {
+            let body = json!([{"errors": [refused(too_large(cap))]}]);
+            return answer(StatusCode::OK, media, body.to_string().into_bytes());
+        }
+    }
+    out.buf.push(b']');
+    answer(StatusCode::OK, media, out.buf)
+}
+
+/// `GET /graphql?query=…&variables=…&operationName=…`: queries only.
+pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let Some(media) = Media::negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let bad = |m: String| request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &m);
+    let params: Vec<(String, String)> = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("malformed query string: {e}")),
+    };
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(query) = param("query") else {
+        return bad("missing 'query' parameter (GET /graphql?query=...; or POST a JSON body)".into());
+    };
+    if query.len() <= state.http.max_get_document {
+        if let Ok(doc) = async_graphql::parser::parse_query(&query) {
+            let name = param("operationName");
+            let mutates = doc.operations.iter().any(|(n, op)| {
+                (name.is_none() || n.map(|n| n.as_str()) == name.as_deref())
+                    && op.node.ty != async_graphql::parser::types::OperationType::Query
+            });
+            if mutates {
+                let mut resp = request_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    media,
+                    "BAD_REQUEST",
+                    "mutations need POST (subscriptions the websocket at /graphql/ws)",
+                );
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+                return resp;
+            }
+        }
+    }
+    let mut obj = Map::new();
+    obj.insert("query".into(), Value::String(query));
+    if let Some(op) = param("operationName") {
+        obj.insert("operationName".into(), Value::String(op));
+    }
+    for key in ["variables", "extensions"] {
+        if let Some(raw) = param(key) {
+            match serde_json::from_str::<Value>(&raw) {
+                Ok(v) => {
+                    obj.insert(key.into(), v);
+                }
+                Err(e) => return bad(format!("malformed '{key}' parameter: {e}")),
+            }
+        }
+    }
+    match request_of(&obj) {
+        Ok(req) => {
+            let (executed, resp) = run(&state, req).await;
+            single(&state, media, executed, resp)
+        }
+        Err(m) => bad(m),
+    }
+}

@@ -1,0 +1,114 @@
+//! Browser safety, on every request before the token check: a request
+//! whose `Origin` is neither the server's own nor one given with
+//! `--cors-origin` is refused (403), so no web page can drive the API
+//! through a visitor's browser; and, when listening on loopback, a `Host`
+//! that does not name loopback (or a name given with `--allowed-host`) is
+//! refused (403), so DNS rebinding cannot reach it. Requests without
+//! `Origin` (curl, scripts) are unaffected.
+
+use crate::server::{error_for_path, AppState};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The host part of a `Host` value (no port, no brackets), lowercase.
+fn host_name(host: &str) -> String {
+    let h = host.trim();
+    let name = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        h.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(h, |(n, _)| n)
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `Host` is acceptable.
+pub fn host_allowed(headers: &HeaderMap, loopback: bool, allowed: &[String]) -> Result<(), String> {
+    if !loopback {
+        return Ok(());
+    }
+    let Some(host) = headers.get(header::HOST) else { return Ok(()) };
+    let host = host.to_str().map_err(|_| "the Host header is not text".to_string())?;
+    let name = host_name(host);
+    if is_loopback_name(&name) || allowed.iter().any(|a| host_name(a) == name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Host '{}' does not name this server: it listens on loopback and answers only to localhost, \
+             127.0.0.1 and [::1] (add a name with --allowed-host)",
+            host.escape_debug()
+        ))
+    }
+}
+
+/// Whether `Origin` (if any) is the server's own or a configured one.
+pub fn origin_allowed(headers: &HeaderMap, cors: &[String]) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().unwrap_or("").trim().trim_end_matches('/').to_ascii_lowercase();
+    let own = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.trim().to_ascii_lowercase());
+    let same = own.is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
+    let configured = cors.iter().any(|c| c.trim().trim_end_matches('/').eq_ignore_ascii_case(&origin));
+    if same || configured {
+        Ok(())
+    } else {
+        Err(format!(
+            "cross-origin request from '{}' refused: only this server's own pages and origins given with \
+             --cors-origin may call it",
+            origin.escape_debug()
+        ))
+    }
+}
+
+/// The middleware: `Host`, then `Origin`.
+pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let cfg = &state.http;
+    let verdict = host_allowed(req.headers(), cfg.loopback, &cfg.allowed_hosts)
+        .and_then(|()| origin_allowed(req.headers(), &cfg.cors_origins));
+    match verdict {
+        Ok(()) => next.run(req).await,
+        Err(message) => error_for_path(req.uri().path(), StatusCode::FORBIDDEN, "FORBIDDEN", &message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in ["localhost:8080", "127.0.0.1:1", "[::1]:80", "LOCALHOST", "127.0.0.1"] {
+            assert!(host_allowed(&headers(&[("host", ok)]), true, &[]).is_ok(), "{ok}");
+        }
+        assert!(host_allowed(&headers(&[("host", "evil.example:8080")]), true, &[]).is_err());
+        assert!(host_allowed(&headers(&[("host", "box.lan:8080")]), true, &["box.lan".into()]).is_ok());
+        assert!(host_allowed(&headers(&[("host", "evil.example")]), false, &[]).is_ok());
+    }
+
+    #[test]
+    fn origins() {
+        let h = headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")]);
+        assert!(origin_allowed(&h, &[]).is_ok());
+        let h = headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")]);
+        assert!(origin_allowed(&h, &[]).is_err());
+        assert!(origin_allowed(&h, &["http://evil.example".into()]).is_ok());
+        let h = headers(&[("host", "127.0.0.1:8080"), ("origin", "null")]);
+        assert!(origin_allowed(&h, &[]).is_err());
+        assert!(origin_allowed(&headers(&[("host", "x")]), &[]).is_ok());
+    }
+}
