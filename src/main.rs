@@ -48,6 +48,19 @@ struct ServeArgs {
     /// This server's host id (the default host of every request).
     #[arg(long, default_value = "host1")]
     host_id: String,
+    /// The pool CIN subnets are handed out from (lowest free first; the
+    /// first CIN is 10.10.0.0 when the pool holds it, as the legacy API had it).
+    #[arg(long, default_value = "10.0.0.0/8", value_parser = parse_cidr)]
+    cin_pool: (std::net::Ipv4Addr, u8),
+    /// Prefix length of each CIN's subnet (16: 246 CINs of 65,534 addresses
+    /// from the default pool; 24: 63,000 CINs of 254). A CIN over several
+    /// CENs splits its subnet into equal slices of /(len+8), at most /28.
+    #[arg(long, default_value_t = 16)]
+    cin_prefix_len: u8,
+    /// Changes the change log keeps; `changes(since:)` older than that
+    /// answers GONE (re-read the state, then resume from its revision).
+    #[arg(long, default_value_t = leviathan::store::DEFAULT_KEEP_CHANGES)]
+    keep_changes: u64,
     /// Bearer token every request must carry.
     #[arg(long, env = "LEVIATHAN_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -185,7 +198,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let service = Service::open(&args.state, &args.host_id)?;
+    let addr_plan = leviathan::model::AddrPlan::new(args.cin_pool.0, args.cin_pool.1, args.cin_prefix_len)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let service = Service::open_with(
+        &args.state,
+        leviathan::service::Options {
+            addr_plan,
+            keep_changes: args.keep_changes,
+            ..leviathan::service::Options::new(&args.host_id)
+        },
+    )?;
     let driver = if args.no_realize {
         None
     } else {
@@ -266,4 +288,13 @@ async fn shutdown() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `a.b.c.d/len`.
+fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected a.b.c.d/len, e.g. 10.0.0.0/8"))?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|e| format!("{ip:?}: {e}"))?;
+    let len: u8 =
+        len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("{len:?}: a prefix length is 0 to 32"))?;
+    Ok((ip, len))
 }
