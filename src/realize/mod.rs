@@ -749,7 +749,7 @@ async fn future_join<A: std::future::Future, B: std::future::Future>(a: A, b: B)
     futures_util::future::join(a, b).await
 }
 
-fn op_ns(op: &Op) -> Option<&NsId> {
+pub(crate) fn op_ns(op: &Op) -> Option<&NsId> {
     match op {
         Op::DeleteNetns { ns }
         | Op::DeleteGroup { ns, .. }

@@ -147,6 +147,9 @@ pub struct Plan {
     pub cens: BTreeSet<String>,
     /// Every CIN the desired state mentions.
     pub cins: BTreeSet<String>,
+    /// Observed links looked at while planning (a measure of the work).
+    #[serde(skip)]
+    pub lookups: usize,
 }
 
 impl Plan {
@@ -278,6 +281,7 @@ struct Planner<'a> {
     doomed: BTreeMap<NsId, BTreeMap<u32, String>>,
     recreated: BTreeSet<(NsId, String)>,
     bridge_ok: BTreeMap<String, bool>,
+    lookups: std::cell::Cell<usize>,
 }
 
 impl<'a> Planner<'a> {
@@ -302,6 +306,7 @@ impl<'a> Planner<'a> {
             doomed: BTreeMap::new(),
             recreated: BTreeSet::new(),
             bridge_ok: BTreeMap::new(),
+            lookups: std::cell::Cell::new(0),
         }
     }
 
@@ -310,6 +315,7 @@ impl<'a> Planner<'a> {
     }
 
     fn find(&self, ns: &NsId, name: &str) -> Option<&'a LinkState> {
+        self.lookups.set(self.lookups.get() + 1);
         self.cur.link(ns, name)
     }
 
@@ -700,6 +706,7 @@ impl<'a> Planner<'a> {
         };
         let fabric = self.fabric.clone();
         let fabric_seen = self.cur.namespaces().contains_key(&fabric);
+        self.lookups.set(self.lookups.get() + candidates.len());
         for (ns, l) in candidates {
             if self.deleted_ns.contains(&ns) {
                 continue;
@@ -837,6 +844,7 @@ impl<'a> Planner<'a> {
     fn finish(mut self) -> Plan {
         self.steps.sort_by_key(|s| s.op.phase());
         self.out.steps = self.steps;
+        self.out.lookups = self.lookups.get();
         self.out
     }
 }
@@ -1188,5 +1196,53 @@ mod tests {
         assert!(!p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns } if *ns == pns)));
         assert!(obs.namespaces()[&pns].link("eth0").is_some());
         assert!(obs.namespaces()[&pns].link("cen1").is_none());
+    }
+
+    /// Planning one join against 10,000 realized containers looks only at
+    /// the joined CEN: counted in operations and lookups, not timed.
+    #[test]
+    fn one_join_touches_only_its_cen() {
+        let groups: Vec<(String, Vec<String>)> =
+            (0..1000).map(|g| (format!("cen{g}"), (0..10).map(|i| format!("c{g}x{i}")).collect())).collect();
+        let refs: Vec<(&str, Vec<&str>)> =
+            groups.iter().map(|(c, m)| (c.as_str(), m.iter().map(String::as_str).collect())).collect();
+        let slices: Vec<(&str, &[&str])> = refs.iter().map(|(c, m)| (*c, m.as_slice())).collect();
+        let full = desired(&slices);
+        let mut obs = Observed::default();
+        converge(&mut obs, &full);
+        assert_eq!(obs.namespaces().len(), 10_001);
+        // The driver's way: a desired state kept per CEN, with its index.
+        let mut d = Desired::default();
+        for (key, c) in &full.containers {
+            d.put_container(key, c.clone());
+        }
+        for (id, cen) in &full.cens {
+            d.put_cen(id, cen.clone());
+        }
+        let groups_ix = GroupIndex::of(&d, "t-");
+        let mut joined = d.cens["cen500"].clone();
+        let mut m = joined.members[0].clone();
+        m.container = "h/newbie".into();
+        joined.members.push(m);
+        d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed });
+        d.put_cen("cen500", joined);
+        let scope: BTreeSet<String> = ["cen500".to_string()].into();
+        let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope), &groups_ix);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        // netns, lo up, veth, peer up: nothing else.
+        assert_eq!(p.steps.len(), 4, "{:#?}", p.steps);
+        let touched: BTreeSet<&NsId> = p.steps.iter().filter_map(|s| super::super::op_ns(&s.op)).collect();
+        assert!(
+            touched.iter().all(|ns| matches!(ns, NsId::Fabric) || **ns == NsId::Managed("newbie".into())),
+            "{touched:?}"
+        );
+        // The CEN's 11 pairs, its bridge, its addresses and its links by
+        // group: a few lookups per member of that CEN (66 today), against
+        // 10,000 containers.
+        assert!(p.lookups <= 8 * 11, "{} lookups", p.lookups);
+        // And the whole-topology plan, for comparison, looks at everything.
+        let all = plan(&obs, &d, &cfg());
+        assert!(all.lookups > 20_000, "{} lookups", all.lookups);
+        assert_eq!(all.steps.len(), 4);
     }
 }
