@@ -586,10 +586,11 @@ impl Loop {
         if cens.is_empty() && cins.is_empty() {
             return revision;
         }
+        let released = self.desired.take_released();
         let report = match realizer {
             Some(r) => {
                 let progress = self.progress(tracked, revision);
-                r.apply_cens(&self.desired, &cens, Some(&progress)).await
+                r.apply_cens(&self.desired, &cens, &released, Some(&progress)).await
             }
             None => realize::ApplyReport::default(),
         };

@@ -1,4 +1,5 @@
 //! leviathan: a topology service for container networks.
+pub mod auth;
 pub mod driver;
 pub mod graphql;
 pub mod http;
@@ -6,6 +7,7 @@ pub mod model;
 pub mod realize;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 
 /// The version clients see.

@@ -13,7 +13,6 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// Default cap on request bodies.
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -134,10 +133,7 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
     json_error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no route for {method} {path}"))
 }
 
-/// Constant-time token comparison.
-pub fn token_matches(expected: &str, given: &str) -> bool {
-    expected.as_bytes().ct_eq(given.as_bytes()).into()
-}
+pub use crate::auth::token_matches;
 
 /// Path of the GraphQL websocket endpoint.
 pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";

@@ -226,3 +226,27 @@ async fn a_thousand_small_cins() {
     s.gql("mutation($ids: [ID!]!) { cenDestroy(input: {ids: $ids}) { revision } }", json!({"ids": cen_ids})).await;
     assert!(namespaces(&p.0).is_empty());
 }
+
+#[tokio::test]
+async fn a_namespace_left_without_links_still_goes() {
+    if !can_run("a_namespace_left_without_links_still_goes") {
+        return;
+    }
+    let p = Prefix::new("g");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("s.db"), &["--prefix", &p.0]);
+    s.gql(
+        "mutation { cenImport(input: {cens: [{id: \"pair\", containerIds: [\"web1\", \"db1\"]}]}) { revision } }",
+        json!({}),
+    )
+    .await;
+    s.gql("mutation { cenMake(input: {ids: [\"pair\"]}) { revision } }", json!({})).await;
+    assert_eq!(namespaces(&p.0).len(), 2);
+    // One member goes: the other is left alone in the CEN, with no link.
+    s.gql("mutation { containerDelete(input: {id: \"web1\"}) { revision } }", json!({})).await;
+    assert_eq!(namespaces(&p.0), [p.ns("db1")].into_iter().collect());
+    assert!(!links(&p.ns("db1")).contains_key("pair"));
+    // Destroying the CEN finds that namespace although no link leads there.
+    s.gql("mutation { cenDestroy(input: {ids: [\"pair\"]}) { revision } }", json!({})).await;
+    assert!(namespaces(&p.0).is_empty(), "left {:?}", namespaces(&p.0));
+}

@@ -22,7 +22,7 @@
 //! `connection_init`.
 
 use super::LeviathanSchema;
-use crate::server::token_matches;
+use crate::auth::token_matches;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -52,7 +52,7 @@ pub struct WsConfig {
     /// would cost that much per idle subscriber).
     pub read_buffer: usize,
     /// The server's shutdown: connections close with 1001 when it begins.
-    pub shutdown: crate::http::serve::Shutdown,
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl Default for WsConfig {

@@ -45,6 +45,8 @@ pub struct Index {
     ns_keys: BTreeMap<NsId, BTreeSet<String>>,
     /// how many desired CENs are bridged
     bridged: usize,
+    /// namespaces whose last desired container went since last taken
+    released: BTreeSet<NsId>,
 }
 
 impl Index {
@@ -66,7 +68,8 @@ impl Index {
             *n += 1;
             if *n == 1 {
                 if let Some(ns) = d.containers.get(&m.container).and_then(ContainerNet::ns) {
-                    self.ns_keys.entry(ns).or_default().insert(m.container.clone());
+                    self.ns_keys.entry(ns.clone()).or_default().insert(m.container.clone());
+                    self.released.remove(&ns);
                 }
             }
         }
@@ -86,6 +89,7 @@ impl Index {
                         keys.remove(&m.container);
                         if keys.is_empty() {
                             self.ns_keys.remove(&ns);
+                            self.released.insert(ns);
                         }
                     }
                 }
@@ -108,6 +112,13 @@ impl Desired {
     /// The indexes kept by `put_cen` / `remove_cen`.
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// The namespaces whose last desired container went since the last
+    /// call: a scoped apply must look at them (nothing else leads there
+    /// once their links are gone).
+    pub fn take_released(&mut self) -> BTreeSet<NsId> {
+        std::mem::take(&mut self.index.released)
     }
 
     /// Sets (or replaces) a desired CEN. Its members' containers must be in

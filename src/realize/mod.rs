@@ -327,16 +327,20 @@ impl Realizer {
     /// change touched): their members' namespaces and their links. Cost
     /// follows the size of those CENs, not of the topology. `desired` must
     /// be kept with [`Desired::put_cen`] / [`Desired::remove_cen`].
+    ///
+    /// `released` names the namespaces whose containers no desired CEN uses
+    /// any more (from [`Desired::take_released`]): they go.
     pub async fn apply_cens(
         &mut self,
         desired: &Desired,
         cens: &BTreeSet<String>,
+        released: &BTreeSet<NsId>,
         progress: Option<Progress<'_>>,
     ) -> ApplyReport {
         for cen in cens {
             self.groups.set(&self.cfg.prefix, cen, desired.cens.contains_key(cen));
         }
-        self.apply_with(desired, desired.index(), Scope::Cens(cens), progress).await
+        self.apply_with(desired, desired.index(), Scope::Cens(cens, released), progress).await
     }
 
     /// Opens the namespaces bound by path that the scope needs and looks at
@@ -345,7 +349,7 @@ impl Realizer {
         let prefix = self.cfg.prefix.clone();
         let keys: Vec<&String> = match scope {
             Scope::All => desired.containers.keys().collect(),
-            Scope::Cens(set) => set
+            Scope::Cens(set, _) => set
                 .iter()
                 .filter_map(|c| desired.cens.get(c))
                 .flat_map(|c| c.members.iter().map(|m| &m.container))
@@ -361,7 +365,7 @@ impl Realizer {
             .collect();
         match scope {
             Scope::All => self.observed.unavailable.clear(),
-            Scope::Cens(_) => self.observed.unavailable.retain(|k, _| !want_paths.contains(k)),
+            Scope::Cens(..) => self.observed.unavailable.retain(|k, _| !want_paths.contains(k)),
         }
         let new_paths: Vec<NsId> = want_paths.iter().filter(|p| !self.handles.contains_key(*p)).cloned().collect();
         if !new_paths.is_empty() {
@@ -535,7 +539,7 @@ impl Realizer {
             .filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n))
             .filter(|n| match scope {
                 Scope::All => true,
-                Scope::Cens(_) => index.in_ns(n).is_none(),
+                Scope::Cens(..) => index.in_ns(n).is_none(),
             })
             .cloned()
             .collect();

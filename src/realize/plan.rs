@@ -164,8 +164,10 @@ pub enum Scope<'a> {
     /// Everything: adoption and reconcile.
     All,
     /// These CENs (made or not, existing or gone), the namespaces of their
-    /// members and the links that carry their groups: one change's worth.
-    Cens(&'a BTreeSet<String>),
+    /// members and the links that carry their groups, and the namespaces
+    /// given (those whose containers no desired CEN uses any more, see
+    /// [`Desired::take_released`]): one change's worth.
+    Cens(&'a BTreeSet<String>, &'a BTreeSet<NsId>),
 }
 
 /// Desired CENs by link group (groups are 20-bit hashes: two CENs may share
@@ -326,7 +328,8 @@ impl<'a> Planner<'a> {
                 self.cens = self.want.cens.keys().cloned().collect();
                 self.spaces = self.cur.namespaces().keys().cloned().collect();
             }
-            Scope::Cens(set) => {
+            Scope::Cens(set, released) => {
+                self.spaces.extend(released.iter().cloned());
                 let prefix = self.prefix();
                 for cen in set {
                     self.cens.insert(cen.clone());
@@ -689,7 +692,7 @@ impl<'a> Planner<'a> {
             Scope::All => {
                 self.cur.namespaces().iter().flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l))).collect()
             }
-            Scope::Cens(_) => {
+            Scope::Cens(..) => {
                 let prefix = self.prefix();
                 let mut v = Vec::new();
                 for cen in &self.cens {
@@ -1227,7 +1230,8 @@ mod tests {
         d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed });
         d.put_cen("cen500", joined);
         let scope: BTreeSet<String> = ["cen500".to_string()].into();
-        let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope), &groups_ix);
+        let released = d.take_released();
+        let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released), &groups_ix);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         // netns, lo up, veth, peer up: nothing else.
         assert_eq!(p.steps.len(), 4, "{:#?}", p.steps);
