@@ -1,5 +1,7 @@
 //! The `leviathan` command line.
 
+mod cli;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use leviathan::server::{self, AppState};
@@ -27,6 +29,8 @@ enum Cmd {
         #[arg(long, default_value = "lev-")]
         prefix: String,
     },
+    #[command(flatten)]
+    Client(cli::Verb),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -39,8 +43,8 @@ enum Fabric {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: ADDRESS:PORT, localhost:PORT, or a port.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = cli::listen::parse)]
     listen: SocketAddr,
     /// State file (SQLite); created if missing.
     #[arg(long, default_value = "./leviathan.db")]
@@ -76,16 +80,28 @@ struct ServeArgs {
     reconcile_interval: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEVIATHAN_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leviathan: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Cmd::Client(verb) => cli::run(verb),
         Cmd::Schema => {
             print!("{}", leviathan::graphql::sdl());
             Ok(())
