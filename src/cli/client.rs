@@ -67,9 +67,8 @@ impl Client {
         let resp = req.send().await.with_context(|| format!("cannot reach the server at {}", self.server()))?;
         let status = resp.status();
         let bytes = read_capped(resp).await?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|_| {
-            anyhow!("the server at {} answered {status} with a body that is not JSON", self.server())
-        })?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| anyhow!("the server at {} answered {status} with a body that is not JSON", self.server()))?;
         if let Some(e) = body.get("errors").and_then(|e| e.as_array()).and_then(|a| a.first()) {
             return Err(GqlError {
                 code: e["extensions"]["code"].as_str().unwrap_or("UNKNOWN").to_string(),

@@ -272,11 +272,8 @@ pub fn parse(text: &str, yaml: bool) -> Result<Loaded, String> {
         Kind::Topology => Loaded { kind, topology: de::<TopologyFile>(text, format)? },
         Kind::LegacyCen => {
             let f: LegacyCenFile = de(text, format)?;
-            let cens = f
-                .cen_list
-                .into_iter()
-                .map(|c| CenSpec { id: c.id, members: c.containers, made: None })
-                .collect();
+            let cens =
+                f.cen_list.into_iter().map(|c| CenSpec { id: c.id, members: c.containers, made: None }).collect();
             Loaded { kind, topology: TopologyFile { cens, ..Default::default() } }
         }
         Kind::LegacyCin => {
@@ -439,7 +436,10 @@ fn check(loaded: &Loaded) -> Result<(), (u32, String)> {
         }
         if let Some(t) = &c.tag {
             if t.len() > MAX_ID || t.chars().any(char::is_control) {
-                return Err((c.id.seq, format!("container '{}': tag is too long or has control characters", c.id.value)));
+                return Err((
+                    c.id.seq,
+                    format!("container '{}': tag is too long or has control characters", c.id.value),
+                ));
             }
         }
         if let Some(p) = &c.netns_path {
@@ -472,7 +472,10 @@ fn check(loaded: &Loaded) -> Result<(), (u32, String)> {
             // A legacy CIN map names CENs the server has; a topology file
             // has its CENs in it.
             if loaded.kind == Kind::Topology && !cen_ids.contains(cen.value.as_str()) {
-                return Err((cen.seq, format!("CIN '{}' is over CEN '{}', which the file does not have", c.id.value, cen.value)));
+                return Err((
+                    cen.seq,
+                    format!("CIN '{}' is over CEN '{}', which the file does not have", c.id.value, cen.value),
+                ));
             }
             if c.made == Some(true) {
                 made_by_cin.insert(&cen.value, &c.id);
@@ -482,7 +485,13 @@ fn check(loaded: &Loaded) -> Result<(), (u32, String)> {
     for c in &t.cens {
         if c.made == Some(false) {
             if let Some(cin) = made_by_cin.get(c.id.value.as_str()) {
-                return Err((c.id.seq, format!("CEN '{}' has made: false, but CIN '{}' over it is made (which makes it)", c.id.value, cin.value)));
+                return Err((
+                    c.id.seq,
+                    format!(
+                        "CEN '{}' has made: false, but CIN '{}' over it is made (which makes it)",
+                        c.id.value, cin.value
+                    ),
+                ));
             }
         }
     }
@@ -498,7 +507,10 @@ fn check(loaded: &Loaded) -> Result<(), (u32, String)> {
         for c in &p.cins {
             let known = cin_ids.contains(c.cin.value.as_str()) || cen_ids.contains(c.cin.value.as_str());
             if loaded.kind == Kind::Topology && !known {
-                return Err((c.cin.seq, format!("pool '{}' names '{}', which is no CIN or CEN of the file", p.id.value, c.cin.value)));
+                return Err((
+                    c.cin.seq,
+                    format!("pool '{}' names '{}', which is no CIN or CEN of the file", p.id.value, c.cin.value),
+                ));
             }
         }
     }

@@ -38,7 +38,8 @@ const HOST: &str = "id containers { id }";
 const CONTAINER: &str =
     "id host { id } tag netnsPath pool { id } cens { id } interfaces { name cen { id } address } status statusMessage";
 const CEN: &str = "id wiringType size made status statusMessage containers { id host { id } } cins { id }";
-const CIN: &str = "id subnet cens { id } gateways members { container { id host { id } } address } made status statusMessage";
+const CIN: &str =
+    "id subnet cens { id } gateways members { container { id host { id } } address } made status statusMessage";
 const POOL: &str = "id type startWith cins { cinId defaultRoute } containers { id host { id } }";
 
 /// The query `get` sends, and the field its answer is under.

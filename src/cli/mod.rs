@@ -161,7 +161,13 @@ fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     Client::new(&args.server, args.token.clone())
 }
 
-async fn apply(c: &Client, path: &std::path::Path, loaded: &file::Loaded, prune: bool, dry_run: bool) -> anyhow::Result<()> {
+async fn apply(
+    c: &Client,
+    path: &std::path::Path,
+    loaded: &file::Loaded,
+    prune: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let cur = state::Current::fetch(c).await?;
     let p = plan::plan_apply(loaded, &cur, prune)?;
     send(c, path, &cur, &p, dry_run, "apply").await

@@ -222,7 +222,11 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
             None => plan.containers_create.push((key, c.tag.clone(), c.netns_path.clone())),
             Some(have) => {
                 if have.pool.is_some() {
-                    bail!("container '{}' belongs to pool '{}': list the pool, not the container", show_key(&key, h), have.pool.as_deref().unwrap_or(""));
+                    bail!(
+                        "container '{}' belongs to pool '{}': list the pool, not the container",
+                        show_key(&key, h),
+                        have.pool.as_deref().unwrap_or("")
+                    );
                 }
                 if have.netns_path != c.netns_path {
                     bail!(
@@ -249,7 +253,8 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
         let managed = |k: &Key| !cur.is_pool_container(k) && (!legacy || k.0 == h);
         let want_set: BTreeSet<&Key> = want.iter().filter(|k| managed(k)).collect();
         let have_set: BTreeSet<&Key> = have.iter().filter(|k| managed(k)).collect();
-        let joins: Vec<String> = want.iter().filter(|k| managed(k) && !have_set.contains(k)).map(|k| show_key(k, h)).collect();
+        let joins: Vec<String> =
+            want.iter().filter(|k| managed(k) && !have_set.contains(k)).map(|k| show_key(k, h)).collect();
         let leaves: Vec<String> =
             have.iter().filter(|k| managed(k) && !want_set.contains(k)).map(|k| show_key(k, h)).collect();
         let new = !cur.cens.contains_key(&c.id.value);
@@ -291,10 +296,8 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
                 plan.cins_import.push((c.id.value.clone(), true, want));
             }
             Some(have) if have.cens != want => {
-                plan.cin_lines.push((
-                    '~',
-                    format!("cin {}: over {} -> {}", c.id.value, have.cens.join(", "), want.join(", ")),
-                ));
+                plan.cin_lines
+                    .push(('~', format!("cin {}: over {} -> {}", c.id.value, have.cens.join(", "), want.join(", "))));
                 plan.cins_import.push((c.id.value.clone(), false, want));
             }
             Some(_) => {}
@@ -316,7 +319,10 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
             None => plan.pools_import.push((want, true)),
             Some(have) => {
                 let same_host = have.host.as_deref().is_none_or(|x| x == want.host);
-                if have.image != want.image || have.start_with != want.start_with || have.cins != want.cins || !same_host
+                if have.image != want.image
+                    || have.start_with != want.start_with
+                    || have.cins != want.cins
+                    || !same_host
                 {
                     plan.pools_import.push((want, false));
                 }
@@ -493,7 +499,9 @@ pub async fn execute(client: &Client, plan: &Plan, h: &str) -> anyhow::Result<i6
     let mut revision = 0;
     let rev = |d: &Value, field: &str| d[field]["revision"].as_i64().unwrap_or(0);
     for x in &plan.hosts_create {
-        let d = client.gql("mutation($i: HostCreateInput!) { hostCreate(input: $i) { revision } }", json!({"i": {"id": x}})).await?;
+        let d = client
+            .gql("mutation($i: HostCreateInput!) { hostCreate(input: $i) { revision } }", json!({"i": {"id": x}}))
+            .await?;
         revision = revision.max(rev(&d, "hostCreate"));
     }
     for ((host, id), tag, ns) in &plan.containers_create {
@@ -515,7 +523,9 @@ pub async fn execute(client: &Client, plan: &Plan, h: &str) -> anyhow::Result<i6
         revision = revision.max(rev(&d, "containerSetTag"));
     }
     for x in &plan.cens_create {
-        let d = client.gql("mutation($i: CenCreateInput!) { cenCreate(input: $i) { revision } }", json!({"i": {"id": x}})).await?;
+        let d = client
+            .gql("mutation($i: CenCreateInput!) { cenCreate(input: $i) { revision } }", json!({"i": {"id": x}}))
+            .await?;
         revision = revision.max(rev(&d, "cenCreate"));
     }
     for (host, cens) in &plan.cen_import {
@@ -580,7 +590,9 @@ pub async fn execute(client: &Client, plan: &Plan, h: &str) -> anyhow::Result<i6
         revision = revision.max(rev(&d, "containerDelete"));
     }
     for x in &plan.hosts_delete {
-        let d = client.gql("mutation($i: HostDeleteInput!) { hostDelete(input: $i) { revision } }", json!({"i": {"id": x}})).await?;
+        let d = client
+            .gql("mutation($i: HostDeleteInput!) { hostDelete(input: $i) { revision } }", json!({"i": {"id": x}}))
+            .await?;
         revision = revision.max(rev(&d, "hostDelete"));
     }
     if !plan.cens_make.is_empty() {

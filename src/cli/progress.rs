@@ -7,8 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::io::IsTerminal;
 
-const OPERATION: &str =
-    "subscription($id: ID!) { operation(id: $id) { stepsDone stepsTotal state message } }";
+const OPERATION: &str = "subscription($id: ID!) { operation(id: $id) { stepsDone stepsTotal state message } }";
 
 /// How an operation ended.
 #[derive(Debug)]

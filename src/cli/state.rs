@@ -121,22 +121,14 @@ impl Current {
             let members = list(&c["containers"]).iter().map(key).collect::<anyhow::Result<Vec<_>>>()?;
             cur.cens.insert(
                 s(&c["id"])?,
-                CurCen {
-                    members,
-                    made: c["made"].as_bool().unwrap_or(false),
-                    status: s(&c["status"])?,
-                },
+                CurCen { members, made: c["made"].as_bool().unwrap_or(false), status: s(&c["status"])? },
             );
         }
         for c in list(&d["cins"]) {
             let cens = list(&c["cens"]).iter().map(|x| s(&x["id"])).collect::<anyhow::Result<Vec<_>>>()?;
             cur.cins.insert(
                 s(&c["id"])?,
-                CurCin {
-                    cens,
-                    made: c["made"].as_bool().unwrap_or(false),
-                    status: s(&c["status"])?,
-                },
+                CurCin { cens, made: c["made"].as_bool().unwrap_or(false), status: s(&c["status"])? },
             );
         }
         for p in list(&d["cpools"]) {
@@ -147,12 +139,7 @@ impl Current {
             let host = list(&p["containers"]).first().map(key).transpose()?.map(|k| k.0);
             cur.pools.insert(
                 s(&p["id"])?,
-                CurPool {
-                    image: s(&p["type"])?,
-                    start_with: p["startWith"].as_u64().unwrap_or(0) as u32,
-                    cins,
-                    host,
-                },
+                CurPool { image: s(&p["type"])?, start_with: p["startWith"].as_u64().unwrap_or(0) as u32, cins, host },
             );
         }
         Ok(cur)
@@ -252,7 +239,12 @@ impl Current {
             }
         }
         for (id, c) in &self.cins {
-            let _ = writeln!(out, "  {} [shape=note, label={}];", q(&format!("cin:{id}")), q(&format!("{id}\\n{}", c.status)));
+            let _ = writeln!(
+                out,
+                "  {} [shape=note, label={}];",
+                q(&format!("cin:{id}")),
+                q(&format!("{id}\\n{}", c.status))
+            );
             for cen in &c.cens {
                 let _ = writeln!(out, "  {} -- {} [style=dashed];", q(&format!("cin:{id}")), q(&format!("cen:{cen}")));
             }
