@@ -2,6 +2,7 @@
 pub mod driver;
 pub mod graphql;
 pub mod model;
+pub mod pages;
 pub mod realize;
 pub mod server;
 pub mod service;

@@ -148,6 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Some(driver)
     };
+    tokio::spawn(log_changes(service.subscribe()));
     let schema = leviathan::graphql::schema_with(Arc::clone(&service), driver);
     let state =
         AppState { service: Arc::clone(&service), schema, token: token.map(Into::into), body_limit: args.max_body };
@@ -159,6 +160,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {addr}");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     Ok(())
+}
+
+/// One concise line per committed change at the default level: the
+/// mutation and what it touched; for status reports (the end of a make or
+/// destroy), each CEN's and CIN's new status.
+async fn log_changes(mut rx: tokio::sync::broadcast::Receiver<Arc<leviathan::store::Change>>) {
+    use leviathan::model::records::{EntityKey, Record};
+    use tokio::sync::broadcast::error::RecvError;
+    const SHOWN: usize = 6;
+    loop {
+        let change = match rx.recv().await {
+            Ok(c) => c,
+            Err(RecvError::Lagged(n)) => {
+                tracing::info!("{n} changes not logged (the log fell behind)");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let mut parts: Vec<String> = change
+            .items
+            .iter()
+            .take(SHOWN)
+            .map(|it| {
+                let op = match (&it.before, &it.after) {
+                    (None, Some(_)) => "+",
+                    (Some(_), None) => "-",
+                    _ => "~",
+                };
+                let status = match &it.after {
+                    Some(Record::Cen(c)) if change.mutation == "status" => {
+                        format!(" {:?}", c.realization.status).to_uppercase()
+                    }
+                    Some(Record::Cin(c)) if change.mutation == "status" => {
+                        format!(" {:?}", c.realization.status).to_uppercase()
+                    }
+                    _ => String::new(),
+                };
+                let key = match &it.key {
+                    EntityKey::Host(id) => format!("host {id}"),
+                    EntityKey::Container(k) => format!("container {k}"),
+                    EntityKey::Cen(id) => format!("cen {id}"),
+                    EntityKey::Cin(id) => format!("cin {id}"),
+                    EntityKey::Cpool(id) => format!("pool {id}"),
+                };
+                format!("{op}{key}{status}")
+            })
+            .collect();
+        if change.items.len() > SHOWN {
+            parts.push(format!("and {} more", change.items.len() - SHOWN));
+        }
+        tracing::info!("rev {} {}: {}", change.revision, change.mutation, parts.join(", "));
+    }
 }
 
 async fn shutdown() {

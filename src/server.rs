@@ -65,6 +65,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .route("/schema.graphql", get(schema_sdl))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::pages::router())
         .merge(leviathan_rest_compat::router(
             state.schema.clone(),
             leviathan_rest_compat::CompatConfig { body_limit: state.body_limit, ..Default::default() },
@@ -127,7 +128,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     let Some(expected) = state.token.as_deref() else {
         return next.run(req).await;
     };
-    if req.uri().path().starts_with(GRAPHIQL_ASSETS) {
+    if req.uri().path().starts_with(GRAPHIQL_ASSETS) || req.uri().path().starts_with(crate::pages::TOPOLOGY_ASSETS) {
         return next.run(req).await;
     }
     let ok = request_has_token(expected, req.headers(), req.uri().query())
