@@ -61,6 +61,14 @@
   const cins = new Map();
   let revision = 0;
   let ready = false;
+  // Containers drawn inside their host. A compound node is redrawn with
+  // any of its children, which costs a full frame at thousands of them:
+  // past COMPOUND_LIMIT containers, hosts are plain nodes (chosen at load).
+  const COMPOUND_LIMIT = 300;
+  let compound = true;
+  // When the last change arrived (performance.now()), for timing.
+  let received = 0;
+  let applyMs = 0;
   const waiters = [];
 
   function setState(state, text) {
@@ -118,7 +126,8 @@
     let n = cy.getElementById(id);
     if (n.empty()) {
       n = cy.add({ group: "nodes", position: near(nearId),
-        data: { id, kind: "container", host: h, cid: c, label: c, status: "PENDING", parent: ensureHost(h) } });
+        data: { id, kind: "container", host: h, cid: c, label: c, status: "PENDING", parent: compound ? ensureHost(h) : undefined } });
+      if (!compound) ensureHost(h);
     }
     return n;
   }
@@ -245,6 +254,7 @@
   // ---- applying changes ----
 
   function apply(ev) {
+    const t0 = performance.now();
     cy.batch(() => {
       for (const it of ev.items) {
         const a = it.after;
@@ -271,6 +281,7 @@
     revision = Math.max(revision, ev.revision);
     setState("live", `live · revision ${revision}`);
     updateCounts();
+    applyMs = performance.now() - t0;
     settle();
   }
 
@@ -279,22 +290,64 @@
     for (let i = waiters.length - 1; i >= 0; i--) {
       if (cy.getElementById(waiters[i].id).nonempty()) {
         const w = waiters.splice(i, 1)[0];
-        requestAnimationFrame(() => requestAnimationFrame(() => w.resolve(performance.now())));
+        // Drawn: the renderer's next frame has it.
+        cy.one("render", () => w.resolve(performance.now()));
       }
     }
   }
 
+  // Large graphs: each CEN with its members on a ring around it, CENs row
+  // by row (linear time, readable at thousands of containers); small ones
+  // get the force-directed layout.
+  function clusters() {
+    const pos = {};
+    const placed = new Set();
+    const cens = cy.nodes("[kind='cen']").sort((a, b) => a.id().localeCompare(b.id(), undefined, { numeric: true }));
+    const rings = cens.map((cen) => {
+      const members = cen.neighborhood("node[kind='container']").filter((n) => {
+        if (placed.has(n.id())) return false;
+        placed.add(n.id());
+        return true;
+      });
+      return { cen, members, r: Math.max(50, (members.length * 24) / (2 * Math.PI)) };
+    });
+    const area = rings.reduce((s, g) => s + (2 * g.r + 60) ** 2, 0);
+    const width = Math.max(800, Math.sqrt(area) * 1.3);
+    let x = 0, y = 0, row = 0;
+    for (const g of rings) {
+      const d = 2 * g.r + 60;
+      if (x > 0 && x + d > width) { x = 0; y += row; row = 0; }
+      const cx = x + d / 2, cy0 = y + d / 2;
+      pos[g.cen.id()] = { x: cx, y: cy0 };
+      g.members.forEach((m, i) => {
+        const a = (2 * Math.PI * i) / g.members.length;
+        pos[m.id()] = { x: cx + g.r * Math.cos(a), y: cy0 + g.r * Math.sin(a) };
+      });
+      x += d; row = Math.max(row, d);
+    }
+    cy.nodes("[kind='container']").filter((n) => !placed.has(n.id())).forEach((n, i) => {
+      pos[n.id()] = { x: (i % 40) * 30, y: y + row + 60 + Math.floor(i / 40) * 30 };
+    });
+    cy.nodes("[kind='host']").filter((n) => !n.isParent()).forEach((n, i) => {
+      pos[n.id()] = { x: i * 200, y: -120 };
+    });
+    return pos;
+  }
+
   function layout() {
-    const big = cy.nodes().length > 300;
-    const opts = big
-      ? { name: "grid", avoidOverlap: true, condense: true, sort: (a, b) => (a.data("cen") || a.id()).localeCompare(b.data("cen") || b.id()) }
-      : { name: "cose", animate: false, randomize: true, nodeRepulsion: () => 40000, idealEdgeLength: () => 70, numIter: 1500, padding: 20 };
-    cy.layout(opts).run();
+    if (cy.nodes().length > 300) {
+      const pos = clusters();
+      cy.layout({ name: "preset", positions: (n) => pos[n.id()] || { x: 0, y: 0 } }).run();
+    } else {
+      cy.layout({ name: "cose", animate: false, randomize: true, nodeRepulsion: () => 40000,
+        idealEdgeLength: () => 70, numIter: 1500, padding: 20 }).run();
+    }
     cy.fit(undefined, 20);
   }
 
   async function load() {
     const d = await gql(SNAPSHOT, {});
+    compound = d.containers.length <= COMPOUND_LIMIT;
     cy.batch(() => {
       cy.elements().remove();
       addresses.clear(); cinEdges.clear(); cins.clear();
@@ -328,6 +381,7 @@
       } else if (msg.type === "ping") {
         ws.send(JSON.stringify({ type: "pong" }));
       } else if (msg.type === "next" && msg.payload && msg.payload.data) {
+        received = performance.now();
         apply(msg.payload.data.changes);
       } else if (msg.type === "next" || msg.type === "error") {
         // The server cannot resume from here: draw everything again.
@@ -350,6 +404,8 @@
     cy,
     get revision() { return revision; },
     get ready() { return ready; },
+    get received() { return received; },
+    get applyMs() { return applyMs; },
     // Resolves once an element with this id is drawn (two frames later).
     whenDrawn(id) {
       return new Promise((resolve) => { waiters.push({ id, resolve }); settle(); });
