@@ -448,3 +448,43 @@ cens:
     ok(&s, &["delete", example().to_str().unwrap()]);
     assert!(kernel::namespaces(&prefix.0).iter().all(|n| n == &prefix.fabric()), "{:?}", kernel::namespaces(&prefix.0));
 }
+
+#[tokio::test]
+async fn members_on_other_hosts_round_trip_and_legacy_files_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("s.db"), &[]);
+    let text = "
+hosts: [host3]
+containers:
+  - {id: far, host: host2, tag: edge}
+cens:
+  - {id: span, members: [near, host2/far]}
+pools:
+  - {id: p, host: host2, type: alpine, startWith: 1, cins: [{cin: span}]}
+";
+    let f = write(dir.path(), "hosts.yaml", text);
+    let f = f.to_str().unwrap();
+    let out = ok(&s, &["apply", f]);
+    assert!(out.contains("+ host host3") && out.contains("+ container host2/far tag edge"), "{out}");
+    let d = s.gql("{ hosts { id } cen(id: \"span\") { containers { id host { id } } } }", json!({})).await;
+    assert_eq!(ids(&d["hosts"]), ["host1", "host2", "host3"]);
+    let members: Vec<String> = d["cen"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}/{}", c["host"]["id"].as_str().unwrap(), c["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(members, ["host1/near", "host2/far", "host2/p-1"]);
+    assert!(ok(&s, &["apply", f]).starts_with("No changes"));
+    let exported = ok(&s, &["export"]);
+    assert!(exported.contains("host2/far") && exported.contains("host: host2"), "{exported}");
+    let e = write(dir.path(), "export.yaml", &exported);
+    assert!(ok(&s, &["apply", e.to_str().unwrap(), "--prune"]).starts_with("No changes"), "{exported}");
+
+    // A legacy CEN file speaks for this server's host: host2's members stay.
+    let legacy = write(dir.path(), "cen.json", r#"{"cenList": [{"cenID": "span", "containerIDs": ["other"]}]}"#);
+    let out = ok(&s, &["apply", legacy.to_str().unwrap()]);
+    assert!(out.contains("~ cen span: +other -near"), "{out}");
+    let d = s.gql("{ cen(id: \"span\") { containers { id } } }", json!({})).await;
+    assert_eq!(ids(&d["cen"]["containers"]), ["other", "far", "p-1"]);
+}
