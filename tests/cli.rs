@@ -417,8 +417,15 @@ async fn apply_makes_it_in_the_kernel_and_a_failed_make_exits_non_zero_with_the_
     let dir = tempfile::tempdir().unwrap();
     let prefix = kernel::Prefix::new("a");
     let s = Server::start(&dir.path().join("s.db"), &["--prefix", &prefix.0, "--reconcile-interval", "0"]);
-    let out = ok(&s, &["apply", example().to_str().unwrap()]);
-    assert!(out.contains("Done"), "{out}");
+    let out = cli(&s, &["apply", example().to_str().unwrap()]);
+    assert!(out.ok && out.stdout.contains("Done"), "{}\n{}", out.stdout, out.stderr);
+    // Progress came from the operation subscription: steps were counted.
+    let steps = |stderr: &str, what: &str| -> u64 {
+        let line = stderr.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what:?} in {stderr}"));
+        line.rsplit_once('(').unwrap().1.split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(steps(&out.stderr, "make cen front, back: done") > 0, "{}", out.stderr);
+    assert!(steps(&out.stderr, "make cin public, private: done") > 0, "{}", out.stderr);
     let d = s.gql("{ cens { id status } cins { id status } }", json!({})).await;
     for c in d["cens"].as_array().unwrap().iter().chain(d["cins"].as_array().unwrap()) {
         assert_eq!(c["status"], "READY", "{d}");
@@ -487,4 +494,41 @@ pools:
     assert!(out.contains("~ cen span: +other -near"), "{out}");
     let d = s.gql("{ cen(id: \"span\") { containers { id } } }", json!({})).await;
     assert_eq!(ids(&d["cen"]["containers"]), ["other", "far", "p-1"]);
+}
+
+#[tokio::test]
+async fn the_server_logs_one_plain_line_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["serve", "--no-realize", "--listen", "0", "--state"])
+        .arg(dir.path().join("s.db"))
+        .env_remove("LEVIATHAN_TOKEN")
+        .env_remove("LEVIATHAN_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let s = Server { child, addr, token: None, http: reqwest::Client::new() };
+    ok(&s, &["apply", example().to_str().unwrap()]);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("rev 8 cinMake: ~cin private, ~cin public")) {
+        let l = next_line(&mut rx).await;
+        assert!(!l.contains('\x1b'), "colour codes off a terminal: {l:?}");
+        seen.push(l);
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("rev 4 cenImport: +container host1/lb, +cen back, +cen front"), "{text}");
+    assert!(text.contains("rev 7 cenMake: ~cen back, ~cen front"), "{text}");
 }

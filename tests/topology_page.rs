@@ -236,6 +236,9 @@ async fn topology_page_draws_the_fixture_follows_a_join_and_resumes_after_a_rest
     let addr = s.gql("{ container(id: \"c1\") { interfaces { address } } }", json!({})).await;
     let label = b.eval("leviathanTopology.cy.getElementById('m:cen1|host1/c1').data('label')").await;
     assert_eq!(label, addr["container"]["interfaces"][0]["address"]);
+    // Details on click.
+    b.eval("leviathanTopology.cy.getElementById('n:cen1').emit('tap'); true").await;
+    b.wait_until("document.getElementById('details').textContent.includes('\"wiringType\": \"BRIDGE\"')").await;
     b.eval("window.noReload = 42").await;
 
     // A join through the API appears without a reload.

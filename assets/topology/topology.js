@@ -290,8 +290,10 @@
     for (let i = waiters.length - 1; i >= 0; i--) {
       if (cy.getElementById(waiters[i].id).nonempty()) {
         const w = waiters.splice(i, 1)[0];
-        // Drawn: the renderer's next frame has it.
+        // Drawn: the renderer's next frame has it (asked for, in case
+        // nothing else is pending).
         cy.one("render", () => w.resolve(performance.now()));
+        cy.forceRender();
       }
     }
   }
