@@ -35,6 +35,15 @@ pub enum Output {
     Yaml,
 }
 
+/// `watch` formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchFormat {
+    /// One readable line per change.
+    Text,
+    /// One JSON object per line (the `changes` event).
+    Json,
+}
+
 /// `export` formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -94,9 +103,8 @@ pub enum Verb {
         /// Replay the changes after this revision first.
         #[arg(long)]
         since: Option<i64>,
-        /// `table` prints readable lines; `json` one object per line.
-        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-        output: Output,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: WatchFormat,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -195,7 +203,7 @@ async fn send(
         return Ok(());
     }
     let started = Instant::now();
-    match plan::execute(c, p, &cur.host_id).await {
+    match plan::execute(c, p).await {
         Ok(revision) => {
             println!("Done in {:.1} s: {counts} (revision {revision}).", started.elapsed().as_secs_f64());
             Ok(())

@@ -8,7 +8,7 @@
 //! members, joined, left or deleted by a plan; their pool is.
 
 use super::client::Client;
-use super::file::{split_member, Kind, Loaded};
+use super::file::{split_member, CinSpec, Kind, Loaded};
 use super::progress;
 use super::state::{show_key, Current, Key};
 use anyhow::bail;
@@ -202,54 +202,69 @@ fn resolve(member: &str, h: &str) -> Key {
 
 /// The plan that makes the server match the file.
 pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<Plan> {
-    let h = cur.host_id.as_str();
     let t = &file.topology;
     let mut plan = Plan::default();
-
-    // Hosts.
     for x in &t.hosts {
         if !cur.hosts.contains(&x.value) {
             plan.hosts_create.push(x.value.clone());
         }
     }
+    let mut wanted = plan_containers(&mut plan, file, cur)?;
+    wanted.extend(plan_cens(&mut plan, file, cur));
+    plan_cins(&mut plan, file, cur);
+    let mut hosts = plan_pools(&mut plan, file, cur);
+    hosts.extend(t.hosts.iter().map(|x| x.value.clone()));
+    hosts.extend(wanted.iter().map(|k| k.0.clone()));
+    if file.manages_made() {
+        plan_made(&mut plan, file, cur);
+    }
+    if prune {
+        plan_prune(&mut plan, file, cur, &wanted, &hosts);
+    }
+    Ok(plan)
+}
 
-    // Containers listed on their own: created, or their tag set.
-    let mut wanted_containers: BTreeSet<Key> = BTreeSet::new();
-    for c in &t.containers {
+/// Containers listed on their own: created, or their tag set. Returns
+/// their keys.
+fn plan_containers(plan: &mut Plan, file: &Loaded, cur: &Current) -> anyhow::Result<BTreeSet<Key>> {
+    let h = cur.host_id.as_str();
+    let mut wanted = BTreeSet::new();
+    for c in &file.topology.containers {
         let key = (c.host.as_ref().map_or(h, |x| &x.value).to_string(), c.id.value.clone());
-        wanted_containers.insert(key.clone());
-        match cur.containers.get(&key) {
-            None => plan.containers_create.push((key, c.tag.clone(), c.netns_path.clone())),
-            Some(have) => {
-                if have.pool.is_some() {
-                    bail!(
-                        "container '{}' belongs to pool '{}': list the pool, not the container",
-                        show_key(&key, h),
-                        have.pool.as_deref().unwrap_or("")
-                    );
-                }
-                if have.netns_path != c.netns_path {
-                    bail!(
-                        "container '{}' is bound to {}, the file says {}: delete it first (leviathan delete) to change that",
-                        show_key(&key, h),
-                        have.netns_path.as_deref().unwrap_or("a managed namespace"),
-                        c.netns_path.as_deref().unwrap_or("a managed namespace")
-                    );
-                }
-                if have.tag != c.tag {
-                    plan.containers_tag.push((key, have.tag.clone(), c.tag.clone()));
-                }
-            }
+        wanted.insert(key.clone());
+        let Some(have) = cur.containers.get(&key) else {
+            plan.containers_create.push((key, c.tag.clone(), c.netns_path.clone()));
+            continue;
+        };
+        if let Some(pool) = &have.pool {
+            bail!("container '{}' belongs to pool '{pool}': list the pool, not the container", show_key(&key, h));
+        }
+        if have.netns_path != c.netns_path {
+            bail!(
+                "container '{}' is bound to {}, the file says {}: delete it first (leviathan delete) to change that",
+                show_key(&key, h),
+                have.netns_path.as_deref().unwrap_or("a managed namespace"),
+                c.netns_path.as_deref().unwrap_or("a managed namespace")
+            );
+        }
+        if have.tag != c.tag {
+            plan.containers_tag.push((key, have.tag.clone(), c.tag.clone()));
         }
     }
+    Ok(wanted)
+}
 
-    // CENs and their members (pool containers are left to their pools).
+/// CENs and their members; pool containers are left to their pools, and a
+/// legacy CEN file speaks for the server's own host only. Returns the
+/// members named.
+fn plan_cens(plan: &mut Plan, file: &Loaded, cur: &Current) -> BTreeSet<Key> {
+    let h = cur.host_id.as_str();
     let legacy = file.kind != Kind::Topology;
-    for c in &t.cens {
+    let mut named = BTreeSet::new();
+    for c in &file.topology.cens {
         let want: Vec<Key> = c.members.iter().map(|m| resolve(&m.value, h)).collect();
-        wanted_containers.extend(want.iter().cloned());
+        named.extend(want.iter().cloned());
         let have: Vec<Key> = cur.cens.get(&c.id.value).map(|x| x.members.clone()).unwrap_or_default();
-        // A legacy CEN file speaks for the server's own host only.
         let managed = |k: &Key| !cur.is_pool_container(k) && (!legacy || k.0 == h);
         let want_set: BTreeSet<&Key> = want.iter().filter(|k| managed(k)).collect();
         let have_set: BTreeSet<&Key> = have.iter().filter(|k| managed(k)).collect();
@@ -268,10 +283,8 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
         }
         // Every host with a member before or after gets the CEN's list of
         // its members after (the server keeps other hosts' members).
-        let mut hosts: BTreeSet<&str> = want.iter().chain(&have).map(|k| k.0.as_str()).collect();
-        if legacy {
-            hosts = [h].into();
-        }
+        let hosts: BTreeSet<&str> =
+            if legacy { [h].into() } else { want.iter().chain(&have).map(|k| k.0.as_str()).collect() };
         for host in hosts {
             let mut list: Vec<String> =
                 have.iter().filter(|k| k.0 == host && cur.is_pool_container(k)).map(|k| k.1.clone()).collect();
@@ -286,9 +299,11 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
             plan.cen_lines.push(('~', format!("cen {}: {}", c.id.value, parts.join(" "))));
         }
     }
+    named
+}
 
-    // CINs.
-    for c in &t.cins {
+fn plan_cins(plan: &mut Plan, file: &Loaded, cur: &Current) {
+    for c in &file.topology.cins {
         let want: Vec<String> = c.cens.iter().map(|x| x.value.clone()).collect();
         match cur.cins.get(&c.id.value) {
             None => {
@@ -296,17 +311,20 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
                 plan.cins_import.push((c.id.value.clone(), true, want));
             }
             Some(have) if have.cens != want => {
-                plan.cin_lines
-                    .push(('~', format!("cin {}: over {} -> {}", c.id.value, have.cens.join(", "), want.join(", "))));
+                let line = format!("cin {}: over {} -> {}", c.id.value, have.cens.join(", "), want.join(", "));
+                plan.cin_lines.push(('~', line));
                 plan.cins_import.push((c.id.value.clone(), false, want));
             }
             Some(_) => {}
         }
     }
+}
 
-    // Pools.
-    let mut wanted_hosts: BTreeSet<String> = t.hosts.iter().map(|x| x.value.clone()).collect();
-    for p in &t.pools {
+/// Pools, created or changed. Returns the hosts they are on.
+fn plan_pools(plan: &mut Plan, file: &Loaded, cur: &Current) -> BTreeSet<String> {
+    let h = cur.host_id.as_str();
+    let mut hosts = BTreeSet::new();
+    for p in &file.topology.pools {
         let want = PoolWant {
             id: p.id.value.clone(),
             host: p.host.as_ref().map_or(h, |x| &x.value).to_string(),
@@ -314,7 +332,7 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
             start_with: p.start_with,
             cins: p.cins.iter().map(|c| (c.cin.value.clone(), c.default_route)).collect(),
         };
-        wanted_hosts.insert(want.host.clone());
+        hosts.insert(want.host.clone());
         match cur.pools.get(&want.id) {
             None => plan.pools_import.push((want, true)),
             Some(have) => {
@@ -329,81 +347,73 @@ pub fn plan_apply(file: &Loaded, cur: &Current, prune: bool) -> anyhow::Result<P
             }
         }
     }
-    wanted_hosts.extend(wanted_containers.iter().map(|k| k.0.clone()));
+    hosts
+}
 
-    // Made or not (a topology file says; a legacy file does not).
-    if file.manages_made() {
-        let made_cins: BTreeSet<&str> =
-            t.cins.iter().filter(|c| c.made == Some(true)).map(|c| c.id.value.as_str()).collect();
-        let under_made_cin: BTreeSet<&str> = t
-            .cins
-            .iter()
-            .filter(|c| c.made == Some(true))
-            .flat_map(|c| c.cens.iter().map(|x| x.value.as_str()))
-            .collect();
-        for c in &t.cins {
-            let want = made_cins.contains(c.id.value.as_str());
-            let have = cur.cins.get(&c.id.value);
-            decide(&mut plan, Realized::Cin, &c.id.value, want, have.map(|x| (x.made, x.status.as_str())));
-        }
-        for c in &t.cens {
-            let want = c.made == Some(true) || under_made_cin.contains(c.id.value.as_str());
-            let have = cur.cens.get(&c.id.value);
-            decide(&mut plan, Realized::Cen, &c.id.value, want, have.map(|x| (x.made, x.status.as_str())));
+/// Made or not, as a topology file says (a CEN under a made CIN is made).
+fn plan_made(plan: &mut Plan, file: &Loaded, cur: &Current) {
+    let t = &file.topology;
+    let made_cins: Vec<&CinSpec> = t.cins.iter().filter(|c| c.made == Some(true)).collect();
+    let under_made_cin: BTreeSet<&str> =
+        made_cins.iter().flat_map(|c| c.cens.iter().map(|x| x.value.as_str())).collect();
+    for c in &t.cins {
+        let have = cur.cins.get(&c.id.value).map(|x| (x.made, x.status.as_str()));
+        decide(plan, Realized::Cin, &c.id.value, c.made == Some(true), have);
+    }
+    for c in &t.cens {
+        let want = c.made == Some(true) || under_made_cin.contains(c.id.value.as_str());
+        let have = cur.cens.get(&c.id.value).map(|x| (x.made, x.status.as_str()));
+        decide(plan, Realized::Cen, &c.id.value, want, have);
+    }
+}
+
+/// `--prune`: what the file does not name goes (made objects are
+/// destroyed first). A legacy file prunes only its own kind.
+fn plan_prune(plan: &mut Plan, file: &Loaded, cur: &Current, containers: &BTreeSet<Key>, hosts: &BTreeSet<String>) {
+    let t = &file.topology;
+    let all = file.kind == Kind::Topology;
+    if all || file.kind == Kind::LegacyPool {
+        let keep: BTreeSet<&str> = t.pools.iter().map(|p| p.id.value.as_str()).collect();
+        plan.pools_delete = cur.pools.keys().filter(|x| !keep.contains(x.as_str())).cloned().collect();
+    }
+    if all || file.kind == Kind::LegacyCin {
+        let keep: BTreeSet<&str> = t.cins.iter().map(|c| c.id.value.as_str()).collect();
+        for (id, c) in cur.cins.iter().filter(|(id, _)| !keep.contains(id.as_str())) {
+            if c.made {
+                plan.cins_destroy.push(id.clone());
+            }
+            plan.cins_delete.push(id.clone());
         }
     }
-
-    if prune {
-        let all = file.kind == Kind::Topology;
-        let named = |ids: &mut dyn Iterator<Item = &String>| ids.cloned().collect::<BTreeSet<String>>();
-        if all || file.kind == Kind::LegacyPool {
-            let keep = named(&mut t.pools.iter().map(|p| &p.id.value));
-            plan.pools_delete = cur.pools.keys().filter(|x| !keep.contains(*x)).cloned().collect();
-        }
-        if all || file.kind == Kind::LegacyCin {
-            let keep = named(&mut t.cins.iter().map(|c| &c.id.value));
-            for (id, c) in &cur.cins {
-                if !keep.contains(id) {
-                    if c.made {
-                        plan.cins_destroy.push(id.clone());
-                    }
-                    plan.cins_delete.push(id.clone());
-                }
+    if all || file.kind == Kind::LegacyCen {
+        let keep: BTreeSet<&str> = t.cens.iter().map(|c| c.id.value.as_str()).collect();
+        for (id, c) in cur.cens.iter().filter(|(id, _)| !keep.contains(id.as_str())) {
+            if c.made {
+                plan.cens_destroy.push(id.clone());
             }
-        }
-        if all || file.kind == Kind::LegacyCen {
-            let keep = named(&mut t.cens.iter().map(|c| &c.id.value));
-            for (id, c) in &cur.cens {
-                if !keep.contains(id) {
-                    if c.made {
-                        plan.cens_destroy.push(id.clone());
-                    }
-                    plan.cens_delete.push(id.clone());
-                }
-            }
-        }
-        if all {
-            let doomed_pools: BTreeSet<&String> = plan.pools_delete.iter().collect();
-            for (k, c) in &cur.containers {
-                let pool_kept = c.pool.as_ref().is_some_and(|p| !doomed_pools.contains(p));
-                if !wanted_containers.contains(k) && !pool_kept && c.pool.is_none() {
-                    plan.containers_delete.push(k.clone());
-                }
-            }
-            let mut busy: BTreeSet<&str> = BTreeSet::new();
-            for (k, c) in &cur.containers {
-                if c.pool.as_ref().is_some_and(|p| !doomed_pools.contains(p)) {
-                    busy.insert(&k.0);
-                }
-            }
-            for x in &cur.hosts {
-                if x != h && !wanted_hosts.contains(x) && !busy.contains(x.as_str()) {
-                    plan.hosts_delete.push(x.clone());
-                }
-            }
+            plan.cens_delete.push(id.clone());
         }
     }
-    Ok(plan)
+    if !all {
+        return;
+    }
+    // Pool containers go with their pools; hosts with a kept pool stay.
+    let doomed: BTreeSet<&String> = plan.pools_delete.iter().collect();
+    let mut busy: BTreeSet<&str> = BTreeSet::new();
+    for (k, c) in &cur.containers {
+        match &c.pool {
+            None if !containers.contains(k) => plan.containers_delete.push(k.clone()),
+            Some(p) if !doomed.contains(p) => {
+                busy.insert(&k.0);
+            }
+            _ => {}
+        }
+    }
+    for x in &cur.hosts {
+        if *x != cur.host_id && !hosts.contains(x) && !busy.contains(x.as_str()) {
+            plan.hosts_delete.push(x.clone());
+        }
+    }
 }
 
 fn decide(plan: &mut Plan, kind: Realized, id: &str, want: bool, have: Option<(bool, &str)>) {
@@ -495,7 +505,7 @@ impl std::fmt::Display for Failed {
 impl std::error::Error for Failed {}
 
 /// Sends a plan, in order. Stops at the first error.
-pub async fn execute(client: &Client, plan: &Plan, h: &str) -> anyhow::Result<i64> {
+pub async fn execute(client: &Client, plan: &Plan) -> anyhow::Result<i64> {
     let mut revision = 0;
     let rev = |d: &Value, field: &str| d[field]["revision"].as_i64().unwrap_or(0);
     for x in &plan.hosts_create {
@@ -601,7 +611,6 @@ pub async fn execute(client: &Client, plan: &Plan, h: &str) -> anyhow::Result<i6
     if !plan.cins_make.is_empty() {
         revision = revision.max(realize(client, Realized::Cin, true, &plan.cins_make).await?);
     }
-    let _ = h;
     Ok(revision)
 }
 

@@ -3,7 +3,7 @@
 //! revision printed, so no change is lost or printed twice.
 
 use super::client::Client;
-use super::Output;
+use super::WatchFormat;
 use serde_json::{json, Value};
 use std::io::Write as _;
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub fn line(ev: &Value) -> String {
     format!("rev {:<6} {:<18} {}", ev["revision"], ev["mutation"].as_str().unwrap_or("?"), parts.join(" "))
 }
 
-pub async fn run(client: &Client, since: Option<i64>, out: Output) -> anyhow::Result<()> {
+pub async fn run(client: &Client, since: Option<i64>, out: WatchFormat) -> anyhow::Result<()> {
     // Without --since, start at the current revision: then a reconnect can
     // resume from it too.
     let mut since = match since {
@@ -75,9 +75,8 @@ pub async fn run(client: &Client, since: Option<i64>, out: Output) -> anyhow::Re
                         since = r;
                     }
                     let text = match out {
-                        super::Output::Json => ev.to_string(),
-                        super::Output::Yaml => serde_yaml::to_string(ev)?,
-                        super::Output::Table => line(ev),
+                        WatchFormat::Json => ev.to_string(),
+                        WatchFormat::Text => line(ev),
                     };
                     let mut stdout = std::io::stdout().lock();
                     if writeln!(stdout, "{text}").and_then(|_| stdout.flush()).is_err() {
