@@ -656,3 +656,86 @@ async fn realize(client: &Client, kind: Realized, make: bool, ids: &[String]) ->
     }
     Ok(revision)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::file::parse;
+    use crate::cli::state::{CurCen, CurCin, CurContainer, CurPool};
+
+    fn server() -> Current {
+        let k = |id: &str| ("host1".to_string(), id.to_string());
+        let plain = || CurContainer { tag: None, netns_path: None, pool: None, in_cens: 1 };
+        Current {
+            host_id: "host1".into(),
+            revision: 7,
+            hosts: ["host1".to_string()].into(),
+            containers: [
+                (k("a"), plain()),
+                (k("b"), plain()),
+                (k("p-1"), CurContainer { pool: Some("p".into()), ..plain() }),
+            ]
+            .into(),
+            cens: [(
+                "n".to_string(),
+                CurCen { members: vec![k("a"), k("b"), k("p-1")], made: true, status: "FAILED".into() },
+            )]
+            .into(),
+            cins: [("i".to_string(), CurCin { cens: vec!["n".into()], made: false, status: "PENDING".into() })].into(),
+            pools: [(
+                "p".to_string(),
+                CurPool {
+                    image: "t".into(),
+                    start_with: 1,
+                    cins: vec![("i".into(), false)],
+                    host: Some("host1".into()),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_make_is_retried_and_pool_members_are_left_to_their_pool() {
+        let f = parse(
+            "cens: [{id: n, members: [a, b], made: true}]\ncins: [{id: i, cens: [n]}]\npools: [{id: p, type: t, startWith: 1, cins: [{cin: i}]}]\n",
+            true,
+        )
+        .unwrap();
+        let p = plan_apply(&f, &server(), false).unwrap();
+        assert_eq!(p.cens_make, ["n"]);
+        assert!(p.retries.contains(&(Realized::Cen, "n".to_string())));
+        assert!(p.cen_import.is_empty(), "p-1 is the pool's: {:?}", p.cen_import);
+        assert_eq!(p.counts(), Counts { made: 1, ..Counts::default() });
+    }
+
+    #[test]
+    fn leaving_a_member_keeps_the_pool_members_in_the_import() {
+        let f = parse("cens: [{id: n, members: [a], made: true}]\n", true).unwrap();
+        let mut cur = server();
+        cur.cens.get_mut("n").unwrap().status = "READY".into();
+        let p = plan_apply(&f, &cur, false).unwrap();
+        assert_eq!(p.cen_lines, [('~', "cen n: -b".to_string())]);
+        assert_eq!(p.cen_import["host1"]["n"], ["p-1", "a"]);
+    }
+
+    #[test]
+    fn legacy_files_leave_made_alone_and_prune_only_their_kind() {
+        let f = parse(r#"{"other": ["n"]}"#, false).unwrap();
+        let p = plan_apply(&f, &server(), true).unwrap();
+        assert!(p.cens_make.is_empty() && p.cens_destroy.is_empty());
+        assert_eq!(p.cins_delete, ["i"]);
+        assert!(p.cens_delete.is_empty() && p.pools_delete.is_empty() && p.containers_delete.is_empty());
+        assert_eq!(p.cins_import, [("other".to_string(), true, vec!["n".to_string()])]);
+    }
+
+    #[test]
+    fn a_container_cannot_change_namespace_or_be_a_pools() {
+        let f = parse("containers: [{id: a, netnsPath: /proc/1/ns/net}]\n", true).unwrap();
+        let e = plan_apply(&f, &server(), false).unwrap_err().to_string();
+        assert!(e.contains("container 'a' is bound to a managed namespace"), "{e}");
+        let f = parse("containers: [{id: p-1}]\n", true).unwrap();
+        let e = plan_apply(&f, &server(), false).unwrap_err().to_string();
+        assert!(e.contains("belongs to pool 'p'"), "{e}");
+    }
+}
