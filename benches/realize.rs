@@ -261,7 +261,7 @@ async fn api_make_destroy(prefix: &str) -> (Duration, Duration) {
         .await
         .map_err(|e| e.to_string());
     let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);
-    let schema = leviathan::graphql::schema_with(Arc::clone(&service), Some(driver));
+    let schema = leviathan::graphql::schema_with(Arc::clone(&service), Some(Arc::new(driver)));
     let run = |q: String, v: serde_json::Value| {
         let schema = schema.clone();
         async move {

@@ -1,80 +1,200 @@
 //! The realization driver: follows the change stream, derives the desired
-//! kernel state from the model, has the realizer apply it, and reports
-//! status back through the service like any other change.
+//! kernel state of just the CENs each change touched, has the realizer
+//! apply those, and reports status back through the service like any other
+//! change. A full derivation and a full apply happen at start and on
+//! reconcile only.
+//!
+//! Only the containers of this server's own host are realized here; the
+//! members of a CEN on other hosts wait for their host's server.
 
-use crate::model::{self, EntityKey, Realization, Status, StatusReport, Topology};
+use crate::model::{self, CenRec, EntityKey, Realization, Record, Status, StatusReport, Topology};
 use crate::realize::{self, Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route};
-use crate::service::Service;
-use std::collections::BTreeSet;
+use crate::service::{Realization as RealizationHandle, Service};
+use crate::store::Change;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
-/// The desired kernel state of a topology: every made CEN with its members,
-/// the addresses and routes of made CINs over made CENs.
-pub fn desired(t: &Topology) -> Desired {
-    let mut d = Desired::default();
-    for cen in t.cens() {
-        if !cen.made {
-            continue;
+/// The desired kernel state of one made CEN (its members on `host`), put
+/// into `d`; an unmade or missing CEN is taken out.
+pub fn put_cen(t: &Topology, host: &str, id: &str, d: &mut Desired) {
+    match t.cen(id).filter(|c| c.made) {
+        Some(cen) => {
+            let (net, containers) = cen_net(t, host, cen);
+            for (key, c) in containers {
+                d.put_container(&key, c);
+            }
+            d.put_cen(id, net);
         }
-        let wiring = match t.wiring(cen) {
-            Some(model::Wiring::Bridge) => realize::Wiring::Bridge,
-            Some(model::Wiring::Wire) => realize::Wiring::Wire,
-            None => realize::Wiring::None,
-        };
-        let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
-        let mut gateways = Vec::new();
+        None => d.remove_cen(id),
+    }
+}
+
+fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, ContainerNet)>) {
+    let model_wiring = t.wiring(cen);
+    let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
+    // The gateway of this CEN in each made CIN (a bridge carries them).
+    let mut gateways = Vec::new();
+    let mut gw_of: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+    if model_wiring == Some(model::Wiring::Bridge) {
         for cin in &made_cins {
-            if let (Some(gw), Some(slice)) = (t.gateway(cin, &cen.id), t.slice(cin, &cen.id)) {
-                gateways.push(Addr { cin: cin.id.clone(), ip: gw, prefix_len: slice.prefix_len });
+            if let Some(slice) = t.slice(cin, &cen.id) {
+                gateways.push(Addr { cin: cin.id.clone(), ip: slice.gateway(), prefix_len: slice.prefix_len });
+                gw_of.insert(cin.id.as_str(), slice.gateway());
             }
         }
-        let mut members = Vec::with_capacity(cen.members.len());
-        for m in &cen.members {
-            let key = m.key();
-            let Some(c) = t.container(&key) else { continue };
-            let akey = model::AddrKey { host: m.host.clone(), container: m.container.clone(), cen: cen.id.clone() };
-            let mut addresses = Vec::new();
-            let mut routes = Vec::new();
-            for cin in &made_cins {
-                let (Some(ip), Some(slice)) = (cin.addresses.get(&akey), t.slice(cin, &cen.id)) else { continue };
-                addresses.push(Addr { cin: cin.id.clone(), ip: *ip, prefix_len: slice.prefix_len });
-                if cin.cens.len() > 1 {
-                    if let Some(gw) = t.gateway(cin, &cen.id) {
-                        let (net, len) = model::addressing::subnet(cin.net);
-                        routes.push(Route { cin: cin.id.clone(), dest: net, prefix_len: len, via: gw });
+    }
+    let local: Vec<&model::MemberRec> = t.members_in_order(&cen.id).into_iter().filter(|m| m.host == host).collect();
+    let wiring = match model_wiring {
+        Some(model::Wiring::Bridge) => realize::Wiring::Bridge,
+        // A wire with an end on another host has nothing to wire here.
+        Some(model::Wiring::Wire) if local.len() == 2 => realize::Wiring::Wire,
+        _ => realize::Wiring::None,
+    };
+    let mut members = Vec::with_capacity(local.len());
+    let mut containers = Vec::with_capacity(local.len());
+    for m in local {
+        let key = m.key();
+        let Some(c) = t.container(&key) else { continue };
+        let mut addresses = Vec::new();
+        let mut routes = Vec::new();
+        for cin in &made_cins {
+            let (Some(ip), Some(slice)) = (m.addresses.get(&cin.id), t.slice(cin, &cen.id)) else { continue };
+            addresses.push(Addr { cin: cin.id.clone(), ip: *ip, prefix_len: slice.prefix_len });
+            // Between the slices of a CIN over several CENs: one route to
+            // the CIN's subnet, through the first made CEN of the CIN the
+            // container is on (it is directly on the others).
+            if cin.cens.len() > 1 {
+                let first = cin.cens.iter().find(|c| t.is_member(&key, c) && t.cen(c).is_some_and(|r| r.made));
+                if let (Some(gw), Some(first)) = (gw_of.get(cin.id.as_str()), first) {
+                    if *first == cen.id {
+                        routes.push(Route {
+                            cin: cin.id.clone(),
+                            dest: cin.subnet,
+                            prefix_len: cin.prefix_len,
+                            via: *gw,
+                        });
                     }
                 }
             }
-            if let Some((gw, cin, via_cen)) = t.default_gateway_of(c) {
-                let cin_made = made_cins.iter().any(|m| m.id == cin);
-                if via_cen == cen.id && cin_made {
-                    routes.push(Route { cin, dest: Ipv4Addr::UNSPECIFIED, prefix_len: 0, via: gw });
+        }
+        if c.default_route.is_some() {
+            if let Some((cin, via_cen)) = t.default_route_of(c) {
+                if let Some(gw) = gw_of.get(cin.as_str()).filter(|_| via_cen == cen.id) {
+                    routes.push(Route { cin, dest: Ipv4Addr::UNSPECIFIED, prefix_len: 0, via: *gw });
                 }
             }
-            d.containers.entry(key.to_string()).or_insert_with(|| ContainerNet {
-                id: c.id.clone(),
-                netns: match &c.netns_path {
-                    Some(p) => NetnsRef::Path(p.clone()),
-                    None => NetnsRef::Managed,
-                },
-            });
-            members.push(Member { container: key.to_string(), ifname: m.ifname.clone(), addresses, routes });
         }
-        d.cens.insert(cen.id.clone(), CenNet { wiring, members, gateways });
+        let net = ContainerNet {
+            id: c.id.clone(),
+            netns: match &c.netns_path {
+                Some(p) => NetnsRef::Path(p.clone()),
+                None => NetnsRef::Managed,
+            },
+        };
+        containers.push((key.to_string(), net));
+        members.push(Member { container: key.to_string(), ifname: m.ifname.clone(), addresses, routes });
     }
-    d.forwarding =
-        t.cins().iter().any(|c| c.made && c.cens.len() > 1 && c.cens.iter().any(|id| d.cens.contains_key(id)));
+    (CenNet { wiring, members, gateways }, containers)
+}
+
+/// Whether a CIN asks for forwarding between slices in the fabric.
+fn forwards(t: &Topology, cin: &model::CinRec) -> bool {
+    cin.made && cin.cens.len() > 1 && cin.cens.iter().any(|id| t.cen(id).is_some_and(|c| c.made))
+}
+
+/// The desired kernel state of the whole topology (the containers of
+/// `host`): every made CEN with its members, the addresses and routes of
+/// made CINs over made CENs.
+pub fn desired(t: &Topology, host: &str) -> Desired {
+    let mut d = Desired::default();
+    for cen in t.cens_iter().filter(|c| c.made) {
+        put_cen(t, host, &cen.id, &mut d);
+    }
+    d.forwarding = t.cins_iter().any(|c| forwards(t, c));
     d
 }
 
-/// Statuses the model should show after an apply, where they differ from
-/// what it shows now.
+/// The made CENs of a container.
+fn made_cens_of(t: &Topology, key: &model::ContainerKey, out: &mut BTreeSet<String>) {
+    out.extend(t.cens_of(key).into_iter().filter(|c| c.made).map(|c| c.id.clone()));
+}
+
+fn cen_of(r: &Option<Record>) -> Option<&CenRec> {
+    match r {
+        Some(Record::Cen(c)) => Some(c),
+        _ => None,
+    }
+}
+
+fn cin_of(r: &Option<Record>) -> Option<&model::CinRec> {
+    match r {
+        Some(Record::Cin(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// Whether a CEN or CIN change matters to the kernel: made flipped, or a
+/// retry of a failed make (back to PREPARING). Status reports alone do not.
+fn made_changed(before: Option<(bool, Status)>, after: Option<(bool, Status)>) -> bool {
+    let made = |x: Option<(bool, Status)>| x.is_some_and(|(m, _)| m);
+    let retry =
+        after.is_some_and(|(m, s)| m && s == Status::Preparing) && before.is_some_and(|(_, s)| s != Status::Preparing);
+    made(before) != made(after) || retry
+}
+
+/// The CENs whose kernel state a change may alter, and the CINs it touched.
+fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &mut BTreeSet<String>) {
+    for item in &change.items {
+        match &item.key {
+            EntityKey::Cen(id) => {
+                let (b, a) = (cen_of(&item.before), cen_of(&item.after));
+                let st = |c: Option<&CenRec>| c.map(|c| (c.made, c.realization.status));
+                if made_changed(st(b), st(a)) {
+                    cens.insert(id.clone());
+                    cins.extend(t.cins_over(id).into_iter().map(|c| c.id.clone()));
+                }
+            }
+            EntityKey::Member(k) => {
+                // A join or leave (or new addresses) changes its CEN; where
+                // default routes and routes between slices go may change on
+                // the container's other CENs too.
+                cens.insert(k.cen.clone());
+                made_cens_of(t, &k.container_key(), cens);
+            }
+            EntityKey::Cin(id) => {
+                let (b, a) = (cin_of(&item.before), cin_of(&item.after));
+                let st = |c: Option<&model::CinRec>| c.map(|c| (c.made, c.realization.status));
+                let shape = |c: Option<&model::CinRec>| c.map(|c| (c.cens.clone(), c.subnet, c.prefix_len));
+                if made_changed(st(b), st(a)) || shape(b) != shape(a) {
+                    cins.insert(id.clone());
+                    for c in b.into_iter().chain(a) {
+                        cens.extend(c.cens.iter().cloned());
+                    }
+                }
+            }
+            EntityKey::Container(k) => {
+                let shape = |r: &Option<Record>| match r {
+                    Some(Record::Container(c)) => Some((c.netns_path.clone(), c.default_route.clone())),
+                    _ => None,
+                };
+                if shape(&item.before) != shape(&item.after) {
+                    made_cens_of(t, k, cens);
+                }
+            }
+            EntityKey::Host(_) | EntityKey::Cpool(_) => {}
+        }
+    }
+}
+
+/// Statuses the model should show after an apply of `cens` (and the CINs
+/// over them), where they differ from what it shows now.
 fn status_reports(
     t: &Topology,
-    made: &(BTreeSet<String>, BTreeSet<String>),
+    cens: &BTreeSet<String>,
+    cins: &BTreeSet<String>,
     report: &realize::ApplyReport,
     unavailable: Option<&str>,
 ) -> Vec<StatusReport> {
@@ -96,15 +216,25 @@ fn status_reports(
             _ => Realization { status: Status::Ready, message: None },
         }
     };
-    // Objects made or unmade since the desired state was read wait for
-    // the next round.
-    for cen in t.cens().into_iter().filter(|c| c.made == made.0.contains(&c.id)) {
-        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, outcome(cen.made, report.cens.get(&cen.id)));
+    let mut all_cins: BTreeSet<&str> = cins.iter().map(String::as_str).collect();
+    for cen in cens.iter().filter_map(|id| t.cen(id)) {
+        let next = outcome(cen.made, report.cens.get(&cen.id));
+        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, next);
+        all_cins.extend(t.cins_over(&cen.id).into_iter().map(|c| c.id.as_str()));
     }
-    for cin in t.cins().into_iter().filter(|c| c.made == made.1.contains(&c.id)) {
-        let next = if cin.made && !cin.cens.iter().any(|c| made.0.contains(c)) {
+    for cin in all_cins.into_iter().filter_map(|id| t.cin(id)) {
+        let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.made).collect();
+        // The CEN statuses as this round leaves them.
+        let failed_cen = made_cens.iter().find_map(|c| match report.cens.get(&c.id) {
+            Some(Err(_)) => Some(c.id.clone()),
+            None if c.realization.status == Status::Failed && !cens.contains(&c.id) => Some(c.id.clone()),
+            _ => None,
+        });
+        let next = if cin.made && made_cens.is_empty() {
             // Addresses need interfaces: nothing to realize until a CEN is made.
             Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) }
+        } else if let (true, Some(c), None) = (cin.made, &failed_cen, unavailable) {
+            Realization { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
         } else {
             outcome(cin.made, report.cins.get(&cin.id))
         };
@@ -113,8 +243,8 @@ fn status_reports(
     out
 }
 
-/// Transitional statuses before an apply: PREPARING for made objects not
-/// yet READY, DESTROYING for unmade ones that were realized.
+/// Transitional statuses before a full apply: PREPARING for made objects
+/// not yet READY, DESTROYING for unmade ones that were realized.
 fn transition_reports(t: &Topology) -> Vec<StatusReport> {
     let mut out = Vec::new();
     let mut consider = |target: EntityKey, made: bool, current: &Realization| {
@@ -127,10 +257,10 @@ fn transition_reports(t: &Topology) -> Vec<StatusReport> {
             out.push(StatusReport { target, realization: Realization { status, message: None }, made });
         }
     };
-    for cen in t.cens() {
+    for cen in t.cens_iter() {
         consider(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization);
     }
-    for cin in t.cins() {
+    for cin in t.cins_iter() {
         consider(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization);
     }
     out
@@ -169,54 +299,15 @@ impl Driver {
         let changes = service.subscribe();
         let tracked = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let signals = Signals { applied: applied_tx, reconciled: reconciled_tx };
-        tokio::spawn(run(service, realizer, changes, Arc::clone(&kick), signals, Arc::clone(&tracked)));
+        let looper = Loop {
+            host: service.host_id().to_string(),
+            service,
+            desired: Desired::default(),
+            forwarding: BTreeSet::new(),
+            last_steps: 0,
+        };
+        tokio::spawn(looper.run(realizer, changes, Arc::clone(&kick), signals, Arc::clone(&tracked)));
         Driver { applied, reconciled, kick, tracked }
-    }
-
-    /// Registers a make/destroy (committed at `revision`) as an operation
-    /// whose progress the `operation` subscription reports; returns its id.
-    pub fn track(&self, service: &Service, kind: &str, revision: u64, targets: Vec<EntityKey>, make: bool) -> String {
-        let names = targets.iter().map(|k| k.id()).collect();
-        let id = service.operations().start(kind, names, 0);
-        self.tracked.lock().push(Tracked { id: id.clone(), revision, targets, make });
-        // Wake the loop (without a full reconcile) in case it already went
-        // past this revision.
-        self.kick.wake(false);
-        id
-    }
-
-    /// Waits until the kernel reflects revision `revision` (or `limit`
-    /// passes); true when it does.
-    pub async fn wait_applied(&self, revision: u64, limit: Duration) -> bool {
-        let mut rx = self.applied.clone();
-        tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
-    }
-
-    /// Asks for a full reconcile: the kernel is looked at again and drift
-    /// is repaired, whether or not the model changed.
-    pub fn reconcile(&self) {
-        self.kick.wake(true);
-    }
-
-    /// Runs a full reconcile and waits (up to `limit`) until one that
-    /// started after this call has finished; true when it has.
-    pub async fn reconcile_and_wait(&self, limit: Duration) -> bool {
-        let mut rx = self.reconciled.clone();
-        // A round under way may have looked at the kernel before this call:
-        // wait for the one after it.
-        let target = *rx.borrow_and_update() + 2;
-        let waited = tokio::time::timeout(limit, async {
-            while *rx.borrow_and_update() < target {
-                // Keep one forced round queued until the one that counts ran.
-                self.reconcile();
-                if rx.changed().await.is_err() {
-                    return false;
-                }
-            }
-            true
-        })
-        .await;
-        waited.unwrap_or(false)
     }
 
     /// Reconciles every `every` in the background (drift made by hand, or by
@@ -231,6 +322,62 @@ impl Driver {
                 kick.wake(true);
             }
         });
+    }
+}
+
+#[async_trait::async_trait]
+impl RealizationHandle for Driver {
+    fn needs_kernel(&self, service: &Service, change: &Change) -> bool {
+        service.read(|t| {
+            let (mut cens, mut cins) = (BTreeSet::new(), BTreeSet::new());
+            affected(t, change, &mut cens, &mut cins);
+            let made_now = cens.iter().any(|c| t.cen(c).is_some_and(|c| c.made));
+            // Something made before this change (a destroy, a delete).
+            let made_before = change.items.iter().any(|i| match &i.before {
+                Some(Record::Cen(c)) => c.made,
+                Some(Record::Cin(c)) => c.made,
+                _ => false,
+            });
+            made_now || made_before
+        })
+    }
+
+    async fn wait_applied(&self, revision: u64, limit: Duration) -> bool {
+        let mut rx = self.applied.clone();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    fn track(&self, service: &Service, kind: &str, revision: u64, targets: Vec<EntityKey>, make: bool) -> String {
+        let names = targets.iter().map(|k| k.id()).collect();
+        let id = service.operations().start(kind, names, 0);
+        self.tracked.lock().push(Tracked { id: id.clone(), revision, targets, make });
+        // Wake the loop (without a full reconcile) in case it already went
+        // past this revision.
+        self.kick.wake(false);
+        id
+    }
+
+    fn reconcile(&self) {
+        self.kick.wake(true);
+    }
+
+    async fn reconcile_and_wait(&self, limit: Duration) -> bool {
+        let mut rx = self.reconciled.clone();
+        // A round under way may have looked at the kernel before this call:
+        // wait for the one after it.
+        let target = *rx.borrow_and_update() + 2;
+        let waited = tokio::time::timeout(limit, async {
+            while *rx.borrow_and_update() < target {
+                // Keep one forced round queued until the one that counts ran.
+                self.kick.wake(true);
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        waited.unwrap_or(false)
     }
 }
 
@@ -257,120 +404,229 @@ fn operation_outcome(t: &Topology, op: &Tracked) -> Result<(), String> {
     }
 }
 
-/// Whether something made waits for the realizer (a retry of a failed
-/// make changes the status only, not the desired state).
-fn preparing(t: &Topology) -> bool {
-    t.cens().iter().any(|c| c.made && c.realization.status == Status::Preparing)
-        || t.cins().iter().any(|c| c.made && c.realization.status == Status::Preparing)
-}
-
 /// What the loop tells waiters.
 struct Signals {
     applied: watch::Sender<u64>,
     reconciled: watch::Sender<u64>,
 }
 
-/// What was made when the desired state was read.
-fn made_sets(t: &Topology) -> (BTreeSet<String>, BTreeSet<String>) {
-    (
-        t.cens().iter().filter(|c| c.made).map(|c| c.id.clone()).collect(),
-        t.cins().iter().filter(|c| c.made).map(|c| c.id.clone()).collect(),
-    )
+/// What woke the loop.
+struct Trigger {
+    /// A full reconcile was asked for (or the change stream was lost).
+    full: bool,
+    /// The changes received, in revision order.
+    changes: Vec<Arc<Change>>,
 }
 
-async fn run(
+/// The driver's loop and what it keeps between rounds.
+struct Loop {
     service: Arc<Service>,
-    realizer: Result<realize::Realizer, String>,
-    mut changes: broadcast::Receiver<Arc<crate::store::Change>>,
-    kick: Arc<Kick>,
-    signals: Signals,
-    tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
-) {
-    let (mut realizer, unavailable) = match realizer {
-        Ok(r) => (Some(r), None),
-        Err(e) => (None, Some(format!("realizer unavailable: {e}"))),
-    };
-    let mut last: Option<Desired> = None;
-    // Steps of the latest apply: an operation registered just after the
-    // round that did its work reports those.
-    let mut last_steps = 0usize;
-    let mut force = true;
-    loop {
-        let ((want, made, retrying), revision) = service.read_at(|t| (desired(t), made_sets(t), preparing(t)));
-        // Operations whose change this round covers.
-        let ops: Vec<Tracked> = {
-            let mut all = tracked.lock();
-            let (mine, later): (Vec<Tracked>, Vec<Tracked>) = all.drain(..).partition(|o| o.revision <= revision);
-            *all = later;
-            mine
+    host: String,
+    /// The desired state as of the last round, kept up to date per CEN.
+    desired: Desired,
+    /// Made CINs that ask for forwarding in the fabric.
+    forwarding: BTreeSet<String>,
+    /// Steps of the latest apply: an operation registered just after the
+    /// round that did its work reports those.
+    last_steps: usize,
+}
+
+impl Loop {
+    async fn run(
+        mut self,
+        realizer: Result<realize::Realizer, String>,
+        mut changes: broadcast::Receiver<Arc<Change>>,
+        kick: Arc<Kick>,
+        signals: Signals,
+        tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
+    ) {
+        let (mut realizer, unavailable) = match realizer {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(format!("realizer unavailable: {e}"))),
         };
-        if force || retrying || last.as_ref() != Some(&want) {
-            let transitions = service.read(transition_reports);
-            if !transitions.is_empty() {
-                if let Err(e) = service.execute(model::Command::SetStatus { reports: transitions }).await {
-                    tracing::error!(error = %e, "recording transitional statuses");
-                }
-            }
-            let report = match realizer.as_mut() {
-                Some(r) => {
-                    if force && last.is_some() {
-                        if let Err(e) = r.refresh().await {
-                            tracing::warn!(error = %e, "looking at the kernel again");
-                        }
-                    }
-                    let svc = Arc::clone(&service);
-                    let ids: Vec<String> = ops.iter().map(|o| o.id.clone()).collect();
-                    let progress = move |done: usize, total: usize| {
-                        for id in &ids {
-                            svc.operations().progress(id, done as u32, total as u32);
-                        }
-                    };
-                    r.apply(&want, Some(&progress)).await
-                }
-                None => realize::ApplyReport::default(),
+        let mut trigger = Trigger { full: true, changes: Vec::new() };
+        let mut first = true;
+        let mut applied = 0u64;
+        loop {
+            let revision = if trigger.full {
+                self.full_round(realizer.as_mut(), unavailable.as_deref(), first, &tracked).await
+            } else {
+                // A change is applied once it was received and worked on:
+                // the model may already be past it, but the revision told to
+                // waiters is that of the last change handled.
+                let last = trigger.changes.iter().map(|c| c.revision).max().unwrap_or(applied);
+                self.scoped_round(realizer.as_mut(), unavailable.as_deref(), &trigger.changes, &tracked).await;
+                last
             };
-            for e in report.errors() {
-                tracing::warn!(error = %e, "realization");
+            first = false;
+            applied = applied.max(revision);
+            let revision = applied;
+            signals.applied.send_replace(revision);
+            if trigger.full {
+                signals.reconciled.send_modify(|n| *n += 1);
             }
-            last_steps = report.steps;
-            let reports = service.read(|t| status_reports(t, &made, &report, unavailable.as_deref()));
-            if !reports.is_empty() {
-                if let Err(e) = service.execute(model::Command::SetStatus { reports }).await {
-                    tracing::error!(error = %e, "recording statuses");
+            self.finish_ops(revision, &tracked);
+            trigger = next_trigger(&mut changes, &kick).await;
+        }
+    }
+
+    /// Operations whose change the rounds so far covered.
+    fn take_ops(&self, revision: u64, tracked: &parking_lot::Mutex<Vec<Tracked>>) -> Vec<Tracked> {
+        let mut all = tracked.lock();
+        let (mine, later): (Vec<Tracked>, Vec<Tracked>) = all.drain(..).partition(|o| o.revision <= revision);
+        *all = later;
+        mine
+    }
+
+    fn finish_ops(&self, revision: u64, tracked: &parking_lot::Mutex<Vec<Tracked>>) {
+        for op in self.take_ops(revision, tracked) {
+            let ops = self.service.operations();
+            if ops.get(&op.id).is_some_and(|o| o.steps_total == 0) {
+                ops.progress(&op.id, self.last_steps as u32, self.last_steps as u32);
+            }
+            let outcome = self.service.read(|t| operation_outcome(t, &op));
+            ops.finish(&op.id, outcome);
+        }
+    }
+
+    fn progress(
+        &self,
+        tracked: &parking_lot::Mutex<Vec<Tracked>>,
+        revision: u64,
+    ) -> impl Fn(usize, usize) + Send + Sync {
+        let svc = Arc::clone(&self.service);
+        let ids: Vec<String> = tracked.lock().iter().filter(|o| o.revision <= revision).map(|o| o.id.clone()).collect();
+        move |done: usize, total: usize| {
+            for id in &ids {
+                svc.operations().progress(id, done as u32, total as u32);
+            }
+        }
+    }
+
+    async fn record(&self, reports: Vec<StatusReport>, what: &str) {
+        if reports.is_empty() {
+            return;
+        }
+        if let Err(e) = self.service.execute(model::Command::SetStatus { reports }).await {
+            tracing::error!(error = %e, "recording {what}");
+        }
+    }
+
+    /// Looks at the whole kernel and the whole model (start, reconcile, or
+    /// after the change stream was lost).
+    async fn full_round(
+        &mut self,
+        realizer: Option<&mut realize::Realizer>,
+        unavailable: Option<&str>,
+        first: bool,
+        tracked: &parking_lot::Mutex<Vec<Tracked>>,
+    ) -> u64 {
+        let transitions = self.service.read(transition_reports);
+        self.record(transitions, "transitional statuses").await;
+        let host = self.host.clone();
+        let ((want, forwarding, cens, cins), revision) = self.service.read_at(|t| {
+            let d = desired(t, &host);
+            let fwd: BTreeSet<String> = t.cins_iter().filter(|c| forwards(t, c)).map(|c| c.id.clone()).collect();
+            let cens: BTreeSet<String> = t.cens_iter().map(|c| c.id.clone()).collect();
+            let cins: BTreeSet<String> = t.cins_iter().map(|c| c.id.clone()).collect();
+            (d, fwd, cens, cins)
+        });
+        let report = match realizer {
+            Some(r) => {
+                if !first {
+                    if let Err(e) = r.refresh().await {
+                        tracing::warn!(error = %e, "looking at the kernel again");
+                    }
                 }
+                let progress = self.progress(tracked, revision);
+                r.apply(&want, Some(&progress)).await
             }
-            last = Some(want);
+            None => realize::ApplyReport::default(),
+        };
+        for e in report.errors() {
+            tracing::warn!(error = %e, "realization");
         }
-        signals.applied.send_replace(revision);
-        if force {
-            signals.reconciled.send_modify(|n| *n += 1);
-        }
-        for op in ops {
-            if service.operations().get(&op.id).is_some_and(|o| o.steps_total == 0) {
-                service.operations().progress(&op.id, last_steps as u32, last_steps as u32);
+        self.last_steps = report.steps;
+        self.desired = want;
+        self.forwarding = forwarding;
+        let reports = self.service.read(|t| status_reports(t, &cens, &cins, &report, unavailable));
+        self.record(reports, "statuses").await;
+        revision
+    }
+
+    /// Applies what the received changes touched, and nothing else.
+    async fn scoped_round(
+        &mut self,
+        realizer: Option<&mut realize::Realizer>,
+        unavailable: Option<&str>,
+        changes: &[Arc<Change>],
+        tracked: &parking_lot::Mutex<Vec<Tracked>>,
+    ) -> u64 {
+        let host = self.host.clone();
+        let desired = &mut self.desired;
+        let forwarding = &mut self.forwarding;
+        let ((cens, cins), revision) = self.service.read_at(|t| {
+            let (mut cens, mut cins) = (BTreeSet::new(), BTreeSet::new());
+            for c in changes {
+                affected(t, c, &mut cens, &mut cins);
             }
-            let outcome = service.read(|t| operation_outcome(t, &op));
-            service.operations().finish(&op.id, outcome);
+            for id in &cens {
+                put_cen(t, &host, id, desired);
+                cins.extend(t.cins_over(id).into_iter().map(|c| c.id.clone()));
+            }
+            for id in &cins {
+                match t.cin(id) {
+                    Some(c) if forwards(t, c) => forwarding.insert(id.clone()),
+                    _ => forwarding.remove(id),
+                };
+            }
+            desired.forwarding = !forwarding.is_empty();
+            (cens, cins)
+        });
+        if cens.is_empty() && cins.is_empty() {
+            return revision;
         }
-        force = next_trigger(&mut changes, &kick).await;
+        let report = match realizer {
+            Some(r) => {
+                let progress = self.progress(tracked, revision);
+                r.apply_cens(&self.desired, &cens, Some(&progress)).await
+            }
+            None => realize::ApplyReport::default(),
+        };
+        for e in report.errors() {
+            tracing::warn!(error = %e, "realization");
+        }
+        self.last_steps = report.steps;
+        let reports = self.service.read(|t| status_reports(t, &cens, &cins, &report, unavailable));
+        self.record(reports, "statuses").await;
+        revision
     }
 }
 
-/// Waits for a change, a wake-up or a reconcile request; true for the last.
-async fn next_trigger(changes: &mut broadcast::Receiver<Arc<crate::store::Change>>, kick: &Kick) -> bool {
+/// Waits for changes, a wake-up or a reconcile request, and takes every
+/// change already queued.
+async fn next_trigger(changes: &mut broadcast::Receiver<Arc<Change>>, kick: &Kick) -> Trigger {
+    let mut got = Vec::new();
+    let mut lost = false;
     tokio::select! {
-        r = changes.recv() => {
-            if matches!(r, Err(broadcast::error::RecvError::Closed)) {
-                std::future::pending::<()>().await;
-            }
-        }
+        r = changes.recv() => match r {
+            Ok(c) => got.push(c),
+            Err(broadcast::error::RecvError::Lagged(_)) => lost = true,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        },
         _ = kick.notify.notified() => {}
     }
-    // Coalesce whatever else arrived meanwhile.
-    while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = changes.try_recv() {}
+    loop {
+        match changes.try_recv() {
+            Ok(c) => got.push(c),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => lost = true,
+            Err(_) => break,
+        }
+    }
     // A reconcile asked for at any point (even while a round ran) is
-    // honoured by the next round.
-    kick.force.swap(false, std::sync::atomic::Ordering::AcqRel)
+    // honoured by the next round; a lost change forces one too.
+    let forced = kick.force.swap(false, std::sync::atomic::Ordering::AcqRel);
+    Trigger { full: forced || lost, changes: got }
 }
 
 /// Wakes the loop; `force` asks for a full reconcile. Wake-ups are never

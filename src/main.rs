@@ -146,7 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.reconcile_interval > 0 {
             driver.reconcile_every(std::time::Duration::from_secs(args.reconcile_interval));
         }
-        Some(driver)
+        Some(Arc::new(driver) as Arc<dyn leviathan::service::Realization>)
     };
     tokio::spawn(log_changes(service.subscribe()));
     let schema = leviathan::graphql::schema_with(Arc::clone(&service), driver);

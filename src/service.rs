@@ -3,8 +3,9 @@
 
 mod feed;
 mod operations;
+mod realization;
 
-use crate::model::{Command, ModelError, Topology};
+use crate::model::{AddrPlan, Command, ModelError, Topology};
 use crate::store::{Change, ChangeItem, Store};
 use parking_lot::RwLock;
 use std::path::Path;
@@ -14,6 +15,7 @@ use tokio::sync::{broadcast, Mutex};
 
 pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
 pub use operations::{OperationState, OperationStatus, Operations, MAX_FINISHED_OPERATIONS};
+pub use realization::Realization;
 
 /// Capacity of the change stream; a subscriber further behind is told so.
 pub const CHANGE_STREAM_CAPACITY: usize = 1024;
@@ -28,21 +30,52 @@ pub struct Service {
     operations: Operations,
 }
 
+/// How a service is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This server's own host id.
+    pub host_id: String,
+    /// How CIN subnets are handed out.
+    pub addr_plan: AddrPlan,
+    /// Changes the log keeps.
+    pub keep_changes: u64,
+    /// Capacity of the change stream (how far a subscriber may fall behind
+    /// before it is told it lagged).
+    pub capacity: usize,
+}
+
+impl Options {
+    pub fn new(host_id: &str) -> Options {
+        Options {
+            host_id: host_id.to_string(),
+            addr_plan: AddrPlan::default(),
+            keep_changes: crate::store::DEFAULT_KEEP_CHANGES,
+            capacity: CHANGE_STREAM_CAPACITY,
+        }
+    }
+}
+
 impl Service {
     /// Opens the state file and loads the topology from it.
     pub fn open(state: &Path, host_id: &str) -> anyhow::Result<Arc<Service>> {
-        Self::open_with_capacity(state, host_id, CHANGE_STREAM_CAPACITY)
+        Self::open_with(state, Options::new(host_id))
     }
 
     /// [`Service::open`] with another capacity of the change stream (how
     /// far a subscriber may fall behind before it is told it lagged).
     pub fn open_with_capacity(state: &Path, host_id: &str, capacity: usize) -> anyhow::Result<Arc<Service>> {
+        Self::open_with(state, Options { capacity, ..Options::new(host_id) })
+    }
+
+    /// Opens the state file with every option given.
+    pub fn open_with(state: &Path, opts: Options) -> anyhow::Result<Arc<Service>> {
+        let host_id = opts.host_id.as_str();
         crate::model::ids::check_id("host id", host_id).map_err(|e| anyhow::anyhow!("--host-id: {e}"))?;
-        if capacity == 0 {
+        if opts.capacity == 0 {
             anyhow::bail!("the change stream capacity must be at least 1");
         }
-        let (store, topo, revision) = Store::open(state)?;
-        let (changes, _) = broadcast::channel(capacity);
+        let (store, topo, revision) = Store::open(state, opts.addr_plan, opts.keep_changes)?;
+        let (changes, _) = broadcast::channel(opts.capacity);
         Ok(Arc::new(Service {
             topo: RwLock::new(topo),
             writer: Mutex::new(()),
@@ -113,13 +146,19 @@ impl Service {
     /// The work runs on its own task, so a caller that goes away mid-commit
     /// cannot leave the store and the graph apart.
     pub async fn execute(self: &Arc<Self>, cmd: Command) -> Result<u64, ModelError> {
+        self.execute_change(cmd).await.map(|(r, _)| r)
+    }
+
+    /// [`Service::execute`], also returning the committed change (`None`
+    /// when the command changed nothing).
+    pub async fn execute_change(self: &Arc<Self>, cmd: Command) -> Result<(u64, Option<Arc<Change>>), ModelError> {
         let this = Arc::clone(self);
         tokio::spawn(async move { this.execute_inner(cmd).await })
             .await
             .map_err(|e| ModelError::internal(format!("command task failed: {e}")))?
     }
 
-    async fn execute_inner(self: Arc<Self>, cmd: Command) -> Result<u64, ModelError> {
+    async fn execute_inner(self: Arc<Self>, cmd: Command) -> Result<(u64, Option<Arc<Change>>), ModelError> {
         let _serial = self.writer.lock().await;
         let (images, items) = {
             let mut t = self.topo.write();
@@ -131,7 +170,7 @@ impl Service {
             (after, items)
         };
         if images.is_empty() {
-            return Ok(self.revision());
+            return Ok((self.revision(), None));
         }
         let revision = self.revision() + 1;
         let at_us = std::time::SystemTime::now()
@@ -158,7 +197,7 @@ impl Service {
         }
         // The one place subscribers are notified: once per committed change,
         // in revision order (the writer lock is still held).
-        let _ = self.changes.send(change);
-        Ok(revision)
+        let _ = self.changes.send(Arc::clone(&change));
+        Ok((revision, Some(change)))
     }
 }

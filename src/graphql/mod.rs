@@ -9,7 +9,7 @@ mod types;
 pub mod ws;
 
 use crate::model::{ErrorCode, ModelError};
-use crate::service::Service;
+use crate::service::{Realization, Service};
 use async_graphql::{ErrorExtensions, Schema};
 use std::sync::Arc;
 
@@ -28,10 +28,10 @@ pub fn schema(service: Arc<Service>) -> LeviathanSchema {
 
 /// Builds the schema over a service and, where the kernel is realized, the
 /// driver that make/destroy wait for.
-pub fn schema_with(service: Arc<Service>, driver: Option<crate::driver::Driver>) -> LeviathanSchema {
+pub fn schema_with(service: Arc<Service>, realization: Option<Arc<dyn Realization>>) -> LeviathanSchema {
     let mut b = builder().data(service);
-    if let Some(d) = driver {
-        b = b.data(d);
+    if let Some(r) = realization {
+        b = b.data(r);
     }
     b.finish()
 }

@@ -6,10 +6,24 @@
 //! address in the CIN and the container's tag. In CEN mode the address is
 //! the one the first CIN over that CEN (by id) gives it, or none.
 
-use crate::model::{AddrKey, CenRec, CinRec, ContainerKey, EntityKey, Record, Topology};
+use crate::model::{ContainerKey, EntityKey, MemberKey, MemberRec, Record, Topology};
 use crate::store::Change;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+
+/// Which interface a member is: a container's membership in a CEN.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AddrKey {
+    pub host: String,
+    pub container: String,
+    pub cen: String,
+}
+
+impl From<&MemberKey> for AddrKey {
+    fn from(k: &MemberKey) -> Self {
+        AddrKey { host: k.host.clone(), container: k.container.clone(), cen: k.cen.clone() }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -32,18 +46,34 @@ impl Diff {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
-    Cin { id: String, rec: Option<CinRec> },
-    Cen { id: String, rec: Option<CenRec>, cins: BTreeMap<String, CinRec> },
+    Cin(String),
+    Cen(String),
+}
+
+impl Target {
+    /// Whether a membership belongs to the target, and with which address.
+    /// Every address change of a CIN is a change of a membership record, so
+    /// the view follows those records alone.
+    fn admit(&self, m: &MemberRec) -> Option<Option<Ipv4Addr>> {
+        match self {
+            Target::Cin(id) => m.addresses.get(id).map(|ip| Some(*ip)),
+            // The address the first CIN over the CEN (by id) gives.
+            Target::Cen(id) => (m.cen == *id).then(|| m.addresses.values().next().copied()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct MemberView {
     target: Target,
     tag_filter: Option<String>,
-    /// Tags of the containers of the current (unfiltered) members.
-    tags: HashMap<ContainerKey, Option<String>>,
+    /// Every interface of the target with its address (before the filter).
+    raw: BTreeMap<AddrKey, Option<Ipv4Addr>>,
+    /// Tags of the containers of `raw`, with how many interfaces each has.
+    tags: HashMap<ContainerKey, (Option<String>, usize)>,
+    /// What subscribers have seen (after the filter).
     members: BTreeMap<AddrKey, Member>,
 }
 
@@ -51,26 +81,63 @@ fn tag_in(t: &Topology, k: &ContainerKey) -> Option<String> {
     t.container(k).and_then(|c| c.tag.clone())
 }
 
+fn ckey(k: &AddrKey) -> ContainerKey {
+    ContainerKey::new(&k.host, &k.container)
+}
+
 impl MemberView {
     /// The view of a CIN, or of a CEN where no CIN has that id; `None` when
     /// neither exists.
     pub fn open(t: &Topology, id: &str, tag_filter: Option<String>) -> Option<Self> {
-        let target = if let Some(cin) = t.cin(id) {
-            Target::Cin { id: id.to_string(), rec: Some(cin.clone()) }
-        } else if let Some(cen) = t.cen(id) {
-            let cins = t.cins_over(id).into_iter().map(|c| (c.id.clone(), c.clone())).collect();
-            Target::Cen { id: id.to_string(), rec: Some(cen.clone()), cins }
+        let target = if t.cin(id).is_some() {
+            Target::Cin(id.to_string())
+        } else if t.cen(id).is_some() {
+            Target::Cen(id.to_string())
         } else {
             return None;
         };
-        let mut view = MemberView { target, tag_filter, tags: HashMap::new(), members: BTreeMap::new() };
-        view.members = view.compute(&HashMap::new(), &|k| tag_in(t, k));
+        let mut view =
+            MemberView { target, tag_filter, raw: BTreeMap::new(), tags: HashMap::new(), members: BTreeMap::new() };
+        view.load(t);
+        view.members = view.filtered();
         Some(view)
+    }
+
+    /// Reads the target's interfaces from the topology.
+    fn load(&mut self, t: &Topology) {
+        self.raw.clear();
+        self.tags.clear();
+        let cens: Vec<String> = match &self.target {
+            Target::Cin(id) => t.cin(id).map(|c| c.cens.clone()).unwrap_or_default(),
+            Target::Cen(id) => vec![id.clone()],
+        };
+        for cen in &cens {
+            for m in t.members(cen) {
+                if let Some(address) = self.target.admit(m) {
+                    let key = AddrKey::from(&m.member_key());
+                    self.tags.entry(m.key()).or_insert_with(|| (tag_in(t, &m.key()), 0)).1 += 1;
+                    self.raw.insert(key, address);
+                }
+            }
+        }
+    }
+
+    fn member(&self, key: &AddrKey) -> Option<Member> {
+        let address = *self.raw.get(key)?;
+        let tag = self.tags.get(&ckey(key)).and_then(|(t, _)| t.clone());
+        if self.tag_filter.as_ref().is_some_and(|f| tag.as_ref() != Some(f)) {
+            return None;
+        }
+        Some(Member { key: key.clone(), address, tag })
+    }
+
+    fn filtered(&self) -> BTreeMap<AddrKey, Member> {
+        self.raw.keys().filter_map(|k| self.member(k).map(|m| (k.clone(), m))).collect()
     }
 
     /// Whether this view follows a CEN (the legacy reading of the id).
     pub fn is_cen(&self) -> bool {
-        matches!(self.target, Target::Cen { .. })
+        matches!(self.target, Target::Cen(_))
     }
 
     /// The current members, in address order (members without an address
@@ -79,134 +146,108 @@ impl MemberView {
         sorted(self.members.values().cloned().collect())
     }
 
-    /// The interfaces that belong to the target, with their addresses.
-    fn raw(&self) -> Vec<(AddrKey, Option<Ipv4Addr>)> {
-        match &self.target {
-            Target::Cin { rec, .. } => {
-                rec.iter().flat_map(|c| c.addresses.iter().map(|(k, ip)| (k.clone(), Some(*ip)))).collect()
-            }
-            Target::Cen { id, rec, cins } => rec
-                .iter()
-                .flat_map(|cen| cen.members.iter())
-                .map(|m| {
-                    let key = AddrKey { host: m.host.clone(), container: m.container.clone(), cen: id.clone() };
-                    let ip = cins.values().find_map(|c| c.addresses.get(&key).copied());
-                    (key, ip)
-                })
-                .collect(),
-        }
-    }
-
-    /// Members from the records held, with tags from `fresh` (this change's
-    /// container records), then the cache, then `lookup`.
-    fn compute(
-        &mut self,
-        fresh: &HashMap<ContainerKey, Option<String>>,
-        lookup: &dyn Fn(&ContainerKey) -> Option<String>,
-    ) -> BTreeMap<AddrKey, Member> {
-        let raw = self.raw();
-        let mut tags = HashMap::with_capacity(raw.len());
-        let mut out = BTreeMap::new();
-        for (key, address) in raw {
-            let ck = ContainerKey::new(&key.host, &key.container);
-            let tag = match fresh.get(&ck).or_else(|| self.tags.get(&ck)) {
-                Some(t) => t.clone(),
-                None => lookup(&ck),
-            };
-            tags.insert(ck, tag.clone());
-            if self.tag_filter.as_ref().is_some_and(|f| tag.as_ref() != Some(f)) {
-                continue;
-            }
-            out.insert(key.clone(), Member { key, address, tag });
-        }
-        self.tags = tags;
-        out
-    }
-
-    fn replace(&mut self, new: BTreeMap<AddrKey, Member>) -> Diff {
+    /// Re-evaluates the given interfaces against what subscribers saw.
+    fn diff(&mut self, keys: BTreeSet<AddrKey>) -> Diff {
         let mut diff = Diff::default();
-        for (k, m) in &new {
-            match self.members.get(k) {
-                None => diff.created.push(m.clone()),
-                Some(old) if old != m => diff.updated.push(m.clone()),
-                Some(_) => {}
+        for k in keys {
+            match (self.member(&k), self.members.get(&k)) {
+                (Some(m), None) => {
+                    diff.created.push(m.clone());
+                    self.members.insert(k, m);
+                }
+                (Some(m), Some(old)) if *old != m => {
+                    diff.updated.push(m.clone());
+                    self.members.insert(k, m);
+                }
+                (None, Some(_)) => {
+                    if let Some(old) = self.members.remove(&k) {
+                        diff.deleted.push(old);
+                    }
+                }
+                _ => {}
             }
         }
-        for (k, m) in &self.members {
-            if !new.contains_key(k) {
-                diff.deleted.push(m.clone());
-            }
-        }
-        self.members = new;
         diff.created = sorted(diff.created);
         diff.updated = sorted(diff.updated);
         diff.deleted = sorted(diff.deleted);
         diff
     }
 
-    /// Applies one committed change. `lookup` gives the tag of a container
-    /// that becomes a member without its record being in the change.
+    /// Applies one committed change: only the interfaces and containers it
+    /// names are looked at. `lookup` gives the tag of a container that
+    /// becomes a member without its record being in the change.
     pub fn apply(&mut self, change: &Change, lookup: &dyn Fn(&ContainerKey) -> Option<String>) -> Diff {
-        let mut relevant = false;
-        let mut fresh = HashMap::new();
+        let mut touched = BTreeSet::new();
+        let mut fresh: HashMap<ContainerKey, Option<String>> = HashMap::new();
         for item in &change.items {
-            match (&item.key, &mut self.target) {
-                (EntityKey::Cin(cin), Target::Cin { id, rec }) if cin == id => {
-                    *rec = match &item.after {
-                        Some(Record::Cin(c)) => Some(c.clone()),
+            if let EntityKey::Container(k) = &item.key {
+                if let Some(Record::Container(c)) = &item.after {
+                    fresh.insert(k.clone(), c.tag.clone());
+                }
+            }
+        }
+        for item in &change.items {
+            match &item.key {
+                EntityKey::Member(mk) => {
+                    let key = AddrKey::from(mk);
+                    let now = match &item.after {
+                        Some(Record::Member(m)) => self.target.admit(m),
                         _ => None,
                     };
-                    relevant = true;
-                }
-                (EntityKey::Cin(cin), Target::Cen { id, cins, .. }) => match &item.after {
-                    Some(Record::Cin(c)) if c.cens.contains(id) => {
-                        cins.insert(cin.clone(), c.clone());
-                        relevant = true;
+                    let had = self.raw.contains_key(&key);
+                    match now {
+                        Some(address) => {
+                            if !had {
+                                let ck = ckey(&key);
+                                let tag = fresh.get(&ck).cloned();
+                                let e =
+                                    self.tags.entry(ck).or_insert_with_key(|k| (tag.unwrap_or_else(|| lookup(k)), 0));
+                                e.1 += 1;
+                            }
+                            self.raw.insert(key.clone(), address);
+                            touched.insert(key);
+                        }
+                        None if had => {
+                            self.raw.remove(&key);
+                            let ck = ckey(&key);
+                            if let Some(e) = self.tags.get_mut(&ck) {
+                                e.1 -= 1;
+                                if e.1 == 0 {
+                                    self.tags.remove(&ck);
+                                }
+                            }
+                            touched.insert(key);
+                        }
+                        None => {}
                     }
-                    _ => relevant |= cins.remove(cin).is_some(),
-                },
-                (EntityKey::Cen(cen), Target::Cen { id, rec, .. }) if cen == id => {
-                    *rec = match &item.after {
-                        Some(Record::Cen(c)) => Some(c.clone()),
-                        _ => None,
-                    };
-                    relevant = true;
                 }
-                (EntityKey::Container(k), _) => {
-                    let tag = match &item.after {
-                        Some(Record::Container(c)) => c.tag.clone(),
-                        _ => None,
-                    };
-                    relevant |= self.tags.contains_key(k);
-                    fresh.insert(k.clone(), tag);
+                EntityKey::Container(k) => {
+                    if let (Some(e), Some(tag)) = (self.tags.get_mut(k), fresh.get(k)) {
+                        if e.0 != *tag {
+                            e.0 = tag.clone();
+                            // One range: the index is ordered by host, container, CEN.
+                            let from = AddrKey { host: k.host.clone(), container: k.id.clone(), cen: String::new() };
+                            touched.extend(
+                                self.raw
+                                    .range(from..)
+                                    .take_while(|(a, _)| a.host == k.host && a.container == k.id)
+                                    .map(|(a, _)| a.clone()),
+                            );
+                        }
+                    }
                 }
                 _ => {}
             }
         }
-        if !relevant {
-            return Diff::default();
-        }
-        let new = self.compute(&fresh, lookup);
-        self.replace(new)
+        self.diff(touched)
     }
 
     /// Rebuilds the view from the topology (after missing changes) and
     /// returns the difference to what subscribers last saw.
     pub fn resync(&mut self, t: &Topology) -> Diff {
-        let id = match &self.target {
-            Target::Cin { id, .. } | Target::Cen { id, .. } => id.clone(),
-        };
-        self.target = match &self.target {
-            Target::Cin { .. } => Target::Cin { rec: t.cin(&id).cloned(), id },
-            Target::Cen { .. } => Target::Cen {
-                rec: t.cen(&id).cloned(),
-                cins: t.cins_over(&id).into_iter().map(|c| (c.id.clone(), c.clone())).collect(),
-                id,
-            },
-        };
-        self.tags.clear();
-        let new = self.compute(&HashMap::new(), &|k| tag_in(t, k));
-        self.replace(new)
+        self.load(t);
+        let keys: BTreeSet<AddrKey> = self.raw.keys().chain(self.members.keys()).cloned().collect();
+        self.diff(keys)
     }
 }
 

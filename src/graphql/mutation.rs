@@ -4,28 +4,39 @@
 use super::types::*;
 use super::{error, gql};
 use crate::model::{check_host_arg, CenSpec, CinSpec, Command, ContainerKey, CpoolSpec, EntityKey, ErrorCode, PoolCin};
-use crate::service::Service;
+use crate::service::{Realization, Service};
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use std::sync::Arc;
 
 pub struct MutationRoot;
 
-/// Applies a command and, where a realizer runs, answers once the kernel
-/// reflects it (a member joining a made CEN is wired when this returns).
+/// The realizer's handle, where the kernel is realized.
+fn realization<'a>(ctx: &'a Context<'_>) -> Option<&'a Arc<dyn Realization>> {
+    ctx.data_opt::<Arc<dyn Realization>>()
+}
+
+/// Applies a command and, where a realizer runs and the change touches
+/// something made, answers once the kernel reflects it (a member joining a
+/// made CEN is wired when this returns). A change that touches nothing made
+/// answers as soon as it is durable.
 async fn run(ctx: &Context<'_>, cmd: Command) -> Result<i64> {
     let wait = !matches!(cmd, Command::CenSetMade { .. } | Command::CinSetMade { .. });
-    let revision = svc(ctx).execute(cmd).await.map(|r| r as i64).map_err(gql)?;
-    settle(ctx, revision, wait).await;
-    Ok(revision)
+    let (revision, change) = svc(ctx).execute_change(cmd).await.map_err(gql)?;
+    let needs = match (realization(ctx), &change) {
+        (Some(r), Some(c)) => r.needs_kernel(svc(ctx), c),
+        _ => false,
+    };
+    settle(ctx, revision as i64, wait && needs).await;
+    Ok(revision as i64)
 }
 
 /// After a make/destroy: with `wait`, answers once the realizer has applied
 /// the change (or after `MAKE_WAIT_LIMIT`); the payload then shows the
 /// resulting statuses.
 async fn settle(ctx: &Context<'_>, revision: i64, wait: bool) {
-    if let (true, Some(driver)) = (wait, ctx.data_opt::<crate::driver::Driver>()) {
-        if !driver.wait_applied(revision as u64, MAKE_WAIT_LIMIT).await {
-            tracing::warn!(revision, "make/destroy answered before the realizer caught up");
+    if let (true, Some(r)) = (wait, realization(ctx)) {
+        if !r.wait_applied(revision as u64, MAKE_WAIT_LIMIT).await {
+            tracing::warn!(revision, "answered before the realizer caught up");
         }
     }
 }
@@ -49,7 +60,7 @@ async fn set_made(
     wait: bool,
 ) -> Result<(Vec<String>, i64, Option<ID>)> {
     let list = ids(ids_in);
-    let realizing = ctx.data_opt::<crate::driver::Driver>().is_some();
+    let realizing = realization(ctx).is_some();
     let (cmd, kind) = match what {
         Realized::Cens => {
             (Command::CenSetMade { ids: list.clone(), made, realizing }, if made { "cenMake" } else { "cenDestroy" })
@@ -59,7 +70,7 @@ async fn set_made(
         }
     };
     let revision = run(ctx, cmd).await?;
-    let operation_id = ctx.data_opt::<crate::driver::Driver>().filter(|_| !wait).map(|driver| {
+    let operation_id = realization(ctx).filter(|_| !wait).map(|driver| {
         let targets = list
             .iter()
             .map(|i| match what {
@@ -458,7 +469,7 @@ impl MutationRoot {
     /// (links or namespaces changed by hand), whether or not the model
     /// changed. A server that realizes nothing answers CONFLICT.
     async fn reconcile(&self, ctx: &Context<'_>, input: ReconcileInput) -> Result<ReconcilePayload> {
-        let Some(driver) = ctx.data_opt::<crate::driver::Driver>() else {
+        let Some(driver) = realization(ctx) else {
             return Err(error(ErrorCode::Conflict, "this server realizes nothing (started with --no-realize)"));
         };
         let done = if input.wait {

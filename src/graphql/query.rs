@@ -48,7 +48,7 @@ impl QueryRoot {
                 .as_ref()
                 .map(|cin| t.cin(cin).map(|c| t.cin_containers(c).into_iter().collect()).unwrap_or_default());
             let mut keys: Vec<ContainerKey> = match (&cen_id, &in_cin) {
-                (Some(cen), _) => t.cen(cen).map(|c| c.members.iter().map(|m| m.key()).collect()).unwrap_or_default(),
+                (Some(cen), _) => t.members(cen).map(|m| m.key()).collect(),
                 (None, Some(set)) => set.iter().cloned().collect(),
                 (None, None) => match &host_id {
                     Some(h) => t.containers_of_host(h).into_iter().map(|c| c.key()).collect(),

@@ -25,6 +25,8 @@ pub enum EntityKind {
     Cen,
     Cin,
     Cpool,
+    /// A container's membership in a CEN (joins and leaves).
+    Membership,
 }
 
 /// What a change did to one object.
@@ -43,6 +45,7 @@ pub enum Entity {
     Cen(Cen),
     Cin(Cin),
     Cpool(Cpool),
+    Membership(Membership),
 }
 
 impl Entity {
@@ -53,6 +56,7 @@ impl Entity {
             Record::Cen(c) => Entity::Cen(Cen::from_rec(c)),
             Record::Cin(c) => Entity::Cin(Cin::from_rec(c)),
             Record::Cpool(p) => Entity::Cpool(Cpool::from_rec(p)),
+            Record::Member(m) => Entity::Membership(Membership { rec: m.clone() }),
         }
     }
 }
@@ -106,6 +110,7 @@ fn key_parts(key: &crate::model::EntityKey) -> (EntityKind, Option<String>, Stri
         K::Cen(id) => (EntityKind::Cen, None, id.clone()),
         K::Cin(id) => (EntityKind::Cin, None, id.clone()),
         K::Cpool(id) => (EntityKind::Cpool, None, id.clone()),
+        K::Member(k) => (EntityKind::Membership, Some(k.host.clone()), format!("{}/{}", k.cen, k.container)),
     }
 }
 

@@ -223,13 +223,11 @@ impl Cen {
     }
     /// Members, sorted by host and id.
     async fn containers(&self, ctx: &Context<'_>) -> Vec<Container> {
-        let mut keys: Vec<ContainerKey> = self.rec.members.iter().map(|m| m.key()).collect();
-        keys.sort();
-        svc(ctx).read(|t| keys.iter().filter_map(|k| Container::lookup(t, k)).collect())
+        svc(ctx).read(|t| t.members(&self.rec.id).filter_map(|m| Container::lookup(t, &m.key())).collect())
     }
     /// Number of members.
-    async fn size(&self) -> i32 {
-        self.rec.members.len() as i32
+    async fn size(&self, ctx: &Context<'_>) -> i32 {
+        svc(ctx).read(|t| t.member_count(&self.rec.id)) as i32
     }
     /// The CINs laid over this CEN, sorted by id.
     async fn cins(&self, ctx: &Context<'_>) -> Vec<Cin> {
@@ -267,10 +265,10 @@ impl Cin {
     async fn cens(&self, ctx: &Context<'_>) -> Vec<Cen> {
         svc(ctx).read(|t| self.rec.cens.iter().filter_map(|id| t.cen(id)).map(Cen::from_rec).collect())
     }
-    /// The CIN's /16, e.g. `10.10.0.0/16`.
+    /// The CIN's subnet, e.g. `10.10.0.0/16` (its size is the server's
+    /// `--cin-prefix-len` when it was created).
     async fn subnet(&self) -> String {
-        let (base, len) = model::addressing::subnet(self.rec.net);
-        format!("{base}/{len}")
+        format!("{}/{}", self.rec.subnet, self.rec.prefix_len)
     }
     /// Per CEN: its slice and, for a bridge, its gateway.
     async fn slices(&self, ctx: &Context<'_>) -> Vec<CinSlice> {
@@ -395,4 +393,47 @@ pub struct CpoolCin {
     /// A CIN id, or (legacy) a CEN id.
     pub cin_id: ID,
     pub default_route: bool,
+}
+
+/// A container's membership in a CEN: a record of its own, so a join or a
+/// leave is one small change however large the CEN.
+pub struct Membership {
+    pub rec: model::MemberRec,
+}
+
+#[Object]
+impl Membership {
+    async fn cen_id(&self) -> ID {
+        ID(self.rec.cen.clone())
+    }
+    async fn host_id(&self) -> ID {
+        ID(self.rec.host.clone())
+    }
+    async fn container_id(&self) -> ID {
+        ID(self.rec.container.clone())
+    }
+    /// The CEN's interface name inside the container.
+    async fn ifname(&self) -> &str {
+        &self.rec.ifname
+    }
+    /// The interface's addresses, one per CIN over the CEN.
+    async fn addresses(&self) -> Vec<MembershipAddress> {
+        self.rec
+            .addresses
+            .iter()
+            .map(|(cin, ip)| MembershipAddress { cin_id: ID(cin.clone()), address: ip.to_string() })
+            .collect()
+    }
+    async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
+        svc(ctx).read(|t| t.cen(&self.rec.cen).map(Cen::from_rec))
+    }
+    async fn container(&self, ctx: &Context<'_>) -> Option<Container> {
+        svc(ctx).read(|t| Container::lookup(t, &self.rec.key()))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct MembershipAddress {
+    pub cin_id: ID,
+    pub address: String,
 }

@@ -2,13 +2,15 @@
 //! applied through the journaling primitives so that a failure changes
 //! nothing.
 
-use super::addressing::{self, Slice, FIRST_MEMBER, MAX_CENS_PER_CIN};
+use super::addressing::AddrPlan;
+use super::addressing::Slice;
 use super::error::{ModelError, Result};
 use super::ids::{check_container_id, check_id, check_tag, interface_name};
 use super::records::*;
 use super::topology::{Images, Topology};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// Most containers one pool may start with.
 pub const MAX_POOL_SIZE: u32 = 100_000;
@@ -302,17 +304,16 @@ impl Topology {
             Command::CenCreate { id } => {
                 check_id("CEN id", id)?;
                 if self.cen(id).is_none() {
-                    self.put(Record::Cen(CenRec {
-                        id: id.clone(),
-                        members: Vec::new(),
-                        made: false,
-                        realization: Realization::default(),
-                    }));
+                    self.put(Record::Cen(CenRec { id: id.clone(), made: false, realization: Realization::default() }));
                 }
                 Ok(())
             }
             Command::CenDelete { id } => {
                 self.existing_cen(id)?;
+                let members: Vec<EntityKey> = self.members(id).map(|m| EntityKey::Member(m.member_key())).collect();
+                for k in members {
+                    self.remove(&k);
+                }
                 for cin in self.cins_over(id).into_iter().cloned().collect::<Vec<_>>() {
                     let mut cin = cin;
                     cin.cens.retain(|c| c != id);
@@ -351,9 +352,11 @@ impl Topology {
                         check_id("CEN id", c)?;
                     }
                     check_unique(&format!("CEN id in CIN '{}'", spec.id), spec.cens.iter())?;
-                    if spec.cens.len() > MAX_CENS_PER_CIN {
+                    let len = self.cin(&spec.id).map_or(self.addr_plan().cin_len(), |c| c.prefix_len);
+                    let max = AddrPlan::max_cens(len);
+                    if spec.cens.len() > max {
                         return Err(ModelError::bad_request(format!(
-                            "CIN '{}' lists {} CENs; at most {MAX_CENS_PER_CIN} fit its /16",
+                            "CIN '{}' lists {} CENs; at most {max} fit its /{len}",
                             spec.id,
                             spec.cens.len()
                         )));
@@ -519,23 +522,29 @@ impl Topology {
         self.join_many(cen, std::slice::from_ref(key))
     }
 
-    /// Adds containers (in order) to a CEN they are not yet in: one change
-    /// to the CEN however many join. An interface name the container
-    /// already uses for another CEN is a conflict.
+    /// Adds containers (in order) to a CEN they are not yet in: one
+    /// membership record each. An interface name the container already uses
+    /// for another CEN is a conflict.
     fn join_many(&mut self, cen: &str, keys: &[ContainerKey]) -> Result<()> {
-        let Some(mut rec) = self.cen(cen).cloned() else { return Ok(()) };
+        if self.cen(cen).is_none() {
+            return Ok(());
+        }
         let ifname = interface_name(cen);
-        let mut present: BTreeSet<ContainerKey> = rec.members.iter().map(MemberRec::key).collect();
-        let before = rec.members.len();
+        let mut seq = self.next_seq(cen);
         for key in keys {
-            if !present.insert(key.clone()) {
+            if self.is_member(key, cen) {
                 continue;
             }
             self.check_ifname_free(key, cen, &ifname)?;
-            rec.members.push(MemberRec { host: key.host.clone(), container: key.id.clone(), ifname: ifname.clone() });
-        }
-        if rec.members.len() != before {
-            self.put(Record::Cen(rec));
+            self.put(Record::Member(MemberRec {
+                cen: cen.to_string(),
+                host: key.host.clone(),
+                container: key.id.clone(),
+                ifname: ifname.clone(),
+                seq,
+                addresses: BTreeMap::new(),
+            }));
+            seq += 1;
         }
         Ok(())
     }
@@ -543,27 +552,26 @@ impl Topology {
     /// A container's interfaces need distinct names: joining `cen` must not
     /// reuse the name of another CEN's interface in it.
     fn check_ifname_free(&self, key: &ContainerKey, cen: &str, ifname: &str) -> Result<()> {
-        // Every member of a CEN has the same interface name in it.
-        match self.cens_of(key).into_iter().find(|c| c.id != cen && interface_name(&c.id) == ifname) {
+        match self.memberships_of(key).into_iter().find(|m| m.cen != cen && m.ifname == ifname) {
             Some(other) => Err(ModelError::conflict(format!(
                 "container '{key}' already has an interface named '{ifname}' (for CEN '{}'); CEN '{cen}' would use the same name",
-                other.id
+                other.cen
             ))),
             None => Ok(()),
         }
     }
 
     fn leave(&mut self, key: &ContainerKey, cen: &str) {
-        self.leave_many(cen, &BTreeSet::from([key.clone()]));
+        self.remove(&EntityKey::Member(MemberKey::new(cen, key)));
     }
 
-    /// Takes containers out of a CEN: one change to the CEN.
+    /// Takes containers out of a CEN: one membership record each.
     fn leave_many(&mut self, cen: &str, keys: &BTreeSet<ContainerKey>) {
-        let Some(mut rec) = self.cen(cen).cloned() else { return };
-        let before = rec.members.len();
-        rec.members.retain(|m| !keys.contains(&m.key()));
-        if rec.members.len() != before {
-            self.put(Record::Cen(rec));
+        for key in keys {
+            let k = MemberKey::new(cen, key);
+            if self.member(&k).is_some() {
+                self.remove(&EntityKey::Member(k));
+            }
         }
     }
 
@@ -571,15 +579,15 @@ impl Topology {
         self.delete_containers(std::slice::from_ref(key));
     }
 
-    /// Removes containers from every CEN (one change per CEN) and from
-    /// their hosts. Their addresses go when the CENs' CINs are reconciled at
-    /// the end of the command.
+    /// Removes containers from every CEN (their memberships, and with them
+    /// their addresses) and from their hosts.
     fn delete_containers(&mut self, keys: &[ContainerKey]) {
-        let set: BTreeSet<ContainerKey> = keys.iter().cloned().collect();
-        let cens: BTreeSet<String> =
-            keys.iter().flat_map(|k| self.cens_of(k).into_iter().map(|c| c.id.clone())).collect();
-        for cen in cens {
-            self.leave_many(&cen, &set);
+        for key in keys {
+            let memberships: Vec<EntityKey> =
+                self.memberships_of(key).into_iter().map(|m| EntityKey::Member(m.member_key())).collect();
+            for m in memberships {
+                self.remove(&m);
+            }
         }
         for key in keys {
             self.remove(&EntityKey::Container(key.clone()));
@@ -602,40 +610,28 @@ impl Topology {
     }
 
     fn import_cen(&mut self, host: &str, spec: &CenSpec) -> Result<()> {
-        let mut rec = self.cen(&spec.id).cloned().unwrap_or_else(|| CenRec {
-            id: spec.id.clone(),
-            members: Vec::new(),
-            made: false,
-            realization: Realization::default(),
-        });
-        let mut wanted: Vec<&String> = Vec::with_capacity(spec.containers.len());
+        if self.cen(&spec.id).is_none() {
+            self.put(Record::Cen(CenRec { id: spec.id.clone(), made: false, realization: Realization::default() }));
+        }
+        let mut wanted: Vec<ContainerKey> = Vec::with_capacity(spec.containers.len());
         let mut seen = BTreeSet::new();
         for c in &spec.containers {
-            if seen.insert(c) {
-                wanted.push(c);
+            if seen.insert(c.as_str()) {
+                wanted.push(ContainerKey::new(host, c.as_str()));
             }
         }
-        for c in &wanted {
-            self.ensure_container(&ContainerKey::new(host, c.as_str()));
+        for key in &wanted {
+            self.ensure_container(key);
         }
         // Members of this host not in the file leave; members of other hosts
         // stay; new ones join in file order after those already present.
-        rec.members.retain(|m| m.host != host || seen.contains(&m.container));
-        let present: BTreeSet<&str> =
-            rec.members.iter().filter(|m| m.host == host).map(|m| m.container.as_str()).collect();
-        let mut fresh = Vec::new();
-        let ifname = interface_name(&spec.id);
-        for c in wanted {
-            if !present.contains(c.as_str()) {
-                self.check_ifname_free(&ContainerKey::new(host, c.as_str()), &spec.id, &ifname)?;
-                fresh.push(MemberRec { host: host.to_string(), container: c.clone(), ifname: ifname.clone() });
-            }
-        }
-        rec.members.extend(fresh);
-        if self.cen(&spec.id) != Some(&rec) {
-            self.put(Record::Cen(rec));
-        }
-        Ok(())
+        let leaving: BTreeSet<ContainerKey> = self
+            .members(&spec.id)
+            .filter(|m| m.host == host && !seen.contains(m.container.as_str()))
+            .map(|m| m.key())
+            .collect();
+        self.leave_many(&spec.id, &leaving);
+        self.join_many(&spec.id, &wanted)
     }
 
     fn import_cin(&mut self, spec: &CinSpec) -> Result<()> {
@@ -645,14 +641,19 @@ impl Topology {
                 rec
             }
             None => {
-                let net = addressing::lowest_free_net(self.cins().iter().map(|c| c.net)).ok_or_else(|| {
-                    ModelError::conflict(format!("no free /16 left in 10.0.0.0/8 for CIN '{}'", spec.id))
+                let subnet = self.free_subnet().ok_or_else(|| {
+                    ModelError::conflict(format!(
+                        "no free /{} left in the CIN pool {} for CIN '{}'",
+                        self.addr_plan().cin_len(),
+                        self.addr_plan().pool(),
+                        spec.id
+                    ))
                 })?;
                 CinRec {
                     id: spec.id.clone(),
                     cens: spec.cens.clone(),
-                    net,
-                    addresses: BTreeMap::new(),
+                    subnet,
+                    prefix_len: self.addr_plan().cin_len(),
                     made: false,
                     realization: Realization::default(),
                 }
@@ -665,7 +666,7 @@ impl Topology {
     }
 
     fn pool_containers(&self, pool: &str) -> Vec<ContainerKey> {
-        self.containers().into_iter().filter(|c| c.pool.as_deref() == Some(pool)).map(|c| c.key()).collect()
+        self.pool_members(pool)
     }
 
     /// The CENs a pool entry names: a CIN's CENs, or (legacy) a CEN.
@@ -751,25 +752,91 @@ impl Topology {
         Ok(())
     }
 
-    /// Re-allocates the addresses of every CIN the running command may have
-    /// affected: those it touched and those over CENs it touched.
+    /// Gives addresses where the running command needs them: every
+    /// interface of a CIN whose CEN list changed (a new CIN, CENs added,
+    /// removed or reordered), and every membership it created or changed.
+    /// Nothing else is looked at, so a join costs one membership.
     fn reconcile_touched(&mut self) -> Result<()> {
         let Some(journal) = self.journal_keys() else { return Ok(()) };
-        let mut cins = BTreeSet::new();
+        let mut members: Vec<MemberKey> = Vec::new();
         for key in journal {
             match key {
                 EntityKey::Cin(id) => {
-                    cins.insert(id);
+                    let before: Vec<String> = match self.journal_before(&EntityKey::Cin(id.clone())) {
+                        Some(Record::Cin(c)) => c.cens.clone(),
+                        _ => Vec::new(),
+                    };
+                    let after: Vec<String> = self.cin(&id).map(|c| c.cens.clone()).unwrap_or_default();
+                    if before != after {
+                        for cen in before.iter().filter(|c| !after.contains(c)) {
+                            self.strip_cin(&id, cen);
+                        }
+                        self.reconcile_cin(&id)?;
+                    }
                 }
-                EntityKey::Cen(id) => {
-                    cins.extend(self.cins_over(&id).iter().map(|c| c.id.clone()));
-                }
+                EntityKey::Member(k) => members.push(k),
                 _ => {}
             }
         }
-        for id in cins {
-            self.reconcile_cin(&id)?;
+        // In join order, so pools and imports hand out addresses in order.
+        let mut members: Vec<(String, u64, MemberKey)> =
+            members.into_iter().filter_map(|k| self.member(&k).map(|m| (m.cen.clone(), m.seq, k))).collect();
+        members.sort();
+        for (_, _, k) in members {
+            self.reconcile_member(&k)?;
         }
+        Ok(())
+    }
+
+    /// Takes CIN `cin`'s addresses off the members of `cen`.
+    fn strip_cin(&mut self, cin: &str, cen: &str) {
+        let holding: Vec<MemberRec> = self.members(cen).filter(|m| m.addresses.contains_key(cin)).cloned().collect();
+        for mut m in holding {
+            m.addresses.remove(cin);
+            self.put(Record::Member(m));
+        }
+    }
+
+    /// Whether `ip` is a valid address of a member in this slice, held by
+    /// it alone.
+    fn address_ok(&self, cin: &str, slice: &Slice, ip: Ipv4Addr) -> bool {
+        slice.member_offset(ip).is_some() && !self.address_shared(cin, ip)
+    }
+
+    /// One membership's addresses: one per CIN over its CEN; a valid one
+    /// stays, a missing or invalid one gets the lowest free address of the
+    /// slice.
+    fn reconcile_member(&mut self, k: &MemberKey) -> Result<()> {
+        let Some(mut m) = self.member(k).cloned() else { return Ok(()) };
+        let cins: Vec<(String, Slice)> =
+            self.cins_over(&k.cen).into_iter().filter_map(|c| Some((c.id.clone(), self.slice(c, &k.cen)?))).collect();
+        let mut changed = false;
+        let before = m.addresses.len();
+        m.addresses.retain(|cin, _| cins.iter().any(|(c, _)| c == cin));
+        if m.addresses.len() != before {
+            changed = true;
+            self.put(Record::Member(m.clone()));
+        }
+        for (cin, slice) in cins {
+            if m.addresses.get(&cin).is_some_and(|ip| self.address_ok(&cin, &slice, *ip)) {
+                continue;
+            }
+            if m.addresses.remove(&cin).is_some() {
+                self.put(Record::Member(m.clone()));
+            }
+            let ip = self.free_address(&cin, &slice, None).ok_or_else(|| {
+                ModelError::conflict(format!(
+                    "CIN '{cin}' has no free address left in {} for container '{}' on CEN '{}'",
+                    slice.to_cidr(),
+                    k.container,
+                    k.cen
+                ))
+            })?;
+            m.addresses.insert(cin, ip);
+            changed = true;
+            self.put(Record::Member(m.clone()));
+        }
+        let _ = changed;
         Ok(())
     }
 
@@ -778,42 +845,34 @@ impl Topology {
     /// members get the lowest free address of their CEN's slice in join order.
     fn reconcile_cin(&mut self, id: &str) -> Result<()> {
         let Some(cin) = self.cin(id).cloned() else { return Ok(()) };
-        let multi = cin.cens.len() > 1;
-        let mut next = BTreeMap::new();
-        for (k, cen_id) in cin.cens.iter().enumerate() {
-            let Some(cen) = self.cen(cen_id) else { continue };
-            let slice = Slice::of(cin.net, k, multi);
-            let mut used = BTreeSet::new();
+        for cen_id in &cin.cens {
+            let Some(slice) = self.slice(&cin, cen_id) else { continue };
             let mut pending = Vec::new();
-            for m in &cen.members {
-                let akey = AddrKey { host: m.host.clone(), container: m.container.clone(), cen: cen_id.clone() };
-                match cin.addresses.get(&akey).and_then(|ip| slice.member_offset(*ip).map(|o| (*ip, o))) {
-                    Some((ip, off)) if used.insert(off) => {
-                        next.insert(akey, ip);
-                    }
-                    _ => pending.push(akey),
+            for m in self.members_in_order(cen_id) {
+                match m.addresses.get(id) {
+                    Some(ip) if self.address_ok(id, &slice, *ip) => {}
+                    _ => pending.push(m.clone()),
                 }
             }
-            let mut cursor = FIRST_MEMBER;
-            for akey in pending {
-                while used.contains(&cursor) {
-                    cursor += 1;
+            // Free the invalid ones first, so they can be handed out again.
+            for m in &mut pending {
+                if m.addresses.remove(id).is_some() {
+                    self.put(Record::Member(m.clone()));
                 }
-                if cursor > slice.last_member() {
-                    return Err(ModelError::conflict(format!(
+            }
+            let mut cursor = None;
+            for mut m in pending {
+                let ip = self.free_address(id, &slice, cursor).ok_or_else(|| {
+                    ModelError::conflict(format!(
                         "CIN '{id}' has no free address left in {} for container '{}' on CEN '{cen_id}'",
                         slice.to_cidr(),
-                        akey.container
-                    )));
-                }
-                used.insert(cursor);
-                next.insert(akey, slice.addr(cursor));
+                        m.container
+                    ))
+                })?;
+                cursor = Some(u32::from(ip));
+                m.addresses.insert(id.to_string(), ip);
+                self.put(Record::Member(m));
             }
-        }
-        if next != cin.addresses {
-            let mut cin = cin;
-            cin.addresses = next;
-            self.put(Record::Cin(cin));
         }
         Ok(())
     }

@@ -10,6 +10,9 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     Unauthenticated,
+    /// What was asked for is no longer kept (e.g. changes older than the
+    /// change log holds): re-read the current state.
+    Gone,
     Internal,
 }
 
@@ -21,6 +24,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Gone => "GONE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -42,6 +46,9 @@ impl ModelError {
     }
     pub fn conflict(message: impl Into<String>) -> Self {
         Self { code: ErrorCode::Conflict, message: message.into() }
+    }
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::Gone, message: message.into() }
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self { code: ErrorCode::Internal, message: message.into() }

@@ -10,6 +10,7 @@ pub mod records;
 pub mod topology;
 pub mod view;
 
+pub use addressing::AddrPlan;
 pub use commands::{CenSpec, CinSpec, Command, CpoolSpec, StatusReport};
 pub use commands::{MAX_NETNS_PATH, MAX_POOL_SIZE};
 pub use error::{ErrorCode, ModelError, Result};

@@ -80,26 +80,62 @@ impl ContainerRec {
     }
 }
 
-/// A container's membership in a CEN.
+/// A container's membership in a CEN: its own record, so that a join or a
+/// leave is one small record however large the CEN is. It owns the edges
+/// to its CEN and its container, and the addresses its interface has in
+/// the CINs over the CEN.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRec {
+    pub cen: String,
     pub host: String,
     pub container: String,
     /// The CEN's interface name inside the container.
     pub ifname: String,
+    /// Join order within the CEN (the first two of a wire are its ends).
+    pub seq: u64,
+    /// CIN id -> the address of this interface in that CIN.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 impl MemberRec {
     pub fn key(&self) -> ContainerKey {
         ContainerKey::new(&self.host, &self.container)
     }
+
+    pub fn member_key(&self) -> MemberKey {
+        MemberKey { cen: self.cen.clone(), host: self.host.clone(), container: self.container.clone() }
+    }
+}
+
+/// The key of a membership: ordered by CEN first, so one CEN's members are
+/// one range of the index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MemberKey {
+    pub cen: String,
+    pub host: String,
+    pub container: String,
+}
+
+impl MemberKey {
+    pub fn new(cen: impl Into<String>, key: &ContainerKey) -> Self {
+        MemberKey { cen: cen.into(), host: key.host.clone(), container: key.id.clone() }
+    }
+
+    pub fn container_key(&self) -> ContainerKey {
+        ContainerKey::new(&self.host, &self.container)
+    }
+}
+
+impl fmt::Display for MemberKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.cen, self.host, self.container)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CenRec {
     pub id: String,
-    /// Members in join order (the order addresses are handed out in).
-    pub members: Vec<MemberRec>,
     /// Marked to be realized.
     #[serde(default)]
     pub made: bool,
@@ -107,23 +143,14 @@ pub struct CenRec {
     pub realization: Realization,
 }
 
-/// Which interface an address belongs to: a container's membership in a CEN.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AddrKey {
-    pub host: String,
-    pub container: String,
-    pub cen: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CinRec {
     pub id: String,
     /// CENs in the order listed (slice k of a multi-CEN CIN is `cens[k]`).
     pub cens: Vec<String>,
-    /// Second octet of the CIN's /16: `10.<net>.0.0/16`.
-    pub net: u8,
-    #[serde(with = "addr_list")]
-    pub addresses: BTreeMap<AddrKey, Ipv4Addr>,
+    /// The CIN's subnet: base address and prefix length.
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
     #[serde(default)]
     pub made: bool,
     #[serde(default)]
@@ -154,6 +181,7 @@ pub enum Record {
     Cen(CenRec),
     Cin(CinRec),
     Cpool(CpoolRec),
+    Member(MemberRec),
 }
 
 impl Record {
@@ -164,13 +192,14 @@ impl Record {
             Record::Cen(c) => EntityKey::Cen(c.id.clone()),
             Record::Cin(c) => EntityKey::Cin(c.id.clone()),
             Record::Cpool(p) => EntityKey::Cpool(p.id.clone()),
+            Record::Member(m) => EntityKey::Member(m.member_key()),
         }
     }
 }
 
 /// The key of a record. The derived order (hosts, containers, CENs, CINs,
-/// pools) is the order in which records may be inserted: each kind only
-/// refers to kinds before it.
+/// pools, memberships) is the order in which records may be inserted: each
+/// kind only refers to kinds before it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum EntityKey {
@@ -179,6 +208,7 @@ pub enum EntityKey {
     Cen(String),
     Cin(String),
     Cpool(String),
+    Member(MemberKey),
 }
 
 impl EntityKey {
@@ -190,42 +220,17 @@ impl EntityKey {
             EntityKey::Cen(_) => "cen",
             EntityKey::Cin(_) => "cin",
             EntityKey::Cpool(_) => "cpool",
+            EntityKey::Member(_) => "member",
         }
     }
 
-    /// The id within its kind (`host/container` for containers).
+    /// The id within its kind (`host/container` for containers,
+    /// `cen/host/container` for memberships).
     pub fn id(&self) -> String {
         match self {
             EntityKey::Host(s) | EntityKey::Cen(s) | EntityKey::Cin(s) | EntityKey::Cpool(s) => s.clone(),
             EntityKey::Container(k) => k.to_string(),
+            EntityKey::Member(k) => k.to_string(),
         }
-    }
-}
-
-mod addr_list {
-    use super::AddrKey;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-    use std::net::Ipv4Addr;
-
-    #[derive(Serialize, Deserialize)]
-    struct Entry {
-        host: String,
-        container: String,
-        cen: String,
-        ip: Ipv4Addr,
-    }
-
-    pub fn serialize<S: Serializer>(map: &BTreeMap<AddrKey, Ipv4Addr>, s: S) -> Result<S::Ok, S::Error> {
-        let list: Vec<Entry> = map
-            .iter()
-            .map(|(k, ip)| Entry { host: k.host.clone(), container: k.container.clone(), cen: k.cen.clone(), ip: *ip })
-            .collect();
-        list.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<AddrKey, Ipv4Addr>, D::Error> {
-        let list = Vec::<Entry>::deserialize(d)?;
-        Ok(list.into_iter().map(|e| (AddrKey { host: e.host, container: e.container, cen: e.cen }, e.ip)).collect())
     }
 }

@@ -55,9 +55,10 @@ fn state(t: &Topology) -> (Vec<Record>, Vec<String>) {
     for cen in t.cens() {
         let cins: Vec<String> = t.cins_over(&cen.id).iter().map(|c| c.id.clone()).collect();
         rel.push(format!("cen {} under {cins:?}", cen.id));
-        for m in &cen.members {
+        for m in t.members(&cen.id) {
             rel.push(format!("cen {} member {} {}", cen.id, m.key(), t.is_member(&m.key(), &cen.id)));
         }
+        rel.push(format!("cen {} size {}", cen.id, t.member_count(&cen.id)));
     }
     (t.records(), rel)
 }
@@ -67,7 +68,8 @@ fn key(id: &str) -> ContainerKey {
 }
 
 fn addr(t: &Topology, cin: &str, c: &str, cen: &str) -> Option<Ipv4Addr> {
-    t.cin(cin)?.addresses.get(&AddrKey { host: H.into(), container: c.into(), cen: cen.into() }).copied()
+    t.cin(cin)?;
+    t.member(&MemberKey::new(cen, &key(c)))?.addresses.get(cin).copied()
 }
 
 fn wiring(t: &Topology, cen: &str) -> Option<Wiring> {
@@ -104,13 +106,13 @@ fn cin_addressing_single_cen() {
     let mut t = fixture();
     cin_import(&mut t, &[("cin1", &["cen1"]), ("cin2", &["cen2"])]).unwrap();
     let cin1 = t.cin("cin1").unwrap();
-    assert_eq!(addressing::subnet(cin1.net), (Ipv4Addr::new(10, 10, 0, 0), 16));
+    assert_eq!((cin1.subnet, cin1.prefix_len), (Ipv4Addr::new(10, 10, 0, 0), 16));
     assert_eq!(t.gateway(cin1, "cen1"), Some(Ipv4Addr::new(10, 10, 0, 1)));
     assert_eq!(addr(&t, "cin1", "c1", "cen1"), Some(Ipv4Addr::new(10, 10, 0, 10)));
     assert_eq!(addr(&t, "cin1", "c2", "cen1"), Some(Ipv4Addr::new(10, 10, 0, 11)));
     assert_eq!(addr(&t, "cin1", "c13", "cen1"), Some(Ipv4Addr::new(10, 10, 0, 12)));
     assert_eq!(addr(&t, "cin1", "c14", "cen1"), Some(Ipv4Addr::new(10, 10, 0, 13)));
-    assert_eq!(t.cin("cin2").unwrap().net, 11);
+    assert_eq!(t.cin("cin2").unwrap().subnet, Ipv4Addr::new(10, 11, 0, 0));
     let ifs = t.interfaces(&key("c2"));
     assert_eq!(ifs.len(), 2);
     assert_eq!(ifs[0].addresses[0].ip, Ipv4Addr::new(10, 10, 0, 11));
@@ -159,7 +161,7 @@ fn freed_subnets_are_reused() {
     cin_import(&mut t, &[("a", &["cen1"]), ("b", &["cen2"])]).unwrap();
     t.execute(&Command::CinDelete { id: "a".into() }).unwrap();
     cin_import(&mut t, &[("c", &["cen3"])]).unwrap();
-    assert_eq!(t.cin("c").unwrap().net, 10);
+    assert_eq!(t.cin("c").unwrap().subnet, Ipv4Addr::new(10, 10, 0, 0));
 }
 
 #[test]
@@ -176,7 +178,7 @@ fn import_updates_to_match_the_file() {
     let mut t = fixture();
     cin_import(&mut t, &[("cin1", &["cen1"])]).unwrap();
     cen_import(&mut t, &[("cen1", &["c1", "c14", "z"])]).unwrap();
-    let members: Vec<_> = t.cen("cen1").unwrap().members.iter().map(|m| m.container.clone()).collect();
+    let members: Vec<_> = t.members_in_order("cen1").iter().map(|m| m.container.clone()).collect();
     assert_eq!(members, ["c1", "c14", "z"]);
     assert!(t.container(&key("c2")).is_some(), "a container leaving a CEN stays on its host");
     assert_eq!(addr(&t, "cin1", "c14", "cen1"), Some(Ipv4Addr::new(10, 10, 0, 13)));
@@ -272,7 +274,7 @@ fn default_routes() {
     assert_eq!(t.default_route_of(&c), Some(("cin1".into(), "cen1".into())));
     assert_eq!(t.default_gateway_of(&c).unwrap().0, Ipv4Addr::new(10, 10, 0, 1));
     assert_eq!(t.cens_of(&key("pool1-3")).len(), 2);
-    assert_eq!(t.cen("cen1").unwrap().members.len(), 7);
+    assert_eq!(t.member_count("cen1"), 7);
     // Two default routes in one pool: a conflict.
     let e = t.execute(&pool(&[("cen1", true), ("cen2", true)])).unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
@@ -306,7 +308,8 @@ fn deleting_things_cascades_cleanly() {
     let mut t = fixture();
     cin_import(&mut t, &[("cin1", &["cen1", "cen5"])]).unwrap();
     t.execute(&Command::ContainerDelete { host: H.into(), id: "c2".into() }).unwrap();
-    assert!(t.cin("cin1").unwrap().addresses.keys().all(|k| k.container != "c2"));
+    let cin1 = t.cin("cin1").unwrap().clone();
+    assert!(t.cin_members(&cin1).iter().all(|m| m.container.id != "c2"));
     t.execute(&Command::CenDelete { id: "cen5".into() }).unwrap();
     assert_eq!(t.cin("cin1").unwrap().cens, ["cen1"]);
     t.check_integrity().unwrap();
@@ -415,18 +418,29 @@ mod props {
         t.check_integrity().unwrap();
         let mut nets = BTreeSet::new();
         for cin in t.cins() {
-            assert!(nets.insert(cin.net), "two CINs share 10.{}.0.0/16", cin.net);
+            assert!(nets.insert(cin.subnet), "two CINs share {}", cin.subnet);
             let mut seen = BTreeSet::new();
-            for (k, ip) in &cin.addresses {
-                assert!(seen.insert(*ip), "CIN {} gives {ip} twice", cin.id);
-                let slice = t.slice(cin, &k.cen).unwrap();
-                assert!(slice.member_offset(*ip).is_some(), "{ip} outside {}", slice.to_cidr());
+            for m in t.cin_members(cin) {
+                assert!(seen.insert(m.ip), "CIN {} gives {} twice", cin.id, m.ip);
+                let slice = t.slice(cin, &m.cen).unwrap();
+                assert!(slice.member_offset(m.ip).is_some(), "{} outside {}", m.ip, slice.to_cidr());
             }
             // Every member interface of a CIN has an address.
             for cen in &cin.cens {
-                for m in &t.cen(cen).unwrap().members {
-                    let k = AddrKey { host: m.host.clone(), container: m.container.clone(), cen: cen.clone() };
-                    assert!(cin.addresses.contains_key(&k), "{} on {cen} has no address in {}", m.container, cin.id);
+                for m in t.members(cen) {
+                    assert!(m.addresses.contains_key(&cin.id), "{} on {cen} has no address in {}", m.container, cin.id);
+                }
+            }
+        }
+        // Addresses only in CINs over the member's CEN.
+        for cen in t.cens() {
+            for m in t.members(&cen.id) {
+                for cin in m.addresses.keys() {
+                    assert!(
+                        t.cin(cin).is_some_and(|c| c.cens.contains(&cen.id)),
+                        "{} keeps an address of {cin}",
+                        m.container
+                    );
                 }
             }
         }
@@ -469,10 +483,11 @@ mod props {
             }
             t.execute(&Command::CenCreate { id: "elsewhere".into() }).unwrap();
             t.execute(&Command::CinImport { cins: vec![CinSpec { id: "pinned".into(), cens: vec!["e0".into()] }] }).unwrap();
-            let before = t.cin("pinned").unwrap().addresses.clone();
+            let pinned = |t: &Topology| { let c = t.cin("pinned").unwrap().clone(); t.cin_members(&c) };
+            let before = pinned(&t);
             t.execute(&Command::ContainerJoinCen { host: H.into(), container: format!("c{c}"), cen: "elsewhere".into() }).unwrap();
             t.execute(&Command::ContainerJoinCen { host: H.into(), container: "other".into(), cen: "elsewhere".into() }).unwrap();
-            prop_assert_eq!(&t.cin("pinned").unwrap().addresses, &before);
+            prop_assert_eq!(&pinned(&t), &before);
         }
 
         /// `prepare` leaves the topology as it was; committing its images
@@ -525,10 +540,10 @@ fn big_pools_import_and_delete() {
         }],
     })
     .unwrap();
-    assert_eq!(t.cen("cen1").unwrap().members.len(), 20_004);
+    assert_eq!(t.member_count("cen1"), 20_004);
     assert!(t.is_member(&key("big-20000"), "cen2"));
     t.execute(&Command::CpoolDelete { id: "big".into() }).unwrap();
-    assert_eq!(t.cen("cen1").unwrap().members.len(), 4);
+    assert_eq!(t.member_count("cen1"), 4);
     t.check_integrity().unwrap();
 }
 

@@ -45,21 +45,22 @@ impl Topology {
     /// of a CIN spanning several CENs, and where a member routes its default
     /// route through it (a gateway is needed); a wire for two; else none.
     pub fn wiring(&self, cen: &CenRec) -> Option<Wiring> {
+        let n = self.member_count(&cen.id);
         let in_multi = self.cins_over(&cen.id).iter().any(|c| c.cens.len() > 1);
-        if in_multi || cen.members.len() >= 3 {
+        if in_multi || n >= 3 {
             return Some(Wiring::Bridge);
         }
-        if cen.members.is_empty() {
+        if n == 0 {
             return None;
         }
-        let routes_here = cen.members.iter().any(|m| {
+        let routes_here = self.members(&cen.id).any(|m| {
             self.container(&m.key())
                 .and_then(|c| self.default_route_of(c))
                 .is_some_and(|(_, via_cen)| via_cen == cen.id)
         });
         if routes_here {
             Some(Wiring::Bridge)
-        } else if cen.members.len() == 2 {
+        } else if n == 2 {
             Some(Wiring::Wire)
         } else {
             None
@@ -69,7 +70,7 @@ impl Topology {
     /// The slice a CEN has in a CIN.
     pub fn slice(&self, cin: &CinRec, cen: &str) -> Option<Slice> {
         let k = cin.cens.iter().position(|c| c == cen)?;
-        Some(Slice::of(cin.net, k, cin.cens.len() > 1))
+        Slice::of(cin.subnet, cin.prefix_len, k, cin.cens.len() > 1)
     }
 
     /// The gateway of a CEN in a CIN: `.1` of its slice, when the CEN is a
@@ -106,42 +107,32 @@ impl Topology {
         Some((gw, cin, cen))
     }
 
+    /// The interface of one membership.
+    pub fn interface(&self, m: &MemberRec) -> Interface {
+        let addresses = m
+            .addresses
+            .iter()
+            .filter_map(|(cin, ip)| {
+                let rec = self.cin(cin)?;
+                let slice = self.slice(rec, &m.cen)?;
+                Some(IfAddr { cin: cin.clone(), ip: *ip, prefix_len: slice.prefix_len })
+            })
+            .collect();
+        Interface { cen: m.cen.clone(), name: m.ifname.clone(), addresses }
+    }
+
     /// A container's interfaces, one per CEN, sorted by CEN id.
     pub fn interfaces(&self, key: &ContainerKey) -> Vec<Interface> {
-        self.cens_of(key)
-            .into_iter()
-            .map(|cen| {
-                let name = cen
-                    .members
-                    .iter()
-                    .find(|m| m.host == key.host && m.container == key.id)
-                    .map(|m| m.ifname.clone())
-                    .unwrap_or_else(|| super::ids::interface_name(&cen.id));
-                let akey = AddrKey { host: key.host.clone(), container: key.id.clone(), cen: cen.id.clone() };
-                let addresses = self
-                    .cins_over(&cen.id)
-                    .into_iter()
-                    .filter_map(|cin| {
-                        let ip = *cin.addresses.get(&akey)?;
-                        let slice = self.slice(cin, &cen.id)?;
-                        Some(IfAddr { cin: cin.id.clone(), ip, prefix_len: slice.prefix_len })
-                    })
-                    .collect();
-                Interface { cen: cen.id.clone(), name, addresses }
-            })
-            .collect()
+        self.memberships_of(key).into_iter().map(|m| self.interface(m)).collect()
     }
 
     /// The members of a CIN with their addresses, in address order.
     pub fn cin_members(&self, cin: &CinRec) -> Vec<CinMember> {
         let mut v: Vec<CinMember> = cin
-            .addresses
+            .cens
             .iter()
-            .map(|(k, ip)| CinMember {
-                container: ContainerKey::new(&k.host, &k.container),
-                cen: k.cen.clone(),
-                ip: *ip,
-            })
+            .flat_map(|cen| self.members(cen))
+            .filter_map(|m| Some(CinMember { container: m.key(), cen: m.cen.clone(), ip: *m.addresses.get(&cin.id)? }))
             .collect();
         v.sort_by_key(|m| m.ip);
         v
@@ -149,7 +140,13 @@ impl Topology {
 
     /// The containers of a CIN (each once), sorted.
     pub fn cin_containers(&self, cin: &CinRec) -> Vec<ContainerKey> {
-        let mut v: Vec<ContainerKey> = cin.addresses.keys().map(|k| ContainerKey::new(&k.host, &k.container)).collect();
+        let mut v: Vec<ContainerKey> = cin
+            .cens
+            .iter()
+            .flat_map(|cen| self.members(cen))
+            .filter(|m| m.addresses.contains_key(&cin.id))
+            .map(|m| m.key())
+            .collect();
         v.sort();
         v.dedup();
         v

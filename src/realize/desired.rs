@@ -4,13 +4,19 @@
 //! makes the kernel match it. Only CENs (and the CINs over them) that are
 //! made appear here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::observed::NsId;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 /// What the model wants in the kernel: only CENs/CINs marked made appear.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+///
+/// The fields may be filled directly (the realizer then indexes them once,
+/// for a full apply); the driver keeps one up to date with [`Desired::put_cen`]
+/// and [`Desired::remove_cen`], which keep the indexes a scoped apply needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Desired {
     /// container key ("<hostId>/<containerId>") -> how to reach its namespace
     pub containers: BTreeMap<String, ContainerNet>,
@@ -18,6 +24,134 @@ pub struct Desired {
     pub cens: BTreeMap<String, CenNet>,
     /// switch IPv4 forwarding on in the fabric (some made CIN spans several CENs)
     pub forwarding: bool,
+    #[serde(skip)]
+    index: Index,
+}
+
+impl PartialEq for Desired {
+    fn eq(&self, other: &Self) -> bool {
+        self.containers == other.containers && self.cens == other.cens && self.forwarding == other.forwarding
+    }
+}
+
+impl Eq for Desired {}
+
+/// What the planner asks of the whole desired state, kept incrementally.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    /// container key -> how many desired CENs it is a member of
+    users: BTreeMap<String, usize>,
+    /// namespace -> the containers (with users) that live in it
+    ns_keys: BTreeMap<NsId, BTreeSet<String>>,
+    /// how many desired CENs are bridged
+    bridged: usize,
+}
+
+impl Index {
+    /// Indexes a whole desired state.
+    pub fn of(d: &Desired) -> Index {
+        let mut ix = Index::default();
+        for cen in d.cens.values() {
+            ix.add(d, cen);
+        }
+        ix
+    }
+
+    fn add(&mut self, d: &Desired, cen: &CenNet) {
+        if cen.wiring == Wiring::Bridge {
+            self.bridged += 1;
+        }
+        for m in &cen.members {
+            let n = self.users.entry(m.container.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                if let Some(ns) = d.containers.get(&m.container).and_then(ContainerNet::ns) {
+                    self.ns_keys.entry(ns).or_default().insert(m.container.clone());
+                }
+            }
+        }
+    }
+
+    fn sub(&mut self, d: &Desired, cen: &CenNet) {
+        if cen.wiring == Wiring::Bridge {
+            self.bridged -= 1;
+        }
+        for m in &cen.members {
+            let Some(n) = self.users.get_mut(&m.container) else { continue };
+            *n -= 1;
+            if *n == 0 {
+                self.users.remove(&m.container);
+                if let Some(ns) = d.containers.get(&m.container).and_then(ContainerNet::ns) {
+                    if let Some(keys) = self.ns_keys.get_mut(&ns) {
+                        keys.remove(&m.container);
+                        if keys.is_empty() {
+                            self.ns_keys.remove(&ns);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The desired containers living in a namespace.
+    pub fn in_ns(&self, ns: &NsId) -> Option<&BTreeSet<String>> {
+        self.ns_keys.get(ns)
+    }
+
+    /// Whether some desired CEN is bridged (the fabric is needed).
+    pub fn any_bridged(&self) -> bool {
+        self.bridged > 0
+    }
+}
+
+impl Desired {
+    /// The indexes kept by `put_cen` / `remove_cen`.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Sets (or replaces) a desired CEN. Its members' containers must be in
+    /// `containers` first (see [`Desired::put_container`]).
+    pub fn put_cen(&mut self, id: &str, cen: CenNet) {
+        let mut index = std::mem::take(&mut self.index);
+        let old = self.cens.remove(id);
+        if let Some(old) = &old {
+            index.sub(self, old);
+        }
+        index.add(self, &cen);
+        self.cens.insert(id.to_string(), cen);
+        self.prune(&index, old);
+        self.index = index;
+    }
+
+    /// Removes a desired CEN; containers no desired CEN uses any more go.
+    pub fn remove_cen(&mut self, id: &str) {
+        let mut index = std::mem::take(&mut self.index);
+        let old = self.cens.remove(id);
+        if let Some(old) = &old {
+            index.sub(self, old);
+        }
+        self.prune(&index, old);
+        self.index = index;
+    }
+
+    fn prune(&mut self, index: &Index, old: Option<CenNet>) {
+        for m in old.iter().flat_map(|c| c.members.iter()) {
+            if !index.users.contains_key(&m.container) {
+                self.containers.remove(&m.container);
+            }
+        }
+    }
+
+    /// Sets how to reach a container's namespace. A container some desired
+    /// CEN uses keeps the namespace it has (the model never rebinds a made
+    /// container).
+    pub fn put_container(&mut self, key: &str, net: ContainerNet) {
+        if self.index.users.contains_key(key) {
+            return;
+        }
+        self.containers.insert(key.to_string(), net);
+    }
 }
 
 /// How to reach one container's network namespace.
@@ -26,6 +160,17 @@ pub struct ContainerNet {
     /// The container id (the last part of its key).
     pub id: String,
     pub netns: NetnsRef,
+}
+
+impl ContainerNet {
+    /// The namespace this container lives in (`None` for an empty path).
+    pub fn ns(&self) -> Option<NsId> {
+        match &self.netns {
+            NetnsRef::Managed => Some(NsId::Managed(self.id.clone())),
+            NetnsRef::Path(p) if !p.is_empty() => Some(NsId::Path(p.clone())),
+            NetnsRef::Path(_) => None,
+        }
+    }
 }
 
 /// Which network namespace a container lives in.

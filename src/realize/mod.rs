@@ -29,7 +29,7 @@ pub use desired::{Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route, 
 pub use naming::{bridge_name, cen_group, fabric_netns_name, netns_name, veth_fabric_name};
 pub use netns::NETNS_DIR;
 pub use observed::{LinkKind, LinkState, NsId, NsState, Observed, RouteState};
-pub use plan::{plan, Op, Plan, Step, VethEnd};
+pub use plan::{plan, plan_scoped, GroupIndex, Op, Plan, Scope, Step, VethEnd};
 
 use nl::NsHandle;
 
@@ -98,6 +98,9 @@ impl ApplyReport {
     }
 }
 
+/// A link by namespace and name.
+type LinkName = (NsId, String);
+
 /// Progress callback: (steps done, steps total).
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Send + Sync);
 
@@ -111,6 +114,8 @@ pub struct Realizer {
     handles: BTreeMap<NsId, NsHandle>,
     /// Namespaces whose observed state may be stale (after an error).
     dirty: BTreeSet<NsId>,
+    /// Desired CENs by link group, as of the last apply.
+    groups: GroupIndex,
 }
 
 fn check_config(cfg: &Config) -> Result<(), RealizeError> {
@@ -149,6 +154,8 @@ enum Effect {
     None,
     Opened(NsId, Box<netns::Opened>),
     NsGone(NsId),
+    LinkGone(NsId, u32),
+    GroupGone(NsId, u32),
     Up(NsId, String),
     Forwarding(NsId, bool),
     Addr(NsId, u32, std::net::Ipv4Addr, u8),
@@ -163,7 +170,13 @@ impl Realizer {
     /// routes, so the next [`apply`](Self::apply) repairs drift both ways.
     pub async fn new(cfg: Config) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
-        let mut r = Realizer { cfg, observed: Observed::default(), handles: BTreeMap::new(), dirty: BTreeSet::new() };
+        let mut r = Realizer {
+            cfg,
+            observed: Observed::default(),
+            handles: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            groups: GroupIndex::default(),
+        };
         r.adopt().await?;
         Ok(r)
     }
@@ -182,11 +195,12 @@ impl Realizer {
     pub async fn refresh(&mut self) -> Result<(), RealizeError> {
         let paths: Vec<NsId> = self.handles.keys().filter(|n| matches!(n, NsId::Path(_))).cloned().collect();
         self.handles.retain(|k, _| matches!(k, NsId::Path(_)));
-        self.observed.namespaces.retain(|k, _| matches!(k, NsId::Path(_)));
+        self.observed.retain_ns(|k| matches!(k, NsId::Path(_)));
         self.adopt().await?;
         self.dirty.extend(paths);
         let dirty = std::mem::take(&mut self.dirty);
         self.observe_set(dirty).await;
+        self.observed.pair_peers();
         Ok(())
     }
 
@@ -218,7 +232,7 @@ impl Realizer {
                 Ok(o) => {
                     let fwd = o.forwarding;
                     self.handles.insert(id.clone(), NsHandle::new(o));
-                    self.observed.namespaces.insert(id.clone(), NsState { forwarding: fwd, ..NsState::default() });
+                    self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
                     self.dirty.insert(id);
                 }
                 Err(e) if id == NsId::Host => return Err(RealizeError::System(e)),
@@ -232,6 +246,7 @@ impl Realizer {
         }
         let dirty = std::mem::take(&mut self.dirty);
         self.observe_set(dirty).await;
+        self.observed.pair_peers();
         Ok(())
     }
 
@@ -242,7 +257,7 @@ impl Realizer {
             .iter()
             .filter_map(|ns| {
                 let h = self.handles.get(ns)?;
-                let fwd = self.observed.namespaces.get(ns).and_then(|s| s.forwarding);
+                let fwd = self.observed.ns(ns).and_then(|s| s.forwarding);
                 let prefix = prefix.clone();
                 Some(async move { (ns.clone(), nl::observe(&h.handle, &prefix, ns, fwd).await) })
             })
@@ -250,7 +265,7 @@ impl Realizer {
         for (ns, r) in nl::bounded(futs, IN_FLIGHT).await {
             match r {
                 Ok(st) => {
-                    self.observed.namespaces.insert(ns, st);
+                    self.observed.insert_ns(ns, st);
                 }
                 Err(e) => {
                     tracing::warn!("observing {ns}: {e}");
@@ -260,54 +275,94 @@ impl Realizer {
         }
     }
 
-    /// Re-dump links only (addresses of surviving links are kept).
-    async fn relink(&mut self, set: BTreeSet<NsId>) {
+    /// Learns links just created by asking for each by name (one
+    /// RTM_GETLINK each, never a dump of the namespace); `pairs` names the
+    /// two ends of each veth created, so each knows where its peer is.
+    async fn learn(&mut self, links: BTreeSet<LinkName>, pairs: &[(LinkName, LinkName)]) {
         let prefix = self.cfg.prefix.clone();
-        let futs: Vec<_> = set
+        let futs: Vec<_> = links
             .iter()
-            .filter_map(|ns| {
+            .filter_map(|(ns, name)| {
                 let h = self.handles.get(ns)?;
                 let prefix = prefix.clone();
-                Some(async move { (ns.clone(), nl::dump_links(&h.handle, &prefix, ns).await) })
+                Some(async move { (ns.clone(), name.clone(), nl::get_link(&h.handle, &prefix, ns, name).await) })
             })
             .collect();
-        for (ns, r) in nl::bounded(futs, IN_FLIGHT).await {
+        for (ns, name, r) in nl::bounded(futs, IN_FLIGHT).await {
             match r {
-                Ok(mut links) => {
-                    let st = self.observed.namespaces.entry(ns).or_default();
-                    for l in links.iter_mut() {
-                        if let Some(old) = st.links.iter().find(|o| o.index == l.index && o.name == l.name) {
-                            l.addresses = old.addresses.clone();
-                        }
-                    }
-                    st.routes.retain(|r| links.iter().any(|l| l.index == r.oif));
-                    st.links = links;
-                }
+                Ok(Some(l)) => self.observed.insert_link(&ns, l),
+                Ok(None) => tracing::warn!("{name} in {ns} was created but is not there"),
                 Err(e) => {
                     tracing::warn!("{e}");
                     self.dirty.insert(ns);
                 }
             }
         }
+        for ((an, a), (bn, b)) in pairs {
+            let ia = self.observed.link(an, a).map(|l| (l.index, l.peer));
+            let ib = self.observed.link(bn, b).map(|l| (l.index, l.peer));
+            if let (Some((ia, pa)), Some((ib, pb))) = (ia, ib) {
+                if pa == Some(ib) && pb == Some(ia) {
+                    if let Some(l) = self.observed.ns_mut(an).and_then(|s| s.link_mut(ia)) {
+                        l.peer_ns = Some(bn.clone());
+                    }
+                    if let Some(l) = self.observed.ns_mut(bn).and_then(|s| s.link_mut(ib)) {
+                        l.peer_ns = Some(an.clone());
+                    }
+                }
+            }
+        }
     }
 
-    /// Make the kernel match `desired`. Never fails as a whole: the report
-    /// says, per CEN and per CIN, what went wrong; the next apply converges.
+    /// Make the kernel match `desired`, looking at everything (adoption,
+    /// reconcile). Never fails as a whole: the report says, per CEN and per
+    /// CIN, what went wrong; the next apply converges.
     pub async fn apply(&mut self, desired: &Desired, progress: Option<Progress<'_>>) -> ApplyReport {
-        let prefix = self.cfg.prefix.clone();
-        let mut report = ApplyReport::default();
+        let index = desired::Index::of(desired);
+        self.groups = GroupIndex::of(desired, &self.cfg.prefix);
+        self.apply_with(desired, &index, Scope::All, progress).await
+    }
 
-        // Namespaces bound by path: open new ones, look at all of them again
-        // (they are not ours; anything may have changed there).
-        self.observed.unavailable.clear();
-        let want_paths: BTreeSet<NsId> = desired
-            .containers
-            .values()
+    /// Make the kernel match `desired` for the given CENs only (those a
+    /// change touched): their members' namespaces and their links. Cost
+    /// follows the size of those CENs, not of the topology. `desired` must
+    /// be kept with [`Desired::put_cen`] / [`Desired::remove_cen`].
+    pub async fn apply_cens(
+        &mut self,
+        desired: &Desired,
+        cens: &BTreeSet<String>,
+        progress: Option<Progress<'_>>,
+    ) -> ApplyReport {
+        for cen in cens {
+            self.groups.set(&self.cfg.prefix, cen, desired.cens.contains_key(cen));
+        }
+        self.apply_with(desired, desired.index(), Scope::Cens(cens), progress).await
+    }
+
+    /// Opens the namespaces bound by path that the scope needs and looks at
+    /// them again (they are not ours; anything may have changed there).
+    async fn open_paths(&mut self, desired: &Desired, scope: Scope<'_>) -> BTreeSet<NsId> {
+        let prefix = self.cfg.prefix.clone();
+        let keys: Vec<&String> = match scope {
+            Scope::All => desired.containers.keys().collect(),
+            Scope::Cens(set) => set
+                .iter()
+                .filter_map(|c| desired.cens.get(c))
+                .flat_map(|c| c.members.iter().map(|m| &m.container))
+                .collect(),
+        };
+        let want_paths: BTreeSet<NsId> = keys
+            .into_iter()
+            .filter_map(|k| desired.containers.get(k))
             .filter_map(|c| match &c.netns {
                 NetnsRef::Path(p) if !p.is_empty() => Some(NsId::Path(p.clone())),
                 _ => None,
             })
             .collect();
+        match scope {
+            Scope::All => self.observed.unavailable.clear(),
+            Scope::Cens(_) => self.observed.unavailable.retain(|k, _| !want_paths.contains(k)),
+        }
         let new_paths: Vec<NsId> = want_paths.iter().filter(|p| !self.handles.contains_key(*p)).cloned().collect();
         if !new_paths.is_empty() {
             let paths: Vec<PathBuf> = new_paths.iter().map(|n| ns_path(&prefix, n)).collect();
@@ -333,14 +388,59 @@ impl Realizer {
         }
         let mut again: BTreeSet<NsId> = std::mem::take(&mut self.dirty);
         again.extend(want_paths.iter().filter(|p| self.handles.contains_key(*p)).cloned());
-        self.observe_set(again).await;
+        let full = matches!(scope, Scope::All);
+        self.observe_set(again.clone()).await;
         for ns in &want_paths {
-            if self.handles.contains_key(ns) && !self.observed.namespaces.contains_key(ns) {
+            if self.handles.contains_key(ns) && self.observed.ns(ns).is_none() {
                 self.observed.unavailable.entry(ns.clone()).or_insert_with(|| "could not be observed".into());
             }
         }
+        if full {
+            self.observed.pair_peers();
+        } else {
+            for ns in &again {
+                self.pair_ns(ns);
+            }
+        }
+        want_paths
+    }
 
-        let plan = plan::plan(&self.observed, desired, &self.cfg);
+    /// Works out where the peers of one namespace's veths are, through the
+    /// links of the same group (a re-observed namespace's links do not say).
+    fn pair_ns(&mut self, ns: &NsId) {
+        let links: Vec<(u32, u32, u32)> = self
+            .observed
+            .ns(ns)
+            .map(|s| s.links().filter_map(|l| Some((l.index, l.peer?, l.group))).collect())
+            .unwrap_or_default();
+        for (idx, peer, group) in links {
+            let found = self.observed.in_group(group).find(|(pn, pi)| {
+                pn != ns
+                    && *pi == peer
+                    && self.observed.ns(pn).and_then(|s| s.link_by_index(*pi)).is_some_and(|l| l.peer == Some(idx))
+            });
+            let Some((pn, pi)) = found.cloned() else { continue };
+            if let Some(l) = self.observed.ns_mut(ns).and_then(|s| s.link_mut(idx)) {
+                l.peer_ns = Some(pn.clone());
+            }
+            if let Some(l) = self.observed.ns_mut(&pn).and_then(|s| s.link_mut(pi)) {
+                l.peer_ns = Some(ns.clone());
+            }
+        }
+    }
+
+    async fn apply_with(
+        &mut self,
+        desired: &Desired,
+        index: &desired::Index,
+        scope: Scope<'_>,
+        progress: Option<Progress<'_>>,
+    ) -> ApplyReport {
+        let prefix = self.cfg.prefix.clone();
+        let mut report = ApplyReport::default();
+        let want_paths = self.open_paths(desired, scope).await;
+
+        let plan = plan::plan_scoped(&self.observed, desired, index, &self.cfg, scope, &self.groups);
         report.steps = plan.steps.len();
         let total = plan.steps.len();
         let done = AtomicUsize::new(0);
@@ -358,8 +458,6 @@ impl Realizer {
             let p = s.op.phase();
             phases[p].push(s);
         }
-        let mut deleted_something = false;
-        let mut links_created: BTreeSet<NsId> = BTreeSet::new();
 
         for (phase, steps) in phases.into_iter().enumerate() {
             if steps.is_empty() {
@@ -378,11 +476,6 @@ impl Realizer {
                 }
             }
             if phase == 0 {
-                // Only link and namespace deletes can take peers elsewhere
-                // with them; address and route deletes need no second look.
-                deleted_something = run
-                    .iter()
-                    .any(|s| matches!(s.op, Op::DeleteNetns { .. } | Op::DeleteGroup { .. } | Op::DeleteLink { .. }));
                 // Close our handles on namespaces about to go, so the kernel
                 // can free them.
                 for s in &run {
@@ -392,6 +485,8 @@ impl Realizer {
                 }
             }
             let results = self.run_phase(&run, &tick).await;
+            let mut created: BTreeSet<(NsId, String)> = BTreeSet::new();
+            let mut pairs = Vec::new();
             for (s, r) in run.iter().zip(results) {
                 match r {
                     Ok(effect) => self.absorb(effect),
@@ -410,50 +505,43 @@ impl Realizer {
                                 failed_cens.entry(c.clone()).or_insert_with(|| msg.clone());
                             }
                         }
+                        continue;
                     }
                 }
                 match &s.op {
-                    Op::CreateBridge { ns, .. } => {
-                        links_created.insert(ns.clone());
+                    Op::CreateBridge { ns, name, .. } => {
+                        created.insert((ns.clone(), name.clone()));
                     }
                     Op::CreateVeth { a, b, .. } => {
-                        links_created.insert(a.ns.clone());
-                        links_created.insert(b.ns.clone());
+                        created.insert((a.ns.clone(), a.name.clone()));
+                        created.insert((b.ns.clone(), b.name.clone()));
+                        pairs.push(((a.ns.clone(), a.name.clone()), (b.ns.clone(), b.name.clone())));
                     }
                     _ => {}
                 }
             }
             // Learn the ifindexes of new links (needed for masters,
-            // addresses and routes) and forget links deleted as peers.
-            if phase == 2 && !links_created.is_empty() {
-                let set = std::mem::take(&mut links_created);
-                self.relink(set).await;
+            // addresses and routes), one link at a time.
+            if !created.is_empty() {
+                self.learn(created, &pairs).await;
             }
-            if phase == 3 {
-                let mut set = std::mem::take(&mut links_created);
-                if deleted_something {
-                    set.extend(self.observed.namespaces.keys().cloned());
-                }
-                self.relink(set).await;
-            }
-        }
-        if deleted_something && !links_created.is_empty() {
-            let set = self.observed.namespaces.keys().cloned().collect();
-            self.relink(set).await;
-        } else if deleted_something {
-            // Nothing was created, but deletes may have taken peers with
-            // them: look again at the links.
-            let set = self.observed.namespaces.keys().cloned().collect();
-            self.relink(set).await;
         }
 
         // Drop path namespaces nobody wants any more (holding them would keep
         // a dead container's namespace alive).
-        let gone: Vec<NsId> =
-            self.handles.keys().filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n)).cloned().collect();
+        let gone: Vec<NsId> = self
+            .handles
+            .keys()
+            .filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n))
+            .filter(|n| match scope {
+                Scope::All => true,
+                Scope::Cens(_) => index.in_ns(n).is_none(),
+            })
+            .cloned()
+            .collect();
         for ns in gone {
             self.handles.remove(&ns);
-            self.observed.namespaces.remove(&ns);
+            self.observed.remove_ns(&ns);
             self.dirty.remove(&ns);
         }
 
@@ -467,47 +555,56 @@ impl Realizer {
     }
 
     fn absorb(&mut self, effect: Effect) {
-        let obs = &mut self.observed.namespaces;
+        let obs = &mut self.observed;
         match effect {
             Effect::None => {}
             Effect::Opened(ns, o) => {
                 let lo = LinkState::new_loopback();
-                obs.insert(ns.clone(), NsState { links: vec![lo], routes: vec![], forwarding: o.forwarding });
+                obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], o.forwarding));
                 self.handles.insert(ns, NsHandle::new(*o));
             }
             Effect::NsGone(ns) => {
-                obs.remove(&ns);
+                obs.drop_peers_of(&ns);
+                obs.remove_ns(&ns);
                 self.handles.remove(&ns);
             }
+            Effect::LinkGone(ns, index) => obs.remove_link(&ns, index),
+            Effect::GroupGone(ns, group) => {
+                let idxs: Vec<u32> = obs.in_group(group).filter(|(n, _)| *n == ns).map(|(_, i)| *i).collect();
+                for i in idxs {
+                    obs.remove_link(&ns, i);
+                }
+            }
             Effect::Up(ns, name) => {
-                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.name == name)) {
+                let idx = obs.link(&ns, &name).map(|l| l.index);
+                if let Some(l) = idx.and_then(|i| obs.ns_mut(&ns).and_then(|s| s.link_mut(i))) {
                     l.up = true;
                 }
             }
             Effect::Forwarding(ns, on) => {
-                if let Some(s) = obs.get_mut(&ns) {
+                if let Some(s) = obs.ns_mut(&ns) {
                     s.forwarding = Some(on);
                 }
             }
             Effect::Addr(ns, idx, ip, plen) => {
-                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.index == idx)) {
+                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
                     if !l.addresses.contains(&(ip, plen)) {
                         l.addresses.push((ip, plen));
                     }
                 }
             }
             Effect::AddrGone(ns, idx, ip, plen) => {
-                if let Some(l) = obs.get_mut(&ns).and_then(|s| s.links.iter_mut().find(|l| l.index == idx)) {
+                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
                     l.addresses.retain(|a| *a != (ip, plen));
                 }
             }
             Effect::Route(ns, r) => {
-                if let Some(s) = obs.get_mut(&ns) {
+                if let Some(s) = obs.ns_mut(&ns) {
                     s.routes.push(r);
                 }
             }
             Effect::RouteGone(ns, r) => {
-                if let Some(s) = obs.get_mut(&ns) {
+                if let Some(s) = obs.ns_mut(&ns) {
                     s.routes.retain(|x| *x != r);
                 }
             }
@@ -582,22 +679,17 @@ impl Realizer {
     }
 
     fn index(&self, ns: &NsId, name: &str) -> Result<u32, String> {
-        self.observed
-            .namespaces
-            .get(ns)
-            .and_then(|s| s.link(name))
-            .map(|l| l.index)
-            .ok_or_else(|| format!("no interface {name} in {ns}"))
+        self.observed.link(ns, name).map(|l| l.index).ok_or_else(|| format!("no interface {name} in {ns}"))
     }
 
     async fn exec(&self, op: &Op) -> Result<Effect, String> {
         match op {
             Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Err("namespace ops run in batches".into()),
             Op::DeleteGroup { ns, group } => {
-                nl::delete_group(&self.handle(ns)?.handle, *group).await.map(|()| Effect::None)
+                nl::delete_group(&self.handle(ns)?.handle, *group).await.map(|()| Effect::GroupGone(ns.clone(), *group))
             }
             Op::DeleteLink { ns, index, .. } => {
-                nl::delete_link(&self.handle(ns)?.handle, *index).await.map(|()| Effect::None)
+                nl::delete_link(&self.handle(ns)?.handle, *index).await.map(|()| Effect::LinkGone(ns.clone(), *index))
             }
             Op::DeleteAddr { ns, index, ip, prefix_len } => {
                 nl::del_addr(&self.handle(ns)?.handle, *index, *ip, *prefix_len)
@@ -624,8 +716,8 @@ impl Realizer {
                     .and_then(|r| r)
                     .map(|()| Effect::Forwarding(ns.clone(), on))
             }
-            Op::CreateBridge { ns, name, group } => {
-                nl::create_bridge(&self.handle(ns)?.handle, name, *group).await.map(|()| Effect::None)
+            Op::CreateBridge { ns, name, group, mac } => {
+                nl::create_bridge(&self.handle(ns)?.handle, name, *group, *mac).await.map(|()| Effect::None)
             }
             Op::CreateVeth { a, b, group } => {
                 let master = match &a.master {

@@ -91,6 +91,14 @@ pub fn veth_fabric_name(prefix: &str, cen: &str, container: &str) -> String {
     format!("{prefix}v{}", base36(hash(&["veth", cen, container]), room))
 }
 
+/// The MAC address of a CEN's bridge: locally administered, unicast, from
+/// the CEN id alone (so it is the same on every host, as an anycast gateway
+/// needs, and never changes as ports come and go).
+pub fn bridge_mac(cen: &str) -> [u8; 6] {
+    let h = hash(&["mac", cen]).to_be_bytes();
+    [0x02, h[0], h[1], h[2], h[3], h[4]]
+}
+
 /// File name (in /run/netns) of a managed container namespace.
 pub fn netns_name(prefix: &str, container_id: &str) -> String {
     format!("{prefix}{container_id}")

@@ -125,6 +125,7 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
         group,
         master,
         peer,
+        peer_ns: None,
         up: m.header.flags.contains(LinkFlags::Up),
         ours,
         addresses: Vec::new(),
@@ -214,13 +215,24 @@ pub async fn observe(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<boo
     let links = dump_links(h, prefix, ns).await;
     let addrs = dump_addrs(h, ns).await;
     let routes = dump_routes(h, ns).await;
-    let mut links = links?;
+    let mut st = NsState::new(links?, routes?, forwarding);
     for (idx, ip, plen) in addrs? {
-        if let Some(l) = links.iter_mut().find(|l| l.index == idx) {
+        if let Some(l) = st.link_mut(idx) {
             l.addresses.push((ip, plen));
         }
     }
-    Ok(NsState { links, routes: routes?, forwarding })
+    Ok(st)
+}
+
+/// One link, asked for by name (one RTM_GETLINK, not a dump); `None` when
+/// the kernel has no such link.
+pub async fn get_link(h: &Handle, prefix: &str, ns: &NsId, name: &str) -> Result<Option<LinkState>, String> {
+    let r: Result<Vec<LinkMessage>, _> = h.link().get().match_name(name.to_string()).execute().try_collect().await;
+    match r {
+        Ok(msgs) => Ok(msgs.first().map(|m| parse_link(m, prefix, ns))),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(format!("reading link {name} in {ns}: {}", reason(&e))),
+    }
 }
 
 pub async fn delete_link(h: &Handle, index: u32) -> Result<(), String> {
@@ -238,8 +250,11 @@ pub async fn set_up(h: &Handle, index: u32) -> Result<(), String> {
     ok_if(h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await, &[])
 }
 
-pub async fn create_bridge(h: &Handle, name: &str, group: u32) -> Result<(), String> {
-    ok_if(h.link().add(LinkBridge::new(name).link_group(group).build()).execute().await, &[])
+/// A bridge with its MAC address pinned at creation: otherwise the kernel
+/// gives a bridge the lowest MAC of its ports and changes it as ports come
+/// and go, so the gateway's MAC would change under its members.
+pub async fn create_bridge(h: &Handle, name: &str, group: u32, mac: [u8; 6]) -> Result<(), String> {
+    ok_if(h.link().add(LinkBridge::new(name).link_group(group).address(mac.to_vec()).build()).execute().await, &[])
 }
 
 /// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to

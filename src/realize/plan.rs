@@ -13,9 +13,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::desired::{Desired, NetnsRef, Wiring};
+use super::desired::{CenNet, Desired, Index, NetnsRef, Wiring};
 use super::naming;
-use super::observed::{LinkKind, LinkState, NsId, NsState, Observed};
+use super::observed::{LinkKind, LinkState, NsId, Observed};
 use super::{Config, FabricMode};
 
 /// One end of a veth pair to create.
@@ -73,6 +73,8 @@ pub enum Op {
         ns: NsId,
         name: String,
         group: u32,
+        /// Pinned at creation.
+        mac: [u8; 6],
     },
     /// One RTM_NEWLINK: `a` in its namespace (up, attached to its bridge),
     /// peer `b` created directly in its own namespace; both in `group`.
@@ -153,12 +155,53 @@ impl Plan {
     }
 }
 
-/// Which CEN wants a link (the link's shape is checked per unit).
-#[derive(Debug, Clone)]
-struct Expect {
-    cen: String,
+/// What a plan looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Everything: adoption and reconcile.
+    All,
+    /// These CENs (made or not, existing or gone), the namespaces of their
+    /// members and the links that carry their groups: one change's worth.
+    Cens(&'a BTreeSet<String>),
 }
 
+/// Desired CENs by link group (groups are 20-bit hashes: two CENs may share
+/// one, and then a scoped plan must look at both).
+#[derive(Debug, Clone, Default)]
+pub struct GroupIndex {
+    cens: BTreeMap<u32, BTreeSet<String>>,
+}
+
+impl GroupIndex {
+    /// Indexes every desired CEN.
+    pub fn of(desired: &Desired, prefix: &str) -> GroupIndex {
+        let mut ix = GroupIndex::default();
+        for id in desired.cens.keys() {
+            ix.set(prefix, id, true);
+        }
+        ix
+    }
+
+    /// Records whether a CEN is desired.
+    pub fn set(&mut self, prefix: &str, cen: &str, desired: bool) {
+        for g in [naming::cen_group(prefix, cen, true), naming::cen_group(prefix, cen, false)] {
+            if desired {
+                self.cens.entry(g).or_default().insert(cen.to_string());
+            } else if let Some(set) = self.cens.get_mut(&g) {
+                set.remove(cen);
+                if set.is_empty() {
+                    self.cens.remove(&g);
+                }
+            }
+        }
+    }
+
+    fn sharing(&self, g: u32) -> impl Iterator<Item = &String> + '_ {
+        self.cens.get(&g).into_iter().flatten()
+    }
+}
+
+/// A bridge or a veth pair to check as a whole.
 enum Unit {
     Bridge { cen: String, name: String, group: u32 },
     Pair { cen: String, a: VethEnd, b: VethEnd, group: u32 },
@@ -179,76 +222,194 @@ fn fabric_ns(cfg: &Config) -> NsId {
     }
 }
 
-/// Compute the operations that take the kernel from `current` to `desired`.
+/// Compute the operations that take the kernel from `current` to `desired`,
+/// looking at everything.
 pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
-    let mut out = Plan::default();
-    let fabric = fabric_ns(cfg);
-    let prefix = cfg.prefix.as_str();
+    let index = Index::of(desired);
+    plan_scoped(current, desired, &index, cfg, Scope::All, &GroupIndex::default())
+}
 
-    for (id, cen) in &desired.cens {
-        out.cens.insert(id.clone());
-        for m in &cen.members {
-            out.cins.extend(m.addresses.iter().map(|a| a.cin.clone()));
-            out.cins.extend(m.routes.iter().map(|r| r.cin.clone()));
+/// Compute the operations for one scope. `index` describes `desired` (see
+/// [`Desired::index`]); `groups` names the desired CENs per link group.
+pub fn plan_scoped(
+    current: &Observed,
+    desired: &Desired,
+    index: &Index,
+    cfg: &Config,
+    scope: Scope<'_>,
+    groups: &GroupIndex,
+) -> Plan {
+    let mut p = Planner::new(current, desired, index, cfg);
+    p.scope(scope, groups);
+    p.accept_cens();
+    p.namespaces();
+    p.forwarding();
+    p.links();
+    p.strays(scope);
+    p.deletes();
+    p.addresses_and_routes();
+    p.finish()
+}
+
+/// The state of one planning: the passes fill it in order.
+struct Planner<'a> {
+    cur: &'a Observed,
+    want: &'a Desired,
+    index: &'a Index,
+    cfg: &'a Config,
+    fabric: NsId,
+    out: Plan,
+    /// The CENs this plan looks at.
+    cens: BTreeSet<String>,
+    /// The namespaces this plan looks at.
+    spaces: BTreeSet<NsId>,
+    /// Namespace of each container of an accepted CEN.
+    ns_of: BTreeMap<&'a str, Result<NsId, String>>,
+    /// Links the accepted CENs expect: namespace -> name -> CEN.
+    expected: BTreeMap<NsId, BTreeMap<String, String>>,
+    units: Vec<Unit>,
+    addrs: Vec<Addrs>,
+    /// Namespaces the accepted CENs need, with the CENs that need them.
+    needed_ns: BTreeMap<NsId, Vec<String>>,
+    steps: Vec<Step>,
+    create_steps: Vec<Step>,
+    deleted_ns: BTreeSet<NsId>,
+    /// Links to delete, per namespace: index -> name.
+    doomed: BTreeMap<NsId, BTreeMap<u32, String>>,
+    recreated: BTreeSet<(NsId, String)>,
+    bridge_ok: BTreeMap<String, bool>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(cur: &'a Observed, want: &'a Desired, index: &'a Index, cfg: &'a Config) -> Self {
+        Planner {
+            cur,
+            want,
+            index,
+            cfg,
+            fabric: fabric_ns(cfg),
+            out: Plan::default(),
+            cens: BTreeSet::new(),
+            spaces: BTreeSet::new(),
+            ns_of: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            units: Vec::new(),
+            addrs: Vec::new(),
+            needed_ns: BTreeMap::new(),
+            steps: Vec::new(),
+            create_steps: Vec::new(),
+            deleted_ns: BTreeSet::new(),
+            doomed: BTreeMap::new(),
+            recreated: BTreeSet::new(),
+            bridge_ok: BTreeMap::new(),
         }
-        out.cins.extend(cen.gateways.iter().map(|a| a.cin.clone()));
     }
 
-    // Which namespace each container lives in; two containers must not share
-    // a managed namespace name.
-    let mut ns_of: BTreeMap<&str, Result<NsId, String>> = BTreeMap::new();
-    let mut managed_owner: BTreeMap<&str, &str> = BTreeMap::new();
-    for (key, c) in &desired.containers {
-        let r = match &c.netns {
+    fn prefix(&self) -> &'a str {
+        self.cfg.prefix.as_str()
+    }
+
+    fn find(&self, ns: &NsId, name: &str) -> Option<&'a LinkState> {
+        self.cur.link(ns, name)
+    }
+
+    /// Which CENs and namespaces to look at.
+    fn scope(&mut self, scope: Scope<'_>, groups: &GroupIndex) {
+        match scope {
+            Scope::All => {
+                self.cens = self.want.cens.keys().cloned().collect();
+                self.spaces = self.cur.namespaces().keys().cloned().collect();
+            }
+            Scope::Cens(set) => {
+                let prefix = self.prefix();
+                for cen in set {
+                    self.cens.insert(cen.clone());
+                    for g in [naming::cen_group(prefix, cen, true), naming::cen_group(prefix, cen, false)] {
+                        // Desired CENs sharing a group are looked at too, so
+                        // that their links are expected, not strays.
+                        self.cens.extend(groups.sharing(g).cloned());
+                        self.spaces.extend(self.cur.in_group(g).map(|(ns, _)| ns.clone()));
+                    }
+                }
+            }
+        }
+        let cens: Vec<String> = self.cens.iter().cloned().collect();
+        for id in &cens {
+            let Some(cen) = self.want.cens.get(id) else { continue };
+            self.out.cens.insert(id.clone());
+            for m in &cen.members {
+                self.out.cins.extend(m.addresses.iter().map(|a| a.cin.clone()));
+                self.out.cins.extend(m.routes.iter().map(|r| r.cin.clone()));
+                if let Some(ns) = self.want.containers.get(&m.container).and_then(|c| c.ns()) {
+                    self.spaces.insert(ns);
+                }
+            }
+            self.out.cins.extend(cen.gateways.iter().map(|a| a.cin.clone()));
+            if cen.wiring == Wiring::Bridge {
+                self.spaces.insert(self.fabric.clone());
+            }
+        }
+    }
+
+    /// The namespace a container lives in, or why it cannot be used.
+    fn container_ns(&self, key: &str) -> Option<Result<NsId, String>> {
+        let c = self.want.containers.get(key)?;
+        Some(match &c.netns {
             NetnsRef::Managed => {
+                let ns = NsId::Managed(c.id.clone());
+                let sharing = self.index.in_ns(&ns).map(|keys| keys.iter().find(|k| k.as_str() != key));
                 if !naming::valid_container_id(&c.id) {
                     Err(format!("container id {:?} cannot name a namespace", c.id))
-                } else if let Some(other) = managed_owner.insert(c.id.as_str(), key.as_str()) {
-                    Err(format!("containers {other} and {key} would share namespace {}{}", prefix, c.id))
+                } else if let Some(Some(other)) = sharing {
+                    let (a, b) = if other.as_str() < key { (other.as_str(), key) } else { (key, other.as_str()) };
+                    Err(format!("containers {a} and {b} would share namespace {}{}", self.prefix(), c.id))
                 } else {
-                    Ok(NsId::Managed(c.id.clone()))
+                    Ok(ns)
                 }
             }
             NetnsRef::Path(p) if p.is_empty() => Err("empty namespace path".to_string()),
             NetnsRef::Path(p) => Ok(NsId::Path(p.clone())),
-        };
-        ns_of.insert(key.as_str(), r);
+        })
     }
 
-    // Expected links per namespace, and units to check.
-    let mut expected: BTreeMap<NsId, BTreeMap<String, Expect>> = BTreeMap::new();
-    let mut units: Vec<Unit> = Vec::new();
-    let mut addrs: Vec<Addrs> = Vec::new();
-    let mut needed_ns: BTreeMap<NsId, Vec<String>> = BTreeMap::new();
-    let mut fabric_needed = false;
+    /// Validates the desired CENs in scope and collects their links,
+    /// addresses and namespaces.
+    fn accept_cens(&mut self) {
+        let want = self.want;
+        let cens: Vec<String> = self.cens.iter().cloned().collect();
+        for id in &cens {
+            let Some(cen) = want.cens.get(id) else { continue };
+            for m in &cen.members {
+                if !self.ns_of.contains_key(m.container.as_str()) {
+                    if let Some(r) = self.container_ns(&m.container) {
+                        self.ns_of.insert(m.container.as_str(), r);
+                    }
+                }
+            }
+            if let Err(e) = self.accept(id, cen) {
+                self.out.errors.insert(id.clone(), e);
+            }
+        }
+    }
 
-    'cens: for (id, cen) in &desired.cens {
-        // Validate the CEN on its own.
+    /// One CEN: its members' namespaces, its units and links.
+    fn accept(&mut self, id: &str, cen: &'a CenNet) -> Result<(), String> {
         let mut members_ns = Vec::with_capacity(cen.members.len());
         let mut seen = BTreeSet::new();
         for m in &cen.members {
-            let ns = match ns_of.get(m.container.as_str()) {
-                None => {
-                    out.errors.insert(id.clone(), format!("member {} is not a known container", m.container));
-                    continue 'cens;
-                }
-                Some(Err(e)) => {
-                    out.errors.insert(id.clone(), format!("member {}: {e}", m.container));
-                    continue 'cens;
-                }
+            let ns = match self.ns_of.get(m.container.as_str()) {
+                None => return Err(format!("member {} is not a known container", m.container)),
+                Some(Err(e)) => return Err(format!("member {}: {e}", m.container)),
                 Some(Ok(ns)) => ns.clone(),
             };
-            if let Some(reason) = current.unavailable.get(&ns) {
-                out.errors.insert(id.clone(), format!("member {}: {ns}: {reason}", m.container));
-                continue 'cens;
+            if let Some(reason) = self.cur.unavailable.get(&ns) {
+                return Err(format!("member {}: {ns}: {reason}", m.container));
             }
             if !seen.insert(m.container.as_str()) {
-                out.errors.insert(id.clone(), format!("container {} is a member twice", m.container));
-                continue 'cens;
+                return Err(format!("container {} is a member twice", m.container));
             }
             if !naming::valid_ifname(&m.ifname) {
-                out.errors.insert(id.clone(), format!("invalid interface name {:?} for {}", m.ifname, m.container));
-                continue 'cens;
+                return Err(format!("invalid interface name {:?} for {}", m.ifname, m.container));
             }
             members_ns.push(ns);
         }
@@ -259,29 +420,26 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             Wiring::Bridge => true,
         };
         if !ok_wiring {
-            out.errors.insert(id.clone(), format!("wiring {:?} does not fit {n} members", cen.wiring));
-            continue;
+            return Err(format!("wiring {:?} does not fit {n} members", cen.wiring));
         }
-
-        // Collect this CEN's links, checking for name clashes with CENs
-        // already accepted.
+        let prefix = self.prefix();
+        let fabric = self.fabric.clone();
         let bridged = cen.wiring == Wiring::Bridge;
         let group = naming::cen_group(prefix, id, bridged);
-        let mut mine: Vec<(NsId, String, Expect)> = Vec::new();
-        let mut cen_units = Vec::new();
+        let mut mine: Vec<(NsId, String)> = Vec::new();
+        let mut units = Vec::new();
         match cen.wiring {
             Wiring::None => {}
             Wiring::Wire => {
                 let (m0, m1) = (&cen.members[0], &cen.members[1]);
                 let (n0, n1) = (members_ns[0].clone(), members_ns[1].clone());
                 if n0 == n1 {
-                    out.errors.insert(id.clone(), "both members share one namespace".to_string());
-                    continue;
+                    return Err("both members share one namespace".to_string());
                 }
-                mine.push((n0.clone(), m0.ifname.clone(), Expect { cen: id.clone() }));
-                mine.push((n1.clone(), m1.ifname.clone(), Expect { cen: id.clone() }));
-                cen_units.push(Unit::Pair {
-                    cen: id.clone(),
+                mine.push((n0.clone(), m0.ifname.clone()));
+                mine.push((n1.clone(), m1.ifname.clone()));
+                units.push(Unit::Pair {
+                    cen: id.to_string(),
                     a: VethEnd { ns: n0, name: m0.ifname.clone(), master: None },
                     b: VethEnd { ns: n1, name: m1.ifname.clone(), master: None },
                     group,
@@ -289,18 +447,17 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             }
             Wiring::Bridge => {
                 let br = naming::bridge_name(prefix, id);
-                mine.push((fabric.clone(), br.clone(), Expect { cen: id.clone() }));
-                cen_units.push(Unit::Bridge { cen: id.clone(), name: br.clone(), group });
+                mine.push((fabric.clone(), br.clone()));
+                units.push(Unit::Bridge { cen: id.to_string(), name: br.clone(), group });
                 for (m, ns) in cen.members.iter().zip(&members_ns) {
                     if *ns == fabric {
-                        out.errors.insert(id.clone(), format!("member {} lives in the fabric namespace", m.container));
-                        continue 'cens;
+                        return Err(format!("member {} lives in the fabric namespace", m.container));
                     }
                     let v = naming::veth_fabric_name(prefix, id, &m.container);
-                    mine.push((fabric.clone(), v.clone(), Expect { cen: id.clone() }));
-                    mine.push((ns.clone(), m.ifname.clone(), Expect { cen: id.clone() }));
-                    cen_units.push(Unit::Pair {
-                        cen: id.clone(),
+                    mine.push((fabric.clone(), v.clone()));
+                    mine.push((ns.clone(), m.ifname.clone()));
+                    units.push(Unit::Pair {
+                        cen: id.to_string(),
                         a: VethEnd { ns: fabric.clone(), name: v, master: Some(br.clone()) },
                         b: VethEnd { ns: ns.clone(), name: m.ifname.clone(), master: None },
                         group,
@@ -309,89 +466,91 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             }
         }
         let mut local = BTreeSet::new();
-        for (ns, name, _) in &mine {
-            let clash_other = expected.get(ns).and_then(|m| m.get(name)).map(|e| e.cen.clone());
-            if let Some(other) = clash_other {
-                out.errors.insert(id.clone(), format!("interface {name} in {ns} is already used by CEN {other}"));
-                continue 'cens;
+        for (ns, name) in &mine {
+            if let Some(other) = self.expected.get(ns).and_then(|m| m.get(name)) {
+                return Err(format!("interface {name} in {ns} is already used by CEN {other}"));
             }
-            if !local.insert((ns.clone(), name.clone())) {
-                out.errors.insert(id.clone(), format!("interface {name} in {ns} is used twice"));
-                continue 'cens;
+            if !local.insert((ns, name)) {
+                return Err(format!("interface {name} in {ns} is used twice"));
             }
         }
         // Accepted.
-        for (ns, name, e) in mine {
-            expected.entry(ns).or_default().insert(name, e);
+        for (ns, name) in mine {
+            self.expected.entry(ns).or_default().insert(name, id.to_string());
         }
-        units.extend(cen_units);
+        self.units.extend(units);
         for (m, ns) in cen.members.iter().zip(&members_ns) {
-            needed_ns.entry(ns.clone()).or_default().push(id.clone());
+            self.needed_ns.entry(ns.clone()).or_default().push(id.to_string());
             if cen.wiring != Wiring::None {
-                addrs.push(Addrs {
+                self.addrs.push(Addrs {
                     ns: ns.clone(),
                     name: m.ifname.clone(),
-                    cen: id.clone(),
+                    cen: id.to_string(),
                     addrs: m.addresses.iter().map(|a| (a.cin.clone(), a.ip, a.prefix_len)).collect(),
                     routes: m.routes.iter().map(|r| (r.cin.clone(), r.dest, r.prefix_len, r.via)).collect(),
                 });
             }
         }
         if bridged {
-            fabric_needed = true;
-            needed_ns.entry(fabric.clone()).or_default().push(id.clone());
-            addrs.push(Addrs {
-                ns: fabric.clone(),
+            self.needed_ns.entry(fabric.clone()).or_default().push(id.to_string());
+            self.addrs.push(Addrs {
+                ns: fabric,
                 name: naming::bridge_name(prefix, id),
-                cen: id.clone(),
+                cen: id.to_string(),
                 addrs: cen.gateways.iter().map(|a| (a.cin.clone(), a.ip, a.prefix_len)).collect(),
                 routes: Vec::new(),
             });
         }
+        Ok(())
     }
 
-    let mut steps: Vec<Step> = Vec::new();
-    let empty = NsState::default();
-    let state = |ns: &NsId| current.namespaces.get(ns).unwrap_or(&empty);
-
-    // Namespaces.
-    let mut deleted_ns: BTreeSet<NsId> = BTreeSet::new();
-    for ns in current.namespaces.keys() {
-        let ours = matches!(ns, NsId::Managed(_)) || (*ns == NsId::Fabric && cfg.fabric == FabricMode::Netns);
-        let needed = needed_ns.contains_key(ns) || (*ns == NsId::Fabric && fabric_needed);
-        // In host mode an old fabric namespace is a leftover: remove it.
-        let leftover_fabric = *ns == NsId::Fabric && cfg.fabric == FabricMode::Host;
-        if (ours && !needed) || leftover_fabric {
-            deleted_ns.insert(ns.clone());
-            steps.push(Step { op: Op::DeleteNetns { ns: ns.clone() }, cens: vec![], cin: None });
+    /// Whether any desired container (of any CEN) lives in a namespace.
+    fn ns_wanted(&self, ns: &NsId) -> bool {
+        match ns {
+            NsId::Fabric => self.cfg.fabric == FabricMode::Netns && self.index.any_bridged(),
+            other => self.index.in_ns(other).is_some_and(|k| !k.is_empty()),
         }
     }
-    for (ns, cens) in &needed_ns {
-        let creatable = matches!(ns, NsId::Managed(_)) || *ns == NsId::Fabric;
-        match current.namespaces.get(ns) {
-            None if creatable => {
-                steps.push(Step { op: Op::CreateNetns { ns: ns.clone() }, cens: cens.clone(), cin: None });
-                if matches!(ns, NsId::Managed(_)) {
-                    steps.push(Step {
-                        op: Op::SetUp { ns: ns.clone(), name: "lo".into() },
-                        cens: cens.clone(),
-                        cin: None,
-                    });
-                }
+
+    /// Namespaces to delete (ours, in scope, wanted by nobody) and to create.
+    fn namespaces(&mut self) {
+        for ns in &self.spaces {
+            if !self.cur.namespaces().contains_key(ns) {
+                continue;
             }
-            None => {
-                // A path or host namespace that was not observed: the apply
-                // step opens those before planning, so this is a bug upstream;
-                // report rather than guess.
-                for c in cens {
-                    out.errors.entry(c.clone()).or_insert_with(|| format!("{ns} was not observed"));
-                }
+            let ours = matches!(ns, NsId::Managed(_)) || (*ns == NsId::Fabric && self.cfg.fabric == FabricMode::Netns);
+            // In host mode an old fabric namespace is a leftover: remove it.
+            let leftover_fabric = *ns == NsId::Fabric && self.cfg.fabric == FabricMode::Host;
+            if (ours && !self.ns_wanted(ns)) || leftover_fabric {
+                self.deleted_ns.insert(ns.clone());
+                self.steps.push(Step { op: Op::DeleteNetns { ns: ns.clone() }, cens: vec![], cin: None });
             }
-            Some(st) => {
-                if matches!(ns, NsId::Managed(_)) {
-                    if let Some(lo) = st.links.iter().find(|l| l.kind == LinkKind::Loopback) {
-                        if !lo.up {
-                            steps.push(Step {
+        }
+        for (ns, cens) in &self.needed_ns {
+            let creatable = matches!(ns, NsId::Managed(_)) || *ns == NsId::Fabric;
+            match self.cur.ns(ns) {
+                None if creatable => {
+                    self.steps.push(Step { op: Op::CreateNetns { ns: ns.clone() }, cens: cens.clone(), cin: None });
+                    if matches!(ns, NsId::Managed(_)) {
+                        self.steps.push(Step {
+                            op: Op::SetUp { ns: ns.clone(), name: "lo".into() },
+                            cens: cens.clone(),
+                            cin: None,
+                        });
+                    }
+                }
+                None => {
+                    // A path or host namespace that was not observed: the
+                    // apply step opens those before planning, so this is a
+                    // bug upstream; report rather than guess.
+                    for c in cens {
+                        self.out.errors.entry(c.clone()).or_insert_with(|| format!("{ns} was not observed"));
+                    }
+                }
+                Some(st) => {
+                    if matches!(ns, NsId::Managed(_)) {
+                        if let Some(lo) = st.link("lo").filter(|l| l.kind == LinkKind::Loopback && !l.up) {
+                            self.steps.push(Step {
                                 op: Op::SetUp { ns: ns.clone(), name: lo.name.clone() },
                                 cens: cens.clone(),
                                 cin: None,
@@ -401,186 +560,220 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 }
             }
         }
+        // CENs whose namespace is unusable were rejected above; drop their steps.
+        let errors = &self.out.errors;
+        self.steps.retain(|s| !s.cens.iter().any(|c| errors.contains_key(c)) || matches!(s.op, Op::DeleteNetns { .. }));
     }
-    // CENs whose namespace is unusable were rejected above; drop their steps.
-    steps.retain(|s| !s.cens.iter().any(|c| out.errors.contains_key(c)) || matches!(s.op, Op::DeleteNetns { .. }));
 
-    // Forwarding in the fabric.
-    if fabric_needed {
-        let cur = state(&fabric).forwarding;
-        let want = desired.forwarding;
-        let change = match cfg.fabric {
+    /// IPv4 forwarding in the fabric.
+    fn forwarding(&mut self) {
+        if !self.index.any_bridged() && self.want.cens.values().all(|c| c.wiring != Wiring::Bridge) {
+            return;
+        }
+        let cur = self.cur.ns(&self.fabric).and_then(|s| s.forwarding);
+        let want = self.want.forwarding;
+        let change = match self.cfg.fabric {
             FabricMode::Netns => cur != Some(want),
             // Never switch the host's forwarding off: it may have been on
             // before leviathan came.
             FabricMode::Host => want && cur != Some(true),
         };
         if change {
-            let cens: Vec<String> = desired
+            let cens: Vec<String> = self
                 .cens
                 .iter()
-                .filter(|(id, c)| c.wiring == Wiring::Bridge && !out.errors.contains_key(*id))
-                .map(|(id, _)| id.clone())
+                .filter(|id| self.want.cens.get(*id).is_some_and(|c| c.wiring == Wiring::Bridge))
+                .filter(|id| !self.out.errors.contains_key(*id))
+                .cloned()
                 .collect();
-            steps.push(Step { op: Op::SetForwarding { ns: fabric.clone(), on: want }, cens, cin: None });
+            self.steps.push(Step { op: Op::SetForwarding { ns: self.fabric.clone(), on: want }, cens, cin: None });
         }
     }
 
-    // Links: which units are intact.
-    let find = |ns: &NsId, name: &str| -> Option<&LinkState> { current.namespaces.get(ns).and_then(|s| s.link(name)) };
-    let mut bridge_ok: BTreeMap<String, bool> = BTreeMap::new();
-    for u in &units {
-        if let Unit::Bridge { cen, name, group } = u {
-            let ok = find(&fabric, name).is_some_and(|l| l.kind == LinkKind::Bridge && l.group == *group && l.ours);
-            bridge_ok.insert(cen.clone(), ok);
+    /// Which units are intact; the others are (re)created.
+    fn links(&mut self) {
+        let fabric = self.fabric.clone();
+        for u in &self.units {
+            if let Unit::Bridge { cen, name, group } = u {
+                let ok =
+                    self.find(&fabric, name).is_some_and(|l| l.kind == LinkKind::Bridge && l.group == *group && l.ours);
+                self.bridge_ok.insert(cen.clone(), ok);
+            }
+        }
+        let units = std::mem::take(&mut self.units);
+        for u in &units {
+            match u {
+                Unit::Bridge { cen, name, group } => self.check_bridge(cen, name, *group),
+                Unit::Pair { cen, a, b, group } => self.check_pair(cen, a, b, *group),
+            }
         }
     }
-    // Links to delete, per namespace: index -> name.
-    let mut doomed: BTreeMap<NsId, BTreeMap<u32, String>> = BTreeMap::new();
-    let mut recreated: BTreeSet<(NsId, String)> = BTreeSet::new();
-    let mut create_steps = Vec::new();
-    for u in &units {
-        match u {
-            Unit::Bridge { cen, name, group } => {
-                if !bridge_ok.get(cen).copied().unwrap_or(false) {
-                    if let Some(l) = find(&fabric, name).filter(|l| l.ours) {
-                        doomed.entry(fabric.clone()).or_default().insert(l.index, l.name.clone());
-                    }
-                    recreated.insert((fabric.clone(), name.clone()));
-                    create_steps.push(Step {
-                        op: Op::CreateBridge { ns: fabric.clone(), name: name.clone(), group: *group },
-                        cens: vec![cen.clone()],
+
+    fn check_bridge(&mut self, cen: &str, name: &str, group: u32) {
+        let fabric = self.fabric.clone();
+        if !self.bridge_ok.get(cen).copied().unwrap_or(false) {
+            if let Some(l) = self.find(&fabric, name).filter(|l| l.ours) {
+                self.doomed.entry(fabric.clone()).or_default().insert(l.index, l.name.clone());
+            }
+            self.recreated.insert((fabric.clone(), name.to_string()));
+            self.create_steps.push(Step {
+                op: Op::CreateBridge { ns: fabric, name: name.to_string(), group, mac: naming::bridge_mac(cen) },
+                cens: vec![cen.to_string()],
+                cin: None,
+            });
+        } else if self.find(&fabric, name).is_some_and(|l| !l.up) {
+            self.create_steps.push(Step {
+                op: Op::SetUp { ns: fabric, name: name.to_string() },
+                cens: vec![cen.to_string()],
+                cin: None,
+            });
+        }
+    }
+
+    fn check_pair(&mut self, cen: &str, a: &VethEnd, b: &VethEnd, group: u32) {
+        let la = self.find(&a.ns, &a.name);
+        let lb = self.find(&b.ns, &b.name);
+        let bridge_ok = self.bridge_ok.get(cen).copied().unwrap_or(false);
+        let end_ok = |l: &LinkState, end: &VethEnd| -> bool {
+            l.kind == LinkKind::Veth
+                && l.group == group
+                && l.ours
+                && match &end.master {
+                    None => l.master.is_none(),
+                    Some(br) => bridge_ok && self.find(&end.ns, br).is_some_and(|b| Some(b.index) == l.master),
+                }
+        };
+        let ok = match (la, lb) {
+            (Some(la), Some(lb)) => {
+                end_ok(la, a) && end_ok(lb, b) && la.peer == Some(lb.index) && lb.peer == Some(la.index)
+            }
+            _ => false,
+        };
+        let cens = vec![cen.to_string()];
+        if ok {
+            for (l, end) in [(la, a), (lb, b)] {
+                if let Some(l) = l.filter(|l| !l.up) {
+                    self.create_steps.push(Step {
+                        op: Op::SetUp { ns: end.ns.clone(), name: l.name.clone() },
+                        cens: cens.clone(),
                         cin: None,
                     });
-                } else if let Some(l) = find(&fabric, name) {
-                    if !l.up {
-                        create_steps.push(Step {
-                            op: Op::SetUp { ns: fabric.clone(), name: name.clone() },
-                            cens: vec![cen.clone()],
+                }
+            }
+            return;
+        }
+        for (l, end) in [(la, a), (lb, b)] {
+            if let Some(l) = l.filter(|l| l.ours) {
+                self.doomed.entry(end.ns.clone()).or_default().insert(l.index, l.name.clone());
+            }
+            self.recreated.insert((end.ns.clone(), end.name.clone()));
+        }
+        self.create_steps.push(Step {
+            op: Op::CreateVeth { a: a.clone(), b: b.clone(), group },
+            cens: cens.clone(),
+            cin: None,
+        });
+        self.create_steps.push(Step { op: Op::SetUpNew { ns: b.ns.clone(), name: b.name.clone() }, cens, cin: None });
+    }
+
+    /// Our links nobody expects: in every namespace looked at for a full
+    /// plan; for a scoped one, the links carrying the scoped CENs' groups.
+    fn strays(&mut self, scope: Scope<'_>) {
+        let candidates: Vec<(NsId, &'a LinkState)> = match scope {
+            Scope::All => {
+                self.cur.namespaces().iter().flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l))).collect()
+            }
+            Scope::Cens(_) => {
+                let prefix = self.prefix();
+                let mut v = Vec::new();
+                for cen in &self.cens {
+                    for g in [naming::cen_group(prefix, cen, true), naming::cen_group(prefix, cen, false)] {
+                        for (ns, idx) in self.cur.in_group(g) {
+                            if let Some(l) = self.cur.ns(ns).and_then(|s| s.link_by_index(*idx)) {
+                                v.push((ns.clone(), l));
+                            }
+                        }
+                    }
+                }
+                v
+            }
+        };
+        let fabric = self.fabric.clone();
+        let fabric_seen = self.cur.namespaces().contains_key(&fabric);
+        for (ns, l) in candidates {
+            if self.deleted_ns.contains(&ns) {
+                continue;
+            }
+            let exp = self.expected.get(&ns);
+            if !l.ours || l.kind == LinkKind::Loopback || exp.is_some_and(|e| e.contains_key(&l.name)) {
+                continue;
+            }
+            // A bridged CEN's link inside a managed container namespace has
+            // its peer in the fabric, which is deleted there (or goes with
+            // the fabric); deleting it from both sides would cost a second
+            // unregister. In a namespace bound by path the container keeps
+            // running, so its links go now, explicitly.
+            let container_side = matches!(ns, NsId::Managed(_));
+            let bridged_ours = l.group & naming::GROUP_BRIDGE_BIT != 0 && naming::is_our_group(self.prefix(), l.group);
+            if container_side && bridged_ours && fabric_seen && !self.deleted_ns.contains(&fabric) {
+                continue;
+            }
+            if container_side && l.group & naming::GROUP_BRIDGE_BIT != 0 && self.deleted_ns.contains(&fabric) {
+                continue;
+            }
+            self.doomed.entry(ns).or_default().insert(l.index, l.name.clone());
+        }
+    }
+
+    /// Doomed links as deletes, preferring one group delete where a whole
+    /// group of a namespace goes.
+    fn deletes(&mut self) {
+        for (ns, links) in &self.doomed {
+            let Some(st) = self.cur.ns(ns) else { continue };
+            let mut by_group: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+            for idx in links.keys() {
+                let g = st.link_by_index(*idx).map(|l| l.group).unwrap_or(0);
+                by_group.entry(g).or_default().push(*idx);
+            }
+            for (g, idxs) in by_group {
+                let whole = g != 0 && self.cur.in_group(g).filter(|(n, _)| n == ns).all(|(_, i)| links.contains_key(i));
+                if whole && idxs.len() > 1 {
+                    self.steps.push(Step { op: Op::DeleteGroup { ns: ns.clone(), group: g }, cens: vec![], cin: None });
+                } else {
+                    for i in idxs {
+                        let name = links.get(&i).cloned().unwrap_or_default();
+                        self.steps.push(Step {
+                            op: Op::DeleteLink { ns: ns.clone(), index: i, name },
+                            cens: vec![],
                             cin: None,
                         });
                     }
                 }
             }
-            Unit::Pair { cen, a, b, group } => {
-                let la = find(&a.ns, &a.name);
-                let lb = find(&b.ns, &b.name);
-                let end_ok = |l: &LinkState, end: &VethEnd| -> bool {
-                    l.kind == LinkKind::Veth
-                        && l.group == *group
-                        && l.ours
-                        && match &end.master {
-                            None => l.master.is_none(),
-                            Some(br) => {
-                                bridge_ok.get(cen).copied().unwrap_or(false)
-                                    && find(&end.ns, br).is_some_and(|b| Some(b.index) == l.master)
-                            }
-                        }
-                };
-                let ok = match (la, lb) {
-                    (Some(la), Some(lb)) => {
-                        end_ok(la, a) && end_ok(lb, b) && la.peer == Some(lb.index) && lb.peer == Some(la.index)
-                    }
-                    _ => false,
-                };
-                if ok {
-                    for (l, end) in [(la, a), (lb, b)] {
-                        if let Some(l) = l.filter(|l| !l.up) {
-                            create_steps.push(Step {
-                                op: Op::SetUp { ns: end.ns.clone(), name: l.name.clone() },
-                                cens: vec![cen.clone()],
-                                cin: None,
-                            });
-                        }
-                    }
-                } else {
-                    for (l, end) in [(la, a), (lb, b)] {
-                        if let Some(l) = l.filter(|l| l.ours) {
-                            doomed.entry(end.ns.clone()).or_default().insert(l.index, l.name.clone());
-                        }
-                        recreated.insert((end.ns.clone(), end.name.clone()));
-                    }
-                    create_steps.push(Step {
-                        op: Op::CreateVeth { a: a.clone(), b: b.clone(), group: *group },
-                        cens: vec![cen.clone()],
-                        cin: None,
-                    });
-                    create_steps.push(Step {
-                        op: Op::SetUpNew { ns: b.ns.clone(), name: b.name.clone() },
-                        cens: vec![cen.clone()],
-                        cin: None,
-                    });
-                }
+        }
+        let creates = std::mem::take(&mut self.create_steps);
+        self.steps.extend(creates);
+    }
+
+    /// Addresses and routes of the accepted CENs' interfaces.
+    fn addresses_and_routes(&mut self) {
+        let addrs = std::mem::take(&mut self.addrs);
+        for a in &addrs {
+            if self.out.errors.contains_key(&a.cen) {
+                continue;
             }
+            let fresh = self.recreated.contains(&(a.ns.clone(), a.name.clone()));
+            let link = if fresh { None } else { self.find(&a.ns, &a.name) };
+            self.addresses_of(a, link);
+            self.routes_of(a, link);
         }
     }
 
-    // Our links nobody expects. A bridged CEN's link inside a managed
-    // container namespace has its peer in the fabric, which is deleted there;
-    // deleting it from both sides would cost a second unregister.
-    let fabric_seen = current.namespaces.contains_key(&fabric);
-    for (ns, st) in &current.namespaces {
-        if deleted_ns.contains(ns) {
-            continue;
-        }
-        let exp = expected.get(ns);
-        for l in &st.links {
-            if !l.ours || l.kind == LinkKind::Loopback || exp.is_some_and(|e| e.contains_key(&l.name)) {
-                continue;
-            }
-            // Only in our own namespaces: in a namespace bound by path the
-            // container keeps running, so its links go now, explicitly,
-            // rather than whenever the kernel gets round to freeing the
-            // fabric.
-            let container_side = matches!(ns, NsId::Managed(_));
-            if container_side
-                && l.group & naming::GROUP_BRIDGE_BIT != 0
-                && naming::is_our_group(prefix, l.group)
-                && fabric_seen
-                && !deleted_ns.contains(&fabric)
-            {
-                continue;
-            }
-            if container_side && l.group & naming::GROUP_BRIDGE_BIT != 0 && deleted_ns.contains(&fabric) {
-                // The fabric namespace goes, and the peers with it.
-                continue;
-            }
-            doomed.entry(ns.clone()).or_default().insert(l.index, l.name.clone());
-        }
-    }
-    // Prefer group deletes: a group all of whose links in a namespace go.
-    for (ns, links) in &doomed {
-        let st = state(ns);
-        let mut by_group: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for idx in links.keys() {
-            let g = st.link_by_index(*idx).map(|l| l.group).unwrap_or(0);
-            by_group.entry(g).or_default().push(*idx);
-        }
-        for (g, idxs) in by_group {
-            let whole = g != 0 && st.links.iter().filter(|l| l.group == g).all(|l| links.contains_key(&l.index));
-            if whole && idxs.len() > 1 {
-                steps.push(Step { op: Op::DeleteGroup { ns: ns.clone(), group: g }, cens: vec![], cin: None });
-            } else {
-                for i in idxs {
-                    let name = links.get(&i).cloned().unwrap_or_default();
-                    steps.push(Step { op: Op::DeleteLink { ns: ns.clone(), index: i, name }, cens: vec![], cin: None });
-                }
-            }
-        }
-    }
-    steps.extend(create_steps);
-
-    // Addresses and routes.
-    for a in &addrs {
-        if out.errors.contains_key(&a.cen) {
-            continue;
-        }
-        let fresh = recreated.contains(&(a.ns.clone(), a.name.clone()));
-        let link = if fresh { None } else { find(&a.ns, &a.name) };
-        let have: Vec<(Ipv4Addr, u8)> = link.map(|l| l.addresses.clone()).unwrap_or_default();
+    fn addresses_of(&mut self, a: &Addrs, link: Option<&LinkState>) {
+        let have: &[(Ipv4Addr, u8)] = link.map(|l| l.addresses.as_slice()).unwrap_or(&[]);
         for (cin, ip, plen) in &a.addrs {
             if !have.contains(&(*ip, *plen)) {
-                steps.push(Step {
+                self.steps.push(Step {
                     op: Op::AddAddr { ns: a.ns.clone(), name: a.name.clone(), ip: *ip, prefix_len: *plen },
                     cens: vec![a.cen.clone()],
                     cin: Some(cin.clone()),
@@ -588,9 +781,9 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
             }
         }
         if let Some(l) = link {
-            for (ip, plen) in &have {
+            for (ip, plen) in have {
                 if !a.addrs.iter().any(|(_, i, p)| i == ip && p == plen) {
-                    steps.push(Step {
+                    self.steps.push(Step {
                         op: Op::DeleteAddr { ns: a.ns.clone(), index: l.index, ip: *ip, prefix_len: *plen },
                         cens: vec![],
                         cin: None,
@@ -598,15 +791,18 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
                 }
             }
         }
-        let routes_have: Vec<(Ipv4Addr, u8, Ipv4Addr)> = match link {
-            Some(l) => {
-                state(&a.ns).routes.iter().filter(|r| r.oif == l.index).map(|r| (r.dest, r.prefix_len, r.via)).collect()
+    }
+
+    fn routes_of(&mut self, a: &Addrs, link: Option<&LinkState>) {
+        let routes_have: Vec<(Ipv4Addr, u8, Ipv4Addr)> = match (link, self.cur.ns(&a.ns)) {
+            (Some(l), Some(st)) => {
+                st.routes.iter().filter(|r| r.oif == l.index).map(|r| (r.dest, r.prefix_len, r.via)).collect()
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         for (cin, dest, plen, via) in &a.routes {
             if !routes_have.contains(&(*dest, *plen, *via)) {
-                steps.push(Step {
+                self.steps.push(Step {
                     op: Op::AddRoute {
                         ns: a.ns.clone(),
                         name: a.name.clone(),
@@ -622,7 +818,7 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         if let Some(l) = link {
             for (dest, plen, via) in &routes_have {
                 if !a.routes.iter().any(|(_, d, p, v)| d == dest && p == plen && v == via) {
-                    steps.push(Step {
+                    self.steps.push(Step {
                         op: Op::DeleteRoute {
                             ns: a.ns.clone(),
                             dest: *dest,
@@ -638,15 +834,18 @@ pub fn plan(current: &Observed, desired: &Desired, cfg: &Config) -> Plan {
         }
     }
 
-    steps.sort_by_key(|s| s.op.phase());
-    out.steps = steps;
-    out
+    fn finish(mut self) -> Plan {
+        self.steps.sort_by_key(|s| s.op.phase());
+        self.out.steps = self.steps;
+        self.out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::realize::desired::{Addr, CenNet, ContainerNet, Member, Route};
+    use crate::realize::desired::{Addr, ContainerNet, Member, Route};
+    use crate::realize::observed::NsState;
 
     fn cfg() -> Config {
         Config { prefix: "t-".into(), fabric: FabricMode::Netns }
@@ -685,112 +884,102 @@ mod tests {
 
     /// Pretend every step succeeded: a tiny kernel model.
     fn simulate(obs: &mut Observed, plan: &Plan, prefix: &str) {
-        let mut next: u32 =
-            obs.namespaces.values().flat_map(|s| s.links.iter().map(|l| l.index)).max().unwrap_or(0) + 100;
+        let mut next: u32 = obs.namespaces().values().flat_map(|s| s.links().map(|l| l.index)).max().unwrap_or(0) + 100;
+        let link = |st: &NsState, name: &str| st.link(name).map(|l| l.index);
         for s in &plan.steps {
             match &s.op {
                 Op::DeleteNetns { ns } => {
                     // The kernel drops the namespace's links, veth peers included.
-                    let pairs: Vec<(u32, u32)> = obs
-                        .namespaces
-                        .get(ns)
-                        .map(|s| s.links.iter().filter_map(|l| l.peer.map(|p| (l.index, p))).collect())
-                        .unwrap_or_default();
-                    obs.namespaces.remove(ns);
-                    for (i, p) in pairs {
-                        for st in obs.namespaces.values_mut() {
-                            st.links.retain(|l| !(l.index == p && l.peer == Some(i)));
-                        }
-                    }
+                    obs.drop_peers_of(ns);
+                    obs.remove_ns(ns);
                 }
                 Op::CreateNetns { ns } => {
-                    let lo = LinkState::new_loopback();
-                    obs.namespaces
-                        .insert(ns.clone(), NsState { links: vec![lo], routes: vec![], forwarding: Some(false) });
+                    obs.insert_ns(ns.clone(), NsState::new(vec![LinkState::new_loopback()], vec![], Some(false)));
                 }
                 Op::DeleteGroup { ns, group } => {
-                    let gone: Vec<u32> = obs
-                        .namespaces
-                        .get(ns)
-                        .map(|s| s.links.iter().filter(|l| l.group == *group).map(|l| l.index).collect())
-                        .unwrap_or_default();
+                    let gone: Vec<u32> = obs.in_group(*group).filter(|(n, _)| n == ns).map(|(_, i)| *i).collect();
                     for i in gone {
-                        del_link(obs, ns, i);
+                        obs.remove_link(ns, i);
                     }
                 }
-                Op::DeleteLink { ns, index, .. } => del_link(obs, ns, *index),
+                Op::DeleteLink { ns, index, .. } => obs.remove_link(ns, *index),
                 Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => {
-                    if let Some(l) =
-                        obs.namespaces.get_mut(ns).and_then(|s| s.links.iter_mut().find(|l| l.name == *name))
-                    {
+                    let i = obs.ns(ns).and_then(|st| link(st, name));
+                    if let Some(l) = i.and_then(|i| obs.ns_mut(ns).and_then(|s| s.link_mut(i))) {
                         l.up = true;
                     }
                 }
                 Op::SetForwarding { ns, on } => {
-                    if let Some(s) = obs.namespaces.get_mut(ns) {
+                    if let Some(s) = obs.ns_mut(ns) {
                         s.forwarding = Some(*on);
                     }
                 }
-                Op::CreateBridge { ns, name, group } => {
+                Op::CreateBridge { ns, name, group, .. } => {
                     next += 1;
-                    obs.namespaces.get_mut(ns).expect("ns").links.push(LinkState {
-                        index: next,
-                        name: name.clone(),
-                        kind: LinkKind::Bridge,
-                        group: *group,
-                        master: None,
-                        peer: None,
-                        up: true,
-                        ours: true,
-                        addresses: vec![],
-                    });
+                    obs.insert_link(
+                        ns,
+                        LinkState {
+                            index: next,
+                            name: name.clone(),
+                            kind: LinkKind::Bridge,
+                            group: *group,
+                            master: None,
+                            peer: None,
+                            peer_ns: None,
+                            up: true,
+                            ours: true,
+                            addresses: vec![],
+                        },
+                    );
                 }
                 Op::CreateVeth { a, b, group } => {
                     let (ia, ib) = (next + 1, next + 2);
                     next += 2;
-                    let master = a.master.as_ref().map(|m| obs.namespaces[&a.ns].link(m).expect("bridge").index);
-                    obs.namespaces.get_mut(&a.ns).expect("ns a").links.push(LinkState {
-                        index: ia,
-                        name: a.name.clone(),
-                        kind: LinkKind::Veth,
-                        group: *group,
-                        master,
-                        peer: Some(ib),
-                        up: true,
-                        ours: true,
-                        addresses: vec![],
-                    });
-                    obs.namespaces.get_mut(&b.ns).expect("ns b").links.push(LinkState {
-                        index: ib,
-                        name: b.name.clone(),
-                        kind: LinkKind::Veth,
-                        group: *group,
-                        master: None,
-                        peer: Some(ia),
-                        up: false,
-                        ours: true,
-                        addresses: vec![],
-                    });
+                    let master = a.master.as_ref().map(|m| obs.link(&a.ns, m).expect("bridge").index);
+                    assert!(obs.ns(&a.ns).is_some() && obs.ns(&b.ns).is_some(), "veth into a missing namespace");
+                    obs.insert_link(
+                        &a.ns,
+                        LinkState {
+                            index: ia,
+                            name: a.name.clone(),
+                            kind: LinkKind::Veth,
+                            group: *group,
+                            master,
+                            peer: Some(ib),
+                            peer_ns: Some(b.ns.clone()),
+                            up: true,
+                            ours: true,
+                            addresses: vec![],
+                        },
+                    );
+                    obs.insert_link(
+                        &b.ns,
+                        LinkState {
+                            index: ib,
+                            name: b.name.clone(),
+                            kind: LinkKind::Veth,
+                            group: *group,
+                            master: None,
+                            peer: Some(ia),
+                            peer_ns: Some(a.ns.clone()),
+                            up: false,
+                            ours: true,
+                            addresses: vec![],
+                        },
+                    );
                 }
                 Op::AddAddr { ns, name, ip, prefix_len } => {
-                    let l = obs
-                        .namespaces
-                        .get_mut(ns)
-                        .and_then(|s| s.links.iter_mut().find(|l| l.name == *name))
-                        .expect("link");
-                    l.addresses.push((*ip, *prefix_len));
+                    let i = obs.link(ns, name).expect("link").index;
+                    obs.ns_mut(ns).and_then(|s| s.link_mut(i)).expect("link").addresses.push((*ip, *prefix_len));
                 }
                 Op::DeleteAddr { ns, index, ip, prefix_len } => {
-                    if let Some(l) =
-                        obs.namespaces.get_mut(ns).and_then(|s| s.links.iter_mut().find(|l| l.index == *index))
-                    {
+                    if let Some(l) = obs.ns_mut(ns).and_then(|s| s.link_mut(*index)) {
                         l.addresses.retain(|a| *a != (*ip, *prefix_len));
                     }
                 }
                 Op::AddRoute { ns, name, dest, prefix_len, via } => {
-                    let st = obs.namespaces.get_mut(ns).expect("ns");
-                    let oif = st.link(name).expect("link").index;
-                    st.routes.push(crate::realize::observed::RouteState {
+                    let oif = obs.link(ns, name).expect("link").index;
+                    obs.ns_mut(ns).expect("ns").routes.push(crate::realize::observed::RouteState {
                         dest: *dest,
                         prefix_len: *prefix_len,
                         via: *via,
@@ -798,7 +987,7 @@ mod tests {
                     });
                 }
                 Op::DeleteRoute { ns, dest, prefix_len, via, oif } => {
-                    if let Some(st) = obs.namespaces.get_mut(ns) {
+                    if let Some(st) = obs.ns_mut(ns) {
                         st.routes.retain(|r| {
                             !(r.dest == *dest && r.prefix_len == *prefix_len && r.via == *via && r.oif == *oif)
                         });
@@ -810,22 +999,7 @@ mod tests {
     }
 
     fn del_link(obs: &mut Observed, ns: &NsId, index: u32) {
-        // Deleting a veth end deletes its peer: find it by mutual index.
-        let peer = obs.namespaces.get(ns).and_then(|s| s.link_by_index(index)).and_then(|l| l.peer);
-        if let Some(st) = obs.namespaces.get_mut(ns) {
-            st.links.retain(|l| l.index != index);
-            for l in st.links.iter_mut() {
-                if l.master == Some(index) {
-                    l.master = None;
-                }
-            }
-            st.routes.retain(|r| r.oif != index);
-        }
-        if let Some(p) = peer {
-            for st in obs.namespaces.values_mut() {
-                st.links.retain(|l| !(l.index == p && l.peer == Some(index)));
-            }
-        }
+        obs.remove_link(ns, index);
     }
 
     fn converge(obs: &mut Observed, d: &Desired) -> Plan {
@@ -850,8 +1024,8 @@ mod tests {
         // Phases are ordered.
         assert!(p.steps.windows(2).all(|w| w[0].op.phase() <= w[1].op.phase()));
         // Each container namespace has one interface per CEN.
-        assert!(obs.namespaces[&NsId::Managed("c2".into())].link("cen1").is_some());
-        assert!(obs.namespaces[&NsId::Managed("c2".into())].link("cen5").is_some());
+        assert!(obs.namespaces()[&NsId::Managed("c2".into())].link("cen1").is_some());
+        assert!(obs.namespaces()[&NsId::Managed("c2".into())].link("cen5").is_some());
     }
 
     #[test]
@@ -864,8 +1038,8 @@ mod tests {
         for c in ["c1", "c2", "c3"] {
             let ns = NsId::Managed(c.into());
             assert_eq!(
-                before.namespaces[&ns].link("cen1").map(|l| l.index),
-                obs.namespaces[&ns].link("cen1").map(|l| l.index)
+                before.namespaces()[&ns].link("cen1").map(|l| l.index),
+                obs.namespaces()[&ns].link("cen1").map(|l| l.index)
             );
         }
         // c2 leaves: one link delete in the fabric, nothing else.
@@ -881,7 +1055,7 @@ mod tests {
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"]), ("cen4", &["c3", "c5"])]));
         let p = converge(&mut obs, &Desired::default());
         assert!(p.steps.iter().all(|s| matches!(s.op, Op::DeleteNetns { .. })), "{:#?}", p.steps);
-        assert!(obs.namespaces.is_empty());
+        assert!(obs.namespaces().is_empty());
     }
 
     #[test]
@@ -897,12 +1071,12 @@ mod tests {
     fn wire_becomes_bridge() {
         let mut obs = Observed::default();
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2"])]));
-        assert!(!obs.namespaces.contains_key(&NsId::Fabric));
+        assert!(!obs.namespaces().contains_key(&NsId::Fabric));
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
-        let l = obs.namespaces[&NsId::Managed("c1".into())].link("cen1").expect("link");
+        let l = obs.namespaces()[&NsId::Managed("c1".into())].link("cen1").expect("link");
         assert!(l.group & naming::GROUP_BRIDGE_BIT != 0);
         converge(&mut obs, &desired(&[("cen1", &["c1"])]));
-        assert!(obs.namespaces[&NsId::Managed("c1".into())].link("cen1").is_none());
+        assert!(obs.namespaces()[&NsId::Managed("c1".into())].link("cen1").is_none());
     }
 
     #[test]
@@ -911,23 +1085,27 @@ mod tests {
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         // Someone deletes c2's container end (and so its peer).
         let ns = NsId::Managed("c2".into());
-        let idx = obs.namespaces[&ns].link("cen1").expect("link").index;
+        let idx = obs.namespaces()[&ns].link("cen1").expect("link").index;
         del_link(&mut obs, &ns, idx);
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         assert_eq!(p.steps.len(), 2); // veth, peer up
         assert!(matches!(p.steps[0].op, Op::CreateVeth { .. }));
         // A stray link of ours in the fabric goes.
-        obs.namespaces.get_mut(&NsId::Fabric).expect("fabric").links.push(LinkState {
-            index: 999,
-            name: "t-bold".into(),
-            kind: LinkKind::Bridge,
-            group: 7,
-            master: None,
-            peer: None,
-            up: true,
-            ours: true,
-            addresses: vec![],
-        });
+        obs.insert_link(
+            &NsId::Fabric,
+            LinkState {
+                index: 999,
+                name: "t-bold".into(),
+                kind: LinkKind::Bridge,
+                group: 7,
+                master: None,
+                peer: None,
+                peer_ns: None,
+                up: true,
+                ours: true,
+                addresses: vec![],
+            },
+        );
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         assert_eq!(p.steps.len(), 1);
     }
@@ -952,7 +1130,7 @@ mod tests {
         assert!(p.cins.contains("cin1"));
         assert_eq!(p.steps.iter().filter(|s| matches!(s.op, Op::AddAddr { .. })).count(), 4);
         assert_eq!(p.steps.iter().filter(|s| matches!(s.op, Op::AddRoute { .. })).count(), 3);
-        assert_eq!(obs.namespaces[&NsId::Fabric].forwarding, Some(true));
+        assert_eq!(obs.namespaces()[&NsId::Fabric].forwarding, Some(true));
         // Change one address: delete old, add new, nothing else.
         d.cens.get_mut("cen1").expect("cen").members[0].addresses[0].ip = Ipv4Addr::new(10, 12, 0, 99);
         let p = converge(&mut obs, &d);
@@ -998,16 +1176,17 @@ mod tests {
             group: 0,
             master: None,
             peer: Some(9),
+            peer_ns: None,
             up: true,
             ours: false,
             addresses: vec![],
         };
-        obs.namespaces.insert(pns.clone(), NsState { links: vec![eth0], routes: vec![], forwarding: None });
+        obs.insert_ns(pns.clone(), NsState::new(vec![eth0], vec![], None));
         converge(&mut obs, &d);
-        assert!(obs.namespaces[&pns].link("cen1").is_some());
+        assert!(obs.namespaces()[&pns].link("cen1").is_some());
         let p = converge(&mut obs, &Desired::default());
         assert!(!p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns } if *ns == pns)));
-        assert!(obs.namespaces[&pns].link("eth0").is_some());
-        assert!(obs.namespaces[&pns].link("cen1").is_none());
+        assert!(obs.namespaces()[&pns].link("eth0").is_some());
+        assert!(obs.namespaces()[&pns].link("cen1").is_none());
     }
 }

@@ -119,6 +119,7 @@ impl Service {
                     feed.last_revision()
                 )));
             }
+            self.store().check_since(since).map_err(|e| gone(e, feed.last_revision()))?;
         }
         let state = Resume {
             service: Arc::clone(self),
@@ -174,8 +175,17 @@ impl Service {
         tokio::task::spawn_blocking(move || store.changes_after(revision, REPLAY_PAGE))
             .await
             .map_err(|e| ModelError::internal(format!("change log task failed: {e}")))?
-            .map_err(|e| ModelError::internal(format!("could not read the change log: {e}")))
+            .map_err(|e| match e.downcast::<crate::store::Gone>() {
+                Ok(g) => gone(g, self.revision()),
+                Err(e) => ModelError::internal(format!("could not read the change log: {e}")),
+            })
     }
+}
+
+/// The error for a `since` the log no longer covers, naming the revision
+/// to re-read at.
+fn gone(g: crate::store::Gone, revision: u64) -> ModelError {
+    ModelError::gone(format!("{g} (the current revision is {revision})"))
 }
 
 #[cfg(test)]
