@@ -203,6 +203,7 @@ async fn log_changes(mut rx: tokio::sync::broadcast::Receiver<Arc<leviathan::sto
                     EntityKey::Cen(id) => format!("cen {id}"),
                     EntityKey::Cin(id) => format!("cin {id}"),
                     EntityKey::Cpool(id) => format!("pool {id}"),
+                    EntityKey::Member(m) => format!("member {}/{} in {}", m.host, m.container, m.cen),
                 };
                 format!("{op}{key}{status}")
             })

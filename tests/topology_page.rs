@@ -265,6 +265,11 @@ async fn topology_page_draws_the_fixture_follows_a_join_and_resumes_after_a_rest
     assert_eq!(b.eval("leviathanTopology.revision").await, json!(s.revision().await));
     assert_eq!(b.eval("window.noReload").await, 42);
     assert_eq!(b.eval("leviathanTopology.cy.edges().length").await, 19);
+    // A leave takes the edge away.
+    s.gql("mutation { containerLeaveCen(input: {containerId: \"c100\", cenId: \"cen2\"}) { revision } }", json!({}))
+        .await;
+    b.wait_until("leviathanTopology.cy.getElementById('m:cen2|host1/c100').empty()").await;
+    assert_eq!(b.eval("leviathanTopology.cy.edges().length").await, 18);
 
     let shot = b.screenshot("topology-page.png").await;
     eprintln!("screenshot: {}", shot.display());

@@ -23,7 +23,8 @@
       ... on Host { id }
       ... on Container { ${CONTAINER} }
       ... on Cen { ${CEN} }
-      ... on Cin { ${CIN} } } } } }`;
+      ... on Cin { ${CIN} }
+      ... on Membership { cenId hostId containerId addresses { cinId address } } } } } }`;
 
   const hostNode = (h) => "h:" + h;
   const containerNode = (h, c) => "c:" + h + "/" + c;
@@ -194,6 +195,31 @@
     renderCins();
   }
 
+  // A membership: the edge, its ends, and its addresses (one per CIN).
+  function setMember(m) {
+    const cen = cenNode(m.cenId);
+    if (cy.getElementById(cen).empty()) {
+      cy.add({ group: "nodes", position: near(null), data: { id: cen, kind: "cen", cen: m.cenId, label: m.cenId, status: "PENDING" } });
+    }
+    const eid = memberEdge(m.cenId, m.hostId, m.containerId);
+    if (cy.getElementById(eid).empty()) {
+      const target = ensureContainer(m.hostId, m.containerId, cen).id();
+      cy.add({ group: "edges", data: { id: eid, source: cen, target, label: "" } });
+    }
+    const byCin = new Map(m.addresses.map((x) => [x.cinId, x.address]));
+    if (byCin.size) addresses.set(eid, byCin); else addresses.delete(eid);
+    relabel(eid);
+  }
+
+  // A membership's id in the change feed is `cen/container`.
+  function removeMember(id, host) {
+    const i = id.indexOf("/");
+    if (i < 0) return;
+    const eid = memberEdge(id.slice(0, i), host, id.slice(i + 1));
+    cy.getElementById(eid).remove();
+    addresses.delete(eid);
+  }
+
   function removeCin(id) {
     clearCin(id);
     cins.delete(id);
@@ -274,6 +300,10 @@
           case "CIN":
             if (it.op === "DELETE") removeCin(it.id);
             else if (a) setCin(a);
+            break;
+          case "MEMBERSHIP":
+            if (it.op === "DELETE") removeMember(it.id, it.hostId);
+            else if (a) setMember(a);
             break;
         }
       }

@@ -27,11 +27,17 @@ pub fn line(ev: &Value) -> String {
                 _ => "~",
             };
             let kind = it["kind"].as_str().unwrap_or("?").to_ascii_lowercase();
-            let id = match it["hostId"].as_str() {
-                Some(h) => format!("{h}/{}", it["id"].as_str().unwrap_or("?")),
-                None => it["id"].as_str().unwrap_or("?").to_string(),
-            };
-            format!("{op}{kind} {id}")
+            let raw = it["id"].as_str().unwrap_or("?");
+            let host = it["hostId"].as_str();
+            match (kind.as_str(), host) {
+                // A membership's id is `cen/container`.
+                ("membership", Some(h)) => match raw.split_once('/') {
+                    Some((cen, c)) => format!("{op}member {h}/{c} in {cen}"),
+                    None => format!("{op}member {h}/{raw}"),
+                },
+                (_, Some(h)) => format!("{op}{kind} {h}/{raw}"),
+                (_, None) => format!("{op}{kind} {raw}"),
+            }
         })
         .collect();
     if items.len() > ITEMS_SHOWN {
