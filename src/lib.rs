@@ -4,6 +4,7 @@ pub mod driver;
 pub mod graphql;
 pub mod http;
 pub mod model;
+pub mod pages;
 pub mod realize;
 pub mod server;
 pub mod service;

@@ -1,5 +1,7 @@
 //! The `leviathan` command line.
 
+mod cli;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use leviathan::server::{self, AppState};
@@ -27,6 +29,8 @@ enum Cmd {
         #[arg(long, default_value = "lev-")]
         prefix: String,
     },
+    #[command(flatten)]
+    Client(cli::Verb),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -39,8 +43,8 @@ enum Fabric {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: ADDRESS:PORT, localhost:PORT, or a port.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = cli::listen::parse)]
     listen: SocketAddr,
     /// State file (SQLite); created if missing.
     #[arg(long, default_value = "./leviathan.db")]
@@ -145,16 +149,28 @@ fn secs(name: &str, v: f64) -> anyhow::Result<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name}: '{v}' is not a number of seconds"))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEVIATHAN_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leviathan: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Cmd::Client(verb) => cli::run(verb),
         Cmd::Schema => {
             print!("{}", leviathan::graphql::sdl());
             Ok(())
@@ -228,6 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Some(Arc::new(driver) as Arc<dyn leviathan::service::Realization>)
     };
+    tokio::spawn(log_changes(service.subscribe()));
     let limits = leviathan::graphql::Limits {
         max_document_bytes: args.max_document_bytes,
         max_tokens: args.max_tokens,
@@ -275,6 +292,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {addr}");
     leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
     Ok(())
+}
+
+/// One concise line per committed change at the default level: the
+/// mutation and what it touched; for status reports (the end of a make or
+/// destroy), each CEN's and CIN's new status.
+async fn log_changes(mut rx: tokio::sync::broadcast::Receiver<Arc<leviathan::store::Change>>) {
+    use leviathan::model::records::{EntityKey, Record};
+    use tokio::sync::broadcast::error::RecvError;
+    const SHOWN: usize = 6;
+    loop {
+        let change = match rx.recv().await {
+            Ok(c) => c,
+            Err(RecvError::Lagged(n)) => {
+                tracing::info!("{n} changes not logged (the log fell behind)");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let mut parts: Vec<String> = change
+            .items
+            .iter()
+            .take(SHOWN)
+            .map(|it| {
+                let op = match (&it.before, &it.after) {
+                    (None, Some(_)) => "+",
+                    (Some(_), None) => "-",
+                    _ => "~",
+                };
+                let status = match &it.after {
+                    Some(Record::Cen(c)) if change.mutation == "status" => {
+                        format!(" {:?}", c.realization.status).to_uppercase()
+                    }
+                    Some(Record::Cin(c)) if change.mutation == "status" => {
+                        format!(" {:?}", c.realization.status).to_uppercase()
+                    }
+                    _ => String::new(),
+                };
+                let key = match &it.key {
+                    EntityKey::Host(id) => format!("host {id}"),
+                    EntityKey::Container(k) => format!("container {k}"),
+                    EntityKey::Cen(id) => format!("cen {id}"),
+                    EntityKey::Cin(id) => format!("cin {id}"),
+                    EntityKey::Cpool(id) => format!("pool {id}"),
+                    EntityKey::Member(m) => format!("member {}/{} in {}", m.host, m.container, m.cen),
+                };
+                format!("{op}{key}{status}")
+            })
+            .collect();
+        if change.items.len() > SHOWN {
+            parts.push(format!("and {} more", change.items.len() - SHOWN));
+        }
+        tracing::info!("rev {} {}: {}", change.revision, change.mutation, parts.join(", "));
+    }
 }
 
 async fn shutdown() {

@@ -76,6 +76,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .route("/schema.graphql", get(schema_sdl))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::pages::router())
         .merge(leviathan_rest_compat::router(
             state.schema.clone(),
             leviathan_rest_compat::CompatConfig {
@@ -158,7 +159,7 @@ fn request_has_token(expected: &str, headers: &HeaderMap, query: Option<&str>, q
 
 /// Pages a browser opens by address, which can carry `?token=`.
 fn is_page(path: &str) -> bool {
-    matches!(path, "/graphiql" | "/topology")
+    matches!(path, "/" | "/graphiql" | "/topology")
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -172,7 +173,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     let Some(expected) = state.token.as_deref() else {
         return next.run(req).await;
     };
-    if req.uri().path().starts_with(GRAPHIQL_ASSETS) {
+    if req.uri().path().starts_with(GRAPHIQL_ASSETS) || req.uri().path().starts_with(crate::pages::TOPOLOGY_ASSETS) {
         return next.run(req).await;
     }
     let path = req.uri().path();

@@ -1,0 +1,227 @@
+//! `leviathan get KIND [ID]`: lists as aligned tables, or the API's own
+//! JSON (`-o json`) or YAML.
+
+use super::client::Client;
+use super::Output;
+use anyhow::bail;
+use comfy_table::presets::NOTHING;
+use comfy_table::{CellAlignment, Table};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Kind {
+    Hosts,
+    Containers,
+    Cens,
+    Cins,
+    Pools,
+}
+
+/// The container filters of the API.
+#[derive(Debug, Default, clap::Args)]
+pub struct Filters {
+    /// Containers on this host (with an ID: the container's host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Containers in this CEN.
+    #[arg(long)]
+    pub cen: Option<String>,
+    /// Containers with an address in this CIN.
+    #[arg(long)]
+    pub cin: Option<String>,
+    /// Containers with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+const HOST: &str = "id containers { id }";
+const CONTAINER: &str =
+    "id host { id } tag netnsPath pool { id } cens { id } interfaces { name cen { id } address } status statusMessage";
+const CEN: &str = "id wiringType size made status statusMessage containers { id host { id } } cins { id }";
+const CIN: &str =
+    "id subnet cens { id } gateways members { container { id host { id } } address } made status statusMessage";
+const POOL: &str = "id type startWith cins { cinId defaultRoute } containers { id host { id } }";
+
+/// The query `get` sends, and the field its answer is under.
+pub fn query(kind: Kind, id: Option<&str>, f: &Filters) -> anyhow::Result<(String, &'static str, Value)> {
+    let container_filters = f.cen.is_some() || f.cin.is_some() || f.tag.is_some() || f.host.is_some();
+    if container_filters && !matches!(kind, Kind::Containers) {
+        bail!("--host, --cen, --cin and --tag filter containers only");
+    }
+    Ok(match (kind, id) {
+        (Kind::Hosts, None) => (format!("{{ hosts {{ {HOST} }} }}"), "hosts", json!({})),
+        (Kind::Hosts, Some(id)) => (format!("query($id: ID!) {{ host(id: $id) {{ {HOST} }} }}"), "host", json!({"id": id})),
+        (Kind::Containers, None) => (
+            format!(
+                "query($h: ID, $cen: ID, $cin: ID, $tag: String) {{ containers(hostId: $h, cenId: $cen, cinId: $cin, tag: $tag) {{ {CONTAINER} }} }}"
+            ),
+            "containers",
+            json!({"h": f.host, "cen": f.cen, "cin": f.cin, "tag": f.tag}),
+        ),
+        (Kind::Containers, Some(id)) => {
+            if f.cen.is_some() || f.cin.is_some() || f.tag.is_some() {
+                bail!("with an ID, only --host applies");
+            }
+            (
+                format!("query($h: ID, $id: ID!) {{ container(hostId: $h, id: $id) {{ {CONTAINER} }} }}"),
+                "container",
+                json!({"h": f.host, "id": id}),
+            )
+        }
+        (Kind::Cens, None) => (format!("{{ cens {{ {CEN} }} }}"), "cens", json!({})),
+        (Kind::Cens, Some(id)) => (format!("query($id: ID!) {{ cen(id: $id) {{ {CEN} }} }}"), "cen", json!({"id": id})),
+        (Kind::Cins, None) => (format!("{{ cins {{ {CIN} }} }}"), "cins", json!({})),
+        (Kind::Cins, Some(id)) => (format!("query($id: ID!) {{ cin(id: $id) {{ {CIN} }} }}"), "cin", json!({"id": id})),
+        (Kind::Pools, None) => (format!("{{ cpools {{ {POOL} }} }}"), "cpools", json!({})),
+        (Kind::Pools, Some(id)) => (format!("query($id: ID!) {{ cpool(id: $id) {{ {POOL} }} }}"), "cpool", json!({"id": id})),
+    })
+}
+
+pub async fn run(client: &Client, kind: Kind, id: Option<&str>, f: &Filters, out: Output) -> anyhow::Result<String> {
+    let (q, field, vars) = query(kind, id, f)?;
+    let data = client.gql(&q, vars).await?;
+    let value = data[field].clone();
+    if value.is_null() {
+        bail!("no {} '{}'", singular(kind), id.unwrap_or(""));
+    }
+    Ok(match out {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&value)?),
+        Output::Yaml => serde_yaml::to_string(&value)?,
+        Output::Table => {
+            let rows = match value {
+                Value::Array(a) => a,
+                one => vec![one],
+            };
+            table(kind, &rows)
+        }
+    })
+}
+
+fn singular(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Hosts => "host",
+        Kind::Containers => "container",
+        Kind::Cens => "CEN",
+        Kind::Cins => "CIN",
+        Kind::Pools => "pool",
+    }
+}
+
+fn ids(v: &Value) -> String {
+    let list: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn status(v: &Value) -> String {
+    match v["statusMessage"].as_str() {
+        Some(m) => format!("{}: {m}", text(&v["status"])),
+        None => text(&v["status"]),
+    }
+}
+
+fn count(v: &Value) -> String {
+    v.as_array().map_or(0, Vec::len).to_string()
+}
+
+/// An aligned table, no borders, headers in capitals (as `kubectl get`).
+fn table(kind: Kind, rows: &[Value]) -> String {
+    let (header, numeric): (&[&str], &[usize]) = match kind {
+        Kind::Hosts => (&["ID", "CONTAINERS"], &[1]),
+        Kind::Containers => (&["HOST", "ID", "TAG", "CENS", "ADDRESSES", "POOL", "STATUS"], &[]),
+        Kind::Cens => (&["ID", "WIRING", "MEMBERS", "CINS", "MADE", "STATUS"], &[2]),
+        Kind::Cins => (&["ID", "SUBNET", "CENS", "MEMBERS", "MADE", "STATUS"], &[3]),
+        Kind::Pools => (&["ID", "TYPE", "START WITH", "CINS", "CONTAINERS"], &[2, 4]),
+    };
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(header.iter().copied());
+    for r in rows {
+        let row: Vec<String> = match kind {
+            Kind::Hosts => vec![text(&r["id"]), count(&r["containers"])],
+            Kind::Containers => {
+                let addrs: Vec<String> = r["interfaces"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|i| i["address"].as_str().map(|ad| format!("{}={ad}", text(&i["name"]))))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![
+                    text(&r["host"]["id"]),
+                    text(&r["id"]),
+                    text(&r["tag"]),
+                    ids(&r["cens"]),
+                    if addrs.is_empty() { "-".into() } else { addrs.join(",") },
+                    text(&r["pool"]["id"]),
+                    status(r),
+                ]
+            }
+            Kind::Cens => vec![
+                text(&r["id"]),
+                text(&r["wiringType"]),
+                text(&r["size"]),
+                ids(&r["cins"]),
+                text(&r["made"]),
+                status(r),
+            ],
+            Kind::Cins => vec![
+                text(&r["id"]),
+                text(&r["subnet"]),
+                ids(&r["cens"]),
+                count(&r["members"]),
+                text(&r["made"]),
+                status(r),
+            ],
+            Kind::Pools => {
+                let cins: Vec<String> = r["cins"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|c| {
+                                let id = text(&c["cinId"]);
+                                if c["defaultRoute"] == true {
+                                    format!("{id}(default)")
+                                } else {
+                                    id
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![
+                    text(&r["id"]),
+                    text(&r["type"]),
+                    text(&r["startWith"]),
+                    if cins.is_empty() { "-".into() } else { cins.join(",") },
+                    count(&r["containers"]),
+                ]
+            }
+        };
+        t.add_row(row);
+    }
+    for &i in numeric {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut out = String::new();
+    for line in t.to_string().lines() {
+        // The preset pads every cell by one space: drop the first column's.
+        out.push_str(line.strip_prefix(' ').unwrap_or(line).trim_end());
+        out.push('\n');
+    }
+    out
+}

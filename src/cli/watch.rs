@@ -1,0 +1,107 @@
+//! `leviathan watch`: one line per change as it is committed, from the
+//! `changes` subscription; a dropped connection is reopened from the last
+//! revision printed, so no change is lost or printed twice.
+
+use super::client::Client;
+use super::WatchFormat;
+use serde_json::{json, Value};
+use std::io::Write as _;
+use std::time::Duration;
+
+const CHANGES: &str = "subscription($since: Int) { changes(since: $since) {
+  revision mutation atMs items { kind id hostId op } } }";
+
+/// Items shown on one line before "and N more".
+const ITEMS_SHOWN: usize = 8;
+
+/// One readable line: `rev 12  cenImport  +cen cen1 ~container host1/c1`.
+pub fn line(ev: &Value) -> String {
+    let items = ev["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let mut parts: Vec<String> = items
+        .iter()
+        .take(ITEMS_SHOWN)
+        .map(|it| {
+            let op = match it["op"].as_str() {
+                Some("CREATE") => "+",
+                Some("DELETE") => "-",
+                _ => "~",
+            };
+            let kind = it["kind"].as_str().unwrap_or("?").to_ascii_lowercase();
+            let raw = it["id"].as_str().unwrap_or("?");
+            let host = it["hostId"].as_str();
+            match (kind.as_str(), host) {
+                // A membership's id is `cen/container`.
+                ("membership", Some(h)) => match raw.split_once('/') {
+                    Some((cen, c)) => format!("{op}member {h}/{c} in {cen}"),
+                    None => format!("{op}member {h}/{raw}"),
+                },
+                (_, Some(h)) => format!("{op}{kind} {h}/{raw}"),
+                (_, None) => format!("{op}{kind} {raw}"),
+            }
+        })
+        .collect();
+    if items.len() > ITEMS_SHOWN {
+        parts.push(format!("and {} more", items.len() - ITEMS_SHOWN));
+    }
+    format!("rev {:<6} {:<18} {}", ev["revision"], ev["mutation"].as_str().unwrap_or("?"), parts.join(" "))
+}
+
+pub async fn run(client: &Client, since: Option<i64>, out: WatchFormat) -> anyhow::Result<()> {
+    // Without --since, start at the current revision: then a reconnect can
+    // resume from it too.
+    let mut since = match since {
+        Some(r) => r,
+        None => client.gql("{ revision }", json!({})).await?["revision"].as_i64().unwrap_or(0),
+    };
+    let mut failures = 0u32;
+    loop {
+        let sub = client.subscribe(CHANGES, json!({"since": since})).await;
+        let mut sub = match sub {
+            Ok(s) => {
+                failures = 0;
+                eprintln!("watching {} after revision {since}", client.server());
+                s
+            }
+            Err(e) => {
+                failures += 1;
+                if e.downcast_ref::<super::client::GqlError>().is_some() {
+                    return Err(e);
+                }
+                let wait = Duration::from_secs(u64::from(failures.min(5)));
+                eprintln!("cannot reach {} ({e:#}); trying again in {} s", client.server(), wait.as_secs());
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        loop {
+            match sub.next().await {
+                Ok(Some(data)) => {
+                    let ev = &data["changes"];
+                    if let Some(r) = ev["revision"].as_i64() {
+                        since = r;
+                    }
+                    let text = match out {
+                        WatchFormat::Json => ev.to_string(),
+                        WatchFormat::Text => line(ev),
+                    };
+                    let mut stdout = std::io::stdout().lock();
+                    if writeln!(stdout, "{text}").and_then(|_| stdout.flush()).is_err() {
+                        // The reader went away (e.g. `| head`).
+                        return Ok(());
+                    }
+                }
+                Ok(None) => {
+                    eprintln!("connection closed after revision {}; reconnecting", since);
+                    break;
+                }
+                Err(e) => {
+                    if e.downcast_ref::<super::client::GqlError>().is_some() {
+                        return Err(e);
+                    }
+                    eprintln!("connection lost after revision {} ({e:#}); reconnecting", since);
+                    break;
+                }
+            }
+        }
+    }
+}
