@@ -13,7 +13,7 @@ use super::cost::{self, Bounds};
 use crate::service::Service;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextRequest,
-    NextSubscribe, NextValidation,
+    NextResolve, NextSubscribe, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{Name, Request, ServerError, ServerResult, ValidationResult, Variables};
@@ -295,6 +295,22 @@ fn plural(n: usize) -> String {
 
 #[async_trait::async_trait]
 impl Extension for Guard {
+    /// Every field spends a unit of the task's cooperative budget: the
+    /// resolvers read an in-memory graph and never wait, so without this a
+    /// whole query would run in one poll, and neither the deadline nor a
+    /// client going away (hyper drops the request's future) could stop it
+    /// before its end. With it, execution yields to the runtime every few
+    /// dozen fields.
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<async_graphql::Value>> {
+        tokio::task::consume_budget().await;
+        next.run(ctx, info).await
+    }
+
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> async_graphql::Response {
         let resp = match self.bounds(ctx) {
             Some(b) => cost::scope(b, next.run(ctx)).await,
