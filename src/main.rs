@@ -132,7 +132,20 @@ fn secs(name: &str, v: f64) -> anyhow::Result<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name}: '{v}' is not a number of seconds"))
 }
 
-fn main() -> anyhow::Result<()> {
+/// A failure is reported as one line with its causes (`error: what: why`),
+/// never with a backtrace, even when `RUST_BACKTRACE` is set: these are
+/// user errors (a bad flag, a busy port, a foreign state file), not bugs.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEVIATHAN_LOG")
