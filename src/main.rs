@@ -149,6 +149,9 @@ fn secs(name: &str, v: f64) -> anyhow::Result<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name}: '{v}' is not a number of seconds"))
 }
 
+/// A failure is reported as one line with its causes (`error: what: why`),
+/// never with a backtrace, even when `RUST_BACKTRACE` is set: these are
+/// user errors (a bad flag, a busy port, a foreign state file), not bugs.
 fn main() -> std::process::ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -162,7 +165,7 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("leviathan: {e:#}");
+            eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -65,6 +65,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         config: Arc::new(ws_config),
     };
     let compat_ws = ws.clone();
+    let gauges = Gauges { ws: ws.clone(), graphql: crate::http::graphql::InFlight::default() };
     Router::new()
         .route("/graphql", get(crate::http::graphql::get).post(crate::http::graphql::post))
         .route(
@@ -88,6 +89,8 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
             },
         ))
         .fallback(not_found)
+        .layer(axum::Extension(gauges.graphql.clone()))
+        .layer(axum::Extension(gauges))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), crate::http::guard::check))
         .layer(middleware::from_fn(log_request))
@@ -293,9 +296,18 @@ async fn schema_sdl(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], state.schema.sdl()).into_response()
 }
 
+/// What `/metrics` shows of the HTTP side: websocket connections open,
+/// GraphQL requests running and abandoned.
+#[derive(Clone)]
+struct Gauges {
+    ws: WsEndpoint,
+    graphql: crate::http::graphql::InFlight,
+}
+
 /// Prometheus text exposition: the revision, objects by kind, CENs and
-/// CINs by realization status, operations under way.
-async fn metrics(State(state): State<AppState>) -> Response {
+/// CINs by realization status, operations under way, open `/graphql/ws`
+/// connections, GraphQL requests over HTTP running and abandoned.
+async fn metrics(State(state): State<AppState>, axum::Extension(gauges): axum::Extension<Gauges>) -> Response {
     use std::fmt::Write as _;
     let service = &state.service;
     let ((counts, statuses), revision) = service.read_at(|t| {
@@ -325,6 +337,25 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let running = service.operations().running();
     let _ = writeln!(out, "# HELP leviathan_operations_running Make/destroy operations under way.");
     let _ = writeln!(out, "# TYPE leviathan_operations_running gauge\nleviathan_operations_running {running}");
+    let ws_open = gauges.ws.config.max_connections.saturating_sub(gauges.ws.slots.available_permits());
+    let _ = writeln!(out, "# HELP leviathan_ws_connections Open websocket connections on /graphql/ws.");
+    let _ = writeln!(out, "# TYPE leviathan_ws_connections gauge\nleviathan_ws_connections {ws_open}");
+    let _ = writeln!(out, "# HELP leviathan_graphql_requests_running GraphQL requests over HTTP being run.");
+    let _ = writeln!(
+        out,
+        "# TYPE leviathan_graphql_requests_running gauge\nleviathan_graphql_requests_running {}",
+        gauges.graphql.running()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP leviathan_graphql_requests_abandoned_total GraphQL requests over HTTP whose work was dropped \
+         before it finished (the client went away)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE leviathan_graphql_requests_abandoned_total counter\nleviathan_graphql_requests_abandoned_total {}",
+        gauges.graphql.abandoned()
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -157,6 +157,25 @@ async fn bad_inputs_get_codes_and_change_nothing() {
     assert_refused(&s, "{ cens { id ", json!({}), "BAD_REQUEST", "").await;
     assert_refused(&s, "{ nosuchfield }", json!({}), "BAD_REQUEST", "nosuchfield").await;
     assert_refused(&s, "mutation { cenCreate(input: {}) { revision } }", json!({}), "BAD_REQUEST", "id").await;
+    // An Int over 32 bits inside an input object, as a literal and as a
+    // variable: the client's fault, not the server's.
+    let pool = |start: &str| {
+        format!("mutation {{ cpoolImport(input: {{pools: [{{id: \"p\", type: \"x\", startWith: {start}, cins: []}}]}}) {{ revision }} }}")
+    };
+    assert_refused(&s, &pool("1099511627776"), json!({}), "BAD_REQUEST", "Int").await;
+    assert_refused(
+        &s,
+        "mutation($i: CpoolImportInput!) { cpoolImport(input: $i) { revision } }",
+        json!({"i": {"pools": [{"id": "p", "type": "x", "startWith": 1_099_511_627_776_i64, "cins": []}]}}),
+        "BAD_REQUEST",
+        "Int",
+    )
+    .await;
+    // An invalid id is a bad request for cpoolDelete as for the others.
+    assert_refused(&s, "mutation { cpoolDelete(input: {id: \"-p\"}) { revision } }", json!({}), "BAD_REQUEST", "-p")
+        .await;
+    assert_refused(&s, "mutation { cpoolDelete(input: {id: \"p9\"}) { revision } }", json!({}), "NOT_FOUND", "p9")
+        .await;
 
     // Over-deep query.
     let mut deep = String::from("id");
@@ -266,6 +285,30 @@ fn refuses_public_listen_without_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A user error is one line, without a backtrace, even with
+/// `RUST_BACKTRACE` set in the environment.
+#[test]
+fn user_errors_print_no_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [vec!["--token", " "], vec!["--listen", "0.0.0.0:0"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
+            .args(["serve", "--no-realize", "--state"])
+            .arg(dir.path().join("s.db"))
+            .args(&args)
+            .env_remove("LEVIATHAN_TOKEN")
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(lines[0].starts_with("error: --") || lines[0].starts_with("error: refusing"), "{stderr}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    }
 }
 
 #[test]

@@ -260,3 +260,56 @@ async fn sigterm_during_a_long_request_exits() {
     }
     long.abort();
 }
+
+/// A gauge or counter of `/metrics`.
+async fn metric(s: &Server, name: &str) -> u64 {
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
+    line.unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}")).split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Polls `/metrics` until `name` has `want` (each poll is a round trip to
+/// the server); fails after `bound`, which only catches a hang.
+async fn await_metric(s: &Server, name: &str, want: u64, bound: Duration) {
+    let end = std::time::Instant::now() + bound;
+    loop {
+        let v = metric(s, name).await;
+        if v == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < end, "{name} stayed at {v} (waited for {want}) for {bound:?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A client that hangs up in the middle of a long request: the server stops
+/// that request's work (hyper drops it; execution yields between fields, so
+/// the drop takes effect) instead of running it to the end. The request is
+/// a batch of 50,000 scans of 10,000 containers (`containerCount` with a
+/// tag no container has: a small answer, no memory to speak of) that would
+/// run for minutes; the test sees it running, hangs up, and waits for the
+/// running count to fall back to 0 with the request counted as abandoned.
+#[tokio::test]
+async fn a_request_whose_client_hangs_up_stops() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &["--max-batch", "1000", "--request-timeout", "3600"]);
+    import(&s, 100, 100, false).await;
+    let one = format!("{{ {} }}", (0..50).map(|i| format!("a{i}: containerCount(tag: \"none\")")).collect::<String>());
+    let batch: Vec<Value> = (0..1000).map(|_| json!({"query": one})).collect();
+    let body = serde_json::to_string(&batch).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        s.addr,
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body.as_bytes()).await.unwrap();
+    await_metric(&s, "leviathan_graphql_requests_running", 1, Duration::from_secs(60)).await;
+    assert_eq!(metric(&s, "leviathan_graphql_requests_abandoned_total").await, 0);
+    drop(tcp);
+    await_metric(&s, "leviathan_graphql_requests_running", 0, Duration::from_secs(60)).await;
+    assert_eq!(metric(&s, "leviathan_graphql_requests_abandoned_total").await, 1, "the request ran to its end");
+    assert_eq!(s.http.get(s.url("/healthz")).send().await.unwrap().status().as_u16(), 200);
+}

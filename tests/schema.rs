@@ -1,5 +1,8 @@
-//! The schema contract: the checked-in SDL is the code's, and the explorer
-//! examples run.
+//! The schema contract: the checked-in SDL is the code's, it documents
+//! itself (graphql-schema-linter finds nothing), and the explorer examples
+//! run.
+
+mod common;
 
 use leviathan::service::Service;
 use serde_json::Value;
@@ -14,6 +17,46 @@ fn checked_in_schema_is_current() {
         on_disk == current,
         "schema/schema.graphql is stale: run `cargo run -- schema > schema/schema.graphql` and commit it"
     );
+}
+
+/// `graphql-schema-linter` (npm, pinned in `tests/node/package.json`) with
+/// the rules of `tests/node/.graphql-schema-linterrc` reports nothing on
+/// `schema/schema.graphql`: every type, field, argument, input field and
+/// enum value has a description.
+#[test]
+fn schema_passes_graphql_schema_linter() {
+    let node_dir = common::node_modules(&["graphql-schema-linter"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The linter keeps only the rules it knows from a `rules` list, silently:
+    // make sure every rule named in the configuration exists.
+    let rc = std::fs::read_to_string(node_dir.join(".graphql-schema-linterrc")).unwrap();
+    let rules: Vec<&str> = rc.lines().filter_map(|l| l.trim().strip_prefix("- ")).collect();
+    assert!(rules.len() >= 10, "too few rules in .graphql-schema-linterrc: {rules:?}");
+    for rule in &rules {
+        let file = node_dir
+            .join("node_modules/graphql-schema-linter/lib/rules")
+            .join(format!("{}.js", rule.replace('-', "_")));
+        assert!(file.exists(), "graphql-schema-linter has no rule '{rule}' (named in .graphql-schema-linterrc)");
+    }
+    let out = std::process::Command::new("node")
+        .arg(node_dir.join("node_modules/graphql-schema-linter/lib/cli.js"))
+        .args(["--format", "json", "--config-directory"])
+        .arg(&node_dir)
+        .arg(root.join("schema/schema.graphql"))
+        .output()
+        .expect("node is needed for this test (Node 20+)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("graphql-schema-linter printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    let findings: Vec<String> = report["errors"]
+        .as_array()
+        .expect("an errors list")
+        .iter()
+        .map(|e| format!("{} ({}) at line {}", e["message"], e["rule"], e["location"]["line"]))
+        .collect();
+    assert!(findings.is_empty(), "graphql-schema-linter: {} findings:\n{}", findings.len(), findings.join("\n"));
+    assert!(out.status.success(), "graphql-schema-linter failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]

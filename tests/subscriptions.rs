@@ -642,68 +642,127 @@ async fn a_reader_that_lags_behind_the_stream_misses_nothing() {
     assert_eq!(joined, 30);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_that_stops_reading_is_dropped() {
-    let cfg = WsConfig {
-        send_timeout: Duration::from_millis(500),
-        keepalive: Duration::from_secs(60),
-        ..WsConfig::default()
-    };
-    let p = in_process(1024, cfg).await;
-    let members: Vec<String> = (0..1500).map(|i| format!("container-with-a-long-name-{i}")).collect();
-    p.service
-        .execute(Command::CenImport {
-            host: "host1".into(),
-            cens: vec![leviathan::model::CenSpec { id: "big".into(), containers: members }],
-        })
-        .await
-        .unwrap();
+/// A client frame (clients mask their frames; a zero mask key is a valid
+/// key and leaves the payload as it is).
+fn masked_text_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let mut f = vec![0x81];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
 
-    // A client with a tiny receive buffer that never reads.
+/// The value of a gauge in the server's `/metrics`.
+async fn gauge(s: &Server, name: &str) -> u64 {
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
+    line.unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}")).split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A client that stops reading is dropped, however long the server takes.
+///
+/// The client is a raw TCP socket with a tiny receive buffer: after the
+/// upgrade (whose answer it reads up to the end of the headers, not a byte
+/// more) it sends `connection_init` and a subscription whose events are
+/// ~60 KB each, and then reads nothing. The test makes changes, one at a
+/// time, until the server's `/metrics` shows no open websocket connection
+/// (the server gave up on the peer after `--ws-send-timeout`); only a hang
+/// (no drop within two minutes) fails it. Then the client reads again and
+/// must find the end of the connection (a close frame and EOF, or a reset)
+/// behind what was queued. The server still serves new subscribers.
+#[tokio::test]
+async fn a_connection_that_stops_reading_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &["--ws-send-timeout", "0.5"]);
+    let members: Vec<String> = (0..1500).map(|i| format!("container-with-a-long-name-{i}")).collect();
+    s.gql(
+        "mutation($i: CenImportInput!) { cenImport(input: $i) { revision } }",
+        json!({"i": {"cens": [{"id": "big", "containerIds": members}]}}),
+    )
+    .await;
+    assert_eq!(gauge(&s, "leviathan_ws_connections").await, 0);
+
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    let tcp = sock.connect(p.addr.parse().unwrap()).await.unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(ws_request(&p.addr, TRANSPORT, ""), MaybeTlsStream::Plain(tcp)).await.unwrap();
-    ws.send(Message::Text(json!({"type": "connection_init"}).to_string().into())).await.unwrap();
+    let mut tcp = sock.connect(s.addr.parse().unwrap()).await.unwrap();
+    let upgrade = format!(
+        "GET /graphql/ws HTTP/1.1\r\nhost: {}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         sec-websocket-protocol: {TRANSPORT}\r\n\r\n",
+        s.addr
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "the server hung up during the upgrade");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp.write_all(&masked_text_frame(&json!({"type": "connection_init"}).to_string())).await.unwrap();
     let big =
         "subscription { changes { revision items { after { ... on Container { cens { containers { id tag } } } } } } }";
-    ws.send(Message::Text(json!({"type": "subscribe", "id": "1", "payload": {"query": big}}).to_string().into()))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let total = 200;
-    for i in 0..total {
-        let tag = if i % 2 == 0 { "a" } else { "b" };
-        p.service
-            .execute(Command::ContainerSetTag {
-                host: "host1".into(),
-                id: "container-with-a-long-name-0".into(),
-                tag: Some(tag.into()),
-            })
-            .await
-            .unwrap();
+    let sub = json!({"type": "subscribe", "id": "1", "payload": {"query": big}}).to_string();
+    tcp.write_all(&masked_text_frame(&sub)).await.unwrap();
+    // From here on the client reads nothing until the server has dropped it.
+
+    let bound = std::time::Instant::now() + Duration::from_secs(120);
+    let mut changes = 0;
+    while gauge(&s, "leviathan_ws_connections").await > 0 {
+        assert!(
+            std::time::Instant::now() < bound,
+            "the server kept a connection that stopped reading ({changes} changes made)"
+        );
+        let tag = if changes % 2 == 0 { "a" } else { "b" };
+        s.gql(
+            "mutation($t: String) { containerSetTag(input: {id: \"container-with-a-long-name-0\", tag: $t}) { revision } }",
+            json!({"t": tag}),
+        )
+        .await;
+        changes += 1;
     }
-    // Each event is ~60 KB: far more than the socket buffers hold. The
-    // server gives up on the peer after the send timeout.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut events = 0;
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-            Err(_) => break false,
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break true,
-            Ok(Some(Ok(Message::Text(t)))) => {
-                if t.as_str().contains("\"next\"") {
-                    events += 1;
-                }
+
+    // Reading again, the client finds the end of the connection behind
+    // whatever was queued: EOF, or a reset.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) => return "eof",
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return "reset",
             }
-            Ok(Some(Ok(_))) => {}
         }
-    };
-    assert!(ended, "the server kept a connection that stopped reading ({events} events read)");
-    assert!(events < total, "all {events} events were delivered: the test did not fill the buffers");
+    })
+    .await;
+    assert!(end.is_ok(), "the connection was not closed ({} bytes read after the drop)", got.len());
+    let end = end.unwrap();
+    eprintln!("dropped after {changes} changes; {} bytes were still queued; then {end}", got.len());
+    if end == "eof" {
+        // Nothing was lost to a reset: the subscription was running, and
+        // the events queued before the drop are fewer than the changes.
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("\"connection_ack\""), "no connection_ack: the subscription never ran");
+        let events = text.matches("\"type\":\"next\"").count();
+        assert!(events >= 1 && events < changes, "{events} events queued for {changes} changes");
+    }
+
     // The server is fine: a new subscriber resumes from the log.
-    let mut ws = Ws::open(&p.addr, TRANSPORT, json!({})).await;
+    let mut ws = Ws::open(&s.addr, TRANSPORT, json!({})).await;
     ws.subscribe("2", "subscription { changes(since: 1) { revision } }", json!({})).await;
     assert_eq!(ws.next("2").await["changes"]["revision"], 2);
 }

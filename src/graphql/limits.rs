@@ -13,7 +13,7 @@ use super::cost::{self, Bounds};
 use crate::service::Service;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextRequest,
-    NextSubscribe, NextValidation,
+    NextResolve, NextSubscribe, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{Name, Request, ServerError, ServerResult, ValidationResult, Variables};
@@ -141,14 +141,24 @@ impl Guard {
 
     fn code_and_cap(&self, mut resp: async_graphql::Response) -> async_graphql::Response {
         cap_errors(&mut resp.errors, self.limits.max_errors);
-        for e in &mut resp.errors {
-            let coded = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
-            if !coded {
-                let code = if e.path.is_empty() { "BAD_REQUEST" } else { "INTERNAL" };
-                e.extensions.get_or_insert_with(Default::default).set("code", code);
-            }
-        }
+        code_errors(&mut resp.errors);
         resp
+    }
+}
+
+/// Gives every uncoded error its `extensions.code`: `BAD_REQUEST` for
+/// errors raised before execution and for arguments that do not fit their
+/// type (async-graphql checks some of those, such as an `Int` over 32 bits
+/// inside an input object, only when the resolver reads its argument, and
+/// then reports them with a path and no code); `INTERNAL` for the rest.
+fn code_errors(errors: &mut [ServerError]) {
+    for e in errors {
+        let coded = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
+        if !coded {
+            let input = e.message.starts_with("Failed to parse \"") || e.message.starts_with("Expected input type \"");
+            let code = if e.path.is_empty() || input { "BAD_REQUEST" } else { "INTERNAL" };
+            e.extensions.get_or_insert_with(Default::default).set("code", code);
+        }
     }
 }
 
@@ -295,6 +305,22 @@ fn plural(n: usize) -> String {
 
 #[async_trait::async_trait]
 impl Extension for Guard {
+    /// Every field spends a unit of the task's cooperative budget: the
+    /// resolvers read an in-memory graph and never wait, so without this a
+    /// whole query would run in one poll, and neither the deadline nor a
+    /// client going away (hyper drops the request's future) could stop it
+    /// before its end. With it, execution yields to the runtime every few
+    /// dozen fields.
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<async_graphql::Value>> {
+        tokio::task::consume_budget().await;
+        next.run(ctx, info).await
+    }
+
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> async_graphql::Response {
         let resp = match self.bounds(ctx) {
             Some(b) => cost::scope(b, next.run(ctx)).await,
@@ -315,13 +341,7 @@ impl Extension for Guard {
         Scoped { bounds, inner }
             .map(move |mut resp| {
                 cap_errors(&mut resp.errors, limits.max_errors);
-                for e in &mut resp.errors {
-                    let coded = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
-                    if !coded {
-                        let code = if e.path.is_empty() { "BAD_REQUEST" } else { "INTERNAL" };
-                        e.extensions.get_or_insert_with(Default::default).set("code", code);
-                    }
-                }
+                code_errors(&mut resp.errors);
                 resp
             })
             .boxed()

@@ -97,128 +97,198 @@ fn ids(v: &[ID]) -> Vec<String> {
 
 // ---- inputs ----
 
+/// Input of `hostCreate`.
 #[derive(InputObject)]
 pub struct HostCreateInput {
+    /// The new host's id (the legacy `hostID`); creating an existing host
+    /// changes nothing.
     pub id: ID,
 }
+/// Input of `hostDelete`.
 #[derive(InputObject)]
 pub struct HostDeleteInput {
+    /// The id of the host to delete.
     pub id: ID,
 }
 
+/// One CEN of a CEN file (an entry of the legacy `cenList`).
 #[derive(InputObject)]
 pub struct CenImportItem {
+    /// The CEN id (the legacy `cenID`).
     pub id: ID,
+    /// Its members: exactly these containers afterwards, created where new
+    /// (the legacy `containerIDs`).
     pub container_ids: Vec<ID>,
 }
+/// Input of `cenImport`: a CEN file (the legacy `POST /cen/import` body).
 #[derive(InputObject)]
 pub struct CenImportInput {
     /// Host of the containers (default: this server's host).
     pub host_id: Option<ID>,
+    /// The CENs to create or update (the legacy `cenList`).
     pub cens: Vec<CenImportItem>,
 }
+/// Input of `cenCreate` (the legacy `PUT /cen/{cenID}`).
 #[derive(InputObject)]
 pub struct CenCreateInput {
+    /// The new CEN's id (the legacy `cenID`).
     pub id: ID,
 }
+/// Input of `cenDelete` (the legacy `DELETE /cen/{cenID}`).
 #[derive(InputObject)]
 pub struct CenDeleteInput {
+    /// The id of the CEN to delete.
     pub id: ID,
 }
+/// Input of `cenMake` (the legacy `POST /cen/make`).
 #[derive(InputObject)]
 pub struct CenMakeInput {
+    /// The CENs to make (all of them or, if one is unknown, none).
     pub ids: Vec<ID>,
     /// Answer when the work is applied (default) or at once.
     #[graphql(default = true)]
     pub wait: bool,
 }
+/// Input of `cenDestroy` (the legacy `POST /cen/destroy`).
 #[derive(InputObject)]
 pub struct CenDestroyInput {
+    /// The CENs to destroy (all of them or, if one is unknown, none).
     pub ids: Vec<ID>,
+    /// Answer when the work is applied (default) or at once with an
+    /// `operationId`.
     #[graphql(default = true)]
     pub wait: bool,
 }
 
+/// One CIN of a CIN file (a `cinID: [cenID, ...]` entry of the legacy file).
 #[derive(InputObject)]
 pub struct CinImportItem {
+    /// The CIN id (the legacy `cinID`).
     pub id: ID,
+    /// The CENs it is laid over, in order (slice k is the k-th CEN).
     pub cen_ids: Vec<ID>,
 }
+/// Input of `cinImport` (the legacy `POST /cin/import` body).
 #[derive(InputObject)]
 pub struct CinImportInput {
+    /// The CINs to create or update.
     pub cins: Vec<CinImportItem>,
 }
+/// Input of `cinDelete`.
 #[derive(InputObject)]
 pub struct CinDeleteInput {
+    /// The id of the CIN to delete.
     pub id: ID,
 }
+/// Input of `cinMake` (the legacy `POST /cin/make`).
 #[derive(InputObject)]
 pub struct CinMakeInput {
+    /// The CINs to make (all of them or, if one is unknown, none).
     pub ids: Vec<ID>,
+    /// Answer when the work is applied (default) or at once with an
+    /// `operationId`.
     #[graphql(default = true)]
     pub wait: bool,
 }
+/// Input of `cinDestroy` (the legacy `POST /cin/destroy`).
 #[derive(InputObject)]
 pub struct CinDestroyInput {
+    /// The CINs to destroy (all of them or, if one is unknown, none).
     pub ids: Vec<ID>,
+    /// Answer when the work is applied (default) or at once with an
+    /// `operationId`.
     #[graphql(default = true)]
     pub wait: bool,
 }
 
+/// Input of `containerCreate` (the legacy `PUT /host/{hostID}/{containerID}`).
 #[derive(InputObject)]
 pub struct ContainerCreateInput {
+    /// The container's host (default: this server's host; the legacy `hostID`).
     pub host_id: Option<ID>,
+    /// The container id (the legacy `containerID`).
     pub id: ID,
+    /// A free-form label (the legacy `container_tag`); null for none.
     pub tag: Option<String>,
     /// Bind to an existing namespace (e.g. `/proc/<pid>/ns/net`) instead of
     /// a managed one; leviathan wires it but never deletes it.
     pub netns_path: Option<String>,
 }
+/// Input of `containerDelete` (the legacy `DELETE /host/{hostID}/{containerID}`).
 #[derive(InputObject)]
 pub struct ContainerDeleteInput {
+    /// The container's host (default: this server's host).
     pub host_id: Option<ID>,
+    /// The id of the container to delete.
     pub id: ID,
 }
+/// Input of `containerSetTag`.
 #[derive(InputObject)]
 pub struct ContainerSetTagInput {
+    /// The container's host (default: this server's host).
     pub host_id: Option<ID>,
+    /// The container id.
     pub id: ID,
     /// The new tag; null clears it.
     pub tag: Option<String>,
 }
+/// Input of `containerJoinCen` (the legacy
+/// `PUT /host/{hostID}/{containerID}/{cenID}`).
 #[derive(InputObject)]
 pub struct ContainerJoinCenInput {
+    /// The container's host (default: this server's host).
     pub host_id: Option<ID>,
+    /// The container that joins (created if new).
     pub container_id: ID,
+    /// The CEN it joins.
     pub cen_id: ID,
 }
+/// Input of `containerLeaveCen` (the legacy
+/// `DELETE /host/{hostID}/{containerID}/{cenID}`).
 #[derive(InputObject)]
 pub struct ContainerLeaveCenInput {
+    /// The container's host (default: this server's host).
     pub host_id: Option<ID>,
+    /// The container that leaves.
     pub container_id: ID,
+    /// The CEN it leaves.
     pub cen_id: ID,
 }
 
+/// One CIN of a pool (an entry of the legacy `cins` list of a pool).
 #[derive(InputObject)]
 pub struct CpoolCinInput {
-    /// A CIN id, or (legacy) a CEN id where no CIN has that id.
+    /// A CIN id, or (legacy) a CEN id where no CIN has that id (the legacy
+    /// `cinID`).
     pub cin_id: ID,
+    /// Whether the pool's containers get their default route through this
+    /// CIN (the legacy `default_route`, `"true"` or `"false"`).
     #[graphql(default = false)]
     pub default_route: bool,
 }
+/// One pool of a CPool file (an entry of the legacy `cpoolList`).
 #[derive(InputObject)]
 pub struct CpoolImportItem {
+    /// The pool id (the legacy `cpoolID`); its containers are `<id>-<n>`.
     pub id: ID,
+    /// The container image type (the legacy `type`, e.g. `ubuntu:14.04`).
     #[graphql(name = "type")]
     pub image: String,
+    /// How many containers the pool has, numbered from 1 (the legacy
+    /// `start_with`); 0 or more.
     pub start_with: i32,
+    /// The CINs its containers join.
     pub cins: Vec<CpoolCinInput>,
 }
+/// Input of `cpoolImport`: a CPool file (the legacy `POST /cpool` body).
 #[derive(InputObject)]
 pub struct CpoolImportInput {
+    /// Host of the pools' containers (default: this server's host).
     pub host_id: Option<ID>,
+    /// The pools to create or update (the legacy `cpoolList`).
     pub pools: Vec<CpoolImportItem>,
 }
+/// Input of `reconcile`.
 #[derive(InputObject)]
 pub struct ReconcileInput {
     /// Answer when the reconcile is done (default) or at once.
@@ -226,65 +296,95 @@ pub struct ReconcileInput {
     pub wait: bool,
 }
 
+/// What `reconcile` answers.
 #[derive(SimpleObject)]
 pub struct ReconcilePayload {
     /// Whether a reconcile that started after the request has finished.
     pub done: bool,
+    /// The revision of the last committed change when it answered.
     pub revision: i64,
 }
 
+/// Input of `cpoolDelete`.
 #[derive(InputObject)]
 pub struct CpoolDeleteInput {
+    /// The id of the pool to delete.
     pub id: ID,
 }
 
 // ---- payloads ----
 
+/// What `hostCreate` answers.
 #[derive(SimpleObject)]
 pub struct HostPayload {
+    /// The host as the change left it.
     pub host: Option<Host>,
+    /// The revision that holds the change.
     pub revision: i64,
 }
+/// What the `…Delete` mutations answer.
 #[derive(SimpleObject)]
 pub struct DeletePayload {
+    /// The id of the object deleted.
     pub deleted_id: ID,
+    /// The revision that holds the change.
     pub revision: i64,
 }
+/// What `cenCreate` answers.
 #[derive(SimpleObject)]
 pub struct CenPayload {
+    /// The CEN as the change left it.
     pub cen: Option<Cen>,
+    /// The revision that holds the change.
     pub revision: i64,
 }
+/// What `cenImport`, `cenMake` and `cenDestroy` answer.
 #[derive(SimpleObject)]
 pub struct CensPayload {
+    /// The CENs named by the input, as the change left them (with `wait`,
+    /// with the statuses the kernel work produced).
     pub cens: Vec<Cen>,
+    /// The revision that holds the change.
     pub revision: i64,
     /// With `wait: false`: the operation whose progress the `operation`
     /// subscription reports.
     pub operation_id: Option<ID>,
 }
+/// What `cinImport`, `cinMake` and `cinDestroy` answer.
 #[derive(SimpleObject)]
 pub struct CinsPayload {
+    /// The CINs named by the input, as the change left them.
     pub cins: Vec<Cin>,
+    /// The revision that holds the change.
     pub revision: i64,
     /// With `wait: false`: the operation whose progress the `operation`
     /// subscription reports.
     pub operation_id: Option<ID>,
 }
+/// What `containerCreate` and `containerSetTag` answer.
 #[derive(SimpleObject)]
 pub struct ContainerPayload {
+    /// The container as the change left it.
     pub container: Option<Container>,
+    /// The revision that holds the change.
     pub revision: i64,
 }
+/// What `containerJoinCen` and `containerLeaveCen` answer.
 #[derive(SimpleObject)]
 pub struct MembershipPayload {
+    /// The container as the change left it.
     pub container: Option<Container>,
+    /// The CEN as the change left it.
     pub cen: Option<Cen>,
+    /// The revision that holds the change.
     pub revision: i64,
 }
+/// What `cpoolImport` answers.
 #[derive(SimpleObject)]
 pub struct CpoolsPayload {
+    /// The pools named by the input, as the change left them.
     pub cpools: Vec<Cpool>,
+    /// The revision that holds the change.
     pub revision: i64,
 }
 
@@ -324,22 +424,40 @@ fn container_payload(s: &Arc<Service>, key: &ContainerKey, revision: i64) -> Con
     ContainerPayload { container: s.read(|t| Container::lookup(t, key)), revision }
 }
 
+/// The root of every change. Each mutation takes one `input`, validates all
+/// of it before changing anything (a failed mutation changes nothing), and
+/// answers with the objects it changed and the `revision` that holds the
+/// change, once that change is durable.
 #[Object(name = "Mutation")]
 impl MutationRoot {
-    async fn host_create(&self, ctx: &Context<'_>, input: HostCreateInput) -> Result<HostPayload> {
+    /// Creates a host (nothing happens if it exists).
+    async fn host_create(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `HostCreateInput`.")] input: HostCreateInput,
+    ) -> Result<HostPayload> {
         let revision = run(ctx, Command::HostCreate { id: input.id.to_string() }).await?;
         let host = svc(ctx).read(|t| t.host(&input.id).map(|h| Host { id: h.id.clone() }));
         Ok(HostPayload { host, revision })
     }
 
-    async fn host_delete(&self, ctx: &Context<'_>, input: HostDeleteInput) -> Result<DeletePayload> {
+    /// Deletes a host that has no containers left.
+    async fn host_delete(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `HostDeleteInput`.")] input: HostDeleteInput,
+    ) -> Result<DeletePayload> {
         let revision = run(ctx, Command::HostDelete { id: input.id.to_string() }).await?;
         Ok(DeletePayload { deleted_id: input.id, revision })
     }
 
     /// Creates or updates every CEN of a CEN file to match it; containers
     /// are created as needed. Importing the same file again changes nothing.
-    async fn cen_import(&self, ctx: &Context<'_>, input: CenImportInput) -> Result<CensPayload> {
+    async fn cen_import(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CenImportInput`.")] input: CenImportInput,
+    ) -> Result<CensPayload> {
         let s = svc(ctx);
         let host = host_of(s, &input.host_id)?;
         let cens: Vec<CenSpec> =
@@ -350,31 +468,51 @@ impl MutationRoot {
     }
 
     /// Creates an empty CEN (nothing happens if it exists).
-    async fn cen_create(&self, ctx: &Context<'_>, input: CenCreateInput) -> Result<CenPayload> {
+    async fn cen_create(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CenCreateInput`.")] input: CenCreateInput,
+    ) -> Result<CenPayload> {
         let revision = run(ctx, Command::CenCreate { id: input.id.to_string() }).await?;
         Ok(CenPayload { cen: svc(ctx).read(|t| t.cen(&input.id).map(Cen::from_rec)), revision })
     }
 
     /// Deletes a CEN (and takes it out of the CINs over it).
-    async fn cen_delete(&self, ctx: &Context<'_>, input: CenDeleteInput) -> Result<DeletePayload> {
+    async fn cen_delete(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CenDeleteInput`.")] input: CenDeleteInput,
+    ) -> Result<DeletePayload> {
         let revision = run(ctx, Command::CenDelete { id: input.id.to_string() }).await?;
         Ok(DeletePayload { deleted_id: input.id, revision })
     }
 
     /// Marks CENs to be realized.
-    async fn cen_make(&self, ctx: &Context<'_>, input: CenMakeInput) -> Result<CensPayload> {
+    async fn cen_make(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CenMakeInput`.")] input: CenMakeInput,
+    ) -> Result<CensPayload> {
         let (list, revision, operation_id) = set_made(ctx, Realized::Cens, &input.ids, true, input.wait).await?;
         Ok(CensPayload { operation_id, ..cens_payload(svc(ctx), &list, revision) })
     }
 
     /// Undoes `cenMake`; destroying an unmade CEN is a success.
-    async fn cen_destroy(&self, ctx: &Context<'_>, input: CenDestroyInput) -> Result<CensPayload> {
+    async fn cen_destroy(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CenDestroyInput`.")] input: CenDestroyInput,
+    ) -> Result<CensPayload> {
         let (list, revision, operation_id) = set_made(ctx, Realized::Cens, &input.ids, false, input.wait).await?;
         Ok(CensPayload { operation_id, ..cens_payload(svc(ctx), &list, revision) })
     }
 
     /// Creates or updates CINs; allocates their subnets and addresses.
-    async fn cin_import(&self, ctx: &Context<'_>, input: CinImportInput) -> Result<CinsPayload> {
+    async fn cin_import(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CinImportInput`.")] input: CinImportInput,
+    ) -> Result<CinsPayload> {
         let cins: Vec<CinSpec> =
             input.cins.iter().map(|c| CinSpec { id: c.id.to_string(), cens: ids(&c.cen_ids) }).collect();
         let names: Vec<String> = cins.iter().map(|c| c.id.clone()).collect();
@@ -382,26 +520,43 @@ impl MutationRoot {
         Ok(cins_payload(svc(ctx), &names, revision))
     }
 
-    async fn cin_delete(&self, ctx: &Context<'_>, input: CinDeleteInput) -> Result<DeletePayload> {
+    /// Deletes a CIN and frees its subnet and addresses.
+    async fn cin_delete(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CinDeleteInput`.")] input: CinDeleteInput,
+    ) -> Result<DeletePayload> {
         let revision = run(ctx, Command::CinDelete { id: input.id.to_string() }).await?;
         Ok(DeletePayload { deleted_id: input.id, revision })
     }
 
     /// Puts the CINs' addresses and routes on their (made) interfaces; makes
     /// their CENs too.
-    async fn cin_make(&self, ctx: &Context<'_>, input: CinMakeInput) -> Result<CinsPayload> {
+    async fn cin_make(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CinMakeInput`.")] input: CinMakeInput,
+    ) -> Result<CinsPayload> {
         let (list, revision, operation_id) = set_made(ctx, Realized::Cins, &input.ids, true, input.wait).await?;
         Ok(CinsPayload { operation_id, ..cins_payload(svc(ctx), &list, revision) })
     }
 
     /// Removes the CINs' addresses and routes; the CINs stay defined.
-    async fn cin_destroy(&self, ctx: &Context<'_>, input: CinDestroyInput) -> Result<CinsPayload> {
+    async fn cin_destroy(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CinDestroyInput`.")] input: CinDestroyInput,
+    ) -> Result<CinsPayload> {
         let (list, revision, operation_id) = set_made(ctx, Realized::Cins, &input.ids, false, input.wait).await?;
         Ok(CinsPayload { operation_id, ..cins_payload(svc(ctx), &list, revision) })
     }
 
     /// Creates a container (or updates its tag); idempotent.
-    async fn container_create(&self, ctx: &Context<'_>, input: ContainerCreateInput) -> Result<ContainerPayload> {
+    async fn container_create(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ContainerCreateInput`.")] input: ContainerCreateInput,
+    ) -> Result<ContainerPayload> {
         let s = svc(ctx);
         let host = host_of(s, &input.host_id)?;
         let key = ContainerKey::new(&host, input.id.as_str());
@@ -414,13 +569,22 @@ impl MutationRoot {
     }
 
     /// Removes a container from every CEN and from its host.
-    async fn container_delete(&self, ctx: &Context<'_>, input: ContainerDeleteInput) -> Result<DeletePayload> {
+    async fn container_delete(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ContainerDeleteInput`.")] input: ContainerDeleteInput,
+    ) -> Result<DeletePayload> {
         let host = host_of(svc(ctx), &input.host_id)?;
         let revision = run(ctx, Command::ContainerDelete { host, id: input.id.to_string() }).await?;
         Ok(DeletePayload { deleted_id: input.id, revision })
     }
 
-    async fn container_set_tag(&self, ctx: &Context<'_>, input: ContainerSetTagInput) -> Result<ContainerPayload> {
+    /// Sets or clears a container's tag (the legacy `container_tag`).
+    async fn container_set_tag(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ContainerSetTagInput`.")] input: ContainerSetTagInput,
+    ) -> Result<ContainerPayload> {
         let s = svc(ctx);
         let host = host_of(s, &input.host_id)?;
         let key = ContainerKey::new(&host, input.id.as_str());
@@ -429,18 +593,30 @@ impl MutationRoot {
     }
 
     /// Adds a container to a CEN (the container is created if new).
-    async fn container_join_cen(&self, ctx: &Context<'_>, input: ContainerJoinCenInput) -> Result<MembershipPayload> {
+    async fn container_join_cen(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ContainerJoinCenInput`.")] input: ContainerJoinCenInput,
+    ) -> Result<MembershipPayload> {
         membership(ctx, input.host_id, input.container_id, input.cen_id, true).await
     }
 
     /// Removes a container from a CEN (a non-member is left as it is).
-    async fn container_leave_cen(&self, ctx: &Context<'_>, input: ContainerLeaveCenInput) -> Result<MembershipPayload> {
+    async fn container_leave_cen(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ContainerLeaveCenInput`.")] input: ContainerLeaveCenInput,
+    ) -> Result<MembershipPayload> {
         membership(ctx, input.host_id, input.container_id, input.cen_id, false).await
     }
 
     /// Creates or updates pools: each pool's containers `<id>-<n>` joined to
     /// the CENs of its CINs, with a default route where asked.
-    async fn cpool_import(&self, ctx: &Context<'_>, input: CpoolImportInput) -> Result<CpoolsPayload> {
+    async fn cpool_import(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CpoolImportInput`.")] input: CpoolImportInput,
+    ) -> Result<CpoolsPayload> {
         let s = svc(ctx);
         let host = host_of(s, &input.host_id)?;
         let mut pools = Vec::with_capacity(input.pools.len());
@@ -468,7 +644,11 @@ impl MutationRoot {
     /// Looks at the kernel again and repairs any drift from the model
     /// (links or namespaces changed by hand), whether or not the model
     /// changed. A server that realizes nothing answers CONFLICT.
-    async fn reconcile(&self, ctx: &Context<'_>, input: ReconcileInput) -> Result<ReconcilePayload> {
+    async fn reconcile(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ReconcileInput`.")] input: ReconcileInput,
+    ) -> Result<ReconcilePayload> {
         let Some(driver) = realization(ctx) else {
             return Err(error(ErrorCode::Conflict, "this server realizes nothing (started with --no-realize)"));
         };
@@ -482,7 +662,11 @@ impl MutationRoot {
     }
 
     /// Deletes a pool and its containers.
-    async fn cpool_delete(&self, ctx: &Context<'_>, input: CpoolDeleteInput) -> Result<DeletePayload> {
+    async fn cpool_delete(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `CpoolDeleteInput`.")] input: CpoolDeleteInput,
+    ) -> Result<DeletePayload> {
         let revision = run(ctx, Command::CpoolDelete { id: input.id.to_string() }).await?;
         Ok(DeletePayload { deleted_id: input.id, revision })
     }

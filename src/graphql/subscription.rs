@@ -20,10 +20,15 @@ pub const MAX_FILTER_ENTRIES: usize = 1000;
 /// Kind of a topology object.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum EntityKind {
+    /// A host (`Host`).
     Host,
+    /// A container (`Container`).
     Container,
+    /// A CEN (`Cen`).
     Cen,
+    /// A CIN (`Cin`).
     Cin,
+    /// A container pool (`Cpool`).
     Cpool,
     /// A container's membership in a CEN (joins and leaves).
     Membership,
@@ -32,8 +37,11 @@ pub enum EntityKind {
 /// What a change did to one object.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ChangeOp {
+    /// The object is new.
     Create,
+    /// The object existed and still does, changed.
     Update,
+    /// The object is gone.
     Delete,
 }
 
@@ -68,6 +76,7 @@ pub struct ChangeEvent {
     items: Vec<usize>,
 }
 
+/// One committed change (one revision), with the objects it changed.
 #[Object]
 impl ChangeEvent {
     /// The revision this change produced; resume after it with
@@ -123,8 +132,10 @@ pub struct EntityChange {
     record: Option<Record>,
 }
 
+/// One object's change within a revision.
 #[Object]
 impl EntityChange {
+    /// What kind of object changed.
     async fn kind(&self) -> EntityKind {
         self.kind
     }
@@ -136,6 +147,7 @@ impl EntityChange {
     async fn host_id(&self) -> Option<&ID> {
         self.host_id.as_ref()
     }
+    /// What the change did to it.
     async fn op(&self) -> ChangeOp {
         self.op
     }
@@ -188,13 +200,16 @@ pub enum MonitorEventKind {
 /// A member of a monitored CIN: one container interface.
 #[derive(SimpleObject, Clone)]
 pub struct MonitorMember {
+    /// The container's id on its host (the legacy `containerID`).
     pub container_id: ID,
+    /// The container's host (the legacy `hostID`).
     pub host_id: ID,
     /// The CEN of the interface.
     pub cen_id: ID,
     /// Its address in the CIN (in CEN mode: null unless a CIN over the CEN
     /// gives one).
     pub address: Option<String>,
+    /// The container's tag (the legacy `tag`); null when unset.
     pub tag: Option<String>,
 }
 
@@ -213,6 +228,9 @@ impl From<Member> for MonitorMember {
 /// An event of `cinMonitor`.
 #[derive(SimpleObject)]
 pub struct CinMonitorEvent {
+    /// What the event says: the first is always STATE (the legacy
+    /// `response` state), then CREATE, UPDATE or DELETE (the legacy
+    /// `event`).
     pub kind: MonitorEventKind,
     /// The revision the event reflects.
     pub revision: i64,
@@ -227,20 +245,28 @@ pub struct CinMonitorEvent {
 /// Where an operation is.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum OperationState {
+    /// The kernel work is under way.
     Running,
+    /// Done: every target is realized (or taken out) as asked.
     Succeeded,
+    /// The kernel work failed; `message` says why.
     Failed,
 }
 
 /// Progress of a long make/destroy.
 #[derive(SimpleObject)]
 pub struct Operation {
+    /// The operation id (the `operationId` of the mutation that started it).
     pub id: ID,
     /// The mutation that started it.
     pub kind: String,
+    /// The CENs or CINs it works on.
     pub target_ids: Vec<ID>,
+    /// Targets finished so far.
     pub steps_done: i32,
+    /// Targets in all.
     pub steps_total: i32,
+    /// Running, succeeded or failed.
     pub state: OperationState,
     /// Why it failed.
     pub message: Option<String>,
@@ -301,6 +327,9 @@ fn check_list<T>(what: &str, v: &Option<Vec<T>>) -> Result<()> {
     }
 }
 
+/// The root of every live feed (on `/graphql/ws`, with the
+/// `graphql-transport-ws` or `graphql-ws` subprotocol): the change feed, the
+/// CIN monitor (the legacy `/leviathan/monitor`) and operation progress.
 #[Subscription]
 impl SubscriptionRoot {
     /// Every committed change, one event per revision, in revision order.
@@ -312,8 +341,14 @@ impl SubscriptionRoot {
     async fn changes(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Replay the changes after this revision from the change log first (a revision \
+                          the log no longer holds answers GONE); only live changes when absent.")]
         since: Option<i64>,
-        kinds: Option<Vec<EntityKind>>,
+        #[graphql(desc = "Only items of these kinds (1 to 1000 entries; every kind when absent).")] kinds: Option<
+            Vec<EntityKind>,
+        >,
+        #[graphql(desc = "Only items with these ids; a container matches its id or `hostId/id` (1 to 1000 \
+                          entries; every id when absent).")]
         ids: Option<Vec<ID>>,
     ) -> Result<impl Stream<Item = Result<ChangeEvent>>> {
         let since = match since {
@@ -344,7 +379,8 @@ impl SubscriptionRoot {
     async fn cin_monitor(
         &self,
         ctx: &Context<'_>,
-        cin_id: ID,
+        #[graphql(desc = "The CIN to monitor (the legacy `cinID`); a CEN id where no CIN has that id.")] cin_id: ID,
+        #[graphql(desc = "Only members with this tag (the legacy `container_tag`); all when absent.")]
         container_tag: Option<String>,
     ) -> Result<impl Stream<Item = CinMonitorEvent>> {
         check_id("CIN id", &cin_id).map_err(gql)?;
@@ -400,7 +436,11 @@ impl SubscriptionRoot {
 
     /// Progress of a long make/destroy: its current state first, then each
     /// change, ending after the outcome (`SUCCEEDED` or `FAILED`).
-    async fn operation(&self, ctx: &Context<'_>, id: ID) -> Result<impl Stream<Item = Operation>> {
+    async fn operation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The `operationId` a make or destroy answered with `wait: false`.")] id: ID,
+    ) -> Result<impl Stream<Item = Operation>> {
         let Some(rx) = svc(ctx).operations().watch(&id) else {
             return Err(error(ErrorCode::NotFound, format!("no operation '{}'", id.as_str())));
         };

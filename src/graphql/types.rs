@@ -62,6 +62,7 @@ pub struct Host {
     pub id: String,
 }
 
+/// A machine that runs containers (the legacy API's `hostID`).
 #[Object]
 impl Host {
     /// The host id (unique).
@@ -101,6 +102,8 @@ impl Container {
     }
 }
 
+/// A network endpoint: one network namespace (the legacy API's container,
+/// `containerID`). Identified by its host and its id.
 #[Object]
 impl Container {
     /// The container id (unique on its host; the legacy `containerID`).
@@ -220,6 +223,7 @@ impl From<model::Interface> for Interface {
     }
 }
 
+/// A container's interface on one CEN (a veth end inside the container).
 #[Object]
 impl Interface {
     /// The interface name inside the container.
@@ -272,6 +276,8 @@ impl Cen {
     }
 }
 
+/// A container Ethernet network: a layer-2 segment joining containers (the
+/// legacy API's CEN, `cenID`).
 #[Object]
 impl Cen {
     /// The CEN id (unique; the legacy `cenID`).
@@ -348,6 +354,8 @@ impl Cin {
     }
 }
 
+/// A container IP network over one or more CENs (the legacy API's CIN,
+/// `cinID`): a /16 from 10.10.0.0 up, sliced in /24s when over several CENs.
 #[Object]
 impl Cin {
     /// The CIN id (unique; the legacy `cinID`).
@@ -458,6 +466,7 @@ pub struct CinMember {
     prefix_length: u8,
 }
 
+/// A member interface of a CIN: a container's address on one of its CENs.
 #[Object]
 impl CinMember {
     /// The member container.
@@ -490,6 +499,8 @@ impl Cpool {
     }
 }
 
+/// A container pool (the legacy `POST /cpool` file): containers
+/// `<id>-<n>` joined to the CENs of its CINs.
 #[Object]
 impl Cpool {
     /// The pool id (unique).
@@ -550,14 +561,19 @@ pub struct Membership {
     pub rec: model::MemberRec,
 }
 
+/// A container's membership in a CEN: a record of its own, so a join or a
+/// leave is one small change however large the CEN.
 #[Object]
 impl Membership {
+    /// The CEN joined (the legacy `cenID`).
     async fn cen_id(&self) -> ID {
         ID(self.rec.cen.clone())
     }
+    /// The member container's host (the legacy `hostID`).
     async fn host_id(&self) -> ID {
         ID(self.rec.host.clone())
     }
+    /// The member container's id on its host (the legacy `containerID`).
     async fn container_id(&self) -> ID {
         ID(self.rec.container.clone())
     }
@@ -573,16 +589,21 @@ impl Membership {
             .map(|(cin, ip)| MembershipAddress { cin_id: ID(cin.clone()), address: ip.to_string() })
             .collect()
     }
+    /// The CEN, as it is now; null once deleted.
     async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
         svc(ctx).read(|t| t.cen(&self.rec.cen).map(Cen::from_rec))
     }
+    /// The container, as it is now; null once deleted.
     async fn container(&self, ctx: &Context<'_>) -> Option<Container> {
         svc(ctx).read(|t| Container::lookup(t, &self.rec.key()))
     }
 }
 
+/// One address of a membership's interface.
 #[derive(SimpleObject)]
 pub struct MembershipAddress {
+    /// The CIN that allocated the address (the legacy `cinID`).
     pub cin_id: ID,
+    /// The address, dotted quad (the legacy `ipaddress`, e.g. `10.10.0.10`).
     pub address: String,
 }

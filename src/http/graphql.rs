@@ -19,9 +19,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Media type of a GraphQL answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,10 +184,57 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// The GraphQL requests over HTTP being run now, and those abandoned: a
+/// request's work is a future that hyper drops when the client goes away
+/// (and execution yields to the runtime between fields, so the drop takes
+/// effect at once), which [`Running`] counts. `/metrics` shows both.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    running: Arc<AtomicUsize>,
+    abandoned: Arc<AtomicU64>,
+}
+
+impl InFlight {
+    /// Requests running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+    /// Requests whose work was dropped before it finished (the client went
+    /// away, or the server shut down).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+    fn enter(&self) -> Running {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Running { of: self.clone(), finished: false }
+    }
+}
+
+/// One request being run; counted out when dropped.
+struct Running {
+    of: InFlight,
+    finished: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.of.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+        self.of.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Runs one request; `(executed, answer)`.
-async fn run(state: &AppState, request: async_graphql::Request) -> (bool, async_graphql::Response) {
+async fn run(
+    state: &AppState,
+    in_flight: &InFlight,
+    request: async_graphql::Request,
+) -> (bool, async_graphql::Response) {
+    let mut running = in_flight.enter();
     let started = ExecutionStarted::default();
     let resp = state.schema.execute(request.data(started.clone())).await;
+    running.finished = true;
     (started.get(), resp)
 }
 
@@ -229,7 +279,12 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /graphql`.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(state): State<AppState>,
+    Extension(in_flight): Extension<InFlight>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(media) = Media::negotiate(&headers) else {
         return not_acceptable();
     };
@@ -262,12 +317,12 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body)
     match v {
         Value::Object(obj) => match request_of(&obj) {
             Ok(req) => {
-                let (executed, resp) = run(&state, req).await;
+                let (executed, resp) = run(&state, &in_flight, req).await;
                 single(&state, media, executed, resp)
             }
             Err(m) => bad(m),
         },
-        Value::Array(items) => batch(&state, media, items).await,
+        Value::Array(items) => batch(&state, &in_flight, media, items).await,
         other => bad(format!(
             "expected a JSON object {{\"query\": ...}} or an array of them (a batch), got {}",
             kind(&other)
@@ -277,7 +332,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body)
 
 /// A batch: each request runs on its own (each counted against every
 /// limit), in order; the answer is the array of their answers.
-async fn batch(state: &AppState, media: Media, items: Vec<Value>) -> Response {
+async fn batch(state: &AppState, in_flight: &InFlight, media: Media, items: Vec<Value>) -> Response {
     let max = state.http.max_batch;
     let bad = |m: String| request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &m);
     if items.is_empty() {
@@ -295,7 +350,7 @@ async fn batch(state: &AppState, media: Media, items: Vec<Value>) -> Response {
         let ok =
             match item.as_object().ok_or_else(|| format!("batch item {i}: expected an object")).and_then(request_of) {
                 Ok(req) => {
-                    let (executed, resp) = run(state, req).await;
+                    let (executed, resp) = run(state, in_flight, req).await;
                     encode_one(&resp, executed, &mut out)
                 }
                 Err(m) => {
@@ -313,7 +368,12 @@ async fn batch(state: &AppState, media: Media, items: Vec<Value>) -> Response {
 }
 
 /// `GET /graphql?query=…&variables=…&operationName=…`: queries only.
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(in_flight): Extension<InFlight>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     let Some(media) = Media::negotiate(&headers) else {
         return not_acceptable();
     };
@@ -362,7 +422,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: axum::h
     }
     match request_of(&obj) {
         Ok(req) => {
-            let (executed, resp) = run(&state, req).await;
+            let (executed, resp) = run(&state, &in_flight, req).await;
             single(&state, media, executed, resp)
         }
         Err(m) => bad(m),

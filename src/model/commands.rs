@@ -440,6 +440,7 @@ impl Topology {
                 Ok(())
             }
             Command::CpoolDelete { id } => {
+                check_id("pool id", id)?;
                 let pool = self.cpool(id).cloned().ok_or_else(|| ModelError::not_found(format!("no pool '{id}'")))?;
                 let keys = self.pool_containers(&pool.id);
                 self.delete_containers(&keys);
