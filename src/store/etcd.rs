@@ -162,7 +162,7 @@ impl Drop for EtcdStore {
 }
 
 /// Runs one etcd request with the request timeout, classifying failures.
-async fn within<T>(
+async fn within_once<T>(
     timeout: Duration,
     what: &str,
     fut: impl Future<Output = Result<T, etcd_client::Error>>,
@@ -174,6 +174,44 @@ async fn within<T>(
         Ok(Err(e)) => Err(classify(what, e)),
         Ok(Ok(v)) => Ok(v),
     }
+}
+
+/// Runs an etcd request with the request timeout; a request that never
+/// left (the member it went to refused the connection: it is down) is
+/// sent again, so that another member answers it.
+async fn within<T, F, Fut>(timeout: Duration, what: &str, mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, call()).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{what}: etcd did not answer within {}s",
+                    timeout.as_secs_f64()
+                )))
+            }
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + RESEND_PAUSE < deadline => {
+                tracing::debug!(error = %e, "{what}: an etcd member refused the connection; sending again");
+                tokio::time::sleep(RESEND_PAUSE).await;
+            }
+            Ok(Err(e)) => return Err(classify(what, e)),
+        }
+    }
+}
+
+/// Pause before a request that never left is sent again.
+const RESEND_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whether a request failed before it reached etcd (so sending it again
+/// cannot apply it twice).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let s = format!("{e:?}");
+    s.contains("ConnectError") || s.contains("tcp connect error")
 }
 
 /// A request etcd refused (too large, too many operations, permissions) is
@@ -223,9 +261,10 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         let endpoints = cfg.endpoints.join(",");
-        let client = within(timeout, "connecting to etcd", Client::connect(cfg.endpoints.clone(), Some(opts)))
-            .await
-            .map_err(|e| anyhow::anyhow!("etcd at {endpoints}: {e}"))?;
+        let client =
+            within(timeout, "connecting to etcd", || Client::connect(cfg.endpoints.clone(), Some(opts.clone())))
+                .await
+                .map_err(|e| anyhow::anyhow!("etcd at {endpoints}: {e}"))?;
         let mut store = EtcdStore {
             client,
             keys,
@@ -269,17 +308,25 @@ impl EtcdStore {
             TxnOp::put(self.keys.revision.clone(), "0", None),
             TxnOp::put(self.keys.format.clone(), LAYOUT, None),
         ]);
-        let mut kv = self.client.kv_client();
-        within(self.timeout, "creating the layout", kv.txn(txn)).await?;
+        let kv = self.client.kv_client();
+        within(self.timeout, "creating the layout", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// Every record, the revision, and the etcd revision they were read at.
     async fn read_all(&self) -> Result<(Images, u64, i64), StoreError> {
-        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        let kv = self.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
         let txn = Txn::new()
             .and_then([TxnOp::get(self.keys.revision.clone(), None), TxnOp::get(self.keys.format.clone(), None)]);
-        let resp = within(self.timeout, "reading the revision", kv.txn(txn)).await?;
+        let resp = within(self.timeout, "reading the revision", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         let header = header_revision(resp.header());
         let mut values = resp.op_responses().into_iter().map(|r| match r {
             TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
@@ -303,7 +350,11 @@ impl EtcdStore {
         let mut from = self.keys.records.clone().into_bytes();
         loop {
             let opts = GetOptions::new().with_range(end.clone()).with_revision(header).with_limit(PAGE);
-            let resp = within(self.timeout, "reading the records", kv.get(from.clone(), Some(opts))).await?;
+            let resp = within(self.timeout, "reading the records", || {
+                let (mut kv, from, opts) = (kv.clone(), from.clone(), opts.clone());
+                async move { kv.get(from, Some(opts)).await }
+            })
+            .await?;
             for kv in resp.kvs() {
                 let rec: Record = serde_json::from_slice(kv.value()).map_err(|e| {
                     StoreError::Other(anyhow::anyhow!("unreadable record {}: {e}", String::from_utf8_lossy(kv.key())))
@@ -373,8 +424,12 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::value(self.keys.revision.clone(), CompareOp::Equal, expected.to_string())])
             .and_then(ops);
-        let mut kv = self.client.kv_client();
-        let resp = within(self.timeout, "committing the change", kv.txn(txn)).await?;
+        let kv = self.client.kv_client();
+        let resp = within(self.timeout, "committing the change", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         if !resp.succeeded() {
             return Err(StoreError::Conflict { expected });
         }
@@ -393,8 +448,12 @@ impl Store for EtcdStore {
             ),
             TxnOp::get(self.keys.revision.clone(), None),
         ]);
-        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
-        let resp = within(self.timeout, "reading the change log", kv.txn(txn)).await?;
+        let kv = self.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        let resp = within(self.timeout, "reading the change log", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
             TxnOpResponse::Get(g) => Some(g),
             _ => None,
@@ -485,9 +544,13 @@ impl Watch {
     /// handled.
     async fn session(&self, next: &mut i64) -> Result<(), StoreError> {
         self.snapshot_hosts().await?;
-        let mut wc = self.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+        let wc = self.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
         let opts = WatchOptions::new().with_prefix().with_start_revision(*next).with_progress_notify();
-        let mut stream = within(self.timeout, "watching", wc.watch(self.keys.root.clone(), Some(opts))).await?;
+        let mut stream = within(self.timeout, "watching", || {
+            let (mut wc, opts, key) = (wc.clone(), opts.clone(), self.keys.root.clone());
+            async move { wc.watch(key, Some(opts)).await }
+        })
+        .await?;
         let mut caught_up = false;
         loop {
             let resp = match stream.message().await {
@@ -558,12 +621,11 @@ impl Watch {
 
     /// Reads every announcement: hosts not announced any more are down.
     async fn snapshot_hosts(&self) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
-        let resp = within(
-            self.timeout,
-            "reading the hosts",
-            kv.get(self.keys.hosts.clone(), Some(GetOptions::new().with_prefix().with_limit(100_000))),
-        )
+        let kv = self.client.kv_client();
+        let resp = within(self.timeout, "reading the hosts", || {
+            let (mut kv, key) = (kv.clone(), self.keys.hosts.clone());
+            async move { kv.get(key, Some(GetOptions::new().with_prefix().with_limit(100_000))).await }
+        })
         .await?;
         let mut hosts = self.shared.hosts.lock();
         for h in hosts.values_mut() {
@@ -604,23 +666,29 @@ impl Announce {
     }
 
     async fn session(&self) -> Result<(), StoreError> {
-        let mut lease = self.client.lease_client();
-        let grant = within(self.timeout, "granting the host lease", lease.grant(self.ttl, None)).await?;
-        let id = grant.id();
-        let mut kv = self.client.kv_client();
-        within(
-            self.timeout,
-            "announcing the host",
-            kv.put(self.key.clone(), self.value.clone(), Some(PutOptions::new().with_lease(id))),
-        )
+        let lease = self.client.lease_client();
+        let ttl = self.ttl;
+        let grant = within(self.timeout, "granting the host lease", || {
+            let mut lease = lease.clone();
+            async move { lease.grant(ttl, None).await }
+        })
         .await?;
+        let id = grant.id();
+        let kv = self.client.kv_client();
+        within(self.timeout, "announcing the host", || {
+            let (mut kv, key, value) = (kv.clone(), self.key.clone(), self.value.clone());
+            async move { kv.put(key, value, Some(PutOptions::new().with_lease(id))).await }
+        })
+        .await?;
+        let mut lease = lease.clone();
         tracing::info!(key = %self.key, "host announced");
-        let (mut keeper, mut stream) = within(self.timeout, "keeping the host lease", lease.keep_alive(id)).await?;
+        let (mut keeper, mut stream) =
+            within_once(self.timeout, "keeping the host lease", lease.keep_alive(id)).await?;
         let period = Duration::from_millis((self.ttl as u64 * 1000 / 3).max(200));
         loop {
             tokio::time::sleep(period).await;
-            within(self.timeout, "renewing the host lease", keeper.keep_alive()).await?;
-            match within(self.timeout, "renewing the host lease", stream.message()).await? {
+            within_once(self.timeout, "renewing the host lease", keeper.keep_alive()).await?;
+            match within_once(self.timeout, "renewing the host lease", stream.message()).await? {
                 Some(r) if r.ttl() > 0 => {}
                 _ => return Err(StoreError::Unavailable("the host lease expired".into())),
             }
