@@ -219,7 +219,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let cfg = leviathan::store::EtcdConfig {
             prefix: args.etcd_prefix.clone(),
             lease_ttl: args.host_ttl,
-            request_timeout: secs("etcd-timeout", args.etcd_timeout)?,
+            request_timeout: match secs("etcd-timeout", args.etcd_timeout)? {
+                t if t < std::time::Duration::from_millis(100) => bail!("--etcd-timeout: give at least 0.1 seconds"),
+                t => t,
+            },
             ..leviathan::store::EtcdConfig::new(args.etcd.clone(), &args.host_id)
         };
         Service::open_etcd(cfg, opts).await?

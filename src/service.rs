@@ -73,7 +73,7 @@ impl Service {
     /// Opens the state file with every option given.
     pub fn open_with(state: &Path, opts: Options) -> anyhow::Result<Arc<Service>> {
         Self::check_options(&opts)?;
-        let (store, topo, revision) = SqliteStore::open(state, opts.addr_plan.clone(), opts.keep_changes)?;
+        let (store, topo, revision) = SqliteStore::open(state, opts.addr_plan, opts.keep_changes)?;
         let store = store.announcing(&opts.host_id, opts.vtep_address.clone());
         Ok(Self::with_store(Arc::new(store), topo, revision, &opts))
     }
@@ -89,7 +89,7 @@ impl Service {
             ..cfg
         };
         let (store, images, revision) = EtcdStore::connect(cfg).await?;
-        let topo = crate::store::topology_of(&images, opts.addr_plan.clone(), "the model in etcd")?;
+        let topo = crate::store::topology_of(&images, opts.addr_plan, "the model in etcd")?;
         let store: Arc<dyn Store> = Arc::new(store);
         let remote = store.follow();
         let service = Self::with_store(store, topo, revision, &opts);
@@ -303,7 +303,7 @@ impl Service {
     /// jump, and one resuming from inside the jump is told `GONE`.
     async fn relist(&self) -> Result<(), ModelError> {
         let (images, revision) = self.store.load().await.map_err(commit_error)?;
-        let plan = self.topo.read().addr_plan().clone();
+        let plan = *self.topo.read().addr_plan();
         let fresh = crate::store::topology_of(&images, plan, "the reloaded model")
             .map_err(|e| ModelError::internal(e.to_string()))?;
         let items = {

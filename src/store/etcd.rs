@@ -474,8 +474,7 @@ impl Store for EtcdStore {
             return Err(StoreError::Gone(Gone { floor, keep: self.keep }));
         }
         let mut out = Vec::with_capacity(page.kvs().len());
-        let mut expect = revision + 1;
-        for kv in page.kvs() {
+        for (expect, kv) in (revision + 1..).zip(page.kvs()) {
             let change: Change = serde_json::from_slice(kv.value()).map_err(|e| {
                 StoreError::Other(anyhow::anyhow!("unreadable change {}: {e}", String::from_utf8_lossy(kv.key())))
             })?;
@@ -485,7 +484,6 @@ impl Store for EtcdStore {
                     change.revision
                 )));
             }
-            expect += 1;
             out.push(change);
         }
         Ok(out)
