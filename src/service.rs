@@ -385,3 +385,53 @@ async fn follow(service: Weak<Service>, mut rx: tokio::sync::mpsc::Receiver<Remo
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{etcd_available, EtcdProcess};
+
+    /// A server that fell behind what the log keeps reloads the model and
+    /// publishes the difference as one change at the current revision.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_behind_the_log_reloads_and_publishes_the_difference() {
+        if !etcd_available("service::tests::a_server_behind_the_log_reloads_and_publishes_the_difference") {
+            return;
+        }
+        let etcd = EtcdProcess::start("relist");
+        let opts = |host: &str| Options { keep_changes: 2, ..Options::new(host) };
+        let cfg = || EtcdConfig::new(vec![etcd.client_url.clone()], "unused");
+        let a = Service::open_etcd(cfg(), opts("ha")).await.unwrap();
+        // B without its follower: it hears nothing until it catches up.
+        let (store, images, revision) = EtcdStore::connect(EtcdConfig { keep: 2, ..cfg() }).await.unwrap();
+        let topo = crate::store::topology_of(&images, AddrPlan::default(), "test").unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        drop(store.follow());
+        let b = Service::with_store(store, topo, revision, &opts("hb"));
+        a.execute(Command::CenCreate { id: "gone".into() }).await.unwrap();
+        for i in 0..4 {
+            a.execute(Command::CenCreate { id: format!("c{i}") }).await.unwrap();
+        }
+        a.execute(Command::CenDelete { id: "gone".into() }).await.unwrap();
+        let mut rx = b.subscribe();
+        {
+            let _serial = b.writer.lock().await;
+            b.catch_up().await.unwrap();
+        }
+        assert_eq!(b.revision(), 6);
+        let ids = |s: &Arc<Service>| s.read(|t| t.cens().iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+        assert_eq!(ids(&b), ids(&a));
+        let c = rx.recv().await.unwrap();
+        assert_eq!((c.revision, c.mutation.as_str()), (6, "resync"));
+        let keys: Vec<String> = c.items.iter().map(|i| i.key.id()).collect();
+        assert_eq!(keys, vec!["c0", "c1", "c2", "c3"], "only what differs");
+        // From there on it follows the log again.
+        a.execute(Command::CenCreate { id: "c9".into() }).await.unwrap();
+        {
+            let _serial = b.writer.lock().await;
+            b.catch_up().await.unwrap();
+        }
+        let c = rx.recv().await.unwrap();
+        assert_eq!((c.revision, c.mutation.as_str()), (7, "cenCreate"));
+    }
+}
