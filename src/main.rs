@@ -46,9 +46,29 @@ struct ServeArgs {
     /// Address to listen on: ADDRESS:PORT, localhost:PORT, or a port.
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = cli::listen::parse)]
     listen: SocketAddr,
-    /// State file (SQLite); created if missing.
-    #[arg(long, default_value = "./leviathan.db")]
+    /// State file (SQLite); created if missing. One host only; see --etcd
+    /// for many.
+    #[arg(long, default_value = "./leviathan.db", conflicts_with = "etcd")]
     state: PathBuf,
+    /// Keep the state in etcd, shared with the leviathans of other hosts:
+    /// the client URLs of its members, comma-separated
+    /// (`http://10.0.0.1:2379,http://10.0.0.2:2379`).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    etcd: Vec<String>,
+    /// Prefix of every key leviathan keeps in etcd.
+    #[arg(long, default_value = "/leviathan", requires = "etcd")]
+    etcd_prefix: String,
+    /// Seconds one etcd request may take before etcd counts as unavailable.
+    #[arg(long, default_value_t = 5.0, requires = "etcd")]
+    etcd_timeout: f64,
+    /// Seconds this host's announcement in etcd outlives a server that
+    /// stopped (it is renewed every third of that while running).
+    #[arg(long, default_value_t = 10, requires = "etcd")]
+    host_ttl: i64,
+    /// This host's underlay address (the VTEP address other hosts reach it
+    /// at), announced with its host id.
+    #[arg(long)]
+    vtep_address: Option<std::net::IpAddr>,
     /// This server's host id (the default host of every request).
     #[arg(long, default_value = "host1")]
     host_id: String,
@@ -219,14 +239,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let addr_plan = leviathan::model::AddrPlan::new(args.cin_pool.0, args.cin_pool.1, args.cin_prefix_len)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let service = Service::open_with(
-        &args.state,
-        leviathan::service::Options {
-            addr_plan,
-            keep_changes: args.keep_changes,
-            ..leviathan::service::Options::new(&args.host_id)
-        },
-    )?;
+    let opts = leviathan::service::Options {
+        addr_plan,
+        keep_changes: args.keep_changes,
+        vtep_address: args.vtep_address.map(|a| a.to_string()),
+        ..leviathan::service::Options::new(&args.host_id)
+    };
+    let service = if args.etcd.is_empty() {
+        Service::open_with(&args.state, opts)?
+    } else {
+        let cfg = leviathan::store::EtcdConfig {
+            prefix: args.etcd_prefix.clone(),
+            lease_ttl: args.host_ttl,
+            request_timeout: match secs("etcd-timeout", args.etcd_timeout)? {
+                t if t < std::time::Duration::from_millis(100) => bail!("--etcd-timeout: give at least 0.1 seconds"),
+                t => t,
+            },
+            ..leviathan::store::EtcdConfig::new(args.etcd.clone(), &args.host_id)
+        };
+        Service::open_etcd(cfg, opts).await?
+    };
     let driver = if args.no_realize {
         None
     } else {
@@ -291,7 +323,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
+    if args.etcd.is_empty() {
+        tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
+    } else {
+        tracing::info!(%addr, etcd = %args.etcd.join(","), prefix = %args.etcd_prefix, revision = service.revision(), "leviathan listening");
+    }
     println!("listening on {addr}");
     leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
     Ok(())

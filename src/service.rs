@@ -5,12 +5,12 @@ mod feed;
 mod operations;
 mod realization;
 
-use crate::model::{AddrPlan, Command, ModelError, Topology};
-use crate::store::{Change, ChangeItem, Store};
+use crate::model::{AddrPlan, Command, EntityKey, ModelError, Record, Topology};
+use crate::store::{Change, ChangeItem, EtcdConfig, EtcdStore, HostStatus, Remote, SqliteStore, Store, StoreError};
 use parking_lot::RwLock;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::{broadcast, Mutex};
 
 pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
@@ -23,7 +23,7 @@ pub const CHANGE_STREAM_CAPACITY: usize = 1024;
 pub struct Service {
     topo: RwLock<Topology>,
     writer: Mutex<()>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     revision: AtomicU64,
     host_id: String,
     changes: broadcast::Sender<Arc<Change>>,
@@ -42,6 +42,8 @@ pub struct Options {
     /// Capacity of the change stream (how far a subscriber may fall behind
     /// before it is told it lagged).
     pub capacity: usize,
+    /// This host's underlay (VTEP) address, announced with its host id.
+    pub vtep_address: Option<String>,
 }
 
 impl Options {
@@ -51,6 +53,7 @@ impl Options {
             addr_plan: AddrPlan::default(),
             keep_changes: crate::store::DEFAULT_KEEP_CHANGES,
             capacity: CHANGE_STREAM_CAPACITY,
+            vtep_address: None,
         }
     }
 }
@@ -69,22 +72,52 @@ impl Service {
 
     /// Opens the state file with every option given.
     pub fn open_with(state: &Path, opts: Options) -> anyhow::Result<Arc<Service>> {
-        let host_id = opts.host_id.as_str();
-        crate::model::ids::check_id("host id", host_id).map_err(|e| anyhow::anyhow!("--host-id: {e}"))?;
+        Self::check_options(&opts)?;
+        let (store, topo, revision) = SqliteStore::open(state, opts.addr_plan, opts.keep_changes)?;
+        let store = store.announcing(&opts.host_id, opts.vtep_address.clone());
+        Ok(Self::with_store(Arc::new(store), topo, revision, &opts))
+    }
+
+    /// Connects to etcd (shared with the servers of other hosts), loads the
+    /// topology from it and follows the changes committed there.
+    pub async fn open_etcd(cfg: EtcdConfig, opts: Options) -> anyhow::Result<Arc<Service>> {
+        Self::check_options(&opts)?;
+        let cfg = EtcdConfig {
+            keep: opts.keep_changes,
+            host_id: opts.host_id.clone(),
+            vtep_address: opts.vtep_address.clone(),
+            ..cfg
+        };
+        let (store, images, revision) = EtcdStore::connect(cfg).await?;
+        let topo = crate::store::topology_of(&images, opts.addr_plan, "the model in etcd")?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let remote = store.follow();
+        let service = Self::with_store(store, topo, revision, &opts);
+        if let Some(rx) = remote {
+            tokio::spawn(follow(Arc::downgrade(&service), rx));
+        }
+        Ok(service)
+    }
+
+    fn check_options(opts: &Options) -> anyhow::Result<()> {
+        crate::model::ids::check_id("host id", &opts.host_id).map_err(|e| anyhow::anyhow!("--host-id: {e}"))?;
         if opts.capacity == 0 {
             anyhow::bail!("the change stream capacity must be at least 1");
         }
-        let (store, topo, revision) = Store::open(state, opts.addr_plan, opts.keep_changes)?;
+        Ok(())
+    }
+
+    fn with_store(store: Arc<dyn Store>, topo: Topology, revision: u64, opts: &Options) -> Arc<Service> {
         let (changes, _) = broadcast::channel(opts.capacity);
-        Ok(Arc::new(Service {
+        Arc::new(Service {
             topo: RwLock::new(topo),
             writer: Mutex::new(()),
-            store: Arc::new(store),
+            store,
             revision: AtomicU64::new(revision),
-            host_id: host_id.to_string(),
+            host_id: opts.host_id.clone(),
             changes,
             operations: Operations::new(),
-        }))
+        })
     }
 
     /// This server's own host id (the default wherever a host id is optional).
@@ -134,8 +167,16 @@ impl Service {
     }
 
     /// The store (for the change log).
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// What is known of a host's own leviathan: the VTEP address it
+    /// announced and whether it is up. With SQLite only this server's host
+    /// is known (up, with `--vtep-address`); with etcd, every host whose
+    /// server announced itself, up while its lease lives.
+    pub fn host_status(&self, host: &str) -> HostStatus {
+        self.store.host_status(host)
     }
 
     /// Applies a command: validates and computes it against the graph,
@@ -160,44 +201,237 @@ impl Service {
 
     async fn execute_inner(self: Arc<Self>, cmd: Command) -> Result<(u64, Option<Arc<Change>>), ModelError> {
         let _serial = self.writer.lock().await;
-        let (images, items) = {
-            let mut t = self.topo.write();
-            let after = t.prepare(&cmd)?;
-            let items: Vec<ChangeItem> = after
-                .iter()
-                .map(|(k, a)| ChangeItem { key: k.clone(), before: t.get(k).cloned(), after: a.clone() })
-                .collect();
-            (after, items)
-        };
-        if images.is_empty() {
-            return Ok((self.revision(), None));
+        let mut attempt = 0;
+        loop {
+            let (images, items) = {
+                let mut t = self.topo.write();
+                let after = t.prepare(&cmd)?;
+                let items: Vec<ChangeItem> = after
+                    .iter()
+                    .map(|(k, a)| ChangeItem { key: k.clone(), before: t.get(k).cloned(), after: a.clone() })
+                    .collect();
+                (after, items)
+            };
+            if images.is_empty() {
+                return Ok((self.revision(), None));
+            }
+            let revision = self.revision() + 1;
+            let at_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            let at_ms = at_us / 1000;
+            let change = Arc::new(Change { revision, mutation: cmd.name().to_string(), at_ms, at_us, items });
+            let images = Arc::new(images);
+            match self.store.commit(Arc::clone(&images), Arc::clone(&change)).await {
+                Ok(()) => {
+                    self.apply(&images, change.clone());
+                    return Ok((revision, Some(change)));
+                }
+                Err(StoreError::Conflict { expected }) if attempt < MAX_COMMIT_ATTEMPTS => {
+                    // Another server committed first: catch up and compute
+                    // the command again against the fresh model.
+                    attempt += 1;
+                    tracing::debug!(expected, attempt, "lost the commit race; catching up");
+                    self.catch_up().await?;
+                }
+                Err(e) => return Err(commit_error(e)),
+            }
         }
-        let revision = self.revision() + 1;
+    }
+
+    /// Makes committed images visible and publishes their change. The
+    /// caller holds the writer lock; `change` is the next revision.
+    fn apply(&self, images: &crate::model::Images, change: Arc<Change>) {
+        {
+            let mut t = self.topo.write();
+            t.commit(images);
+            self.revision.store(change.revision, Ordering::Release);
+        }
+        // The one place subscribers are notified: once per committed change,
+        // in revision order (the writer lock is held).
+        let _ = self.changes.send(change);
+    }
+
+    /// Applies a change committed elsewhere if it is the next one; a later
+    /// one means some were missed: catch up from the log. The caller holds
+    /// the writer lock.
+    async fn apply_remote(&self, change: Arc<Change>) -> Result<(), ModelError> {
+        let current = self.revision();
+        if change.revision <= current {
+            return Ok(());
+        }
+        if change.revision == current + 1 {
+            self.apply(&change.images(), change);
+            return Ok(());
+        }
+        self.catch_up().await
+    }
+
+    /// Applies every change the log holds after the current revision. If
+    /// the log no longer reaches back that far, reloads the whole model and
+    /// publishes the difference as one change (see [`Service::relist`]).
+    /// The caller holds the writer lock.
+    async fn catch_up(&self) -> Result<(), ModelError> {
+        loop {
+            let current = self.revision();
+            let page = match self.store.changes_after(current, REPLAY_PAGE).await {
+                Ok(p) => p,
+                Err(StoreError::Gone(g)) => {
+                    tracing::warn!(revision = current, floor = g.floor, "behind the change log; reloading the model");
+                    return self.relist().await;
+                }
+                Err(e) => return Err(commit_error(e)),
+            };
+            let full = page.len() >= REPLAY_PAGE;
+            for c in page {
+                if c.revision == self.revision() + 1 {
+                    let c = Arc::new(c);
+                    self.apply(&c.images(), c);
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reloads the whole model from the store and publishes what differs
+    /// from the model held as one change, `mutation: "resync"`, at the
+    /// store's revision. The revisions in between are not published one by
+    /// one (the log no longer has them): a subscriber sees the revision
+    /// jump, and one resuming from inside the jump is told `GONE`.
+    async fn relist(&self) -> Result<(), ModelError> {
+        let (images, revision) = self.store.load().await.map_err(commit_error)?;
+        let plan = *self.topo.read().addr_plan();
+        let fresh = crate::store::topology_of(&images, plan, "the reloaded model")
+            .map_err(|e| ModelError::internal(e.to_string()))?;
+        let items = {
+            let old = self.topo.read();
+            let mut keys: std::collections::BTreeSet<EntityKey> = images.keys().cloned().collect();
+            keys.extend(old.records().iter().map(Record::key));
+            keys.into_iter()
+                .filter_map(|k| {
+                    let before = old.get(&k).cloned();
+                    let after = fresh.get(&k).cloned();
+                    (before != after).then_some(ChangeItem { key: k, before, after })
+                })
+                .collect::<Vec<_>>()
+        };
         let at_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        let at_ms = at_us / 1000;
-        let change = Arc::new(Change { revision, mutation: cmd.name().to_string(), at_ms, at_us, items });
-        let store = Arc::clone(&self.store);
-        let (images, change) = tokio::task::spawn_blocking(move || {
-            let r = store.commit(&images, &change);
-            r.map(|()| (images, change))
-        })
-        .await
-        .map_err(|e| ModelError::internal(format!("store task failed: {e}")))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "commit failed");
-            ModelError::internal(format!("could not commit the change: {e}"))
-        })?;
+        let change = Arc::new(Change { revision, mutation: "resync".into(), at_ms: at_us / 1000, at_us, items });
         {
             let mut t = self.topo.write();
-            t.commit(&images);
+            *t = fresh;
             self.revision.store(revision, Ordering::Release);
         }
-        // The one place subscribers are notified: once per committed change,
-        // in revision order (the writer lock is still held).
-        let _ = self.changes.send(Arc::clone(&change));
-        Ok((revision, Some(change)))
+        let _ = self.changes.send(change);
+        Ok(())
+    }
+}
+
+/// How often a command is computed again after losing the commit race
+/// before it gives up.
+pub const MAX_COMMIT_ATTEMPTS: u32 = 64;
+
+/// The error a client sees for a store failure.
+fn commit_error(e: StoreError) -> ModelError {
+    match e {
+        StoreError::Unavailable(m) => ModelError::unavailable(format!(
+            "{m}; the change was not acknowledged (if it was committed after all, it appears in the change stream). Retry later"
+        )),
+        StoreError::Conflict { expected } => ModelError::unavailable(format!(
+            "the change lost the commit race {MAX_COMMIT_ATTEMPTS} times (last at revision {expected}); retry later"
+        )),
+        StoreError::Gone(g) => ModelError::gone(g.to_string()),
+        StoreError::Other(e) => {
+            tracing::error!(error = %e, "commit failed");
+            ModelError::internal(format!("could not commit the change: {e}"))
+        }
+    }
+}
+
+/// Follows the changes committed by other servers: each is applied to the
+/// model and published exactly like a local one, in revision order. A
+/// catch-up that failed (etcd unreachable) is tried again every second
+/// until it succeeds.
+async fn follow(service: Weak<Service>, mut rx: tokio::sync::mpsc::Receiver<Remote>) {
+    let mut behind = false;
+    loop {
+        let next = if behind {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await {
+                Ok(n) => n,
+                Err(_) => Some(Remote::CatchUp),
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(event) = next else { return };
+        let Some(service) = service.upgrade() else { return };
+        let _serial = service.writer.lock().await;
+        let r = match event {
+            Remote::Change(c) => service.apply_remote(c).await,
+            Remote::CatchUp => service.catch_up().await,
+        };
+        behind = match r {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not catch up with the store yet");
+                true
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{etcd_available, EtcdProcess};
+
+    /// A server that fell behind what the log keeps reloads the model and
+    /// publishes the difference as one change at the current revision.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_behind_the_log_reloads_and_publishes_the_difference() {
+        if !etcd_available("service::tests::a_server_behind_the_log_reloads_and_publishes_the_difference") {
+            return;
+        }
+        let etcd = EtcdProcess::start("relist");
+        let opts = |host: &str| Options { keep_changes: 2, ..Options::new(host) };
+        let cfg = || EtcdConfig::new(vec![etcd.client_url.clone()], "unused");
+        let a = Service::open_etcd(cfg(), opts("ha")).await.unwrap();
+        // B without its follower: it hears nothing until it catches up.
+        let (store, images, revision) = EtcdStore::connect(EtcdConfig { keep: 2, ..cfg() }).await.unwrap();
+        let topo = crate::store::topology_of(&images, AddrPlan::default(), "test").unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        drop(store.follow());
+        let b = Service::with_store(store, topo, revision, &opts("hb"));
+        a.execute(Command::CenCreate { id: "gone".into() }).await.unwrap();
+        for i in 0..4 {
+            a.execute(Command::CenCreate { id: format!("c{i}") }).await.unwrap();
+        }
+        a.execute(Command::CenDelete { id: "gone".into() }).await.unwrap();
+        let mut rx = b.subscribe();
+        {
+            let _serial = b.writer.lock().await;
+            b.catch_up().await.unwrap();
+        }
+        assert_eq!(b.revision(), 6);
+        let ids = |s: &Arc<Service>| s.read(|t| t.cens().iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+        assert_eq!(ids(&b), ids(&a));
+        let c = rx.recv().await.unwrap();
+        assert_eq!((c.revision, c.mutation.as_str()), (6, "resync"));
+        let keys: Vec<String> = c.items.iter().map(|i| i.key.id()).collect();
+        assert_eq!(keys, vec!["c0", "c1", "c2", "c3"], "only what differs");
+        // From there on it follows the log again.
+        a.execute(Command::CenCreate { id: "c9".into() }).await.unwrap();
+        {
+            let _serial = b.writer.lock().await;
+            b.catch_up().await.unwrap();
+        }
+        let c = rx.recv().await.unwrap();
+        assert_eq!((c.revision, c.mutation.as_str()), (7, "cenCreate"));
     }
 }

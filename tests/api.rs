@@ -318,19 +318,21 @@ fn refuses_foreign_and_newer_state_files() {
     let c = rusqlite::Connection::open(&foreign).unwrap();
     c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
     drop(c);
-    let err = leviathan::store::Store::open(&foreign, Default::default(), 100)
+    let err = leviathan::store::SqliteStore::open(&foreign, Default::default(), 100)
         .err()
         .expect("foreign file refused")
         .to_string();
     assert!(err.contains("not a leviathan state file"), "{err}");
 
     let newer = dir.path().join("newer.db");
-    drop(leviathan::store::Store::open(&newer, Default::default(), 100).unwrap());
+    drop(leviathan::store::SqliteStore::open(&newer, Default::default(), 100).unwrap());
     let c = rusqlite::Connection::open(&newer).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
     drop(c);
-    let err =
-        leviathan::store::Store::open(&newer, Default::default(), 100).err().expect("newer format refused").to_string();
+    let err = leviathan::store::SqliteStore::open(&newer, Default::default(), 100)
+        .err()
+        .expect("newer format refused")
+        .to_string();
     assert!(err.contains("newer leviathan") && err.contains("format 99"), "{err}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))

@@ -20,8 +20,8 @@ const LEAVE: &str =
     "mutation($c: ID!, $cen: ID!) { containerLeaveCen(input: {containerId: $c, cenId: $cen}) { revision } }";
 
 /// The size of the change record of each revision, as the log stores it.
-fn record_size(svc: &leviathan::service::Service, revision: u64) -> usize {
-    let changes = svc.store().changes_after(revision - 1, 1).unwrap();
+async fn record_size(svc: &leviathan::service::Service, revision: u64) -> usize {
+    let changes = svc.store().changes_after(revision - 1, 1).await.unwrap();
     assert_eq!(changes[0].revision, revision);
     serde_json::to_string(&changes[0]).unwrap().len()
 }
@@ -43,7 +43,7 @@ async fn a_join_to_a_huge_cen_is_a_small_change() {
         .unwrap();
     let join = Command::ContainerJoinCen { host: "host1".into(), container: "newcomer".into(), cen: "big".into() };
     let r = svc.execute(join).await.unwrap();
-    let size = record_size(&svc, r);
+    let size = record_size(&svc, r).await;
     assert!(size < 4096, "the change record of a join is {size} bytes");
     // The newcomer got the next address of the CIN.
     let addr = svc.read(|t| {
@@ -56,7 +56,7 @@ async fn a_join_to_a_huge_cen_is_a_small_change() {
     assert_eq!(addr, Some("10.10.39.26".parse().unwrap()), "10,000 members hold .10 to 39.25");
     let leave = Command::ContainerLeaveCen { host: "host1".into(), container: "m5".into(), cen: "big".into() };
     let r = svc.execute(leave).await.unwrap();
-    let size = record_size(&svc, r);
+    let size = record_size(&svc, r).await;
     assert!(size < 4096, "the change record of a leave is {size} bytes");
     // The freed address is handed out again, lowest first.
     let join = Command::ContainerJoinCen { host: "host1".into(), container: "second".into(), cen: "big".into() };

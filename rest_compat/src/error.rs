@@ -55,13 +55,15 @@ impl CompatError {
 }
 
 /// BAD_REQUEST 400, NOT_FOUND 404, CONFLICT 409, UNAUTHENTICATED 401,
-/// anything else (INTERNAL, or no code) 500.
+/// UNAVAILABLE 503 (the shared store cannot be reached), anything else
+/// (INTERNAL, or no code) 500.
 pub fn status_of_code(code: Option<&str>) -> StatusCode {
     match code {
         Some("BAD_REQUEST") => StatusCode::BAD_REQUEST,
         Some("NOT_FOUND") => StatusCode::NOT_FOUND,
         Some("CONFLICT") => StatusCode::CONFLICT,
         Some("UNAUTHENTICATED") => StatusCode::UNAUTHORIZED,
+        Some("UNAVAILABLE") => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

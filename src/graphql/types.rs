@@ -69,6 +69,18 @@ impl Host {
     async fn id(&self) -> ID {
         ID(self.id.clone())
     }
+    /// The host's underlay address (`--vtep-address` of its leviathan), as
+    /// last announced; null if its leviathan never announced one to this
+    /// server. With a SQLite state file only this server's own host is known.
+    async fn vtep_address(&self, ctx: &Context<'_>) -> Option<String> {
+        svc(ctx).host_status(&self.id).vtep_address
+    }
+    /// Whether the host's leviathan is running: with etcd, true while its
+    /// announcement's lease lives (false once it expired); with a SQLite
+    /// state file, true for this server's own host only.
+    async fn up(&self, ctx: &Context<'_>) -> bool {
+        svc(ctx).host_status(&self.id).up
+    }
     /// The containers on this host, sorted by id.
     #[graphql(complexity = "cost::list(List::HostContainers, first, child_complexity)")]
     async fn containers(

@@ -13,6 +13,10 @@ pub enum ErrorCode {
     /// What was asked for is no longer kept (e.g. changes older than the
     /// change log holds): re-read the current state.
     Gone,
+    /// The shared store (etcd) cannot be reached: the change was not made
+    /// (or not acknowledged). Reads still answer from the last known state;
+    /// retry later.
+    Unavailable,
     Internal,
 }
 
@@ -25,6 +29,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::Gone => "GONE",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -49,6 +54,9 @@ impl ModelError {
     }
     pub fn gone(message: impl Into<String>) -> Self {
         Self { code: ErrorCode::Gone, message: message.into() }
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::Unavailable, message: message.into() }
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self { code: ErrorCode::Internal, message: message.into() }

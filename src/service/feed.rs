@@ -169,16 +169,16 @@ impl Service {
         }))
     }
 
-    /// One page of the change log after `revision`, read off the runtime.
+    /// One page of the change log after `revision`.
     async fn read_log(&self, revision: u64) -> Result<Vec<Change>, ModelError> {
-        let store = Arc::clone(self.store());
-        tokio::task::spawn_blocking(move || store.changes_after(revision, REPLAY_PAGE))
-            .await
-            .map_err(|e| ModelError::internal(format!("change log task failed: {e}")))?
-            .map_err(|e| match e.downcast::<crate::store::Gone>() {
-                Ok(g) => gone(g, self.revision()),
-                Err(e) => ModelError::internal(format!("could not read the change log: {e}")),
-            })
+        match self.store().changes_after(revision, REPLAY_PAGE).await {
+            Ok(page) => Ok(page),
+            Err(crate::store::StoreError::Gone(g)) => Err(gone(g, self.revision())),
+            Err(crate::store::StoreError::Unavailable(m)) => {
+                Err(ModelError::unavailable(format!("could not read the change log: {m}")))
+            }
+            Err(e) => Err(ModelError::internal(format!("could not read the change log: {e}"))),
+        }
     }
 }
 
@@ -223,7 +223,7 @@ mod tests {
             other => panic!("expected a lag signal, got {other:?}"),
         }
         // Resume from the log, then the feed drops what was re-read.
-        let log = s.store().changes_after(1, 100).unwrap();
+        let log = s.store().changes_after(1, 100).await.unwrap();
         assert_eq!(log.iter().map(|c| c.revision).collect::<Vec<_>>(), (2..=11).collect::<Vec<_>>());
         feed.caught_up(11);
         create(&s, "c").await;

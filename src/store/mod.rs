@@ -1,24 +1,32 @@
-//! Durable state: a SQLite file in WAL mode holding every record of the
-//! topology and the change log. One transaction per change: the new images
-//! of the records it touched, the change record, and the revision. The log
-//! keeps the last `keep` changes; older ones are dropped in the same
-//! transaction, and the revision below which the log is gone is recorded.
+//! Durable state behind one contract ([`Store`]) with two implementations:
+//! a SQLite file for one host ([`SqliteStore`]) and etcd shared by many
+//! hosts ([`EtcdStore`]).
+//!
+//! The contract: the store holds every record of the topology, the change
+//! log and the revision. A change is committed in one transaction (the new
+//! images of the records it touched, the change record, the revision), and
+//! only if the store is still at the revision the change was computed
+//! against; otherwise the commit is refused with [`StoreError::Conflict`]
+//! and nothing is written. The log keeps the last `keep` changes; older
+//! ones are dropped in the same transaction, and a `since` below what is
+//! kept is refused with [`Gone`].
 
 use crate::model::{AddrPlan, EntityKey, Images, Record, Topology};
-
-mod migrate;
-use anyhow::{bail, Context};
-use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::sync::Arc;
 
-/// `PRAGMA application_id` of a leviathan state file ("LEVI").
-pub const APPLICATION_ID: i64 = 0x4C45_5649;
-/// The state file format this build writes and reads (2: memberships are
-/// records of their own, CINs carry their subnet). Format 1 files are
-/// migrated on open.
-pub const FORMAT: i64 = 2;
+#[cfg(test)]
+mod contract;
+pub mod etcd;
+mod migrate;
+mod sqlite;
+#[doc(hidden)]
+pub mod testing;
+
+pub use etcd::{EtcdConfig, EtcdStore};
+pub use sqlite::{SqliteStore, APPLICATION_ID, FORMAT};
+
 /// Changes kept in the log by default.
 pub const DEFAULT_KEEP_CHANGES: u64 = 100_000;
 
@@ -59,6 +67,11 @@ impl Change {
             self.at_ms as f64
         }
     }
+
+    /// The images this change leaves: each touched record as it is after.
+    pub fn images(&self) -> Images {
+        self.items.iter().map(|i| (i.key.clone(), i.after.clone())).collect()
+    }
 }
 
 /// A `since` older than what the change log keeps.
@@ -72,154 +85,98 @@ pub struct Gone {
     pub keep: u64,
 }
 
-/// The state file.
-pub struct Store {
-    conn: Mutex<Connection>,
-    keep: u64,
-    /// The log holds every change after this revision.
-    floor: std::sync::atomic::AtomicU64,
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is no longer at the revision the change was computed
+    /// against (another server committed first). Nothing was written:
+    /// catch up and compute the change again.
+    #[error("the store moved on from revision {expected}: another server committed first")]
+    Conflict { expected: u64 },
+    /// The log no longer holds what was asked for.
+    #[error(transparent)]
+    Gone(#[from] Gone),
+    /// The store cannot be reached (or did not answer in time). For a
+    /// commit the outcome is unknown: if it was committed after all, it
+    /// arrives like any change made elsewhere.
+    #[error("the shared store is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (unreadable data, refused request, I/O).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
-impl Store {
-    /// Opens (or creates) a state file and loads the topology (whose new
-    /// CINs get subnets from `plan`) and revision, keeping the last `keep`
-    /// changes in the log. A file that is not a leviathan state file, or
-    /// was written in a newer format, is refused with a message saying so;
-    /// it is never misread.
-    pub fn open(path: &Path, plan: AddrPlan, keep: u64) -> anyhow::Result<(Store, Topology, u64)> {
-        if keep == 0 {
-            bail!("--keep-changes must be at least 1");
-        }
-        let mut conn = Connection::open(path).with_context(|| format!("opening state file {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        if app == 0 && version == 0 && tables == 0 {
-            Self::init(&conn)?;
-        } else if app != APPLICATION_ID {
-            bail!("{} is not a leviathan state file (application id {app:#x}); refusing to use it", path.display());
-        } else if version > FORMAT {
-            bail!(
-                "{} was written by a newer leviathan (state format {version}); this build reads format {FORMAT}. Upgrade leviathan or use another --state file",
-                path.display()
-            );
-        } else if version == 1 {
-            migrate::from_v1(&mut conn).with_context(|| format!("migrating {} from state format 1", path.display()))?;
-        } else if version != FORMAT {
-            bail!("{} has state format {version}, which this build (format {FORMAT}) cannot read", path.display());
-        }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+/// What this server knows of a host's own leviathan (see `Host.up`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostStatus {
+    /// The underlay (VTEP) address the host announced, if any.
+    pub vtep_address: Option<String>,
+    /// Whether the host's leviathan is announced right now.
+    pub up: bool,
+}
 
-        let mut images = Images::new();
-        {
-            let mut stmt = conn.prepare("SELECT kind, id, body FROM records")?;
-            let rows =
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-            for row in rows {
-                let (kind, id, body) = row?;
-                let rec: Record = serde_json::from_str(&body)
-                    .with_context(|| format!("{}: unreadable {kind} record '{id}'", path.display()))?;
-                images.insert(rec.key(), Some(rec));
-            }
-        }
-        let mut topo = Topology::with_plan(plan);
-        topo.commit(&images);
-        if let Err(e) = topo.check_integrity() {
-            bail!("{} is inconsistent: {e}", path.display());
-        }
-        let meta = |key: &str| -> anyhow::Result<Option<u64>> {
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get::<_, String>(0))
-                .optional()?
-                .map(|v| v.parse::<u64>())
-                .transpose()
-                .with_context(|| format!("reading {key}"))
-        };
-        let revision = meta("revision")?.unwrap_or(0);
-        let floor = meta("floor")?.unwrap_or(0);
-        let store = Store { conn: Mutex::new(conn), keep, floor: std::sync::atomic::AtomicU64::new(floor) };
-        Ok((store, topo, revision))
-    }
+/// What a shared store tells the server about changes made elsewhere.
+#[derive(Debug, Clone)]
+pub enum Remote {
+    /// A change committed (possibly by another server), in revision order
+    /// as far as one watch goes.
+    Change(Arc<Change>),
+    /// The store may hold changes this server has not seen (the watch was
+    /// (re)started): catch up from the log.
+    CatchUp,
+}
+
+/// A durable store of the topology (see the module docs for the contract).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name of the implementation ("sqlite", "etcd").
+    fn kind(&self) -> &'static str;
 
     /// How many changes the log keeps.
-    pub fn keep(&self) -> u64 {
-        self.keep
-    }
+    fn keep(&self) -> u64;
 
-    /// The log holds every change after this revision.
-    pub fn floor(&self) -> u64 {
-        self.floor.load(std::sync::atomic::Ordering::Acquire)
-    }
+    /// The log holds every change after this revision (as last known to
+    /// this server; [`Store::changes_after`] checks it for real).
+    fn floor(&self) -> u64;
 
-    /// Refuses a `since` the log no longer covers.
-    pub fn check_since(&self, since: u64) -> Result<(), Gone> {
+    /// Refuses a `since` the log (as last known) no longer covers.
+    fn check_since(&self, since: u64) -> Result<(), Gone> {
         let floor = self.floor();
         if since < floor {
-            return Err(Gone { floor, keep: self.keep });
+            return Err(Gone { floor, keep: self.keep() });
         }
         Ok(())
     }
 
-    fn init(conn: &Connection) -> anyhow::Result<()> {
-        conn.execute_batch(&format!(
-            "BEGIN;
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE records (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
-                                   PRIMARY KEY (kind, id)) WITHOUT ROWID;
-             CREATE TABLE changes (revision INTEGER PRIMARY KEY, body TEXT NOT NULL);
-             INSERT INTO meta VALUES ('revision', '0');
-             PRAGMA application_id = {APPLICATION_ID};
-             PRAGMA user_version = {FORMAT};
-             COMMIT;"
-        ))?;
-        Ok(())
-    }
+    /// Every record and the revision they are at.
+    async fn load(&self) -> Result<(Images, u64), StoreError>;
 
     /// Makes a change durable: the new images, the change record and the
-    /// revision, in one transaction, dropping what the log no longer keeps.
-    /// Returns once committed to disk.
-    pub fn commit(&self, images: &Images, change: &Change) -> anyhow::Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let floor = change.revision.saturating_sub(self.keep).max(self.floor());
-        {
-            let mut upsert =
-                tx.prepare_cached("INSERT OR REPLACE INTO records (kind, id, body) VALUES (?1, ?2, ?3)")?;
-            let mut delete = tx.prepare_cached("DELETE FROM records WHERE kind = ?1 AND id = ?2")?;
-            for (key, rec) in images {
-                match rec {
-                    Some(rec) => upsert.execute(params![key.kind(), key.id(), serde_json::to_string(rec)?])?,
-                    None => delete.execute(params![key.kind(), key.id()])?,
-                };
-            }
-            tx.prepare_cached("INSERT INTO changes (revision, body) VALUES (?1, ?2)")?
-                .execute(params![change.revision as i64, serde_json::to_string(change)?])?;
-            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")?
-                .execute(params![change.revision.to_string()])?;
-            if floor > self.floor() {
-                tx.prepare_cached("DELETE FROM changes WHERE revision <= ?1")?.execute(params![floor as i64])?;
-                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('floor', ?1)")?
-                    .execute(params![floor.to_string()])?;
-            }
-        }
-        tx.commit()?;
-        self.floor.store(floor, std::sync::atomic::Ordering::Release);
-        Ok(())
-    }
+    /// revision `change.revision`, in one transaction, provided the store
+    /// is at `change.revision - 1` ([`StoreError::Conflict`] otherwise).
+    /// Drops what the log no longer keeps. Returns once committed.
+    async fn commit(&self, images: Arc<Images>, change: Arc<Change>) -> Result<(), StoreError>;
 
     /// The changes after `revision`, oldest first, at most `limit`; a
-    /// revision the log no longer covers is an error ([`Gone`]).
-    pub fn changes_after(&self, revision: u64, limit: usize) -> anyhow::Result<Vec<Change>> {
-        let conn = self.conn.lock();
-        self.check_since(revision)?;
-        let mut stmt =
-            conn.prepare_cached("SELECT body FROM changes WHERE revision > ?1 ORDER BY revision LIMIT ?2")?;
-        let rows = stmt.query_map(params![revision as i64, limit as i64], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for body in rows {
-            out.push(serde_json::from_str(&body?)?);
-        }
-        Ok(out)
+    /// revision the log no longer covers is [`StoreError::Gone`].
+    async fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
+
+    /// Changes made by other servers, for a store shared with them: taken
+    /// once, by the service. `None` for a store only this server writes.
+    fn follow(&self) -> Option<tokio::sync::mpsc::Receiver<Remote>> {
+        None
     }
+
+    /// What is known of a host's leviathan.
+    fn host_status(&self, host: &str) -> HostStatus;
+}
+
+/// Builds a topology from loaded records, refusing an inconsistent one.
+pub fn topology_of(images: &Images, plan: AddrPlan, origin: &str) -> anyhow::Result<Topology> {
+    let mut topo = Topology::with_plan(plan);
+    topo.commit(images);
+    if let Err(e) = topo.check_integrity() {
+        anyhow::bail!("{origin} is inconsistent: {e}");
+    }
+    Ok(topo)
 }

@@ -1,0 +1,237 @@
+//! The store of one host: a SQLite file in WAL mode holding every record of
+//! the topology and the change log. One transaction per change: the new
+//! images of the records it touched, the change record, and the revision.
+//! The log keeps the last `keep` changes; older ones are dropped in the same
+//! transaction, and the revision below which the log is gone is recorded.
+
+use super::{migrate, Change, Gone, HostStatus, Store, StoreError};
+use crate::model::{AddrPlan, Images, Record, Topology};
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// `PRAGMA application_id` of a leviathan state file ("LEVI").
+pub const APPLICATION_ID: i64 = 0x4C45_5649;
+/// The state file format this build writes and reads (2: memberships are
+/// records of their own, CINs carry their subnet). Format 1 files are
+/// migrated on open.
+pub const FORMAT: i64 = 2;
+/// The state file.
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+    /// This server's host and the VTEP address it was given.
+    own: Option<(String, Option<String>)>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    keep: u64,
+    /// The log holds every change after this revision.
+    floor: AtomicU64,
+    path: std::path::PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) a state file and loads the topology (whose new
+    /// CINs get subnets from `plan`) and revision, keeping the last `keep`
+    /// changes in the log. A file that is not a leviathan state file, or
+    /// was written in a newer format, is refused with a message saying so;
+    /// it is never misread.
+    pub fn open(path: &Path, plan: AddrPlan, keep: u64) -> anyhow::Result<(SqliteStore, Topology, u64)> {
+        if keep == 0 {
+            bail!("--keep-changes must be at least 1");
+        }
+        let mut conn = Connection::open(path).with_context(|| format!("opening state file {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if app == 0 && version == 0 && tables == 0 {
+            init(&conn)?;
+        } else if app != APPLICATION_ID {
+            bail!("{} is not a leviathan state file (application id {app:#x}); refusing to use it", path.display());
+        } else if version > FORMAT {
+            bail!(
+                "{} was written by a newer leviathan (state format {version}); this build reads format {FORMAT}. Upgrade leviathan or use another --state file",
+                path.display()
+            );
+        } else if version == 1 {
+            migrate::from_v1(&mut conn).with_context(|| format!("migrating {} from state format 1", path.display()))?;
+        } else if version != FORMAT {
+            bail!("{} has state format {version}, which this build (format {FORMAT}) cannot read", path.display());
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+
+        let (images, revision) = read_all(&conn, path)?;
+        let topo = super::topology_of(&images, plan, &path.display().to_string())?;
+        let floor = meta(&conn, "floor")?.unwrap_or(0);
+        let inner = Inner { conn: Mutex::new(conn), keep, floor: AtomicU64::new(floor), path: path.to_path_buf() };
+        Ok((SqliteStore { inner: Arc::new(inner), own: None }, topo, revision))
+    }
+
+    /// Names this server's host (and its VTEP address): the one host this
+    /// store reports as up.
+    pub fn announcing(mut self, host: &str, vtep_address: Option<String>) -> Self {
+        self.own = Some((host.to_string(), vtep_address));
+        self
+    }
+
+    /// Runs blocking work on the connection off the async runtime (or
+    /// inline when there is none).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::spawn_blocking(move || f(&inner))
+                .await
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?,
+            Err(_) => f(&inner),
+        }
+    }
+}
+
+fn meta(conn: &Connection, key: &str) -> anyhow::Result<Option<u64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .with_context(|| format!("reading {key}"))
+}
+
+fn read_all(conn: &Connection, path: &Path) -> anyhow::Result<(Images, u64)> {
+    let mut images = Images::new();
+    let mut stmt = conn.prepare("SELECT kind, id, body FROM records")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    for row in rows {
+        let (kind, id, body) = row?;
+        let rec: Record = serde_json::from_str(&body)
+            .with_context(|| format!("{}: unreadable {kind} record '{id}'", path.display()))?;
+        images.insert(rec.key(), Some(rec));
+    }
+    Ok((images, meta(conn, "revision")?.unwrap_or(0)))
+}
+
+fn init(conn: &Connection) -> anyhow::Result<()> {
+    conn.execute_batch(&format!(
+        "BEGIN;
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE records (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+                               PRIMARY KEY (kind, id)) WITHOUT ROWID;
+         CREATE TABLE changes (revision INTEGER PRIMARY KEY, body TEXT NOT NULL);
+         INSERT INTO meta VALUES ('revision', '0');
+         PRAGMA application_id = {APPLICATION_ID};
+         PRAGMA user_version = {FORMAT};
+         COMMIT;"
+    ))?;
+    Ok(())
+}
+
+impl Inner {
+    fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    fn check_since(&self, since: u64) -> Result<(), Gone> {
+        let floor = self.floor();
+        if since < floor {
+            return Err(Gone { floor, keep: self.keep });
+        }
+        Ok(())
+    }
+
+    fn commit(&self, images: &Images, change: &Change) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(anyhow::Error::from)?;
+        let expected = change.revision.saturating_sub(1);
+        let at = meta(&tx, "revision")?.unwrap_or(0);
+        if at != expected || change.revision == 0 {
+            return Err(StoreError::Conflict { expected });
+        }
+        let floor = change.revision.saturating_sub(self.keep).max(self.floor());
+        let write = || -> anyhow::Result<()> {
+            let mut upsert =
+                tx.prepare_cached("INSERT OR REPLACE INTO records (kind, id, body) VALUES (?1, ?2, ?3)")?;
+            let mut delete = tx.prepare_cached("DELETE FROM records WHERE kind = ?1 AND id = ?2")?;
+            for (key, rec) in images {
+                match rec {
+                    Some(rec) => upsert.execute(params![key.kind(), key.id(), serde_json::to_string(rec)?])?,
+                    None => delete.execute(params![key.kind(), key.id()])?,
+                };
+            }
+            tx.prepare_cached("INSERT INTO changes (revision, body) VALUES (?1, ?2)")?
+                .execute(params![change.revision as i64, serde_json::to_string(change)?])?;
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")?
+                .execute(params![change.revision.to_string()])?;
+            if floor > self.floor() {
+                tx.prepare_cached("DELETE FROM changes WHERE revision <= ?1")?.execute(params![floor as i64])?;
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('floor', ?1)")?
+                    .execute(params![floor.to_string()])?;
+            }
+            Ok(())
+        };
+        write()?;
+        tx.commit().map_err(anyhow::Error::from)?;
+        self.floor.store(floor, Ordering::Release);
+        Ok(())
+    }
+
+    fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        let conn = self.conn.lock();
+        self.check_since(revision)?;
+        let read = || -> anyhow::Result<Vec<Change>> {
+            let mut stmt =
+                conn.prepare_cached("SELECT body FROM changes WHERE revision > ?1 ORDER BY revision LIMIT ?2")?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![revision as i64, limit], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for body in rows {
+                out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
+        };
+        Ok(read()?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn keep(&self) -> u64 {
+        self.inner.keep
+    }
+
+    fn floor(&self) -> u64 {
+        self.inner.floor()
+    }
+
+    async fn load(&self) -> Result<(Images, u64), StoreError> {
+        self.blocking(|inner| Ok(read_all(&inner.conn.lock(), &inner.path)?)).await
+    }
+
+    async fn commit(&self, images: Arc<Images>, change: Arc<Change>) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.commit(&images, &change)).await
+    }
+
+    async fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        self.blocking(move |inner| inner.changes_after(revision, limit)).await
+    }
+
+    /// The server's own host is up (with the VTEP address it was given);
+    /// nothing is known of any other host.
+    fn host_status(&self, host: &str) -> HostStatus {
+        match &self.own {
+            Some((own, vtep)) if own == host => HostStatus { vtep_address: vtep.clone(), up: true },
+            _ => HostStatus::default(),
+        }
+    }
+}
