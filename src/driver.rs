@@ -287,6 +287,7 @@ pub struct Driver {
     reconciled: watch::Receiver<u64>,
     kick: Arc<Kick>,
     tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
+    foreign: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl Driver {
@@ -299,7 +300,12 @@ impl Driver {
         let changes = service.subscribe();
         let tracked = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let signals = Signals { applied: applied_tx, reconciled: reconciled_tx };
+        let foreign = Arc::new(parking_lot::Mutex::new(match &realizer {
+            Ok(r) => r.foreign(),
+            Err(_) => Vec::new(),
+        }));
         let looper = Loop {
+            foreign: Arc::clone(&foreign),
             host: service.host_id().to_string(),
             service,
             desired: Desired::default(),
@@ -307,7 +313,7 @@ impl Driver {
             last_steps: 0,
         };
         tokio::spawn(looper.run(realizer, changes, Arc::clone(&kick), signals, Arc::clone(&tracked)));
-        Driver { applied, reconciled, kick, tracked }
+        Driver { applied, reconciled, kick, tracked, foreign }
     }
 
     /// Reconciles every `every` in the background (drift made by hand, or by
@@ -359,6 +365,10 @@ impl RealizationHandle for Driver {
 
     fn reconcile(&self) {
         self.kick.wake(true);
+    }
+
+    fn foreign(&self) -> Vec<String> {
+        self.foreign.lock().clone()
     }
 
     async fn reconcile_and_wait(&self, limit: Duration) -> bool {
@@ -429,6 +439,8 @@ struct Loop {
     /// Steps of the latest apply: an operation registered just after the
     /// round that did its work reports those.
     last_steps: usize,
+    /// What the last full look at the kernel found that is not ours.
+    foreign: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl Loop {
@@ -539,7 +551,9 @@ impl Loop {
                     }
                 }
                 let progress = self.progress(tracked, revision);
-                r.apply(&want, Some(&progress)).await
+                let report = r.apply(&want, Some(&progress)).await;
+                *self.foreign.lock() = r.foreign();
+                report
             }
             None => realize::ApplyReport::default(),
         };

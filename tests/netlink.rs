@@ -220,12 +220,16 @@ async fn drift_is_repaired_on_restart() {
     assert!(!links(&p.ns("c1")).contains_key("cen1"));
     let s = start(&state, &p);
     let deadline = Instant::now() + Duration::from_secs(30);
-    // Repaired: the veth is back and up, the stray namespace gone.
-    while !links(&p.ns("c1")).get("cen1").is_some_and(|l| l.up) || namespaces(&p.0).contains(&p.ns("stray")) {
+    // Repaired: the veth is back and up. The stray namespace is not this
+    // server's (not in its ledger): it stays, reported as foreign.
+    while !links(&p.ns("c1")).get("cen1").is_some_and(|l| l.up) {
         assert!(Instant::now() < deadline, "drift not repaired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(links(&p.ns("c1"))["cen1"].kind, "veth");
+    let r = s.gql("mutation { reconcile(input: {wait: true}) { foreign } }", json!({})).await;
+    assert_eq!(r["reconcile"]["foreign"], json!([format!("namespace {}", p.ns("stray"))]));
+    assert!(namespaces(&p.0).contains(&p.ns("stray")));
     drop(s);
 }
 

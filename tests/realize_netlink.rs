@@ -317,7 +317,7 @@ async fn join_and_leave_touch_nobody_else() {
     d2.cens.get_mut("cen1").expect("cen1").members.push(m);
     let rep = r.apply(&d2, None).await;
     assert!(rep.is_ok(), "{:?}", rep.errors());
-    assert_eq!(rep.steps, 5, "join: netns, lo, veth, peer up, address");
+    assert_eq!(rep.steps, 6, "join: netns, lo, veth, peer up, host side's alias, address");
     for (c, i) in &before {
         assert_eq!(idx(c, "cen1"), *i, "{c} was touched by the join");
     }

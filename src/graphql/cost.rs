@@ -10,6 +10,7 @@
 
 use crate::model::{ContainerKey, Topology};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// The longest list of each kind in one topology.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,7 +67,36 @@ const FALLBACK: usize = 100;
 pub const COST_CAP: usize = 1 << 40;
 
 tokio::task_local! {
-    static BOUNDS: Bounds;
+    static BOUNDS: LazyBounds;
+}
+
+/// Bounds worked out only when a cost function first needs them: a request
+/// with no list (a mutation, a lookup by id) never pays for a pass over the
+/// topology after a change.
+#[derive(Clone)]
+pub struct LazyBounds(Arc<LazyInner>);
+
+struct LazyInner {
+    cell: std::sync::OnceLock<Bounds>,
+    compute: Box<dyn Fn() -> Bounds + Send + Sync>,
+}
+
+impl LazyBounds {
+    /// Bounds already known.
+    pub fn ready(b: Bounds) -> LazyBounds {
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(b);
+        LazyBounds(Arc::new(LazyInner { cell, compute: Box::new(Bounds::default) }))
+    }
+
+    /// Bounds computed by `f` on first use.
+    pub fn new(f: impl Fn() -> Bounds + Send + Sync + 'static) -> LazyBounds {
+        LazyBounds(Arc::new(LazyInner { cell: std::sync::OnceLock::new(), compute: Box::new(f) }))
+    }
+
+    fn get(&self) -> &Bounds {
+        self.0.cell.get_or_init(|| (self.0.compute)())
+    }
 }
 
 impl Bounds {
@@ -128,19 +158,19 @@ impl Bounds {
 }
 
 /// Runs a future with these bounds visible to the cost functions.
-pub async fn scope<F: std::future::Future>(bounds: Bounds, f: F) -> F::Output {
+pub async fn scope<F: std::future::Future>(bounds: LazyBounds, f: F) -> F::Output {
     BOUNDS.scope(bounds, f).await
 }
 
 /// Runs a closure with these bounds visible to the cost functions.
-pub fn sync_scope<R>(bounds: Bounds, f: impl FnOnce() -> R) -> R {
+pub fn sync_scope<R>(bounds: LazyBounds, f: impl FnOnce() -> R) -> R {
     BOUNDS.sync_scope(bounds, f)
 }
 
 /// How many items a list may hold: `first` where given (capped by the
 /// bound), else the bound.
 pub fn items(kind: List, first: Option<i32>) -> usize {
-    let bound = BOUNDS.try_with(|b| b.get(kind)).unwrap_or(FALLBACK);
+    let bound = BOUNDS.try_with(|b| b.get().get(kind)).unwrap_or(FALLBACK);
     match first {
         Some(f) if f >= 0 => (f as usize).min(bound),
         _ => bound,

@@ -9,7 +9,7 @@
 //! error gets an `extensions.code`: errors raised before execution are
 //! `BAD_REQUEST`; any other uncoded error is `INTERNAL`.
 
-use super::cost::{self, Bounds};
+use super::cost::{self, Bounds, LazyBounds};
 use crate::service::Service;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextRequest,
@@ -125,18 +125,22 @@ pub fn refused(message: impl Into<String>) -> ServerError {
 }
 
 impl Guard {
-    /// The topology's list bounds, computed once per revision.
-    fn bounds(&self, ctx: &ExtensionContext<'_>) -> Option<Bounds> {
-        let service = ctx.data_opt::<Arc<Service>>()?;
+    /// The topology's list bounds, computed at most once per revision and
+    /// only when a request's cost needs them.
+    fn bounds(&self, ctx: &ExtensionContext<'_>) -> Option<LazyBounds> {
+        let service = Arc::clone(ctx.data_opt::<Arc<Service>>()?);
         let rev = service.revision();
         if let Some((r, b)) = *self.cache.lock() {
             if r == rev {
-                return Some(b);
+                return Some(LazyBounds::ready(b));
             }
         }
-        let (b, r) = service.read_at(Bounds::of);
-        *self.cache.lock() = Some((r, b));
-        Some(b)
+        let cache = Arc::clone(&self.cache);
+        Some(LazyBounds::new(move || {
+            let (b, r) = service.read_at(Bounds::of);
+            *cache.lock() = Some((r, b));
+            b
+        }))
     }
 
     fn code_and_cap(&self, mut resp: async_graphql::Response) -> async_graphql::Response {
@@ -277,14 +281,14 @@ pub fn count_tokens(doc: &str, max: usize) -> usize {
 /// Polls a stream with the topology's bounds visible to the cost functions
 /// (a subscription is validated on its first poll).
 struct Scoped<S> {
-    bounds: Option<Bounds>,
+    bounds: Option<LazyBounds>,
     inner: S,
 }
 
 impl<S: Stream + Unpin> Stream for Scoped<S> {
     type Item = S::Item;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        match self.bounds {
+        match self.bounds.clone() {
             Some(b) => cost::sync_scope(b, || self.inner.poll_next_unpin(cx)),
             None => self.inner.poll_next_unpin(cx),
         }

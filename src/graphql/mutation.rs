@@ -303,6 +303,10 @@ pub struct ReconcilePayload {
     pub done: bool,
     /// The revision of the last committed change when it answered.
     pub revision: i64,
+    /// Objects under the server's prefix that it did not make (not in its
+    /// ledger), as of the last full look at the kernel: reported, never
+    /// touched (e.g. `namespace lev-x`, `link lev-vabc in host namespace`).
+    pub foreign: Vec<String>,
 }
 
 /// Input of `cpoolDelete`.
@@ -658,7 +662,7 @@ impl MutationRoot {
             driver.reconcile();
             false
         };
-        Ok(ReconcilePayload { done, revision: svc(ctx).revision() as i64 })
+        Ok(ReconcilePayload { done, revision: svc(ctx).revision() as i64, foreign: driver.foreign() })
     }
 
     /// Deletes a pool and its containers.

@@ -201,13 +201,16 @@ impl Container {
         let id = self.rec.pool.as_deref()?;
         svc(ctx).read(|t| t.cpool(id).map(Cpool::from_rec))
     }
-    /// Derived from the CENs it is in (see `Cen.status`).
+    /// Derived from the CENs it is in (see `Cen.status`). A container of
+    /// another host is PENDING here: each server realizes only its own
+    /// host's containers.
     async fn status(&self, ctx: &Context<'_>) -> Status {
-        svc(ctx).read(|t| t.container_realization(&self.key()).status.into())
+        realization_here(ctx, &self.key()).status.into()
     }
-    /// Why the status is FAILED (the kernel's error); null otherwise.
+    /// Why the status is FAILED (the kernel's error), or why a container is
+    /// not realized by this server; null otherwise.
     async fn status_message(&self, ctx: &Context<'_>) -> Option<String> {
-        svc(ctx).read(|t| t.container_realization(&self.key()).message)
+        realization_here(ctx, &self.key()).message
     }
 }
 
@@ -618,4 +621,20 @@ pub struct MembershipAddress {
     pub cin_id: ID,
     /// The address, dotted quad (the legacy `ipaddress`, e.g. `10.10.0.10`).
     pub address: String,
+}
+
+/// A container's realization as this server sees it.
+fn realization_here(ctx: &Context<'_>, key: &ContainerKey) -> model::Realization {
+    let s = svc(ctx);
+    if key.host != s.host_id() {
+        return model::Realization {
+            status: model::Status::Pending,
+            message: Some(format!(
+                "on host {}: realized by that host's server, not by this one (host {})",
+                key.host,
+                s.host_id()
+            )),
+        };
+    }
+    s.read(|t| t.container_realization(key))
 }

@@ -422,7 +422,12 @@ impl Conn {
                 ))))
                 .await
             }
-            Out::Done => self.send_json(json!({"type": "complete", "id": id})).await,
+            Out::Done => {
+                // Gone before the client hears it is: the client may reuse
+                // the id as soon as `complete` arrives.
+                self.subs.remove(&id);
+                self.send_json(json!({"type": "complete", "id": id})).await
+            }
         }
     }
 }

@@ -41,7 +41,11 @@ impl Ledger {
         let what = |e: rusqlite::Error| format!("the ledger of owned objects in {}: {e}", path.display());
         let conn = Connection::open(path).map_err(what)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(what)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(what)?;
+        // On disk before the kernel work, against a crash of the process;
+        // what it records (namespaces in /run, links) does not outlive the
+        // machine, so it needs no flush to the platter (WAL, NORMAL).
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(what)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(what)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS owned (ns TEXT NOT NULL, link TEXT NOT NULL, PRIMARY KEY (ns, link)) WITHOUT ROWID;",
         )
@@ -107,8 +111,9 @@ impl Ledger {
             let mut del_one = tx
                 .prepare_cached("DELETE FROM owned WHERE ns = ?1 AND link = ?2")
                 .map_err(|e| format!("forgetting ownership: {e}"))?;
-            let mut del_ns =
-                tx.prepare_cached("DELETE FROM owned WHERE ns = ?1").map_err(|e| format!("forgetting ownership: {e}"))?;
+            let mut del_ns = tx
+                .prepare_cached("DELETE FROM owned WHERE ns = ?1")
+                .map_err(|e| format!("forgetting ownership: {e}"))?;
             for (ns, link) in entries {
                 if link.is_empty() {
                     del_ns.execute(params![ns]).map_err(|e| format!("forgetting ownership: {e}"))?;

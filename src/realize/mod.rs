@@ -289,7 +289,8 @@ impl Realizer {
             match o {
                 Ok(o) => {
                     let fwd = o.forwarding;
-                    self.handles.insert(id.clone(), NsHandle::new(o));
+                    let h = NsHandle::new(o, ns_path(&prefix, &id), !matches!(id, NsId::Managed(_)));
+                    self.handles.insert(id.clone(), h);
                     self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
                     self.dirty.insert(id);
                 }
@@ -454,7 +455,7 @@ impl Realizer {
                     for (ns, r) in new_paths.iter().zip(results) {
                         match r {
                             Ok(o) => {
-                                self.handles.insert(ns.clone(), NsHandle::new(o));
+                                self.handles.insert(ns.clone(), NsHandle::new(o, ns_path(&prefix, ns), true));
                             }
                             Err(e) => {
                                 self.observed.unavailable.insert(ns.clone(), e);
@@ -735,7 +736,8 @@ impl Realizer {
             Effect::Opened(ns, o) => {
                 let lo = LinkState::new_loopback();
                 obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], o.forwarding));
-                self.handles.insert(ns, NsHandle::new(*o));
+                let h = NsHandle::new(*o, ns_path(&self.cfg.prefix, &ns), !matches!(ns, NsId::Managed(_)));
+                self.handles.insert(ns, h);
             }
             Effect::NsGone(ns) => {
                 obs.drop_peers_of(&ns);
@@ -883,7 +885,7 @@ impl Realizer {
                 nl::set_up(&self.handle(ns)?.handle, idx).await.map(|()| Effect::Up(ns.clone(), name.clone()))
             }
             Op::SetForwarding { ns, on } => {
-                let fd = self.handle(ns)?.fd.try_clone().map_err(|e| format!("dup: {e}"))?;
+                let fd = self.handle(ns)?.ns_fd()?;
                 let on = *on;
                 blocking(move || netns::set_forwarding_in(&fd, on))
                     .await
@@ -893,13 +895,17 @@ impl Realizer {
             Op::CreateBridge { ns, name, group, mac } => {
                 nl::create_bridge(&self.handle(ns)?.handle, name, *group, *mac).await.map(|()| Effect::None)
             }
+            Op::SetAlias { ns, name, alias } => {
+                let idx = self.index(ns, name)?;
+                nl::set_alias(&self.handle(ns)?.handle, idx, alias).await.map(|()| Effect::None)
+            }
             Op::CreateVeth { a, b, group } => {
                 let master = match &a.master {
                     Some(m) => Some(self.index(&a.ns, m)?),
                     None => None,
                 };
-                let bfd = self.handle(&b.ns)?.raw_fd();
-                nl::create_veth(&self.handle(&a.ns)?.handle, &a.name, master, &b.name, bfd, *group)
+                let bfd = self.handle(&b.ns)?.ns_fd()?;
+                nl::create_veth(&self.handle(&a.ns)?.handle, &a.name, master, &b.name, netns::raw(&bfd), *group)
                     .await
                     .map(|()| Effect::None)
             }
@@ -936,6 +942,7 @@ pub(crate) fn op_ns(op: &Op) -> Option<&NsId> {
         | Op::SetForwarding { ns, .. }
         | Op::CreateBridge { ns, .. }
         | Op::AddAddr { ns, .. }
+        | Op::SetAlias { ns, .. }
         | Op::AddRoute { ns, .. } => Some(ns),
         Op::CreateVeth { a, .. } => Some(&a.ns),
     }
@@ -956,6 +963,7 @@ fn describe(op: &Op, prefix: &str) -> String {
         Op::CreateBridge { ns, name, .. } => format!("creating bridge {name} in {ns}"),
         Op::CreateVeth { a, b, .. } => format!("creating veth {} ({}) <-> {} ({})", a.name, a.ns, b.name, b.ns),
         Op::AddAddr { ns, name, ip, prefix_len } => format!("adding {ip}/{prefix_len} to {name} in {ns}"),
+        Op::SetAlias { ns, name, alias } => format!("naming {name} in {ns} {alias:?}"),
         Op::AddRoute { ns, name, dest, prefix_len, via } => {
             format!("adding route {dest}/{prefix_len} via {via} dev {name} in {ns}")
         }
@@ -995,7 +1003,7 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
     let Some(Ok(o)) = opened.into_iter().next() else {
         return Err(RealizeError::System("cannot open the host namespace".into()));
     };
-    let h = NsHandle::new(o);
+    let h = NsHandle::new(o, PathBuf::from("/proc/self/ns/net"), true);
     let links = nl::dump_links(&h.handle, prefix, &NsId::Host).await.map_err(RealizeError::System)?;
     let ours: Vec<&LinkState> = links.iter().filter(|l| l.ours).collect();
     let mut groups: BTreeSet<u32> = BTreeSet::new();

@@ -20,12 +20,17 @@ use super::naming;
 use super::netns::Opened;
 use super::observed::{LinkKind, LinkState, NsId, NsState, RouteState};
 
-/// An open namespace: its fd (for IFLA_NET_NS_FD and setns) and a netlink
-/// connection bound inside it. Dropping it closes both, so the kernel can
-/// free a deleted namespace.
+/// An open namespace: a netlink connection bound inside it and, except for
+/// managed container namespaces, its fd (for IFLA_NET_NS_FD and setns).
+/// A managed namespace's fd is not kept: with ten thousand of them, two
+/// descriptors each would pass common open-files limits; it is opened from
+/// `/run/netns` when a veth end is created there. Dropping the handle
+/// closes everything, so the kernel can free a deleted namespace.
 pub struct NsHandle {
     pub handle: Handle,
-    pub fd: OwnedFd,
+    fd: Option<OwnedFd>,
+    /// Where to open the namespace again when `fd` is not kept.
+    path: std::path::PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,19 +41,26 @@ impl Drop for NsHandle {
 }
 
 impl NsHandle {
-    /// Wrap a socket opened in a namespace into an rtnetlink connection.
-    /// Must run inside the tokio runtime.
-    pub fn new(opened: Opened) -> Self {
+    /// Wrap a socket opened in a namespace into an rtnetlink connection;
+    /// `keep_fd` keeps the namespace's fd open. Must run inside the tokio
+    /// runtime.
+    pub fn new(opened: Opened, path: std::path::PathBuf, keep_fd: bool) -> Self {
         let Opened { fd, socket, .. } = opened;
         // SAFETY: the fd comes from a netlink socket we own and hand over.
         let sock = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (conn, handle, _) = rtnetlink::from_socket(sock);
         let task = tokio::spawn(conn);
-        NsHandle { handle, fd, task }
+        NsHandle { handle, fd: keep_fd.then_some(fd), path, task }
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        super::netns::raw(&self.fd)
+    /// The namespace's fd: a duplicate of the kept one, or opened again.
+    pub fn ns_fd(&self) -> Result<OwnedFd, String> {
+        match &self.fd {
+            Some(fd) => fd.try_clone().map_err(|e| format!("dup: {e}")),
+            None => std::fs::File::open(&self.path)
+                .map(OwnedFd::from)
+                .map_err(|e| format!("opening {}: {e}", self.path.display())),
+        }
     }
 }
 
@@ -255,6 +267,13 @@ pub async fn set_up(h: &Handle, index: u32) -> Result<(), String> {
 /// and go, so the gateway's MAC would change under its members.
 pub async fn create_bridge(h: &Handle, name: &str, group: u32, mac: [u8; 6]) -> Result<(), String> {
     ok_if(h.link().add(LinkBridge::new(name).link_group(group).address(mac.to_vec()).build()).execute().await, &[])
+}
+
+/// Sets a link's alias (IFLA_IFALIAS), shown by `ip link`.
+pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<(), String> {
+    let mut msg = LinkUnspec::new_with_index(index).build();
+    msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    ok_if(h.link().set(msg).execute().await, &[])
 }
 
 /// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to

@@ -25,6 +25,9 @@ pub struct VethEnd {
     pub name: String,
     /// Name of the bridge (in the same namespace) to attach to at creation.
     pub master: Option<String>,
+    /// IFLA_IFALIAS: who the link belongs to, readable in `ip link`.
+    #[serde(default)]
+    pub alias: Option<String>,
 }
 
 /// One kernel operation.
@@ -96,6 +99,13 @@ pub enum Op {
         ip: Ipv4Addr,
         prefix_len: u8,
     },
+    /// IFLA_IFALIAS, saying whose a link is (the kernel ignores an alias
+    /// given at creation, so it is set afterwards).
+    SetAlias {
+        ns: NsId,
+        name: String,
+        alias: String,
+    },
     AddRoute {
         ns: NsId,
         name: String,
@@ -118,7 +128,7 @@ impl Op {
             Op::CreateNetns { .. } => 1,
             Op::SetUp { .. } | Op::SetForwarding { .. } | Op::CreateBridge { .. } => 2,
             Op::CreateVeth { .. } => 3,
-            Op::AddAddr { .. } | Op::SetUpNew { .. } => 4,
+            Op::AddAddr { .. } | Op::SetUpNew { .. } | Op::SetAlias { .. } => 4,
             Op::AddRoute { .. } => 5,
         }
     }
@@ -449,8 +459,18 @@ impl<'a> Planner<'a> {
                 mine.push((n1.clone(), m1.ifname.clone()));
                 units.push(Unit::Pair {
                     cen: id.to_string(),
-                    a: VethEnd { ns: n0, name: m0.ifname.clone(), master: None },
-                    b: VethEnd { ns: n1, name: m1.ifname.clone(), master: None },
+                    a: VethEnd {
+                        ns: n0,
+                        name: m0.ifname.clone(),
+                        master: None,
+                        alias: Some(format!("leviathan: {} on CEN {id}", m0.container)),
+                    },
+                    b: VethEnd {
+                        ns: n1,
+                        name: m1.ifname.clone(),
+                        master: None,
+                        alias: Some(format!("leviathan: {} on CEN {id}", m1.container)),
+                    },
                     group,
                 });
             }
@@ -467,8 +487,18 @@ impl<'a> Planner<'a> {
                     mine.push((ns.clone(), m.ifname.clone()));
                     units.push(Unit::Pair {
                         cen: id.to_string(),
-                        a: VethEnd { ns: fabric.clone(), name: v, master: Some(br.clone()) },
-                        b: VethEnd { ns: ns.clone(), name: m.ifname.clone(), master: None },
+                        a: VethEnd {
+                            ns: fabric.clone(),
+                            name: v,
+                            master: Some(br.clone()),
+                            alias: Some(format!("leviathan: {} on CEN {id}", m.container)),
+                        },
+                        b: VethEnd {
+                            ns: ns.clone(),
+                            name: m.ifname.clone(),
+                            master: None,
+                            alias: Some(format!("leviathan: CEN {id}")),
+                        },
                         group,
                     });
                 }
@@ -626,7 +656,17 @@ impl<'a> Planner<'a> {
             }
             self.recreated.insert((fabric.clone(), name.to_string()));
             self.create_steps.push(Step {
-                op: Op::CreateBridge { ns: fabric, name: name.to_string(), group, mac: naming::bridge_mac(cen) },
+                op: Op::CreateBridge {
+                    ns: fabric.clone(),
+                    name: name.to_string(),
+                    group,
+                    mac: naming::bridge_mac(cen),
+                },
+                cens: vec![cen.to_string()],
+                cin: None,
+            });
+            self.create_steps.push(Step {
+                op: Op::SetAlias { ns: fabric, name: name.to_string(), alias: format!("leviathan: CEN {cen}") },
                 cens: vec![cen.to_string()],
                 cin: None,
             });
@@ -682,6 +722,15 @@ impl<'a> Planner<'a> {
             cens: cens.clone(),
             cin: None,
         });
+        // The host side says whose it is (inside a container, the
+        // interface's name says it already).
+        if let (Some(alias), true) = (&a.alias, a.master.is_some()) {
+            self.create_steps.push(Step {
+                op: Op::SetAlias { ns: a.ns.clone(), name: a.name.clone(), alias: alias.clone() },
+                cens: cens.clone(),
+                cin: None,
+            });
+        }
         self.create_steps.push(Step { op: Op::SetUpNew { ns: b.ns.clone(), name: b.name.clone() }, cens, cin: None });
     }
 
@@ -925,6 +974,7 @@ mod tests {
                         s.forwarding = Some(*on);
                     }
                 }
+                Op::SetAlias { .. } => {}
                 Op::CreateBridge { ns, name, group, .. } => {
                     next += 1;
                     obs.insert_link(
@@ -1045,7 +1095,7 @@ mod tests {
         converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
         let before = obs.clone();
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3", "c4"])]));
-        assert_eq!(p.steps.len(), 4, "{:#?}", p.steps); // netns, lo up, veth, peer up
+        assert_eq!(p.steps.len(), 5, "{:#?}", p.steps); // netns, lo up, veth, peer up, host side's alias
         for c in ["c1", "c2", "c3"] {
             let ns = NsId::Managed(c.into());
             assert_eq!(
@@ -1099,7 +1149,7 @@ mod tests {
         let idx = obs.namespaces()[&ns].link("cen1").expect("link").index;
         del_link(&mut obs, &ns, idx);
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
-        assert_eq!(p.steps.len(), 2); // veth, peer up
+        assert_eq!(p.steps.len(), 3); // veth, peer up, alias
         assert!(matches!(p.steps[0].op, Op::CreateVeth { .. }));
         // A stray link of ours in the fabric goes.
         obs.insert_link(
@@ -1233,8 +1283,8 @@ mod tests {
         let released = d.take_released();
         let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released), &groups_ix);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        // netns, lo up, veth, peer up: nothing else.
-        assert_eq!(p.steps.len(), 4, "{:#?}", p.steps);
+        // netns, lo up, veth, peer up, the host side's alias: nothing else.
+        assert_eq!(p.steps.len(), 5, "{:#?}", p.steps);
         let touched: BTreeSet<&NsId> = p.steps.iter().filter_map(|s| super::super::op_ns(&s.op)).collect();
         assert!(
             touched.iter().all(|ns| matches!(ns, NsId::Fabric) || **ns == NsId::Managed("newbie".into())),
@@ -1247,6 +1297,6 @@ mod tests {
         // And the whole-topology plan, for comparison, looks at everything.
         let all = plan(&obs, &d, &cfg());
         assert!(all.lookups > 20_000, "{} lookups", all.lookups);
-        assert_eq!(all.steps.len(), 4);
+        assert_eq!(all.steps.len(), 5);
     }
 }

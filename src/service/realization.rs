@@ -25,6 +25,10 @@ pub trait Realization: Send + Sync {
     /// is repaired.
     fn reconcile(&self);
 
+    /// Objects under the prefix that are not this server's, as of the last
+    /// full look at the kernel.
+    fn foreign(&self) -> Vec<String>;
+
     /// Runs a full reconcile and waits (up to `limit`) until one that
     /// started after this call has finished; true when it has.
     async fn reconcile_and_wait(&self, limit: Duration) -> bool;
