@@ -352,6 +352,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cors_origins: args.cors_origins.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
         loopback,
+        realizing: !args.no_realize,
     };
     let state = AppState {
         service: Arc::clone(&service),

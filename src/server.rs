@@ -378,7 +378,27 @@ pub fn with_cors(router: Router, origins: &[String]) -> anyhow::Result<Router> {
     Ok(router.layer(cors))
 }
 
+/// Health, honestly: the store is asked for something (a read of the
+/// change log, bounded by a timeout), and the answer is 503 when it does
+/// not answer; the realizer is running whenever the server is (a server
+/// that cannot realize refuses to start), or off with `--no-realize`.
 async fn healthz(State(state): State<AppState>) -> Response {
-    let body = json!({"status": "ok", "version": crate::VERSION, "revision": state.service.revision()});
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    let store = state.service.store();
+    let rev = state.service.revision();
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(5), store.changes_after(rev, 1)).await;
+    let store_error = match probe {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 5 s".to_string()),
+    };
+    let ok = store_error.is_none();
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "version": crate::VERSION,
+        "revision": rev,
+        "store": {"kind": store.kind(), "ok": ok, "error": store_error},
+        "realizer": if state.http.realizing { "running" } else { "off (--no-realize)" },
+    });
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

@@ -266,6 +266,8 @@ async fn explorer_schema_and_health() {
     assert_eq!(sdl, leviathan::graphql::sdl());
     let health: Value = s.http.get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["store"], json!({"kind": "sqlite", "ok": true, "error": null}));
+    assert_eq!(health["realizer"], "off (--no-realize)");
     let v = s.gql("{ version revision }", json!({})).await;
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
 }

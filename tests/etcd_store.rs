@@ -173,6 +173,15 @@ async fn without_etcd_changes_are_unavailable_and_reads_answer_then_it_recovers(
     assert_eq!(cens(&a).await, vec!["before"]);
     assert_eq!(b.revision().await, 1);
     assert_eq!(cens(&b).await, vec!["before"]);
+    // Health says so.
+    let resp = a.http.get(a.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let health: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["store"]["kind"].as_str()),
+        (Some("unavailable"), Some("etcd")),
+        "{health}"
+    );
 
     // etcd back: both servers reconnect by themselves.
     etcd.restart();

@@ -71,6 +71,8 @@ async fn what_was_not_made_here_is_left_alone() {
     assert_eq!(r["reconcile"]["foreign"], json!([format!("namespace {stray}")]));
     assert_eq!(ifindexes(&p), before, "adoption changed what was already right");
     assert!(owned_rows(&state) > 0);
+    let health: serde_json::Value = s.http.get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((health["status"].as_str(), health["realizer"].as_str()), (Some("ok"), Some("running")), "{health}");
     // Destroy removes everything recorded, and only that.
     s.gql("mutation { cenDestroy(input: {ids: [\"cen1\"]}) { revision } }", json!({})).await;
     assert_eq!(namespaces(&p.0), [stray.clone()].into_iter().collect());

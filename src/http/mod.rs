@@ -25,6 +25,9 @@ pub struct HttpConfig {
     /// Whether the server listens on a loopback address: then `Host` must
     /// name loopback (or an allowed host), so DNS rebinding cannot reach it.
     pub loopback: bool,
+    /// Whether this server realizes the model in the kernel (reported by
+    /// `/healthz`; a server that cannot realize does not start).
+    pub realizing: bool,
 }
 
 impl Default for HttpConfig {
@@ -36,6 +39,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             loopback: true,
+            realizing: false,
         }
     }
 }
