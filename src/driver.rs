@@ -89,10 +89,11 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
         }
         let net = ContainerNet {
             id: c.id.clone(),
-            netns: match &c.netns_path {
-                Some(p) => NetnsRef::Path(p.clone()),
+            netns: match c.netns_target() {
+                Some(p) => NetnsRef::Path(p.to_string()),
                 None => NetnsRef::Managed,
             },
+            ident: c.netns.as_ref().map(|b| (b.device, b.inode)),
         };
         containers.push((key.to_string(), net));
         members.push(Member { container: key.to_string(), ifname: m.ifname.clone(), addresses, routes });
@@ -177,7 +178,9 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
             }
             EntityKey::Container(k) => {
                 let shape = |r: &Option<Record>| match r {
-                    Some(Record::Container(c)) => Some((c.netns_path.clone(), c.default_route.clone())),
+                    Some(Record::Container(c)) => {
+                        Some((c.netns_path.clone(), c.netns.clone(), c.default_route.clone()))
+                    }
                     _ => None,
                 };
                 if shape(&item.before) != shape(&item.after) {
@@ -193,6 +196,7 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
 /// over them), where they differ from what it shows now.
 fn status_reports(
     t: &Topology,
+    host: &str,
     cens: &BTreeSet<String>,
     cins: &BTreeSet<String>,
     report: &realize::ApplyReport,
@@ -216,6 +220,29 @@ fn status_reports(
             _ => Realization { status: Status::Ready, message: None },
         }
     };
+    // Containers on their own: FAILED while their bound workload is gone
+    // (their CENs are wired without them), back to derived once wired.
+    let mut own = Vec::new();
+    let mut seen = BTreeSet::new();
+    if unavailable.is_none() {
+        for cen in cens.iter().filter_map(|id| t.cen(id)) {
+            for m in t.members_in_order(&cen.id).into_iter().filter(|m| m.host == host) {
+                let key = m.key();
+                let Some(c) = t.container(&key) else { continue };
+                let next = match report.unavailable.get(&key.to_string()) {
+                    Some(why) => Realization { status: Status::Failed, message: Some(why.clone()) },
+                    None => Realization::default(),
+                };
+                if c.realization != next && seen.insert(key.clone()) {
+                    own.push(StatusReport {
+                        target: EntityKey::Container(key.clone()),
+                        realization: next,
+                        made: t.container_is_made(&key),
+                    });
+                }
+            }
+        }
+    }
     let mut all_cins: BTreeSet<&str> = cins.iter().map(String::as_str).collect();
     for cen in cens.iter().filter_map(|id| t.cen(id)) {
         let next = outcome(cen.made, report.cens.get(&cen.id));
@@ -240,6 +267,7 @@ fn status_reports(
         };
         push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, next);
     }
+    out.extend(own);
     out
 }
 
@@ -549,7 +577,7 @@ impl Loop {
         self.last_steps = report.steps;
         self.desired = want;
         self.forwarding = forwarding;
-        let reports = self.service.read(|t| status_reports(t, &cens, &cins, &report, unavailable));
+        let reports = self.service.read(|t| status_reports(t, &host, &cens, &cins, &report, unavailable));
         self.record(reports, "statuses").await;
         revision
     }
@@ -598,7 +626,7 @@ impl Loop {
             tracing::warn!(error = %e, "realization");
         }
         self.last_steps = report.steps;
-        let reports = self.service.read(|t| status_reports(t, &cens, &cins, &report, unavailable));
+        let reports = self.service.read(|t| status_reports(t, &host, &cens, &cins, &report, unavailable));
         self.record(reports, "statuses").await;
         revision
     }

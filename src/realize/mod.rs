@@ -79,6 +79,11 @@ pub struct ApplyReport {
     pub teardown_errors: Vec<String>,
     /// Number of kernel operations planned.
     pub steps: usize,
+    /// Members of the CENs applied that were left out because their bound
+    /// namespace is unavailable (the workload is gone): container key ->
+    /// why. Their CENs are wired without them.
+    #[serde(default)]
+    pub unavailable: BTreeMap<String, String>,
 }
 
 impl ApplyReport {
@@ -143,6 +148,20 @@ fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
         NsId::Path(p) => PathBuf::from(p),
         other => netns::netns_path(&ns_file(prefix, other).unwrap_or_default()),
     }
+}
+
+/// (device, inode) of what a namespace path leads to now; `None` when it
+/// leads nowhere (the process exited, the file was removed).
+fn workload_ident(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// (device, inode) of an open namespace.
+fn fd_ident(fd: &std::os::fd::OwnedFd) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::from(fd.try_clone().ok()?);
+    f.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
@@ -355,19 +374,51 @@ impl Realizer {
                 .flat_map(|c| c.members.iter().map(|m| &m.container))
                 .collect(),
         };
-        let want_paths: BTreeSet<NsId> = keys
-            .into_iter()
-            .filter_map(|k| desired.containers.get(k))
-            .filter_map(|c| match &c.netns {
-                NetnsRef::Path(p) if !p.is_empty() => Some(NsId::Path(p.clone())),
-                _ => None,
-            })
-            .collect();
+        // Each bound namespace with the identity it had when bound.
+        let mut idents: BTreeMap<NsId, Option<(u64, u64)>> = BTreeMap::new();
+        for c in keys.into_iter().filter_map(|k| desired.containers.get(k)) {
+            if let NetnsRef::Path(p) = &c.netns {
+                if !p.is_empty() {
+                    let e = idents.entry(NsId::Path(p.clone())).or_default();
+                    *e = e.or(c.ident);
+                }
+            }
+        }
+        let want_paths: BTreeSet<NsId> = idents.keys().cloned().collect();
         match scope {
             Scope::All => self.observed.unavailable.clear(),
             Scope::Cens(..) => self.observed.unavailable.retain(|k, _| !want_paths.contains(k)),
         }
-        let new_paths: Vec<NsId> = want_paths.iter().filter(|p| !self.handles.contains_key(*p)).cloned().collect();
+        // Is each still the workload that was bound? A path that no longer
+        // exists, or leads to another namespace than the one we hold or the
+        // one bound, means the workload is gone: let go of what we hold
+        // (the namespace, and with it our interfaces there, can then be
+        // freed) and report it, without opening a stranger.
+        for (ns, want) in &idents {
+            let NsId::Path(p) = ns else { continue };
+            let now = workload_ident(p);
+            let held = self.handles.get(ns).and_then(|h| fd_ident(&h.fd));
+            let gone = match (now, want) {
+                (None, _) => Some(format!("the workload is gone: {p} no longer exists")),
+                (Some(now), Some(want)) if now != *want => Some(format!(
+                    "the workload is gone: {p} is now another namespace (inode {}, bound to inode {})",
+                    now.1, want.1
+                )),
+                _ => None,
+            };
+            if let Some(why) = gone {
+                self.forget_path(ns);
+                self.observed.unavailable.insert(ns.clone(), why);
+            } else if held.is_some() && held != now {
+                // Bound again to what the path leads to now: open that.
+                self.forget_path(ns);
+            }
+        }
+        let new_paths: Vec<NsId> = want_paths
+            .iter()
+            .filter(|p| !self.handles.contains_key(*p) && !self.observed.unavailable.contains_key(*p))
+            .cloned()
+            .collect();
         if !new_paths.is_empty() {
             let paths: Vec<PathBuf> = new_paths.iter().map(|n| ns_path(&prefix, n)).collect();
             match blocking(move || netns::open_paths(paths)).await {
@@ -409,6 +460,15 @@ impl Realizer {
         want_paths
     }
 
+    /// Lets go of a bound namespace: its handle (so the kernel may free
+    /// it), what was observed there, and the peers we knew of.
+    fn forget_path(&mut self, ns: &NsId) {
+        self.handles.remove(ns);
+        self.observed.drop_peers_of(ns);
+        self.observed.remove_ns(ns);
+        self.dirty.remove(ns);
+    }
+
     /// Works out where the peers of one namespace's veths are, through the
     /// links of the same group (a re-observed namespace's links do not say).
     fn pair_ns(&mut self, ns: &NsId) {
@@ -446,6 +506,7 @@ impl Realizer {
 
         let plan = plan::plan_scoped(&self.observed, desired, index, &self.cfg, scope, &self.groups);
         report.steps = plan.steps.len();
+        report.unavailable = plan.unavailable.clone();
         let total = plan.steps.len();
         let done = AtomicUsize::new(0);
         let tick = || {

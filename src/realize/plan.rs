@@ -147,6 +147,9 @@ pub struct Plan {
     pub cens: BTreeSet<String>,
     /// Every CIN the desired state mentions.
     pub cins: BTreeSet<String>,
+    /// Members left out because their bound namespace is unavailable:
+    /// container key -> why (their CENs are wired without them).
+    pub unavailable: BTreeMap<String, String>,
     /// Observed links looked at while planning (a measure of the work).
     #[serde(skip)]
     pub lookups: usize,
@@ -401,9 +404,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// One CEN: its members' namespaces, its units and links.
+    /// One CEN: its members' namespaces, its units and links. A member
+    /// whose bound namespace is unavailable (its workload is gone) is left
+    /// out and reported on its own; the others are wired as if it were not
+    /// there.
     fn accept(&mut self, id: &str, cen: &'a CenNet) -> Result<(), String> {
         let mut members_ns = Vec::with_capacity(cen.members.len());
+        let mut present: Vec<&'a super::desired::Member> = Vec::with_capacity(cen.members.len());
         let mut seen = BTreeSet::new();
         for m in &cen.members {
             let ns = match self.ns_of.get(m.container.as_str()) {
@@ -412,8 +419,10 @@ impl<'a> Planner<'a> {
                 Some(Ok(ns)) => ns.clone(),
             };
             if let Some(reason) = self.cur.unavailable.get(&ns) {
-                return Err(format!("member {}: {ns}: {reason}", m.container));
+                self.out.unavailable.insert(m.container.clone(), reason.clone());
+                continue;
             }
+            present.push(m);
             if !seen.insert(m.container.as_str()) {
                 return Err(format!("container {} is a member twice", m.container));
             }
@@ -431,16 +440,21 @@ impl<'a> Planner<'a> {
         if !ok_wiring {
             return Err(format!("wiring {:?} does not fit {n} members", cen.wiring));
         }
+        // A wire missing an end has nothing to wire until it is back.
+        let wiring = match cen.wiring {
+            Wiring::Wire if present.len() < 2 => Wiring::None,
+            w => w,
+        };
         let prefix = self.prefix();
         let fabric = self.fabric.clone();
         let bridged = cen.wiring == Wiring::Bridge;
         let group = naming::cen_group(prefix, id, bridged);
         let mut mine: Vec<(NsId, String)> = Vec::new();
         let mut units = Vec::new();
-        match cen.wiring {
+        match wiring {
             Wiring::None => {}
             Wiring::Wire => {
-                let (m0, m1) = (&cen.members[0], &cen.members[1]);
+                let (m0, m1) = (present[0], present[1]);
                 let (n0, n1) = (members_ns[0].clone(), members_ns[1].clone());
                 if n0 == n1 {
                     return Err("both members share one namespace".to_string());
@@ -458,7 +472,7 @@ impl<'a> Planner<'a> {
                 let br = naming::bridge_name(prefix, id);
                 mine.push((fabric.clone(), br.clone()));
                 units.push(Unit::Bridge { cen: id.to_string(), name: br.clone(), group });
-                for (m, ns) in cen.members.iter().zip(&members_ns) {
+                for (m, ns) in present.iter().zip(&members_ns) {
                     if *ns == fabric {
                         return Err(format!("member {} lives in the fabric namespace", m.container));
                     }
@@ -488,9 +502,9 @@ impl<'a> Planner<'a> {
             self.expected.entry(ns).or_default().insert(name, id.to_string());
         }
         self.units.extend(units);
-        for (m, ns) in cen.members.iter().zip(&members_ns) {
+        for (m, ns) in present.iter().zip(&members_ns) {
             self.needed_ns.entry(ns.clone()).or_default().push(id.to_string());
-            if cen.wiring != Wiring::None {
+            if wiring != Wiring::None {
                 self.addrs.push(Addrs {
                     ns: ns.clone(),
                     name: m.ifname.clone(),
@@ -866,7 +880,7 @@ mod tests {
         let mut d = Desired::default();
         for (cen, members) in cens {
             for c in *members {
-                d.containers.insert(format!("h/{c}"), ContainerNet { id: c.to_string(), netns: NetnsRef::Managed });
+                d.containers.insert(format!("h/{c}"), ContainerNet { id: c.to_string(), netns: NetnsRef::Managed, ident: None });
             }
             let wiring = match members.len() {
                 0 | 1 => Wiring::None,
@@ -1227,7 +1241,7 @@ mod tests {
         let mut m = joined.members[0].clone();
         m.container = "h/newbie".into();
         joined.members.push(m);
-        d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed });
+        d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed, ident: None });
         d.put_cen("cen500", joined);
         let scope: BTreeSet<String> = ["cen500".to_string()].into();
         let released = d.take_released();
