@@ -444,6 +444,8 @@ struct Trigger {
     full: bool,
     /// The changes received, in revision order.
     changes: Vec<Arc<Change>>,
+    /// What the realizer noticed in the kernel meanwhile.
+    events: Vec<realize::watch::Event>,
 }
 
 /// The driver's loop and what it keeps between rounds.
@@ -472,7 +474,8 @@ impl Loop {
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(format!("realizer unavailable: {e}"))),
         };
-        let mut trigger = Trigger { full: true, changes: Vec::new() };
+        let mut events = realizer.as_mut().and_then(realize::Realizer::take_events);
+        let mut trigger = Trigger { full: true, changes: Vec::new(), events: Vec::new() };
         let mut first = true;
         let mut applied = 0u64;
         loop {
@@ -483,7 +486,9 @@ impl Loop {
                 // the model may already be past it, but the revision told to
                 // waiters is that of the last change handled.
                 let last = trigger.changes.iter().map(|c| c.revision).max().unwrap_or(applied);
-                self.scoped_round(realizer.as_mut(), unavailable.as_deref(), &trigger.changes, &tracked).await;
+                let noticed = self.noticed_cens(&trigger.events);
+                self.scoped_round(realizer.as_mut(), unavailable.as_deref(), &trigger.changes, &noticed, &tracked)
+                    .await;
                 last
             };
             first = false;
@@ -494,7 +499,7 @@ impl Loop {
                 signals.reconciled.send_modify(|n| *n += 1);
             }
             self.finish_ops(revision, &tracked);
-            trigger = next_trigger(&mut changes, &kick).await;
+            trigger = next_trigger(&mut changes, &kick, events.as_mut()).await;
         }
     }
 
@@ -582,19 +587,43 @@ impl Loop {
         revision
     }
 
-    /// Applies what the received changes touched, and nothing else.
+    /// The made CENs of the containers living in the namespaces events
+    /// name (a few lookups per container there, not a walk of the model).
+    fn noticed_cens(&self, events: &[realize::watch::Event]) -> BTreeSet<String> {
+        let mut keys = Vec::new();
+        for e in events {
+            let realize::watch::Event::Gone(ns) = e;
+            keys.extend(self.desired.index().in_ns(ns).into_iter().flatten().cloned());
+        }
+        let mut cens = BTreeSet::new();
+        if keys.is_empty() {
+            return cens;
+        }
+        self.service.read(|t| {
+            for k in &keys {
+                if let Some((host, id)) = k.split_once('/') {
+                    made_cens_of(t, &model::ContainerKey::new(host, id), &mut cens);
+                }
+            }
+        });
+        cens
+    }
+
+    /// Applies what the received changes touched (and the CENs `noticed`
+    /// outside them), and nothing else.
     async fn scoped_round(
         &mut self,
         realizer: Option<&mut realize::Realizer>,
         unavailable: Option<&str>,
         changes: &[Arc<Change>],
+        noticed: &BTreeSet<String>,
         tracked: &parking_lot::Mutex<Vec<Tracked>>,
     ) -> u64 {
         let host = self.host.clone();
         let desired = &mut self.desired;
         let forwarding = &mut self.forwarding;
         let ((cens, cins), revision) = self.service.read_at(|t| {
-            let (mut cens, mut cins) = (BTreeSet::new(), BTreeSet::new());
+            let (mut cens, mut cins) = (noticed.clone(), BTreeSet::new());
             for c in changes {
                 affected(t, c, &mut cens, &mut cins);
             }
@@ -634,9 +663,20 @@ impl Loop {
 
 /// Waits for changes, a wake-up or a reconcile request, and takes every
 /// change already queued.
-async fn next_trigger(changes: &mut broadcast::Receiver<Arc<Change>>, kick: &Kick) -> Trigger {
+async fn next_trigger(
+    changes: &mut broadcast::Receiver<Arc<Change>>,
+    kick: &Kick,
+    mut events: Option<&mut tokio::sync::mpsc::UnboundedReceiver<realize::watch::Event>>,
+) -> Trigger {
     let mut got = Vec::new();
+    let mut noticed = Vec::new();
     let mut lost = false;
+    let event = async {
+        match events.as_deref_mut() {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = changes.recv() => match r {
             Ok(c) => got.push(c),
@@ -644,6 +684,12 @@ async fn next_trigger(changes: &mut broadcast::Receiver<Arc<Change>>, kick: &Kic
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         },
         _ = kick.notify.notified() => {}
+        Some(e) = event => noticed.push(e),
+    }
+    if let Some(rx) = events {
+        while let Ok(e) = rx.try_recv() {
+            noticed.push(e);
+        }
     }
     loop {
         match changes.try_recv() {
@@ -655,7 +701,7 @@ async fn next_trigger(changes: &mut broadcast::Receiver<Arc<Change>>, kick: &Kic
     // A reconcile asked for at any point (even while a round ran) is
     // honoured by the next round; a lost change forces one too.
     let forced = kick.force.swap(false, std::sync::atomic::Ordering::AcqRel);
-    Trigger { full: forced || lost, changes: got }
+    Trigger { full: forced || lost, changes: got, events: noticed }
 }
 
 /// Wakes the loop; `force` asks for a full reconcile. Wake-ups are never

@@ -18,6 +18,7 @@ mod netns;
 mod nl;
 pub mod observed;
 pub mod plan;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -121,6 +122,10 @@ pub struct Realizer {
     dirty: BTreeSet<NsId>,
     /// Desired CENs by link group, as of the last apply.
     groups: GroupIndex,
+    /// A pidfd watch per bound namespace of a process we hold open.
+    watches: BTreeMap<NsId, watch::Watch>,
+    events_tx: tokio::sync::mpsc::UnboundedSender<watch::Event>,
+    events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<watch::Event>>,
 }
 
 fn check_config(cfg: &Config) -> Result<(), RealizeError> {
@@ -189,12 +194,16 @@ impl Realizer {
     /// routes, so the next [`apply`](Self::apply) repairs drift both ways.
     pub async fn new(cfg: Config) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut r = Realizer {
             cfg,
             observed: Observed::default(),
             handles: BTreeMap::new(),
             dirty: BTreeSet::new(),
             groups: GroupIndex::default(),
+            watches: BTreeMap::new(),
+            events_tx,
+            events_rx: Some(events_rx),
         };
         r.adopt().await?;
         Ok(r)
@@ -202,6 +211,12 @@ impl Realizer {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// What the realizer notices outside applies (a bound workload's
+    /// process exited): the driver takes this once and listens.
+    pub fn take_events(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<watch::Event>> {
+        self.events_rx.take()
     }
 
     /// What the realizer believes is in the kernel.
@@ -427,6 +442,9 @@ impl Realizer {
                         match r {
                             Ok(o) => {
                                 self.handles.insert(ns.clone(), NsHandle::new(o));
+                                if let Some(w) = watch::watch_pid(ns, self.events_tx.clone()) {
+                                    self.watches.insert(ns.clone(), w);
+                                }
                             }
                             Err(e) => {
                                 self.observed.unavailable.insert(ns.clone(), e);
@@ -464,6 +482,7 @@ impl Realizer {
     /// it), what was observed there, and the peers we knew of.
     fn forget_path(&mut self, ns: &NsId) {
         self.handles.remove(ns);
+        self.watches.remove(ns);
         self.observed.drop_peers_of(ns);
         self.observed.remove_ns(ns);
         self.dirty.remove(ns);
@@ -606,6 +625,7 @@ impl Realizer {
             .collect();
         for ns in gone {
             self.handles.remove(&ns);
+            self.watches.remove(&ns);
             self.observed.remove_ns(&ns);
             self.dirty.remove(&ns);
         }
