@@ -117,7 +117,7 @@ async fn runtime_pid(said: &str, runtime: &str, name: &str) -> Result<u32, Model
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no reason given");
-        return Err(bad(said, format!("{runtime} knows no running container '{name}': {first}")));
+        return Err(bad(said, format!("'{runtime} inspect {name}' failed (no such container?): {first}")));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     match text.trim().parse::<u32>() {

@@ -1,0 +1,232 @@
+//! Binding real workloads: processes that already run, by `pid:` (the way
+//! Docker and Podman containers are bound, through their pid), wired on a
+//! bridged CEN with a CIN; one exits, comes back, everything is destroyed.
+//! And the `netnsPath` values that are refused, each changing nothing.
+//!
+//! The realizing test needs root. In CI (`CI` set) it fails if it cannot
+//! run; elsewhere it skips with a loud message.
+
+mod common;
+
+use common::kernel::*;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A process in a network namespace of its own (`unshare --net --fork
+/// --kill-child sleep infinity`), killed when dropped.
+struct Workload(Child);
+
+impl Workload {
+    fn start() -> Workload {
+        let child = Command::new("unshare")
+            .args(["--net", "--fork", "--kill-child", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let w = Workload(child);
+        // Wait until it is in its own namespace (bounded).
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(w.ns()).map(|m| m.ino()).unwrap_or(own) == own {
+            assert!(Instant::now() < deadline, "unshare did not enter a namespace of its own");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    fn ns(&self) -> String {
+        format!("/proc/{}/ns/net", self.pid())
+    }
+    fn inode(&self) -> u64 {
+        std::fs::metadata(self.ns()).unwrap().ino()
+    }
+    /// The interfaces in its namespace.
+    fn links(&self) -> BTreeSet<String> {
+        let out = Command::new("nsenter").arg(format!("--net={}", self.ns())).args(["ip", "-j", "link", "show"]).output();
+        let v: Value = out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or(json!([]));
+        v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect()
+    }
+    fn ping(&self, addr: &str) -> bool {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.ns()))
+            .args(["ping", "-c", "1", "-W", "2", "-q", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const BIND: &str = "mutation($id: ID!, $p: String!) { containerCreate(input: {id: $id, netnsPath: $p}) { revision container { netnsPath netns { path inode } } } }";
+
+async fn bind(s: &Server, id: &str, p: &str) -> Value {
+    s.gql(BIND, json!({"id": id, "p": p})).await["containerCreate"]["container"].clone()
+}
+
+async fn container(s: &Server, id: &str) -> Value {
+    let q = "query($id: ID!) { container(id: $id) { status statusMessage netnsPath interfaces { name address } } }";
+    s.gql(q, json!({"id": id})).await["container"].clone()
+}
+
+/// Polls until the container shows `status` (bounded generously).
+async fn wait_status(s: &Server, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = container(s, id).await;
+        if c["status"] == status {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "container {id} never became {status}: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn address(c: &Value) -> String {
+    c["interfaces"][0]["address"].as_str().expect("an address").to_string()
+}
+
+#[tokio::test]
+async fn running_processes_are_wired_failed_when_gone_and_wired_again() {
+    if !can_run("running_processes_are_wired_failed_when_gone_and_wired_again") {
+        return;
+    }
+    let p = Prefix::new("w");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("s.db"), &["--prefix", &p.0]);
+    let mut w = vec![Workload::start(), Workload::start(), Workload::start()];
+    for (i, wl) in w.iter().enumerate() {
+        let c = bind(&s, &format!("w{i}"), &format!("pid:{}", wl.pid())).await;
+        assert_eq!(c["netnsPath"], format!("pid:{}", wl.pid()), "what the user said is kept: {c}");
+        assert_eq!(c["netns"]["path"], wl.ns(), "{c}");
+        assert_eq!(c["netns"]["inode"], wl.inode().to_string(), "{c}");
+    }
+    s.gql(CEN_IMPORT, json!({"input": {"cens": [{"id": "wl", "containerIds": ["w0", "w1", "w2"]}]}})).await;
+    s.gql(CIN_IMPORT, json!({"input": {"cins": [{"id": "wn", "cenIds": ["wl"]}]}})).await;
+    let d = s.gql("mutation { cinMake(input: {ids: [\"wn\"]}) { cins { status statusMessage } } }", json!({})).await;
+    assert_eq!(d["cinMake"]["cins"][0]["status"], "READY", "{d}");
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let c = wait_status(&s, &format!("w{i}"), "READY").await;
+        addrs.push(address(&c));
+        assert!(w[i].links().contains("wl"), "w{i} has no interface wl: {:?}", w[i].links());
+    }
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                assert!(w[i].ping(&addrs[j]), "w{i} cannot reach w{j} at {}", addrs[j]);
+            }
+        }
+    }
+
+    // w1 exits: it alone turns FAILED, saying why; the others still talk.
+    w[1].kill();
+    let c = wait_status(&s, "w1", "FAILED").await;
+    let why = c["statusMessage"].as_str().unwrap_or("");
+    assert!(why.contains("workload is gone"), "{c}");
+    let d = s.gql("{ cen(id: \"wl\") { status statusMessage } cin(id: \"wn\") { status } }", json!({})).await;
+    assert_eq!(d["cen"]["status"], "READY", "the CEN is not failed by one gone member: {d}");
+    assert_eq!(d["cin"]["status"], "READY", "{d}");
+    for (i, j) in [(0, 2), (2, 0)] {
+        assert_eq!(container(&s, &format!("w{i}")).await["status"], "READY");
+        assert!(w[i].ping(&addrs[j]), "w{i} cannot reach w{j} after w1 went");
+    }
+
+    // It comes back as a new process, bound again: wired with its old address.
+    w[1] = Workload::start();
+    bind(&s, "w1", &format!("pid:{}", w[1].pid())).await;
+    let c = wait_status(&s, "w1", "READY").await;
+    assert_eq!(address(&c), addrs[1], "the address survives a rebind: {c}");
+    // From the new process first: its ARP requests refresh what the others
+    // remember of the old one's MAC address (a fresh veth has a new one).
+    for (i, j) in [(1, 0), (1, 2), (0, 1), (2, 1)] {
+        if !w[i].ping(&addrs[j]) {
+            let dump = |args: &[&str]| {
+                String::from_utf8_lossy(&Command::new("nsenter").args(args).output().unwrap().stdout).to_string()
+            };
+            let n1 = format!("--net={}", w[1].ns());
+            panic!(
+                "w{i} cannot reach w{j} at {} after the rebind\nw1: {}\n{}\nfabric: {}",
+                addrs[j],
+                dump(&[&n1, "ip", "-d", "addr"]),
+                dump(&[&n1, "ip", "route"]),
+                dump(&[&format!("--net=/run/netns/{}", p.fabric()), "ip", "-d", "link"])
+            );
+        }
+    }
+
+    // Destroy: the workloads keep running in their namespaces, with only
+    // leviathan's interfaces gone.
+    let inodes: Vec<u64> = w.iter().map(Workload::inode).collect();
+    s.gql("mutation { cinDestroy(input: {ids: [\"wn\"]}) { revision } }", json!({})).await;
+    s.gql("mutation { cenDestroy(input: {ids: [\"wl\"]}) { revision } }", json!({})).await;
+    for (i, wl) in w.iter().enumerate() {
+        assert_eq!(wl.inode(), inodes[i], "w{i} lost its namespace");
+        assert_eq!(wl.links(), BTreeSet::from(["lo".to_string()]), "w{i} keeps only its own interfaces");
+    }
+    assert!(namespaces(&p.0).iter().all(|n| *n == p.fabric()), "{:?}", namespaces(&p.0));
+}
+
+#[tokio::test]
+async fn bad_namespaces_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("s.db"), &[]);
+    let before = s.revision().await;
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let mut cases: Vec<(String, Vec<String>)> = vec![
+        ("/etc/passwd".into(), vec!["not a network namespace".into()]),
+        ("/run/netns/no-such-namespace-here".into(), vec!["does not exist".into()]),
+        (format!("pid:{dead}"), vec![format!("no process with pid {dead}")]),
+        ("pid:abc".into(), vec!["pid:".into()]),
+        ("docker:-rm".into(), vec!["docker:".into()]),
+        ("relative/path".into(), vec!["absolute path".into()]),
+    ];
+    if is_root() {
+        // The test runs in the server's namespace.
+        let me = std::process::id();
+        for own in [format!("/proc/{me}/ns/net"), format!("pid:{me}"), "/proc/self/ns/net".into()] {
+            cases.push((own, vec!["--allow-host-netns".into()]));
+        }
+        // The host's init: refused, as its own namespace or as not ours to open.
+        cases.push(("pid:1".into(), vec![]));
+    }
+    for runtime in ["docker", "podman"] {
+        let installed = Command::new(runtime).arg("--version").output().is_ok();
+        let want = if installed {
+            // A CLI without a daemon, or no such container: the runtime's own words.
+            vec![format!("'{runtime} inspect no-such-container-xyz' failed")]
+        } else {
+            vec![format!("{runtime} is not installed")]
+        };
+        cases.push((format!("{runtime}:no-such-container-xyz"), want));
+    }
+    for (path, wants) in &cases {
+        let (code, msg) = s.gql_err(BIND, json!({"id": "x", "p": path})).await;
+        assert_eq!(code, "BAD_REQUEST", "{path}: {msg}");
+        for want in wants {
+            assert!(msg.contains(want.as_str()), "{path}: {msg:?} lacks {want:?}");
+        }
+    }
+    assert_eq!(s.revision().await, before, "a refused binding changed something");
+    let d = s.gql("{ containers { id } }", json!({})).await;
+    assert_eq!(d["containers"], json!([]), "{d}");
+}
