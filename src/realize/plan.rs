@@ -1215,6 +1215,32 @@ mod tests {
         assert!(obs.namespaces()[&pns].link("cen1").is_none());
     }
 
+    #[test]
+    fn a_gone_member_is_left_out_and_reported_alone() {
+        let mut d = desired(&[("cen1", &["c1", "c2", "c3"]), ("cen2", &["c2", "c4"])]);
+        let pns = NsId::Path("/proc/4242/ns/net".into());
+        d.containers.get_mut("h/c2").expect("c2").netns = NetnsRef::Path("/proc/4242/ns/net".into());
+        let mut obs = Observed::default();
+        obs.unavailable.insert(pns.clone(), "the workload is gone".into());
+        let p = plan(&obs, &d, &cfg());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.unavailable.get("h/c2").map(String::as_str), Some("the workload is gone"));
+        simulate(&mut obs, &p, "t-");
+        assert!(plan(&obs, &d, &cfg()).is_empty());
+        for c in ["c1", "c3"] {
+            assert!(obs.namespaces()[&NsId::Managed(c.into())].link("cen1").is_some(), "{c} is wired");
+        }
+        // cen2 is a wire missing an end: nothing to wire, no failure.
+        assert!(obs.namespaces()[&NsId::Managed("c4".into())].link("cen2").is_none());
+        assert!(!p.steps.iter().any(|s| super::super::op_ns(&s.op) == Some(&pns)));
+        // Back: wired again.
+        obs.unavailable.clear();
+        obs.insert_ns(pns.clone(), NsState::new(vec![], vec![], None));
+        converge(&mut obs, &d);
+        assert!(obs.namespaces()[&pns].link("cen1").is_some());
+        assert!(obs.namespaces()[&pns].link("cen2").is_some());
+    }
+
     /// Planning one join against 10,000 realized containers looks only at
     /// the joined CEN: counted in operations and lookups, not timed.
     #[test]
