@@ -486,7 +486,10 @@ impl Loop {
                 // the model may already be past it, but the revision told to
                 // waiters is that of the last change handled.
                 let last = trigger.changes.iter().map(|c| c.revision).max().unwrap_or(applied);
-                let noticed = self.noticed_cens(&trigger.events);
+                let mut noticed = self.noticed_cens(&trigger.events);
+                if let Some(r) = realizer.as_mut() {
+                    noticed.extend(r.absorb_events(&trigger.events));
+                }
                 self.scoped_round(realizer.as_mut(), unavailable.as_deref(), &trigger.changes, &noticed, &tracked)
                     .await;
                 last
@@ -592,8 +595,9 @@ impl Loop {
     fn noticed_cens(&self, events: &[realize::watch::Event]) -> BTreeSet<String> {
         let mut keys = Vec::new();
         for e in events {
-            let realize::watch::Event::Gone(ns) = e;
-            keys.extend(self.desired.index().in_ns(ns).into_iter().flatten().cloned());
+            if let realize::watch::Event::Gone(ns) = e {
+                keys.extend(self.desired.index().in_ns(ns).into_iter().flatten().cloned());
+            }
         }
         let mut cens = BTreeSet::new();
         if keys.is_empty() {

@@ -52,6 +52,22 @@ impl Workload {
         let v: Value = out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or(json!([]));
         v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect()
     }
+    fn ip(&self, args: &[&str]) -> Value {
+        let out = Command::new("nsenter").arg(format!("--net={}", self.ns())).args(["ip", "-j"]).args(args).output();
+        out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or(json!([]))
+    }
+    fn run(&self, args: &[&str]) {
+        let st = Command::new("nsenter").arg(format!("--net={}", self.ns())).args(args).status().unwrap();
+        assert!(st.success(), "{args:?} failed");
+    }
+    fn ifindex(&self, name: &str) -> Option<i64> {
+        self.ip(&["link", "show"]).as_array()?.iter().find(|l| l["ifname"] == name)?["ifindex"].as_i64()
+    }
+    fn has_addr(&self, name: &str, addr: &str) -> bool {
+        self.ip(&["addr", "show"]).as_array().into_iter().flatten().filter(|l| l["ifname"] == name).any(|l| {
+            l["addr_info"].as_array().into_iter().flatten().any(|a| a["local"] == addr)
+        })
+    }
     fn ping(&self, addr: &str) -> bool {
         Command::new("nsenter")
             .arg(format!("--net={}", self.ns()))
@@ -84,6 +100,15 @@ async fn container(s: &Server, id: &str) -> Value {
     s.gql(q, json!({"id": id})).await["container"].clone()
 }
 
+/// Polls until `ok` holds (bounded generously).
+async fn wait_until(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls until the container shows `status` (bounded generously).
 async fn wait_status(s: &Server, id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -108,7 +133,9 @@ async fn running_processes_are_wired_failed_when_gone_and_wired_again() {
     }
     let p = Prefix::new("w");
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("s.db"), &["--prefix", &p.0]);
+    // No periodic reconcile: what is repaired here is repaired because it
+    // was seen (a pidfd, a link notification).
+    let s = Server::start(&dir.path().join("s.db"), &["--prefix", &p.0, "--reconcile-interval", "0"]);
     let mut w = vec![Workload::start(), Workload::start(), Workload::start()];
     for (i, wl) in w.iter().enumerate() {
         let c = bind(&s, &format!("w{i}"), &format!("pid:{}", wl.pid())).await;
@@ -132,6 +159,19 @@ async fn running_processes_are_wired_failed_when_gone_and_wired_again() {
                 assert!(w[i].ping(&addrs[j]), "w{i} cannot reach w{j} at {}", addrs[j]);
             }
         }
+    }
+
+    // Drift seen at once and repaired: our interface in w0 deleted by hand,
+    // the addresses of w2's flushed.
+    let old = w[0].ifindex("wl").expect("wl in w0");
+    w[0].run(&["ip", "link", "del", "wl"]);
+    wait_until("w0's interface is made again", || w[0].ifindex("wl").is_some_and(|i| i != old)).await;
+    wait_until("w0's address is back", || w[0].has_addr("wl", &addrs[0])).await;
+    w[2].run(&["ip", "addr", "flush", "dev", "wl"]);
+    wait_until("w2's address is back", || w[2].has_addr("wl", &addrs[2])).await;
+    // (w0's new interface first: its ARP requests tell the others its new MAC.)
+    for (i, j) in [(0, 1), (0, 2), (1, 2), (2, 0)] {
+        assert!(w[i].ping(&addrs[j]), "w{i} cannot reach w{j} after the repair");
     }
 
     // w1 exits: it alone turns FAILED, saying why; the others still talk.

@@ -126,6 +126,11 @@ pub struct Realizer {
     watches: BTreeMap<NsId, watch::Watch>,
     events_tx: tokio::sync::mpsc::UnboundedSender<watch::Event>,
     events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<watch::Event>>,
+    /// A link/address notification listener per fabric, host and bound
+    /// namespace (see `watch.rs` for why not per managed namespace).
+    listeners: BTreeMap<NsId, watch::Watch>,
+    /// Namespaces opened since the last apply that want a listener.
+    listen_pending: BTreeSet<NsId>,
 }
 
 fn check_config(cfg: &Config) -> Result<(), RealizeError> {
@@ -204,6 +209,8 @@ impl Realizer {
             watches: BTreeMap::new(),
             events_tx,
             events_rx: Some(events_rx),
+            listeners: BTreeMap::new(),
+            listen_pending: BTreeSet::new(),
         };
         r.adopt().await?;
         Ok(r)
@@ -229,6 +236,7 @@ impl Realizer {
     pub async fn refresh(&mut self) -> Result<(), RealizeError> {
         let paths: Vec<NsId> = self.handles.keys().filter(|n| matches!(n, NsId::Path(_))).cloned().collect();
         self.handles.retain(|k, _| matches!(k, NsId::Path(_)));
+        self.listeners.retain(|k, _| matches!(k, NsId::Path(_)));
         self.observed.retain_ns(|k| matches!(k, NsId::Path(_)));
         self.adopt().await?;
         self.dirty.extend(paths);
@@ -266,6 +274,7 @@ impl Realizer {
                 Ok(o) => {
                     let fwd = o.forwarding;
                     self.handles.insert(id.clone(), NsHandle::new(o));
+                    self.listen_pending.insert(id.clone());
                     self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
                     self.dirty.insert(id);
                 }
@@ -442,6 +451,7 @@ impl Realizer {
                         match r {
                             Ok(o) => {
                                 self.handles.insert(ns.clone(), NsHandle::new(o));
+                                self.listen_pending.insert(ns.clone());
                                 if let Some(w) = watch::watch_pid(ns, self.events_tx.clone()) {
                                     self.watches.insert(ns.clone(), w);
                                 }
@@ -478,11 +488,80 @@ impl Realizer {
         want_paths
     }
 
+    /// Closes what we hold on a namespace: its handle, its watches.
+    fn close(&mut self, ns: &NsId) {
+        self.handles.remove(ns);
+        self.watches.remove(ns);
+        self.listeners.remove(ns);
+        self.listen_pending.remove(ns);
+    }
+
+    /// Starts listening to link and address notifications in the fabric,
+    /// host and bound namespaces opened since the last call (managed
+    /// container namespaces are not listened to: see `watch.rs`).
+    async fn start_listeners(&mut self) {
+        let pending: Vec<NsId> = std::mem::take(&mut self.listen_pending)
+            .into_iter()
+            .filter(|ns| !matches!(ns, NsId::Managed(_)) && !self.listeners.contains_key(ns))
+            .collect();
+        let mut want = Vec::new();
+        let mut fds = Vec::new();
+        for ns in pending {
+            if let Some(fd) = self.handles.get(&ns).and_then(|h| h.fd.try_clone().ok()) {
+                want.push(ns);
+                fds.push(fd);
+            }
+        }
+        if want.is_empty() {
+            return;
+        }
+        let Ok(sockets) = blocking(move || netns::open_listeners(fds)).await else { return };
+        for (ns, s) in want.into_iter().zip(sockets) {
+            match s {
+                Ok(s) => {
+                    let w = watch::listen(ns.clone(), s, self.cfg.prefix.clone(), self.events_tx.clone());
+                    self.listeners.insert(ns, w);
+                }
+                Err(e) => tracing::warn!("not listening to {ns}: {e}; the reconcile repairs drift there"),
+            }
+        }
+    }
+
+    /// Takes in what the listeners saw, where it is news (our own deletes
+    /// were already taken in when they were made), and returns the CENs
+    /// whose interfaces it concerns: a scoped apply of those repairs it.
+    pub fn absorb_events(&mut self, events: &[watch::Event]) -> BTreeSet<String> {
+        let mut groups = BTreeSet::new();
+        for e in events {
+            match e {
+                watch::Event::Gone(_) => {}
+                watch::Event::LinkGone { ns, index } => {
+                    let Some(l) = self.observed.ns(ns).and_then(|s| s.link_by_index(*index)) else { continue };
+                    groups.insert(l.group);
+                    let (peer, peer_ns) = (l.peer, l.peer_ns.clone());
+                    self.observed.remove_link(ns, *index);
+                    // A veth dies as a pair: its peer too (it may be in a
+                    // namespace nobody listens to).
+                    if let (Some(p), Some(pns)) = (peer, peer_ns) {
+                        self.observed.remove_link(&pns, p);
+                    }
+                }
+                watch::Event::AddrGone { ns, index, ip, prefix_len } => {
+                    let Some(l) = self.observed.ns_mut(ns).and_then(|s| s.link_mut(*index)) else { continue };
+                    if l.addresses.contains(&(*ip, *prefix_len)) {
+                        l.addresses.retain(|a| *a != (*ip, *prefix_len));
+                        groups.insert(l.group);
+                    }
+                }
+            }
+        }
+        groups.iter().flat_map(|g| self.groups.sharing(*g).cloned().collect::<Vec<_>>()).collect()
+    }
+
     /// Lets go of a bound namespace: its handle (so the kernel may free
     /// it), what was observed there, and the peers we knew of.
     fn forget_path(&mut self, ns: &NsId) {
-        self.handles.remove(ns);
-        self.watches.remove(ns);
+        self.close(ns);
         self.observed.drop_peers_of(ns);
         self.observed.remove_ns(ns);
         self.dirty.remove(ns);
@@ -564,7 +643,7 @@ impl Realizer {
                 // can free them.
                 for s in &run {
                     if let Op::DeleteNetns { ns } = &s.op {
-                        self.handles.remove(ns);
+                        self.close(ns);
                     }
                 }
             }
@@ -624,11 +703,12 @@ impl Realizer {
             .cloned()
             .collect();
         for ns in gone {
-            self.handles.remove(&ns);
-            self.watches.remove(&ns);
+            self.close(&ns);
             self.observed.remove_ns(&ns);
             self.dirty.remove(&ns);
         }
+
+        self.start_listeners().await;
 
         for c in &plan.cens {
             report.cens.insert(c.clone(), failed_cens.get(c).map_or(Ok(()), |e| Err(e.clone())));
@@ -646,12 +726,13 @@ impl Realizer {
             Effect::Opened(ns, o) => {
                 let lo = LinkState::new_loopback();
                 obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], o.forwarding));
-                self.handles.insert(ns, NsHandle::new(*o));
+                self.handles.insert(ns.clone(), NsHandle::new(*o));
+                self.listen_pending.insert(ns);
             }
             Effect::NsGone(ns) => {
                 obs.drop_peers_of(&ns);
                 obs.remove_ns(&ns);
-                self.handles.remove(&ns);
+                self.close(&ns);
             }
             Effect::LinkGone(ns, index) => obs.remove_link(&ns, index),
             Effect::GroupGone(ns, group) => {

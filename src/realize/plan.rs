@@ -204,7 +204,8 @@ impl GroupIndex {
         }
     }
 
-    fn sharing(&self, g: u32) -> impl Iterator<Item = &String> + '_ {
+    /// The desired CENs whose links carry group `g`.
+    pub fn sharing(&self, g: u32) -> impl Iterator<Item = &String> + '_ {
         self.cens.get(&g).into_iter().flatten()
     }
 }

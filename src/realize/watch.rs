@@ -1,6 +1,14 @@
 //! Noticing at once what happens outside leviathan: a bound workload whose
 //! process exits (a pidfd per bound `/proc/<pid>/ns/net`, readable when the
-//! process ends).
+//! process ends), and our interfaces or addresses deleted by hand (a
+//! netlink socket subscribed to link and IPv4 address notifications in the
+//! fabric, the host namespace in host mode, and each bound namespace).
+//!
+//! Managed container namespaces get no listener: with 10,000 of them that
+//! would be 10,000 sockets. A bridged member's interface there has its
+//! peer in the fabric, so deleting it is seen there (a veth dies as a
+//! pair); the rest (an address removed inside a managed namespace, a wire
+//! between two managed namespaces) is repaired by the periodic reconcile.
 //!
 //! The watches run as small tokio tasks (no setns anywhere: a pidfd is a
 //! plain fd polled by the runtime) and send [`Event`]s on a channel the
@@ -19,6 +27,64 @@ use super::observed::NsId;
 pub enum Event {
     /// The process of a bound namespace exited.
     Gone(NsId),
+    /// One of our links went (deleted by hand, or by us).
+    LinkGone { ns: NsId, index: u32 },
+    /// An IPv4 address went from a link.
+    AddrGone { ns: NsId, index: u32, ip: std::net::Ipv4Addr, prefix_len: u8 },
+}
+
+/// Listens to a namespace's link and address notifications (a socket opened
+/// there by [`super::netns::open_listeners`]) and sends the deletions of
+/// our links and of addresses as [`Event`]s.
+pub fn listen(ns: NsId, socket: rtnetlink::sys::Socket, prefix: String, tx: UnboundedSender<Event>) -> Watch {
+    use futures_util::StreamExt;
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the fd comes from a netlink socket we own and hand over.
+    let sock = unsafe { rtnetlink::sys::TokioSocket::from_raw_fd(socket.into_raw_fd()) };
+    let (conn, _handle, mut messages) = rtnetlink::from_socket(sock);
+    Watch(tokio::spawn(async move {
+        let conn = tokio::spawn(conn);
+        let _stop = Watch(conn);
+        while let Some((msg, _)) = messages.next().await {
+            let event = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                    let group = m.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Group(g) => Some(*g),
+                        _ => None,
+                    });
+                    match group {
+                        Some(g) if g != 0 && super::naming::is_our_group(&prefix, g) => {
+                            Some(Event::LinkGone { ns: ns.clone(), index: m.header.index })
+                        }
+                        _ => None,
+                    }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => {
+                    let ip = m.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Local(std::net::IpAddr::V4(v)) => Some(*v),
+                        _ => None,
+                    });
+                    ip.map(|ip| Event::AddrGone {
+                        ns: ns.clone(),
+                        index: m.header.index,
+                        ip,
+                        prefix_len: m.header.prefix_len,
+                    })
+                }
+                _ => None,
+            };
+            if let Some(e) = event {
+                if tx.send(e).is_err() {
+                    break;
+                }
+            }
+        }
+        tracing::debug!("stopped listening in {ns}");
+    }))
 }
 
 /// Aborts its task when dropped.
