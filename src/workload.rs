@@ -103,9 +103,7 @@ fn proc_path(said: &str, pid: u32) -> Result<String, ModelError> {
 /// The pid of a running container, through the runtime's own CLI.
 async fn runtime_pid(said: &str, runtime: &str, name: &str) -> Result<u32, ModelError> {
     let mut cmd = tokio::process::Command::new(runtime);
-    cmd.args(["inspect", "--format", "{{.State.Pid}}", name])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+    cmd.args(["inspect", "--format", "{{.State.Pid}}", name]).stdin(std::process::Stdio::null()).kill_on_drop(true);
     let out = match tokio::time::timeout(RUNTIME_TIMEOUT, cmd.output()).await {
         Err(_) => return Err(bad(said, format!("{runtime} inspect {name} did not answer in {RUNTIME_TIMEOUT:?}"))),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -170,7 +168,8 @@ mod tests {
         assert_eq!(parse("pid:12").unwrap(), Target::Pid(12));
         assert_eq!(parse("docker:web-1").unwrap(), Target::Runtime { runtime: "docker", name: "web-1".into() });
         assert_eq!(parse("podman:db").unwrap(), Target::Runtime { runtime: "podman", name: "db".into() });
-        for bad in ["pid:", "pid:0", "pid:-1", "pid:+3", "pid:1x", "docker:", "docker:-rm", "podman:a b", "x", "", "/a/../b"]
+        for bad in
+            ["pid:", "pid:0", "pid:-1", "pid:+3", "pid:1x", "docker:", "docker:-rm", "podman:a b", "x", "", "/a/../b"]
         {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.code, crate::model::ErrorCode::BadRequest, "{bad}");

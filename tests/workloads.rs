@@ -48,7 +48,8 @@ impl Workload {
     }
     /// The interfaces in its namespace.
     fn links(&self) -> BTreeSet<String> {
-        let out = Command::new("nsenter").arg(format!("--net={}", self.ns())).args(["ip", "-j", "link", "show"]).output();
+        let out =
+            Command::new("nsenter").arg(format!("--net={}", self.ns())).args(["ip", "-j", "link", "show"]).output();
         let v: Value = out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or(json!([]));
         v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect()
     }
@@ -64,9 +65,12 @@ impl Workload {
         self.ip(&["link", "show"]).as_array()?.iter().find(|l| l["ifname"] == name)?["ifindex"].as_i64()
     }
     fn has_addr(&self, name: &str, addr: &str) -> bool {
-        self.ip(&["addr", "show"]).as_array().into_iter().flatten().filter(|l| l["ifname"] == name).any(|l| {
-            l["addr_info"].as_array().into_iter().flatten().any(|a| a["local"] == addr)
-        })
+        self.ip(&["addr", "show"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["ifname"] == name)
+            .any(|l| l["addr_info"].as_array().into_iter().flatten().any(|a| a["local"] == addr))
     }
     fn ping(&self, addr: &str) -> bool {
         Command::new("nsenter")
@@ -136,7 +140,7 @@ async fn running_processes_are_wired_failed_when_gone_and_wired_again() {
     // No periodic reconcile: what is repaired here is repaired because it
     // was seen (a pidfd, a link notification).
     let s = Server::start(&dir.path().join("s.db"), &["--prefix", &p.0, "--reconcile-interval", "0"]);
-    let mut w = vec![Workload::start(), Workload::start(), Workload::start()];
+    let mut w = [Workload::start(), Workload::start(), Workload::start()];
     for (i, wl) in w.iter().enumerate() {
         let c = bind(&s, &format!("w{i}"), &format!("pid:{}", wl.pid())).await;
         assert_eq!(c["netnsPath"], format!("pid:{}", wl.pid()), "what the user said is kept: {c}");
@@ -148,15 +152,15 @@ async fn running_processes_are_wired_failed_when_gone_and_wired_again() {
     let d = s.gql("mutation { cinMake(input: {ids: [\"wn\"]}) { cins { status statusMessage } } }", json!({})).await;
     assert_eq!(d["cinMake"]["cins"][0]["status"], "READY", "{d}");
     let mut addrs = Vec::new();
-    for i in 0..3 {
+    for (i, wl) in w.iter().enumerate() {
         let c = wait_status(&s, &format!("w{i}"), "READY").await;
         addrs.push(address(&c));
-        assert!(w[i].links().contains("wl"), "w{i} has no interface wl: {:?}", w[i].links());
+        assert!(wl.links().contains("wl"), "w{i} has no interface wl: {:?}", wl.links());
     }
-    for i in 0..3 {
-        for j in 0..3 {
+    for (i, wl) in w.iter().enumerate() {
+        for (j, a) in addrs.iter().enumerate() {
             if i != j {
-                assert!(w[i].ping(&addrs[j]), "w{i} cannot reach w{j} at {}", addrs[j]);
+                assert!(wl.ping(a), "w{i} cannot reach w{j} at {a}");
             }
         }
     }

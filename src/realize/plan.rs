@@ -881,7 +881,10 @@ mod tests {
         let mut d = Desired::default();
         for (cen, members) in cens {
             for c in *members {
-                d.containers.insert(format!("h/{c}"), ContainerNet { id: c.to_string(), netns: NetnsRef::Managed, ident: None });
+                d.containers.insert(
+                    format!("h/{c}"),
+                    ContainerNet { id: c.to_string(), netns: NetnsRef::Managed, ident: None },
+                );
             }
             let wiring = match members.len() {
                 0 | 1 => Wiring::None,

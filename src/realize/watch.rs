@@ -168,6 +168,7 @@ mod tests {
         let ns = NsId::Path(format!("/proc/{}/ns/net", child.id()));
         let Some(_w) = watch_pid(&ns, tx) else {
             let _ = child.kill();
+            let _ = child.wait();
             eprintln!("pidfd_open is not supported here");
             return;
         };
