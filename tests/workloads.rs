@@ -173,8 +173,8 @@ async fn running_processes_are_wired_failed_when_gone_and_wired_again() {
     wait_until("w0's address is back", || w[0].has_addr("wl", &addrs[0])).await;
     w[2].run(&["ip", "addr", "flush", "dev", "wl"]);
     wait_until("w2's address is back", || w[2].has_addr("wl", &addrs[2])).await;
-    // (w0's new interface first: its ARP requests tell the others its new MAC.)
-    for (i, j) in [(0, 1), (0, 2), (1, 2), (2, 0)] {
+    // Towards w0 first: its new interface has the MAC address of the old.
+    for (i, j) in [(1, 0), (2, 0), (0, 1), (1, 2)] {
         assert!(w[i].ping(&addrs[j]), "w{i} cannot reach w{j} after the repair");
     }
 
@@ -196,9 +196,9 @@ async fn running_processes_are_wired_failed_when_gone_and_wired_again() {
     bind(&s, "w1", &format!("pid:{}", w[1].pid())).await;
     let c = wait_status(&s, "w1", "READY").await;
     assert_eq!(address(&c), addrs[1], "the address survives a rebind: {c}");
-    // From the new process first: its ARP requests refresh what the others
-    // remember of the old one's MAC address (a fresh veth has a new one).
-    for (i, j) in [(1, 0), (1, 2), (0, 1), (2, 1)] {
+    // Towards the new process first: its interface has the MAC address the
+    // old one had, so what the others remember of it still holds.
+    for (i, j) in [(0, 1), (2, 1), (1, 0), (1, 2)] {
         if !w[i].ping(&addrs[j]) {
             let dump = |args: &[&str]| {
                 String::from_utf8_lossy(&Command::new("nsenter").args(args).output().unwrap().stdout).to_string()

@@ -891,7 +891,7 @@ impl Realizer {
                     None => None,
                 };
                 let bfd = self.handle(&b.ns)?.raw_fd();
-                nl::create_veth(&self.handle(&a.ns)?.handle, &a.name, master, &b.name, bfd, *group)
+                nl::create_veth(&self.handle(&a.ns)?.handle, &a.name, a.mac, master, &b.name, b.mac, bfd, *group)
                     .await
                     .map(|()| Effect::None)
             }

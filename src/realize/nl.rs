@@ -261,19 +261,29 @@ pub async fn create_bridge(h: &Handle, name: &str, group: u32, mac: [u8; 6]) -> 
 /// `master` at creation; its peer `b` created directly in the namespace
 /// `b_ns` (down: the kernel refuses a peer created up in another namespace,
 /// see `Op::SetUpNew`). Both in `group`. No move afterwards.
+#[allow(clippy::too_many_arguments)]
 pub async fn create_veth(
     h: &Handle,
     a: &str,
+    a_mac: Option<[u8; 6]>,
     master: Option<u32>,
     b: &str,
+    b_mac: Option<[u8; 6]>,
     b_ns: RawFd,
     group: u32,
 ) -> Result<(), String> {
-    let peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns).build();
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns);
+    if let Some(mac) = b_mac {
+        peer = peer.address(mac.to_vec());
+    }
+    let peer = peer.build();
     let mut main =
         LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(a.to_string()).link_group(group).up();
     if let Some(m) = master {
         main = main.controller(m);
+    }
+    if let Some(mac) = a_mac {
+        main = main.address(mac.to_vec());
     }
     let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
     ok_if(h.link().add(msg).execute().await, &[])

@@ -25,6 +25,11 @@ pub struct VethEnd {
     pub name: String,
     /// Name of the bridge (in the same namespace) to attach to at creation.
     pub master: Option<String>,
+    /// A MAC address pinned at creation (container ends: derived from the
+    /// CEN and the container, so an interface made again, after a rebind or
+    /// a repair, keeps the address its peers have in their ARP caches).
+    #[serde(default)]
+    pub mac: Option<[u8; 6]>,
 }
 
 /// One kernel operation.
@@ -464,8 +469,18 @@ impl<'a> Planner<'a> {
                 mine.push((n1.clone(), m1.ifname.clone()));
                 units.push(Unit::Pair {
                     cen: id.to_string(),
-                    a: VethEnd { ns: n0, name: m0.ifname.clone(), master: None },
-                    b: VethEnd { ns: n1, name: m1.ifname.clone(), master: None },
+                    a: VethEnd {
+                        ns: n0,
+                        name: m0.ifname.clone(),
+                        master: None,
+                        mac: Some(naming::member_mac(id, &m0.container)),
+                    },
+                    b: VethEnd {
+                        ns: n1,
+                        name: m1.ifname.clone(),
+                        master: None,
+                        mac: Some(naming::member_mac(id, &m1.container)),
+                    },
                     group,
                 });
             }
@@ -482,8 +497,13 @@ impl<'a> Planner<'a> {
                     mine.push((ns.clone(), m.ifname.clone()));
                     units.push(Unit::Pair {
                         cen: id.to_string(),
-                        a: VethEnd { ns: fabric.clone(), name: v, master: Some(br.clone()) },
-                        b: VethEnd { ns: ns.clone(), name: m.ifname.clone(), master: None },
+                        a: VethEnd { ns: fabric.clone(), name: v, master: Some(br.clone()), mac: None },
+                        b: VethEnd {
+                            ns: ns.clone(),
+                            name: m.ifname.clone(),
+                            master: None,
+                            mac: Some(naming::member_mac(id, &m.container)),
+                        },
                         group,
                     });
                 }
