@@ -548,6 +548,48 @@ impl Loop {
         }
     }
 
+    /// Containers bound through a runtime (`docker:NAME`, `podman:NAME`)
+    /// whose workload is gone are resolved again: a container the runtime
+    /// restarted runs as a new process, and is bound to it (the same
+    /// interfaces and addresses are then wired there).
+    async fn rebind_restarted(&self) {
+        let gone: Vec<model::ContainerRec> = self.service.read(|t| {
+            t.containers_of_host(&self.host)
+                .into_iter()
+                .filter(|c| {
+                    let by_runtime =
+                        c.netns_path.as_deref().is_some_and(|p| p.starts_with("docker:") || p.starts_with("podman:"));
+                    by_runtime && c.netns.as_ref().is_some_and(|b| !crate::workload::still_bound(b))
+                })
+                .cloned()
+                .collect()
+        });
+        let resolved = futures_util::future::join_all(gone.iter().map(|c| async move {
+            let said = c.netns_path.clone().unwrap_or_default();
+            (c, crate::workload::resolve(&said).await)
+        }))
+        .await;
+        for (c, r) in resolved {
+            match r {
+                Ok(b) if Some(&b) != c.netns.as_ref() => {
+                    tracing::info!(container = %c.key(), path = %b.path, "bound again to its restarted workload");
+                    let cmd = model::Command::ContainerCreate {
+                        host: c.host.clone(),
+                        id: c.id.clone(),
+                        tag: None,
+                        netns_path: c.netns_path.clone(),
+                        netns: Some(b),
+                    };
+                    if let Err(e) = self.service.execute(cmd).await {
+                        tracing::warn!(container = %c.key(), error = %e, "binding again");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(container = %c.key(), error = %e.message, "not running again yet"),
+            }
+        }
+    }
+
     /// Looks at the whole kernel and the whole model (start, reconcile, or
     /// after the change stream was lost).
     async fn full_round(
@@ -557,6 +599,9 @@ impl Loop {
         first: bool,
         tracked: &parking_lot::Mutex<Vec<Tracked>>,
     ) -> u64 {
+        if realizer.is_some() {
+            self.rebind_restarted().await;
+        }
         let transitions = self.service.read(transition_reports);
         self.record(transitions, "transitional statuses").await;
         let host = self.host.clone();

@@ -125,6 +125,11 @@ async fn runtime_pid(said: &str, runtime: &str, name: &str) -> Result<u32, Model
     }
 }
 
+/// Whether a binding's path still leads to the namespace it was bound to.
+pub fn still_bound(b: &NetnsBinding) -> bool {
+    std::fs::metadata(&b.path).is_ok_and(|m| m.dev() == b.device && m.ino() == b.inode)
+}
+
 /// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`): the kind of namespace an nsfs file is.
 const NS_GET_NSTYPE: u64 = 0xb703;
 
