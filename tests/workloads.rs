@@ -193,6 +193,11 @@ async fn bad_namespaces_are_refused_and_change_nothing() {
             assert!(msg.contains(want.as_str()), "{path}: {msg:?} lacks {want:?}");
         }
     }
+    let far =
+        "mutation { containerCreate(input: {hostId: \"host9\", id: \"x\", netnsPath: \"docker:web\"}) { revision } }";
+    let (code, msg) = s.gql_err(far, json!({})).await;
+    assert_eq!(code, "BAD_REQUEST", "{msg}");
+    assert!(msg.contains("only the server of host 'host9'"), "{msg}");
     assert_eq!(s.revision().await, before, "a refused binding changed something");
     let d = s.gql("{ containers { id } }", json!({})).await;
     assert_eq!(d["containers"], json!([]), "{d}");

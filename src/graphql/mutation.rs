@@ -569,10 +569,16 @@ impl MutationRoot {
         // workloads can be looked at.
         let netns = match &input.netns_path {
             Some(p) if host == s.host_id() => Some(crate::workload::resolve(p).await.map_err(gql)?),
-            Some(p) => {
-                crate::workload::parse(p).map_err(gql)?;
-                None
-            }
+            Some(p) => match crate::workload::parse(p).map_err(gql)? {
+                // Another host's path: its server checks it when wiring.
+                crate::workload::Target::Path(_) => None,
+                _ => {
+                    return Err(gql(crate::model::ModelError::bad_request(format!(
+                        "netnsPath '{}': only the server of host '{host}' can resolve it; send the request there",
+                        p.escape_debug()
+                    ))))
+                }
+            },
             None => None,
         };
         let netns_path = input.netns_path;
