@@ -535,6 +535,10 @@ impl Realizer {
         for e in events {
             match e {
                 watch::Event::Gone(_) => {}
+                watch::Event::Overrun(ns) => {
+                    // Looked at again on the next apply.
+                    self.dirty.insert(ns.clone());
+                }
                 watch::Event::LinkGone { ns, index } => {
                     let Some(l) = self.observed.ns(ns).and_then(|s| s.link_by_index(*index)) else { continue };
                     groups.insert(l.group);

@@ -167,6 +167,9 @@ pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
     }
 }
 
+/// Receive buffer of a notification listener, in bytes.
+const LISTEN_BUFFER: usize = 4 << 20;
+
 /// Opens, inside each namespace, a netlink socket subscribed to link and
 /// IPv4 address notifications (on one dedicated thread, entering each
 /// namespace in turn). One result per namespace, in order.
@@ -184,6 +187,9 @@ pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, String>> {
                 let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
                 s.bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
                     .map_err(|e| err("cannot subscribe to link notifications", e))?;
+                // Room for the burst of a large teardown (capped by
+                // net.core.rmem_max); an overflow is reported, not fatal.
+                let _ = s.set_rx_buf_sz(LISTEN_BUFFER);
                 Ok(s)
             })
             .collect::<Vec<_>>()

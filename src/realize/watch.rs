@@ -31,6 +31,9 @@ pub enum Event {
     LinkGone { ns: NsId, index: u32 },
     /// An IPv4 address went from a link.
     AddrGone { ns: NsId, index: u32, ip: std::net::Ipv4Addr, prefix_len: u8 },
+    /// Notifications were lost (the socket's buffer overflowed): what we
+    /// know of the namespace may be stale.
+    Overrun(NsId),
 }
 
 /// Listens to a namespace's link and address notifications (a socket opened
@@ -74,6 +77,10 @@ pub fn listen(ns: NsId, socket: rtnetlink::sys::Socket, prefix: String, tx: Unbo
                         ip,
                         prefix_len: m.header.prefix_len,
                     })
+                }
+                NetlinkPayload::Overrun(_) => {
+                    tracing::warn!("link notifications of {ns} were lost; it will be looked at again");
+                    Some(Event::Overrun(ns.clone()))
                 }
                 _ => None,
             };
