@@ -76,8 +76,9 @@ impl Server {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        // Fields 14 and 15 (utime, stime) are the 12th and 13th after ')'.
-        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        // Fields 14 and 15 (utime, stime) are the 12th and 13th after ')'
+        // (the state, field 3, is not a number and was filtered out).
+        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
         Duration::from_millis(ticks * 1000 / 100)
     }
 }

@@ -3,6 +3,7 @@ pub mod auth;
 pub mod driver;
 pub mod graphql;
 pub mod http;
+pub mod lock;
 pub mod model;
 pub mod pages;
 pub mod realize;

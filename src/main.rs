@@ -23,11 +23,18 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Print the GraphQL schema (SDL).
     Schema,
-    /// Remove everything leviathan made in the kernel under a prefix.
+    /// The explicit big hammer: remove EVERYTHING in the kernel under a
+    /// prefix (named namespaces `<P>*` and, in the host namespace, links
+    /// named `<P>*`), whoever made it. A running server's own teardown
+    /// (`cenDestroy`, `cinDestroy`) touches only what it recorded instead.
     Cleanup {
-        /// The prefix of the instance to clean up.
-        #[arg(long, default_value = "lev-")]
+        /// The prefix to clear (required: there is no default, so a bare
+        /// `cleanup` never hits a running server's objects by accident).
+        #[arg(long)]
         prefix: String,
+        /// Clear even while a server holds the prefix.
+        #[arg(long)]
+        force: bool,
     },
     #[command(flatten)]
     Client(cli::Verb),
@@ -55,6 +62,10 @@ struct ServeArgs {
     /// (`http://10.0.0.1:2379,http://10.0.0.2:2379`).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     etcd: Vec<String>,
+    /// With --etcd: the local file where this host's server records what it
+    /// made in the kernel (with SQLite, the state file holds it).
+    #[arg(long, default_value = "./leviathan-ledger.db", requires = "etcd")]
+    ledger: PathBuf,
     /// Prefix of every key leviathan keeps in etcd.
     #[arg(long, default_value = "/leviathan", requires = "etcd")]
     etcd_prefix: String,
@@ -210,7 +221,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             r
         }
-        Cmd::Cleanup { prefix } => {
+        Cmd::Cleanup { prefix, force } => {
+            leviathan::realize::check_prefix(&prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+            if let (false, Some(who)) = (force, leviathan::lock::prefix_holder(&prefix)) {
+                bail!("a leviathan server ({who}) is serving prefix '{prefix}': stop it first, or pass --force");
+            }
             let report = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
@@ -244,6 +259,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let addr_plan = leviathan::model::AddrPlan::new(args.cin_pool.0, args.cin_pool.1, args.cin_prefix_len)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Nothing is touched before the server knows it can do its job and is
+    // the only one on its prefix and state file.
+    if !args.no_realize {
+        leviathan::realize::check_prefix(&args.prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+        if !can_make_namespaces() {
+            bail!(
+                "making networks in the kernel needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): run as root, or pass --no-realize to keep the model only"
+            );
+        }
+    }
+    let _prefix_lock = if args.no_realize { None } else { Some(leviathan::lock::prefix(&args.prefix)?) };
+    if !args.no_realize {
+        // Two descriptors per realized namespace (its fd and its netlink
+        // socket): as root, raise the open-files limit to what the kernel
+        // allows (fs.nr_open), or at least to the hard limit.
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(hard)
+                .min(1 << 20);
+            let want = nr_open.max(hard);
+            if soft < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+                if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                    tracing::warn!(error = %e, soft, "could not raise the open-files limit");
+                }
+            }
+        }
+    }
+    let _state_lock = if args.etcd.is_empty() { Some(leviathan::lock::state_file(&args.state)?) } else { None };
     let opts = leviathan::service::Options {
         addr_plan,
         keep_changes: args.keep_changes,
@@ -265,6 +311,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Service::open_etcd(cfg, opts).await?
     };
     leviathan::workload::set_allow_host_netns(args.allow_host_netns);
+    // Bind before any kernel work: a server that cannot listen changes
+    // nothing.
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let driver = if args.no_realize {
         None
     } else {
@@ -275,11 +325,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Fabric::Host => leviathan::realize::FabricMode::Host,
             },
         };
-        let realizer = leviathan::realize::Realizer::new(cfg).await.map_err(|e| e.to_string());
-        if let Err(e) = &realizer {
-            tracing::error!(error = %e, "the realizer could not start; made objects will show FAILED");
+        let ledger_path = if args.etcd.is_empty() { args.state.clone() } else { args.ledger.clone() };
+        let ledger = leviathan::realize::ledger::Ledger::open(&ledger_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let realizer = leviathan::realize::Realizer::with_ledger(cfg, ledger)
+            .await
+            .map_err(|e| anyhow::anyhow!("the realizer cannot start: {e}"))?;
+        for f in realizer.foreign() {
+            tracing::warn!(object = %f, "not this leviathan's (not in its ledger): left alone");
         }
-        let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);
+        let driver = leviathan::driver::Driver::start(Arc::clone(&service), Ok(realizer));
         if args.reconcile_interval > 0 {
             driver.reconcile_every(std::time::Duration::from_secs(args.reconcile_interval));
         }
@@ -326,8 +380,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: secs("header-timeout", args.header_timeout)?,
         grace: secs("shutdown-grace", args.shutdown_grace)?,
     };
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     if args.etcd.is_empty() {
         tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
@@ -412,4 +464,16 @@ fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
     let len: u8 =
         len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("{len:?}: a prefix length is 0 to 32"))?;
     Ok((ip, len))
+}
+
+/// Whether this process may make network namespaces and links: effective
+/// CAP_SYS_ADMIN (21) and CAP_NET_ADMIN (12).
+fn can_make_namespaces() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << 21) != 0 && eff & (1 << 12) != 0
 }

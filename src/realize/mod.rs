@@ -13,6 +13,7 @@
 //! their bridge at creation; teardown deletes namespaces and link groups.
 
 pub mod desired;
+pub mod ledger;
 mod naming;
 mod netns;
 mod nl;
@@ -131,17 +132,24 @@ pub struct Realizer {
     listeners: BTreeMap<NsId, watch::Watch>,
     /// Namespaces opened since the last apply that want a listener.
     listen_pending: BTreeSet<NsId>,
+    /// What this instance made; without one, everything under the prefix
+    /// counts as its own (tests and tools that own their prefix outright).
+    ledger: Option<std::sync::Arc<ledger::Ledger>>,
+    /// Objects under the prefix that the ledger does not hold, as of the
+    /// last full look at the kernel: reported, never touched.
+    foreign: BTreeSet<String>,
 }
 
 fn check_config(cfg: &Config) -> Result<(), RealizeError> {
     if !naming::valid_prefix(&cfg.prefix) {
-        return Err(RealizeError::Config(format!(
-            "prefix {:?} must be 1 to {} characters of [A-Za-z0-9._-]",
-            cfg.prefix,
-            naming::PREFIX_MAX
-        )));
+        return Err(RealizeError::Config(format!("prefix {:?} must be {}", cfg.prefix, naming::PREFIX_RULE)));
     }
     Ok(())
+}
+
+/// Checks a prefix before anything is done with it.
+pub fn check_prefix(prefix: &str) -> Result<(), RealizeError> {
+    check_config(&Config { prefix: prefix.to_string(), fabric: FabricMode::Netns })
 }
 
 fn ns_file(prefix: &str, ns: &NsId) -> Option<String> {
@@ -199,8 +207,14 @@ impl Realizer {
     /// routes, so the next [`apply`](Self::apply) repairs drift both ways.
     pub async fn new(cfg: Config) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
+        let mut r = Realizer::blank(cfg, None);
+        r.adopt().await?;
+        Ok(r)
+    }
+
+    fn blank(cfg: Config, ledger: Option<std::sync::Arc<ledger::Ledger>>) -> Realizer {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut r = Realizer {
+        Realizer {
             cfg,
             observed: Observed::default(),
             handles: BTreeMap::new(),
@@ -211,9 +225,29 @@ impl Realizer {
             events_rx: Some(events_rx),
             listeners: BTreeMap::new(),
             listen_pending: BTreeSet::new(),
-        };
+            ledger,
+            foreign: BTreeSet::new(),
+        }
+    }
+
+    /// [`Realizer::new`] for a server: only what `ledger` records is
+    /// adopted, changed or deleted; the rest under the prefix is foreign.
+    pub async fn with_ledger(cfg: Config, ledger: ledger::Ledger) -> Result<Realizer, RealizeError> {
+        check_config(&cfg)?;
+        let mut r = Realizer::blank(cfg, Some(std::sync::Arc::new(ledger)));
         r.adopt().await?;
         Ok(r)
+    }
+
+    /// Objects under the prefix that are not this instance's (as of the
+    /// last full look at the kernel).
+    pub fn foreign(&self) -> Vec<String> {
+        self.foreign.iter().cloned().collect()
+    }
+
+    /// What this instance records as its own, when it keeps a ledger.
+    pub fn ledger(&self) -> Option<&ledger::Ledger> {
+        self.ledger.as_deref()
     }
 
     pub fn config(&self) -> &Config {
@@ -259,10 +293,30 @@ impl Realizer {
             .and_then(|r| r)
             .map_err(RealizeError::System)?
         };
-        let mut ids: Vec<NsId> = names
-            .iter()
-            .map(|n| if *n == fabric_file { NsId::Fabric } else { NsId::Managed(n[prefix.len()..].to_string()) })
-            .collect();
+        self.foreign.clear();
+        let mut ids: Vec<NsId> = Vec::new();
+        for n in &names {
+            if self.ledger.as_ref().is_some_and(|l| !l.contains(n, "")) {
+                tracing::warn!(namespace = %n, "a namespace under the prefix that this leviathan did not make: left alone");
+                self.foreign.insert(format!("namespace {n}"));
+                continue;
+            }
+            ids.push(if *n == fabric_file { NsId::Fabric } else { NsId::Managed(n[prefix.len()..].to_string()) });
+        }
+        // Recorded namespaces that are gone (deleted by hand, or a crash
+        // between the record and the create): forget them.
+        if let Some(l) = &self.ledger {
+            let present: BTreeSet<&String> = names.iter().collect();
+            let gone: Vec<ledger::Entry> = l
+                .namespaces()
+                .into_iter()
+                .filter(|n| !n.starts_with("path:") && n != "host" && !present.contains(n))
+                .map(|n| (n, String::new()))
+                .collect();
+            if let Err(e) = l.forget(&gone) {
+                tracing::warn!(error = %e, "forgetting namespaces that are gone");
+            }
+        }
         if self.cfg.fabric == FabricMode::Host {
             ids.push(NsId::Host);
         }
@@ -293,6 +347,26 @@ impl Realizer {
         Ok(())
     }
 
+    /// In a namespace that is not ours (the host's, or one bound by path),
+    /// a link is ours only if the ledger records it; the others that carry
+    /// our prefix or group are someone else's, reported and left alone.
+    fn own(&mut self, ns: &NsId, st: &mut NsState) {
+        let Some(l) = &self.ledger else { return };
+        if !matches!(ns, NsId::Host | NsId::Path(_)) {
+            return;
+        }
+        let key = ledger::ns_key(ns, &self.cfg.prefix);
+        let strangers: Vec<(u32, String)> =
+            st.links().filter(|x| x.ours && !l.contains(&key, &x.name)).map(|x| (x.index, x.name.clone())).collect();
+        for (idx, name) in strangers {
+            if let Some(x) = st.link_mut(idx) {
+                x.ours = false;
+            }
+            tracing::warn!(link = %name, "{ns}: a link carrying the prefix that this leviathan did not make: left alone");
+            self.foreign.insert(format!("link {name} in {ns}"));
+        }
+    }
+
     /// Dump the given namespaces again (links, addresses, routes).
     async fn observe_set(&mut self, set: BTreeSet<NsId>) {
         let prefix = self.cfg.prefix.clone();
@@ -307,7 +381,8 @@ impl Realizer {
             .collect();
         for (ns, r) in nl::bounded(futs, IN_FLIGHT).await {
             match r {
-                Ok(st) => {
+                Ok(mut st) => {
+                    self.own(&ns, &mut st);
                     self.observed.insert_ns(ns, st);
                 }
                 Err(e) => {
@@ -609,6 +684,16 @@ impl Realizer {
         let plan = plan::plan_scoped(&self.observed, desired, index, &self.cfg, scope, &self.groups);
         report.steps = plan.steps.len();
         report.unavailable = plan.unavailable.clone();
+        // What is about to be made is recorded first, durably: a crash
+        // after this point leaves nothing unaccounted for.
+        if let Err(e) = self.record(&plan).await {
+            tracing::error!(error = %e, "not realizing: ownership could not be recorded");
+            for c in &plan.cens {
+                report.cens.insert(c.clone(), Err(format!("could not record what would be made: {e}")));
+            }
+            return report;
+        }
+        let gone_names = self.names_of_doomed_groups(&plan);
         let total = plan.steps.len();
         let done = AtomicUsize::new(0);
         let tick = || {
@@ -654,9 +739,13 @@ impl Realizer {
             let results = self.run_phase(&run, &tick).await;
             let mut created: BTreeSet<(NsId, String)> = BTreeSet::new();
             let mut pairs = Vec::new();
+            let mut unmade: Vec<ledger::Entry> = Vec::new();
             for (s, r) in run.iter().zip(results) {
                 match r {
-                    Ok(effect) => self.absorb(effect),
+                    Ok(effect) => {
+                        unmade.extend(self.unmade(&s.op, &gone_names));
+                        self.absorb(effect)
+                    }
                     Err(e) => {
                         let msg = format!("{}: {e}", describe(&s.op, &prefix));
                         tracing::warn!("{msg}");
@@ -685,6 +774,12 @@ impl Realizer {
                         pairs.push(((a.ns.clone(), a.name.clone()), (b.ns.clone(), b.name.clone())));
                     }
                     _ => {}
+                }
+            }
+            if let (Some(l), false) = (self.ledger.clone(), unmade.is_empty()) {
+                match blocking(move || l.forget(&unmade)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) | Err(e) => tracing::warn!(error = %e, "forgetting what was deleted"),
                 }
             }
             // Learn the ifindexes of new links (needed for masters,
@@ -721,6 +816,77 @@ impl Realizer {
             report.cins.insert(c.clone(), failed_cins.get(c).map_or(Ok(()), |e| Err(e.clone())));
         }
         report
+    }
+
+    /// Records in the ledger every namespace the plan creates and every
+    /// link it creates in a namespace that is not ours.
+    async fn record(&self, plan: &Plan) -> Result<(), String> {
+        let Some(l) = self.ledger.clone() else { return Ok(()) };
+        let prefix = &self.cfg.prefix;
+        let foreign_ns = |ns: &NsId| matches!(ns, NsId::Host | NsId::Path(_));
+        let mut entries: Vec<ledger::Entry> = Vec::new();
+        for s in &plan.steps {
+            match &s.op {
+                Op::CreateNetns { ns } => entries.push((ledger::ns_key(ns, prefix), String::new())),
+                Op::CreateBridge { ns, name, .. } if foreign_ns(ns) => {
+                    entries.push((ledger::ns_key(ns, prefix), name.clone()))
+                }
+                Op::CreateVeth { a, b, .. } => {
+                    for end in [a, b] {
+                        if foreign_ns(&end.ns) {
+                            entries.push((ledger::ns_key(&end.ns, prefix), end.name.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        blocking(move || l.record(&entries)).await.and_then(|r| r)
+    }
+
+    /// Names of the links a group delete in a namespace that is not ours
+    /// takes (to forget them once gone).
+    fn names_of_doomed_groups(&self, plan: &Plan) -> BTreeMap<(NsId, u32), Vec<String>> {
+        let mut out = BTreeMap::new();
+        for s in &plan.steps {
+            if let Op::DeleteGroup { ns, group } = &s.op {
+                if matches!(ns, NsId::Host | NsId::Path(_)) {
+                    let names = self
+                        .observed
+                        .in_group(*group)
+                        .filter(|(n, _)| n == ns)
+                        .filter_map(|(n, i)| self.observed.ns(n).and_then(|st| st.link_by_index(*i)))
+                        .map(|l| l.name.clone())
+                        .collect();
+                    out.insert((ns.clone(), *group), names);
+                }
+            }
+        }
+        out
+    }
+
+    /// What a successful delete takes out of the ledger.
+    fn unmade(&self, op: &Op, groups: &BTreeMap<(NsId, u32), Vec<String>>) -> Vec<ledger::Entry> {
+        if self.ledger.is_none() {
+            return Vec::new();
+        }
+        let prefix = &self.cfg.prefix;
+        match op {
+            Op::DeleteNetns { ns } => vec![(ledger::ns_key(ns, prefix), String::new())],
+            Op::DeleteLink { ns, name, .. } if matches!(ns, NsId::Host | NsId::Path(_)) => {
+                vec![(ledger::ns_key(ns, prefix), name.clone())]
+            }
+            Op::DeleteGroup { ns, group } => groups
+                .get(&(ns.clone(), *group))
+                .into_iter()
+                .flatten()
+                .map(|n| (ledger::ns_key(ns, prefix), n.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     fn absorb(&mut self, effect: Effect) {

@@ -55,13 +55,21 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
-/// Whether `prefix` can be used: short, and made of characters valid in both
-/// interface and file names.
+/// Whether `prefix` can be used: short, made of characters valid in both
+/// interface and file names, and ending in the delimiter `-`, which it
+/// holds nowhere else. So no valid prefix is the start of another (`lev-`
+/// and `lev-r-` cannot both be prefixes), and a server's names never fall
+/// under another server's prefix.
 pub fn valid_prefix(prefix: &str) -> bool {
-    !prefix.is_empty()
+    let Some(stem) = prefix.strip_suffix('-') else { return false };
+    !stem.is_empty()
         && prefix.len() <= PREFIX_MAX
-        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
+
+/// Why a prefix is refused, for messages.
+pub const PREFIX_RULE: &str =
+    "2 to 9 characters: letters, digits, '_' or '.', then one '-' at the end (e.g. lev-), so that no prefix is the start of another";
 
 /// Whether a container id can be part of a namespace file name.
 pub fn valid_container_id(id: &str) -> bool {
@@ -165,8 +173,11 @@ mod tests {
     #[test]
     fn validation() {
         assert!(valid_prefix("lev-"));
+        assert!(valid_prefix("t-") && valid_prefix("lt12345-") && valid_prefix("a.b_c-"));
         assert!(!valid_prefix(""));
         assert!(!valid_prefix("much-too-long-"));
+        // No prefix is the start of another: the delimiter ends it.
+        assert!(!valid_prefix("lev-r-") && !valid_prefix("lev") && !valid_prefix("-") && !valid_prefix("a-b-"));
         assert!(!valid_ifname("eth0/1"));
         assert!(!valid_ifname("sixteen-chars-xx"));
         assert!(!valid_container_id("fabric"));

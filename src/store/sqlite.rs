@@ -64,6 +64,14 @@ impl SqliteStore {
         } else if version != FORMAT {
             bail!("{} has state format {version}, which this build (format {FORMAT}) cannot read", path.display());
         }
+        // A server that cannot write its state file must not start (its
+        // first change would fail): write something that changes nothing.
+        conn.execute("UPDATE meta SET value = value WHERE key = 'revision'", []).map_err(|e| {
+            anyhow::anyhow!(
+                "state file {} cannot be written ({e}): make it writable, or give another --state",
+                path.display()
+            )
+        })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
 

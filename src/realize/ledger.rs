@@ -1,0 +1,155 @@
+//! The ledger of what leviathan made in the kernel: every namespace it
+//! created, and every link it created in a namespace that is not its own
+//! (the host's, in `--fabric host`, or one bound by path). Written durably
+//! before the kernel work, so that after any crash adoption, reconcile and
+//! destroy touch only what is recorded here; something that merely carries
+//! the prefix is someone else's (CNI's and containerlab's rule).
+//!
+//! Links inside a namespace leviathan made are its own with the namespace.
+//! The ledger is a table of the state file (SQLite), or of a file of its
+//! own beside an etcd-backed server: what one host made is that host's.
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::observed::NsId;
+
+/// An owned object: a namespace (`link` empty) or a link in a namespace.
+pub type Entry = (String, String);
+
+/// The key of a namespace in the ledger.
+pub fn ns_key(ns: &NsId, prefix: &str) -> String {
+    match ns {
+        NsId::Host => "host".into(),
+        NsId::Fabric => super::naming::fabric_netns_name(prefix),
+        NsId::Managed(id) => super::naming::netns_name(prefix, id),
+        NsId::Path(p) => format!("path:{p}"),
+    }
+}
+
+pub struct Ledger {
+    conn: Mutex<Connection>,
+    /// Everything recorded, for lookups without a query.
+    owned: Mutex<BTreeSet<Entry>>,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in the SQLite file `path`.
+    pub fn open(path: &Path) -> Result<Ledger, String> {
+        let what = |e: rusqlite::Error| format!("the ledger of owned objects in {}: {e}", path.display());
+        let conn = Connection::open(path).map_err(what)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(what)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(what)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS owned (ns TEXT NOT NULL, link TEXT NOT NULL, PRIMARY KEY (ns, link)) WITHOUT ROWID;",
+        )
+        .map_err(what)?;
+        let owned = {
+            let mut stmt = conn.prepare("SELECT ns, link FROM owned").map_err(what)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(what)?;
+            rows.collect::<Result<BTreeSet<Entry>, _>>().map_err(what)?
+        };
+        Ok(Ledger { conn: Mutex::new(conn), owned: Mutex::new(owned) })
+    }
+
+    pub fn contains(&self, ns: &str, link: &str) -> bool {
+        self.owned.lock().contains(&(ns.to_string(), link.to_string()))
+    }
+
+    /// Every recorded namespace key.
+    pub fn namespaces(&self) -> BTreeSet<String> {
+        self.owned.lock().iter().filter(|(_, l)| l.is_empty()).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// How many objects are recorded.
+    pub fn len(&self) -> usize {
+        self.owned.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owned.lock().is_empty()
+    }
+
+    /// Records objects about to be made; returns once on disk.
+    pub fn record(&self, entries: &[Entry]) -> Result<(), String> {
+        let fresh: Vec<&Entry> = {
+            let owned = self.owned.lock();
+            entries.iter().filter(|e| !owned.contains(*e)).collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(|e| format!("recording ownership: {e}"))?;
+        {
+            let mut put = tx
+                .prepare_cached("INSERT OR IGNORE INTO owned (ns, link) VALUES (?1, ?2)")
+                .map_err(|e| format!("recording ownership: {e}"))?;
+            for (ns, link) in &fresh {
+                put.execute(params![ns, link]).map_err(|e| format!("recording ownership: {e}"))?;
+            }
+        }
+        tx.commit().map_err(|e| format!("recording ownership: {e}"))?;
+        self.owned.lock().extend(fresh.into_iter().cloned());
+        Ok(())
+    }
+
+    /// Forgets objects that are gone; a namespace takes its links with it.
+    pub fn forget(&self, entries: &[Entry]) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(|e| format!("forgetting ownership: {e}"))?;
+        {
+            let mut del_one = tx
+                .prepare_cached("DELETE FROM owned WHERE ns = ?1 AND link = ?2")
+                .map_err(|e| format!("forgetting ownership: {e}"))?;
+            let mut del_ns = tx
+                .prepare_cached("DELETE FROM owned WHERE ns = ?1")
+                .map_err(|e| format!("forgetting ownership: {e}"))?;
+            for (ns, link) in entries {
+                if link.is_empty() {
+                    del_ns.execute(params![ns]).map_err(|e| format!("forgetting ownership: {e}"))?;
+                } else {
+                    del_one.execute(params![ns, link]).map_err(|e| format!("forgetting ownership: {e}"))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| format!("forgetting ownership: {e}"))?;
+        let mut owned = self.owned.lock();
+        for (ns, link) in entries {
+            if link.is_empty() {
+                owned.retain(|(n, _)| n != ns);
+            } else {
+                owned.remove(&(ns.clone(), link.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopening_and_namespaces_take_their_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let l = Ledger::open(&path).unwrap();
+        let e = |n: &str, l: &str| (n.to_string(), l.to_string());
+        l.record(&[e("lev-c1", ""), e("path:/proc/9/ns/net", "cen1"), e("path:/proc/9/ns/net", "")]).unwrap();
+        drop(l);
+        let l = Ledger::open(&path).unwrap();
+        assert!(l.contains("lev-c1", "") && l.contains("path:/proc/9/ns/net", "cen1"));
+        assert_eq!(l.namespaces().len(), 2);
+        l.forget(&[e("path:/proc/9/ns/net", "")]).unwrap();
+        assert!(!l.contains("path:/proc/9/ns/net", "cen1"));
+        drop(l);
+        let l = Ledger::open(&path).unwrap();
+        assert_eq!(l.len(), 1);
+    }
+}
