@@ -183,7 +183,11 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
                     }
                     _ => None,
                 };
-                if shape(&item.before) != shape(&item.after) {
+                // A container whose gone workload was bound again (its
+                // FAILED status cleared by the user's command) is a retry.
+                let failed = |r: &Option<Record>| matches!(r, Some(Record::Container(c)) if c.realization.status == Status::Failed);
+                let retry = failed(&item.before) && !failed(&item.after);
+                if shape(&item.before) != shape(&item.after) || retry {
                     made_cens_of(t, k, cens);
                 }
             }

@@ -276,7 +276,12 @@ impl Topology {
                     // allowed: the realizer wires the new namespace with the
                     // same interfaces and addresses (they live in the
                     // memberships).
-                    if rec.netns_path.as_ref() != Some(p) || rec.netns != *netns {
+                    // Binding a container whose workload was reported gone
+                    // is a retry even when nothing differs (namespace inode
+                    // numbers are reused: a namespace made again under the
+                    // same name may have the same identity).
+                    let retry = rec.realization.status == Status::Failed;
+                    if rec.netns_path.as_ref() != Some(p) || rec.netns != *netns || retry {
                         rec.netns_path = Some(p.clone());
                         rec.netns = netns.clone();
                         rec.realization = Realization::default();
