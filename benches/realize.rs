@@ -41,7 +41,7 @@ fn topology() -> Desired {
         let mut members = Vec::new();
         for _ in 0..2 {
             let (key, id) = next();
-            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed });
+            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed, ident: None });
             members.push(Member { container: key, ifname: cen.clone(), addresses: vec![], routes: vec![] });
         }
         d.cens.insert(cen, CenNet { wiring: Wiring::Wire, members, gateways: vec![] });
@@ -53,7 +53,7 @@ fn topology() -> Desired {
         let mut members = Vec::new();
         for i in 0..BRIDGE_SIZE {
             let (key, id) = next();
-            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed });
+            d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed, ident: None });
             members.push(Member {
                 container: key,
                 ifname: cen.clone(),

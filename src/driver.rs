@@ -89,10 +89,11 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
         }
         let net = ContainerNet {
             id: c.id.clone(),
-            netns: match &c.netns_path {
-                Some(p) => NetnsRef::Path(p.clone()),
+            netns: match c.netns_target() {
+                Some(p) => NetnsRef::Path(p.to_string()),
                 None => NetnsRef::Managed,
             },
+            ident: c.netns.as_ref().map(|b| (b.device, b.inode)),
         };
         containers.push((key.to_string(), net));
         members.push(Member { container: key.to_string(), ifname: m.ifname.clone(), addresses, routes });
@@ -177,10 +178,16 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
             }
             EntityKey::Container(k) => {
                 let shape = |r: &Option<Record>| match r {
-                    Some(Record::Container(c)) => Some((c.netns_path.clone(), c.default_route.clone())),
+                    Some(Record::Container(c)) => {
+                        Some((c.netns_path.clone(), c.netns.clone(), c.default_route.clone()))
+                    }
                     _ => None,
                 };
-                if shape(&item.before) != shape(&item.after) {
+                // A container whose gone workload was bound again (its
+                // FAILED status cleared by the user's command) is a retry.
+                let failed = |r: &Option<Record>| matches!(r, Some(Record::Container(c)) if c.realization.status == Status::Failed);
+                let retry = failed(&item.before) && !failed(&item.after);
+                if shape(&item.before) != shape(&item.after) || retry {
                     made_cens_of(t, k, cens);
                 }
             }
@@ -193,6 +200,7 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
 /// over them), where they differ from what it shows now.
 fn status_reports(
     t: &Topology,
+    host: &str,
     cens: &BTreeSet<String>,
     cins: &BTreeSet<String>,
     report: &realize::ApplyReport,
@@ -216,6 +224,29 @@ fn status_reports(
             _ => Realization { status: Status::Ready, message: None },
         }
     };
+    // Containers on their own: FAILED while their bound workload is gone
+    // (their CENs are wired without them), back to derived once wired.
+    let mut own = Vec::new();
+    let mut seen = BTreeSet::new();
+    if unavailable.is_none() {
+        for cen in cens.iter().filter_map(|id| t.cen(id)) {
+            for m in t.members_in_order(&cen.id).into_iter().filter(|m| m.host == host) {
+                let key = m.key();
+                let Some(c) = t.container(&key) else { continue };
+                let next = match report.unavailable.get(&key.to_string()) {
+                    Some(why) => Realization { status: Status::Failed, message: Some(why.clone()) },
+                    None => Realization::default(),
+                };
+                if c.realization != next && seen.insert(key.clone()) {
+                    own.push(StatusReport {
+                        target: EntityKey::Container(key.clone()),
+                        realization: next,
+                        made: t.container_is_made(&key),
+                    });
+                }
+            }
+        }
+    }
     let mut all_cins: BTreeSet<&str> = cins.iter().map(String::as_str).collect();
     for cen in cens.iter().filter_map(|id| t.cen(id)) {
         let next = outcome(cen.made, report.cens.get(&cen.id));
@@ -240,6 +271,7 @@ fn status_reports(
         };
         push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, next);
     }
+    out.extend(own);
     out
 }
 
@@ -426,6 +458,8 @@ struct Trigger {
     full: bool,
     /// The changes received, in revision order.
     changes: Vec<Arc<Change>>,
+    /// What the realizer noticed in the kernel meanwhile.
+    events: Vec<realize::watch::Event>,
 }
 
 /// The driver's loop and what it keeps between rounds.
@@ -456,7 +490,8 @@ impl Loop {
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(format!("realizer unavailable: {e}"))),
         };
-        let mut trigger = Trigger { full: true, changes: Vec::new() };
+        let mut events = realizer.as_mut().and_then(realize::Realizer::take_events);
+        let mut trigger = Trigger { full: true, changes: Vec::new(), events: Vec::new() };
         let mut first = true;
         let mut applied = 0u64;
         loop {
@@ -467,7 +502,12 @@ impl Loop {
                 // the model may already be past it, but the revision told to
                 // waiters is that of the last change handled.
                 let last = trigger.changes.iter().map(|c| c.revision).max().unwrap_or(applied);
-                self.scoped_round(realizer.as_mut(), unavailable.as_deref(), &trigger.changes, &tracked).await;
+                let mut noticed = self.noticed_cens(&trigger.events);
+                if let Some(r) = realizer.as_mut() {
+                    noticed.extend(r.absorb_events(&trigger.events));
+                }
+                self.scoped_round(realizer.as_mut(), unavailable.as_deref(), &trigger.changes, &noticed, &tracked)
+                    .await;
                 last
             };
             first = false;
@@ -478,7 +518,7 @@ impl Loop {
                 signals.reconciled.send_modify(|n| *n += 1);
             }
             self.finish_ops(revision, &tracked);
-            trigger = next_trigger(&mut changes, &kick).await;
+            trigger = next_trigger(&mut changes, &kick, events.as_mut()).await;
         }
     }
 
@@ -524,6 +564,48 @@ impl Loop {
         }
     }
 
+    /// Containers bound through a runtime (`docker:NAME`, `podman:NAME`)
+    /// whose workload is gone are resolved again: a container the runtime
+    /// restarted runs as a new process, and is bound to it (the same
+    /// interfaces and addresses are then wired there).
+    async fn rebind_restarted(&self) {
+        let gone: Vec<model::ContainerRec> = self.service.read(|t| {
+            t.containers_of_host(&self.host)
+                .into_iter()
+                .filter(|c| {
+                    let by_runtime =
+                        c.netns_path.as_deref().is_some_and(|p| p.starts_with("docker:") || p.starts_with("podman:"));
+                    by_runtime && c.netns.as_ref().is_some_and(|b| !crate::workload::still_bound(b))
+                })
+                .cloned()
+                .collect()
+        });
+        let resolved = futures_util::future::join_all(gone.iter().map(|c| async move {
+            let said = c.netns_path.clone().unwrap_or_default();
+            (c, crate::workload::resolve(&said).await)
+        }))
+        .await;
+        for (c, r) in resolved {
+            match r {
+                Ok(b) if Some(&b) != c.netns.as_ref() => {
+                    tracing::info!(container = %c.key(), path = %b.path, "bound again to its restarted workload");
+                    let cmd = model::Command::ContainerCreate {
+                        host: c.host.clone(),
+                        id: c.id.clone(),
+                        tag: None,
+                        netns_path: c.netns_path.clone(),
+                        netns: Some(b),
+                    };
+                    if let Err(e) = self.service.execute(cmd).await {
+                        tracing::warn!(container = %c.key(), error = %e, "binding again");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(container = %c.key(), error = %e.message, "not running again yet"),
+            }
+        }
+    }
+
     /// Looks at the whole kernel and the whole model (start, reconcile, or
     /// after the change stream was lost).
     async fn full_round(
@@ -533,6 +615,9 @@ impl Loop {
         first: bool,
         tracked: &parking_lot::Mutex<Vec<Tracked>>,
     ) -> u64 {
+        if realizer.is_some() {
+            self.rebind_restarted().await;
+        }
         let transitions = self.service.read(transition_reports);
         self.record(transitions, "transitional statuses").await;
         let host = self.host.clone();
@@ -563,24 +648,49 @@ impl Loop {
         self.last_steps = report.steps;
         self.desired = want;
         self.forwarding = forwarding;
-        let reports = self.service.read(|t| status_reports(t, &cens, &cins, &report, unavailable));
+        let reports = self.service.read(|t| status_reports(t, &host, &cens, &cins, &report, unavailable));
         self.record(reports, "statuses").await;
         revision
     }
 
-    /// Applies what the received changes touched, and nothing else.
+    /// The made CENs of the containers living in the namespaces events
+    /// name (a few lookups per container there, not a walk of the model).
+    fn noticed_cens(&self, events: &[realize::watch::Event]) -> BTreeSet<String> {
+        let mut keys = Vec::new();
+        for e in events {
+            if let realize::watch::Event::Gone(ns) = e {
+                keys.extend(self.desired.index().in_ns(ns).into_iter().flatten().cloned());
+            }
+        }
+        let mut cens = BTreeSet::new();
+        if keys.is_empty() {
+            return cens;
+        }
+        self.service.read(|t| {
+            for k in &keys {
+                if let Some((host, id)) = k.split_once('/') {
+                    made_cens_of(t, &model::ContainerKey::new(host, id), &mut cens);
+                }
+            }
+        });
+        cens
+    }
+
+    /// Applies what the received changes touched (and the CENs `noticed`
+    /// outside them), and nothing else.
     async fn scoped_round(
         &mut self,
         realizer: Option<&mut realize::Realizer>,
         unavailable: Option<&str>,
         changes: &[Arc<Change>],
+        noticed: &BTreeSet<String>,
         tracked: &parking_lot::Mutex<Vec<Tracked>>,
     ) -> u64 {
         let host = self.host.clone();
         let desired = &mut self.desired;
         let forwarding = &mut self.forwarding;
         let ((cens, cins), revision) = self.service.read_at(|t| {
-            let (mut cens, mut cins) = (BTreeSet::new(), BTreeSet::new());
+            let (mut cens, mut cins) = (noticed.clone(), BTreeSet::new());
             for c in changes {
                 affected(t, c, &mut cens, &mut cins);
             }
@@ -612,7 +722,7 @@ impl Loop {
             tracing::warn!(error = %e, "realization");
         }
         self.last_steps = report.steps;
-        let reports = self.service.read(|t| status_reports(t, &cens, &cins, &report, unavailable));
+        let reports = self.service.read(|t| status_reports(t, &host, &cens, &cins, &report, unavailable));
         self.record(reports, "statuses").await;
         revision
     }
@@ -620,9 +730,20 @@ impl Loop {
 
 /// Waits for changes, a wake-up or a reconcile request, and takes every
 /// change already queued.
-async fn next_trigger(changes: &mut broadcast::Receiver<Arc<Change>>, kick: &Kick) -> Trigger {
+async fn next_trigger(
+    changes: &mut broadcast::Receiver<Arc<Change>>,
+    kick: &Kick,
+    mut events: Option<&mut tokio::sync::mpsc::UnboundedReceiver<realize::watch::Event>>,
+) -> Trigger {
     let mut got = Vec::new();
+    let mut noticed = Vec::new();
     let mut lost = false;
+    let event = async {
+        match events.as_deref_mut() {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = changes.recv() => match r {
             Ok(c) => got.push(c),
@@ -630,6 +751,12 @@ async fn next_trigger(changes: &mut broadcast::Receiver<Arc<Change>>, kick: &Kic
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         },
         _ = kick.notify.notified() => {}
+        Some(e) = event => noticed.push(e),
+    }
+    if let Some(rx) = events {
+        while let Ok(e) = rx.try_recv() {
+            noticed.push(e);
+        }
     }
     loop {
         match changes.try_recv() {
@@ -641,7 +768,7 @@ async fn next_trigger(changes: &mut broadcast::Receiver<Arc<Change>>, kick: &Kic
     // A reconcile asked for at any point (even while a round ran) is
     // honoured by the next round; a lost change forces one too.
     let forced = kick.force.swap(false, std::sync::atomic::Ordering::AcqRel);
-    Trigger { full: forced || lost, changes: got }
+    Trigger { full: forced || lost, changes: got, events: noticed }
 }
 
 /// Wakes the loop; `force` asks for a full reconcile. Wake-ups are never

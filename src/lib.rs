@@ -11,6 +11,7 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod workload;
 
 /// The version clients see.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

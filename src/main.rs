@@ -118,6 +118,11 @@ struct ServeArgs {
     /// Keep the model only: make nothing in the kernel.
     #[arg(long)]
     no_realize: bool,
+    /// Allow binding a container (`containerCreate(netnsPath:)`) to the
+    /// network namespace the server itself runs in (refused by default:
+    /// leviathan's interfaces would land in the host's own namespace).
+    #[arg(long)]
+    allow_host_netns: bool,
     /// Seconds between full reconciles that repair drift made outside
     /// leviathan (0: only at start and on the `reconcile` mutation).
     #[arg(long, default_value_t = 60)]
@@ -305,6 +310,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         Service::open_etcd(cfg, opts).await?
     };
+    leviathan::workload::set_allow_host_netns(args.allow_host_netns);
     // Bind before any kernel work: a server that cannot listen changes
     // nothing.
     let listener =

@@ -410,7 +410,7 @@ async fn watch_prints_each_change_once_and_resumes_after_a_restart() {
 }
 
 #[tokio::test]
-async fn apply_makes_it_in_the_kernel_and_a_failed_make_exits_non_zero_with_the_reason() {
+async fn apply_makes_it_in_the_kernel_and_a_refused_binding_exits_non_zero_with_the_reason() {
     if !kernel::can_run("apply_makes_it_in_the_kernel_and_a_failed_make_exits_non_zero_with_the_reason") {
         return;
     }
@@ -436,7 +436,8 @@ async fn apply_makes_it_in_the_kernel_and_a_failed_make_exits_non_zero_with_the_
     }
     assert!(ok(&s, &["apply", example().to_str().unwrap()]).starts_with("No changes"));
 
-    // A container bound to a namespace that does not exist cannot be wired.
+    // A container bound to a namespace that does not exist is refused
+    // before anything is made.
     let bad = "
 containers:
   - {id: ghost, netnsPath: /proc/999999999/ns/net}
@@ -445,12 +446,10 @@ cens:
 ";
     let f = write(dir.path(), "bad.yaml", bad);
     let out = cli(&s, &["apply", f.to_str().unwrap()]);
-    assert!(!out.ok, "a failed make exited 0:\n{}\n{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("cen haunted FAILED:"), "{}", out.stderr);
-    let d = s.gql("{ cen(id: \"haunted\") { status statusMessage } }", json!({})).await;
-    assert_eq!(d["cen"]["status"], "FAILED");
-    let reason = d["cen"]["statusMessage"].as_str().unwrap();
-    assert!(out.stderr.contains(reason), "the kernel's reason {reason:?} is not in {}", out.stderr);
+    assert!(!out.ok, "a refused binding exited 0:\n{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("/proc/999999999/ns/net does not exist"), "{}", out.stderr);
+    let d = s.gql("{ container(id: \"ghost\") { id } }", json!({})).await;
+    assert!(d["container"].is_null(), "{d}");
     ok(&s, &["delete", f.to_str().unwrap()]);
     ok(&s, &["delete", example().to_str().unwrap()]);
     assert!(kernel::namespaces(&prefix.0).iter().all(|n| n == &prefix.fabric()), "{:?}", kernel::namespaces(&prefix.0));

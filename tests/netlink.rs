@@ -297,27 +297,31 @@ async fn failures_are_reported_and_retried() {
     let path = format!("/run/netns/{}", foreign.0);
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("s.db"), &p);
-    s.gql(
-        "mutation($p: String!) { containerCreate(input: {id: \"ghost\", netnsPath: $p}) { revision } }",
-        json!({"p": path}),
-    )
-    .await;
+    let bind = "mutation($p: String!) { containerCreate(input: {id: \"ghost\", netnsPath: $p}) { revision } }";
+    // A namespace that does not exist cannot be bound at all.
+    let (code, msg) = s.gql_err(bind, json!({"p": path})).await;
+    assert_eq!(code, "BAD_REQUEST", "{msg}");
+    assert!(msg.contains("does not exist"), "{msg}");
+    // Bound while it exists, then gone before the make: the CEN is wired
+    // without it, and the container alone says why.
+    assert!(Command::new("ip").args(["netns", "add", &foreign.0]).status().unwrap().success());
+    s.gql(bind, json!({"p": path})).await;
+    assert!(Command::new("ip").args(["netns", "del", &foreign.0]).status().unwrap().success());
     s.gql(CEN_IMPORT, json!({"input": {"cens": [{"id": "x", "containerIds": ["ghost", "real1", "real2"]}]}})).await;
     let d = s.gql("mutation { cenMake(input: {ids: [\"x\"]}) { cens { status statusMessage } } }", json!({})).await;
-    assert_eq!(d["cenMake"]["cens"][0]["status"], "FAILED", "{d}");
-    let why = d["cenMake"]["cens"][0]["statusMessage"].as_str().unwrap().to_string();
-    assert!(why.contains(&foreign.0), "{why}");
-    let c = s.gql("{ container(id: \"real1\") { status statusMessage } }", json!({})).await;
-    assert_eq!(c["container"]["status"], "FAILED", "a member of a failed CEN shows it: {c}");
-    // The legacy route answers 500 naming the CEN and the reason.
-    let resp = s.http.post(s.url("/cen/make")).body("[\"x\"]").send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 500);
-    let body: Value = resp.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("'x'"), "{body}");
-    // Remove the cause; making it again retries, and it works.
-    assert!(Command::new("ip").args(["netns", "add", &foreign.0]).status().unwrap().success());
-    let d = s.gql("mutation { cenMake(input: {ids: [\"x\"]}) { cens { status statusMessage } } }", json!({})).await;
     assert_eq!(d["cenMake"]["cens"][0]["status"], "READY", "{d}");
+    let c = s.gql("{ container(id: \"ghost\") { status statusMessage } }", json!({})).await;
+    assert_eq!(c["container"]["status"], "FAILED", "{c}");
+    let why = c["container"]["statusMessage"].as_str().unwrap().to_string();
+    assert!(why.contains(&foreign.0) && why.contains("gone"), "{why}");
+    let c = s.gql("{ container(id: \"real1\") { status statusMessage } }", json!({})).await;
+    assert_eq!(c["container"]["status"], "READY", "the other members are untouched: {c}");
+    assert!(links(&p.ns("real1")).get("x").is_some_and(|l| l.up), "real1 is wired");
+    // The namespace back, bound again: wired.
+    assert!(Command::new("ip").args(["netns", "add", &foreign.0]).status().unwrap().success());
+    s.gql(bind, json!({"p": path})).await;
+    let c = s.gql("{ container(id: \"ghost\") { status statusMessage } }", json!({})).await;
+    assert_eq!(c["container"]["status"], "READY", "{c}");
     assert!(links(&foreign.0).get("x").is_some_and(|l| l.up), "the bound namespace is wired");
 
     // A made CIN whose CENs are all destroyed is not READY.

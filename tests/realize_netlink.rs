@@ -131,7 +131,7 @@ fn member(c: &str, ifname: &str) -> Member {
 }
 
 fn add_container(d: &mut Desired, c: &str) {
-    d.containers.insert(format!("host1/{c}"), ContainerNet { id: c.into(), netns: NetnsRef::Managed });
+    d.containers.insert(format!("host1/{c}"), ContainerNet { id: c.into(), netns: NetnsRef::Managed, ident: None });
 }
 
 fn cen(d: &mut Desired, id: &str, members: &[&str]) {

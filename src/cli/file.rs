@@ -443,8 +443,8 @@ fn check(loaded: &Loaded) -> Result<(), (u32, String)> {
             }
         }
         if let Some(p) = &c.netns_path {
-            if !p.starts_with('/') || p.len() > 4096 {
-                return Err((c.id.seq, format!("container '{}': netnsPath must be an absolute path", c.id.value)));
+            if let Err(e) = leviathan::workload::parse(p) {
+                return Err((c.id.seq, format!("container '{}': {}", c.id.value, e.message)));
             }
         }
     }

@@ -210,8 +210,12 @@ pub struct ContainerCreateInput {
     pub id: ID,
     /// A free-form label (the legacy `container_tag`); null for none.
     pub tag: Option<String>,
-    /// Bind to an existing namespace (e.g. `/proc/<pid>/ns/net`) instead of
-    /// a managed one; leviathan wires it but never deletes it.
+    /// Bind to a workload that already runs instead of a managed namespace:
+    /// a namespace file (`/proc/<pid>/ns/net`, `/run/netns/<name>`),
+    /// `pid:<pid>`, `docker:<name>` or `podman:<name>` (resolved through the
+    /// runtime's CLI). It must be a network namespace, not the server's own.
+    /// leviathan wires it but never deletes it; binding again (the workload
+    /// restarted) wires the new namespace with the same addresses.
     pub netns_path: Option<String>,
 }
 /// Input of `containerDelete` (the legacy `DELETE /host/{hostID}/{containerID}`).
@@ -564,11 +568,27 @@ impl MutationRoot {
         let s = svc(ctx);
         let host = host_of(s, &input.host_id)?;
         let key = ContainerKey::new(&host, input.id.as_str());
-        let revision = run(
-            ctx,
-            Command::ContainerCreate { host, id: input.id.to_string(), tag: input.tag, netns_path: input.netns_path },
-        )
-        .await?;
+        // Resolution does I/O (files, the runtime's CLI): here, before the
+        // command, never in the model. Only this server's own host's
+        // workloads can be looked at.
+        let netns = match &input.netns_path {
+            Some(p) if host == s.host_id() => Some(crate::workload::resolve(p).await.map_err(gql)?),
+            Some(p) => match crate::workload::parse(p).map_err(gql)? {
+                // Another host's path: its server checks it when wiring.
+                crate::workload::Target::Path(_) => None,
+                _ => {
+                    return Err(gql(crate::model::ModelError::bad_request(format!(
+                        "netnsPath '{}': only the server of host '{host}' can resolve it; send the request there",
+                        p.escape_debug()
+                    ))))
+                }
+            },
+            None => None,
+        };
+        let netns_path = input.netns_path;
+        let revision =
+            run(ctx, Command::ContainerCreate { host, id: input.id.to_string(), tag: input.tag, netns_path, netns })
+                .await?;
         Ok(container_payload(s, &key, revision))
     }
 

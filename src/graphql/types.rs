@@ -131,10 +131,21 @@ impl Container {
     async fn tag(&self) -> Option<&str> {
         self.rec.tag.as_deref()
     }
-    /// The existing namespace this container is bound to; null for a
-    /// namespace leviathan manages.
+    /// The existing namespace this container is bound to, as the user gave
+    /// it (a path, `pid:`, `docker:` or `podman:`); null for a namespace
+    /// leviathan manages.
     async fn netns_path(&self) -> Option<&str> {
         self.rec.netns_path.as_deref()
+    }
+    /// What `netnsPath` resolved to when it was bound: the namespace file
+    /// opened and its identity; null for a managed namespace (and for
+    /// bindings made before identities were kept).
+    async fn netns(&self) -> Option<NetnsBinding> {
+        self.rec.netns.as_ref().map(|b| NetnsBinding {
+            path: b.path.clone(),
+            device: b.device.to_string(),
+            inode: b.inode.to_string(),
+        })
     }
     /// The CENs this container is a member of, sorted by id.
     #[graphql(complexity = "cost::list(List::ContainerCens, first, child_complexity)")]
@@ -201,9 +212,10 @@ impl Container {
         let id = self.rec.pool.as_deref()?;
         svc(ctx).read(|t| t.cpool(id).map(Cpool::from_rec))
     }
-    /// Derived from the CENs it is in (see `Cen.status`). A container of
-    /// another host is PENDING here: each server realizes only its own
-    /// host's containers.
+    /// Derived from the CENs it is in (see `Cen.status`), and FAILED on its
+    /// own when its bound workload is gone while its CENs are fine. A
+    /// container of another host is PENDING here: each server realizes only
+    /// its own host's containers.
     async fn status(&self, ctx: &Context<'_>) -> Status {
         realization_here(ctx, &self.key()).status.into()
     }
@@ -212,6 +224,18 @@ impl Container {
     async fn status_message(&self, ctx: &Context<'_>) -> Option<String> {
         realization_here(ctx, &self.key()).message
     }
+}
+
+/// The network namespace a container is bound to, as resolved.
+#[derive(SimpleObject)]
+pub struct NetnsBinding {
+    /// The namespace file opened (e.g. `/proc/1234/ns/net`).
+    pub path: String,
+    /// The device of the namespace file (`st_dev`), in decimal.
+    pub device: String,
+    /// The namespace's inode number (`st_ino`), in decimal: the identity
+    /// `ip netns identify` and `lsns` show.
+    pub inode: String,
 }
 
 /// A requested default route.

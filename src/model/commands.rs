@@ -64,7 +64,13 @@ pub enum Command {
         host: String,
         id: String,
         tag: Option<String>,
+        /// What the user said: a path, or `pid:`/`docker:`/`podman:` (then
+        /// `netns` must say what it resolved to).
         netns_path: Option<String>,
+        /// What `netns_path` resolved to (the API resolves it; the model
+        /// does no I/O). `None`: the path is used as said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<NetnsBinding>,
     },
     ContainerDelete {
         host: String,
@@ -163,7 +169,18 @@ fn check_unique<'a>(what: &str, ids: impl IntoIterator<Item = &'a String>) -> Re
     Ok(())
 }
 
-fn check_netns_path(p: &str) -> Result<()> {
+fn check_netns_path(p: &str, binding: Option<&NetnsBinding>) -> Result<()> {
+    if let Some(b) = binding {
+        check_abs_path(&b.path)?;
+        if p.is_empty() || p.len() > MAX_NETNS_PATH || p.contains('\0') {
+            return Err(ModelError::bad_request(format!("invalid netnsPath '{}'", p.escape_debug())));
+        }
+        return Ok(());
+    }
+    check_abs_path(p)
+}
+
+fn check_abs_path(p: &str) -> Result<()> {
     if !p.starts_with('/') || p.len() > MAX_NETNS_PATH || p.contains('\0') || p.split('/').any(|s| s == "..") {
         return Err(ModelError::bad_request(format!(
             "invalid netnsPath '{}': an absolute path without '..' is required",
@@ -238,30 +255,36 @@ impl Topology {
                 self.remove(&EntityKey::Host(id.clone()));
                 Ok(())
             }
-            Command::ContainerCreate { host, id, tag, netns_path } => {
+            Command::ContainerCreate { host, id, tag, netns_path, netns } => {
                 check_id("host id", host)?;
                 check_container_id(id)?;
                 if let Some(t) = tag {
                     check_tag(t)?;
                 }
                 if let Some(p) = netns_path {
-                    check_netns_path(p)?;
+                    check_netns_path(p, netns.as_ref())?;
                 }
                 let key = ContainerKey::new(host, id);
                 let mut rec = self.ensure_container(&key).clone();
                 if let Some(p) = netns_path {
-                    match &rec.netns_path {
-                        Some(old) if old != p => {
-                            return Err(ModelError::conflict(format!(
-                                "container '{key}' is already bound to namespace '{old}'"
-                            )))
-                        }
-                        None if self.container_is_made(&key) => {
-                            return Err(ModelError::conflict(format!(
+                    if rec.netns_path.is_none() && self.container_is_made(&key) {
+                        return Err(ModelError::conflict(format!(
                             "container '{key}' is realized in a managed namespace; destroy its CENs before binding it"
-                        )))
-                        }
-                        _ => rec.netns_path = Some(p.clone()),
+                        )));
+                    }
+                    // Binding again (the workload restarted, or moved) is
+                    // allowed: the realizer wires the new namespace with the
+                    // same interfaces and addresses (they live in the
+                    // memberships).
+                    // Binding a container whose workload was reported gone
+                    // is a retry even when nothing differs (namespace inode
+                    // numbers are reused: a namespace made again under the
+                    // same name may have the same identity).
+                    let retry = rec.realization.status == Status::Failed;
+                    if rec.netns_path.as_ref() != Some(p) || rec.netns != *netns || retry {
+                        rec.netns_path = Some(p.clone());
+                        rec.netns = netns.clone();
+                        rec.realization = Realization::default();
                     }
                 }
                 if tag.is_some() {
@@ -459,6 +482,12 @@ impl Topology {
                             c.realization = r.realization.clone();
                             Record::Cin(c)
                         }
+                        Record::Container(mut c)
+                            if c.realization != r.realization && self.container_is_made(&c.key()) == r.made =>
+                        {
+                            c.realization = r.realization.clone();
+                            Record::Container(c)
+                        }
                         _ => continue,
                     };
                     self.put(rec);
@@ -512,6 +541,8 @@ impl Topology {
                 id: key.id.clone(),
                 tag: None,
                 netns_path: None,
+                netns: None,
+                realization: Realization::default(),
                 default_route: None,
                 pool: None,
             }));

@@ -65,6 +65,18 @@ pub struct ContainerRec {
     /// leviathan); `None` means a managed namespace.
     #[serde(default)]
     pub netns_path: Option<String>,
+    /// What `netns_path` resolved to when it was bound (`pid:`, `docker:`
+    /// and `podman:` become `/proc/<pid>/ns/net`): the path and the
+    /// namespace's identity, so a reused pid is not taken for the same
+    /// workload. `None` for managed namespaces and for bindings made before
+    /// identities were kept (the path is then used as said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsBinding>,
+    /// Set by the realizer when this container cannot be wired while its
+    /// CENs can (its workload is gone); default otherwise. The container's
+    /// status is derived from it and from its CENs.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub realization: Realization,
     /// The CIN (or CEN, legacy) through whose gateway this container wants
     /// its default route.
     #[serde(default)]
@@ -78,6 +90,27 @@ impl ContainerRec {
     pub fn key(&self) -> ContainerKey {
         ContainerKey::new(&self.host, &self.id)
     }
+
+    /// The namespace path the realizer opens: the resolved one, else the
+    /// one the user gave.
+    pub fn netns_target(&self) -> Option<&str> {
+        self.netns.as_ref().map(|b| b.path.as_str()).or(self.netns_path.as_deref())
+    }
+}
+
+fn is_default(r: &Realization) -> bool {
+    *r == Realization::default()
+}
+
+/// A network namespace a container is bound to, as resolved at binding.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetnsBinding {
+    /// The path opened (e.g. `/proc/1234/ns/net`, `/run/netns/NAME`).
+    pub path: String,
+    /// `st_dev` of the namespace file.
+    pub device: u64,
+    /// `st_ino` of the namespace file (the namespace's inode number).
+    pub inode: u64,
 }
 
 /// A container's membership in a CEN: its own record, so that a join or a

@@ -562,7 +562,13 @@ fn interface_names_are_distinct_and_reserved_ids_refused() {
     assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
     assert_eq!(state(&t), before);
     let e = t
-        .execute(&Command::ContainerCreate { host: H.into(), id: "fabric".into(), tag: None, netns_path: None })
+        .execute(&Command::ContainerCreate {
+            host: H.into(),
+            id: "fabric".into(),
+            tag: None,
+            netns_path: None,
+            netns: None,
+        })
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::BadRequest);
 }

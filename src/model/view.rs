@@ -158,6 +158,13 @@ impl Topology {
     pub fn container_realization(&self, key: &ContainerKey) -> Realization {
         let cens = self.cens_of(key);
         let with = |status: Status, message: Option<String>| Realization { status, message };
+        // Its own failure (a bound workload that is gone) while its CENs are
+        // fine.
+        if let Some(own) = self.container(key).map(|c| &c.realization).filter(|r| r.status == Status::Failed) {
+            if cens.iter().any(|c| c.made) {
+                return own.clone();
+            }
+        }
         if let Some(c) = cens.iter().find(|c| c.made && c.realization.status == Status::Failed) {
             let why = c.realization.message.as_deref().unwrap_or("failed");
             return with(Status::Failed, Some(format!("CEN {}: {why}", c.id)));

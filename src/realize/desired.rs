@@ -155,11 +155,28 @@ impl Desired {
     }
 
     /// Sets how to reach a container's namespace. A container some desired
-    /// CEN uses keeps the namespace it has (the model never rebinds a made
-    /// container).
+    /// CEN uses may be bound again (its workload restarted): the index
+    /// follows, and the namespace it leaves is released when no other
+    /// container lives there.
     pub fn put_container(&mut self, key: &str, net: ContainerNet) {
         if self.index.users.contains_key(key) {
-            return;
+            let old = self.containers.get(key).and_then(ContainerNet::ns);
+            let new = net.ns();
+            if old != new {
+                if let Some(old) = old {
+                    if let Some(keys) = self.index.ns_keys.get_mut(&old) {
+                        keys.remove(key);
+                        if keys.is_empty() {
+                            self.index.ns_keys.remove(&old);
+                            self.index.released.insert(old);
+                        }
+                    }
+                }
+                if let Some(new) = new {
+                    self.index.ns_keys.entry(new.clone()).or_default().insert(key.to_string());
+                    self.index.released.remove(&new);
+                }
+            }
         }
         self.containers.insert(key.to_string(), net);
     }
@@ -171,6 +188,12 @@ pub struct ContainerNet {
     /// The container id (the last part of its key).
     pub id: String,
     pub netns: NetnsRef,
+    /// For a `Path`: the (device, inode) the namespace had when it was
+    /// bound. A path that now leads elsewhere (the process exited and its
+    /// pid was reused, a named namespace made again) is not the workload:
+    /// the container is reported gone rather than wired into a stranger.
+    #[serde(default)]
+    pub ident: Option<(u64, u64)>,
 }
 
 impl ContainerNet {

@@ -19,6 +19,7 @@ mod netns;
 mod nl;
 pub mod observed;
 pub mod plan;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -80,6 +81,11 @@ pub struct ApplyReport {
     pub teardown_errors: Vec<String>,
     /// Number of kernel operations planned.
     pub steps: usize,
+    /// Members of the CENs applied that were left out because their bound
+    /// namespace is unavailable (the workload is gone): container key ->
+    /// why. Their CENs are wired without them.
+    #[serde(default)]
+    pub unavailable: BTreeMap<String, String>,
 }
 
 impl ApplyReport {
@@ -117,6 +123,15 @@ pub struct Realizer {
     dirty: BTreeSet<NsId>,
     /// Desired CENs by link group, as of the last apply.
     groups: GroupIndex,
+    /// A pidfd watch per bound namespace of a process we hold open.
+    watches: BTreeMap<NsId, watch::Watch>,
+    events_tx: tokio::sync::mpsc::UnboundedSender<watch::Event>,
+    events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<watch::Event>>,
+    /// A link/address notification listener per fabric, host and bound
+    /// namespace (see `watch.rs` for why not per managed namespace).
+    listeners: BTreeMap<NsId, watch::Watch>,
+    /// Namespaces opened since the last apply that want a listener.
+    listen_pending: BTreeSet<NsId>,
     /// What this instance made; without one, everything under the prefix
     /// counts as its own (tests and tools that own their prefix outright).
     ledger: Option<std::sync::Arc<ledger::Ledger>>,
@@ -153,6 +168,20 @@ fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
     }
 }
 
+/// (device, inode) of what a namespace path leads to now; `None` when it
+/// leads nowhere (the process exited, the file was removed).
+fn workload_ident(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// (device, inode) of an open namespace.
+fn fd_ident(fd: &std::os::fd::OwnedFd) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::from(fd.try_clone().ok()?);
+    f.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("worker failed: {e}"))
 }
@@ -178,32 +207,34 @@ impl Realizer {
     /// routes, so the next [`apply`](Self::apply) repairs drift both ways.
     pub async fn new(cfg: Config) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
-        let mut r = Realizer {
+        let mut r = Realizer::blank(cfg, None);
+        r.adopt().await?;
+        Ok(r)
+    }
+
+    fn blank(cfg: Config, ledger: Option<std::sync::Arc<ledger::Ledger>>) -> Realizer {
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        Realizer {
             cfg,
             observed: Observed::default(),
             handles: BTreeMap::new(),
             dirty: BTreeSet::new(),
             groups: GroupIndex::default(),
-            ledger: None,
+            watches: BTreeMap::new(),
+            events_tx,
+            events_rx: Some(events_rx),
+            listeners: BTreeMap::new(),
+            listen_pending: BTreeSet::new(),
+            ledger,
             foreign: BTreeSet::new(),
-        };
-        r.adopt().await?;
-        Ok(r)
+        }
     }
 
     /// [`Realizer::new`] for a server: only what `ledger` records is
     /// adopted, changed or deleted; the rest under the prefix is foreign.
     pub async fn with_ledger(cfg: Config, ledger: ledger::Ledger) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
-        let mut r = Realizer {
-            cfg,
-            observed: Observed::default(),
-            handles: BTreeMap::new(),
-            dirty: BTreeSet::new(),
-            groups: GroupIndex::default(),
-            ledger: Some(std::sync::Arc::new(ledger)),
-            foreign: BTreeSet::new(),
-        };
+        let mut r = Realizer::blank(cfg, Some(std::sync::Arc::new(ledger)));
         r.adopt().await?;
         Ok(r)
     }
@@ -223,6 +254,12 @@ impl Realizer {
         &self.cfg
     }
 
+    /// What the realizer notices outside applies (a bound workload's
+    /// process exited): the driver takes this once and listens.
+    pub fn take_events(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<watch::Event>> {
+        self.events_rx.take()
+    }
+
     /// What the realizer believes is in the kernel.
     pub fn observed(&self) -> &Observed {
         &self.observed
@@ -233,6 +270,7 @@ impl Realizer {
     pub async fn refresh(&mut self) -> Result<(), RealizeError> {
         let paths: Vec<NsId> = self.handles.keys().filter(|n| matches!(n, NsId::Path(_))).cloned().collect();
         self.handles.retain(|k, _| matches!(k, NsId::Path(_)));
+        self.listeners.retain(|k, _| matches!(k, NsId::Path(_)));
         self.observed.retain_ns(|k| matches!(k, NsId::Path(_)));
         self.adopt().await?;
         self.dirty.extend(paths);
@@ -291,6 +329,7 @@ impl Realizer {
                     let fwd = o.forwarding;
                     let h = NsHandle::new(o, ns_path(&prefix, &id), !matches!(id, NsId::Managed(_)));
                     self.handles.insert(id.clone(), h);
+                    self.listen_pending.insert(id.clone());
                     self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
                     self.dirty.insert(id);
                 }
@@ -435,19 +474,51 @@ impl Realizer {
                 .flat_map(|c| c.members.iter().map(|m| &m.container))
                 .collect(),
         };
-        let want_paths: BTreeSet<NsId> = keys
-            .into_iter()
-            .filter_map(|k| desired.containers.get(k))
-            .filter_map(|c| match &c.netns {
-                NetnsRef::Path(p) if !p.is_empty() => Some(NsId::Path(p.clone())),
-                _ => None,
-            })
-            .collect();
+        // Each bound namespace with the identity it had when bound.
+        let mut idents: BTreeMap<NsId, Option<(u64, u64)>> = BTreeMap::new();
+        for c in keys.into_iter().filter_map(|k| desired.containers.get(k)) {
+            if let NetnsRef::Path(p) = &c.netns {
+                if !p.is_empty() {
+                    let e = idents.entry(NsId::Path(p.clone())).or_default();
+                    *e = e.or(c.ident);
+                }
+            }
+        }
+        let want_paths: BTreeSet<NsId> = idents.keys().cloned().collect();
         match scope {
             Scope::All => self.observed.unavailable.clear(),
             Scope::Cens(..) => self.observed.unavailable.retain(|k, _| !want_paths.contains(k)),
         }
-        let new_paths: Vec<NsId> = want_paths.iter().filter(|p| !self.handles.contains_key(*p)).cloned().collect();
+        // Is each still the workload that was bound? A path that no longer
+        // exists, or leads to another namespace than the one we hold or the
+        // one bound, means the workload is gone: let go of what we hold
+        // (the namespace, and with it our interfaces there, can then be
+        // freed) and report it, without opening a stranger.
+        for (ns, want) in &idents {
+            let NsId::Path(p) = ns else { continue };
+            let now = workload_ident(p);
+            let held = self.handles.get(ns).and_then(|h| h.kept_fd()).and_then(fd_ident);
+            let gone = match (now, want) {
+                (None, _) => Some(format!("the workload is gone: {p} no longer exists")),
+                (Some(now), Some(want)) if now != *want => Some(format!(
+                    "the workload is gone: {p} is now another namespace (inode {}, bound to inode {})",
+                    now.1, want.1
+                )),
+                _ => None,
+            };
+            if let Some(why) = gone {
+                self.forget_path(ns);
+                self.observed.unavailable.insert(ns.clone(), why);
+            } else if held.is_some() && held != now {
+                // Bound again to what the path leads to now: open that.
+                self.forget_path(ns);
+            }
+        }
+        let new_paths: Vec<NsId> = want_paths
+            .iter()
+            .filter(|p| !self.handles.contains_key(*p) && !self.observed.unavailable.contains_key(*p))
+            .cloned()
+            .collect();
         if !new_paths.is_empty() {
             let paths: Vec<PathBuf> = new_paths.iter().map(|n| ns_path(&prefix, n)).collect();
             match blocking(move || netns::open_paths(paths)).await {
@@ -456,6 +527,10 @@ impl Realizer {
                         match r {
                             Ok(o) => {
                                 self.handles.insert(ns.clone(), NsHandle::new(o, ns_path(&prefix, ns), true));
+                                self.listen_pending.insert(ns.clone());
+                                if let Some(w) = watch::watch_pid(ns, self.events_tx.clone()) {
+                                    self.watches.insert(ns.clone(), w);
+                                }
                             }
                             Err(e) => {
                                 self.observed.unavailable.insert(ns.clone(), e);
@@ -487,6 +562,89 @@ impl Realizer {
             }
         }
         want_paths
+    }
+
+    /// Closes what we hold on a namespace: its handle, its watches.
+    fn close(&mut self, ns: &NsId) {
+        self.handles.remove(ns);
+        self.watches.remove(ns);
+        self.listeners.remove(ns);
+        self.listen_pending.remove(ns);
+    }
+
+    /// Starts listening to link and address notifications in the fabric,
+    /// host and bound namespaces opened since the last call (managed
+    /// container namespaces are not listened to: see `watch.rs`).
+    async fn start_listeners(&mut self) {
+        let pending: Vec<NsId> = std::mem::take(&mut self.listen_pending)
+            .into_iter()
+            .filter(|ns| !matches!(ns, NsId::Managed(_)) && !self.listeners.contains_key(ns))
+            .collect();
+        let mut want = Vec::new();
+        let mut fds = Vec::new();
+        for ns in pending {
+            if let Some(fd) = self.handles.get(&ns).and_then(|h| h.kept_fd()).and_then(|f| f.try_clone().ok()) {
+                want.push(ns);
+                fds.push(fd);
+            }
+        }
+        if want.is_empty() {
+            return;
+        }
+        let Ok(sockets) = blocking(move || netns::open_listeners(fds)).await else { return };
+        for (ns, s) in want.into_iter().zip(sockets) {
+            match s {
+                Ok(s) => {
+                    let w = watch::listen(ns.clone(), s, self.cfg.prefix.clone(), self.events_tx.clone());
+                    self.listeners.insert(ns, w);
+                }
+                Err(e) => tracing::warn!("not listening to {ns}: {e}; the reconcile repairs drift there"),
+            }
+        }
+    }
+
+    /// Takes in what the listeners saw, where it is news (our own deletes
+    /// were already taken in when they were made), and returns the CENs
+    /// whose interfaces it concerns: a scoped apply of those repairs it.
+    pub fn absorb_events(&mut self, events: &[watch::Event]) -> BTreeSet<String> {
+        let mut groups = BTreeSet::new();
+        for e in events {
+            match e {
+                watch::Event::Gone(_) => {}
+                watch::Event::Overrun(ns) => {
+                    // Looked at again on the next apply.
+                    self.dirty.insert(ns.clone());
+                }
+                watch::Event::LinkGone { ns, index } => {
+                    let Some(l) = self.observed.ns(ns).and_then(|s| s.link_by_index(*index)) else { continue };
+                    groups.insert(l.group);
+                    let (peer, peer_ns) = (l.peer, l.peer_ns.clone());
+                    self.observed.remove_link(ns, *index);
+                    // A veth dies as a pair: its peer too (it may be in a
+                    // namespace nobody listens to).
+                    if let (Some(p), Some(pns)) = (peer, peer_ns) {
+                        self.observed.remove_link(&pns, p);
+                    }
+                }
+                watch::Event::AddrGone { ns, index, ip, prefix_len } => {
+                    let Some(l) = self.observed.ns_mut(ns).and_then(|s| s.link_mut(*index)) else { continue };
+                    if l.addresses.contains(&(*ip, *prefix_len)) {
+                        l.addresses.retain(|a| *a != (*ip, *prefix_len));
+                        groups.insert(l.group);
+                    }
+                }
+            }
+        }
+        groups.iter().flat_map(|g| self.groups.sharing(*g).cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// Lets go of a bound namespace: its handle (so the kernel may free
+    /// it), what was observed there, and the peers we knew of.
+    fn forget_path(&mut self, ns: &NsId) {
+        self.close(ns);
+        self.observed.drop_peers_of(ns);
+        self.observed.remove_ns(ns);
+        self.dirty.remove(ns);
     }
 
     /// Works out where the peers of one namespace's veths are, through the
@@ -526,6 +684,7 @@ impl Realizer {
 
         let plan = plan::plan_scoped(&self.observed, desired, index, &self.cfg, scope, &self.groups);
         report.steps = plan.steps.len();
+        report.unavailable = plan.unavailable.clone();
         // What is about to be made is recorded first, durably: a crash
         // after this point leaves nothing unaccounted for.
         if let Err(e) = self.record(&plan).await {
@@ -574,7 +733,7 @@ impl Realizer {
                 // can free them.
                 for s in &run {
                     if let Op::DeleteNetns { ns } = &s.op {
-                        self.handles.remove(ns);
+                        self.close(ns);
                     }
                 }
             }
@@ -644,10 +803,12 @@ impl Realizer {
             .cloned()
             .collect();
         for ns in gone {
-            self.handles.remove(&ns);
+            self.close(&ns);
             self.observed.remove_ns(&ns);
             self.dirty.remove(&ns);
         }
+
+        self.start_listeners().await;
 
         for c in &plan.cens {
             report.cens.insert(c.clone(), failed_cens.get(c).map_or(Ok(()), |e| Err(e.clone())));
@@ -737,12 +898,13 @@ impl Realizer {
                 let lo = LinkState::new_loopback();
                 obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], o.forwarding));
                 let h = NsHandle::new(*o, ns_path(&self.cfg.prefix, &ns), !matches!(ns, NsId::Managed(_)));
-                self.handles.insert(ns, h);
+                self.handles.insert(ns.clone(), h);
+                self.listen_pending.insert(ns);
             }
             Effect::NsGone(ns) => {
                 obs.drop_peers_of(&ns);
                 obs.remove_ns(&ns);
-                self.handles.remove(&ns);
+                self.close(&ns);
             }
             Effect::LinkGone(ns, index) => obs.remove_link(&ns, index),
             Effect::GroupGone(ns, group) => {
@@ -905,9 +1067,19 @@ impl Realizer {
                     None => None,
                 };
                 let bfd = self.handle(&b.ns)?.ns_fd()?;
-                nl::create_veth(&self.handle(&a.ns)?.handle, &a.name, master, &b.name, netns::raw(&bfd), *group)
-                    .await
-                    .map(|()| Effect::None)
+                let (a_mac, b_mac) = (a.mac, b.mac);
+                nl::create_veth(
+                    &self.handle(&a.ns)?.handle,
+                    &a.name,
+                    a_mac,
+                    master,
+                    &b.name,
+                    b_mac,
+                    netns::raw(&bfd),
+                    *group,
+                )
+                .await
+                .map(|()| Effect::None)
             }
             Op::AddAddr { ns, name, ip, prefix_len } => {
                 let idx = self.index(ns, name)?;

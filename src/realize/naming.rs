@@ -107,6 +107,13 @@ pub fn bridge_mac(cen: &str) -> [u8; 6] {
     [0x02, h[0], h[1], h[2], h[3], h[4]]
 }
 
+/// The MAC address of a container's interface on a CEN (locally
+/// administered, unicast), the same each time the interface is made.
+pub fn member_mac(cen: &str, container: &str) -> [u8; 6] {
+    let h = hash(&["member-mac", cen, container]).to_be_bytes();
+    [0x02, h[0], h[1], h[2], h[3], h[4]]
+}
+
 /// File name (in /run/netns) of a managed container namespace.
 pub fn netns_name(prefix: &str, container_id: &str) -> String {
     format!("{prefix}{container_id}")

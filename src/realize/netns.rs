@@ -167,6 +167,39 @@ pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
     }
 }
 
+/// Receive buffer of a notification listener, in bytes.
+const LISTEN_BUFFER: usize = 4 << 20;
+
+/// Opens, inside each namespace, a netlink socket subscribed to link and
+/// IPv4 address notifications (on one dedicated thread, entering each
+/// namespace in turn). One result per namespace, in order.
+pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, String>> {
+    use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_LINK};
+    use rtnetlink::sys::SocketAddr;
+    if fds.is_empty() {
+        return Vec::new();
+    }
+    let n = fds.len();
+    let h = std::thread::Builder::new().name("lev-netns-listen".into()).spawn(move || {
+        fds.iter()
+            .map(|fd| {
+                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| err("setns", e))?;
+                let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
+                s.bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+                    .map_err(|e| err("cannot subscribe to link notifications", e))?;
+                // Room for the burst of a large teardown (capped by
+                // net.core.rmem_max); an overflow is reported, not fatal.
+                let _ = s.set_rx_buf_sz(LISTEN_BUFFER);
+                Ok(s)
+            })
+            .collect::<Vec<_>>()
+    });
+    match h {
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
+        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
+    }
+}
+
 /// Unmount and remove a named namespace. Missing is success. The kernel
 /// destroys the namespace (and its links) once nothing holds it.
 pub fn delete_named(name: &str) -> Result<(), String> {

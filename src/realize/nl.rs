@@ -53,6 +53,11 @@ impl NsHandle {
         NsHandle { handle, fd: keep_fd.then_some(fd), path, task }
     }
 
+    /// The namespace's fd when it is kept (every namespace but managed ones).
+    pub fn kept_fd(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref()
+    }
+
     /// The namespace's fd: a duplicate of the kept one, or opened again.
     pub fn ns_fd(&self) -> Result<OwnedFd, String> {
         match &self.fd {
@@ -280,19 +285,29 @@ pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<(), String
 /// `master` at creation; its peer `b` created directly in the namespace
 /// `b_ns` (down: the kernel refuses a peer created up in another namespace,
 /// see `Op::SetUpNew`). Both in `group`. No move afterwards.
+#[allow(clippy::too_many_arguments)]
 pub async fn create_veth(
     h: &Handle,
     a: &str,
+    a_mac: Option<[u8; 6]>,
     master: Option<u32>,
     b: &str,
+    b_mac: Option<[u8; 6]>,
     b_ns: RawFd,
     group: u32,
 ) -> Result<(), String> {
-    let peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns).build();
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns);
+    if let Some(mac) = b_mac {
+        peer = peer.address(mac.to_vec());
+    }
+    let peer = peer.build();
     let mut main =
         LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(a.to_string()).link_group(group).up();
     if let Some(m) = master {
         main = main.controller(m);
+    }
+    if let Some(mac) = a_mac {
+        main = main.address(mac.to_vec());
     }
     let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
     ok_if(h.link().add(msg).execute().await, &[])

@@ -28,6 +28,11 @@ pub struct VethEnd {
     /// IFLA_IFALIAS: who the link belongs to, readable in `ip link`.
     #[serde(default)]
     pub alias: Option<String>,
+    /// A MAC address pinned at creation (container ends: derived from the
+    /// CEN and the container, so an interface made again, after a rebind or
+    /// a repair, keeps the address its peers have in their ARP caches).
+    #[serde(default)]
+    pub mac: Option<[u8; 6]>,
 }
 
 /// One kernel operation.
@@ -157,6 +162,9 @@ pub struct Plan {
     pub cens: BTreeSet<String>,
     /// Every CIN the desired state mentions.
     pub cins: BTreeSet<String>,
+    /// Members left out because their bound namespace is unavailable:
+    /// container key -> why (their CENs are wired without them).
+    pub unavailable: BTreeMap<String, String>,
     /// Observed links looked at while planning (a measure of the work).
     #[serde(skip)]
     pub lookups: usize,
@@ -211,7 +219,8 @@ impl GroupIndex {
         }
     }
 
-    fn sharing(&self, g: u32) -> impl Iterator<Item = &String> + '_ {
+    /// The desired CENs whose links carry group `g`.
+    pub fn sharing(&self, g: u32) -> impl Iterator<Item = &String> + '_ {
         self.cens.get(&g).into_iter().flatten()
     }
 }
@@ -411,9 +420,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// One CEN: its members' namespaces, its units and links.
+    /// One CEN: its members' namespaces, its units and links. A member
+    /// whose bound namespace is unavailable (its workload is gone) is left
+    /// out and reported on its own; the others are wired as if it were not
+    /// there.
     fn accept(&mut self, id: &str, cen: &'a CenNet) -> Result<(), String> {
         let mut members_ns = Vec::with_capacity(cen.members.len());
+        let mut present: Vec<&'a super::desired::Member> = Vec::with_capacity(cen.members.len());
         let mut seen = BTreeSet::new();
         for m in &cen.members {
             let ns = match self.ns_of.get(m.container.as_str()) {
@@ -422,8 +435,10 @@ impl<'a> Planner<'a> {
                 Some(Ok(ns)) => ns.clone(),
             };
             if let Some(reason) = self.cur.unavailable.get(&ns) {
-                return Err(format!("member {}: {ns}: {reason}", m.container));
+                self.out.unavailable.insert(m.container.clone(), reason.clone());
+                continue;
             }
+            present.push(m);
             if !seen.insert(m.container.as_str()) {
                 return Err(format!("container {} is a member twice", m.container));
             }
@@ -441,16 +456,21 @@ impl<'a> Planner<'a> {
         if !ok_wiring {
             return Err(format!("wiring {:?} does not fit {n} members", cen.wiring));
         }
+        // A wire missing an end has nothing to wire until it is back.
+        let wiring = match cen.wiring {
+            Wiring::Wire if present.len() < 2 => Wiring::None,
+            w => w,
+        };
         let prefix = self.prefix();
         let fabric = self.fabric.clone();
         let bridged = cen.wiring == Wiring::Bridge;
         let group = naming::cen_group(prefix, id, bridged);
         let mut mine: Vec<(NsId, String)> = Vec::new();
         let mut units = Vec::new();
-        match cen.wiring {
+        match wiring {
             Wiring::None => {}
             Wiring::Wire => {
-                let (m0, m1) = (&cen.members[0], &cen.members[1]);
+                let (m0, m1) = (present[0], present[1]);
                 let (n0, n1) = (members_ns[0].clone(), members_ns[1].clone());
                 if n0 == n1 {
                     return Err("both members share one namespace".to_string());
@@ -464,12 +484,14 @@ impl<'a> Planner<'a> {
                         name: m0.ifname.clone(),
                         master: None,
                         alias: Some(format!("leviathan: {} on CEN {id}", m0.container)),
+                        mac: Some(naming::member_mac(id, &m0.container)),
                     },
                     b: VethEnd {
                         ns: n1,
                         name: m1.ifname.clone(),
                         master: None,
                         alias: Some(format!("leviathan: {} on CEN {id}", m1.container)),
+                        mac: Some(naming::member_mac(id, &m1.container)),
                     },
                     group,
                 });
@@ -478,7 +500,7 @@ impl<'a> Planner<'a> {
                 let br = naming::bridge_name(prefix, id);
                 mine.push((fabric.clone(), br.clone()));
                 units.push(Unit::Bridge { cen: id.to_string(), name: br.clone(), group });
-                for (m, ns) in cen.members.iter().zip(&members_ns) {
+                for (m, ns) in present.iter().zip(&members_ns) {
                     if *ns == fabric {
                         return Err(format!("member {} lives in the fabric namespace", m.container));
                     }
@@ -492,12 +514,14 @@ impl<'a> Planner<'a> {
                             name: v,
                             master: Some(br.clone()),
                             alias: Some(format!("leviathan: {} on CEN {id}", m.container)),
+                            mac: None,
                         },
                         b: VethEnd {
                             ns: ns.clone(),
                             name: m.ifname.clone(),
                             master: None,
                             alias: Some(format!("leviathan: CEN {id}")),
+                            mac: Some(naming::member_mac(id, &m.container)),
                         },
                         group,
                     });
@@ -518,9 +542,9 @@ impl<'a> Planner<'a> {
             self.expected.entry(ns).or_default().insert(name, id.to_string());
         }
         self.units.extend(units);
-        for (m, ns) in cen.members.iter().zip(&members_ns) {
+        for (m, ns) in present.iter().zip(&members_ns) {
             self.needed_ns.entry(ns.clone()).or_default().push(id.to_string());
-            if cen.wiring != Wiring::None {
+            if wiring != Wiring::None {
                 self.addrs.push(Addrs {
                     ns: ns.clone(),
                     name: m.ifname.clone(),
@@ -915,7 +939,10 @@ mod tests {
         let mut d = Desired::default();
         for (cen, members) in cens {
             for c in *members {
-                d.containers.insert(format!("h/{c}"), ContainerNet { id: c.to_string(), netns: NetnsRef::Managed });
+                d.containers.insert(
+                    format!("h/{c}"),
+                    ContainerNet { id: c.to_string(), netns: NetnsRef::Managed, ident: None },
+                );
             }
             let wiring = match members.len() {
                 0 | 1 => Wiring::None,
@@ -1251,6 +1278,32 @@ mod tests {
         assert!(obs.namespaces()[&pns].link("cen1").is_none());
     }
 
+    #[test]
+    fn a_gone_member_is_left_out_and_reported_alone() {
+        let mut d = desired(&[("cen1", &["c1", "c2", "c3"]), ("cen2", &["c2", "c4"])]);
+        let pns = NsId::Path("/proc/4242/ns/net".into());
+        d.containers.get_mut("h/c2").expect("c2").netns = NetnsRef::Path("/proc/4242/ns/net".into());
+        let mut obs = Observed::default();
+        obs.unavailable.insert(pns.clone(), "the workload is gone".into());
+        let p = plan(&obs, &d, &cfg());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.unavailable.get("h/c2").map(String::as_str), Some("the workload is gone"));
+        simulate(&mut obs, &p, "t-");
+        assert!(plan(&obs, &d, &cfg()).is_empty());
+        for c in ["c1", "c3"] {
+            assert!(obs.namespaces()[&NsId::Managed(c.into())].link("cen1").is_some(), "{c} is wired");
+        }
+        // cen2 is a wire missing an end: nothing to wire, no failure.
+        assert!(obs.namespaces()[&NsId::Managed("c4".into())].link("cen2").is_none());
+        assert!(!p.steps.iter().any(|s| super::super::op_ns(&s.op) == Some(&pns)));
+        // Back: wired again.
+        obs.unavailable.clear();
+        obs.insert_ns(pns.clone(), NsState::new(vec![], vec![], None));
+        converge(&mut obs, &d);
+        assert!(obs.namespaces()[&pns].link("cen1").is_some());
+        assert!(obs.namespaces()[&pns].link("cen2").is_some());
+    }
+
     /// Planning one join against 10,000 realized containers looks only at
     /// the joined CEN: counted in operations and lookups, not timed.
     #[test]
@@ -1277,7 +1330,7 @@ mod tests {
         let mut m = joined.members[0].clone();
         m.container = "h/newbie".into();
         joined.members.push(m);
-        d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed });
+        d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed, ident: None });
         d.put_cen("cen500", joined);
         let scope: BTreeSet<String> = ["cen500".to_string()].into();
         let released = d.take_released();

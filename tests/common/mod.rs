@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kernel;
+pub mod workload;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
