@@ -11,28 +11,10 @@
 mod common;
 
 use common::kernel::*;
-use common::workload::Workload;
+use common::workload::{wait_status, Workload};
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
-
-async fn container(s: &Server, id: &str) -> Value {
-    let q = "query($id: ID!) { container(id: $id) { status statusMessage netnsPath netns { path } interfaces { address } } }";
-    s.gql(q, json!({"id": id})).await["container"].clone()
-}
-
-async fn wait_status(s: &Server, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = container(s, id).await;
-        if c["status"] == status {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "container {id} never became {status}: {c}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_restarted_docker_container_is_bound_again_by_the_reconcile() {

@@ -9,7 +9,7 @@
 mod common;
 
 use common::kernel::*;
-use common::workload::Workload;
+use common::workload::{container, wait_status, Workload};
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -22,29 +22,11 @@ async fn bind(s: &Server, id: &str, p: &str) -> Value {
     s.gql(BIND, json!({"id": id, "p": p})).await["containerCreate"]["container"].clone()
 }
 
-async fn container(s: &Server, id: &str) -> Value {
-    let q = "query($id: ID!) { container(id: $id) { status statusMessage netnsPath interfaces { name address } } }";
-    s.gql(q, json!({"id": id})).await["container"].clone()
-}
-
 /// Polls until `ok` holds (bounded generously).
 async fn wait_until(what: &str, ok: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ok() {
         assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls until the container shows `status` (bounded generously).
-async fn wait_status(s: &Server, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = container(s, id).await;
-        if c["status"] == status {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "container {id} never became {status}: {c}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

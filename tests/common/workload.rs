@@ -84,3 +84,22 @@ impl Drop for Workload {
         self.kill();
     }
 }
+
+/// A container as the tests look at it: status, binding and interfaces.
+pub async fn container(s: &super::Server, id: &str) -> Value {
+    let q = "query($id: ID!) { container(id: $id) { status statusMessage netnsPath netns { path } interfaces { name address } } }";
+    s.gql(q, json!({"id": id})).await["container"].clone()
+}
+
+/// Polls until the container shows `status`; the bound only catches a hang.
+pub async fn wait_status(s: &super::Server, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = container(s, id).await;
+        if c["status"] == status {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "container {id} never became {status}: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
