@@ -33,6 +33,13 @@ fn owned_rows(state: &std::path::Path) -> i64 {
     c.query_row("SELECT count(*) FROM owned", [], |r| r.get(0)).unwrap()
 }
 
+/// Imports cen1 (three containers) and makes it.
+async fn make_cen1(s: &Server) {
+    s.gql(MAKE, json!({})).await;
+    let d = s.gql("mutation { cenMake(input: {ids: [\"cen1\"]}) { cens { status } } }", json!({})).await;
+    assert_eq!(d["cenMake"]["cens"][0]["status"], "READY", "{d}");
+}
+
 /// Runs `serve` expecting it to exit at once; returns its stderr.
 fn serve_fails(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_leviathan"))
@@ -57,8 +64,7 @@ async fn what_was_not_made_here_is_left_alone() {
     let stray = p.ns("stray");
     assert!(Command::new("ip").args(["netns", "add", &stray]).status().unwrap().success());
     let s = Server::start(&state, &["--prefix", &p.0]);
-    s.gql(MAKE, json!({})).await;
-    s.gql("mutation { cenMake(input: {ids: [\"cen1\"]}) { cens { status } } }", json!({})).await;
+    make_cen1(&s).await;
     let r = s.gql("mutation { reconcile(input: {wait: true}) { done foreign } }", json!({})).await;
     assert_eq!(r["reconcile"]["done"], true);
     assert_eq!(r["reconcile"]["foreign"], json!([format!("namespace {stray}")]));
@@ -88,8 +94,7 @@ async fn one_server_per_prefix_and_per_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.db");
     let s = Server::start(&state, &["--prefix", &p.0]);
-    s.gql(MAKE, json!({})).await;
-    s.gql("mutation { cenMake(input: {ids: [\"cen1\"]}) { cens { status } } }", json!({})).await;
+    make_cen1(&s).await;
     let kernel = ifindexes(&p);
     let rev = s.revision().await;
 
@@ -125,8 +130,7 @@ async fn a_server_that_cannot_serve_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.db");
     let s = Server::start(&state, &["--prefix", &p.0]);
-    s.gql(MAKE, json!({})).await;
-    s.gql("mutation { cenMake(input: {ids: [\"cen1\"]}) { cens { status } } }", json!({})).await;
+    make_cen1(&s).await;
     s.kill9();
     let kernel = ifindexes(&p);
     // Its port is taken: it exits, having touched nothing.
@@ -159,8 +163,7 @@ async fn a_container_of_another_host_leaves_a_made_cen_alone() {
     let p = Prefix::new("o");
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("s.db"), &["--prefix", &p.0]);
-    s.gql(MAKE, json!({})).await;
-    s.gql("mutation { cenMake(input: {ids: [\"cen1\"]}) { cens { status } } }", json!({})).await;
+    make_cen1(&s).await;
     let join = "mutation($h: ID!) { containerJoinCen(input: {hostId: $h, containerId: \"cY\", cenId: \"cen1\"}) { revision } }";
     s.gql(join, json!({"h": "host1"})).await;
     let kernel = ifindexes(&p);
