@@ -1364,6 +1364,80 @@ mod tests {
         assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteLink { ns: NsId::Fabric, .. })));
     }
 
+    fn spanning(remotes: &[&str], neighbours: &[(&str, u8)]) -> Desired {
+        let mut d = desired(&[("s", &["c1", "c2", "c3"])]);
+        d.cens.get_mut("s").expect("cen").vxlan = Some(crate::realize::desired::Vxlan {
+            vni: 4100,
+            remotes: remotes.iter().map(|r| r.parse().expect("ip")).collect(),
+            neighbours: neighbours.iter().map(|(ip, m)| (ip.parse().expect("ip"), [2, 0, 0, 0, 0, *m])).collect(),
+        });
+        d
+    }
+
+    fn underlay_cfg() -> Config {
+        let underlay = crate::realize::Underlay { local: "192.0.2.1".parse().expect("ip"), ifindex: 2, mtu: 1500 };
+        Config { underlay: Some(underlay), ..cfg() }
+    }
+
+    fn converge_with(obs: &mut Observed, d: &Desired, cfg: &Config) -> Plan {
+        let p = plan(obs, d, cfg);
+        simulate(obs, &p, "t-");
+        let again = plan(obs, d, cfg);
+        assert!(again.is_empty(), "not idempotent: {:#?}", again.steps);
+        p
+    }
+
+    #[test]
+    fn a_spanning_cen_gets_vxlan_and_hosts_come_and_go_one_entry_each() {
+        let cfg = underlay_cfg();
+        let mut obs = Observed::default();
+        let p = converge_with(&mut obs, &spanning(&["192.0.2.2"], &[("10.0.0.5", 5)]), &cfg);
+        let count = |p: &Plan, f: &dyn Fn(&Op) -> bool| p.steps.iter().filter(|s| f(&s.op)).count();
+        assert_eq!(count(&p, &|o| matches!(o, Op::CreateVxlan { vni: 4100, .. })), 1, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddFdb { .. })), 1);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddNeigh { .. })), 1);
+        // Every member interface, both ends, is made at the underlay's MTU less 50.
+        for s in &p.steps {
+            if let Op::CreateVeth { a, b, .. } = &s.op {
+                assert_eq!((a.mtu, b.mtu), (Some(1450), Some(1450)));
+            }
+        }
+        let links: Vec<(NsId, String, u32)> = obs
+            .namespaces()
+            .iter()
+            .flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l.name.clone(), l.index)))
+            .collect();
+        // A third host joins: one FDB entry and its member's neighbour, nothing else.
+        let p =
+            converge_with(&mut obs, &spanning(&["192.0.2.2", "192.0.2.3"], &[("10.0.0.5", 5), ("10.0.0.6", 6)]), &cfg);
+        assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddFdb { remote, .. } if remote.to_string() == "192.0.2.3")), 1);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddNeigh { mac: [2, 0, 0, 0, 0, 6], .. })), 1);
+        // It leaves: the same two, deleted.
+        let p = converge_with(&mut obs, &spanning(&["192.0.2.2"], &[("10.0.0.5", 5)]), &cfg);
+        assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::DeleteFdb { .. } | Op::DeleteNeigh { .. })), 2);
+        let after: Vec<(NsId, String, u32)> = obs
+            .namespaces()
+            .iter()
+            .flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l.name.clone(), l.index)))
+            .collect();
+        assert_eq!(links, after, "no link was made again");
+        // No longer spanning: the VXLAN device and the neighbours go; the bridge stays.
+        let mut alone = spanning(&[], &[]);
+        alone.cens.get_mut("s").expect("cen").vxlan = None;
+        let p = converge_with(&mut obs, &alone, &cfg);
+        assert_eq!(count(&p, &|o| matches!(o, Op::DeleteLink { name, .. } if name == "t-xs")), 1, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::DeleteNeigh { .. })), 1);
+        assert!(obs.link(&NsId::Fabric, "t-bs").is_some());
+    }
+
+    #[test]
+    fn a_spanning_cen_without_an_underlay_fails_with_a_reason() {
+        let p = plan(&Observed::default(), &spanning(&["192.0.2.2"], &[]), &cfg());
+        assert!(p.errors["s"].contains("--vtep-address"), "{:?}", p.errors);
+    }
+
     #[test]
     fn destroy_all_deletes_namespaces_only() {
         let mut obs = Observed::default();
