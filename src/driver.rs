@@ -273,23 +273,35 @@ fn status_reports(
     unavailable: Option<&str>,
 ) -> Vec<StatusReport> {
     let mut out = Vec::new();
+    // Where a CEN spans hosts, each host's server speaks for its own part:
+    // a failure names the host, and is cleared only by that host's server.
+    let mine = format!("on host {host}: ");
     let mut push = |target: EntityKey, made: bool, current: &Realization, next: Realization| {
-        if *current != next {
+        let others_failure = current.status == Status::Failed
+            && current.message.as_deref().is_some_and(|m| m.starts_with("on host ") && !m.starts_with(&mine));
+        if *current != next && !(others_failure && next.status == Status::Ready) {
             out.push(StatusReport { target, realization: next, made });
         }
     };
-    let outcome = |made: bool, result: Option<&Result<(), String>>| -> Realization {
+    let outcome = |made: bool, result: Option<&Result<(), String>>, spans: bool| -> Realization {
         if !made {
             return Realization::default();
         }
+        let failed = |why: &str| Realization {
+            status: Status::Failed,
+            message: Some(if spans { format!("{mine}{why}") } else { why.to_string() }),
+        };
         if let Some(why) = unavailable {
-            return Realization { status: Status::Failed, message: Some(why.to_string()) };
+            return failed(why);
         }
         match result {
-            Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.clone()) },
+            Some(Err(e)) => failed(e),
             _ => Realization { status: Status::Ready, message: None },
         }
     };
+    // The hosts each CEN is present on: a server reports only the CENs it
+    // has a part of (or that no host has).
+    let hosts_of = |c: &CenRec| -> BTreeSet<String> { presence(t, c).into_iter().map(str::to_string).collect() };
     // Containers on their own: FAILED while their bound workload is gone
     // (their CENs are wired without them), back to derived once wired.
     let mut own = Vec::new();
@@ -315,12 +327,21 @@ fn status_reports(
     }
     let mut all_cins: BTreeSet<&str> = cins.iter().map(String::as_str).collect();
     for cen in cens.iter().filter_map(|id| t.cen(id)) {
-        let next = outcome(cen.made, report.cens.get(&cen.id));
-        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, next);
         all_cins.extend(t.cins_over(&cen.id).into_iter().map(|c| c.id.as_str()));
+        let hosts = hosts_of(cen);
+        if !hosts.is_empty() && !hosts.contains(host) {
+            continue;
+        }
+        let next = outcome(cen.made, report.cens.get(&cen.id), hosts.len() > 1);
+        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, next);
     }
     for cin in all_cins.into_iter().filter_map(|id| t.cin(id)) {
         let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.made).collect();
+        let hosts: BTreeSet<String> = made_cens.iter().flat_map(|c| hosts_of(c)).collect();
+        if !hosts.is_empty() && !hosts.contains(host) {
+            continue;
+        }
+        let spans = hosts.len() > 1;
         // The CEN statuses as this round leaves them.
         let failed_cen = made_cens.iter().find_map(|c| match report.cens.get(&c.id) {
             Some(Err(_)) => Some(c.id.clone()),
@@ -331,9 +352,10 @@ fn status_reports(
             // Addresses need interfaces: nothing to realize until a CEN is made.
             Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) }
         } else if let (true, Some(c), None) = (cin.made, &failed_cen, unavailable) {
-            Realization { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
+            let why = format!("CEN {c} failed");
+            Realization { status: Status::Failed, message: Some(if spans { format!("{mine}{why}") } else { why }) }
         } else {
-            outcome(cin.made, report.cins.get(&cin.id))
+            outcome(cin.made, report.cins.get(&cin.id), spans)
         };
         push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, next);
     }
