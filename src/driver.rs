@@ -875,3 +875,90 @@ impl Kick {
         self.notify.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Command;
+
+    fn join(t: &mut Topology, host: &str, c: &str, cen: &str) {
+        t.execute(&Command::ContainerJoinCen { host: host.into(), container: c.into(), cen: cen.into() }).unwrap();
+    }
+
+    /// cen3 (c9 on h1, c10 on h2), cen4 (c11, c12 on h2), cen5 (c1, c2 on h1),
+    /// a CIN over cen3 and cen4, one over cen5; h1 and h2 announced.
+    fn spread() -> Topology {
+        let mut t = Topology::new();
+        for (h, a) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
+            t.execute(&Command::HostAnnounce { id: h.into(), vtep: Some(a.parse().unwrap()) }).unwrap();
+        }
+        for cen in ["cen3", "cen4", "cen5"] {
+            t.execute(&Command::CenCreate { id: cen.into() }).unwrap();
+        }
+        join(&mut t, "h1", "c9", "cen3");
+        join(&mut t, "h2", "c10", "cen3");
+        join(&mut t, "h2", "c11", "cen4");
+        join(&mut t, "h2", "c12", "cen4");
+        join(&mut t, "h1", "c1", "cen5");
+        join(&mut t, "h1", "c2", "cen5");
+        let cins = vec![
+            model::CinSpec { id: "n34".into(), cens: vec!["cen3".into(), "cen4".into()] },
+            model::CinSpec { id: "n5".into(), cens: vec!["cen5".into()] },
+        ];
+        t.execute(&Command::CinImport { cins }).unwrap();
+        t.execute(&Command::CinSetMade { ids: vec!["n34".into(), "n5".into()], made: true, realizing: false }).unwrap();
+        t
+    }
+
+    #[test]
+    fn cens_spanning_hosts_get_vxlan_to_the_others_and_their_members_as_neighbours() {
+        let t = spread();
+        let d = desired(&t, "h1");
+        let cen3 = &d.cens["cen3"];
+        assert_eq!(cen3.wiring, realize::Wiring::Bridge);
+        assert_eq!(cen3.members.len(), 1, "only this host's members are wired here");
+        let vx = cen3.vxlan.as_ref().expect("cen3 spans h1 and h2");
+        assert_eq!(vx.vni, t.cen("cen3").unwrap().vni);
+        assert_eq!(vx.remotes.iter().map(|a| a.to_string()).collect::<Vec<_>>(), vec!["192.0.2.2"]);
+        let c10 = t.member(&model::MemberKey::new("cen3", &model::ContainerKey::new("h2", "c10"))).unwrap();
+        let ip = c10.addresses["n34"];
+        assert_eq!(vx.neighbours.get(&ip), Some(&realize::member_mac("cen3", "h2/c10")));
+        // cen4 has no member on h1, but h1 routes between n34's slices: it
+        // has cen4's bridge, gateway and VXLAN too, with no member.
+        let cen4 = &d.cens["cen4"];
+        assert!(cen4.members.is_empty());
+        assert_eq!(cen4.wiring, realize::Wiring::Bridge);
+        assert_eq!(cen4.gateways.len(), 1);
+        assert_eq!(cen4.vxlan.as_ref().map(|v| v.neighbours.len()), Some(2));
+        // cen5 is all on h1: wired as on one host, no VXLAN.
+        assert!(d.cens["cen5"].vxlan.is_none());
+        // On h2, cen5 is not there at all.
+        let d2 = desired(&t, "h2");
+        assert!(d2.cens["cen5"].members.is_empty() && d2.cens["cen5"].wiring == realize::Wiring::None);
+        assert_eq!(d2.cens["cen3"].vxlan.as_ref().map(|v| v.remotes.len()), Some(1));
+    }
+
+    #[test]
+    fn a_join_from_a_new_host_touches_the_cen_and_its_cins_other_cens() {
+        let mut t = spread();
+        t.execute(&Command::HostAnnounce { id: "h3".into(), vtep: Some("192.0.2.3".parse().unwrap()) }).unwrap();
+        let rev = 100;
+        let after = t
+            .prepare(&Command::ContainerJoinCen { host: "h3".into(), container: "c13".into(), cen: "cen4".into() })
+            .unwrap();
+        let before = t.images_of(after.keys());
+        t.commit(&after);
+        let items = after
+            .iter()
+            .map(|(k, a)| crate::store::ChangeItem { key: k.clone(), before: before[k].clone(), after: a.clone() })
+            .collect();
+        let change = Change { revision: rev, mutation: "containerJoinCen".into(), at_ms: 0, at_us: 0, items };
+        let (mut cens, mut cins) = (BTreeSet::new(), BTreeSet::new());
+        affected(&t, &change, &mut cens, &mut cins);
+        assert_eq!(cens, ["cen3", "cen4"].iter().map(|s| s.to_string()).collect());
+        let d = desired(&t, "h1");
+        let remotes: Vec<String> =
+            d.cens["cen3"].vxlan.as_ref().unwrap().remotes.iter().map(|a| a.to_string()).collect();
+        assert_eq!(remotes, vec!["192.0.2.2", "192.0.2.3"], "h3 now routes n34 too");
+    }
+}
