@@ -65,10 +65,17 @@ fn vxlan_of(t: &Topology, host: &str, cen: &CenRec, hosts: &BTreeSet<&str>, made
     Vxlan { vni: cen.vni, remotes, neighbours }
 }
 
+/// Whether this host's server announced a VTEP address: then CENs spanning
+/// hosts are joined by VXLAN; without one it wires its own members only, as
+/// on a single host.
+fn has_vtep(t: &Topology, host: &str) -> bool {
+    t.host(host).is_some_and(|h| h.vtep.is_some())
+}
+
 fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, ContainerNet)>) {
     let hosts = presence(t, cen);
     // Present here and elsewhere: a bridge on each host, joined by VXLAN.
-    let spans = hosts.contains(host) && hosts.len() > 1;
+    let spans = has_vtep(t, host) && hosts.contains(host) && hosts.len() > 1;
     let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
     let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
     // The gateway of this CEN in each made CIN (a bridge carries them).
@@ -85,7 +92,8 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
     let vxlan = spans.then(|| vxlan_of(t, host, cen, &hosts, &made_cins));
     let local: Vec<&model::MemberRec> = t.members_in_order(&cen.id).into_iter().filter(|m| m.host == host).collect();
     let wiring = match model_wiring {
-        Some(model::Wiring::Bridge) if hosts.contains(host) => realize::Wiring::Bridge,
+        // (With VXLAN, only on the hosts the CEN is present on.)
+        Some(model::Wiring::Bridge) if !has_vtep(t, host) || hosts.contains(host) => realize::Wiring::Bridge,
         // A wire with an end on another host has nothing to wire here.
         Some(model::Wiring::Wire) if local.len() == 2 => realize::Wiring::Wire,
         _ => realize::Wiring::None,
@@ -301,7 +309,15 @@ fn status_reports(
     };
     // The hosts each CEN is present on: a server reports only the CENs it
     // has a part of (or that no host has).
-    let hosts_of = |c: &CenRec| -> BTreeSet<String> { presence(t, c).into_iter().map(str::to_string).collect() };
+    // Without a VTEP address this server works as on one host.
+    let multi = has_vtep(t, host);
+    let hosts_of = |c: &CenRec| -> BTreeSet<String> {
+        if multi {
+            presence(t, c).into_iter().map(str::to_string).collect()
+        } else {
+            BTreeSet::new()
+        }
+    };
     // Containers on their own: FAILED while their bound workload is gone
     // (their CENs are wired without them), back to derived once wired.
     let mut own = Vec::new();
