@@ -32,21 +32,6 @@ pub fn put_cen(t: &Topology, host: &str, id: &str, d: &mut Desired) {
     }
 }
 
-/// The hosts a CEN is realized on: those with members, and those with
-/// members of a made CIN over several CENs that includes it (each such host
-/// routes between the CIN's slices itself, so it needs every slice).
-pub fn presence<'a>(t: &'a Topology, cen: &'a CenRec) -> BTreeSet<&'a str> {
-    let mut hosts: BTreeSet<&str> = t.member_hosts(&cen.id).into_iter().collect();
-    for cin in t.cins_over(&cen.id).into_iter().filter(|c| c.made && c.cens.len() > 1) {
-        for other in cin.cens.iter().filter(|c| **c != cen.id) {
-            if t.cen(other).is_some_and(|c| c.made) {
-                hosts.extend(t.member_hosts(other));
-            }
-        }
-    }
-    hosts
-}
-
 /// The VXLAN side of a CEN present on `host` and on others: its VNI, the
 /// VTEPs of the other hosts, and the addresses and MACs of the members
 /// there (the anycast gateway answers its own ARP requests locally, so it
@@ -73,7 +58,7 @@ fn has_vtep(t: &Topology, host: &str) -> bool {
 }
 
 fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, ContainerNet)>) {
-    let hosts = presence(t, cen);
+    let hosts = t.presence(&cen.id);
     // Present here and elsewhere: a bridge on each host, joined by VXLAN.
     let spans = has_vtep(t, host) && hosts.contains(host) && hosts.len() > 1;
     let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
@@ -281,41 +266,36 @@ fn status_reports(
     unavailable: Option<&str>,
 ) -> Vec<StatusReport> {
     let mut out = Vec::new();
-    // Where a CEN spans hosts, each host's server speaks for its own part:
-    // a failure names the host, and is cleared only by that host's server.
-    let mine = format!("on host {host}: ");
-    let mut push = |target: EntityKey, made: bool, current: &Realization, next: Realization| {
-        let others_failure = current.status == Status::Failed
-            && current.message.as_deref().is_some_and(|m| m.starts_with("on host ") && !m.starts_with(&mine));
-        if *current != next && !(others_failure && next.status == Status::Ready) {
-            out.push(StatusReport { target, realization: next, made });
+    // With a VTEP address, a CEN or CIN present on hosts has a part per
+    // host: this server reports its own (and takes it back once the object
+    // is gone from here); one present nowhere is reported as a whole, as on
+    // a single host.
+    let multi = has_vtep(t, host);
+    let mut push = |target: EntityKey,
+                    made: bool,
+                    rec: (&Realization, &BTreeMap<String, Realization>),
+                    present: &BTreeSet<&str>,
+                    next: Realization| {
+        let (whole, parts) = rec;
+        if multi && (present.contains(host) || parts.contains_key(host)) {
+            let next = if present.contains(host) { next } else { Realization::default() };
+            if parts.get(host).cloned().unwrap_or_default() != next {
+                out.push(StatusReport { target, realization: next, made, host: Some(host.to_string()) });
+            }
+        } else if (!multi || present.is_empty()) && *whole != next {
+            out.push(StatusReport { target, realization: next, made, host: None });
         }
     };
-    let outcome = |made: bool, result: Option<&Result<(), String>>, spans: bool| -> Realization {
+    let outcome = |made: bool, result: Option<&Result<(), String>>| -> Realization {
         if !made {
             return Realization::default();
         }
-        let failed = |why: &str| Realization {
-            status: Status::Failed,
-            message: Some(if spans { format!("{mine}{why}") } else { why.to_string() }),
-        };
         if let Some(why) = unavailable {
-            return failed(why);
+            return Realization { status: Status::Failed, message: Some(why.to_string()) };
         }
         match result {
-            Some(Err(e)) => failed(e),
+            Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.clone()) },
             _ => Realization { status: Status::Ready, message: None },
-        }
-    };
-    // The hosts each CEN is present on: a server reports only the CENs it
-    // has a part of (or that no host has).
-    // Without a VTEP address this server works as on one host.
-    let multi = has_vtep(t, host);
-    let hosts_of = |c: &CenRec| -> BTreeSet<String> {
-        if multi {
-            presence(t, c).into_iter().map(str::to_string).collect()
-        } else {
-            BTreeSet::new()
         }
     };
     // Containers on their own: FAILED while their bound workload is gone
@@ -333,6 +313,7 @@ fn status_reports(
                 };
                 if c.realization != next && seen.insert(key.clone()) {
                     own.push(StatusReport {
+                        host: None,
                         target: EntityKey::Container(key.clone()),
                         realization: next,
                         made: t.container_is_made(&key),
@@ -342,38 +323,35 @@ fn status_reports(
         }
     }
     let mut all_cins: BTreeSet<&str> = cins.iter().map(String::as_str).collect();
+    let none = BTreeSet::new();
     for cen in cens.iter().filter_map(|id| t.cen(id)) {
         all_cins.extend(t.cins_over(&cen.id).into_iter().map(|c| c.id.as_str()));
-        let hosts = hosts_of(cen);
-        if !hosts.is_empty() && !hosts.contains(host) {
-            continue;
-        }
-        let next = outcome(cen.made, report.cens.get(&cen.id), hosts.len() > 1);
-        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, next);
+        let present = if multi { t.presence(&cen.id) } else { BTreeSet::new() };
+        let next = outcome(cen.made, report.cens.get(&cen.id));
+        push(EntityKey::Cen(cen.id.clone()), cen.made, (&cen.realization, &cen.parts), &present, next);
     }
     for cin in all_cins.into_iter().filter_map(|id| t.cin(id)) {
         let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.made).collect();
-        let hosts: BTreeSet<String> = made_cens.iter().flat_map(|c| hosts_of(c)).collect();
-        if !hosts.is_empty() && !hosts.contains(host) {
-            continue;
-        }
-        let spans = hosts.len() > 1;
-        // The CEN statuses as this round leaves them.
+        let present = if multi { t.cin_presence(cin) } else { none.clone() };
+        // The CEN statuses (this host's parts) as this round leaves them.
+        let mine = |c: &CenRec| {
+            let r = if multi { c.parts.get(host) } else { None };
+            r.unwrap_or(&c.realization).status
+        };
         let failed_cen = made_cens.iter().find_map(|c| match report.cens.get(&c.id) {
             Some(Err(_)) => Some(c.id.clone()),
-            None if c.realization.status == Status::Failed && !cens.contains(&c.id) => Some(c.id.clone()),
+            None if mine(c) == Status::Failed && !cens.contains(&c.id) => Some(c.id.clone()),
             _ => None,
         });
         let next = if cin.made && made_cens.is_empty() {
             // Addresses need interfaces: nothing to realize until a CEN is made.
             Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) }
         } else if let (true, Some(c), None) = (cin.made, &failed_cen, unavailable) {
-            let why = format!("CEN {c} failed");
-            Realization { status: Status::Failed, message: Some(if spans { format!("{mine}{why}") } else { why }) }
+            Realization { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
         } else {
-            outcome(cin.made, report.cins.get(&cin.id), spans)
+            outcome(cin.made, report.cins.get(&cin.id))
         };
-        push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, next);
+        push(EntityKey::Cin(cin.id.clone()), cin.made, (&cin.realization, &cin.parts), &present, next);
     }
     out.extend(own);
     out
@@ -390,7 +368,7 @@ fn transition_reports(t: &Topology) -> Vec<StatusReport> {
             _ => None,
         };
         if let Some(status) = next {
-            out.push(StatusReport { target, realization: Realization { status, message: None }, made });
+            out.push(StatusReport { target, realization: Realization { status, message: None }, made, host: None });
         }
     };
     for cen in t.cens_iter() {

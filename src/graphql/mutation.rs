@@ -81,7 +81,38 @@ async fn set_made(
         ID(driver.track(svc(ctx), kind, revision as u64, targets, made))
     });
     settle(ctx, revision, wait).await;
+    if wait && realizing {
+        settled(ctx, what, &list).await;
+    }
     Ok((list, revision, operation_id))
+}
+
+/// Waits (at most `MAKE_WAIT_LIMIT`) until none of the objects is still
+/// PREPARING or DESTROYING: where they span hosts, until every host's
+/// server reported its part, this one's included.
+async fn settled(ctx: &Context<'_>, what: Realized, ids: &[String]) {
+    let s = svc(ctx);
+    let mut changes = s.subscribe();
+    let busy = |t: &crate::model::Topology| {
+        ids.iter().any(|id| {
+            let r = match what {
+                Realized::Cens => t.cen(id).map(|c| c.realization.status),
+                Realized::Cins => t.cin(id).map(|c| c.realization.status),
+            };
+            matches!(r, Some(crate::model::Status::Preparing | crate::model::Status::Destroying))
+        })
+    };
+    let waited = tokio::time::timeout(MAKE_WAIT_LIMIT, async {
+        while s.read(busy) {
+            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    if waited.is_err() {
+        tracing::warn!("answered before every host reported");
+    }
 }
 
 /// Longest a waiting make/destroy waits for the realizer.

@@ -386,6 +386,36 @@ impl Cen {
     async fn status_message(&self) -> Option<&str> {
         self.rec.realization.message.as_deref()
     }
+    /// Where it spans hosts whose servers announced a VTEP address: each
+    /// host's part, as that host's server reported it (`status` is READY
+    /// once every part is); empty otherwise.
+    async fn host_statuses(&self) -> Vec<HostPart> {
+        HostPart::list(&self.rec.parts)
+    }
+}
+
+/// One host's part of a CEN or CIN that spans hosts.
+#[derive(SimpleObject)]
+pub struct HostPart {
+    /// The host.
+    pub host_id: ID,
+    /// How far that host's kernel is from what the model asks for.
+    pub status: Status,
+    /// Why that host's part is FAILED; null otherwise.
+    pub status_message: Option<String>,
+}
+
+impl HostPart {
+    fn list(parts: &std::collections::BTreeMap<String, model::Realization>) -> Vec<HostPart> {
+        parts
+            .iter()
+            .map(|(h, r)| HostPart {
+                host_id: ID(h.clone()),
+                status: r.status.into(),
+                status_message: r.message.clone(),
+            })
+            .collect()
+    }
 }
 
 /// A container IP network over one or more CENs (the legacy API's CIN,
@@ -490,6 +520,11 @@ impl Cin {
     /// Why the status is FAILED (the kernel's error); null otherwise.
     async fn status_message(&self) -> Option<&str> {
         self.rec.realization.message.as_deref()
+    }
+    /// Where it spans hosts whose servers announced a VTEP address: each
+    /// host's part, as for `Cen.hostStatuses`.
+    async fn host_statuses(&self) -> Vec<HostPart> {
+        HostPart::list(&self.rec.parts)
     }
 }
 

@@ -48,6 +48,10 @@ pub struct StatusReport {
     /// The made flag the report was worked out for: a report about an
     /// object made or destroyed since is stale and ignored.
     pub made: bool,
+    /// For a CEN or CIN spanning hosts: the host whose part this is (its
+    /// server's report); `None` reports the object as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Every change to the topology.
@@ -207,6 +211,30 @@ fn transition(current: &Realization, made: bool) -> Realization {
         (false, _) => Status::Destroying,
     };
     Realization { status, message: None }
+}
+
+/// Applies a status report to an object's parts; returns its status.
+fn set_part(parts: &mut BTreeMap<String, Realization>, r: &StatusReport, made: bool) -> Realization {
+    let Some(host) = &r.host else { return r.realization.clone() };
+    if r.realization.status == Status::Pending {
+        parts.remove(host);
+    } else {
+        parts.insert(host.clone(), r.realization.clone());
+    }
+    Realization::of_parts(parts).unwrap_or_else(|| {
+        // The last part went: nothing is left to do anywhere.
+        Realization { status: if made { Status::Ready } else { Status::Pending }, message: None }
+    })
+}
+
+/// Parts in the same change as a make (PREPARING) or a destroy
+/// (DESTROYING where something was realized).
+fn transition_parts(parts: &mut BTreeMap<String, Realization>, made: bool) {
+    parts.retain(|_, r| made || r.status != Status::Pending);
+    for r in parts.values_mut() {
+        *r = transition(r, made);
+    }
+    parts.retain(|_, r| r.status != Status::Pending);
 }
 
 /// Making what is made but FAILED is a retry: it goes back to PREPARING
@@ -432,11 +460,13 @@ impl Topology {
                     }
                     if retry(*made, *realizing, cin.made, &cin.realization) {
                         cin.realization = transition(&cin.realization, true);
+                        transition_parts(&mut cin.parts, true);
                         self.put(Record::Cin(cin));
                     } else if cin.made != *made {
                         cin.made = *made;
                         if *realizing {
                             cin.realization = transition(&cin.realization, *made);
+                            transition_parts(&mut cin.parts, *made);
                         }
                         self.put(Record::Cin(cin));
                     }
@@ -490,11 +520,11 @@ impl Topology {
                     let Some(rec) = self.get(&r.target).cloned() else { continue };
                     let rec = match rec {
                         Record::Cen(mut c) if c.made == r.made => {
-                            c.realization = r.realization.clone();
+                            c.realization = set_part(&mut c.parts, r, c.made);
                             Record::Cen(c)
                         }
                         Record::Cin(mut c) if c.made == r.made => {
-                            c.realization = r.realization.clone();
+                            c.realization = set_part(&mut c.parts, r, c.made);
                             Record::Cin(c)
                         }
                         Record::Container(mut c)
@@ -553,7 +583,13 @@ impl Topology {
         let vni = self.free_vni().ok_or_else(|| {
             ModelError::conflict(format!("no VNI is left for CEN '{id}' (all {FIRST_VNI}..={LAST_VNI} are in use)"))
         })?;
-        self.put(Record::Cen(CenRec { id: id.to_string(), vni, made: false, realization: Realization::default() }));
+        self.put(Record::Cen(CenRec {
+            id: id.to_string(),
+            vni,
+            made: false,
+            realization: Realization::default(),
+            parts: BTreeMap::new(),
+        }));
         Ok(())
     }
 
@@ -654,11 +690,13 @@ impl Topology {
         if let Some(mut rec) = self.cen(id).cloned() {
             if retry(made, realizing, rec.made, &rec.realization) {
                 rec.realization = transition(&rec.realization, true);
+                transition_parts(&mut rec.parts, true);
                 self.put(Record::Cen(rec));
             } else if rec.made != made {
                 rec.made = made;
                 if realizing {
                     rec.realization = transition(&rec.realization, made);
+                    transition_parts(&mut rec.parts, made);
                 }
                 self.put(Record::Cen(rec));
             }
@@ -712,6 +750,7 @@ impl Topology {
                     prefix_len: self.addr_plan().cin_len(),
                     made: false,
                     realization: Realization::default(),
+                    parts: BTreeMap::new(),
                 }
             }
         };
@@ -815,7 +854,23 @@ impl Topology {
     fn reconcile_touched(&mut self) -> Result<()> {
         let Some(journal) = self.journal_keys() else { return Ok(()) };
         let mut members: Vec<MemberKey> = Vec::new();
+        let mut spread: BTreeSet<EntityKey> = BTreeSet::new();
         for key in journal {
+            match &key {
+                EntityKey::Member(k) => {
+                    spread.insert(EntityKey::Cen(k.cen.clone()));
+                    for cin in self.cins_over(&k.cen).into_iter().filter(|c| c.made) {
+                        spread.insert(EntityKey::Cin(cin.id.clone()));
+                        if cin.cens.len() > 1 {
+                            spread.extend(cin.cens.iter().map(|c| EntityKey::Cen(c.clone())));
+                        }
+                    }
+                }
+                EntityKey::Cen(_) | EntityKey::Cin(_) => {
+                    spread.insert(key.clone());
+                }
+                _ => {}
+            }
             match key {
                 EntityKey::Cin(id) => {
                     let before: Vec<String> = match self.journal_before(&EntityKey::Cin(id.clone())) {
@@ -841,7 +896,49 @@ impl Topology {
         for (_, _, k) in members {
             self.reconcile_member(&k)?;
         }
+        for key in spread {
+            self.spread_parts(&key);
+        }
         Ok(())
+    }
+
+    /// A made CEN or CIN gets a part, PREPARING, for each host it is now
+    /// present on that announced a VTEP address and has none yet (hosts
+    /// that left report their part gone themselves).
+    fn spread_parts(&mut self, key: &EntityKey) {
+        let (hosts, parts, made) = match key {
+            EntityKey::Cen(id) => match self.cen(id) {
+                Some(c) => (self.presence(id), &c.parts, c.made),
+                None => return,
+            },
+            EntityKey::Cin(id) => match self.cin(id) {
+                Some(c) => (self.cin_presence(c), &c.parts, c.made),
+                None => return,
+            },
+            _ => return,
+        };
+        let new: Vec<String> = hosts
+            .into_iter()
+            .filter(|h| !parts.contains_key(*h) && self.host(h).is_some_and(|r| r.vtep.is_some()))
+            .map(str::to_string)
+            .collect();
+        if !made || new.is_empty() {
+            return;
+        }
+        let preparing = Realization { status: Status::Preparing, message: None };
+        match self.get(key).cloned() {
+            Some(Record::Cen(mut c)) => {
+                c.parts.extend(new.into_iter().map(|h| (h, preparing.clone())));
+                c.realization = Realization::of_parts(&c.parts).unwrap_or_default();
+                self.put(Record::Cen(c));
+            }
+            Some(Record::Cin(mut c)) => {
+                c.parts.extend(new.into_iter().map(|h| (h, preparing.clone())));
+                c.realization = Realization::of_parts(&c.parts).unwrap_or_default();
+                self.put(Record::Cin(c));
+            }
+            _ => {}
+        }
     }
 
     /// Takes CIN `cin`'s addresses off the members of `cen`.

@@ -50,6 +50,27 @@ pub struct Realization {
     pub message: Option<String>,
 }
 
+impl Realization {
+    /// The status of an object from its hosts' parts: FAILED if one failed
+    /// (naming the host), else in transition while one is, else READY
+    /// once every part is; `None` without parts.
+    pub fn of_parts(parts: &BTreeMap<String, Realization>) -> Option<Realization> {
+        if parts.is_empty() {
+            return None;
+        }
+        if let Some((h, r)) = parts.iter().find(|(_, r)| r.status == Status::Failed) {
+            let why = r.message.as_deref().unwrap_or("failed");
+            return Some(Realization { status: Status::Failed, message: Some(format!("on host {h}: {why}")) });
+        }
+        for status in [Status::Destroying, Status::Preparing, Status::Pending] {
+            if parts.values().any(|r| r.status == status) {
+                return Some(Realization { status, message: None });
+            }
+        }
+        Some(Realization { status: Status::Ready, message: None })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRec {
     pub id: String,
@@ -192,8 +213,14 @@ pub struct CenRec {
     /// Marked to be realized.
     #[serde(default)]
     pub made: bool,
+    /// Where it spans hosts that announced a VTEP address: the overall
+    /// status, worked out from `parts` (see [`Realization::of_parts`]).
     #[serde(default)]
     pub realization: Realization,
+    /// Where it spans such hosts: each host's part, as that host's server
+    /// reports it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Realization>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +235,9 @@ pub struct CinRec {
     pub made: bool,
     #[serde(default)]
     pub realization: Realization,
+    /// Each host's part, as for a CEN.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Realization>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

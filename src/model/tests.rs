@@ -337,7 +337,12 @@ fn make_and_destroy_move_status_in_the_same_change() {
     assert_eq!(set(&mut t, true, true), Status::Preparing);
     let ready = Realization { status: Status::Ready, message: None };
     t.execute(&Command::SetStatus {
-        reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: ready, made: true }],
+        reports: vec![StatusReport {
+            target: EntityKey::Cen("cen1".into()),
+            realization: ready,
+            made: true,
+            host: None,
+        }],
     })
     .unwrap();
     assert_eq!(set(&mut t, false, true), Status::Destroying);
@@ -345,7 +350,12 @@ fn make_and_destroy_move_status_in_the_same_change() {
     let stale = Realization { status: Status::Ready, message: None };
     let images = t
         .execute(&Command::SetStatus {
-            reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: stale, made: true }],
+            reports: vec![StatusReport {
+                target: EntityKey::Cen("cen1".into()),
+                realization: stale,
+                made: true,
+                host: None,
+            }],
         })
         .unwrap();
     assert!(images.is_empty());
@@ -579,7 +589,12 @@ fn making_a_failed_cen_again_retries() {
     t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made: true, realizing: true }).unwrap();
     let failed = Realization { status: Status::Failed, message: Some("boom".into()) };
     t.execute(&Command::SetStatus {
-        reports: vec![StatusReport { target: EntityKey::Cen("cen1".into()), realization: failed, made: true }],
+        reports: vec![StatusReport {
+            target: EntityKey::Cen("cen1".into()),
+            realization: failed,
+            made: true,
+            host: None,
+        }],
     })
     .unwrap();
     let images = t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made: true, realizing: true }).unwrap();

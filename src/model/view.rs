@@ -41,6 +41,32 @@ pub struct CinMember {
 }
 
 impl Topology {
+    /// The hosts a CEN is realized on: those with members, and those with
+    /// members of a made CIN over several CENs that includes it (each such
+    /// host routes between the CIN's slices itself, so it needs every slice).
+    pub fn presence<'a>(&'a self, cen: &str) -> std::collections::BTreeSet<&'a str> {
+        let mut hosts: std::collections::BTreeSet<&str> = self.member_hosts(cen).into_iter().collect();
+        for cin in self.cins_over(cen).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+            for other in cin.cens.iter().filter(|c| *c != cen) {
+                if self.cen(other).is_some_and(|c| c.made) {
+                    hosts.extend(self.member_hosts(other));
+                }
+            }
+        }
+        hosts
+    }
+
+    /// The hosts a CIN is realized on: those with members of its made CENs.
+    pub fn cin_presence<'a>(&'a self, cin: &CinRec) -> std::collections::BTreeSet<&'a str> {
+        let mut hosts = std::collections::BTreeSet::new();
+        for cen in &cin.cens {
+            if self.cen(cen).is_some_and(|c| c.made) {
+                hosts.extend(self.member_hosts(cen));
+            }
+        }
+        hosts
+    }
+
     /// The wiring of a CEN: a bridge for three or more members, for any CEN
     /// of a CIN spanning several CENs, and where a member routes its default
     /// route through it (a gateway is needed); a wire for two; else none.

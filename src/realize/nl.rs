@@ -366,8 +366,24 @@ pub async fn create_vxlan(
         .link_group(group)
         .up()
         .build();
-    ok_if(underlay.link().add(msg).execute().await, &[])
+    // A VNI stays registered with the underlay's UDP socket until the
+    // kernel has finished freeing a namespace deleted just before (the
+    // fabric, on a destroy followed by a make): wait for that, a while.
+    let mut tries = 0;
+    loop {
+        match underlay.link().add(msg.clone()).execute().await {
+            Err(e) if errno(&e) == Some(EEXIST) && tries < VNI_RETRIES => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            r => return ok_if(r, &[]),
+        }
+    }
 }
+
+/// How many times (20 ms apart) a VXLAN device whose VNI is still held by
+/// a device being freed is asked for again.
+const VNI_RETRIES: u32 = 500;
 
 fn fdb_msg(index: u32, remote: Ipv4Addr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
