@@ -221,10 +221,9 @@ fn set_part(parts: &mut BTreeMap<String, Realization>, r: &StatusReport, made: b
     } else {
         parts.insert(host.clone(), r.realization.clone());
     }
-    Realization::of_parts(parts).unwrap_or_else(|| {
-        // The last part went: nothing is left to do anywhere.
-        Realization { status: if made { Status::Ready } else { Status::Pending }, message: None }
-    })
+    // When the last part went, nothing is left to do anywhere.
+    let none_left = Realization { status: if made { Status::Ready } else { Status::Pending }, message: None };
+    Realization::of_parts(parts).unwrap_or(none_left)
 }
 
 /// Parts in the same change as a make (PREPARING) or a destroy
