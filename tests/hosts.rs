@@ -131,45 +131,6 @@ impl Failures {
     }
 }
 
-/// Waits (bounded) until, on every server, each container of its own host
-/// that is in a made CEN is READY and every made CEN and CIN is READY;
-/// fails at once on FAILED.
-async fn wait_ready(cl: &Cluster) {
-    for h in &cl.hosts {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let d = h
-                .gql(
-                    "query($h: ID!) { containers(hostId: $h) { id status statusMessage cens { made } }
-                       cens { id made status statusMessage } cins { id made status statusMessage } }",
-                    json!({"h": h.id}),
-                )
-                .await;
-            let mut waiting = Vec::new();
-            let containers = d["containers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|c| c["cens"].as_array().unwrap().iter().any(|e| e["made"] == json!(true)));
-            let made = |k: &str| {
-                d[k].as_array().unwrap().iter().filter(|x| x["made"] == json!(true)).cloned().collect::<Vec<_>>()
-            };
-            for x in containers.cloned().chain(made("cens")).chain(made("cins")) {
-                let st = x["status"].as_str().unwrap_or("");
-                assert_ne!(st, "FAILED", "on {}: {x}", h.id);
-                if st != "READY" {
-                    waiting.push(format!("{} {st}", x["id"]));
-                }
-            }
-            if waiting.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{} not READY within {WAIT:?}: {waiting:?}", h.id);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// Every container pings every other member of each of its made CINs.
 async fn check_pings(cl: &Cluster, f: &mut Failures, stage: &str) -> usize {
     let d = cl.hosts[0].gql("{ cins { id made members { container { host { id } id } address } } }", json!({})).await;
@@ -258,28 +219,36 @@ async fn check_vxlan(cl: &Cluster, f: &mut Failures, stage: &str) -> BTreeMap<(S
     for h in &cl.hosts {
         per_server.push(vnis(h, f).await);
     }
-    let Some(Some(vni)) = per_server.first().cloned() else { return found };
-    for (h, v) in cl.hosts.iter().zip(&per_server) {
-        f.check(v.as_ref() == Some(&vni), || format!("{stage}: VNIs on {} {v:?} differ from h1's {vni:?}", h.id));
+    let vni = per_server.first().cloned().flatten();
+    if let Some(vni) = &vni {
+        for (h, v) in cl.hosts.iter().zip(&per_server) {
+            f.check(v.as_ref() == Some(vni), || format!("{stage}: VNIs on {} {v:?} differ from h1's {vni:?}", h.id));
+        }
+        let distinct: BTreeSet<i64> = vni.values().copied().collect();
+        f.check(distinct.len() == vni.len() && distinct.iter().all(|v| *v >= 4096), || {
+            format!("{stage}: VNIs are not distinct from 4096 up: {vni:?}")
+        });
     }
-    let distinct: BTreeSet<i64> = vni.values().copied().collect();
-    f.check(distinct.len() == vni.len() && distinct.iter().all(|v| *v >= 4096), || {
-        format!("{stage}: VNIs are not distinct from 4096 up: {vni:?}")
-    });
     let vtep: BTreeMap<String, String> = cl.hosts.iter().map(|h| (h.id.clone(), h.addr.to_string())).collect();
     let member_mtu = UNDERLAY_MTU - 50;
+    for h in &cl.hosts {
+        // Made in the host's namespace (where the underlay is), then moved.
+        let left = vxlan_devices(&h.ns);
+        f.check(left.is_empty(), || format!("{stage}: VXLAN devices left in {}'s own namespace: {left:?}", h.id));
+    }
     for cen in dump["cens"].as_array().unwrap().iter().filter(|c| c["made"] == json!(true)) {
         let id = cen["id"].as_str().unwrap();
         let here = presence(&dump, id);
         let spans = here.len() > 1;
-        for h in &cl.hosts {
-            let devs = vxlan_devices(&h.fabric()).remove(&vni[id]).unwrap_or_default();
+        for h in cl.hosts.iter().filter(|_| vni.is_some()) {
+            let vni = vni.as_ref().map_or(-1, |v| v[id]);
+            let devs = vxlan_devices(&h.fabric()).remove(&vni).unwrap_or_default();
             if !(spans && here.contains(&h.id)) {
                 f.check(devs.is_empty(), || format!("{stage}: {id} is not on {} but has a VXLAN device there", h.id));
                 continue;
             }
             f.check(devs.len() == 1, || {
-                format!("{stage}: {id} (VNI {}) on {}: {} VXLAN devices in {}", vni[id], h.id, devs.len(), h.fabric())
+                format!("{stage}: {id} (VNI {vni}) on {}: {} VXLAN devices in {}", h.id, devs.len(), h.fabric())
             });
             let Some((name, ifindex, l)) = devs.into_iter().next() else { continue };
             found.insert((h.id.clone(), id.to_string()), ifindex);
@@ -397,6 +366,7 @@ async fn wait_same_model(cl: &Cluster, acked: i64) -> i64 {
     }
 }
 
+const MAKE: &str = "mutation($ids: [ID!]!) { cinMake(input: {ids: $ids}) { revision cins { status } } }";
 const JOIN: &str = "mutation($h: ID, $c: ID!, $cen: ID!) {
   containerJoinCen(input: {hostId: $h, containerId: $c, cenId: $cen}) { revision } }";
 const LEAVE: &str = "mutation($h: ID, $c: ID!, $cen: ID!) {
@@ -508,7 +478,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
         .gql("mutation($ids: [ID!]!) { cinMake(input: {ids: $ids}) { cins { id status } } }", json!({"ids": ALL_CINS}))
         .await;
     assert_eq!(d["cinMake"]["cins"].as_array().unwrap().len(), 4, "{d}");
-    wait_ready(&cl).await;
+    cl.wait_ready().await;
     eprintln!("made in {:?}", started.elapsed());
 
     // Every container pings every other member of its CINs, across hosts.
@@ -526,7 +496,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     assert!(before.values().all(Option::is_some), "{before:?}");
     let (st, body) = h2.legacy(Method::PUT, "/host/h3/c8/cen2", None).await;
     assert_eq!((st, body.as_str()), (200, "true"));
-    wait_ready(&cl).await;
+    cl.wait_ready().await;
     let d = h3.gql("{ container(id: \"c8\") { status interfaces { name address } } }", json!({})).await;
     assert_eq!(d["container"]["status"], "READY", "{d}");
     let c8 = d["container"]["interfaces"][0]["address"].as_str().expect("c8 has an address").to_string();
@@ -555,35 +525,86 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     // Faults. Made again; then one etcd member (h3's) stops, and mutations
     // through every server go on.
     h2.gql("mutation($ids: [ID!]!) { cinMake(input: {ids: $ids}) { revision } }", json!({"ids": ALL_CINS})).await;
-    wait_ready(&cl).await;
+    cl.wait_ready().await;
     cl.stop_etcd(2);
     let (h1, h2, h3) = (&cl.hosts[0], &cl.hosts[1], &cl.hosts[2]);
-    let mut acked = Vec::new();
-    acked.push(rev(&h3.gql_retry(JOIN, json!({"h": "h1", "c": "c20", "cen": "cen1"})).await, "containerJoinCen"));
-    acked.push(rev(&h1.gql_retry(JOIN, json!({"h": "h2", "c": "c21", "cen": "cen3"})).await, "containerJoinCen"));
-    acked.push(rev(&h2.gql_retry(JOIN, json!({"h": "h3", "c": "c24", "cen": "cen1"})).await, "containerJoinCen"));
-    wait_ready(&cl).await;
+    let mut acked: Vec<(i64, &str)> = Vec::new();
+    acked.push((
+        rev(&h3.gql_retry(JOIN, json!({"h": "h1", "c": "c20", "cen": "cen1"})).await, "containerJoinCen"),
+        "containerJoinCen",
+    ));
+    acked.push((
+        rev(&h1.gql_retry(JOIN, json!({"h": "h2", "c": "c21", "cen": "cen3"})).await, "containerJoinCen"),
+        "containerJoinCen",
+    ));
+    acked.push((
+        rev(&h2.gql_retry(JOIN, json!({"h": "h3", "c": "c24", "cen": "cen1"})).await, "containerJoinCen"),
+        "containerJoinCen",
+    ));
+    cl.wait_ready().await;
     check_pings(&cl, &mut f, "one etcd member down").await;
 
     // h3's server killed; the topology changes through the others: a
     // container of h3 joins cen2, another of h3 leaves its only CEN, one
-    // of h1 joins cen2.
+    // of h1 joins cen2, and a new CEN with a CIN, on h1 and h3, is made.
     cl.kill_server(2);
     let (h1, h2) = (&cl.hosts[0], &cl.hosts[1]);
-    acked.push(rev(&h1.gql_retry(JOIN, json!({"h": "h3", "c": "c22", "cen": "cen2"})).await, "containerJoinCen"));
-    acked.push(rev(&h1.gql_retry(LEAVE, json!({"h": "h3", "c": "c14", "cen": "cen1"})).await, "containerLeaveCen"));
-    acked.push(rev(&h2.gql_retry(JOIN, json!({"h": "h1", "c": "c23", "cen": "cen2"})).await, "containerJoinCen"));
-    let last = *acked.iter().max().unwrap();
+    acked.push((
+        rev(&h1.gql_retry(JOIN, json!({"h": "h3", "c": "c22", "cen": "cen2"})).await, "containerJoinCen"),
+        "containerJoinCen",
+    ));
+    acked.push((
+        rev(&h1.gql_retry(LEAVE, json!({"h": "h3", "c": "c14", "cen": "cen1"})).await, "containerLeaveCen"),
+        "containerLeaveCen",
+    ));
+    acked.push((
+        rev(&h2.gql_retry(JOIN, json!({"h": "h1", "c": "c23", "cen": "cen2"})).await, "containerJoinCen"),
+        "containerJoinCen",
+    ));
+    let cen6 = json!({"input": {"hostId": "h1", "cens": [{"id": "cen6", "containerIds": ["c25"]}]}});
+    acked.push((rev(&h2.gql_retry(common::CEN_IMPORT, cen6).await, "cenImport"), "cenImport"));
+    acked.push((
+        rev(&h1.gql_retry(JOIN, json!({"h": "h3", "c": "c26", "cen": "cen6"})).await, "containerJoinCen"),
+        "containerJoinCen",
+    ));
+    let cin6 = json!({"input": {"cins": [{"id": "cin6", "cenIds": ["cen6"]}]}});
+    acked.push((rev(&h2.gql_retry(common::CIN_IMPORT, cin6).await, "cinImport"), "cinImport"));
+    acked.push((rev(&h1.gql_retry(MAKE, json!({"ids": ["cin6"]})).await, "cinMake"), "cinMake"));
+    let last = acked.iter().map(|(r, _)| *r).max().unwrap();
     tokio::task::block_in_place(|| cl.start_server(2));
-    let h3 = &cl.hosts[2];
+    let (h2, h3) = (&cl.hosts[1], &cl.hosts[2]);
     until("h3's server to catch up", || async { h3.revision().await >= last }).await;
-    wait_ready(&cl).await;
-    // Its kernel converged: c22 is there, c14 is gone.
+    cl.wait_ready().await;
+    // Its kernel converged: c22 and c26 are there, c14 is gone.
     let c14 = h3.ns_of("c14");
     until("c14's namespace to go", || async { !namespaces(&h3.prefix.0).contains(&c14) }).await;
     f.check(links(&h3.ns_of("c22")).contains_key("cen2"), || "c22 has no interface cen2 after the restart".into());
+    f.check(links(&h3.ns_of("c26")).contains_key("cen6"), || "c26 has no interface cen6 after the restart".into());
     check_pings(&cl, &mut f, "after the restart").await;
-    check_vxlan(&cl, &mut f, "after the restart").await;
+    let vx = check_vxlan(&cl, &mut f, "after the restart").await;
+
+    // h3's members leave cen2: h3 takes its part out, the others drop their
+    // FDB entry towards h3 and keep their VXLAN devices.
+    acked.push((
+        rev(&h2.gql(LEAVE, json!({"h": "h3", "c": "c8", "cen": "cen2"})).await, "containerLeaveCen"),
+        "containerLeaveCen",
+    ));
+    acked.push((
+        rev(&h3.gql(LEAVE, json!({"h": "h3", "c": "c22", "cen": "cen2"})).await, "containerLeaveCen"),
+        "containerLeaveCen",
+    ));
+    cl.wait_ready().await;
+    let c22 = h3.ns_of("c22");
+    until("c22's namespace to go", || async { !namespaces(&h3.prefix.0).contains(&c22) }).await;
+    let vx_after = check_vxlan(&cl, &mut f, "h3 left cen2").await;
+    for h in ["h1", "h2"] {
+        let k = (h.to_string(), "cen2".to_string());
+        f.check(vx.get(&k).is_some() && vx.get(&k) == vx_after.get(&k), || {
+            format!("cen2's VXLAN device on {h}: ifindex {:?} before h3 left, {:?} after", vx.get(&k), vx_after.get(&k))
+        });
+    }
+    check_pings(&cl, &mut f, "h3 left cen2").await;
+    let last = acked.iter().map(|(r, _)| *r).max().unwrap();
 
     // The member back; every acknowledged change is on every server: one
     // revision, one model, one history holding every acknowledged revision.
@@ -598,9 +619,9 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     let revs: Vec<i64> = histories[0].iter().map(|(r, _)| *r).collect();
     assert_eq!(revs, (1..=rev_all).collect::<Vec<_>>(), "a gapless history");
     assert!(histories.iter().all(|h| *h == histories[0]), "the servers' histories differ");
-    for a in &acked {
-        let entry = &histories[0][(*a - 1) as usize];
-        assert!(entry.1[0] == json!("containerJoinCen") || entry.1[0] == json!("containerLeaveCen"), "{a}: {entry:?}");
+    for (r, mutation) in &acked {
+        let entry = &histories[0][(*r - 1) as usize];
+        assert_eq!(entry.1[0], json!(mutation), "revision {r}: {entry:?}");
     }
     let d = cl.hosts[2].gql(DUMP, json!({})).await;
     let in_cen = |cen: &str| -> BTreeSet<Key> {
@@ -615,14 +636,21 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     assert!(in_cen("cen1").contains(&k("h1", "c20")) && in_cen("cen1").contains(&k("h3", "c24")));
     assert!(!in_cen("cen1").contains(&k("h3", "c14")));
     assert!(in_cen("cen3").contains(&k("h2", "c21")));
-    assert!(in_cen("cen2").contains(&k("h3", "c22")) && in_cen("cen2").contains(&k("h1", "c23")));
+    assert!(!in_cen("cen2").contains(&k("h3", "c22")) && in_cen("cen2").contains(&k("h1", "c23")));
+    assert_eq!(in_cen("cen6"), BTreeSet::from([k("h1", "c25"), k("h3", "c26")]));
 
     // And destroy still leaves nothing.
     cl.hosts[2]
-        .gql("mutation($ids: [ID!]!) { cinDestroy(input: {ids: $ids}) { revision } }", json!({"ids": ALL_CINS}))
+        .gql(
+            "mutation($ids: [ID!]!) { cinDestroy(input: {ids: $ids}) { revision } }",
+            json!({"ids": ([ALL_CINS.as_slice(), &["cin6"]].concat())}),
+        )
         .await;
     cl.hosts[0]
-        .gql("mutation($ids: [ID!]!) { cenDestroy(input: {ids: $ids}) { revision } }", json!({"ids": ALL_CENS}))
+        .gql(
+            "mutation($ids: [ID!]!) { cenDestroy(input: {ids: $ids}) { revision } }",
+            json!({"ids": ([ALL_CENS.as_slice(), &["cen6"]].concat())}),
+        )
         .await;
     wait_nothing_left(&cl).await;
     f.assert_none("three hosts");

@@ -517,6 +517,50 @@ impl Cluster {
         std::iter::once(self.underlay.clone()).chain(self.hosts.iter().map(|h| h.ns.clone())).collect()
     }
 
+    /// Waits (bounded by [`WAIT`]) until, on every server, each container of
+    /// its own host that is in a made CEN is READY, and every made CEN and
+    /// CIN is READY; fails at once on FAILED.
+    pub async fn wait_ready(&self) {
+        self.wait_ready_within(WAIT).await
+    }
+
+    /// [`Cluster::wait_ready`] with another bound.
+    pub async fn wait_ready_within(&self, bound: Duration) {
+        for h in &self.hosts {
+            let deadline = Instant::now() + bound;
+            loop {
+                let d = h
+                    .gql(
+                        "query($h: ID!) { containers(hostId: $h) { id status statusMessage cens { made } }
+                           cens { id made status statusMessage } cins { id made status statusMessage } }",
+                        json!({"h": h.id}),
+                    )
+                    .await;
+                let mut waiting = Vec::new();
+                let containers = d["containers"]
+                    .as_array()
+                    .expect("containers")
+                    .iter()
+                    .filter(|c| c["cens"].as_array().is_some_and(|a| a.iter().any(|e| e["made"] == json!(true))));
+                let made = |k: &str| {
+                    d[k].as_array().expect(k).iter().filter(|x| x["made"] == json!(true)).cloned().collect::<Vec<_>>()
+                };
+                for x in containers.cloned().chain(made("cens")).chain(made("cins")) {
+                    let st = x["status"].as_str().unwrap_or("");
+                    assert_ne!(st, "FAILED", "on {}: {x}", h.id);
+                    if st != "READY" {
+                        waiting.push(format!("{} {st}", x["id"]));
+                    }
+                }
+                if waiting.is_empty() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} not READY within {bound:?}: {waiting:?}", h.id);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     /// The temporary directory (etcd data, ledgers, logs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
