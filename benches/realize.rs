@@ -44,7 +44,7 @@ fn topology() -> Desired {
             d.containers.insert(key.clone(), ContainerNet { id, netns: NetnsRef::Managed, ident: None });
             members.push(Member { container: key, ifname: cen.clone(), addresses: vec![], routes: vec![] });
         }
-        d.cens.insert(cen, CenNet { wiring: Wiring::Wire, members, gateways: vec![] });
+        d.cens.insert(cen, CenNet { wiring: Wiring::Wire, members, gateways: vec![], vxlan: None });
     }
     for b in 0..BRIDGES {
         let cen = format!("b{b}");
@@ -62,7 +62,7 @@ fn topology() -> Desired {
             });
         }
         let gateways = vec![Addr { cin, ip: Ipv4Addr::new(10, oct, 0, 1), prefix_len: 16 }];
-        d.cens.insert(cen, CenNet { wiring: Wiring::Bridge, members, gateways });
+        d.cens.insert(cen, CenNet { wiring: Wiring::Bridge, members, gateways, vxlan: None });
     }
     d
 }
@@ -187,8 +187,9 @@ fn main() {
 
         let (m, d2, n) = rt.block_on(async {
             let _ = cleanup(&ours).await;
-            let mut r =
-                Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
+            let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns, underlay: None })
+                .await
+                .expect("realizer");
             let t = Instant::now();
             let rep = r.apply(&d, None).await;
             let make = t.elapsed();
@@ -214,7 +215,9 @@ fn main() {
     }
     // Once more through adoption + cleanup (the crash path).
     let (adopt_make, cleanup_time) = rt.block_on(async {
-        let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns }).await.expect("realizer");
+        let mut r = Realizer::new(Config { prefix: ours.clone(), fabric: FabricMode::Netns, underlay: None })
+            .await
+            .expect("realizer");
         let t = Instant::now();
         let rep = r.apply(&d, None).await;
         let make = t.elapsed();
@@ -257,7 +260,7 @@ async fn api_make_destroy(prefix: &str) -> (Duration, Duration) {
     let _ = cleanup(prefix).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let service = leviathan::service::Service::open(&dir.path().join("bench.db"), "h").expect("service");
-    let realizer = Realizer::new(Config { prefix: prefix.to_string(), fabric: FabricMode::Netns })
+    let realizer = Realizer::new(Config { prefix: prefix.to_string(), fabric: FabricMode::Netns, underlay: None })
         .await
         .map_err(|e| e.to_string());
     let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);

@@ -8,7 +8,7 @@
 //! members of a CEN on other hosts wait for their host's server.
 
 use crate::model::{self, CenRec, EntityKey, Realization, Record, Status, StatusReport, Topology};
-use crate::realize::{self, Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route};
+use crate::realize::{self, Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route, Vxlan};
 use crate::service::{Realization as RealizationHandle, Service};
 use crate::store::Change;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,8 +32,44 @@ pub fn put_cen(t: &Topology, host: &str, id: &str, d: &mut Desired) {
     }
 }
 
+/// The hosts a CEN is realized on: those with members, and those with
+/// members of a made CIN over several CENs that includes it (each such host
+/// routes between the CIN's slices itself, so it needs every slice).
+pub fn presence<'a>(t: &'a Topology, cen: &'a CenRec) -> BTreeSet<&'a str> {
+    let mut hosts: BTreeSet<&str> = t.member_hosts(&cen.id).into_iter().collect();
+    for cin in t.cins_over(&cen.id).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+        for other in cin.cens.iter().filter(|c| **c != cen.id) {
+            if t.cen(other).is_some_and(|c| c.made) {
+                hosts.extend(t.member_hosts(other));
+            }
+        }
+    }
+    hosts
+}
+
+/// The VXLAN side of a CEN present on `host` and on others: its VNI, the
+/// VTEPs of the other hosts, and the addresses and MACs of the members
+/// there (the anycast gateway answers its own ARP requests locally, so it
+/// could never learn them).
+fn vxlan_of(t: &Topology, host: &str, cen: &CenRec, hosts: &BTreeSet<&str>, made_cins: &[&model::CinRec]) -> Vxlan {
+    let remotes = hosts.iter().filter(|h| **h != host).filter_map(|h| t.host(h).and_then(|r| r.vtep)).collect();
+    let mut neighbours = BTreeMap::new();
+    for m in t.members(&cen.id).filter(|m| m.host != host) {
+        let mac = realize::member_mac(&cen.id, &m.key().to_string());
+        for cin in made_cins {
+            if let Some(ip) = m.addresses.get(&cin.id) {
+                neighbours.insert(*ip, mac);
+            }
+        }
+    }
+    Vxlan { vni: cen.vni, remotes, neighbours }
+}
+
 fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, ContainerNet)>) {
-    let model_wiring = t.wiring(cen);
+    let hosts = presence(t, cen);
+    // Present here and elsewhere: a bridge on each host, joined by VXLAN.
+    let spans = hosts.contains(host) && hosts.len() > 1;
+    let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
     let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
     // The gateway of this CEN in each made CIN (a bridge carries them).
     let mut gateways = Vec::new();
@@ -46,9 +82,10 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
             }
         }
     }
+    let vxlan = spans.then(|| vxlan_of(t, host, cen, &hosts, &made_cins));
     let local: Vec<&model::MemberRec> = t.members_in_order(&cen.id).into_iter().filter(|m| m.host == host).collect();
     let wiring = match model_wiring {
-        Some(model::Wiring::Bridge) => realize::Wiring::Bridge,
+        Some(model::Wiring::Bridge) if hosts.contains(host) => realize::Wiring::Bridge,
         // A wire with an end on another host has nothing to wire here.
         Some(model::Wiring::Wire) if local.len() == 2 => realize::Wiring::Wire,
         _ => realize::Wiring::None,
@@ -98,7 +135,7 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
         containers.push((key.to_string(), net));
         members.push(Member { container: key.to_string(), ifname: m.ifname.clone(), addresses, routes });
     }
-    (CenNet { wiring, members, gateways }, containers)
+    (CenNet { wiring, members, gateways, vxlan }, containers)
 }
 
 /// Whether a CIN asks for forwarding between slices in the fabric.
@@ -155,15 +192,25 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
                 let st = |c: Option<&CenRec>| c.map(|c| (c.made, c.realization.status));
                 if made_changed(st(b), st(a)) {
                     cens.insert(id.clone());
-                    cins.extend(t.cins_over(id).into_iter().map(|c| c.id.clone()));
+                    for cin in t.cins_over(id) {
+                        cins.insert(cin.id.clone());
+                        // Its hosts are present on the CIN's other CENs.
+                        if cin.made && cin.cens.len() > 1 {
+                            cens.extend(cin.cens.iter().cloned());
+                        }
+                    }
                 }
             }
             EntityKey::Member(k) => {
                 // A join or leave (or new addresses) changes its CEN; where
                 // default routes and routes between slices go may change on
-                // the container's other CENs too.
+                // the container's other CENs too; and the hosts the CEN's
+                // CINs are present on may change, with their other CENs.
                 cens.insert(k.cen.clone());
                 made_cens_of(t, &k.container_key(), cens);
+                for cin in t.cins_over(&k.cen).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+                    cens.extend(cin.cens.iter().cloned());
+                }
             }
             EntityKey::Cin(id) => {
                 let (b, a) = (cin_of(&item.before), cin_of(&item.after));
@@ -191,7 +238,26 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
                     made_cens_of(t, k, cens);
                 }
             }
-            EntityKey::Host(_) | EntityKey::Cpool(_) => {}
+            EntityKey::Host(h) => {
+                // A host's VTEP address changed: the CENs it shares with
+                // others send elsewhere.
+                let vtep = |r: &Option<Record>| match r {
+                    Some(Record::Host(h)) => h.vtep,
+                    _ => None,
+                };
+                if vtep(&item.before) != vtep(&item.after) {
+                    for c in t.containers_of_host(h) {
+                        for m in t.memberships_of(&c.key()) {
+                            if t.cen(&m.cen).is_some_and(|c| c.made) && cens.insert(m.cen.clone()) {
+                                for cin in t.cins_over(&m.cen).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+                                    cens.extend(cin.cens.iter().cloned());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            EntityKey::Cpool(_) => {}
         }
     }
 }

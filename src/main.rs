@@ -188,6 +188,29 @@ fn secs(name: &str, v: f64) -> anyhow::Result<std::time::Duration> {
 /// A failure is reported as one line with its causes (`error: what: why`),
 /// never with a backtrace, even when `RUST_BACKTRACE` is set: these are
 /// user errors (a bad flag, a busy port, a foreign state file), not bugs.
+/// Puts this host's VTEP address in the model (so every host's driver
+/// knows where to send the traffic of the CENs it shares with this one),
+/// retrying while the store is unavailable.
+async fn announce(service: Arc<Service>, vtep: Option<std::net::Ipv4Addr>) {
+    let id = service.host_id().to_string();
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        if service.read(|t| t.host(&id).is_some_and(|h| h.vtep == vtep))
+            || (vtep.is_none() && service.read(|t| t.host(&id).is_none()))
+        {
+            return;
+        }
+        match service.execute(leviathan::model::Command::HostAnnounce { id: id.clone(), vtep }).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "announcing this host's VTEP address; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -269,6 +292,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let vtep = match args.vtep_address {
+        None => None,
+        Some(std::net::IpAddr::V4(a)) => Some(a),
+        Some(std::net::IpAddr::V6(a)) => {
+            bail!("--vtep-address {a}: the VXLAN underlay must be IPv4 (give this host's IPv4 underlay address)")
+        }
+    };
+    // The interface holding the VTEP address: VXLAN devices are bound to
+    // it, and their members' MTU follows its own.
+    let underlay = match (vtep, args.no_realize) {
+        (Some(a), false) => {
+            Some(leviathan::realize::Underlay::find(a).await.map_err(|e| anyhow::anyhow!("--vtep-address {a}: {e}"))?)
+        }
+        _ => None,
+    };
     let _prefix_lock = if args.no_realize { None } else { Some(leviathan::lock::prefix(&args.prefix)?) };
     if !args.no_realize {
         // Two descriptors per realized namespace (its fd and its netlink
@@ -324,6 +362,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Fabric::Netns => leviathan::realize::FabricMode::Netns,
                 Fabric::Host => leviathan::realize::FabricMode::Host,
             },
+            underlay,
         };
         let ledger_path = if args.etcd.is_empty() { args.state.clone() } else { args.ledger.clone() };
         let ledger = leviathan::realize::ledger::Ledger::open(&ledger_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -340,6 +379,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(Arc::new(driver) as Arc<dyn leviathan::service::Realization>)
     };
     tokio::spawn(log_changes(service.subscribe()));
+    tokio::spawn(announce(Arc::clone(&service), vtep));
     let limits = leviathan::graphql::Limits {
         max_document_bytes: args.max_document_bytes,
         max_tokens: args.max_tokens,

@@ -145,7 +145,7 @@ fn cen(d: &mut Desired, id: &str, members: &[&str]) {
     };
     d.cens.insert(
         id.into(),
-        CenNet { wiring, members: members.iter().map(|c| member(c, id)).collect(), gateways: vec![] },
+        CenNet { wiring, members: members.iter().map(|c| member(c, id)).collect(), gateways: vec![], vxlan: None },
     );
 }
 
@@ -172,7 +172,7 @@ fn fixture() -> Desired {
 }
 
 async fn realizer(prefix: &str) -> Realizer {
-    Realizer::new(Config { prefix: prefix.into(), fabric: FabricMode::Netns }).await.expect("realizer")
+    Realizer::new(Config { prefix: prefix.into(), fabric: FabricMode::Netns, underlay: None }).await.expect("realizer")
 }
 
 async fn apply_ok(r: &mut Realizer, d: &Desired) {
@@ -416,7 +416,9 @@ async fn host_fabric_mode_and_cleanup() {
     }
     let prefix = unique_prefix();
     let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
-    let mut r = Realizer::new(Config { prefix: prefix.clone(), fabric: FabricMode::Host }).await.expect("realizer");
+    let mut r = Realizer::new(Config { prefix: prefix.clone(), fabric: FabricMode::Host, underlay: None })
+        .await
+        .expect("realizer");
     let mut d = Desired::default();
     cen(&mut d, "cen1", &["c1", "c2", "c3"]);
     cin_over(&mut d, "cin1", "cen1", 10);
@@ -437,8 +439,12 @@ async fn host_fabric_mode_and_cleanup() {
 
 #[tokio::test]
 async fn bad_prefix_is_refused() {
-    assert!(Realizer::new(Config { prefix: "this-prefix-is-too-long".into(), fabric: FabricMode::Netns })
-        .await
-        .is_err());
+    assert!(Realizer::new(Config {
+        prefix: "this-prefix-is-too-long".into(),
+        fabric: FabricMode::Netns,
+        underlay: None
+    })
+    .await
+    .is_err());
     assert!(cleanup("").await.is_err());
 }

@@ -73,7 +73,8 @@ impl Host {
     /// last announced; null if its leviathan never announced one to this
     /// server. With a SQLite state file only this server's own host is known.
     async fn vtep_address(&self, ctx: &Context<'_>) -> Option<String> {
-        svc(ctx).host_status(&self.id).vtep_address
+        let announced = svc(ctx).read(|t| t.host(&self.id).and_then(|h| h.vtep));
+        announced.map(|a| a.to_string()).or_else(|| svc(ctx).host_status(&self.id).vtep_address)
     }
     /// Whether the host's leviathan is running: with etcd, true while its
     /// announcement's lease lives (false once it expired); with a SQLite
@@ -344,6 +345,12 @@ impl Cen {
         let keys: Vec<ContainerKey> = svc(ctx).read(|t| t.members(&self.rec.id).map(|m| m.key()).collect());
         let keys = page::by_container(keys, |k| (k.host.as_str(), k.id.as_str()), svc(ctx).host_id(), first, after)?;
         Ok(svc(ctx).read(|t| keys.iter().filter_map(|k| Container::lookup(t, k)).collect()))
+    }
+    /// The VXLAN network identifier this CEN uses between hosts where it
+    /// spans several (the same on every host; given at creation, the lowest
+    /// free from 4096 up).
+    async fn vni(&self) -> i32 {
+        self.rec.vni as i32
     }
     /// Number of members.
     async fn size(&self, ctx: &Context<'_>) -> i32 {

@@ -60,6 +60,12 @@ pub enum Command {
     HostDelete {
         id: String,
     },
+    /// A host's leviathan says where its underlay (VTEP) address is; the
+    /// host is created if new.
+    HostAnnounce {
+        id: String,
+        vtep: Option<std::net::Ipv4Addr>,
+    },
     ContainerCreate {
         host: String,
         id: String,
@@ -138,6 +144,7 @@ impl Command {
         match self {
             Command::HostCreate { .. } => "hostCreate",
             Command::HostDelete { .. } => "hostDelete",
+            Command::HostAnnounce { .. } => "hostAnnounce",
             Command::ContainerCreate { .. } => "containerCreate",
             Command::ContainerDelete { .. } => "containerDelete",
             Command::ContainerSetTag { .. } => "containerSetTag",
@@ -255,6 +262,14 @@ impl Topology {
                 self.remove(&EntityKey::Host(id.clone()));
                 Ok(())
             }
+            Command::HostAnnounce { id, vtep } => {
+                check_id("host id", id)?;
+                self.ensure_host(id);
+                if self.host(id).is_some_and(|h| h.vtep != *vtep) {
+                    self.put(Record::Host(HostRec { id: id.clone(), vtep: *vtep }));
+                }
+                Ok(())
+            }
             Command::ContainerCreate { host, id, tag, netns_path, netns } => {
                 check_id("host id", host)?;
                 check_container_id(id)?;
@@ -327,7 +342,7 @@ impl Topology {
             Command::CenCreate { id } => {
                 check_id("CEN id", id)?;
                 if self.cen(id).is_none() {
-                    self.put(Record::Cen(CenRec { id: id.clone(), made: false, realization: Realization::default() }));
+                    self.new_cen(id)?;
                 }
                 Ok(())
             }
@@ -529,8 +544,17 @@ impl Topology {
 
     fn ensure_host(&mut self, id: &str) {
         if self.host(id).is_none() {
-            self.put(Record::Host(HostRec { id: id.to_string() }));
+            self.put(Record::Host(HostRec { id: id.to_string(), vtep: None }));
         }
+    }
+
+    /// A new CEN, with the lowest free VNI.
+    fn new_cen(&mut self, id: &str) -> Result<()> {
+        let vni = self.free_vni().ok_or_else(|| {
+            ModelError::conflict(format!("no VNI is left for CEN '{id}' (all {FIRST_VNI}..={LAST_VNI} are in use)"))
+        })?;
+        self.put(Record::Cen(CenRec { id: id.to_string(), vni, made: false, realization: Realization::default() }));
+        Ok(())
     }
 
     fn ensure_container(&mut self, key: &ContainerKey) -> &ContainerRec {
@@ -643,7 +667,7 @@ impl Topology {
 
     fn import_cen(&mut self, host: &str, spec: &CenSpec) -> Result<()> {
         if self.cen(&spec.id).is_none() {
-            self.put(Record::Cen(CenRec { id: spec.id.clone(), made: false, realization: Realization::default() }));
+            self.new_cen(&spec.id)?;
         }
         let mut wanted: Vec<ContainerKey> = Vec::with_capacity(spec.containers.len());
         let mut seen = BTreeSet::new();

@@ -53,6 +53,11 @@ pub struct Realization {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRec {
     pub id: String,
+    /// The host's underlay (VTEP) address, as its leviathan announced it
+    /// with `--vtep-address`: where other hosts send the VXLAN traffic of
+    /// the CENs they share with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +102,15 @@ impl ContainerRec {
         self.netns.as_ref().map(|b| b.path.as_str()).or(self.netns_path.as_deref())
     }
 }
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// The first VNI handed to a CEN (below are left to other uses).
+pub const FIRST_VNI: u32 = 4096;
+/// The largest VNI (24 bits).
+pub const LAST_VNI: u32 = 0x00ff_ffff;
 
 fn is_default(r: &Realization) -> bool {
     *r == Realization::default()
@@ -169,6 +183,12 @@ impl fmt::Display for MemberKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CenRec {
     pub id: String,
+    /// The VXLAN network identifier of this CEN where it spans hosts:
+    /// allocated when the CEN is created, the lowest free from
+    /// [`FIRST_VNI`] up, so every host agrees on it. 0 in records written
+    /// before VNIs were kept (one is given at load).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub vni: u32,
     /// Marked to be realized.
     #[serde(default)]
     pub made: bool,

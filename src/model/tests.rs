@@ -586,3 +586,66 @@ fn making_a_failed_cen_again_retries() {
     assert!(!images.is_empty(), "a retry is a change");
     assert_eq!(t.cen("cen1").unwrap().realization.status, Status::Preparing);
 }
+
+fn vni(t: &Topology, cen: &str) -> u32 {
+    t.cen(cen).map(|c| c.vni).unwrap_or(0)
+}
+
+#[test]
+fn vnis_are_the_lowest_free_from_4096_and_come_back() {
+    let mut t = fixture();
+    let got: Vec<u32> = ["cen1", "cen2", "cen3", "cen4", "cen5"].iter().map(|c| vni(&t, c)).collect();
+    assert_eq!(got, vec![4096, 4097, 4098, 4099, 4100]);
+    t.execute(&Command::CenDelete { id: "cen2".into() }).unwrap();
+    t.execute(&Command::CenCreate { id: "late".into() }).unwrap();
+    assert_eq!(vni(&t, "late"), 4097, "a freed VNI is given again, lowest first");
+    t.execute(&Command::CenCreate { id: "later".into() }).unwrap();
+    assert_eq!(vni(&t, "later"), 4101);
+    // A command that fails part-way leaves the VNIs as they were.
+    let before = state(&t);
+    assert!(cen_import(&mut t, &[("n1", &["x"]), ("n2", &["bad/id"])]).is_err());
+    assert_eq!(state(&t), before);
+    t.execute(&Command::CenCreate { id: "n1".into() }).unwrap();
+    assert_eq!(vni(&t, "n1"), 4102);
+}
+
+#[test]
+fn cens_loaded_without_a_vni_get_one_in_id_order() {
+    let mut t = fixture();
+    let mut images = Images::new();
+    for r in t.records() {
+        let r = match r {
+            Record::Cen(mut c) if c.id != "cen3" => {
+                c.vni = 0;
+                Record::Cen(c)
+            }
+            other => other,
+        };
+        images.insert(r.key(), Some(r));
+    }
+    let mut loaded = Topology::new();
+    loaded.commit(&images);
+    loaded.fill_vnis();
+    let got: Vec<u32> = ["cen1", "cen2", "cen3", "cen4", "cen5"].iter().map(|c| vni(&loaded, c)).collect();
+    assert_eq!(got, vec![4096, 4097, 4098, 4099, 4100]);
+    t.execute(&Command::CenCreate { id: "z".into() }).unwrap();
+    assert_eq!(vni(&t, "z"), 4101);
+}
+
+#[test]
+fn member_hosts_and_host_announcements() {
+    let mut t = fixture();
+    for (host, c) in [("h2", "a"), ("h3", "b"), ("h2", "c")] {
+        t.execute(&Command::ContainerJoinCen { host: host.into(), container: c.into(), cen: "cen1".into() }).unwrap();
+    }
+    assert_eq!(t.member_hosts("cen1"), vec!["h2", "h3", H]);
+    assert_eq!(t.member_hosts("cen2"), vec![H]);
+    assert!(t.member_hosts("nope").is_empty());
+    let vtep: Ipv4Addr = "192.0.2.7".parse().unwrap();
+    let after = t.execute(&Command::HostAnnounce { id: "h9".into(), vtep: Some(vtep) }).unwrap();
+    assert_eq!(t.host("h9").and_then(|h| h.vtep), Some(vtep));
+    assert_eq!(after.len(), 1);
+    // Saying the same again changes nothing.
+    let again = t.execute(&Command::HostAnnounce { id: "h9".into(), vtep: Some(vtep) }).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}

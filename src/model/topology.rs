@@ -48,6 +48,10 @@ pub struct Topology {
     used: HashMap<String, BTreeMap<u32, u32>>,
     /// Containers by the pool that made them.
     pools: BTreeSet<(String, ContainerKey)>,
+    /// VNIs in use: how many CENs hold each, and the runs of consecutive
+    /// ones (first -> last), so the lowest free is one lookup.
+    vni_count: HashMap<u32, u32>,
+    vni_runs: BTreeMap<u32, u32>,
     /// How CIN subnets are handed out.
     plan: AddrPlan,
     /// Before-images of what the running command touched.
@@ -174,6 +178,22 @@ impl Topology {
         v
     }
 
+    /// The hosts with members of a CEN, in id order: one index step per
+    /// host, however many members each has.
+    pub fn member_hosts(&self, cen: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let mut from = MemberKey { cen: cen.to_string(), host: String::new(), container: String::new() };
+        while let Some((k, _)) = self.members.range(from.clone()..).next() {
+            if k.cen != cen {
+                break;
+            }
+            out.push(k.host.as_str());
+            // The first key past every member of this host.
+            from.host = format!("{}\0", k.host);
+        }
+        out
+    }
+
     /// How many members a CEN has.
     pub fn member_count(&self, cen: &str) -> usize {
         self.sizes.get(cen).copied().unwrap_or(0)
@@ -254,6 +274,68 @@ impl Topology {
             }
         }
         (cand <= last).then(|| std::net::Ipv4Addr::from(cand))
+    }
+
+    /// The lowest VNI no CEN holds, from [`FIRST_VNI`] up.
+    pub(crate) fn free_vni(&self) -> Option<u32> {
+        let v = match self.vni_runs.range(..=FIRST_VNI).next_back() {
+            Some((_, last)) if *last >= FIRST_VNI => last + 1,
+            _ => FIRST_VNI,
+        };
+        (v <= LAST_VNI).then_some(v)
+    }
+
+    fn vni_in(&mut self, v: u32) {
+        let n = self.vni_count.entry(v).or_default();
+        *n += 1;
+        if *n > 1 {
+            return;
+        }
+        // Join the run ending just below and the one starting just above.
+        let mut first = v;
+        let mut last = v;
+        if let Some((f, l)) = self.vni_runs.range(..v).next_back().map(|(f, l)| (*f, *l)) {
+            if l.checked_add(1) == Some(v) {
+                first = f;
+            }
+        }
+        if let Some(next) = v.checked_add(1) {
+            if let Some(l) = self.vni_runs.remove(&next) {
+                last = l;
+            }
+        }
+        self.vni_runs.insert(first, last);
+    }
+
+    fn vni_out(&mut self, v: u32) {
+        let Some(n) = self.vni_count.get_mut(&v) else { return };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        self.vni_count.remove(&v);
+        let Some((f, l)) = self.vni_runs.range(..=v).next_back().map(|(f, l)| (*f, *l)) else { return };
+        if l < v {
+            return;
+        }
+        self.vni_runs.remove(&f);
+        if f < v {
+            self.vni_runs.insert(f, v - 1);
+        }
+        if l > v {
+            self.vni_runs.insert(v + 1, l);
+        }
+    }
+
+    /// Gives CENs read from records written before VNIs were kept one each
+    /// (in id order, so every server loading the same records agrees).
+    pub(crate) fn fill_vnis(&mut self) {
+        let missing: Vec<String> = self.cens_iter().filter(|c| c.vni == 0).map(|c| c.id.clone()).collect();
+        for id in missing {
+            let (Some(vni), Some(mut rec)) = (self.free_vni(), self.cen(&id).cloned()) else { return };
+            rec.vni = vni;
+            self.put(Record::Cen(rec));
+        }
     }
 
     /// The containers a pool made.
@@ -354,6 +436,7 @@ impl Topology {
                     *self.used.entry(cin.clone()).or_default().entry(u32::from(*ip)).or_default() += 1;
                 }
             }
+            Record::Cen(c) if c.vni != 0 => self.vni_in(c.vni),
             Record::Cin(c) => {
                 let e = self.subnets.entry(u32::from(c.subnet)).or_insert((0, 0));
                 e.0 = e.0.max(super::addressing::last_of(c.subnet, c.prefix_len));
@@ -393,6 +476,7 @@ impl Topology {
                     }
                 }
             }
+            Record::Cen(c) if c.vni != 0 => self.vni_out(c.vni),
             Record::Cin(c) => {
                 let base = u32::from(c.subnet);
                 if let Some(e) = self.subnets.get_mut(&base) {

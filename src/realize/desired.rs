@@ -237,6 +237,25 @@ pub struct CenNet {
     pub members: Vec<Member>,
     /// Put on the bridge (only when `Bridge`).
     pub gateways: Vec<Addr>,
+    /// Where the CEN also has a bridge on other hosts: the VXLAN device
+    /// joining this host's bridge to theirs (only when `Bridge`).
+    #[serde(default)]
+    pub vxlan: Option<Vxlan>,
+}
+
+/// A CEN's VXLAN link to the other hosts it is present on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vxlan {
+    /// The VXLAN network identifier (the same on every host).
+    pub vni: u32,
+    /// The VTEP addresses of the other hosts: one all-zeros FDB entry each
+    /// (broadcast, unknown unicast and ARP go to every one of them).
+    pub remotes: BTreeSet<Ipv4Addr>,
+    /// The members on other hosts: address -> MAC, as permanent neighbour
+    /// entries on the bridge (the gateway has the same address and MAC on
+    /// every host, so replies to its ARP requests would stay where they are
+    /// sent from; it must not need to ask).
+    pub neighbours: BTreeMap<Ipv4Addr, [u8; 6]>,
 }
 
 /// One container's membership in a CEN.

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route, Wiring};
-pub use naming::{bridge_name, cen_group, fabric_netns_name, netns_name, veth_fabric_name};
+pub use desired::{Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route, Vxlan, Wiring};
+pub use naming::{bridge_name, cen_group, fabric_netns_name, member_mac, netns_name, veth_fabric_name, vxlan_name};
 pub use netns::NETNS_DIR;
 pub use observed::{LinkKind, LinkState, NsId, NsState, Observed, RouteState};
 pub use plan::{plan, plan_scoped, GroupIndex, Op, Plan, Scope, Step, VethEnd};
@@ -52,11 +52,60 @@ pub struct Config {
     /// At most 9 characters of `[A-Za-z0-9._-]`.
     pub prefix: String,
     pub fabric: FabricMode,
+    /// This host's underlay, where CENs spanning hosts send their VXLAN
+    /// traffic; `None` on a single host (a CEN with members elsewhere then
+    /// fails with a message saying so).
+    #[serde(default)]
+    pub underlay: Option<Underlay>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { prefix: "lev-".into(), fabric: FabricMode::Netns }
+        Config { prefix: "lev-".into(), fabric: FabricMode::Netns, underlay: None }
+    }
+}
+
+/// The interface holding this host's VTEP address, in the namespace the
+/// server runs in (where VXLAN sockets are opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Underlay {
+    /// The VTEP address (VXLAN's local address).
+    pub local: std::net::Ipv4Addr,
+    /// The interface's index.
+    pub ifindex: u32,
+    /// The interface's MTU: VXLAN costs 50 bytes of it, so members of
+    /// CENs get `mtu - 50`.
+    pub mtu: u32,
+}
+
+/// UDP port of VXLAN (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN over IPv4 adds to a frame (outer IPv4, UDP, VXLAN and
+/// Ethernet headers).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+impl Underlay {
+    /// Finds the interface holding `local` in the calling thread's network
+    /// namespace.
+    pub async fn find(local: std::net::Ipv4Addr) -> Result<Underlay, String> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| format!("opening netlink: {e}"))?;
+        let task = tokio::spawn(conn);
+        let r = nl::underlay(&handle, local).await;
+        task.abort();
+        let (ifindex, mtu) = r?.ok_or_else(|| {
+            format!("no interface in this network namespace has the address {local} (give the address of this host's underlay interface)")
+        })?;
+        if mtu <= VXLAN_OVERHEAD + 68 {
+            return Err(format!(
+                "the underlay interface's MTU ({mtu}) leaves no room for VXLAN's {VXLAN_OVERHEAD} bytes"
+            ));
+        }
+        Ok(Underlay { local, ifindex, mtu })
+    }
+
+    /// The MTU of member interfaces and VXLAN devices.
+    pub fn member_mtu(&self) -> u32 {
+        self.mtu - VXLAN_OVERHEAD
     }
 }
 
@@ -138,6 +187,17 @@ pub struct Realizer {
     /// Objects under the prefix that the ledger does not hold, as of the
     /// last full look at the kernel: reported, never touched.
     foreign: BTreeSet<String>,
+    /// A netlink connection in the server's own namespace, where VXLAN
+    /// devices are created from (with an underlay only).
+    underlay: Option<(rtnetlink::Handle, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for Realizer {
+    fn drop(&mut self) {
+        if let Some((_, task)) = &self.underlay {
+            task.abort();
+        }
+    }
 }
 
 fn check_config(cfg: &Config) -> Result<(), RealizeError> {
@@ -149,7 +209,7 @@ fn check_config(cfg: &Config) -> Result<(), RealizeError> {
 
 /// Checks a prefix before anything is done with it.
 pub fn check_prefix(prefix: &str) -> Result<(), RealizeError> {
-    check_config(&Config { prefix: prefix.to_string(), fabric: FabricMode::Netns })
+    check_config(&Config { prefix: prefix.to_string(), fabric: FabricMode::Netns, underlay: None })
 }
 
 fn ns_file(prefix: &str, ns: &NsId) -> Option<String> {
@@ -199,6 +259,8 @@ enum Effect {
     AddrGone(NsId, u32, std::net::Ipv4Addr, u8),
     Route(NsId, RouteState),
     RouteGone(NsId, RouteState),
+    Fdb(NsId, u32, std::net::Ipv4Addr, bool),
+    Neigh(NsId, u32, std::net::Ipv4Addr, Option<[u8; 6]>),
 }
 
 impl Realizer {
@@ -207,14 +269,22 @@ impl Realizer {
     /// routes, so the next [`apply`](Self::apply) repairs drift both ways.
     pub async fn new(cfg: Config) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
-        let mut r = Realizer::blank(cfg, None);
+        let mut r = Realizer::blank(cfg, None)?;
         r.adopt().await?;
         Ok(r)
     }
 
-    fn blank(cfg: Config, ledger: Option<std::sync::Arc<ledger::Ledger>>) -> Realizer {
+    fn blank(cfg: Config, ledger: Option<std::sync::Arc<ledger::Ledger>>) -> Result<Realizer, RealizeError> {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        Realizer {
+        let underlay = match cfg.underlay {
+            Some(_) => {
+                let (conn, handle, _) = rtnetlink::new_connection()
+                    .map_err(|e| RealizeError::System(format!("opening netlink in the underlay's namespace: {e}")))?;
+                Some((handle, tokio::spawn(conn)))
+            }
+            None => None,
+        };
+        Ok(Realizer {
             cfg,
             observed: Observed::default(),
             handles: BTreeMap::new(),
@@ -227,14 +297,15 @@ impl Realizer {
             listen_pending: BTreeSet::new(),
             ledger,
             foreign: BTreeSet::new(),
-        }
+            underlay,
+        })
     }
 
     /// [`Realizer::new`] for a server: only what `ledger` records is
     /// adopted, changed or deleted; the rest under the prefix is foreign.
     pub async fn with_ledger(cfg: Config, ledger: ledger::Ledger) -> Result<Realizer, RealizeError> {
         check_config(&cfg)?;
-        let mut r = Realizer::blank(cfg, Some(std::sync::Arc::new(ledger)));
+        let mut r = Realizer::blank(cfg, Some(std::sync::Arc::new(ledger)))?;
         r.adopt().await?;
         Ok(r)
     }
@@ -766,7 +837,7 @@ impl Realizer {
                     }
                 }
                 match &s.op {
-                    Op::CreateBridge { ns, name, .. } => {
+                    Op::CreateBridge { ns, name, .. } | Op::CreateVxlan { ns, name, .. } => {
                         created.insert((ns.clone(), name.clone()));
                     }
                     Op::CreateVeth { a, b, .. } => {
@@ -829,7 +900,7 @@ impl Realizer {
         for s in &plan.steps {
             match &s.op {
                 Op::CreateNetns { ns } => entries.push((ledger::ns_key(ns, prefix), String::new())),
-                Op::CreateBridge { ns, name, .. } if foreign_ns(ns) => {
+                Op::CreateBridge { ns, name, .. } | Op::CreateVxlan { ns, name, .. } if foreign_ns(ns) => {
                     entries.push((ledger::ns_key(ns, prefix), name.clone()))
                 }
                 Op::CreateVeth { a, b, .. } => {
@@ -944,6 +1015,23 @@ impl Realizer {
             Effect::RouteGone(ns, r) => {
                 if let Some(s) = obs.ns_mut(&ns) {
                     s.routes.retain(|x| *x != r);
+                }
+            }
+            Effect::Fdb(ns, idx, remote, present) => {
+                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
+                    if present {
+                        l.fdb.insert(remote);
+                    } else {
+                        l.fdb.remove(&remote);
+                    }
+                }
+            }
+            Effect::Neigh(ns, idx, ip, mac) => {
+                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
+                    match mac {
+                        Some(mac) => l.neighbours.insert(ip, mac),
+                        None => l.neighbours.remove(&ip),
+                    };
                 }
             }
         }
@@ -1077,10 +1165,39 @@ impl Realizer {
                     b_mac,
                     netns::raw(&bfd),
                     *group,
+                    a.mtu,
                 )
                 .await
                 .map(|()| Effect::None)
             }
+            Op::CreateVxlan { ns, name, vni, master, group } => {
+                let (Some((underlay, _)), Some(u)) = (&self.underlay, self.cfg.underlay) else {
+                    return Err("no underlay is configured (--vtep-address)".into());
+                };
+                let master = self.index(ns, master)?;
+                let fd = self.handle(ns)?.ns_fd()?;
+                nl::create_vxlan(underlay, name, *vni, u.local, u.ifindex, netns::raw(&fd), master, *group)
+                    .await
+                    .map(|()| Effect::None)
+            }
+            Op::AddFdb { ns, name, remote } => {
+                let idx = self.index(ns, name)?;
+                nl::add_fdb(&self.handle(ns)?.handle, idx, *remote)
+                    .await
+                    .map(|()| Effect::Fdb(ns.clone(), idx, *remote, true))
+            }
+            Op::DeleteFdb { ns, index, remote } => nl::del_fdb(&self.handle(ns)?.handle, *index, *remote)
+                .await
+                .map(|()| Effect::Fdb(ns.clone(), *index, *remote, false)),
+            Op::AddNeigh { ns, name, ip, mac } => {
+                let idx = self.index(ns, name)?;
+                nl::add_neigh(&self.handle(ns)?.handle, idx, *ip, *mac)
+                    .await
+                    .map(|()| Effect::Neigh(ns.clone(), idx, *ip, Some(*mac)))
+            }
+            Op::DeleteNeigh { ns, index, ip } => nl::del_neigh(&self.handle(ns)?.handle, *index, *ip)
+                .await
+                .map(|()| Effect::Neigh(ns.clone(), *index, *ip, None)),
             Op::AddAddr { ns, name, ip, prefix_len } => {
                 let idx = self.index(ns, name)?;
                 nl::add_addr(&self.handle(ns)?.handle, idx, *ip, *prefix_len)
@@ -1115,7 +1232,12 @@ pub(crate) fn op_ns(op: &Op) -> Option<&NsId> {
         | Op::CreateBridge { ns, .. }
         | Op::AddAddr { ns, .. }
         | Op::SetAlias { ns, .. }
-        | Op::AddRoute { ns, .. } => Some(ns),
+        | Op::AddRoute { ns, .. }
+        | Op::CreateVxlan { ns, .. }
+        | Op::AddFdb { ns, .. }
+        | Op::DeleteFdb { ns, .. }
+        | Op::AddNeigh { ns, .. }
+        | Op::DeleteNeigh { ns, .. } => Some(ns),
         Op::CreateVeth { a, .. } => Some(&a.ns),
     }
 }
@@ -1136,6 +1258,11 @@ fn describe(op: &Op, prefix: &str) -> String {
         Op::CreateVeth { a, b, .. } => format!("creating veth {} ({}) <-> {} ({})", a.name, a.ns, b.name, b.ns),
         Op::AddAddr { ns, name, ip, prefix_len } => format!("adding {ip}/{prefix_len} to {name} in {ns}"),
         Op::SetAlias { ns, name, alias } => format!("naming {name} in {ns} {alias:?}"),
+        Op::CreateVxlan { ns, name, vni, .. } => format!("creating VXLAN device {name} (VNI {vni}) in {ns}"),
+        Op::AddFdb { ns, name, remote } => format!("adding remote VTEP {remote} to {name} in {ns}"),
+        Op::DeleteFdb { ns, remote, .. } => format!("removing remote VTEP {remote} in {ns}"),
+        Op::AddNeigh { ns, name, ip, .. } => format!("adding neighbour {ip} on {name} in {ns}"),
+        Op::DeleteNeigh { ns, ip, .. } => format!("removing neighbour {ip} in {ns}"),
         Op::AddRoute { ns, name, dest, prefix_len, via } => {
             format!("adding route {dest}/{prefix_len} via {via} dev {name} in {ns}")
         }
@@ -1156,7 +1283,7 @@ pub struct CleanupReport {
 /// Namespaces bound by path are not known here; their links die with the
 /// fabric (bridged CENs) or with a managed peer namespace.
 pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
-    check_config(&Config { prefix: prefix.to_string(), fabric: FabricMode::Netns })?;
+    check_config(&Config { prefix: prefix.to_string(), fabric: FabricMode::Netns, underlay: None })?;
     let p = prefix.to_string();
     let names = blocking(move || netns::list_named(&p)).await.and_then(|r| r).map_err(RealizeError::System)?;
     let count = names.len();

@@ -93,6 +93,18 @@ pub fn bridge_name(prefix: &str, cen: &str) -> String {
     }
 }
 
+/// Name of the VXLAN device of a CEN: `<prefix>x<cenId>` when it fits,
+/// otherwise `<prefix>x<hash>`.
+pub fn vxlan_name(prefix: &str, cen: &str) -> String {
+    let room = IFNAME_MAX.saturating_sub(prefix.len() + 1);
+    let readable = format!("{prefix}x{cen}");
+    if cen.len() <= room && valid_ifname(&readable) {
+        readable
+    } else {
+        format!("{prefix}x{}", base36(hash(&["vxlan", cen]), room))
+    }
+}
+
 /// Name of the fabric end of a member's veth: `<prefix>v<hash>`.
 pub fn veth_fabric_name(prefix: &str, cen: &str, container: &str) -> String {
     let room = IFNAME_MAX.saturating_sub(prefix.len() + 1);

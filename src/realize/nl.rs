@@ -5,15 +5,20 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use futures_util::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteType};
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 
 use super::naming;
@@ -105,20 +110,30 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
     let mut master = None;
     let mut peer = None;
     let mut kind = None;
+    let mut mtu = 0;
+    let mut vni = None;
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Mtu(v) => mtu = *v,
             LinkAttribute::Group(g) => group = *g,
             LinkAttribute::Controller(c) => master = Some(*c),
             LinkAttribute::Link(l) => peer = Some(*l),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        kind = Some(match k {
-                            InfoKind::Veth => LinkKind::Veth,
-                            InfoKind::Bridge => LinkKind::Bridge,
-                            other => LinkKind::Other(other.to_string()),
-                        });
+                    match i {
+                        LinkInfo::Kind(k) => {
+                            kind = Some(match k {
+                                InfoKind::Veth => LinkKind::Veth,
+                                InfoKind::Bridge => LinkKind::Bridge,
+                                InfoKind::Vxlan => LinkKind::Vxlan,
+                                other => LinkKind::Other(other.to_string()),
+                            })
+                        }
+                        LinkInfo::Data(InfoData::Vxlan(v)) => {
+                            vni = v.iter().find_map(|x| if let InfoVxlan::Id(id) = x { Some(*id) } else { None })
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -135,6 +150,7 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
         NsId::Host => name.starts_with(prefix) && kind != LinkKind::Loopback,
         NsId::Path(_) => naming::is_our_group(prefix, group) && kind == LinkKind::Veth,
     };
+    let vni = if kind == LinkKind::Vxlan { vni } else { None };
     LinkState {
         index: m.header.index,
         name,
@@ -146,6 +162,9 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
         up: m.header.flags.contains(LinkFlags::Up),
         ours,
         addresses: Vec::new(),
+        mtu,
+        vni,
+        ..Default::default()
     }
 }
 
@@ -238,7 +257,161 @@ pub async fn observe(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<boo
             l.addresses.push((ip, plen));
         }
     }
+    // VXLAN devices and their bridges live in the fabric.
+    if matches!(ns, NsId::Fabric | NsId::Host) {
+        let (fdb, neighbours) = dump_l2(h, ns).await?;
+        for (idx, remote) in fdb {
+            if let Some(l) = st.link_mut(idx).filter(|l| l.kind == LinkKind::Vxlan) {
+                l.fdb.insert(remote);
+            }
+        }
+        for (idx, ip, mac) in neighbours {
+            if let Some(l) = st.link_mut(idx).filter(|l| l.kind == LinkKind::Bridge) {
+                l.neighbours.insert(ip, mac);
+            }
+        }
+    }
     Ok(st)
+}
+
+/// The all-zeros FDB entries of VXLAN devices and the permanent IPv4
+/// neighbour entries of a namespace: (ifindex, remote VTEP) and (ifindex,
+/// address, MAC). Read at adoption only, in the fabric.
+pub async fn dump_l2(h: &Handle, ns: &NsId) -> Result<(Vec<(u32, Ipv4Addr)>, Vec<(u32, Ipv4Addr, [u8; 6])>), String> {
+    let fdb: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| format!("listing the FDB in {ns}: {}", reason(&e)))?;
+    let mut remotes = Vec::new();
+    for m in &fdb {
+        let zero = m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l.iter().all(|b| *b == 0)));
+        let dst = m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        if let (true, Some(dst)) = (zero, dst) {
+            remotes.push((m.header.ifindex, dst));
+        }
+    }
+    let arp: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| format!("listing neighbours in {ns}: {}", reason(&e)))?;
+    let mut neighbours = Vec::new();
+    for m in arp.iter().filter(|m| m.header.state == NeighbourState::Permanent) {
+        let mut ip = None;
+        let mut mac = None;
+        for a in &m.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(*v),
+                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                    let mut x = [0u8; 6];
+                    x.copy_from_slice(l);
+                    mac = Some(x);
+                }
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(mac)) = (ip, mac) {
+            neighbours.push((m.header.ifindex, ip, mac));
+        }
+    }
+    Ok((remotes, neighbours))
+}
+
+/// The interface holding an IPv4 address in the socket's namespace:
+/// (ifindex, MTU).
+pub async fn underlay(h: &Handle, local: Ipv4Addr) -> Result<Option<(u32, u32)>, String> {
+    let ns = NsId::Host;
+    let Some(index) = dump_addrs(h, &ns).await?.into_iter().find(|(_, ip, _)| *ip == local).map(|(i, _, _)| i) else {
+        return Ok(None);
+    };
+    let links = dump_links(h, "", &ns).await?;
+    Ok(links.into_iter().find(|l| l.index == index).map(|l| (l.index, l.mtu)))
+}
+
+/// One RTM_NEWLINK sent in the underlay's namespace (where the kernel
+/// keeps the device's UDP socket) creating a VXLAN device directly in the
+/// namespace `ns` (no move afterwards), attached to `master` there, up,
+/// learning off, bound to the underlay interface and address.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_vxlan(
+    underlay: &Handle,
+    name: &str,
+    vni: u32,
+    local: Ipv4Addr,
+    dev: u32,
+    ns: RawFd,
+    master: u32,
+    group: u32,
+) -> Result<(), String> {
+    let msg = LinkVxlan::new(name, vni)
+        .dev(dev)
+        .local(local)
+        .port(super::VXLAN_PORT)
+        .learning(false)
+        .setns_by_fd(ns)
+        .controller(master)
+        .link_group(group)
+        .up()
+        .build();
+    ok_if(underlay.link().add(msg).execute().await, &[])
+}
+
+fn fdb_msg(index: u32, remote: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(remote)));
+    m
+}
+
+/// Adds one all-zeros FDB entry (a remote VTEP) to a VXLAN device. The
+/// second and later such entries need NLM_F_APPEND, which rtnetlink's
+/// neighbour requests do not send: the request is built here.
+pub async fn add_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), String> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(fdb_msg(index, remote)));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+    let mut h = h.clone();
+    let mut resp = h.request(req).map_err(|e| reason(&e))?;
+    while let Some(m) = resp.next().await {
+        if let NetlinkPayload::Error(e) = m.payload {
+            return ok_if(Err(rtnetlink::Error::NetlinkError(e)), &[EEXIST]);
+        }
+    }
+    Ok(())
+}
+
+/// Removes one remote VTEP from a VXLAN device's all-zeros FDB entry.
+pub async fn del_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), String> {
+    ok_if(h.neighbours().del(fdb_msg(index, remote)).execute().await, &[ENOENT, ENODEV])
+}
+
+/// A permanent IPv4 neighbour entry (replacing one the kernel learned).
+pub async fn add_neigh(h: &Handle, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), String> {
+    ok_if(h.neighbours().add(index, IpAddr::V4(ip)).link_layer_address(&mac).replace().execute().await, &[])
+}
+
+pub async fn del_neigh(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), String> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = index;
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    ok_if(h.neighbours().del(m).execute().await, &[ENOENT, ENODEV])
 }
 
 /// One link, asked for by name (one RTM_GETLINK, not a dump); `None` when
@@ -295,10 +468,14 @@ pub async fn create_veth(
     b_mac: Option<[u8; 6]>,
     b_ns: RawFd,
     group: u32,
+    mtu: Option<u32>,
 ) -> Result<(), String> {
     let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns);
     if let Some(mac) = b_mac {
         peer = peer.address(mac.to_vec());
+    }
+    if let Some(mtu) = mtu {
+        peer = peer.mtu(mtu);
     }
     let peer = peer.build();
     let mut main =
@@ -308,6 +485,9 @@ pub async fn create_veth(
     }
     if let Some(mac) = a_mac {
         main = main.address(mac.to_vec());
+    }
+    if let Some(mtu) = mtu {
+        main = main.mtu(mtu);
     }
     let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
     ok_if(h.link().add(msg).execute().await, &[])

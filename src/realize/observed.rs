@@ -265,11 +265,18 @@ pub enum LinkKind {
     Loopback,
     Veth,
     Bridge,
+    Vxlan,
     Other(String),
 }
 
+impl Default for LinkKind {
+    fn default() -> Self {
+        LinkKind::Other(String::new())
+    }
+}
+
 /// One link as dumped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LinkState {
     pub index: u32,
     pub name: String,
@@ -287,6 +294,18 @@ pub struct LinkState {
     pub ours: bool,
     /// IPv4 addresses with prefix length.
     pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// IFLA_MTU.
+    #[serde(default)]
+    pub mtu: u32,
+    /// For a VXLAN device, its VNI.
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// For a VXLAN device, the remote VTEPs of its all-zeros FDB entries.
+    #[serde(default)]
+    pub fdb: BTreeSet<Ipv4Addr>,
+    /// Permanent IPv4 neighbour entries on this link: address -> MAC.
+    #[serde(default)]
+    pub neighbours: BTreeMap<Ipv4Addr, [u8; 6]>,
 }
 
 impl LinkState {
@@ -303,6 +322,8 @@ impl LinkState {
             up: false,
             ours: false,
             addresses: vec![],
+            mtu: 65536,
+            ..Default::default()
         }
     }
 }

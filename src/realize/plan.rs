@@ -33,6 +33,10 @@ pub struct VethEnd {
     /// a repair, keeps the address its peers have in their ARP caches).
     #[serde(default)]
     pub mac: Option<[u8; 6]>,
+    /// The MTU at creation (on a host with an underlay: its MTU less what
+    /// VXLAN takes, so frames fit wherever the CEN reaches).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// One kernel operation.
@@ -91,6 +95,39 @@ pub enum Op {
         b: VethEnd,
         group: u32,
     },
+    /// A CEN's VXLAN device, created from the underlay's namespace directly
+    /// in `ns` (its UDP socket stays with the underlay), up and attached to
+    /// the bridge `master` at creation.
+    CreateVxlan {
+        ns: NsId,
+        name: String,
+        vni: u32,
+        master: String,
+        group: u32,
+    },
+    /// One all-zeros FDB entry: flood to this remote VTEP.
+    AddFdb {
+        ns: NsId,
+        name: String,
+        remote: Ipv4Addr,
+    },
+    DeleteFdb {
+        ns: NsId,
+        index: u32,
+        remote: Ipv4Addr,
+    },
+    /// A permanent neighbour entry on a bridge (a member on another host).
+    AddNeigh {
+        ns: NsId,
+        name: String,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    DeleteNeigh {
+        ns: NsId,
+        index: u32,
+        ip: Ipv4Addr,
+    },
     /// Bring up the peer end of a veth just created. The kernel refuses
     /// (ENOTCONN) to create a veth peer already up in another namespace, so
     /// it is set up from inside its namespace afterwards.
@@ -129,11 +166,17 @@ impl Op {
             | Op::DeleteGroup { .. }
             | Op::DeleteLink { .. }
             | Op::DeleteAddr { .. }
-            | Op::DeleteRoute { .. } => 0,
+            | Op::DeleteRoute { .. }
+            | Op::DeleteFdb { .. }
+            | Op::DeleteNeigh { .. } => 0,
             Op::CreateNetns { .. } => 1,
             Op::SetUp { .. } | Op::SetForwarding { .. } | Op::CreateBridge { .. } => 2,
-            Op::CreateVeth { .. } => 3,
-            Op::AddAddr { .. } | Op::SetUpNew { .. } | Op::SetAlias { .. } => 4,
+            Op::CreateVeth { .. } | Op::CreateVxlan { .. } => 3,
+            Op::AddAddr { .. }
+            | Op::SetUpNew { .. }
+            | Op::SetAlias { .. }
+            | Op::AddFdb { .. }
+            | Op::AddNeigh { .. } => 4,
             Op::AddRoute { .. } => 5,
         }
     }
@@ -229,6 +272,17 @@ impl GroupIndex {
 enum Unit {
     Bridge { cen: String, name: String, group: u32 },
     Pair { cen: String, a: VethEnd, b: VethEnd, group: u32 },
+    Vxlan { cen: String, name: String, vni: u32, bridge: String, group: u32 },
+}
+
+/// A bridged CEN's layer-2 entries: the VXLAN device's remote VTEPs and
+/// the bridge's neighbours on other hosts (none where it spans nothing).
+struct L2 {
+    cen: String,
+    bridge: String,
+    vxlan: Option<String>,
+    remotes: BTreeSet<Ipv4Addr>,
+    neighbours: BTreeMap<Ipv4Addr, [u8; 6]>,
 }
 
 struct Addrs {
@@ -293,6 +347,7 @@ struct Planner<'a> {
     expected: BTreeMap<NsId, BTreeMap<String, String>>,
     units: Vec<Unit>,
     addrs: Vec<Addrs>,
+    l2: Vec<L2>,
     /// Namespaces the accepted CENs need, with the CENs that need them.
     needed_ns: BTreeMap<NsId, Vec<String>>,
     steps: Vec<Step>,
@@ -320,6 +375,7 @@ impl<'a> Planner<'a> {
             expected: BTreeMap::new(),
             units: Vec::new(),
             addrs: Vec::new(),
+            l2: Vec::new(),
             needed_ns: BTreeMap::new(),
             steps: Vec::new(),
             create_steps: Vec::new(),
@@ -464,9 +520,11 @@ impl<'a> Planner<'a> {
         let prefix = self.prefix();
         let fabric = self.fabric.clone();
         let bridged = cen.wiring == Wiring::Bridge;
+        let mtu = self.cfg.underlay.map(|u| u.member_mtu());
         let group = naming::cen_group(prefix, id, bridged);
         let mut mine: Vec<(NsId, String)> = Vec::new();
         let mut units = Vec::new();
+        let mut l2s = Vec::new();
         match wiring {
             Wiring::None => {}
             Wiring::Wire => {
@@ -485,6 +543,7 @@ impl<'a> Planner<'a> {
                         master: None,
                         alias: Some(format!("leviathan: {} on CEN {id}", m0.container)),
                         mac: Some(naming::member_mac(id, &m0.container)),
+                        mtu,
                     },
                     b: VethEnd {
                         ns: n1,
@@ -492,6 +551,7 @@ impl<'a> Planner<'a> {
                         master: None,
                         alias: Some(format!("leviathan: {} on CEN {id}", m1.container)),
                         mac: Some(naming::member_mac(id, &m1.container)),
+                        mtu,
                     },
                     group,
                 });
@@ -500,6 +560,34 @@ impl<'a> Planner<'a> {
                 let br = naming::bridge_name(prefix, id);
                 mine.push((fabric.clone(), br.clone()));
                 units.push(Unit::Bridge { cen: id.to_string(), name: br.clone(), group });
+                let mut l2 = L2 {
+                    cen: id.to_string(),
+                    bridge: br.clone(),
+                    vxlan: None,
+                    remotes: BTreeSet::new(),
+                    neighbours: BTreeMap::new(),
+                };
+                if let Some(vx) = &cen.vxlan {
+                    if self.cfg.underlay.is_none() {
+                        return Err("it has members on other hosts, and this server has no underlay to reach them (start it with --vtep-address)".to_string());
+                    }
+                    if !(1..=0x00ff_ffff).contains(&vx.vni) {
+                        return Err(format!("VNI {} is out of range", vx.vni));
+                    }
+                    let name = naming::vxlan_name(prefix, id);
+                    mine.push((fabric.clone(), name.clone()));
+                    units.push(Unit::Vxlan {
+                        cen: id.to_string(),
+                        name: name.clone(),
+                        vni: vx.vni,
+                        bridge: br.clone(),
+                        group,
+                    });
+                    l2.vxlan = Some(name);
+                    l2.remotes = vx.remotes.clone();
+                    l2.neighbours = vx.neighbours.clone();
+                }
+                l2s.push(l2);
                 for (m, ns) in present.iter().zip(&members_ns) {
                     if *ns == fabric {
                         return Err(format!("member {} lives in the fabric namespace", m.container));
@@ -515,6 +603,7 @@ impl<'a> Planner<'a> {
                             master: Some(br.clone()),
                             alias: Some(format!("leviathan: {} on CEN {id}", m.container)),
                             mac: None,
+                            mtu,
                         },
                         b: VethEnd {
                             ns: ns.clone(),
@@ -522,6 +611,7 @@ impl<'a> Planner<'a> {
                             master: None,
                             alias: Some(format!("leviathan: CEN {id}")),
                             mac: Some(naming::member_mac(id, &m.container)),
+                            mtu,
                         },
                         group,
                     });
@@ -542,6 +632,7 @@ impl<'a> Planner<'a> {
             self.expected.entry(ns).or_default().insert(name, id.to_string());
         }
         self.units.extend(units);
+        self.l2.extend(l2s);
         for (m, ns) in present.iter().zip(&members_ns) {
             self.needed_ns.entry(ns.clone()).or_default().push(id.to_string());
             if wiring != Wiring::None {
@@ -668,6 +759,7 @@ impl<'a> Planner<'a> {
             match u {
                 Unit::Bridge { cen, name, group } => self.check_bridge(cen, name, *group),
                 Unit::Pair { cen, a, b, group } => self.check_pair(cen, a, b, *group),
+                Unit::Vxlan { cen, name, vni, bridge, group } => self.check_vxlan(cen, name, *vni, bridge, *group),
             }
         }
     }
@@ -703,6 +795,47 @@ impl<'a> Planner<'a> {
         }
     }
 
+    fn check_vxlan(&mut self, cen: &str, name: &str, vni: u32, bridge: &str, group: u32) {
+        let fabric = self.fabric.clone();
+        let bridge_ok = self.bridge_ok.get(cen).copied().unwrap_or(false);
+        let mtu = self.cfg.underlay.map(|u| u.member_mtu());
+        let link = self.find(&fabric, name);
+        let ok = link.is_some_and(|l| {
+            l.kind == LinkKind::Vxlan
+                && l.group == group
+                && l.ours
+                && l.vni == Some(vni)
+                && mtu.is_none_or(|m| l.mtu == m)
+                && bridge_ok
+                && self.find(&fabric, bridge).is_some_and(|b| Some(b.index) == l.master)
+        });
+        let cens = vec![cen.to_string()];
+        if ok {
+            if link.is_some_and(|l| !l.up) {
+                self.create_steps.push(Step { op: Op::SetUp { ns: fabric, name: name.to_string() }, cens, cin: None });
+            }
+            return;
+        }
+        if let Some(l) = link.filter(|l| l.ours) {
+            self.doomed.entry(fabric.clone()).or_default().insert(l.index, l.name.clone());
+        }
+        self.recreated.insert((fabric.clone(), name.to_string()));
+        self.create_steps.push(Step {
+            op: Op::CreateVxlan { ns: fabric.clone(), name: name.to_string(), vni, master: bridge.to_string(), group },
+            cens: cens.clone(),
+            cin: None,
+        });
+        self.create_steps.push(Step {
+            op: Op::SetAlias {
+                ns: fabric,
+                name: name.to_string(),
+                alias: format!("leviathan: CEN {cen} to other hosts"),
+            },
+            cens,
+            cin: None,
+        });
+    }
+
     fn check_pair(&mut self, cen: &str, a: &VethEnd, b: &VethEnd, group: u32) {
         let la = self.find(&a.ns, &a.name);
         let lb = self.find(&b.ns, &b.name);
@@ -711,6 +844,7 @@ impl<'a> Planner<'a> {
             l.kind == LinkKind::Veth
                 && l.group == group
                 && l.ours
+                && end.mtu.is_none_or(|m| l.mtu == m)
                 && match &end.master {
                     None => l.master.is_none(),
                     Some(br) => bridge_ok && self.find(&end.ns, br).is_some_and(|b| Some(b.index) == l.master),
@@ -838,8 +972,15 @@ impl<'a> Planner<'a> {
         self.steps.extend(creates);
     }
 
-    /// Addresses and routes of the accepted CENs' interfaces.
+    /// Addresses and routes of the accepted CENs' interfaces, and their
+    /// bridges' FDB and neighbour entries.
     fn addresses_and_routes(&mut self) {
+        let l2 = std::mem::take(&mut self.l2);
+        for x in &l2 {
+            if !self.out.errors.contains_key(&x.cen) {
+                self.l2_of(x);
+            }
+        }
         let addrs = std::mem::take(&mut self.addrs);
         for a in &addrs {
             if self.out.errors.contains_key(&a.cen) {
@@ -849,6 +990,53 @@ impl<'a> Planner<'a> {
             let link = if fresh { None } else { self.find(&a.ns, &a.name) };
             self.addresses_of(a, link);
             self.routes_of(a, link);
+        }
+    }
+
+    fn l2_of(&mut self, x: &L2) {
+        let fabric = self.fabric.clone();
+        let cens = vec![x.cen.clone()];
+        if let Some(vx) = &x.vxlan {
+            let fresh = self.recreated.contains(&(fabric.clone(), vx.clone()));
+            let link = if fresh { None } else { self.find(&fabric, vx) };
+            for remote in &x.remotes {
+                if !link.is_some_and(|l| l.fdb.contains(remote)) {
+                    self.steps.push(Step {
+                        op: Op::AddFdb { ns: fabric.clone(), name: vx.clone(), remote: *remote },
+                        cens: cens.clone(),
+                        cin: None,
+                    });
+                }
+            }
+            if let Some(l) = link {
+                for remote in l.fdb.difference(&x.remotes) {
+                    self.steps.push(Step {
+                        op: Op::DeleteFdb { ns: fabric.clone(), index: l.index, remote: *remote },
+                        cens: vec![],
+                        cin: None,
+                    });
+                }
+            }
+        }
+        let fresh = self.recreated.contains(&(fabric.clone(), x.bridge.clone()));
+        let link = if fresh { None } else { self.find(&fabric, &x.bridge) };
+        for (ip, mac) in &x.neighbours {
+            if link.and_then(|l| l.neighbours.get(ip)) != Some(mac) {
+                self.steps.push(Step {
+                    op: Op::AddNeigh { ns: fabric.clone(), name: x.bridge.clone(), ip: *ip, mac: *mac },
+                    cens: cens.clone(),
+                    cin: None,
+                });
+            }
+        }
+        if let Some(l) = link {
+            for ip in l.neighbours.keys().filter(|ip| !x.neighbours.contains_key(*ip)) {
+                self.steps.push(Step {
+                    op: Op::DeleteNeigh { ns: fabric.clone(), index: l.index, ip: *ip },
+                    cens: vec![],
+                    cin: None,
+                });
+            }
         }
     }
 
@@ -932,7 +1120,7 @@ mod tests {
     use crate::realize::observed::NsState;
 
     fn cfg() -> Config {
-        Config { prefix: "t-".into(), fabric: FabricMode::Netns }
+        Config { prefix: "t-".into(), fabric: FabricMode::Netns, underlay: None }
     }
 
     fn desired(cens: &[(&str, &[&str])]) -> Desired {
@@ -963,6 +1151,7 @@ mod tests {
                         })
                         .collect(),
                     gateways: vec![],
+                    vxlan: None,
                 },
             );
         }
@@ -1017,6 +1206,7 @@ mod tests {
                             up: true,
                             ours: true,
                             addresses: vec![],
+                            ..Default::default()
                         },
                     );
                 }
@@ -1038,6 +1228,8 @@ mod tests {
                             up: true,
                             ours: true,
                             addresses: vec![],
+                            mtu: a.mtu.unwrap_or(1500),
+                            ..Default::default()
                         },
                     );
                     obs.insert_link(
@@ -1053,8 +1245,43 @@ mod tests {
                             up: false,
                             ours: true,
                             addresses: vec![],
+                            mtu: b.mtu.unwrap_or(1500),
+                            ..Default::default()
                         },
                     );
+                }
+                Op::CreateVxlan { ns, name, vni, master, group } => {
+                    next += 1;
+                    let master = Some(obs.link(ns, master).expect("bridge").index);
+                    obs.insert_link(
+                        ns,
+                        LinkState {
+                            index: next,
+                            name: name.clone(),
+                            kind: LinkKind::Vxlan,
+                            group: *group,
+                            master,
+                            up: true,
+                            ours: true,
+                            mtu: 1450,
+                            vni: Some(*vni),
+                            ..Default::default()
+                        },
+                    );
+                }
+                Op::AddFdb { ns, name, remote } => {
+                    let i = obs.link(ns, name).expect("vxlan").index;
+                    obs.ns_mut(ns).and_then(|s| s.link_mut(i)).expect("vxlan").fdb.insert(*remote);
+                }
+                Op::DeleteFdb { ns, index, remote } => {
+                    obs.ns_mut(ns).and_then(|s| s.link_mut(*index)).expect("vxlan").fdb.remove(remote);
+                }
+                Op::AddNeigh { ns, name, ip, mac } => {
+                    let i = obs.link(ns, name).expect("bridge").index;
+                    obs.ns_mut(ns).and_then(|s| s.link_mut(i)).expect("bridge").neighbours.insert(*ip, *mac);
+                }
+                Op::DeleteNeigh { ns, index, ip } => {
+                    obs.ns_mut(ns).and_then(|s| s.link_mut(*index)).expect("bridge").neighbours.remove(ip);
                 }
                 Op::AddAddr { ns, name, ip, prefix_len } => {
                     let i = obs.link(ns, name).expect("link").index;
@@ -1137,6 +1364,80 @@ mod tests {
         assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteLink { ns: NsId::Fabric, .. })));
     }
 
+    fn spanning(remotes: &[&str], neighbours: &[(&str, u8)]) -> Desired {
+        let mut d = desired(&[("s", &["c1", "c2", "c3"])]);
+        d.cens.get_mut("s").expect("cen").vxlan = Some(crate::realize::desired::Vxlan {
+            vni: 4100,
+            remotes: remotes.iter().map(|r| r.parse().expect("ip")).collect(),
+            neighbours: neighbours.iter().map(|(ip, m)| (ip.parse().expect("ip"), [2, 0, 0, 0, 0, *m])).collect(),
+        });
+        d
+    }
+
+    fn underlay_cfg() -> Config {
+        let underlay = crate::realize::Underlay { local: "192.0.2.1".parse().expect("ip"), ifindex: 2, mtu: 1500 };
+        Config { underlay: Some(underlay), ..cfg() }
+    }
+
+    fn converge_with(obs: &mut Observed, d: &Desired, cfg: &Config) -> Plan {
+        let p = plan(obs, d, cfg);
+        simulate(obs, &p, "t-");
+        let again = plan(obs, d, cfg);
+        assert!(again.is_empty(), "not idempotent: {:#?}", again.steps);
+        p
+    }
+
+    #[test]
+    fn a_spanning_cen_gets_vxlan_and_hosts_come_and_go_one_entry_each() {
+        let cfg = underlay_cfg();
+        let mut obs = Observed::default();
+        let p = converge_with(&mut obs, &spanning(&["192.0.2.2"], &[("10.0.0.5", 5)]), &cfg);
+        let count = |p: &Plan, f: &dyn Fn(&Op) -> bool| p.steps.iter().filter(|s| f(&s.op)).count();
+        assert_eq!(count(&p, &|o| matches!(o, Op::CreateVxlan { vni: 4100, .. })), 1, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddFdb { .. })), 1);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddNeigh { .. })), 1);
+        // Every member interface, both ends, is made at the underlay's MTU less 50.
+        for s in &p.steps {
+            if let Op::CreateVeth { a, b, .. } = &s.op {
+                assert_eq!((a.mtu, b.mtu), (Some(1450), Some(1450)));
+            }
+        }
+        let links: Vec<(NsId, String, u32)> = obs
+            .namespaces()
+            .iter()
+            .flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l.name.clone(), l.index)))
+            .collect();
+        // A third host joins: one FDB entry and its member's neighbour, nothing else.
+        let p =
+            converge_with(&mut obs, &spanning(&["192.0.2.2", "192.0.2.3"], &[("10.0.0.5", 5), ("10.0.0.6", 6)]), &cfg);
+        assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddFdb { remote, .. } if remote.to_string() == "192.0.2.3")), 1);
+        assert_eq!(count(&p, &|o| matches!(o, Op::AddNeigh { mac: [2, 0, 0, 0, 0, 6], .. })), 1);
+        // It leaves: the same two, deleted.
+        let p = converge_with(&mut obs, &spanning(&["192.0.2.2"], &[("10.0.0.5", 5)]), &cfg);
+        assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::DeleteFdb { .. } | Op::DeleteNeigh { .. })), 2);
+        let after: Vec<(NsId, String, u32)> = obs
+            .namespaces()
+            .iter()
+            .flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l.name.clone(), l.index)))
+            .collect();
+        assert_eq!(links, after, "no link was made again");
+        // No longer spanning: the VXLAN device and the neighbours go; the bridge stays.
+        let mut alone = spanning(&[], &[]);
+        alone.cens.get_mut("s").expect("cen").vxlan = None;
+        let p = converge_with(&mut obs, &alone, &cfg);
+        assert_eq!(count(&p, &|o| matches!(o, Op::DeleteLink { name, .. } if name == "t-xs")), 1, "{:#?}", p.steps);
+        assert_eq!(count(&p, &|o| matches!(o, Op::DeleteNeigh { .. })), 1);
+        assert!(obs.link(&NsId::Fabric, "t-bs").is_some());
+    }
+
+    #[test]
+    fn a_spanning_cen_without_an_underlay_fails_with_a_reason() {
+        let p = plan(&Observed::default(), &spanning(&["192.0.2.2"], &[]), &cfg());
+        assert!(p.errors["s"].contains("--vtep-address"), "{:?}", p.errors);
+    }
+
     #[test]
     fn destroy_all_deletes_namespaces_only() {
         let mut obs = Observed::default();
@@ -1192,6 +1493,7 @@ mod tests {
                 up: true,
                 ours: true,
                 addresses: vec![],
+                ..Default::default()
             },
         );
         let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
@@ -1229,7 +1531,7 @@ mod tests {
     fn bad_input_is_reported_not_panicked() {
         let mut d = desired(&[("cen1", &["c1", "c2", "c3"]), ("cen2", &["c1", "c2"])]);
         d.cens.get_mut("cen2").expect("cen").members[0].ifname = "cen1".into(); // clash in c1
-        d.cens.insert("cen3".into(), CenNet { wiring: Wiring::Wire, members: vec![], gateways: vec![] });
+        d.cens.insert("cen3".into(), CenNet { wiring: Wiring::Wire, members: vec![], gateways: vec![], vxlan: None });
         d.cens.insert(
             "cen4".into(),
             CenNet {
@@ -1241,6 +1543,7 @@ mod tests {
                     routes: vec![],
                 }],
                 gateways: vec![],
+                vxlan: None,
             },
         );
         let mut obs = Observed::default();
@@ -1268,6 +1571,7 @@ mod tests {
             up: true,
             ours: false,
             addresses: vec![],
+            ..Default::default()
         };
         obs.insert_ns(pns.clone(), NsState::new(vec![eth0], vec![], None));
         converge(&mut obs, &d);

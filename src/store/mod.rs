@@ -175,6 +175,7 @@ pub trait Store: Send + Sync + 'static {
 pub fn topology_of(images: &Images, plan: AddrPlan, origin: &str) -> anyhow::Result<Topology> {
     let mut topo = Topology::with_plan(plan);
     topo.commit(images);
+    topo.fill_vnis();
     if let Err(e) = topo.check_integrity() {
         anyhow::bail!("{origin} is inconsistent: {e}");
     }
