@@ -65,10 +65,17 @@ fn vxlan_of(t: &Topology, host: &str, cen: &CenRec, hosts: &BTreeSet<&str>, made
     Vxlan { vni: cen.vni, remotes, neighbours }
 }
 
+/// Whether this host's server announced a VTEP address: then CENs spanning
+/// hosts are joined by VXLAN; without one it wires its own members only, as
+/// on a single host.
+fn has_vtep(t: &Topology, host: &str) -> bool {
+    t.host(host).is_some_and(|h| h.vtep.is_some())
+}
+
 fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, ContainerNet)>) {
     let hosts = presence(t, cen);
     // Present here and elsewhere: a bridge on each host, joined by VXLAN.
-    let spans = hosts.contains(host) && hosts.len() > 1;
+    let spans = has_vtep(t, host) && hosts.contains(host) && hosts.len() > 1;
     let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
     let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
     // The gateway of this CEN in each made CIN (a bridge carries them).
@@ -85,7 +92,8 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
     let vxlan = spans.then(|| vxlan_of(t, host, cen, &hosts, &made_cins));
     let local: Vec<&model::MemberRec> = t.members_in_order(&cen.id).into_iter().filter(|m| m.host == host).collect();
     let wiring = match model_wiring {
-        Some(model::Wiring::Bridge) if hosts.contains(host) => realize::Wiring::Bridge,
+        // (With VXLAN, only on the hosts the CEN is present on.)
+        Some(model::Wiring::Bridge) if !has_vtep(t, host) || hosts.contains(host) => realize::Wiring::Bridge,
         // A wire with an end on another host has nothing to wire here.
         Some(model::Wiring::Wire) if local.len() == 2 => realize::Wiring::Wire,
         _ => realize::Wiring::None,
@@ -273,21 +281,41 @@ fn status_reports(
     unavailable: Option<&str>,
 ) -> Vec<StatusReport> {
     let mut out = Vec::new();
+    // Where a CEN spans hosts, each host's server speaks for its own part:
+    // a failure names the host, and is cleared only by that host's server.
+    let mine = format!("on host {host}: ");
     let mut push = |target: EntityKey, made: bool, current: &Realization, next: Realization| {
-        if *current != next {
+        let others_failure = current.status == Status::Failed
+            && current.message.as_deref().is_some_and(|m| m.starts_with("on host ") && !m.starts_with(&mine));
+        if *current != next && !(others_failure && next.status == Status::Ready) {
             out.push(StatusReport { target, realization: next, made });
         }
     };
-    let outcome = |made: bool, result: Option<&Result<(), String>>| -> Realization {
+    let outcome = |made: bool, result: Option<&Result<(), String>>, spans: bool| -> Realization {
         if !made {
             return Realization::default();
         }
+        let failed = |why: &str| Realization {
+            status: Status::Failed,
+            message: Some(if spans { format!("{mine}{why}") } else { why.to_string() }),
+        };
         if let Some(why) = unavailable {
-            return Realization { status: Status::Failed, message: Some(why.to_string()) };
+            return failed(why);
         }
         match result {
-            Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.clone()) },
+            Some(Err(e)) => failed(e),
             _ => Realization { status: Status::Ready, message: None },
+        }
+    };
+    // The hosts each CEN is present on: a server reports only the CENs it
+    // has a part of (or that no host has).
+    // Without a VTEP address this server works as on one host.
+    let multi = has_vtep(t, host);
+    let hosts_of = |c: &CenRec| -> BTreeSet<String> {
+        if multi {
+            presence(t, c).into_iter().map(str::to_string).collect()
+        } else {
+            BTreeSet::new()
         }
     };
     // Containers on their own: FAILED while their bound workload is gone
@@ -315,12 +343,21 @@ fn status_reports(
     }
     let mut all_cins: BTreeSet<&str> = cins.iter().map(String::as_str).collect();
     for cen in cens.iter().filter_map(|id| t.cen(id)) {
-        let next = outcome(cen.made, report.cens.get(&cen.id));
-        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, next);
         all_cins.extend(t.cins_over(&cen.id).into_iter().map(|c| c.id.as_str()));
+        let hosts = hosts_of(cen);
+        if !hosts.is_empty() && !hosts.contains(host) {
+            continue;
+        }
+        let next = outcome(cen.made, report.cens.get(&cen.id), hosts.len() > 1);
+        push(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization, next);
     }
     for cin in all_cins.into_iter().filter_map(|id| t.cin(id)) {
         let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.made).collect();
+        let hosts: BTreeSet<String> = made_cens.iter().flat_map(|c| hosts_of(c)).collect();
+        if !hosts.is_empty() && !hosts.contains(host) {
+            continue;
+        }
+        let spans = hosts.len() > 1;
         // The CEN statuses as this round leaves them.
         let failed_cen = made_cens.iter().find_map(|c| match report.cens.get(&c.id) {
             Some(Err(_)) => Some(c.id.clone()),
@@ -331,9 +368,10 @@ fn status_reports(
             // Addresses need interfaces: nothing to realize until a CEN is made.
             Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) }
         } else if let (true, Some(c), None) = (cin.made, &failed_cen, unavailable) {
-            Realization { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
+            let why = format!("CEN {c} failed");
+            Realization { status: Status::Failed, message: Some(if spans { format!("{mine}{why}") } else { why }) }
         } else {
-            outcome(cin.made, report.cins.get(&cin.id))
+            outcome(cin.made, report.cins.get(&cin.id), spans)
         };
         push(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization, next);
     }
@@ -851,5 +889,92 @@ impl Kick {
             self.force.store(true, std::sync::atomic::Ordering::Release);
         }
         self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Command;
+
+    fn join(t: &mut Topology, host: &str, c: &str, cen: &str) {
+        t.execute(&Command::ContainerJoinCen { host: host.into(), container: c.into(), cen: cen.into() }).unwrap();
+    }
+
+    /// cen3 (c9 on h1, c10 on h2), cen4 (c11, c12 on h2), cen5 (c1, c2 on h1),
+    /// a CIN over cen3 and cen4, one over cen5; h1 and h2 announced.
+    fn spread() -> Topology {
+        let mut t = Topology::new();
+        for (h, a) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
+            t.execute(&Command::HostAnnounce { id: h.into(), vtep: Some(a.parse().unwrap()) }).unwrap();
+        }
+        for cen in ["cen3", "cen4", "cen5"] {
+            t.execute(&Command::CenCreate { id: cen.into() }).unwrap();
+        }
+        join(&mut t, "h1", "c9", "cen3");
+        join(&mut t, "h2", "c10", "cen3");
+        join(&mut t, "h2", "c11", "cen4");
+        join(&mut t, "h2", "c12", "cen4");
+        join(&mut t, "h1", "c1", "cen5");
+        join(&mut t, "h1", "c2", "cen5");
+        let cins = vec![
+            model::CinSpec { id: "n34".into(), cens: vec!["cen3".into(), "cen4".into()] },
+            model::CinSpec { id: "n5".into(), cens: vec!["cen5".into()] },
+        ];
+        t.execute(&Command::CinImport { cins }).unwrap();
+        t.execute(&Command::CinSetMade { ids: vec!["n34".into(), "n5".into()], made: true, realizing: false }).unwrap();
+        t
+    }
+
+    #[test]
+    fn cens_spanning_hosts_get_vxlan_to_the_others_and_their_members_as_neighbours() {
+        let t = spread();
+        let d = desired(&t, "h1");
+        let cen3 = &d.cens["cen3"];
+        assert_eq!(cen3.wiring, realize::Wiring::Bridge);
+        assert_eq!(cen3.members.len(), 1, "only this host's members are wired here");
+        let vx = cen3.vxlan.as_ref().expect("cen3 spans h1 and h2");
+        assert_eq!(vx.vni, t.cen("cen3").unwrap().vni);
+        assert_eq!(vx.remotes.iter().map(|a| a.to_string()).collect::<Vec<_>>(), vec!["192.0.2.2"]);
+        let c10 = t.member(&model::MemberKey::new("cen3", &model::ContainerKey::new("h2", "c10"))).unwrap();
+        let ip = c10.addresses["n34"];
+        assert_eq!(vx.neighbours.get(&ip), Some(&realize::member_mac("cen3", "h2/c10")));
+        // cen4 has no member on h1, but h1 routes between n34's slices: it
+        // has cen4's bridge, gateway and VXLAN too, with no member.
+        let cen4 = &d.cens["cen4"];
+        assert!(cen4.members.is_empty());
+        assert_eq!(cen4.wiring, realize::Wiring::Bridge);
+        assert_eq!(cen4.gateways.len(), 1);
+        assert_eq!(cen4.vxlan.as_ref().map(|v| v.neighbours.len()), Some(2));
+        // cen5 is all on h1: wired as on one host, no VXLAN.
+        assert!(d.cens["cen5"].vxlan.is_none());
+        // On h2, cen5 is not there at all.
+        let d2 = desired(&t, "h2");
+        assert!(d2.cens["cen5"].members.is_empty() && d2.cens["cen5"].wiring == realize::Wiring::None);
+        assert_eq!(d2.cens["cen3"].vxlan.as_ref().map(|v| v.remotes.len()), Some(1));
+    }
+
+    #[test]
+    fn a_join_from_a_new_host_touches_the_cen_and_its_cins_other_cens() {
+        let mut t = spread();
+        t.execute(&Command::HostAnnounce { id: "h3".into(), vtep: Some("192.0.2.3".parse().unwrap()) }).unwrap();
+        let rev = 100;
+        let after = t
+            .prepare(&Command::ContainerJoinCen { host: "h3".into(), container: "c13".into(), cen: "cen4".into() })
+            .unwrap();
+        let before = t.images_of(after.keys());
+        t.commit(&after);
+        let items = after
+            .iter()
+            .map(|(k, a)| crate::store::ChangeItem { key: k.clone(), before: before[k].clone(), after: a.clone() })
+            .collect();
+        let change = Change { revision: rev, mutation: "containerJoinCen".into(), at_ms: 0, at_us: 0, items };
+        let (mut cens, mut cins) = (BTreeSet::new(), BTreeSet::new());
+        affected(&t, &change, &mut cens, &mut cins);
+        assert_eq!(cens, ["cen3", "cen4"].iter().map(|s| s.to_string()).collect());
+        let d = desired(&t, "h1");
+        let remotes: Vec<String> =
+            d.cens["cen3"].vxlan.as_ref().unwrap().remotes.iter().map(|a| a.to_string()).collect();
+        assert_eq!(remotes, vec!["192.0.2.2", "192.0.2.3"], "h3 now routes n34 too");
     }
 }

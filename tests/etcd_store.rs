@@ -103,11 +103,16 @@ async fn two_servers_share_one_ordered_history() {
     let etcd = EtcdProcess::start("two");
     let a = start(&etcd.client_url, "ha", &["--vtep-address", "192.0.2.1"]);
     let b = start(&etcd.client_url, "hb", &["--vtep-address", "192.0.2.2"]);
+    // Each announces its VTEP address into the model: the first two changes.
+    until("both hosts to be announced", || async { a.revision().await == 2 && b.revision().await == 2 }).await;
+    let d = a.gql("{ hosts { id vtepAddress } }", json!({})).await;
+    assert_eq!(d["hosts"], json!([{"id": "ha", "vtepAddress": "192.0.2.1"}, {"id": "hb", "vtepAddress": "192.0.2.2"}]));
 
     // A change through one is visible on the other, at the same revision.
     let d = a.gql(CREATE, json!({"id": "one"})).await;
     let r1 = d["cenCreate"]["revision"].as_i64().unwrap();
-    until("b to see revision 1", || async { b.revision().await == r1 }).await;
+    assert_eq!(r1, 3);
+    until("b to see revision 3", || async { b.revision().await == r1 }).await;
     assert_eq!(cens(&b).await, vec!["one"]);
 
     // Concurrent changes through both: every one acknowledged, one history.
@@ -130,18 +135,16 @@ async fn two_servers_share_one_ordered_history() {
         acked.extend(t.await.unwrap());
     }
     acked.sort();
-    assert_eq!(acked, (2..=31).collect::<Vec<_>>(), "every change got its own revision");
-    until("both at revision 31", || async { a.revision().await == 31 && b.revision().await == 31 }).await;
+    assert_eq!(acked, (4..=33).collect::<Vec<_>>(), "every change got its own revision");
+    until("both at revision 33", || async { a.revision().await == 33 && b.revision().await == 33 }).await;
     assert_eq!(cens(&a).await, cens(&b).await);
     assert_eq!(cens(&a).await.len(), 31);
-    let ha = changes_since0(&a, 31).await;
-    let hb = changes_since0(&b, 31).await;
-    assert_eq!(ha.iter().map(|(r, _)| *r).collect::<Vec<_>>(), (1..=31).collect::<Vec<_>>(), "gapless");
+    let ha = changes_since0(&a, 33).await;
+    let hb = changes_since0(&b, 33).await;
+    assert_eq!(ha.iter().map(|(r, _)| *r).collect::<Vec<_>>(), (1..=33).collect::<Vec<_>>(), "gapless");
     assert_eq!(ha, hb, "the same history on both servers");
 
     // Hosts announce themselves: both up, with their VTEP addresses.
-    a.gql("mutation { hostCreate(input: {id: \"hb\"}) { host { id } } }", json!({})).await;
-    until("b to see host hb", || async { b.revision().await == 32 }).await;
     let d = b.gql("{ host(id: \"hb\") { vtepAddress up } }", json!({})).await;
     assert_eq!(d["host"], json!({"vtepAddress": "192.0.2.2", "up": true}));
     // A server gone for good is down once its lease expired.
