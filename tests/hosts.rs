@@ -31,6 +31,7 @@ use common::hosts::{ping_all, until, Cluster, Host, Options, WAIT};
 use common::kernel::{ip_json, links, namespaces};
 use common::{cin_file_vars, fixture};
 use futures_util::{SinkExt, StreamExt};
+use leviathan::realize::{bridge_name, vxlan_name};
 use leviathan::store::testing::etcd_available;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -150,8 +151,19 @@ async fn check_pings(cl: &Cluster, f: &mut Failures, stage: &str) -> usize {
             }
         }
     }
-    for (label, _, _) in ping_all(&pings) {
+    let failed = ping_all(&pings);
+    for (label, _, _) in &failed {
         f.check(false, || format!("no answer: {label}"));
+    }
+    // What the kernel had, for whoever reads the failure.
+    let from: BTreeSet<&String> = failed.iter().map(|(_, ns, _)| ns).collect();
+    for ns in from {
+        eprintln!("{stage}: {ns}: {:?}", links(ns));
+    }
+    if !failed.is_empty() {
+        for h in &cl.hosts {
+            eprintln!("{stage}: {} fabric: {:?}", h.id, links(&h.fabric()));
+        }
     }
     pings.len()
 }
@@ -255,7 +267,11 @@ async fn check_vxlan(cl: &Cluster, f: &mut Failures, stage: &str) -> BTreeMap<(S
             let data = &l["linkinfo"]["info_data"];
             f.check(data["port"] == json!(4789), || format!("{stage}: {id} on {}: dstport {}", h.id, data["port"]));
             f.check(data["learning"] == json!(false), || format!("{stage}: {id} on {}: learning on", h.id));
-            f.check(l["master"].is_string(), || format!("{stage}: {id} on {}: {name} is in no bridge", h.id));
+            let (want_name, bridge) = (vxlan_name(&h.prefix.0, id), bridge_name(&h.prefix.0, id));
+            f.check(name == want_name, || format!("{stage}: {id} on {}: VXLAN device {name}, not {want_name}", h.id));
+            f.check(l["master"] == json!(bridge), || {
+                format!("{stage}: {id} on {}: {name} is in {}, not in {bridge}", h.id, l["master"])
+            });
             f.check(l["flags"].as_array().is_some_and(|fl| fl.iter().any(|x| x == "UP")), || {
                 format!("{stage}: {id} on {}: {name} is down", h.id)
             });
@@ -279,6 +295,140 @@ async fn check_vxlan(cl: &Cluster, f: &mut Failures, stage: &str) -> BTreeMap<(S
         }
     }
     found
+}
+
+/// Where the kernel of each host differs from what the model asks of it:
+/// each member of a made CEN has its interface up with the addresses of its
+/// made CINs (and, in a CIN over several CENs, a route to the whole CIN);
+/// each host a spanning CEN is present on has its VXLAN device up with one
+/// all-zeros FDB entry per other such host, and a permanent neighbour on
+/// the CEN's bridge for each member address on other hosts; a container in
+/// no made CEN has no namespace.
+fn kernel_mismatches(cl: &Cluster, dump: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let made_cens: BTreeSet<&str> = dump["cens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["made"] == json!(true))
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    // (container, CEN) -> addresses of made CINs; container -> subnets of
+    // made CINs over several CENs.
+    let mut addrs: BTreeMap<(Key, String), BTreeSet<String>> = BTreeMap::new();
+    let mut routes: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
+    for cin in dump["cins"].as_array().unwrap().iter().filter(|c| c["made"] == json!(true)) {
+        let multi = cin["cens"].as_array().unwrap().len() > 1;
+        for m in cin["members"].as_array().unwrap() {
+            let key = key_of(&m["container"]);
+            let cen = m["cen"]["id"].as_str().unwrap().to_string();
+            if !made_cens.contains(cen.as_str()) {
+                continue;
+            }
+            addrs.entry((key.clone(), cen)).or_default().insert(format!(
+                "{}/{}",
+                m["address"].as_str().unwrap(),
+                m["prefixLength"]
+            ));
+            if multi {
+                routes.entry(key).or_default().insert(cin["subnet"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for c in dump["containers"].as_array().unwrap() {
+        let key = key_of(c);
+        let h = cl.host(&key.0);
+        let ns = h.ns_of(&key.1);
+        let made: Vec<(String, String)> = c["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| made_cens.contains(i["cen"]["id"].as_str().unwrap_or("")))
+            .map(|i| (i["cen"]["id"].as_str().unwrap().to_string(), i["name"].as_str().unwrap().to_string()))
+            .collect();
+        if made.is_empty() {
+            if namespaces(&h.prefix.0).contains(&ns) {
+                out.push(format!("{}/{} is in no made CEN but has its namespace", key.0, key.1));
+            }
+            continue;
+        }
+        let have = links(&ns);
+        for (cen, ifname) in made {
+            let want = addrs.get(&(key.clone(), cen.clone())).cloned().unwrap_or_default();
+            match have.get(&ifname) {
+                Some(l) if l.up && l.addrs.iter().cloned().collect::<BTreeSet<_>>() == want => {}
+                l => {
+                    out.push(format!("{}/{}: interface {ifname} on {cen} is {l:?}, not up with {want:?}", key.0, key.1))
+                }
+            }
+        }
+        if let Some(subnets) = routes.get(&key) {
+            let table = ip_json(&["-n", &ns, "route", "show"]);
+            for s in subnets {
+                if !table.as_array().into_iter().flatten().any(|r| r["dst"] == json!(s)) {
+                    out.push(format!("{}/{}: no route to {s}", key.0, key.1));
+                }
+            }
+        }
+    }
+    let vtep: BTreeMap<String, String> = cl.hosts.iter().map(|h| (h.id.clone(), h.addr.to_string())).collect();
+    for cen in dump["cens"].as_array().unwrap().iter().filter(|c| c["made"] == json!(true)) {
+        let id = cen["id"].as_str().unwrap();
+        let here = presence(dump, id);
+        if here.len() < 2 {
+            continue;
+        }
+        for h in cl.hosts.iter().filter(|h| here.contains(&h.id)) {
+            let dev = vxlan_name(&h.prefix.0, id);
+            if !links(&h.fabric()).get(&dev).is_some_and(|l| l.up) {
+                out.push(format!("{id} on {}: no VXLAN device {dev} up", h.id));
+                continue;
+            }
+            let mut got = flood_entries(&h.fabric(), &dev);
+            got.sort();
+            let want: Vec<String> = here.iter().filter(|o| **o != h.id).map(|o| vtep[o].clone()).collect();
+            if got != want {
+                out.push(format!("{id} on {}: all-zeros FDB entries to {got:?}, not {want:?}", h.id));
+            }
+            let bridge = bridge_name(&h.prefix.0, id);
+            let neigh = ip_json(&["-n", &h.fabric(), "neigh", "show", "dev", &bridge, "nud", "permanent"]);
+            let neigh: BTreeSet<String> =
+                neigh.as_array().into_iter().flatten().filter_map(|n| n["dst"].as_str().map(str::to_string)).collect();
+            for ((key, c), a) in &addrs {
+                if c == id && key.0 != h.id {
+                    for a in a {
+                        let ip = a.split('/').next().unwrap_or("").to_string();
+                        if !neigh.contains(&ip) {
+                            out.push(format!(
+                                "{id} on {}: no permanent neighbour {ip} ({}/{}) on {bridge}",
+                                h.id, key.0, key.1
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until every server has the same model and the kernel of
+/// every host matches it (see [`kernel_mismatches`]). A host's READY does
+/// not say that the others are done: the status of a CEN spanning hosts is
+/// one record, so this looks at the kernels themselves.
+async fn wait_kernel(cl: &Cluster) {
+    let acked = cl.hosts[0].revision().await;
+    wait_same_model(cl, acked).await;
+    let dump = cl.hosts[0].gql(DUMP, json!({})).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = kernel_mismatches(cl, &dump);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the kernels did not match the model within {WAIT:?}:\n{}", left.join("\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits (bounded) until no host has anything under its prefix and the
@@ -479,6 +629,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
         .await;
     assert_eq!(d["cinMake"]["cins"].as_array().unwrap().len(), 4, "{d}");
     cl.wait_ready().await;
+    wait_kernel(&cl).await;
     eprintln!("made in {:?}", started.elapsed());
 
     // Every container pings every other member of its CINs, across hosts.
@@ -497,6 +648,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     let (st, body) = h2.legacy(Method::PUT, "/host/h3/c8/cen2", None).await;
     assert_eq!((st, body.as_str()), (200, "true"));
     cl.wait_ready().await;
+    wait_kernel(&cl).await;
     let d = h3.gql("{ container(id: \"c8\") { status interfaces { name address } } }", json!({})).await;
     assert_eq!(d["container"]["status"], "READY", "{d}");
     let c8 = d["container"]["interfaces"][0]["address"].as_str().expect("c8 has an address").to_string();
@@ -526,6 +678,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     // through every server go on.
     h2.gql("mutation($ids: [ID!]!) { cinMake(input: {ids: $ids}) { revision } }", json!({"ids": ALL_CINS})).await;
     cl.wait_ready().await;
+    wait_kernel(&cl).await;
     cl.stop_etcd(2);
     let (h1, h2, h3) = (&cl.hosts[0], &cl.hosts[1], &cl.hosts[2]);
     let mut acked: Vec<(i64, &str)> = Vec::new();
@@ -542,6 +695,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
         "containerJoinCen",
     ));
     cl.wait_ready().await;
+    wait_kernel(&cl).await;
     check_pings(&cl, &mut f, "one etcd member down").await;
 
     // h3's server killed; the topology changes through the others: a
@@ -575,6 +729,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     let (h2, h3) = (&cl.hosts[1], &cl.hosts[2]);
     until("h3's server to catch up", || async { h3.revision().await >= last }).await;
     cl.wait_ready().await;
+    wait_kernel(&cl).await;
     // Its kernel converged: c22 and c26 are there, c14 is gone.
     let c14 = h3.ns_of("c14");
     until("c14's namespace to go", || async { !namespaces(&h3.prefix.0).contains(&c14) }).await;
@@ -594,6 +749,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
         "containerLeaveCen",
     ));
     cl.wait_ready().await;
+    wait_kernel(&cl).await;
     let c22 = h3.ns_of("c22");
     until("c22's namespace to go", || async { !namespaces(&h3.prefix.0).contains(&c22) }).await;
     let vx_after = check_vxlan(&cl, &mut f, "h3 left cen2").await;
