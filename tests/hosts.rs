@@ -755,7 +755,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     let vx_after = check_vxlan(&cl, &mut f, "h3 left cen2").await;
     for h in ["h1", "h2"] {
         let k = (h.to_string(), "cen2".to_string());
-        f.check(vx.get(&k).is_some() && vx.get(&k) == vx_after.get(&k), || {
+        f.check(vx.contains_key(&k) && vx.get(&k) == vx_after.get(&k), || {
             format!("cen2's VXLAN device on {h}: ifindex {:?} before h3 left, {:?} after", vx.get(&k), vx_after.get(&k))
         });
     }
