@@ -810,5 +810,19 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
         .await;
     wait_nothing_left(&cl).await;
     f.assert_none("three hosts");
+
+    // The harness leaves nothing behind: no process, no namespace.
+    let pids: Vec<u32> = cl.hosts.iter().flat_map(|h| [h.server_pid(), h.etcd_pid()]).flatten().collect();
+    assert_eq!(pids.len(), 6, "three servers and three etcd members run");
+    let prefixes: Vec<String> = cl.prefixes().into_values().chain([cl.net.0.clone()]).collect();
+    let dir = cl.dir().to_path_buf();
+    drop(cl);
+    for p in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists(), "process {p} outlived the harness");
+    }
+    for p in &prefixes {
+        assert_eq!(namespaces(p), BTreeSet::new(), "namespaces under {p} outlived the harness");
+    }
+    assert!(!dir.exists(), "{} outlived the harness", dir.display());
     eprintln!("done in {:?}", started.elapsed());
 }

@@ -202,6 +202,11 @@ impl Host {
         self.server.as_ref().map(Child::id)
     }
 
+    /// The etcd member's pid, while it runs.
+    pub fn etcd_pid(&self) -> Option<u32> {
+        self.etcd.as_ref().map(Child::id)
+    }
+
     /// POSTs a GraphQL request: HTTP status and JSON body, or the transport
     /// error (a server that is down).
     pub async fn try_post(&self, body: &Value) -> Result<(u16, Value), String> {
