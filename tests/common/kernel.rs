@@ -71,6 +71,7 @@ pub fn ip_json(args: &[&str]) -> Value {
 #[derive(Debug, Clone)]
 pub struct Link {
     pub ifindex: i64,
+    pub mtu: i64,
     pub kind: String,
     pub up: bool,
     pub master: Option<String>,
@@ -96,6 +97,7 @@ pub fn links(ns: &str) -> BTreeMap<String, Link> {
             name,
             Link {
                 ifindex: l["ifindex"].as_i64().unwrap_or(0),
+                mtu: l["mtu"].as_i64().unwrap_or(0),
                 kind: l["linkinfo"]["info_kind"].as_str().unwrap_or("").to_string(),
                 up: l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
                 master: l["master"].as_str().map(str::to_string),

@@ -1,0 +1,197 @@
+//! Many hosts (needs root and etcd): three "hosts" on one machine, as the
+//! tests build them (`tests/common/hosts.rs`: network namespaces on an
+//! underlay bridge, an etcd member and a `leviathan serve --etcd ...
+//! --vtep-address ...` in each).
+//!
+//! In the same run, on the same cluster:
+//! - make 999 containers (111 bridged CENs of 9, a /24 CIN over each) all
+//!   on one host, then 999 spread over the three hosts (each CEN with 3
+//!   members on each host, so every CEN spans the three with VXLAN): wall
+//!   time from the `cinMake` request through GraphQL until every server
+//!   shows its containers, CENs and CINs READY and every host's fabric
+//!   holds its bridges, VXLAN devices and member veths, up; and the ratio
+//!   spread / one host;
+//! - the round-trip time of a ping between two containers of one CEN on
+//!   one host, against two on different hosts (over VXLAN): the median of
+//!   100 echoes (5 alternating runs of `ping -c 20 -i 0.01` each way), and
+//!   the ratio across / within.
+//!
+//! Run: `cargo bench --bench hosts`. Under `cargo test --all-targets` (no
+//! `--bench` argument) it only says so and exits.
+
+#[path = "../tests/common/hosts.rs"]
+mod hosts;
+#[path = "../tests/common/kernel.rs"]
+mod kernel;
+
+use hosts::{Cluster, Host, Options};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// CENs of each run, and members of each CEN.
+const CENS: usize = 111;
+const SIZE: usize = 9;
+/// Bound of every wait in the benchmark (only there to catch a hang).
+const BOUND: Duration = Duration::from_secs(900);
+
+const CEN_IMPORT: &str = "mutation($input: CenImportInput!) { cenImport(input: $input) { revision } }";
+const CIN_IMPORT: &str = "mutation($input: CinImportInput!) { cinImport(input: $input) { revision } }";
+const CIN_MAKE: &str = "mutation($ids: [ID!]!) { cinMake(input: {ids: $ids}) { revision cins { status } } }";
+
+/// The host of member `i` of a CEN: all on h1, or round robin.
+fn host_of(spread: bool, i: usize) -> String {
+    if spread {
+        format!("h{}", i % 3 + 1)
+    } else {
+        "h1".to_string()
+    }
+}
+
+/// Imports the CENs `<tag><g>` (members `<tag><g>x<i>`) and a CIN over each.
+async fn import(cl: &Cluster, tag: &str, spread: bool) {
+    for h in &cl.hosts {
+        let cens: Vec<Value> = (0..CENS)
+            .map(|g| {
+                let members: Vec<String> =
+                    (0..SIZE).filter(|i| host_of(spread, *i) == h.id).map(|i| format!("{tag}{g}x{i}")).collect();
+                json!({"id": format!("{tag}{g}"), "containerIds": members})
+            })
+            .collect();
+        if cens.iter().any(|c| !c["containerIds"].as_array().is_some_and(Vec::is_empty)) {
+            cl.hosts[0].gql(CEN_IMPORT, json!({"input": {"hostId": h.id, "cens": cens}})).await;
+        }
+    }
+    let cins: Vec<Value> =
+        (0..CENS).map(|g| json!({"id": format!("n{tag}{g}"), "cenIds": [format!("{tag}{g}")]})).collect();
+    cl.hosts[0].gql(CIN_IMPORT, json!({"input": {"cins": cins}})).await;
+}
+
+/// The links of a host's fabric that are up: (bridges, VXLAN devices,
+/// veths in a bridge).
+fn fabric_counts(h: &Host) -> (usize, usize, usize) {
+    let v = kernel::ip_json(&["-d", "-n", &h.fabric(), "link", "show", "up"]);
+    let (mut bridges, mut vxlans, mut veths) = (0, 0, 0);
+    for l in v.as_array().into_iter().flatten() {
+        match l["linkinfo"]["info_kind"].as_str() {
+            Some("bridge") => bridges += 1,
+            Some("vxlan") => vxlans += 1,
+            Some("veth") if l["master"].is_string() => veths += 1,
+            _ => {}
+        }
+    }
+    (bridges, vxlans, veths)
+}
+
+/// Makes the CINs `n<tag>*` through h1's server and waits until they are
+/// READY everywhere and every host's fabric has its part; the wall time.
+async fn make(cl: &Cluster, tag: &str, spread: bool) -> Duration {
+    let ids: Vec<String> = (0..CENS).map(|g| format!("n{tag}{g}")).collect();
+    let t = Instant::now();
+    let d = cl.hosts[0].gql(CIN_MAKE, json!({"ids": ids})).await;
+    assert_eq!(d["cinMake"]["cins"].as_array().map(Vec::len), Some(CENS));
+    cl.wait_ready_within(BOUND).await;
+    for (n, h) in cl.hosts.iter().enumerate() {
+        let members = (0..SIZE).filter(|i| host_of(spread, *i) == h.id).count() * CENS;
+        let want = match (spread, members) {
+            (_, 0) => (0, 0, 0),
+            (true, _) => (CENS, CENS, members),
+            (false, _) => (CENS, 0, members),
+        };
+        while fabric_counts(h) != want {
+            assert!(t.elapsed() < BOUND, "host {n}: fabric {:?}, not {want:?}", fabric_counts(h));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    t.elapsed()
+}
+
+/// The address of a container on a CIN.
+async fn address(cl: &Cluster, host: &str, id: &str) -> String {
+    let d = cl.hosts[0]
+        .gql(
+            "query($h: ID!, $id: ID!) { container(hostId: $h, id: $id) { interfaces { address } } }",
+            json!({"h": host, "id": id}),
+        )
+        .await;
+    d["container"]["interfaces"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{host}/{id} has no address: {d}"))
+        .to_string()
+}
+
+/// Round-trip times (ms) of `ping -c 20 -i 0.01` from a namespace.
+fn rtts(from_ns: &str, to: &str) -> Vec<f64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", from_ns, "ping", "-n", "-c", "20", "-i", "0.01", "-W", "1", to])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!v.is_empty(), "no answer from {to} to {from_ns}:\n{text}");
+    v
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("hosts bench: run with `cargo bench --bench hosts` (as root, with etcd)");
+        return;
+    }
+    if !kernel::is_root() || leviathan::store::testing::etcd_binary().is_none() {
+        eprintln!("hosts bench: needs root (network namespaces) and etcd (Debian's etcd-server); skipped");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let opts = Options {
+        serve_args: ["--cin-prefix-len", "24", "--reconcile-interval", "0"].map(String::from).to_vec(),
+        log: "warn".to_string(),
+        ..Options::default()
+    };
+    let cl = Cluster::start(opts);
+    rt.block_on(async {
+        // 999 on one host.
+        import(&cl, "a", false).await;
+        let one = make(&cl, "a", false).await;
+        println!("make 999 containers on one host:        {:>8.2} s", one.as_secs_f64());
+        let ids: Vec<String> = (0..CENS).map(|g| format!("na{g}")).collect();
+        cl.hosts[0]
+            .gql("mutation($ids: [ID!]!) { cinDestroy(input: {ids: $ids}) { revision } }", json!({"ids": ids}))
+            .await;
+        let ids: Vec<String> = (0..CENS).map(|g| format!("a{g}")).collect();
+        cl.hosts[0]
+            .gql("mutation($ids: [ID!]!) { cenDestroy(input: {ids: $ids}) { revision } }", json!({"ids": ids}))
+            .await;
+
+        // 999 spread over three hosts.
+        import(&cl, "s", true).await;
+        let spread = make(&cl, "s", true).await;
+        println!("make 999 containers over three hosts:   {:>8.2} s", spread.as_secs_f64());
+        println!("ratio three hosts / one host:           {:>8.2}", spread.as_secs_f64() / one.as_secs_f64());
+
+        // Ping within a host (s0x0 and s0x3 on h1) and across (s0x1 on h2).
+        let from = cl.host("h1").ns_of("s0x0");
+        let within = address(&cl, "h1", "s0x3").await;
+        let across = address(&cl, "h2", "s0x1").await;
+        rtts(&from, &within);
+        rtts(&from, &across);
+        let (mut w, mut a) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            w.extend(rtts(&from, &within));
+            a.extend(rtts(&from, &across));
+        }
+        let (w, a) = (median(w), median(a));
+        println!("ping RTT within a host (median of 100): {:>8.3} ms", w);
+        println!("ping RTT across hosts (median of 100):  {:>8.3} ms", a);
+        println!("ratio across / within:                  {:>8.2}", a / w);
+    });
+    drop(cl);
+}
