@@ -88,24 +88,47 @@ async fn set_made(
 }
 
 /// Waits (at most `MAKE_WAIT_LIMIT`) until none of the objects is still
-/// PREPARING or DESTROYING: where they span hosts, until every host's
-/// server reported its part, this one's included.
+/// PREPARING or DESTROYING: where they span hosts, until every host whose
+/// server is up reported its part (a host whose server is down is not
+/// waited for: its part stays as it is until that server is back).
 async fn settled(ctx: &Context<'_>, what: Realized, ids: &[String]) {
     let s = svc(ctx);
     let mut changes = s.subscribe();
-    let busy = |t: &crate::model::Topology| {
-        ids.iter().any(|id| {
-            let r = match what {
-                Realized::Cens => t.cen(id).map(|c| c.realization.status),
-                Realized::Cins => t.cin(id).map(|c| c.realization.status),
-            };
-            matches!(r, Some(crate::model::Status::Preparing | crate::model::Status::Destroying))
+    let moving = |r: &crate::model::Realization| {
+        matches!(r.status, crate::model::Status::Preparing | crate::model::Status::Destroying)
+    };
+    let busy = || {
+        s.read(|t| {
+            ids.iter().any(|id| {
+                let (whole, parts) = match what {
+                    Realized::Cens => match t.cen(id) {
+                        Some(c) => (&c.realization, &c.parts),
+                        None => return false,
+                    },
+                    Realized::Cins => match t.cin(id) {
+                        Some(c) => (&c.realization, &c.parts),
+                        None => return false,
+                    },
+                };
+                if parts.is_empty() {
+                    moving(whole)
+                } else {
+                    parts.iter().any(|(h, r)| moving(r) && s.host_status(h).up)
+                }
+            })
         })
     };
     let waited = tokio::time::timeout(MAKE_WAIT_LIMIT, async {
-        while s.read(busy) {
-            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
-                return;
+        while busy() {
+            // A report arrives as a change; a host going down does not, so
+            // look again now and then.
+            tokio::select! {
+                r = changes.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             }
         }
     })

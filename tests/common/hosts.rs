@@ -449,6 +449,9 @@ impl Cluster {
             TOKEN,
             "--etcd-timeout",
             "2",
+            // A killed server's host is down (and not waited for) soon.
+            "--host-ttl",
+            "3",
         ]
         .iter()
         .map(|s| s.to_string())
