@@ -160,6 +160,15 @@ fn ns_file(prefix: &str, ns: &NsId) -> Option<String> {
     }
 }
 
+/// What a namespace is to the netns helpers.
+fn role(ns: &NsId) -> netns::Role {
+    match ns {
+        NsId::Fabric => netns::Role::Fabric,
+        NsId::Host => netns::Role::HostFabric,
+        NsId::Managed(_) | NsId::Path(_) => netns::Role::Container,
+    }
+}
+
 fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
     match ns {
         NsId::Host => PathBuf::from("/proc/self/ns/net"),
@@ -320,7 +329,7 @@ impl Realizer {
         if self.cfg.fabric == FabricMode::Host {
             ids.push(NsId::Host);
         }
-        let paths: Vec<PathBuf> = ids.iter().map(|n| ns_path(&prefix, n)).collect();
+        let paths: Vec<(PathBuf, netns::Role)> = ids.iter().map(|n| (ns_path(&prefix, n), role(n))).collect();
         let opened = blocking(move || netns::open_paths(paths)).await.map_err(RealizeError::System)?;
         let mut stale = Vec::new();
         for (id, o) in ids.into_iter().zip(opened) {
@@ -520,7 +529,8 @@ impl Realizer {
             .cloned()
             .collect();
         if !new_paths.is_empty() {
-            let paths: Vec<PathBuf> = new_paths.iter().map(|n| ns_path(&prefix, n)).collect();
+            let paths: Vec<(PathBuf, netns::Role)> =
+                new_paths.iter().map(|n| (ns_path(&prefix, n), netns::Role::Container)).collect();
             match blocking(move || netns::open_paths(paths)).await {
                 Ok(results) => {
                     for (ns, r) in new_paths.iter().zip(results) {
@@ -965,8 +975,8 @@ impl Realizer {
         let batch = async {
             let mut res = Vec::new();
             if !creates.is_empty() {
-                let names: Vec<String> =
-                    creates.iter().map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default()).collect();
+                let names: Vec<(String, netns::Role)> =
+                    creates.iter().map(|(_, ns)| (ns_file(prefix, ns).unwrap_or_default(), role(ns))).collect();
                 match blocking(move || netns::create_named(names)).await {
                     Ok(v) => {
                         for ((i, ns), r) in creates.iter().zip(v) {
@@ -1170,8 +1180,9 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
         return Err(RealizeError::System(e));
     }
     // Host-mode leftovers.
-    let opened =
-        blocking(|| netns::open_paths(vec![PathBuf::from("/proc/self/ns/net")])).await.map_err(RealizeError::System)?;
+    let opened = blocking(|| netns::open_paths(vec![(PathBuf::from("/proc/self/ns/net"), netns::Role::Container)]))
+        .await
+        .map_err(RealizeError::System)?;
     let Some(Ok(o)) = opened.into_iter().next() else {
         return Err(RealizeError::System("cannot open the host namespace".into()));
     };

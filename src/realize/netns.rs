@@ -30,6 +30,25 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// namespace partly runs in parallel).
 pub const CREATE_THREADS: usize = 2;
 
+/// What a namespace is opened as.
+///
+/// Only a fabric's `net.ipv4.ip_forward` matters, so only a fabric's is
+/// read: looking a path up under `/proc/sys/net` walks a dentry chain as
+/// long as the number of namespaces that ever looked at it (the sysctl
+/// dentries of every namespace hash alike), which would make each new
+/// container namespace cost more than the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A container's namespace (managed or bound): only its links matter.
+    Container,
+    /// The leviathan-owned fabric namespace: its forwarding is read, and
+    /// IPv6 is switched off there (see [`quiet_ipv6`]).
+    Fabric,
+    /// The host's own namespace acting as the fabric: its forwarding is
+    /// read; nothing else of the host's is changed.
+    HostFabric,
+}
+
 /// A namespace opened for work: a handle on it (for IFLA_NET_NS_FD) and a
 /// netlink socket bound inside it.
 #[derive(Debug)]
@@ -78,9 +97,36 @@ fn read_forwarding() -> Option<bool> {
     Some(s.trim() == "1")
 }
 
-fn open_here(fd: OwnedFd) -> Result<Opened, String> {
+/// Switches IPv6 off in the calling thread's namespace (existing links and
+/// those made later). Meant for the fabric: its bridges and host-side veth
+/// ends only switch frames and carry IPv4 gateways, and with IPv6 on every
+/// link there adds routes to the namespace's one IPv6 table, which the
+/// kernel walks whole on each link going down or away, so that each veth
+/// deleted or brought down would cost in proportion to all the others.
+/// Frames between containers, IPv6 ones included, are bridged as before.
+fn quiet_ipv6() -> Result<(), String> {
+    for which in ["default", "all"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{which}/disable_ipv6");
+        match fs::OpenOptions::new().write(true).open(&path) {
+            Ok(mut f) => f.write_all(b"1\n").map_err(|e| err(&format!("cannot write {path}"), e))?,
+            // A kernel without IPv6 has nothing to switch off.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&format!("cannot open {path}"), e)),
+        }
+    }
+    Ok(())
+}
+
+fn open_here(fd: OwnedFd, role: Role) -> Result<Opened, String> {
+    if role == Role::Fabric {
+        quiet_ipv6()?;
+    }
     let socket = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
-    Ok(Opened { fd, socket, forwarding: read_forwarding() })
+    let forwarding = match role {
+        Role::Container => None,
+        Role::Fabric | Role::HostFabric => read_forwarding(),
+    };
+    Ok(Opened { fd, socket, forwarding })
 }
 
 fn open_self_ns() -> Result<OwnedFd, String> {
@@ -89,7 +135,7 @@ fn open_self_ns() -> Result<OwnedFd, String> {
 
 /// Create one named namespace on the calling (dedicated) thread, leaving the
 /// thread inside it.
-fn create_one(name: &str) -> Result<Opened, String> {
+fn create_one(name: &str, role: Role) -> Result<Opened, String> {
     let path = netns_path(name);
     fs::OpenOptions::new()
         .write(true)
@@ -105,12 +151,12 @@ fn create_one(name: &str) -> Result<Opened, String> {
     mount(Some("/proc/thread-self/ns/net"), &path, Some("none"), MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| undo(err(&format!("cannot bind-mount {}", path.display()), e)))?;
     let fd = open_self_ns()?;
-    open_here(fd)
+    open_here(fd, role)
 }
 
 /// Create named namespaces on dedicated threads; one result per name, in
 /// order.
-pub fn create_named(names: Vec<String>) -> Vec<Result<Opened, String>> {
+pub fn create_named(names: Vec<(String, Role)>) -> Vec<Result<Opened, String>> {
     if names.is_empty() {
         return Vec::new();
     }
@@ -125,7 +171,7 @@ pub fn create_named(names: Vec<String>) -> Vec<Result<Opened, String>> {
         let n = part.len();
         let h = std::thread::Builder::new()
             .name("lev-netns-add".into())
-            .spawn(move || part.iter().map(|name| create_one(name)).collect::<Vec<_>>());
+            .spawn(move || part.iter().map(|(name, role)| create_one(name, *role)).collect::<Vec<_>>());
         handles.push((n, h));
     }
     let mut out = Vec::with_capacity(names.len());
@@ -143,7 +189,7 @@ pub fn create_named(names: Vec<String>) -> Vec<Result<Opened, String>> {
 
 /// Open existing namespaces (named or by path) on one dedicated thread:
 /// enter each, open a socket there. One result per path, in order.
-pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
+pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, String>> {
     if paths.is_empty() {
         return Vec::new();
     }
@@ -151,13 +197,13 @@ pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
     let h = std::thread::Builder::new().name("lev-netns-open".into()).spawn(move || {
         paths
             .iter()
-            .map(|p| {
+            .map(|(p, role)| {
                 let fd: OwnedFd = fs::File::open(p)
                     .map(OwnedFd::from)
                     .map_err(|e| err(&format!("cannot open {}", p.display()), e))?;
                 setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
                     .map_err(|e| err(&format!("{} is not a network namespace", p.display()), e))?;
-                open_here(fd)
+                open_here(fd, *role)
             })
             .collect::<Vec<_>>()
     });
