@@ -126,7 +126,13 @@ impl Ledger {
         let mut owned = self.owned.lock();
         for (ns, link) in entries {
             if link.is_empty() {
-                owned.retain(|(n, _)| n != ns);
+                // The namespace and its links: the entries from (ns, "")
+                // on that name it (a range, not a walk of the whole set).
+                let doomed: Vec<Entry> =
+                    owned.range((ns.clone(), String::new())..).take_while(|(n, _)| n == ns).cloned().collect();
+                for e in doomed {
+                    owned.remove(&e);
+                }
             } else {
                 owned.remove(&(ns.clone(), link.clone()));
             }

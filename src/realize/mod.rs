@@ -195,10 +195,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("worker failed: {e}"))
 }
 
+/// Namespaces made per call to the namespace threads (see `run_phase`).
+const CREATE_CHUNK: usize = 256;
+
 /// What a finished step changes in the observed state.
 enum Effect {
     None,
-    Opened(NsId, Box<netns::Opened>),
+    /// A namespace made: our handle on it, and its forwarding (fabric).
+    Opened(NsId, Box<NsHandle>, Option<bool>),
     NsGone(NsId),
     LinkGone(NsId, u32),
     GroupGone(NsId, u32),
@@ -329,23 +333,28 @@ impl Realizer {
         if self.cfg.fabric == FabricMode::Host {
             ids.push(NsId::Host);
         }
-        let paths: Vec<(PathBuf, netns::Role)> = ids.iter().map(|n| (ns_path(&prefix, n), role(n))).collect();
-        let opened = blocking(move || netns::open_paths(paths)).await.map_err(RealizeError::System)?;
         let mut stale = Vec::new();
-        for (id, o) in ids.into_iter().zip(opened) {
-            match o {
-                Ok(o) => {
-                    let fwd = o.forwarding;
-                    let h = NsHandle::new(o, ns_path(&prefix, &id), !matches!(id, NsId::Managed(_)));
-                    self.handles.insert(id.clone(), h);
-                    self.listen_pending.insert(id.clone());
-                    self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
-                    self.dirty.insert(id);
+        // In chunks, each turned into handles at once (a managed
+        // namespace's fd is closed there): never two descriptors for each
+        // of thousands of namespaces.
+        for chunk in ids.chunks(CREATE_CHUNK) {
+            let paths: Vec<(PathBuf, netns::Role)> = chunk.iter().map(|n| (ns_path(&prefix, n), role(n))).collect();
+            let opened = blocking(move || netns::open_paths(paths)).await.map_err(RealizeError::System)?;
+            for (id, o) in chunk.iter().zip(opened) {
+                match o {
+                    Ok(o) => {
+                        let fwd = o.forwarding;
+                        let h = NsHandle::new(o, ns_path(&prefix, id), !matches!(id, NsId::Managed(_)));
+                        self.handles.insert(id.clone(), h);
+                        self.listen_pending.insert(id.clone());
+                        self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
+                        self.dirty.insert(id.clone());
+                    }
+                    Err(e) if *id == NsId::Host => return Err(RealizeError::System(e)),
+                    // A file under our prefix that is no namespace: the
+                    // remains of an interrupted create. Remove it.
+                    Err(_) => stale.extend(ns_file(&prefix, id)),
                 }
-                Err(e) if id == NsId::Host => return Err(RealizeError::System(e)),
-                // A file under our prefix that is no namespace: the remains
-                // of an interrupted create. Remove it.
-                Err(_) => stale.extend(ns_file(&prefix, &id)),
             }
         }
         if !stale.is_empty() {
@@ -802,9 +811,11 @@ impl Realizer {
 
         // Drop path namespaces nobody wants any more (holding them would keep
         // a dead container's namespace alive).
+        // (Bound namespaces sort last: a range, not a walk of every handle.)
         let gone: Vec<NsId> = self
             .handles
-            .keys()
+            .range(NsId::Path(String::new())..)
+            .map(|(n, _)| n)
             .filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n))
             .filter(|n| match scope {
                 Scope::All => true,
@@ -904,11 +915,10 @@ impl Realizer {
         let obs = &mut self.observed;
         match effect {
             Effect::None => {}
-            Effect::Opened(ns, o) => {
+            Effect::Opened(ns, h, forwarding) => {
                 let lo = LinkState::new_loopback();
-                obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], o.forwarding));
-                let h = NsHandle::new(*o, ns_path(&self.cfg.prefix, &ns), !matches!(ns, NsId::Managed(_)));
-                self.handles.insert(ns.clone(), h);
+                obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], forwarding));
+                self.handles.insert(ns.clone(), *h);
                 self.listen_pending.insert(ns);
             }
             Effect::NsGone(ns) => {
@@ -974,16 +984,27 @@ impl Realizer {
         let mut out: Vec<Option<Result<Effect, String>>> = steps.iter().map(|_| None).collect();
         let batch = async {
             let mut res = Vec::new();
-            if !creates.is_empty() {
+            // In chunks, each turned into handles at once: a managed
+            // namespace's fd is closed there (only its socket is kept), so
+            // a make of thousands never holds two descriptors for each.
+            for chunk in creates.chunks(CREATE_CHUNK) {
                 let names: Vec<(String, netns::Role)> =
-                    creates.iter().map(|(_, ns)| (ns_file(prefix, ns).unwrap_or_default(), role(ns))).collect();
+                    chunk.iter().map(|(_, ns)| (ns_file(prefix, ns).unwrap_or_default(), role(ns))).collect();
                 match blocking(move || netns::create_named(names)).await {
                     Ok(v) => {
-                        for ((i, ns), r) in creates.iter().zip(v) {
-                            res.push((*i, r.map(|o| Effect::Opened(ns.clone(), Box::new(o)))));
+                        for ((i, ns), r) in chunk.iter().zip(v) {
+                            res.push((
+                                *i,
+                                r.map(|o| {
+                                    let fwd = o.forwarding;
+                                    let keep = !matches!(ns, NsId::Managed(_));
+                                    let h = NsHandle::new(o, ns_path(prefix, ns), keep);
+                                    Effect::Opened(ns.clone(), Box::new(h), fwd)
+                                }),
+                            ));
                         }
                     }
-                    Err(e) => res.extend(creates.iter().map(|(i, _)| (*i, Err(e.clone())))),
+                    Err(e) => res.extend(chunk.iter().map(|(i, _)| (*i, Err(e.clone())))),
                 }
             }
             if !deletes.is_empty() {
