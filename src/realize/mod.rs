@@ -130,6 +130,8 @@ pub struct Realizer {
     /// A link/address notification listener per fabric, host and bound
     /// namespace (see `watch.rs` for why not per managed namespace).
     listeners: BTreeMap<NsId, watch::Watch>,
+    /// Link deletions awaited from the listeners.
+    departures: watch::Departures,
     /// Namespaces opened since the last apply that want a listener.
     listen_pending: BTreeSet<NsId>,
     /// What this instance made; without one, everything under the prefix
@@ -237,6 +239,7 @@ impl Realizer {
             events_tx,
             events_rx: Some(events_rx),
             listeners: BTreeMap::new(),
+            departures: watch::Departures::default(),
             listen_pending: BTreeSet::new(),
             ledger,
             foreign: BTreeSet::new(),
@@ -614,7 +617,13 @@ impl Realizer {
         for (ns, s) in want.into_iter().zip(sockets) {
             match s {
                 Ok(s) => {
-                    let w = watch::listen(ns.clone(), s, self.cfg.prefix.clone(), self.events_tx.clone());
+                    let w = watch::listen(
+                        ns.clone(),
+                        s,
+                        self.cfg.prefix.clone(),
+                        self.events_tx.clone(),
+                        self.departures.clone(),
+                    );
                     self.listeners.insert(ns, w);
                 }
                 Err(e) => tracing::warn!("not listening to {ns}: {e}; the reconcile repairs drift there"),
@@ -1043,6 +1052,35 @@ impl Realizer {
         out.into_iter().map(|r| r.unwrap_or(Err("not run".into()))).collect()
     }
 
+    /// Deletes one link, off the tokio workers (see [`netns::delete_links`]).
+    /// Where a listener hears the namespace, the link is gone as soon as it
+    /// announces so (out of the namespace, off its bridge); the request
+    /// then finishes its RCU waits in the background.
+    async fn delete_link(&self, ns: &NsId, index: u32) -> Result<(), String> {
+        let fd = self.handle(ns)?.ns_fd()?;
+        let heard = self.listeners.contains_key(ns).then(|| self.departures.expect(ns, index));
+        let mut request =
+            tokio::task::spawn_blocking(move || netns::delete_links(fd, vec![netns::Deletion::Link(index)]));
+        let Some(heard) = heard else {
+            return first(request.await.map_err(|e| format!("worker failed: {e}")));
+        };
+        tokio::select! {
+            r = &mut request => {
+                self.departures.forget(ns, index);
+                first(r.map_err(|e| format!("worker failed: {e}")))
+            }
+            Ok(()) = heard => {
+                let what = format!("deleting link {index} in {ns}");
+                tokio::spawn(async move {
+                    if let Err(e) = first(request.await.map_err(|e| format!("worker failed: {e}"))) {
+                        tracing::warn!("{what} (announced gone): {e}");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
     fn handle(&self, ns: &NsId) -> Result<&NsHandle, String> {
         self.handles.get(ns).ok_or_else(|| format!("{ns} is not open"))
     }
@@ -1055,10 +1093,13 @@ impl Realizer {
         match op {
             Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Err("namespace ops run in batches".into()),
             Op::DeleteGroup { ns, group } => {
-                nl::delete_group(&self.handle(ns)?.handle, *group).await.map(|()| Effect::GroupGone(ns.clone(), *group))
+                let fd = self.handle(ns)?.ns_fd()?;
+                let g = *group;
+                first(blocking(move || netns::delete_links(fd, vec![netns::Deletion::Group(g)])).await)
+                    .map(|()| Effect::GroupGone(ns.clone(), g))
             }
             Op::DeleteLink { ns, index, .. } => {
-                nl::delete_link(&self.handle(ns)?.handle, *index).await.map(|()| Effect::LinkGone(ns.clone(), *index))
+                self.delete_link(ns, *index).await.map(|()| Effect::LinkGone(ns.clone(), *index))
             }
             Op::DeleteAddr { ns, index, ip, prefix_len } => {
                 nl::del_addr(&self.handle(ns)?.handle, *index, *ip, *prefix_len)
@@ -1126,6 +1167,11 @@ impl Realizer {
             }
         }
     }
+}
+
+/// The one result of a one-element batch.
+fn first(r: Result<Vec<Result<(), String>>, String>) -> Result<(), String> {
+    r.and_then(|v| v.into_iter().next().unwrap_or_else(|| Err("no result".into())))
 }
 
 async fn future_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {

@@ -332,3 +332,85 @@ pub fn set_forwarding_in(fd: &OwnedFd, on: bool) -> Result<(), String> {
 pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
 }
+
+/// A link deletion done by [`delete_links`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The link with this ifindex.
+    Link(u32),
+    /// Every link of this group, in one request.
+    Group(u32),
+}
+
+/// Deletes links in the namespace `fd`, on a thread of its own (entered
+/// there, with a netlink socket of its own), one request at a time; one
+/// result per deletion, in order. A link already gone is success.
+///
+/// The kernel does a deletion inside the `sendto` of its request, and only
+/// answers after its RCU grace periods (one unregister is ~20 ms here), so
+/// a deletion sent on a tokio worker stalls that worker for as long. Sent
+/// from here, the workers go on; the caller may also learn sooner that the
+/// link is gone from a listener in that namespace (the kernel announces
+/// the deletion before those waits).
+pub fn delete_links(fd: OwnedFd, what: Vec<Deletion>) -> Vec<Result<(), String>> {
+    let n = what.len();
+    let h = std::thread::Builder::new().name("lev-netns-del".into()).spawn(move || {
+        let sock = setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| err("setns", e))
+            .and_then(|()| Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e)));
+        match sock {
+            Ok(s) => what.iter().enumerate().map(|(seq, d)| delete_one(&s, seq as u32 + 1, *d)).collect(),
+            Err(e) => what.iter().map(|_| Err(e.clone())).collect::<Vec<_>>(),
+        }
+    });
+    match h {
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
+        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
+    }
+}
+
+/// One RTM_DELLINK with an acknowledgement, on a blocking socket.
+fn delete_one(s: &Socket, seq: u32, d: Deletion) -> Result<(), String> {
+    use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::sys::SocketAddr;
+    const ENODEV: i32 = 19;
+    let what = match d {
+        Deletion::Link(i) => format!("deleting link {i}"),
+        Deletion::Group(g) => format!("deleting link group {g}"),
+    };
+    let mut link = LinkMessage::default();
+    match d {
+        Deletion::Link(i) => link.header.index = i,
+        Deletion::Group(g) => link.attributes.push(LinkAttribute::Group(g)),
+    }
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = seq;
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)));
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    s.send_to(&buf, &SocketAddr::new(0, 0), 0).map_err(|e| err(&what, e))?;
+    loop {
+        let (data, _) = s.recv_from_full().map_err(|e| err(&what, e))?;
+        let mut off = 0;
+        while off < data.len() {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..]).map_err(|e| err(&what, e))?;
+            let len = reply.header.length as usize;
+            if reply.header.sequence_number == seq {
+                if let NetlinkPayload::Error(e) = reply.payload {
+                    return match e.code.map(|c| -c.get()) {
+                        None | Some(ENODEV) => Ok(()),
+                        Some(_) => Err(err(&what, e.to_io())),
+                    };
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
