@@ -156,8 +156,12 @@ mod tests {
         let l = Ledger::open(&path).unwrap();
         assert!(l.contains("lev-c1", "") && l.contains("path:/proc/9/ns/net", "cen1"));
         assert_eq!(l.namespaces().len(), 2);
+        l.record(&[e("path:/proc/9/ns/net1", ""), e("path:/proc/9/ns/net1", "cen1")]).unwrap();
         l.forget(&[e("path:/proc/9/ns/net", "")]).unwrap();
         assert!(!l.contains("path:/proc/9/ns/net", "cen1"));
+        // A namespace whose key starts with the forgotten one's stays.
+        assert!(l.contains("path:/proc/9/ns/net1", "") && l.contains("path:/proc/9/ns/net1", "cen1"));
+        l.forget(&[e("path:/proc/9/ns/net1", "")]).unwrap();
         drop(l);
         let l = Ledger::open(&path).unwrap();
         assert_eq!(l.len(), 1);

@@ -454,6 +454,55 @@ impl Realizer {
         }
     }
 
+    /// Takes in the `a` end of each veth just made as the kernel's answer
+    /// about its peer `b` tells it (IFLA_LINK there is `a`'s ifindex) and as
+    /// it was made (name, group, up, attached to its bridge): one
+    /// RTM_GETLINK per pair instead of two. Every message about a veth end
+    /// in the fabric costs the kernel a walk of the fabric's namespace ids
+    /// (one per container namespace), so this is one walk fewer per join.
+    /// The ends that cannot be told so are returned, with their pairs, to
+    /// be asked for.
+    fn take_in_told(&mut self, told: Vec<(VethEnd, LinkName, u32)>) -> (BTreeSet<LinkName>, Vec<(LinkName, LinkName)>) {
+        let prefix = self.cfg.prefix.clone();
+        let mut untold = BTreeSet::new();
+        let mut pairs = Vec::new();
+        for (a, (bns, bname), group) in told {
+            let b = self.observed.link(&bns, &bname).map(|l| (l.index, l.peer));
+            let master = match &a.master {
+                Some(br) => self.observed.link(&a.ns, br).map(|l| Some(l.index)),
+                None => Some(None),
+            };
+            let (Some((bi, Some(ai))), Some(master)) = (b, master) else {
+                untold.insert((a.ns.clone(), a.name.clone()));
+                pairs.push(((a.ns.clone(), a.name.clone()), (bns, bname)));
+                continue;
+            };
+            // Whose it is, by the rule `nl::parse_link` applies to a veth.
+            let ours = match &a.ns {
+                NsId::Managed(_) | NsId::Fabric => true,
+                NsId::Host => a.name.starts_with(&prefix),
+                NsId::Path(_) => naming::is_our_group(&prefix, group),
+            };
+            let link = LinkState {
+                index: ai,
+                name: a.name.clone(),
+                kind: LinkKind::Veth,
+                group,
+                master,
+                peer: Some(bi),
+                peer_ns: Some(bns.clone()),
+                up: true,
+                ours,
+                addresses: Vec::new(),
+            };
+            self.observed.insert_link(&a.ns, link);
+            if let Some(l) = self.observed.ns_mut(&bns).and_then(|s| s.link_mut(bi)) {
+                l.peer_ns = Some(a.ns.clone());
+            }
+        }
+        (untold, pairs)
+    }
+
     /// Make the kernel match `desired`, looking at everything (adoption,
     /// reconcile). Never fails as a whole: the report says, per CEN and per
     /// CIN, what went wrong; the next apply converges.
@@ -767,7 +816,7 @@ impl Realizer {
             }
             let results = self.run_phase(&run, &tick).await;
             let mut created: BTreeSet<(NsId, String)> = BTreeSet::new();
-            let mut pairs = Vec::new();
+            let mut told = Vec::new();
             let mut unmade: Vec<ledger::Entry> = Vec::new();
             for (s, r) in run.iter().zip(results) {
                 match r {
@@ -797,10 +846,9 @@ impl Realizer {
                     Op::CreateBridge { ns, name, .. } => {
                         created.insert((ns.clone(), name.clone()));
                     }
-                    Op::CreateVeth { a, b, .. } => {
-                        created.insert((a.ns.clone(), a.name.clone()));
+                    Op::CreateVeth { a, b, group } => {
                         created.insert((b.ns.clone(), b.name.clone()));
-                        pairs.push(((a.ns.clone(), a.name.clone()), (b.ns.clone(), b.name.clone())));
+                        told.push((a.clone(), (b.ns.clone(), b.name.clone()), *group));
                     }
                     _ => {}
                 }
@@ -814,7 +862,11 @@ impl Realizer {
             // Learn the ifindexes of new links (needed for masters,
             // addresses and routes), one link at a time.
             if !created.is_empty() {
-                self.learn(created, &pairs).await;
+                self.learn(created, &[]).await;
+            }
+            let (untold, pairs) = self.take_in_told(told);
+            if !untold.is_empty() {
+                self.learn(untold, &pairs).await;
             }
         }
 

@@ -43,7 +43,10 @@ pub enum Event {
 /// is out of the namespace and off its bridge, before the RCU grace periods
 /// that the request itself still waits for.
 #[derive(Clone, Default)]
-pub struct Departures(Arc<parking_lot::Mutex<HashMap<(NsId, u32), Vec<tokio::sync::oneshot::Sender<()>>>>>);
+pub struct Departures(Arc<parking_lot::Mutex<HashMap<(NsId, u32), Waiters>>>);
+
+/// Who waits for one link's deletion to be announced.
+type Waiters = Vec<tokio::sync::oneshot::Sender<()>>;
 
 impl Departures {
     /// Resolves once the deletion of `index` in `ns` is announced (register
@@ -201,6 +204,21 @@ pub fn watch_pid(ns: &NsId, tx: UnboundedSender<Event>) -> Option<Watch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_departure_tells_its_waiters_once() {
+        let d = Departures::default();
+        let mut first = d.expect(&NsId::Fabric, 7);
+        let mut second = d.expect(&NsId::Fabric, 7);
+        let mut other = d.expect(&NsId::Fabric, 8);
+        d.announce(&NsId::Managed("c1".into()), 7);
+        assert!(first.try_recv().is_err(), "another namespace's link 7 is not ours");
+        d.announce(&NsId::Fabric, 7);
+        assert_eq!((first.try_recv(), second.try_recv()), (Ok(()), Ok(())));
+        d.forget(&NsId::Fabric, 8);
+        assert!(other.try_recv().is_err(), "forgotten, never told");
+        assert!(d.0.lock().is_empty());
+    }
 
     #[test]
     fn pids_from_paths() {
