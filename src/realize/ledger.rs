@@ -126,7 +126,13 @@ impl Ledger {
         let mut owned = self.owned.lock();
         for (ns, link) in entries {
             if link.is_empty() {
-                owned.retain(|(n, _)| n != ns);
+                // The namespace and its links: the entries from (ns, "")
+                // on that name it (a range, not a walk of the whole set).
+                let doomed: Vec<Entry> =
+                    owned.range((ns.clone(), String::new())..).take_while(|(n, _)| n == ns).cloned().collect();
+                for e in doomed {
+                    owned.remove(&e);
+                }
             } else {
                 owned.remove(&(ns.clone(), link.clone()));
             }
@@ -150,8 +156,12 @@ mod tests {
         let l = Ledger::open(&path).unwrap();
         assert!(l.contains("lev-c1", "") && l.contains("path:/proc/9/ns/net", "cen1"));
         assert_eq!(l.namespaces().len(), 2);
+        l.record(&[e("path:/proc/9/ns/net1", ""), e("path:/proc/9/ns/net1", "cen1")]).unwrap();
         l.forget(&[e("path:/proc/9/ns/net", "")]).unwrap();
         assert!(!l.contains("path:/proc/9/ns/net", "cen1"));
+        // A namespace whose key starts with the forgotten one's stays.
+        assert!(l.contains("path:/proc/9/ns/net1", "") && l.contains("path:/proc/9/ns/net1", "cen1"));
+        l.forget(&[e("path:/proc/9/ns/net1", "")]).unwrap();
         drop(l);
         let l = Ledger::open(&path).unwrap();
         assert_eq!(l.len(), 1);

@@ -179,6 +179,8 @@ pub struct Realizer {
     /// A link/address notification listener per fabric, host and bound
     /// namespace (see `watch.rs` for why not per managed namespace).
     listeners: BTreeMap<NsId, watch::Watch>,
+    /// Link deletions awaited from the listeners.
+    departures: watch::Departures,
     /// Namespaces opened since the last apply that want a listener.
     listen_pending: BTreeSet<NsId>,
     /// What this instance made; without one, everything under the prefix
@@ -220,6 +222,15 @@ fn ns_file(prefix: &str, ns: &NsId) -> Option<String> {
     }
 }
 
+/// What a namespace is to the netns helpers.
+fn role(ns: &NsId) -> netns::Role {
+    match ns {
+        NsId::Fabric => netns::Role::Fabric,
+        NsId::Host => netns::Role::HostFabric,
+        NsId::Managed(_) | NsId::Path(_) => netns::Role::Container,
+    }
+}
+
 fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
     match ns {
         NsId::Host => PathBuf::from("/proc/self/ns/net"),
@@ -246,10 +257,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("worker failed: {e}"))
 }
 
+/// Namespaces made per call to the namespace threads (see `run_phase`).
+const CREATE_CHUNK: usize = 256;
+
 /// What a finished step changes in the observed state.
 enum Effect {
     None,
-    Opened(NsId, Box<netns::Opened>),
+    /// A namespace made: our handle on it, and its forwarding (fabric).
+    Opened(NsId, Box<NsHandle>, Option<bool>),
     NsGone(NsId),
     LinkGone(NsId, u32),
     GroupGone(NsId, u32),
@@ -294,6 +309,7 @@ impl Realizer {
             events_tx,
             events_rx: Some(events_rx),
             listeners: BTreeMap::new(),
+            departures: watch::Departures::default(),
             listen_pending: BTreeSet::new(),
             ledger,
             foreign: BTreeSet::new(),
@@ -391,23 +407,28 @@ impl Realizer {
         if self.cfg.fabric == FabricMode::Host {
             ids.push(NsId::Host);
         }
-        let paths: Vec<PathBuf> = ids.iter().map(|n| ns_path(&prefix, n)).collect();
-        let opened = blocking(move || netns::open_paths(paths)).await.map_err(RealizeError::System)?;
         let mut stale = Vec::new();
-        for (id, o) in ids.into_iter().zip(opened) {
-            match o {
-                Ok(o) => {
-                    let fwd = o.forwarding;
-                    let h = NsHandle::new(o, ns_path(&prefix, &id), !matches!(id, NsId::Managed(_)));
-                    self.handles.insert(id.clone(), h);
-                    self.listen_pending.insert(id.clone());
-                    self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
-                    self.dirty.insert(id);
+        // In chunks, each turned into handles at once (a managed
+        // namespace's fd is closed there): never two descriptors for each
+        // of thousands of namespaces.
+        for chunk in ids.chunks(CREATE_CHUNK) {
+            let paths: Vec<(PathBuf, netns::Role)> = chunk.iter().map(|n| (ns_path(&prefix, n), role(n))).collect();
+            let opened = blocking(move || netns::open_paths(paths)).await.map_err(RealizeError::System)?;
+            for (id, o) in chunk.iter().zip(opened) {
+                match o {
+                    Ok(o) => {
+                        let fwd = o.forwarding;
+                        let h = NsHandle::new(o, ns_path(&prefix, id), !matches!(id, NsId::Managed(_)));
+                        self.handles.insert(id.clone(), h);
+                        self.listen_pending.insert(id.clone());
+                        self.observed.insert_ns(id.clone(), NsState::new(vec![], vec![], fwd));
+                        self.dirty.insert(id.clone());
+                    }
+                    Err(e) if *id == NsId::Host => return Err(RealizeError::System(e)),
+                    // A file under our prefix that is no namespace: the
+                    // remains of an interrupted create. Remove it.
+                    Err(_) => stale.extend(ns_file(&prefix, id)),
                 }
-                Err(e) if id == NsId::Host => return Err(RealizeError::System(e)),
-                // A file under our prefix that is no namespace: the remains
-                // of an interrupted create. Remove it.
-                Err(_) => stale.extend(ns_file(&prefix, &id)),
             }
         }
         if !stale.is_empty() {
@@ -504,6 +525,55 @@ impl Realizer {
         }
     }
 
+    /// Takes in the `a` end of each veth just made as the kernel's answer
+    /// about its peer `b` tells it (IFLA_LINK there is `a`'s ifindex) and as
+    /// it was made (name, group, up, attached to its bridge): one
+    /// RTM_GETLINK per pair instead of two. Every message about a veth end
+    /// in the fabric costs the kernel a walk of the fabric's namespace ids
+    /// (one per container namespace), so this is one walk fewer per join.
+    /// The ends that cannot be told so are returned, with their pairs, to
+    /// be asked for.
+    fn take_in_told(&mut self, told: Vec<(VethEnd, LinkName, u32)>) -> (BTreeSet<LinkName>, Vec<(LinkName, LinkName)>) {
+        let prefix = self.cfg.prefix.clone();
+        let mut untold = BTreeSet::new();
+        let mut pairs = Vec::new();
+        for (a, (bns, bname), group) in told {
+            let b = self.observed.link(&bns, &bname).map(|l| (l.index, l.peer));
+            let master = match &a.master {
+                Some(br) => self.observed.link(&a.ns, br).map(|l| Some(l.index)),
+                None => Some(None),
+            };
+            let (Some((bi, Some(ai))), Some(master)) = (b, master) else {
+                untold.insert((a.ns.clone(), a.name.clone()));
+                pairs.push(((a.ns.clone(), a.name.clone()), (bns, bname)));
+                continue;
+            };
+            // Whose it is, by the rule `nl::parse_link` applies to a veth.
+            let ours = match &a.ns {
+                NsId::Managed(_) | NsId::Fabric => true,
+                NsId::Host => a.name.starts_with(&prefix),
+                NsId::Path(_) => naming::is_our_group(&prefix, group),
+            };
+            let link = LinkState {
+                index: ai,
+                name: a.name.clone(),
+                kind: LinkKind::Veth,
+                group,
+                master,
+                peer: Some(bi),
+                peer_ns: Some(bns.clone()),
+                up: true,
+                ours,
+                addresses: Vec::new(),
+            };
+            self.observed.insert_link(&a.ns, link);
+            if let Some(l) = self.observed.ns_mut(&bns).and_then(|s| s.link_mut(bi)) {
+                l.peer_ns = Some(a.ns.clone());
+            }
+        }
+        (untold, pairs)
+    }
+
     /// Make the kernel match `desired`, looking at everything (adoption,
     /// reconcile). Never fails as a whole: the report says, per CEN and per
     /// CIN, what went wrong; the next apply converges.
@@ -591,7 +661,8 @@ impl Realizer {
             .cloned()
             .collect();
         if !new_paths.is_empty() {
-            let paths: Vec<PathBuf> = new_paths.iter().map(|n| ns_path(&prefix, n)).collect();
+            let paths: Vec<(PathBuf, netns::Role)> =
+                new_paths.iter().map(|n| (ns_path(&prefix, n), netns::Role::Container)).collect();
             match blocking(move || netns::open_paths(paths)).await {
                 Ok(results) => {
                     for (ns, r) in new_paths.iter().zip(results) {
@@ -666,7 +737,13 @@ impl Realizer {
         for (ns, s) in want.into_iter().zip(sockets) {
             match s {
                 Ok(s) => {
-                    let w = watch::listen(ns.clone(), s, self.cfg.prefix.clone(), self.events_tx.clone());
+                    let w = watch::listen(
+                        ns.clone(),
+                        s,
+                        self.cfg.prefix.clone(),
+                        self.events_tx.clone(),
+                        self.departures.clone(),
+                    );
                     self.listeners.insert(ns, w);
                 }
                 Err(e) => tracing::warn!("not listening to {ns}: {e}; the reconcile repairs drift there"),
@@ -810,7 +887,7 @@ impl Realizer {
             }
             let results = self.run_phase(&run, &tick).await;
             let mut created: BTreeSet<(NsId, String)> = BTreeSet::new();
-            let mut pairs = Vec::new();
+            let mut told = Vec::new();
             let mut unmade: Vec<ledger::Entry> = Vec::new();
             for (s, r) in run.iter().zip(results) {
                 match r {
@@ -840,10 +917,9 @@ impl Realizer {
                     Op::CreateBridge { ns, name, .. } | Op::CreateVxlan { ns, name, .. } => {
                         created.insert((ns.clone(), name.clone()));
                     }
-                    Op::CreateVeth { a, b, .. } => {
-                        created.insert((a.ns.clone(), a.name.clone()));
+                    Op::CreateVeth { a, b, group } => {
                         created.insert((b.ns.clone(), b.name.clone()));
-                        pairs.push(((a.ns.clone(), a.name.clone()), (b.ns.clone(), b.name.clone())));
+                        told.push((a.clone(), (b.ns.clone(), b.name.clone()), *group));
                     }
                     _ => {}
                 }
@@ -857,15 +933,21 @@ impl Realizer {
             // Learn the ifindexes of new links (needed for masters,
             // addresses and routes), one link at a time.
             if !created.is_empty() {
-                self.learn(created, &pairs).await;
+                self.learn(created, &[]).await;
+            }
+            let (untold, pairs) = self.take_in_told(told);
+            if !untold.is_empty() {
+                self.learn(untold, &pairs).await;
             }
         }
 
         // Drop path namespaces nobody wants any more (holding them would keep
         // a dead container's namespace alive).
+        // (Bound namespaces sort last: a range, not a walk of every handle.)
         let gone: Vec<NsId> = self
             .handles
-            .keys()
+            .range(NsId::Path(String::new())..)
+            .map(|(n, _)| n)
             .filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n))
             .filter(|n| match scope {
                 Scope::All => true,
@@ -965,11 +1047,10 @@ impl Realizer {
         let obs = &mut self.observed;
         match effect {
             Effect::None => {}
-            Effect::Opened(ns, o) => {
+            Effect::Opened(ns, h, forwarding) => {
                 let lo = LinkState::new_loopback();
-                obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], o.forwarding));
-                let h = NsHandle::new(*o, ns_path(&self.cfg.prefix, &ns), !matches!(ns, NsId::Managed(_)));
-                self.handles.insert(ns.clone(), h);
+                obs.insert_ns(ns.clone(), NsState::new(vec![lo], vec![], forwarding));
+                self.handles.insert(ns.clone(), *h);
                 self.listen_pending.insert(ns);
             }
             Effect::NsGone(ns) => {
@@ -1052,16 +1133,27 @@ impl Realizer {
         let mut out: Vec<Option<Result<Effect, String>>> = steps.iter().map(|_| None).collect();
         let batch = async {
             let mut res = Vec::new();
-            if !creates.is_empty() {
-                let names: Vec<String> =
-                    creates.iter().map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default()).collect();
+            // In chunks, each turned into handles at once: a managed
+            // namespace's fd is closed there (only its socket is kept), so
+            // a make of thousands never holds two descriptors for each.
+            for chunk in creates.chunks(CREATE_CHUNK) {
+                let names: Vec<(String, netns::Role)> =
+                    chunk.iter().map(|(_, ns)| (ns_file(prefix, ns).unwrap_or_default(), role(ns))).collect();
                 match blocking(move || netns::create_named(names)).await {
                     Ok(v) => {
-                        for ((i, ns), r) in creates.iter().zip(v) {
-                            res.push((*i, r.map(|o| Effect::Opened(ns.clone(), Box::new(o)))));
+                        for ((i, ns), r) in chunk.iter().zip(v) {
+                            res.push((
+                                *i,
+                                r.map(|o| {
+                                    let fwd = o.forwarding;
+                                    let keep = !matches!(ns, NsId::Managed(_));
+                                    let h = NsHandle::new(o, ns_path(prefix, ns), keep);
+                                    Effect::Opened(ns.clone(), Box::new(h), fwd)
+                                }),
+                            ));
                         }
                     }
-                    Err(e) => res.extend(creates.iter().map(|(i, _)| (*i, Err(e.clone())))),
+                    Err(e) => res.extend(chunk.iter().map(|(i, _)| (*i, Err(e.clone())))),
                 }
             }
             if !deletes.is_empty() {
@@ -1100,6 +1192,35 @@ impl Realizer {
         out.into_iter().map(|r| r.unwrap_or(Err("not run".into()))).collect()
     }
 
+    /// Deletes one link, off the tokio workers (see [`netns::delete_links`]).
+    /// Where a listener hears the namespace, the link is gone as soon as it
+    /// announces so (out of the namespace, off its bridge); the request
+    /// then finishes its RCU waits in the background.
+    async fn delete_link(&self, ns: &NsId, index: u32) -> Result<(), String> {
+        let fd = self.handle(ns)?.ns_fd()?;
+        let heard = self.listeners.contains_key(ns).then(|| self.departures.expect(ns, index));
+        let mut request =
+            tokio::task::spawn_blocking(move || netns::delete_links(fd, vec![netns::Deletion::Link(index)]));
+        let Some(heard) = heard else {
+            return first(request.await.map_err(|e| format!("worker failed: {e}")));
+        };
+        tokio::select! {
+            r = &mut request => {
+                self.departures.forget(ns, index);
+                first(r.map_err(|e| format!("worker failed: {e}")))
+            }
+            Ok(()) = heard => {
+                let what = format!("deleting link {index} in {ns}");
+                tokio::spawn(async move {
+                    if let Err(e) = first(request.await.map_err(|e| format!("worker failed: {e}"))) {
+                        tracing::warn!("{what} (announced gone): {e}");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
     fn handle(&self, ns: &NsId) -> Result<&NsHandle, String> {
         self.handles.get(ns).ok_or_else(|| format!("{ns} is not open"))
     }
@@ -1112,10 +1233,13 @@ impl Realizer {
         match op {
             Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Err("namespace ops run in batches".into()),
             Op::DeleteGroup { ns, group } => {
-                nl::delete_group(&self.handle(ns)?.handle, *group).await.map(|()| Effect::GroupGone(ns.clone(), *group))
+                let fd = self.handle(ns)?.ns_fd()?;
+                let g = *group;
+                first(blocking(move || netns::delete_links(fd, vec![netns::Deletion::Group(g)])).await)
+                    .map(|()| Effect::GroupGone(ns.clone(), g))
             }
             Op::DeleteLink { ns, index, .. } => {
-                nl::delete_link(&self.handle(ns)?.handle, *index).await.map(|()| Effect::LinkGone(ns.clone(), *index))
+                self.delete_link(ns, *index).await.map(|()| Effect::LinkGone(ns.clone(), *index))
             }
             Op::DeleteAddr { ns, index, ip, prefix_len } => {
                 nl::del_addr(&self.handle(ns)?.handle, *index, *ip, *prefix_len)
@@ -1214,6 +1338,11 @@ impl Realizer {
     }
 }
 
+/// The one result of a one-element batch.
+fn first(r: Result<Vec<Result<(), String>>, String>) -> Result<(), String> {
+    r.and_then(|v| v.into_iter().next().unwrap_or_else(|| Err("no result".into())))
+}
+
 async fn future_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
     futures_util::future::join(a, b).await
 }
@@ -1297,8 +1426,9 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
         return Err(RealizeError::System(e));
     }
     // Host-mode leftovers.
-    let opened =
-        blocking(|| netns::open_paths(vec![PathBuf::from("/proc/self/ns/net")])).await.map_err(RealizeError::System)?;
+    let opened = blocking(|| netns::open_paths(vec![(PathBuf::from("/proc/self/ns/net"), netns::Role::Container)]))
+        .await
+        .map_err(RealizeError::System)?;
     let Some(Ok(o)) = opened.into_iter().next() else {
         return Err(RealizeError::System("cannot open the host namespace".into()));
     };

@@ -30,6 +30,25 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// namespace partly runs in parallel).
 pub const CREATE_THREADS: usize = 2;
 
+/// What a namespace is opened as.
+///
+/// Only a fabric's `net.ipv4.ip_forward` matters, so only a fabric's is
+/// read: looking a path up under `/proc/sys/net` walks a dentry chain as
+/// long as the number of namespaces that ever looked at it (the sysctl
+/// dentries of every namespace hash alike), which would make each new
+/// container namespace cost more than the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A container's namespace (managed or bound): only its links matter.
+    Container,
+    /// The leviathan-owned fabric namespace: its forwarding is read, and
+    /// IPv6 is switched off there (see [`quiet_ipv6`]).
+    Fabric,
+    /// The host's own namespace acting as the fabric: its forwarding is
+    /// read; nothing else of the host's is changed.
+    HostFabric,
+}
+
 /// A namespace opened for work: a handle on it (for IFLA_NET_NS_FD) and a
 /// netlink socket bound inside it.
 #[derive(Debug)]
@@ -78,9 +97,36 @@ fn read_forwarding() -> Option<bool> {
     Some(s.trim() == "1")
 }
 
-fn open_here(fd: OwnedFd) -> Result<Opened, String> {
+/// Switches IPv6 off in the calling thread's namespace (existing links and
+/// those made later). Meant for the fabric: its bridges and host-side veth
+/// ends only switch frames and carry IPv4 gateways, and with IPv6 on every
+/// link there adds routes to the namespace's one IPv6 table, which the
+/// kernel walks whole on each link going down or away, so that each veth
+/// deleted or brought down would cost in proportion to all the others.
+/// Frames between containers, IPv6 ones included, are bridged as before.
+fn quiet_ipv6() -> Result<(), String> {
+    for which in ["default", "all"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{which}/disable_ipv6");
+        match fs::OpenOptions::new().write(true).open(&path) {
+            Ok(mut f) => f.write_all(b"1\n").map_err(|e| err(&format!("cannot write {path}"), e))?,
+            // A kernel without IPv6 has nothing to switch off.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&format!("cannot open {path}"), e)),
+        }
+    }
+    Ok(())
+}
+
+fn open_here(fd: OwnedFd, role: Role) -> Result<Opened, String> {
+    if role == Role::Fabric {
+        quiet_ipv6()?;
+    }
     let socket = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
-    Ok(Opened { fd, socket, forwarding: read_forwarding() })
+    let forwarding = match role {
+        Role::Container => None,
+        Role::Fabric | Role::HostFabric => read_forwarding(),
+    };
+    Ok(Opened { fd, socket, forwarding })
 }
 
 fn open_self_ns() -> Result<OwnedFd, String> {
@@ -89,7 +135,7 @@ fn open_self_ns() -> Result<OwnedFd, String> {
 
 /// Create one named namespace on the calling (dedicated) thread, leaving the
 /// thread inside it.
-fn create_one(name: &str) -> Result<Opened, String> {
+fn create_one(name: &str, role: Role) -> Result<Opened, String> {
     let path = netns_path(name);
     fs::OpenOptions::new()
         .write(true)
@@ -105,12 +151,12 @@ fn create_one(name: &str) -> Result<Opened, String> {
     mount(Some("/proc/thread-self/ns/net"), &path, Some("none"), MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| undo(err(&format!("cannot bind-mount {}", path.display()), e)))?;
     let fd = open_self_ns()?;
-    open_here(fd)
+    open_here(fd, role)
 }
 
 /// Create named namespaces on dedicated threads; one result per name, in
 /// order.
-pub fn create_named(names: Vec<String>) -> Vec<Result<Opened, String>> {
+pub fn create_named(names: Vec<(String, Role)>) -> Vec<Result<Opened, String>> {
     if names.is_empty() {
         return Vec::new();
     }
@@ -125,7 +171,7 @@ pub fn create_named(names: Vec<String>) -> Vec<Result<Opened, String>> {
         let n = part.len();
         let h = std::thread::Builder::new()
             .name("lev-netns-add".into())
-            .spawn(move || part.iter().map(|name| create_one(name)).collect::<Vec<_>>());
+            .spawn(move || part.iter().map(|(name, role)| create_one(name, *role)).collect::<Vec<_>>());
         handles.push((n, h));
     }
     let mut out = Vec::with_capacity(names.len());
@@ -143,7 +189,7 @@ pub fn create_named(names: Vec<String>) -> Vec<Result<Opened, String>> {
 
 /// Open existing namespaces (named or by path) on one dedicated thread:
 /// enter each, open a socket there. One result per path, in order.
-pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
+pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, String>> {
     if paths.is_empty() {
         return Vec::new();
     }
@@ -151,13 +197,13 @@ pub fn open_paths(paths: Vec<PathBuf>) -> Vec<Result<Opened, String>> {
     let h = std::thread::Builder::new().name("lev-netns-open".into()).spawn(move || {
         paths
             .iter()
-            .map(|p| {
+            .map(|(p, role)| {
                 let fd: OwnedFd = fs::File::open(p)
                     .map(OwnedFd::from)
                     .map_err(|e| err(&format!("cannot open {}", p.display()), e))?;
                 setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
                     .map_err(|e| err(&format!("{} is not a network namespace", p.display()), e))?;
-                open_here(fd)
+                open_here(fd, *role)
             })
             .collect::<Vec<_>>()
     });
@@ -285,4 +331,86 @@ pub fn set_forwarding_in(fd: &OwnedFd, on: bool) -> Result<(), String> {
 /// The raw fd of an open namespace handle.
 pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
+}
+
+/// A link deletion done by [`delete_links`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The link with this ifindex.
+    Link(u32),
+    /// Every link of this group, in one request.
+    Group(u32),
+}
+
+/// Deletes links in the namespace `fd`, on a thread of its own (entered
+/// there, with a netlink socket of its own), one request at a time; one
+/// result per deletion, in order. A link already gone is success.
+///
+/// The kernel does a deletion inside the `sendto` of its request, and only
+/// answers after its RCU grace periods (one unregister is ~20 ms here), so
+/// a deletion sent on a tokio worker stalls that worker for as long. Sent
+/// from here, the workers go on; the caller may also learn sooner that the
+/// link is gone from a listener in that namespace (the kernel announces
+/// the deletion before those waits).
+pub fn delete_links(fd: OwnedFd, what: Vec<Deletion>) -> Vec<Result<(), String>> {
+    let n = what.len();
+    let h = std::thread::Builder::new().name("lev-netns-del".into()).spawn(move || {
+        let sock = setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| err("setns", e))
+            .and_then(|()| Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e)));
+        match sock {
+            Ok(s) => what.iter().enumerate().map(|(seq, d)| delete_one(&s, seq as u32 + 1, *d)).collect(),
+            Err(e) => what.iter().map(|_| Err(e.clone())).collect::<Vec<_>>(),
+        }
+    });
+    match h {
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
+        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
+    }
+}
+
+/// One RTM_DELLINK with an acknowledgement, on a blocking socket.
+fn delete_one(s: &Socket, seq: u32, d: Deletion) -> Result<(), String> {
+    use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::sys::SocketAddr;
+    const ENODEV: i32 = 19;
+    let what = match d {
+        Deletion::Link(i) => format!("deleting link {i}"),
+        Deletion::Group(g) => format!("deleting link group {g}"),
+    };
+    let mut link = LinkMessage::default();
+    match d {
+        Deletion::Link(i) => link.header.index = i,
+        Deletion::Group(g) => link.attributes.push(LinkAttribute::Group(g)),
+    }
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = seq;
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)));
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    s.send_to(&buf, &SocketAddr::new(0, 0), 0).map_err(|e| err(&what, e))?;
+    loop {
+        let (data, _) = s.recv_from_full().map_err(|e| err(&what, e))?;
+        let mut off = 0;
+        while off < data.len() {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..]).map_err(|e| err(&what, e))?;
+            let len = reply.header.length as usize;
+            if reply.header.sequence_number == seq {
+                if let NetlinkPayload::Error(e) = reply.payload {
+                    return match e.code.map(|c| -c.get()) {
+                        None | Some(ENODEV) => Ok(()),
+                        Some(_) => Err(err(&what, e.to_io())),
+                    };
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
 }

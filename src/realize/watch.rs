@@ -14,7 +14,9 @@
 //! plain fd polled by the runtime) and send [`Event`]s on a channel the
 //! driver listens to; the driver then applies just the CENs concerned.
 
+use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -36,10 +38,49 @@ pub enum Event {
     Overrun(NsId),
 }
 
+/// Link deletions someone waits to see announced: (namespace, ifindex) ->
+/// the waiters. The kernel announces a deletion (RTM_DELLINK) once the link
+/// is out of the namespace and off its bridge, before the RCU grace periods
+/// that the request itself still waits for.
+#[derive(Clone, Default)]
+pub struct Departures(Arc<parking_lot::Mutex<HashMap<(NsId, u32), Waiters>>>);
+
+/// Who waits for one link's deletion to be announced.
+type Waiters = Vec<tokio::sync::oneshot::Sender<()>>;
+
+impl Departures {
+    /// Resolves once the deletion of `index` in `ns` is announced (register
+    /// before asking for the deletion).
+    pub fn expect(&self, ns: &NsId, index: u32) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.lock().entry((ns.clone(), index)).or_default().push(tx);
+        rx
+    }
+
+    /// Stops waiting for `index` in `ns` (the deletion ended otherwise).
+    pub fn forget(&self, ns: &NsId, index: u32) {
+        self.0.lock().remove(&(ns.clone(), index));
+    }
+
+    fn announce(&self, ns: &NsId, index: u32) {
+        let waiting = self.0.lock().remove(&(ns.clone(), index));
+        for tx in waiting.into_iter().flatten() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// Listens to a namespace's link and address notifications (a socket opened
 /// there by [`super::netns::open_listeners`]) and sends the deletions of
-/// our links and of addresses as [`Event`]s.
-pub fn listen(ns: NsId, socket: rtnetlink::sys::Socket, prefix: String, tx: UnboundedSender<Event>) -> Watch {
+/// our links and of addresses as [`Event`]s; the deletions awaited in
+/// `departures` are told at once.
+pub fn listen(
+    ns: NsId,
+    socket: rtnetlink::sys::Socket,
+    prefix: String,
+    tx: UnboundedSender<Event>,
+    departures: Departures,
+) -> Watch {
     use futures_util::StreamExt;
     use rtnetlink::packet_core::NetlinkPayload;
     use rtnetlink::packet_route::address::AddressAttribute;
@@ -55,6 +96,11 @@ pub fn listen(ns: NsId, socket: rtnetlink::sys::Socket, prefix: String, tx: Unbo
         while let Some((msg, _)) = messages.next().await {
             let event = match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                    // (A port leaving its bridge is announced as a DelLink
+                    // of the bridge family: the link itself is still there.)
+                    if m.header.interface_family != rtnetlink::packet_route::AddressFamily::Bridge {
+                        departures.announce(&ns, m.header.index);
+                    }
                     let group = m.attributes.iter().find_map(|a| match a {
                         LinkAttribute::Group(g) => Some(*g),
                         _ => None,
@@ -158,6 +204,21 @@ pub fn watch_pid(ns: &NsId, tx: UnboundedSender<Event>) -> Option<Watch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_departure_tells_its_waiters_once() {
+        let d = Departures::default();
+        let mut first = d.expect(&NsId::Fabric, 7);
+        let mut second = d.expect(&NsId::Fabric, 7);
+        let mut other = d.expect(&NsId::Fabric, 8);
+        d.announce(&NsId::Managed("c1".into()), 7);
+        assert!(first.try_recv().is_err(), "another namespace's link 7 is not ours");
+        d.announce(&NsId::Fabric, 7);
+        assert_eq!((first.try_recv(), second.try_recv()), (Ok(()), Ok(())));
+        d.forget(&NsId::Fabric, 8);
+        assert!(other.try_recv().is_err(), "forgotten, never told");
+        assert!(d.0.lock().is_empty());
+    }
 
     #[test]
     fn pids_from_paths() {
