@@ -565,6 +565,9 @@ impl Realizer {
                 up: true,
                 ours,
                 addresses: Vec::new(),
+                // As asked at creation (a veth's default otherwise).
+                mtu: a.mtu.unwrap_or(1500),
+                ..Default::default()
             };
             self.observed.insert_link(&a.ns, link);
             if let Some(l) = self.observed.ns_mut(&bns).and_then(|s| s.link_mut(bi)) {
