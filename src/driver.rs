@@ -323,7 +323,6 @@ fn status_reports(
         }
     }
     let mut all_cins: BTreeSet<&str> = cins.iter().map(String::as_str).collect();
-    let none = BTreeSet::new();
     for cen in cens.iter().filter_map(|id| t.cen(id)) {
         all_cins.extend(t.cins_over(&cen.id).into_iter().map(|c| c.id.as_str()));
         let present = if multi { t.presence(&cen.id) } else { BTreeSet::new() };
@@ -332,7 +331,7 @@ fn status_reports(
     }
     for cin in all_cins.into_iter().filter_map(|id| t.cin(id)) {
         let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.made).collect();
-        let present = if multi { t.cin_presence(cin) } else { none.clone() };
+        let present = if multi { t.cin_presence(cin) } else { BTreeSet::new() };
         // The CEN statuses (this host's parts) as this round leaves them.
         let mine = |c: &CenRec| {
             let r = if multi { c.parts.get(host) } else { None };

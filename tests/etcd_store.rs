@@ -7,18 +7,12 @@
 
 mod common;
 
-use common::Server;
-use futures_util::{SinkExt, StreamExt};
+use common::{until, Server, WAIT};
 use leviathan::store::testing::{etcd_available, EtcdProcess};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-
-/// Generous bound of every wait.
-const WAIT: Duration = Duration::from_secs(60);
 
 fn start(endpoints: &str, host: &str, extra: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
@@ -45,19 +39,6 @@ fn start(endpoints: &str, host: &str, extra: &[&str]) -> Server {
     }
 }
 
-/// Waits (bounded) until `check` holds, polling.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn cens(s: &Server) -> Vec<String> {
     let d = s.gql("{ cens { id } }", json!({})).await;
     d["cens"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
@@ -65,34 +46,9 @@ async fn cens(s: &Server) -> Vec<String> {
 
 const CREATE: &str = "mutation($id: ID!) { cenCreate(input: {id: $id}) { cen { id } revision } }";
 
-/// The revisions and mutations of `changes(since: 0)` up to `upto`, read
-/// over the websocket subscription.
+/// `changes(since: 0)` of one server, up to `upto`.
 async fn changes_since0(s: &Server, upto: i64) -> Vec<(i64, Value)> {
-    let mut req = format!("ws://{}/graphql/ws", s.addr).into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
-    ws.send(Message::Text(json!({"type": "connection_init"}).to_string().into())).await.unwrap();
-    let sub = json!({"type": "subscribe", "id": "1", "payload": {
-        "query": "subscription { changes(since: 0) { revision items { kind id op } } }"}});
-    ws.send(Message::Text(sub.to_string().into())).await.unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while out.last().map(|(r, _)| *r) != Some(upto) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, ws.next()).await.expect("changes stalled").expect("ws ended").unwrap();
-        let Message::Text(t) = msg else { continue };
-        let v: Value = serde_json::from_str(&t).unwrap();
-        match v["type"].as_str() {
-            Some("next") => {
-                let c = &v["payload"]["data"]["changes"];
-                assert!(!c.is_null(), "{v}");
-                out.push((c["revision"].as_i64().unwrap(), c["items"].clone()));
-            }
-            Some("connection_ack") | Some("ping") | Some("pong") => {}
-            _ => panic!("unexpected message {v}"),
-        }
-    }
-    out
+    common::changes_since0(&format!("ws://{}/graphql/ws", s.addr), None, upto).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

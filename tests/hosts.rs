@@ -27,10 +27,9 @@
 
 mod common;
 
-use common::hosts::{ping_all, until, Cluster, Host, Options, WAIT};
+use common::hosts::{ping_all, Cluster, Host, Options};
 use common::kernel::{ip_json, links, namespaces};
-use common::{cin_file_vars, fixture};
-use futures_util::{SinkExt, StreamExt};
+use common::{cen_doc_vars, cin_file_vars, fixture, until, WAIT};
 use leviathan::realize::{bridge_name, vxlan_name};
 use leviathan::store::testing::etcd_available;
 use reqwest::Method;
@@ -38,8 +37,6 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 /// The underlay MTU: not the default, so that a member MTU of 1450 could
 /// only come from the underlay.
@@ -464,33 +461,7 @@ fn ifindexes(cl: &Cluster, cen: &str, members: &[&str]) -> BTreeMap<String, Opti
 /// websocket subscription of one server.
 async fn history(h: &Host, upto: i64) -> Vec<(i64, Value)> {
     let url = format!("{}/graphql/ws", h.url.replacen("http://", "ws://", 1));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
-    let init =
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", common::hosts::TOKEN)}});
-    ws.send(Message::Text(init.to_string().into())).await.unwrap();
-    let sub = json!({"type": "subscribe", "id": "1", "payload": {
-        "query": "subscription { changes(since: 0) { revision mutation items { kind id op } } }"}});
-    ws.send(Message::Text(sub.to_string().into())).await.unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while out.last().map(|(r, _)| *r) != Some(upto) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, ws.next()).await.expect("changes stalled").expect("ws ended").unwrap();
-        let Message::Text(t) = msg else { continue };
-        let v: Value = serde_json::from_str(&t).unwrap();
-        match v["type"].as_str() {
-            Some("next") => {
-                let c = &v["payload"]["data"]["changes"];
-                assert!(!c.is_null(), "{v}");
-                out.push((c["revision"].as_i64().unwrap(), json!([c["mutation"], c["items"]])));
-            }
-            Some("connection_ack") | Some("ping") | Some("pong") => {}
-            _ => panic!("unexpected message from {}: {v}", h.id),
-        }
-    }
-    out
+    common::changes_since0(&url, Some(common::hosts::TOKEN), upto).await
 }
 
 /// Waits (bounded) until the three servers are at one revision, at least
@@ -567,14 +538,9 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     // h2's server), h2's part as a legacy CEN file on its own server, h3's
     // part one legacy PUT at a time (sent to h1's server).
     let part = |host: &str| {
-        let doc = cen_file_on(host);
-        let cens: Vec<Value> = doc["cenList"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| json!({"id": c["cenID"], "containerIds": c["containerIDs"]}))
-            .collect();
-        json!({"input": {"hostId": host, "cens": cens}})
+        let mut vars = cen_doc_vars(&cen_file_on(host));
+        vars["input"]["hostId"] = json!(host);
+        vars
     };
     h2.gql(common::CEN_IMPORT, part("h1")).await;
     let (st, body) = h2.legacy(Method::POST, "/cen/import", Some(&cen_file_on("h2").to_string())).await;

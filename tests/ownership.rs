@@ -139,6 +139,15 @@ async fn a_server_that_cannot_serve_changes_nothing() {
     let e = serve_fails(&["--listen", &addr, "--prefix", &p.0, "--state", state.to_str().unwrap()]);
     assert!(e.contains("binding"), "{e}");
     assert_eq!(ifindexes(&p), kernel);
+    // A VTEP address no interface here has (TEST-NET-3), or an IPv6 one:
+    // refused, naming it.
+    let st = state.to_str().unwrap();
+    let e =
+        serve_fails(&["--listen", "127.0.0.1:0", "--prefix", &p.0, "--state", st, "--vtep-address", "203.0.113.77"]);
+    assert!(e.contains("203.0.113.77") && e.contains("no interface"), "{e}");
+    let e = serve_fails(&["--listen", "127.0.0.1:0", "--prefix", &p.0, "--state", st, "--vtep-address", "2001:db8::1"]);
+    assert!(e.contains("must be IPv4"), "{e}");
+    assert_eq!(ifindexes(&p), kernel);
     // Without root: refused, with the way out named.
     let e = {
         let out = Command::new("setpriv")

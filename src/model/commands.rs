@@ -924,16 +924,17 @@ impl Topology {
         if !made || new.is_empty() {
             return;
         }
-        let preparing = Realization { status: Status::Preparing, message: None };
+        let add = |parts: &mut BTreeMap<String, Realization>, whole: &mut Realization| {
+            parts.extend(new.into_iter().map(|h| (h, Realization { status: Status::Preparing, message: None })));
+            *whole = Realization::of_parts(parts).unwrap_or_default();
+        };
         match self.get(key).cloned() {
             Some(Record::Cen(mut c)) => {
-                c.parts.extend(new.into_iter().map(|h| (h, preparing.clone())));
-                c.realization = Realization::of_parts(&c.parts).unwrap_or_default();
+                add(&mut c.parts, &mut c.realization);
                 self.put(Record::Cen(c));
             }
             Some(Record::Cin(mut c)) => {
-                c.parts.extend(new.into_iter().map(|h| (h, preparing.clone())));
-                c.realization = Realization::of_parts(&c.parts).unwrap_or_default();
+                add(&mut c.parts, &mut c.realization);
                 self.put(Record::Cin(c));
             }
             _ => {}

@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 pub const TOKEN: &str = "three-hosts-harness-token";
 /// The port each server listens on, at its host's underlay address.
 pub const PORT: u16 = 8080;
-/// Generous bound of every wait: only there to catch a hang.
+/// Generous bound of every wait: only there to catch a hang (the same as
+/// `common::WAIT`; this file is also built into the `hosts` bench alone).
 pub const WAIT: Duration = Duration::from_secs(60);
 
 /// The underlay address of host `i` (0-based): 192.0.2.(i+1).
@@ -596,19 +597,6 @@ impl Drop for Cluster {
         }
         // The prefixes' own drops clear them once more; the temporary
         // directory goes with `dir`.
-    }
-}
-
-/// Waits (bounded by [`WAIT`]) until `check` holds, polling.
-pub async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

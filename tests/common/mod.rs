@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A running `leviathan serve`; killed when dropped.
 pub struct Server {
@@ -114,6 +114,11 @@ pub fn fixture(name: &str) -> PathBuf {
 /// The `cenImport` variables for a legacy CEN file.
 pub fn cen_file_vars(path: &Path) -> Value {
     let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    cen_doc_vars(&doc)
+}
+
+/// The `cenImport` variables for a legacy CEN document (`{"cenList": ...}`).
+pub fn cen_doc_vars(doc: &Value) -> Value {
     let cens: Vec<Value> = doc["cenList"]
         .as_array()
         .unwrap()
@@ -149,4 +154,57 @@ pub fn node_modules(needed: &[&str]) -> PathBuf {
         assert!(status.success(), "npm ci in tests/node failed");
     }
     node_dir
+}
+
+/// Generous bound of every wait: only there to catch a hang.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits (bounded by [`WAIT`]) until `check` holds, polling.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `changes(since: 0)` up to revision `upto`, over the websocket
+/// subscription at `ws_url` (with a bearer token when given): each change
+/// as (revision, [mutation, items]).
+pub async fn changes_since0(ws_url: &str, token: Option<&str>, upto: i64) -> Vec<(i64, Value)> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let mut req = ws_url.into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
+    let init = match token {
+        Some(t) => json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {t}")}}),
+        None => json!({"type": "connection_init"}),
+    };
+    ws.send(Message::Text(init.to_string().into())).await.unwrap();
+    let sub = json!({"type": "subscribe", "id": "1", "payload": {
+        "query": "subscription { changes(since: 0) { revision mutation items { kind id op } } }"}});
+    ws.send(Message::Text(sub.to_string().into())).await.unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while out.last().map(|(r, _)| *r) != Some(upto) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next()).await.expect("changes stalled").expect("ws ended").unwrap();
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str() {
+            Some("next") => {
+                let c = &v["payload"]["data"]["changes"];
+                assert!(!c.is_null(), "{v}");
+                out.push((c["revision"].as_i64().unwrap(), json!([c["mutation"], c["items"]])));
+            }
+            Some("connection_ack") | Some("ping") | Some("pong") => {}
+            _ => panic!("unexpected message from {ws_url}: {v}"),
+        }
+    }
+    out
 }
