@@ -308,25 +308,9 @@ async fn destroy_unmakes_and_delete_removes_what_the_file_names() {
     assert!(ok(&s, &["delete", ex]).starts_with("No changes"));
 }
 
-/// A port free now (the OS gives it; it stays free for the test's restart).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `leviathan serve` on a given address (to restart on the same one).
 fn start_at(state: &Path, listen: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--no-realize", "--listen", listen, "--state"])
-        .arg(state)
-        .env_remove("LEVIATHAN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-    Server { child, addr, token: None, http: reqwest::Client::new() }
+    Server::start_at(state, listen, &[])
 }
 
 #[tokio::test]

@@ -36,31 +36,9 @@ fn chromium(test: &str) -> Option<&'static str> {
     found
 }
 
-/// A port free now (kept for a restart on the same address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `leviathan serve --no-realize` on a fixed address, so that it can be
-/// started again where the page expects it.
+/// `leviathan serve` on a given address (to restart on the same one).
 fn start_at(state: &Path, listen: &str, token: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--no-realize", "--listen", listen, "--token", token, "--state"])
-        .arg(state)
-        .env_remove("LEVIATHAN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-    Server {
-        child,
-        addr,
-        token: Some(token.to_string()),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-    }
+    Server::start_at(state, listen, &["--token", token])
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -23,8 +23,14 @@ pub struct Server {
 impl Server {
     /// Starts the server on `state` with extra arguments.
     pub fn start(state: &Path, extra: &[&str]) -> Server {
+        Server::start_at(state, "127.0.0.1:0", extra)
+    }
+
+    /// Starts the server on `state` listening on `listen` (a fixed address
+    /// lets a test start it again where clients expect it).
+    pub fn start_at(state: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state"]).arg(state).args(extra);
+        cmd.args(["serve", "--listen", listen, "--state"]).arg(state).args(extra);
         // Tests that realize pass their own prefix; the others never touch
         // the kernel (and so never the default prefix of a real install).
         if !extra.contains(&"--prefix") {
@@ -154,6 +160,12 @@ pub fn node_modules(needed: &[&str]) -> PathBuf {
         assert!(status.success(), "npm ci in tests/node failed");
     }
     node_dir
+}
+
+/// A loopback port free now (the OS gives it; it stays free for a test's
+/// restart on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Generous bound of every wait: only there to catch a hang.
