@@ -10,6 +10,9 @@ mod subscription;
 mod types;
 pub mod ws;
 
+#[cfg(test)]
+mod tests;
+
 use crate::model::{ErrorCode, ModelError};
 use crate::service::{Realization, Service};
 use async_graphql::{ErrorExtensions, Schema};
