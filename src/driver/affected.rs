@@ -154,7 +154,7 @@ fn cin_of(r: &Option<Record>) -> Option<&CinRec> {
 mod tests {
     use super::*;
     use crate::driver::desired::desired;
-    use crate::driver::testing::{change_of, spread};
+    use crate::driver::tests::{change_of, spread};
     use crate::model::{Command, Realization, StatusReport};
 
     fn set(ids: &[&str]) -> BTreeSet<String> {

@@ -165,7 +165,7 @@ fn slices_route(t: &Topology, view: &CenView, key: &model::ContainerKey, cin: &C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::testing::{join, spread};
+    use crate::driver::tests::{join, spread};
     use crate::model::{Command, ContainerKey, MemberKey};
 
     #[test]

@@ -198,7 +198,7 @@ pub(super) fn operation_outcome(t: &Topology, targets: &[EntityKey], make: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::testing::{join, spread};
+    use crate::driver::tests::{join, spread};
     use crate::model::{CinSpec, Command, ContainerKey};
 
     fn scope(cens: &[&str], cins: &[&str]) -> Affected {

@@ -1,4 +1,5 @@
-//! Small topologies and changes for the driver's unit tests.
+//! Small topologies and changes shared by the driver's unit tests (each
+//! file's tests sit beside its code).
 
 use crate::model::{self, Change, ChangeItem, Command, Topology};
 
