@@ -262,7 +262,7 @@ async fn api_make_destroy(prefix: &str) -> (Duration, Duration) {
     let service = leviathan::service::Service::open(&dir.path().join("bench.db"), "h").expect("service");
     let realizer = Realizer::new(Config { prefix: prefix.to_string(), fabric: FabricMode::Netns, underlay: None })
         .await
-        .map_err(|e| e.to_string());
+        .expect("the realizer starts");
     let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);
     let schema = leviathan::graphql::schema_with(Arc::clone(&service), Some(Arc::new(driver)));
     let run = |q: String, v: serde_json::Value| {

@@ -372,7 +372,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         for f in realizer.foreign() {
             tracing::warn!(object = %f, "not this leviathan's (not in its ledger): left alone");
         }
-        let driver = leviathan::driver::Driver::start(Arc::clone(&service), Ok(realizer));
+        let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);
         if args.reconcile_interval > 0 {
             driver.reconcile_every(std::time::Duration::from_secs(args.reconcile_interval));
         }
@@ -435,7 +435,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// One concise line per committed change at the default level: the
 /// mutation and what it touched; for status reports (the end of a make or
 /// destroy), each CEN's and CIN's new status.
-async fn log_changes(mut rx: tokio::sync::broadcast::Receiver<Arc<leviathan::store::Change>>) {
+async fn log_changes(mut rx: tokio::sync::broadcast::Receiver<Arc<leviathan::model::Change>>) {
     use leviathan::model::records::{EntityKey, Record};
     use tokio::sync::broadcast::error::RecvError;
     const SHOWN: usize = 6;

@@ -6,7 +6,8 @@ mod operations;
 mod realization;
 
 use crate::model::{AddrPlan, Command, EntityKey, ModelError, Record, Topology};
-use crate::store::{Change, ChangeItem, EtcdConfig, EtcdStore, HostStatus, Remote, SqliteStore, Store, StoreError};
+use crate::model::{Change, ChangeItem};
+use crate::store::{EtcdConfig, EtcdStore, HostStatus, Remote, SqliteStore, Store, StoreError};
 use parking_lot::RwLock;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,8 +6,8 @@
 //! address in the CIN and the container's tag. In CEN mode the address is
 //! the one the first CIN over that CEN (by id) gives it, or none.
 
+use crate::model::Change;
 use crate::model::{ContainerKey, EntityKey, MemberKey, MemberRec, Record, Topology};
-use crate::store::Change;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
@@ -259,8 +259,8 @@ fn sorted(mut v: Vec<Member>) -> Vec<Member> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ChangeItem;
     use crate::model::{CenSpec, CinSpec, Command};
-    use crate::store::ChangeItem;
 
     fn run(t: &mut Topology, rev: u64, cmd: Command) -> Change {
         let before = t.clone();

@@ -4,9 +4,9 @@
 use super::monitor::{Diff, Member, MemberView};
 use super::types::*;
 use super::{error, gql};
+use crate::model::Change;
 use crate::model::{ids::check_id, ids::check_tag, ErrorCode, Record};
 use crate::service::{FeedItem, OperationState as OpState, OperationStatus};
-use crate::store::Change;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject, Subscription, Union, ID};
 use futures_util::{Stream, StreamExt};
 use std::collections::VecDeque;

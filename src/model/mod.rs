@@ -3,6 +3,7 @@
 //! async, no locks.
 
 pub mod addressing;
+pub mod change;
 pub mod commands;
 pub mod error;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod topology;
 pub mod view;
 
 pub use addressing::AddrPlan;
+pub use change::{Change, ChangeItem};
 pub use commands::{CenSpec, CinSpec, Command, CpoolSpec, StatusReport};
 pub use commands::{MAX_NETNS_PATH, MAX_POOL_SIZE};
 pub use error::{ErrorCode, ModelError, Result};

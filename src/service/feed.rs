@@ -4,8 +4,8 @@
 //! no gap and no duplicate.
 
 use super::Service;
+use crate::model::Change;
 use crate::model::ModelError;
-use crate::store::Change;
 use futures_util::Stream;
 use std::collections::VecDeque;
 use std::sync::Arc;

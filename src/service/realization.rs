@@ -3,8 +3,7 @@
 //! driver implements it; the GraphQL layer knows only this handle.
 
 use super::Service;
-use crate::model::EntityKey;
-use crate::store::Change;
+use crate::model::{Change, EntityKey};
 use std::time::Duration;
 
 #[async_trait::async_trait]

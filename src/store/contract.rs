@@ -3,7 +3,7 @@
 
 use super::testing::{etcd_available, EtcdProcess};
 use super::*;
-use crate::model::{Command, Topology};
+use crate::model::{ChangeItem, Command, EntityKey, Topology};
 
 enum Backend {
     Sqlite(tempfile::TempDir),

@@ -19,8 +19,8 @@
 //! server catches up from the change log (which compaction never touches:
 //! it only drops old versions, and the log's keys are current).
 
-use super::{Change, Gone, HostStatus, Remote, Store, StoreError};
-use crate::model::{EntityKey, Images, Record};
+use super::{Gone, HostStatus, Remote, Store, StoreError};
+use crate::model::{Change, EntityKey, Images, Record};
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,

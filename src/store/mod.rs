@@ -11,9 +11,8 @@
 //! ones are dropped in the same transaction, and a `since` below what is
 //! kept is refused with [`Gone`].
 
-use crate::model::{AddrPlan, EntityKey, Images, Record, Topology};
+use crate::model::{AddrPlan, Change, Images, Topology};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[cfg(test)]
@@ -29,50 +28,6 @@ pub use sqlite::{SqliteStore, APPLICATION_ID, FORMAT};
 
 /// Changes kept in the log by default.
 pub const DEFAULT_KEEP_CHANGES: u64 = 100_000;
-
-/// One record's change inside a committed change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeItem {
-    pub key: EntityKey,
-    pub before: Option<Record>,
-    pub after: Option<Record>,
-}
-
-/// A committed change: what a command (or a status report) did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    pub revision: u64,
-    /// The mutation (or `status`) that made the change.
-    pub mutation: String,
-    /// Milliseconds since the Unix epoch at commit.
-    pub at_ms: u64,
-    /// Microseconds since the Unix epoch at commit (0 in changes written
-    /// before it was recorded; use `at_ms` then).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub at_us: u64,
-    pub items: Vec<ChangeItem>,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-impl Change {
-    /// Commit time in milliseconds since the Unix epoch, with microsecond
-    /// precision where it was recorded.
-    pub fn at_millis(&self) -> f64 {
-        if self.at_us > 0 {
-            self.at_us as f64 / 1000.0
-        } else {
-            self.at_ms as f64
-        }
-    }
-
-    /// The images this change leaves: each touched record as it is after.
-    pub fn images(&self) -> Images {
-        self.items.iter().map(|i| (i.key.clone(), i.after.clone())).collect()
-    }
-}
 
 /// A `since` older than what the change log keeps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

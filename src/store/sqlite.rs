@@ -4,8 +4,8 @@
 //! The log keeps the last `keep` changes; older ones are dropped in the same
 //! transaction, and the revision below which the log is gone is recorded.
 
-use super::{migrate, Change, Gone, HostStatus, Store, StoreError};
-use crate::model::{AddrPlan, Images, Record, Topology};
+use super::{migrate, Gone, HostStatus, Store, StoreError};
+use crate::model::{AddrPlan, Change, Images, Record, Topology};
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use parking_lot::Mutex;
