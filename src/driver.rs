@@ -663,7 +663,7 @@ impl Loop {
         });
         let resolved = futures_util::future::join_all(gone.iter().map(|c| async move {
             let said = c.netns_path.clone().unwrap_or_default();
-            (c, crate::workload::resolve(&said).await)
+            (c, self.service.resolve_netns(&said).await)
         }))
         .await;
         for (c, r) in resolved {
