@@ -3,7 +3,7 @@
 
 mod feed;
 mod operations;
-mod probe;
+pub mod probe;
 mod realization;
 mod workloads;
 
@@ -18,7 +18,6 @@ use tokio::sync::{broadcast, Mutex};
 
 pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
 pub use operations::{OperationState, OperationStatus, Operations, MAX_FINISHED_OPERATIONS};
-pub use probe::{Probe, PROBE_TIMEOUT};
 pub use realization::Realization;
 
 /// Capacity of the change stream; a subscriber further behind is told so.

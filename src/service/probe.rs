@@ -40,3 +40,17 @@ impl Service {
         Probe { revision, store_kind: store.kind(), store_error }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::service::Service;
+
+    #[tokio::test]
+    async fn a_store_that_answers_is_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Service::open(&dir.path().join("s.db"), "h1").unwrap();
+        let p = s.probe().await;
+        assert!(p.ok(), "{p:?}");
+        assert_eq!((p.revision, p.store_kind), (s.revision(), "sqlite"));
+    }
+}

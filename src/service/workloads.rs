@@ -33,3 +33,34 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::ErrorCode;
+    use crate::service::{Options, Service};
+    use crate::workload::Workloads;
+
+    #[tokio::test]
+    async fn another_hosts_path_waits_for_its_server_and_the_rest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Service::open(&dir.path().join("s.db"), "h1").unwrap();
+        assert_eq!(s.bind_workload("h2", "/proc/1/ns/net").await.unwrap(), None);
+        let e = s.bind_workload("h2", "pid:1").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("only the server of host 'h2'"), "{}", e.message);
+        let e = s.bind_workload("h1", "/etc/passwd").await.unwrap_err();
+        assert!(e.message.contains("not a network namespace"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn the_host_namespace_is_bound_only_when_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = Service::open(&dir.path().join("a.db"), "h1").unwrap();
+        let e = refused.resolve_netns("/proc/self/ns/net").await.unwrap_err();
+        assert!(e.message.contains("--allow-host-netns"), "{}", e.message);
+        let opts = Options { workloads: Workloads { allow_host_netns: true }, ..Options::new("h1") };
+        let allowed = Service::open_with(&dir.path().join("b.db"), opts).unwrap();
+        let b = allowed.bind_workload("h1", "/proc/self/ns/net").await.unwrap();
+        assert_eq!(b.map(|b| b.path), Some("/proc/self/ns/net".to_string()));
+    }
+}
