@@ -5,7 +5,6 @@ pub mod graphql;
 pub mod http;
 pub mod lock;
 pub mod model;
-pub mod pages;
 pub mod realize;
 pub mod server;
 pub mod service;

@@ -185,9 +185,6 @@ fn secs(name: &str, v: f64) -> anyhow::Result<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name}: '{v}' is not a number of seconds"))
 }
 
-/// A failure is reported as one line with its causes (`error: what: why`),
-/// never with a backtrace, even when `RUST_BACKTRACE` is set: these are
-/// user errors (a bad flag, a busy port, a foreign state file), not bugs.
 /// Puts this host's VTEP address in the model (so every host's driver
 /// knows where to send the traffic of the CENs it shares with this one),
 /// retrying while the store is unavailable.
@@ -211,6 +208,9 @@ async fn announce(service: Arc<Service>, vtep: Option<std::net::Ipv4Addr>) {
     }
 }
 
+/// A failure is reported as one line with its causes (`error: what: why`),
+/// never with a backtrace, even when `RUST_BACKTRACE` is set: these are
+/// user errors (a bad flag, a busy port, a foreign state file), not bugs.
 fn main() -> std::process::ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -260,8 +260,102 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `leviathan serve`: the steps, in order. Nothing is touched before the
+/// options are known good; nothing is made in the kernel before the
+/// server holds its prefix and state file and has bound its port.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let loopback = args.listen.ip().is_loopback();
+    let settings = Settings::of(&args)?;
+    let underlay = find_underlay(settings.vtep, args.no_realize).await?;
+    let _prefix_lock = if args.no_realize { None } else { Some(leviathan::lock::prefix(&args.prefix)?) };
+    if !args.no_realize {
+        raise_open_files();
+    }
+    let _state_lock = if args.etcd.is_empty() { Some(leviathan::lock::state_file(&args.state)?) } else { None };
+    let service = open_service(&args, &settings).await?;
+    // Bind before any kernel work: a server that cannot listen changes
+    // nothing.
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let driver = if args.no_realize { None } else { Some(start_driver(&args, &service, underlay).await?) };
+    tokio::spawn(log_changes(service.subscribe()));
+    tokio::spawn(announce(Arc::clone(&service), settings.vtep));
+    let (trigger, shutdown_signal) = leviathan::http::serve::Shutdown::new();
+    let app = build_router(&args, &settings, &service, driver, shutdown_signal.clone())?;
+    let opts = leviathan::http::serve::ServeOptions {
+        max_connections: args.max_connections,
+        header_timeout: settings.header_timeout,
+        grace: settings.shutdown_grace,
+    };
+    let addr = listener.local_addr()?;
+    if args.etcd.is_empty() {
+        tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
+    } else {
+        tracing::info!(%addr, etcd = %args.etcd.join(","), prefix = %args.etcd_prefix, revision = service.revision(), "leviathan listening");
+    }
+    println!("listening on {addr}");
+    leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
+    Ok(())
+}
+
+/// What `serve` works with once its options are checked.
+struct Settings {
+    /// Whether the server listens on a loopback address.
+    loopback: bool,
+    addr_plan: leviathan::model::AddrPlan,
+    /// This host's VTEP address (IPv4 only).
+    vtep: Option<std::net::Ipv4Addr>,
+    etcd_timeout: std::time::Duration,
+    request_timeout: std::time::Duration,
+    ws_send_timeout: std::time::Duration,
+    header_timeout: std::time::Duration,
+    shutdown_grace: std::time::Duration,
+}
+
+impl Settings {
+    /// Checks every option that can be checked without touching anything.
+    fn of(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let loopback = args.listen.ip().is_loopback();
+        check_token(args, loopback)?;
+        let addr_plan = leviathan::model::AddrPlan::new(args.cin_pool.0, args.cin_pool.1, args.cin_prefix_len)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Nothing is touched before the server knows it can do its job and
+        // is the only one on its prefix and state file.
+        if !args.no_realize {
+            leviathan::realize::check_prefix(&args.prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+            if !can_make_namespaces() {
+                bail!(
+                    "making networks in the kernel needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): run as root, or pass --no-realize to keep the model only"
+                );
+            }
+        }
+        let vtep = match args.vtep_address {
+            None => None,
+            Some(std::net::IpAddr::V4(a)) => Some(a),
+            Some(std::net::IpAddr::V6(a)) => {
+                bail!("--vtep-address {a}: the VXLAN underlay must be IPv4 (give this host's IPv4 underlay address)")
+            }
+        };
+        let etcd_timeout = match secs("etcd-timeout", args.etcd_timeout)? {
+            t if t < std::time::Duration::from_millis(100) => bail!("--etcd-timeout: give at least 0.1 seconds"),
+            t => t,
+        };
+        Ok(Settings {
+            loopback,
+            addr_plan,
+            vtep,
+            etcd_timeout,
+            request_timeout: secs("request-timeout", args.request_timeout)?,
+            ws_send_timeout: secs("ws-send-timeout", args.ws_send_timeout)?,
+            header_timeout: secs("header-timeout", args.header_timeout)?,
+            shutdown_grace: secs("shutdown-grace", args.shutdown_grace)?,
+        })
+    }
+}
+
+/// A token must protect something: not blank, no stray spaces, 16
+/// characters or more beyond loopback; and beyond loopback there must be
+/// one unless `--insecure-no-auth` says otherwise.
+fn check_token(args: &ServeArgs, loopback: bool) -> anyhow::Result<()> {
     if let Some(t) = &args.token {
         if t.trim().is_empty() {
             bail!("--token: a blank token protects nothing; give a real one (16 characters or more)");
@@ -273,113 +367,108 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bail!("--token: listening on {} needs a token of 16 characters or more", args.listen);
         }
     }
-    let token = args.token.clone();
-    if token.is_none() && !loopback && !args.insecure_no_auth {
+    if args.token.is_none() && !loopback && !args.insecure_no_auth {
         bail!(
             "refusing to listen on {} without a token: set --token (or LEVIATHAN_TOKEN), or pass --insecure-no-auth",
             args.listen
         );
     }
-    let addr_plan = leviathan::model::AddrPlan::new(args.cin_pool.0, args.cin_pool.1, args.cin_prefix_len)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Nothing is touched before the server knows it can do its job and is
-    // the only one on its prefix and state file.
-    if !args.no_realize {
-        leviathan::realize::check_prefix(&args.prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
-        if !can_make_namespaces() {
-            bail!(
-                "making networks in the kernel needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): run as root, or pass --no-realize to keep the model only"
-            );
-        }
+    Ok(())
+}
+
+/// The interface holding the VTEP address: VXLAN devices are bound to it,
+/// and their members' MTU follows its own.
+async fn find_underlay(
+    vtep: Option<std::net::Ipv4Addr>,
+    no_realize: bool,
+) -> anyhow::Result<Option<leviathan::realize::Underlay>> {
+    match (vtep, no_realize) {
+        (Some(a), false) => Ok(Some(
+            leviathan::realize::Underlay::find(a).await.map_err(|e| anyhow::anyhow!("--vtep-address {a}: {e}"))?,
+        )),
+        _ => Ok(None),
     }
-    let vtep = match args.vtep_address {
-        None => None,
-        Some(std::net::IpAddr::V4(a)) => Some(a),
-        Some(std::net::IpAddr::V6(a)) => {
-            bail!("--vtep-address {a}: the VXLAN underlay must be IPv4 (give this host's IPv4 underlay address)")
-        }
-    };
-    // The interface holding the VTEP address: VXLAN devices are bound to
-    // it, and their members' MTU follows its own.
-    let underlay = match (vtep, args.no_realize) {
-        (Some(a), false) => {
-            Some(leviathan::realize::Underlay::find(a).await.map_err(|e| anyhow::anyhow!("--vtep-address {a}: {e}"))?)
-        }
-        _ => None,
-    };
-    let _prefix_lock = if args.no_realize { None } else { Some(leviathan::lock::prefix(&args.prefix)?) };
-    if !args.no_realize {
-        // Two descriptors per realized namespace (its fd and its netlink
-        // socket): as root, raise the open-files limit to what the kernel
-        // allows (fs.nr_open), or at least to the hard limit.
-        use nix::sys::resource::{getrlimit, setrlimit, Resource};
-        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-            let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(hard)
-                .min(1 << 20);
-            let want = nr_open.max(hard);
-            if soft < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
-                if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                    tracing::warn!(error = %e, soft, "could not raise the open-files limit");
-                }
+}
+
+/// Two descriptors per realized namespace (its fd and its netlink socket):
+/// as root, raise the open-files limit to what the kernel allows
+/// (fs.nr_open), or at least to the hard limit.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(hard)
+            .min(1 << 20);
+        let want = nr_open.max(hard);
+        if soft < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, "could not raise the open-files limit");
             }
         }
     }
-    let _state_lock = if args.etcd.is_empty() { Some(leviathan::lock::state_file(&args.state)?) } else { None };
+}
+
+/// Opens the store (the SQLite state file, or etcd) and the service on it.
+async fn open_service(args: &ServeArgs, settings: &Settings) -> anyhow::Result<Arc<Service>> {
     let opts = leviathan::service::Options {
-        addr_plan,
+        addr_plan: settings.addr_plan,
         keep_changes: args.keep_changes,
         vtep_address: args.vtep_address.map(|a| a.to_string()),
+        workloads: leviathan::workload::Workloads { allow_host_netns: args.allow_host_netns },
         ..leviathan::service::Options::new(&args.host_id)
     };
-    let service = if args.etcd.is_empty() {
-        Service::open_with(&args.state, opts)?
-    } else {
-        let cfg = leviathan::store::EtcdConfig {
-            prefix: args.etcd_prefix.clone(),
-            lease_ttl: args.host_ttl,
-            request_timeout: match secs("etcd-timeout", args.etcd_timeout)? {
-                t if t < std::time::Duration::from_millis(100) => bail!("--etcd-timeout: give at least 0.1 seconds"),
-                t => t,
-            },
-            ..leviathan::store::EtcdConfig::new(args.etcd.clone(), &args.host_id)
-        };
-        Service::open_etcd(cfg, opts).await?
+    if args.etcd.is_empty() {
+        return Service::open_with(&args.state, opts);
+    }
+    let cfg = leviathan::store::EtcdConfig {
+        prefix: args.etcd_prefix.clone(),
+        lease_ttl: args.host_ttl,
+        request_timeout: settings.etcd_timeout,
+        ..leviathan::store::EtcdConfig::new(args.etcd.clone(), &args.host_id)
     };
-    leviathan::workload::set_allow_host_netns(args.allow_host_netns);
-    // Bind before any kernel work: a server that cannot listen changes
-    // nothing.
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let driver = if args.no_realize {
-        None
-    } else {
-        let cfg = leviathan::realize::Config {
-            prefix: args.prefix.clone(),
-            fabric: match args.fabric {
-                Fabric::Netns => leviathan::realize::FabricMode::Netns,
-                Fabric::Host => leviathan::realize::FabricMode::Host,
-            },
-            underlay,
-        };
-        let ledger_path = if args.etcd.is_empty() { args.state.clone() } else { args.ledger.clone() };
-        let ledger = leviathan::realize::ledger::Ledger::open(&ledger_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let realizer = leviathan::realize::Realizer::with_ledger(cfg, ledger)
-            .await
-            .map_err(|e| anyhow::anyhow!("the realizer cannot start: {e}"))?;
-        for f in realizer.foreign() {
-            tracing::warn!(object = %f, "not this leviathan's (not in its ledger): left alone");
-        }
-        let driver = leviathan::driver::Driver::start(Arc::clone(&service), realizer);
-        if args.reconcile_interval > 0 {
-            driver.reconcile_every(std::time::Duration::from_secs(args.reconcile_interval));
-        }
-        Some(Arc::new(driver) as Arc<dyn leviathan::service::Realization>)
+    Service::open_etcd(cfg, opts).await
+}
+
+/// The realizer on its ledger (adopting what it recorded), and the driver
+/// that follows the change stream with it.
+async fn start_driver(
+    args: &ServeArgs,
+    service: &Arc<Service>,
+    underlay: Option<leviathan::realize::Underlay>,
+) -> anyhow::Result<Arc<dyn leviathan::service::Realization>> {
+    let cfg = leviathan::realize::Config {
+        prefix: args.prefix.clone(),
+        fabric: match args.fabric {
+            Fabric::Netns => leviathan::realize::FabricMode::Netns,
+            Fabric::Host => leviathan::realize::FabricMode::Host,
+        },
+        underlay,
     };
-    tokio::spawn(log_changes(service.subscribe()));
-    tokio::spawn(announce(Arc::clone(&service), vtep));
+    let ledger_path = if args.etcd.is_empty() { args.state.clone() } else { args.ledger.clone() };
+    let ledger = leviathan::realize::ledger::Ledger::open(&ledger_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let realizer = leviathan::realize::Realizer::with_ledger(cfg, ledger)
+        .await
+        .map_err(|e| anyhow::anyhow!("the realizer cannot start: {e}"))?;
+    for f in realizer.foreign() {
+        tracing::warn!(object = %f, "not this leviathan's (not in its ledger): left alone");
+    }
+    let driver = leviathan::driver::Driver::start(Arc::clone(service), realizer);
+    if args.reconcile_interval > 0 {
+        driver.reconcile_every(std::time::Duration::from_secs(args.reconcile_interval));
+    }
+    Ok(Arc::new(driver))
+}
+
+/// The schema with its limits, the HTTP settings and the router.
+fn build_router(
+    args: &ServeArgs,
+    settings: &Settings,
+    service: &Arc<Service>,
+    driver: Option<Arc<dyn leviathan::service::Realization>>,
+    shutdown: leviathan::http::serve::Shutdown,
+) -> anyhow::Result<axum::Router> {
     let limits = leviathan::graphql::Limits {
         max_document_bytes: args.max_document_bytes,
         max_tokens: args.max_tokens,
@@ -388,48 +477,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_aliases: args.max_aliases,
         max_selections: leviathan::graphql::Limits::default().max_selections,
         max_errors: args.max_errors,
-        deadline: secs("request-timeout", args.request_timeout)?,
+        deadline: settings.request_timeout,
     };
-    let schema = leviathan::graphql::schema_with_limits(Arc::clone(&service), driver, limits);
+    let schema = leviathan::graphql::schema_with_limits(Arc::clone(service), driver, limits);
     let http = leviathan::http::HttpConfig {
         max_batch: args.max_batch,
         max_response_bytes: args.max_response_bytes,
         max_get_document: args.max_document_bytes,
         cors_origins: args.cors_origins.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
-        loopback,
+        loopback: settings.loopback,
         realizing: !args.no_realize,
     };
     let state = AppState {
-        service: Arc::clone(&service),
+        service: Arc::clone(service),
         schema,
-        token: token.map(Into::into),
+        token: args.token.clone().map(Into::into),
         body_limit: args.max_body,
         http: Arc::new(http),
     };
-    let (trigger, shutdown_signal) = leviathan::http::serve::Shutdown::new();
     let ws = leviathan::graphql::ws::WsConfig {
         max_connections: args.ws_max_connections,
-        send_timeout: secs("ws-send-timeout", args.ws_send_timeout)?,
+        send_timeout: settings.ws_send_timeout,
         max_message_size: args.ws_max_message,
-        shutdown: shutdown_signal.clone(),
+        shutdown,
         ..Default::default()
     };
-    let app = server::with_cors(server::router_with(state, ws), &args.cors_origins)?;
-    let opts = leviathan::http::serve::ServeOptions {
-        max_connections: args.max_connections,
-        header_timeout: secs("header-timeout", args.header_timeout)?,
-        grace: secs("shutdown-grace", args.shutdown_grace)?,
-    };
-    let addr = listener.local_addr()?;
-    if args.etcd.is_empty() {
-        tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
-    } else {
-        tracing::info!(%addr, etcd = %args.etcd.join(","), prefix = %args.etcd_prefix, revision = service.revision(), "leviathan listening");
-    }
-    println!("listening on {addr}");
-    leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
-    Ok(())
+    server::with_cors(server::router_with(state, ws), &args.cors_origins)
 }
 
 /// One concise line per committed change at the default level: the

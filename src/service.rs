@@ -3,11 +3,14 @@
 
 mod feed;
 mod operations;
+pub mod probe;
 mod realization;
+mod workloads;
 
 use crate::model::{AddrPlan, Command, EntityKey, ModelError, Record, Topology};
 use crate::model::{Change, ChangeItem};
 use crate::store::{EtcdConfig, EtcdStore, HostStatus, Remote, SqliteStore, Store, StoreError};
+use crate::workload::Workloads;
 use parking_lot::RwLock;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +32,7 @@ pub struct Service {
     host_id: String,
     changes: broadcast::Sender<Arc<Change>>,
     operations: Operations,
+    workloads: Workloads,
 }
 
 /// How a service is opened.
@@ -45,6 +49,8 @@ pub struct Options {
     pub capacity: usize,
     /// This host's underlay (VTEP) address, announced with its host id.
     pub vtep_address: Option<String>,
+    /// What workloads containers may be bound to.
+    pub workloads: Workloads,
 }
 
 impl Options {
@@ -55,6 +61,7 @@ impl Options {
             keep_changes: crate::store::DEFAULT_KEEP_CHANGES,
             capacity: CHANGE_STREAM_CAPACITY,
             vtep_address: None,
+            workloads: Workloads::default(),
         }
     }
 }
@@ -118,6 +125,7 @@ impl Service {
             host_id: opts.host_id.clone(),
             changes,
             operations: Operations::new(),
+            workloads: opts.workloads,
         })
     }
 
@@ -167,8 +175,8 @@ impl Service {
         &self.operations
     }
 
-    /// The store (for the change log).
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store (for the change log and the health probe).
+    fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 

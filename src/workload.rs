@@ -6,29 +6,29 @@
 //! runs in the API layer before the command, never inside the pure model.
 //! Every failure is a `BAD_REQUEST` that names what is wrong; nothing is
 //! changed then.
+//!
+//! What may be bound is configured by value ([`Workloads`], a service
+//! option), never by a process-global: the service binds workloads for the
+//! resolvers and the driver (`Service::bind_workload`,
+//! `Service::resolve_netns`).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::model::{ModelError, NetnsBinding};
 
-static ALLOW_HOST_NETNS: AtomicBool = AtomicBool::new(false);
-
 /// How long a runtime's `inspect` may take.
 const RUNTIME_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// `serve --allow-host-netns`: allow binding a container to the namespace
-/// the server itself runs in (off by default: wiring it would put
-/// leviathan's interfaces in the host's own namespace).
-pub fn set_allow_host_netns(on: bool) {
-    ALLOW_HOST_NETNS.store(on, Ordering::Relaxed);
-}
-
-fn allow_host_netns() -> bool {
-    ALLOW_HOST_NETNS.load(Ordering::Relaxed)
+/// How workloads may be bound (`serve` options).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Workloads {
+    /// `serve --allow-host-netns`: allow binding a container to the
+    /// namespace the server itself runs in (off by default: wiring it
+    /// would put leviathan's interfaces in the host's own namespace).
+    pub allow_host_netns: bool,
 }
 
 /// What a `netnsPath` names, before any I/O.
@@ -75,22 +75,55 @@ pub fn parse(said: &str) -> Result<Target, ModelError> {
     Err(bad(said, "give an absolute path (/proc/PID/ns/net, /run/netns/NAME), pid:PID, docker:NAME or podman:NAME"))
 }
 
-/// Resolves a `netnsPath` to a network namespace, checked: it exists, it is
-/// a network namespace, and it is not the server's own (unless allowed).
-pub async fn resolve(said: &str) -> Result<NetnsBinding, ModelError> {
-    let path = match parse(said)? {
-        Target::Path(p) => p,
-        Target::Pid(pid) => proc_path(said, pid)?,
-        Target::Runtime { runtime, name } => {
-            let pid = runtime_pid(said, runtime, &name).await?;
-            proc_path(said, pid)?
+impl Workloads {
+    /// Resolves a `netnsPath` to a network namespace, checked: it exists,
+    /// it is a network namespace, and it is not the server's own (unless
+    /// allowed).
+    pub async fn resolve(self, said: &str) -> Result<NetnsBinding, ModelError> {
+        let path = match parse(said)? {
+            Target::Path(p) => p,
+            Target::Pid(pid) => proc_path(said, pid)?,
+            Target::Runtime { runtime, name } => {
+                let pid = runtime_pid(said, runtime, &name).await?;
+                proc_path(said, pid)?
+            }
+        };
+        let said2 = said.to_string();
+        let checked = tokio::task::spawn_blocking(move || self.check_namespace(&said2, &path))
+            .await
+            .map_err(|e| ModelError::internal(format!("resolving a namespace: {e}")))?;
+        checked
+    }
+
+    /// Opens a namespace file and returns its identity, if it is a network
+    /// namespace other than the server's own (unless that is allowed).
+    pub fn check_namespace(self, said: &str, path: &str) -> Result<NetnsBinding, ModelError> {
+        let f = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => bad(said, format!("{path} does not exist")),
+            _ => bad(said, format!("cannot open {path}: {e}")),
+        })?;
+        // SAFETY: an ioctl without argument on a file we hold open.
+        let kind = unsafe { nix::libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if kind != nix::libc::CLONE_NEWNET {
+            return Err(bad(said, format!("{path} is not a network namespace")));
         }
-    };
-    let said2 = said.to_string();
-    let checked = tokio::task::spawn_blocking(move || check_namespace(&said2, &path))
-        .await
-        .map_err(|e| ModelError::internal(format!("resolving a namespace: {e}")))?;
-    checked
+        let meta = f.metadata().map_err(|e| bad(said, format!("cannot stat {path}: {e}")))?;
+        let (device, inode) = (meta.dev(), meta.ino());
+        if !self.allow_host_netns {
+            for own in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+                if std::fs::metadata(own).is_ok_and(|m| m.dev() == device && m.ino() == inode) {
+                    return Err(bad(
+                        said,
+                        format!(
+                            "{path} is the namespace leviathan itself runs in (the host's); \
+                             wiring it is refused unless the server runs with --allow-host-netns"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(NetnsBinding { path: path.to_string(), device, inode })
+    }
 }
 
 fn proc_path(said: &str, pid: u32) -> Result<String, ModelError> {
@@ -133,36 +166,6 @@ pub fn still_bound(b: &NetnsBinding) -> bool {
 /// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`): the kind of namespace an nsfs file is.
 const NS_GET_NSTYPE: u64 = 0xb703;
 
-/// Opens a namespace file and returns its identity, if it is a network
-/// namespace other than the server's own.
-pub fn check_namespace(said: &str, path: &str) -> Result<NetnsBinding, ModelError> {
-    let f = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => bad(said, format!("{path} does not exist")),
-        _ => bad(said, format!("cannot open {path}: {e}")),
-    })?;
-    // SAFETY: an ioctl without argument on a file we hold open.
-    let kind = unsafe { nix::libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
-    if kind != nix::libc::CLONE_NEWNET {
-        return Err(bad(said, format!("{path} is not a network namespace")));
-    }
-    let meta = f.metadata().map_err(|e| bad(said, format!("cannot stat {path}: {e}")))?;
-    let (device, inode) = (meta.dev(), meta.ino());
-    if !allow_host_netns() {
-        for own in ["/proc/self/ns/net", "/proc/1/ns/net"] {
-            if std::fs::metadata(own).is_ok_and(|m| m.dev() == device && m.ino() == inode) {
-                return Err(bad(
-                    said,
-                    format!(
-                        "{path} is the namespace leviathan itself runs in (the host's); \
-                         wiring it is refused unless the server runs with --allow-host-netns"
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(NetnsBinding { path: path.to_string(), device, inode })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,15 +186,15 @@ mod tests {
 
     #[test]
     fn a_plain_file_is_not_a_namespace() {
-        let e = check_namespace("/etc/passwd", "/etc/passwd").unwrap_err();
+        let e = Workloads::default().check_namespace("/etc/passwd", "/etc/passwd").unwrap_err();
         assert!(e.message.contains("not a network namespace"), "{}", e.message);
-        let e = check_namespace("/nope", "/nope/x").unwrap_err();
+        let e = Workloads::default().check_namespace("/nope", "/nope/x").unwrap_err();
         assert!(e.message.contains("does not exist"), "{}", e.message);
     }
 
     #[test]
     fn own_namespace_is_refused() {
-        match check_namespace("pid:1", "/proc/self/ns/net") {
+        match Workloads::default().check_namespace("pid:1", "/proc/self/ns/net") {
             Err(e) => assert!(e.message.contains("--allow-host-netns"), "{}", e.message),
             // Not permitted to open it here (no root): nothing to check.
             Ok(b) => panic!("own namespace accepted: {b:?}"),

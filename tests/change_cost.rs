@@ -21,7 +21,7 @@ const LEAVE: &str =
 
 /// The size of the change record of each revision, as the log stores it.
 async fn record_size(svc: &leviathan::service::Service, revision: u64) -> usize {
-    let changes = svc.store().changes_after(revision - 1, 1).await.unwrap();
+    let changes = svc.change_log(revision - 1, 1).await.unwrap();
     assert_eq!(changes[0].revision, revision);
     serde_json::to_string(&changes[0]).unwrap().len()
 }

@@ -23,8 +23,10 @@ pub fn json(bytes: &[u8]) -> Result<Value, CompatError> {
     serde_json::from_slice(bytes).map_err(|e| CompatError::bad_request(format!("malformed JSON body: {e}")))
 }
 
-/// What a JSON value is, for messages.
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for messages ("expected an object, found a
+/// list"). The one wording of both the legacy routes and the server's
+/// GraphQL over HTTP.
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -1,5 +1,8 @@
 //! The legacy error body, `{"status": N, "message": "..."}`, and the mapping
 //! of GraphQL `extensions.code` to HTTP statuses.
+//!
+//! This crate does not depend on the server's, so it reads the code strings
+//! itself: [`GraphqlCode::from_code`] is the one place they are parsed.
 
 use async_graphql::{ServerError, Value};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -54,18 +57,55 @@ impl CompatError {
     }
 }
 
-/// BAD_REQUEST 400, NOT_FOUND 404, CONFLICT 409, UNAUTHENTICATED 401,
-/// UNAVAILABLE 503 (the shared store cannot be reached), anything else
-/// (INTERNAL, or no code) 500.
-pub fn status_of_code(code: Option<&str>) -> StatusCode {
-    match code {
-        Some("BAD_REQUEST") => StatusCode::BAD_REQUEST,
-        Some("NOT_FOUND") => StatusCode::NOT_FOUND,
-        Some("CONFLICT") => StatusCode::CONFLICT,
-        Some("UNAUTHENTICATED") => StatusCode::UNAUTHORIZED,
-        Some("UNAVAILABLE") => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// The classes of failure a GraphQL answer names in `extensions.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphqlCode {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Unauthenticated,
+    Forbidden,
+    Gone,
+    Unavailable,
+    Internal,
+}
+
+impl GraphqlCode {
+    /// The class of an `extensions.code` string; `None` for one unknown.
+    pub fn from_code(code: &str) -> Option<GraphqlCode> {
+        Some(match code {
+            "BAD_REQUEST" => GraphqlCode::BadRequest,
+            "NOT_FOUND" => GraphqlCode::NotFound,
+            "CONFLICT" => GraphqlCode::Conflict,
+            "UNAUTHENTICATED" => GraphqlCode::Unauthenticated,
+            "FORBIDDEN" => GraphqlCode::Forbidden,
+            "GONE" => GraphqlCode::Gone,
+            "UNAVAILABLE" => GraphqlCode::Unavailable,
+            "INTERNAL" => GraphqlCode::Internal,
+            _ => return None,
+        })
     }
+
+    /// The legacy status of this class. The legacy routes have no
+    /// resumable reads, so `GONE` stands for an internal fault there.
+    pub fn status(self) -> StatusCode {
+        match self {
+            GraphqlCode::BadRequest => StatusCode::BAD_REQUEST,
+            GraphqlCode::NotFound => StatusCode::NOT_FOUND,
+            GraphqlCode::Conflict => StatusCode::CONFLICT,
+            GraphqlCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            GraphqlCode::Forbidden => StatusCode::FORBIDDEN,
+            GraphqlCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GraphqlCode::Gone | GraphqlCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// BAD_REQUEST 400, NOT_FOUND 404, CONFLICT 409, UNAUTHENTICATED 401,
+/// FORBIDDEN 403, UNAVAILABLE 503 (the shared store cannot be reached),
+/// anything else (INTERNAL, GONE, an unknown code, or no code) 500.
+pub fn status_of_code(code: Option<&str>) -> StatusCode {
+    code.and_then(GraphqlCode::from_code).map_or(StatusCode::INTERNAL_SERVER_ERROR, GraphqlCode::status)
 }
 
 impl fmt::Display for CompatError {
@@ -106,6 +146,9 @@ mod tests {
         assert_eq!(status_of_code(Some("UNAUTHENTICATED")), StatusCode::UNAUTHORIZED);
         assert_eq!(status_of_code(Some("INTERNAL")), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status_of_code(None), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of_code(Some("FORBIDDEN")), StatusCode::FORBIDDEN);
+        assert_eq!(status_of_code(Some("GONE")), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of_code(Some("SOMETHING")), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

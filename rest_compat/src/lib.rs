@@ -1,5 +1,5 @@
 //! The legacy Leviathan REST routes and the `/leviathan/monitor` websocket
-//! (`spec/legacy-api.md`), as translations to GraphQL operations.
+//! (`docs/legacy-api.md`), as translations to GraphQL operations.
 //!
 //! Every route turns its request into one GraphQL operation with variables,
 //! runs it on an [`async_graphql::Executor`], and shapes the answer into the
@@ -13,7 +13,8 @@
 //!              their answers into legacy bodies
 //! body.rs      reading bodies (limit, JSON whatever the content type) and
 //!              checking their shape, naming the offending field
-//! error.rs     the legacy error body and the GraphQL code → status mapping
+//! error.rs     the legacy error body, the one parse of GraphQL codes and
+//!              their mapping to statuses
 //! ids.rs       the id rule (1-64 of A-Z a-z 0-9 _ . -, no leading . or -)
 //! monitor/     the monitor websocket; `monitor/subscription.rs` holds the
 //!              `cinMonitor` document and its field mapping
@@ -31,6 +32,7 @@ use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use body::kind;
 pub use error::CompatError;
 pub use ids::check_id;
 

@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
+use leviathan::model::ErrorCode;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -105,7 +106,7 @@ impl Client {
             Some(v) => bail!("the server did not accept the websocket connection: {v}"),
             None => {
                 return Err(GqlError {
-                    code: "UNAUTHENTICATED".into(),
+                    code: ErrorCode::Unauthenticated.as_str().into(),
                     message: "the server closed the websocket before accepting it (missing or wrong token?)".into(),
                 }
                 .into())

@@ -264,14 +264,14 @@ impl Loop {
                 .filter(|c| {
                     let by_runtime =
                         c.netns_path.as_deref().is_some_and(|p| p.starts_with("docker:") || p.starts_with("podman:"));
-                    by_runtime && c.netns.as_ref().is_some_and(|b| !crate::workload::still_bound(b))
+                    by_runtime && c.netns.as_ref().is_some_and(|b| !self.service.still_bound(b))
                 })
                 .cloned()
                 .collect()
         });
         let resolved = futures_util::future::join_all(gone.iter().map(|c| async move {
             let said = c.netns_path.clone().unwrap_or_default();
-            (c, crate::workload::resolve(&said).await)
+            (c, self.service.resolve_netns(&said).await)
         }))
         .await;
         for (c, r) in resolved {

@@ -10,6 +10,7 @@
 //! `BAD_REQUEST`; any other uncoded error is `INTERNAL`.
 
 use super::cost::{self, Bounds, LazyBounds};
+use crate::model::ErrorCode;
 use crate::service::Service;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextRequest,
@@ -119,7 +120,7 @@ impl ExecutionStarted {
 pub fn refused(message: impl Into<String>) -> ServerError {
     let mut e = ServerError::new(message, None);
     let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", "BAD_REQUEST");
+    ext.set("code", ErrorCode::BadRequest.as_str());
     e.extensions = Some(ext);
     e
 }
@@ -160,8 +161,8 @@ fn code_errors(errors: &mut [ServerError]) {
         let coded = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
         if !coded {
             let input = e.message.starts_with("Failed to parse \"") || e.message.starts_with("Expected input type \"");
-            let code = if e.path.is_empty() || input { "BAD_REQUEST" } else { "INTERNAL" };
-            e.extensions.get_or_insert_with(Default::default).set("code", code);
+            let code = if e.path.is_empty() || input { ErrorCode::BadRequest } else { ErrorCode::Internal };
+            e.extensions.get_or_insert_with(Default::default).set("code", code.as_str());
         }
     }
 }

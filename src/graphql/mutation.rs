@@ -622,21 +622,11 @@ impl MutationRoot {
         let s = svc(ctx);
         let host = host_of(s, &input.host_id)?;
         let key = ContainerKey::new(&host, input.id.as_str());
-        // Resolution does I/O (files, the runtime's CLI): here, before the
-        // command, never in the model. Only this server's own host's
-        // workloads can be looked at.
+        // Binding does I/O (files, the runtime's CLI): the service does it
+        // here, before the command, never in the model. Only this server's
+        // own host's workloads can be looked at.
         let netns = match &input.netns_path {
-            Some(p) if host == s.host_id() => Some(crate::workload::resolve(p).await.map_err(gql)?),
-            Some(p) => match crate::workload::parse(p).map_err(gql)? {
-                // Another host's path: its server checks it when wiring.
-                crate::workload::Target::Path(_) => None,
-                _ => {
-                    return Err(gql(crate::model::ModelError::bad_request(format!(
-                        "netnsPath '{}': only the server of host '{host}' can resolve it; send the request there",
-                        p.escape_debug()
-                    ))))
-                }
-            },
+            Some(p) => s.bind_workload(&host, p).await.map_err(gql)?,
             None => None,
         };
         let netns_path = input.netns_path;

@@ -23,6 +23,7 @@
 
 use super::LeviathanSchema;
 use crate::auth::token_matches;
+use crate::model::ErrorCode;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -325,7 +326,7 @@ impl Conn {
                     self.send_json(json!({
                         "type": "connection_error",
                         "payload": {"message": "Unauthorized: missing or wrong token",
-                                    "extensions": {"code": "UNAUTHENTICATED"}}
+                                    "extensions": {"code": ErrorCode::Unauthenticated.as_str()}}
                     }))
                     .await?;
                     Err(Stop::Close(4401, "Unauthorized: missing or wrong token".into()))
@@ -358,14 +359,20 @@ impl Conn {
             Err(e) => {
                 return match self.proto {
                     Protocol::TransportWs => Err(invalid(format!("bad subscribe payload: {e}"))),
-                    Protocol::LegacyWs => self.op_error(&id, format!("bad start payload: {e}"), "BAD_REQUEST").await,
+                    Protocol::LegacyWs => {
+                        self.op_error(&id, format!("bad start payload: {e}"), ErrorCode::BadRequest).await
+                    }
                 };
             }
         };
         if self.subs.len() >= self.cfg.max_subscriptions {
             let max = self.cfg.max_subscriptions;
             return self
-                .op_error(&id, format!("too many subscriptions on this connection (at most {max})"), "BAD_REQUEST")
+                .op_error(
+                    &id,
+                    format!("too many subscriptions on this connection (at most {max})"),
+                    ErrorCode::BadRequest,
+                )
                 .await;
         }
         let stream = self
@@ -380,8 +387,8 @@ impl Conn {
     }
 
     /// An `error` message for one operation (which then ends).
-    async fn op_error(&mut self, id: &str, message: String, code: &str) -> Result<(), Stop> {
-        let err = json!({"message": message, "extensions": {"code": code}});
+    async fn op_error(&mut self, id: &str, message: String, code: ErrorCode) -> Result<(), Stop> {
+        let err = json!({"message": message, "extensions": {"code": code.as_str()}});
         let payload = match self.proto {
             Protocol::TransportWs => json!([err]),
             Protocol::LegacyWs => err,
@@ -414,7 +421,9 @@ impl Conn {
                 };
                 let body = match serde_json::to_string(&resp) {
                     Ok(b) => b,
-                    Err(e) => return self.op_error(&id, format!("encoding the result: {e}"), "INTERNAL").await,
+                    Err(e) => {
+                        return self.op_error(&id, format!("encoding the result: {e}"), ErrorCode::Internal).await
+                    }
                 };
                 let id_json = Value::String(id).to_string();
                 self.send(Message::Text(Utf8Bytes::from(format!(

@@ -14,90 +14,27 @@
 //!   send `text/plain` cross-origin without a preflight).
 
 use crate::graphql::{refused, ExecutionStarted};
-use crate::server::AppState;
+use crate::http::error::HttpError;
+use crate::http::media::Media;
+use crate::http::state::AppState;
+use crate::model::ErrorCode;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use leviathan_rest_compat::kind;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Media type of a GraphQL answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Media {
-    /// `application/graphql-response+json`.
-    GraphqlResponse,
-    /// `application/json`.
-    Json,
-}
-
-impl Media {
-    fn content_type(self) -> HeaderValue {
-        match self {
-            Media::GraphqlResponse => HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
-            Media::Json => HeaderValue::from_static("application/json; charset=utf-8"),
-        }
-    }
-
-    /// The media type to answer in, from `Accept` (none: JSON).
-    pub fn negotiate(headers: &HeaderMap) -> Option<Media> {
-        let mut ranges = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .peekable();
-        if ranges.peek().is_none() {
-            return Some(Media::Json);
-        }
-        let mut json = false;
-        for r in ranges {
-            let mut parts = r.split(';').map(str::trim);
-            let essence = parts.next().unwrap_or("").to_ascii_lowercase();
-            let refused =
-                parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)));
-            if refused {
-                continue;
-            }
-            match essence.as_str() {
-                "application/graphql-response+json" => return Some(Media::GraphqlResponse),
-                "application/json" | "application/*" | "*/*" => json = true,
-                _ => {}
-            }
-        }
-        json.then_some(Media::Json)
-    }
-}
-
-/// A GraphQL answer: only `errors` (before execution) or `data`, `errors`,
-/// `extensions`.
-pub fn error_body(errors: &[async_graphql::ServerError]) -> Value {
-    json!({ "errors": errors })
-}
-
 /// An answer with a status and a media type.
 fn answer(status: StatusCode, media: Media, body: Vec<u8>) -> Response {
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
     resp
-}
-
-/// A request error (before execution): status, and `{"errors": [...]}`.
-pub fn request_error(status: StatusCode, media: Media, code: &str, message: &str) -> Response {
-    let body = json!({"errors": [{"message": message, "extensions": {"code": code}}]});
-    answer(status, media, body.to_string().into_bytes())
-}
-
-/// A GraphQL-shaped error for routes of `/graphql` outside a handler
-/// (auth, origin checks): `application/json`.
-pub fn plain_error(status: StatusCode, code: &str, message: &str) -> Response {
-    request_error(status, Media::Json, code, message)
 }
 
 /// A writer that refuses to grow past a cap.
@@ -173,17 +110,6 @@ fn request_of(obj: &Map<String, Value>) -> Result<async_graphql::Request, String
     Ok(req)
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// The GraphQL requests over HTTP being run now, and those abandoned: a
 /// request's work is a future that hyper drops when the client goes away
 /// (and execution yields to the runtime between fields, so the drop takes
@@ -251,22 +177,30 @@ fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::R
 }
 
 fn body_too_large(limit: usize) -> Response {
-    let mut resp = plain_error(
+    HttpError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "BAD_REQUEST",
-        &format!("request body over the limit of {limit} bytes (--max-body)"),
-    );
+        ErrorCode::BadRequest,
+        format!("request body over the limit of {limit} bytes (--max-body)"),
+    )
+    .graphql(Media::Json)
     // The rest of the body is never read: the connection cannot be reused.
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+    .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+    .into_response()
 }
 
 fn not_acceptable() -> Response {
-    plain_error(
+    HttpError::new(
         StatusCode::NOT_ACCEPTABLE,
-        "BAD_REQUEST",
+        ErrorCode::BadRequest,
         "this endpoint answers application/graphql-response+json or application/json: accept one of them",
     )
+    .graphql(Media::Json)
+    .into_response()
+}
+
+/// A 400 `BAD_REQUEST` before execution, in the answer's media type.
+fn refuse(media: Media, message: String) -> Response {
+    HttpError::bad_request(message).graphql(media).into_response()
 }
 
 /// Whether a content type is JSON (`application/json`, any parameters).
@@ -290,22 +224,23 @@ pub async fn post(
     };
     if !is_json(&headers) {
         let given = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none");
-        return request_error(
+        return HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            media,
-            "BAD_REQUEST",
-            &format!(
+            ErrorCode::BadRequest,
+            format!(
                 "a GraphQL POST needs 'content-type: application/json' (got {}); the body is \
                  {{\"query\": ..., \"variables\": ..., \"operationName\": ...}}",
                 given.escape_debug()
             ),
-        );
+        )
+        .graphql(media)
+        .into_response();
     }
     let bytes: Bytes = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(b) => b,
         Err(_) => return body_too_large(state.body_limit),
     };
-    let bad = |m: String| request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &m);
+    let bad = |m: String| refuse(media, m);
     let v: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) if bytes.iter().all(u8::is_ascii_whitespace) => {
@@ -334,7 +269,7 @@ pub async fn post(
 /// limit), in order; the answer is the array of their answers.
 async fn batch(state: &AppState, in_flight: &InFlight, media: Media, items: Vec<Value>) -> Response {
     let max = state.http.max_batch;
-    let bad = |m: String| request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &m);
+    let bad = |m: String| refuse(media, m);
     if items.is_empty() {
         return bad("the batch is empty: send at least one request".into());
     }
@@ -353,10 +288,7 @@ async fn batch(state: &AppState, in_flight: &InFlight, media: Media, items: Vec<
                     let (executed, resp) = run(state, in_flight, req).await;
                     encode_one(&resp, executed, &mut out)
                 }
-                Err(m) => {
-                    let e = json!({"errors": [{"message": m, "extensions": {"code": "BAD_REQUEST"}}]});
-                    serde_json::to_writer(&mut out, &e).map_err(|_| ())
-                }
+                Err(m) => serde_json::to_writer(&mut out, &HttpError::bad_request(m).errors_body()).map_err(|_| ()),
             };
         if ok.is_err() {
             let body = json!([{"errors": [refused(too_large(cap))]}]);
@@ -377,7 +309,7 @@ pub async fn get(
     let Some(media) = Media::negotiate(&headers) else {
         return not_acceptable();
     };
-    let bad = |m: String| request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &m);
+    let bad = |m: String| refuse(media, m);
     let params: Vec<(String, String)> = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
         Ok(p) => p,
         Err(e) => return bad(format!("malformed query string: {e}")),
@@ -394,14 +326,14 @@ pub async fn get(
                     && op.node.ty != async_graphql::parser::types::OperationType::Query
             });
             if mutates {
-                let mut resp = request_error(
+                return HttpError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    media,
-                    "BAD_REQUEST",
+                    ErrorCode::BadRequest,
                     "mutations need POST (subscriptions the websocket at /graphql/ws)",
-                );
-                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
-                return resp;
+                )
+                .graphql(media)
+                .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"))
+                .into_response();
             }
         }
     }

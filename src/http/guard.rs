@@ -6,11 +6,13 @@
 //! refused (403), so DNS rebinding cannot reach it. Requests without
 //! `Origin` (curl, scripts) are unaffected.
 
-use crate::server::{error_for_path, AppState};
+use crate::http::error::HttpError;
+use crate::http::state::AppState;
+use crate::model::ErrorCode;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 /// The host part of a `Host` value (no port, no brackets), lowercase.
 fn host_name(host: &str) -> String {
@@ -73,7 +75,7 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
         .and_then(|()| origin_allowed(req.headers(), &cfg.cors_origins));
     match verdict {
         Ok(()) => next.run(req).await,
-        Err(message) => error_for_path(req.uri().path(), StatusCode::FORBIDDEN, "FORBIDDEN", &message),
+        Err(message) => HttpError::of(ErrorCode::Forbidden, message).for_path(req.uri().path()).into_response(),
     }
 }
 

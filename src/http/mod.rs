@@ -1,45 +1,36 @@
-//! The HTTP side of the server beside the router itself: GraphQL over HTTP
-//! (`graphql.rs`), the browser-safety checks on every request (`guard.rs`),
-//! and the accept loop with its connection limits and graceful shutdown
-//! (`serve.rs`).
+//! The HTTP side of the server, beside the router assembly (`server.rs`):
+//!
+//! ```text
+//! config.rs   HttpConfig: the `serve` options of the HTTP endpoints
+//! state.rs    AppState: what every handler is given
+//! error.rs    HttpError: the one error answer (status, ErrorCode, message),
+//!             in the shape of its route; `IntoResponse`
+//! media.rs    the GraphQL media types and their negotiation
+//! graphql.rs  GraphQL over HTTP (`/graphql`, GET and POST, batches)
+//! ws.rs       the `/graphql/ws` endpoint (upgrade, connection slots)
+//! token.rs    the token check on every request
+//! guard.rs    browser safety: `Origin` and `Host` checks on every request
+//! pages.rs    `/`, `/graphiql`, `/topology`, their assets, the schema, 404s
+//! health.rs   `/healthz`, `/metrics`, the request log
+//! serve.rs    the accept loop: connection limits, graceful shutdown
+//! ```
+//!
+//! Arrows: these files import the graphql, service and model rooms, never
+//! `server.rs`; files here import one another by their own path (not
+//! through this file's re-exports).
 
+pub mod config;
+pub mod error;
 pub mod graphql;
 pub mod guard;
+pub mod health;
+pub mod media;
+pub mod pages;
 pub mod serve;
+pub mod state;
+pub mod token;
+pub mod ws;
 
-/// Settings of the HTTP endpoints (`serve` options).
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Most requests in one batch (a JSON array POSTed to `/graphql`).
-    pub max_batch: usize,
-    /// Largest GraphQL answer, in bytes; a larger one is replaced by an error.
-    pub max_response_bytes: usize,
-    /// Longest document a GET is parsed for (to refuse a mutation by GET);
-    /// the schema's own limit refuses longer ones.
-    pub max_get_document: usize,
-    /// Origins (besides the server's own) whose pages may call the API.
-    pub cors_origins: Vec<String>,
-    /// Host names accepted in `Host` besides the loopback names, when the
-    /// server listens on loopback.
-    pub allowed_hosts: Vec<String>,
-    /// Whether the server listens on a loopback address: then `Host` must
-    /// name loopback (or an allowed host), so DNS rebinding cannot reach it.
-    pub loopback: bool,
-    /// Whether this server realizes the model in the kernel (reported by
-    /// `/healthz`; a server that cannot realize does not start).
-    pub realizing: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            max_batch: 10,
-            max_response_bytes: 32 * 1024 * 1024,
-            max_get_document: 256 * 1024,
-            cors_origins: Vec::new(),
-            allowed_hosts: Vec::new(),
-            loopback: true,
-            realizing: false,
-        }
-    }
-}
+pub use config::HttpConfig;
+pub use error::HttpError;
+pub use state::{AppState, DEFAULT_BODY_LIMIT};

@@ -10,6 +10,9 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     Unauthenticated,
+    /// The request is understood but refused where it comes from (a
+    /// foreign `Origin`, a `Host` that does not name the server).
+    Forbidden,
     /// What was asked for is no longer kept (e.g. changes older than the
     /// change log holds): re-read the current state.
     Gone,
@@ -28,10 +31,35 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Gone => "GONE",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
+    }
+
+    /// Every class, in the order of [`ErrorCode::as_str`].
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::Gone,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The class of an `extensions.code` string (`None` for a code this
+    /// server does not send).
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -72,3 +100,17 @@ impl fmt::Display for ModelError {
 impl std::error::Error for ModelError {}
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_parses_back() {
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorCode::Forbidden.as_str(), "FORBIDDEN");
+        assert_eq!(ErrorCode::parse("NOPE"), None);
+    }
+}

@@ -171,7 +171,13 @@ impl Service {
 
     /// One page of the change log after `revision`.
     async fn read_log(&self, revision: u64) -> Result<Vec<Change>, ModelError> {
-        match self.store().changes_after(revision, REPLAY_PAGE).await {
+        self.change_log(revision, REPLAY_PAGE).await
+    }
+
+    /// At most `limit` changes of the change log after `revision`, in
+    /// revision order, as the log stores them.
+    pub async fn change_log(&self, revision: u64, limit: usize) -> Result<Vec<Change>, ModelError> {
+        match self.store().changes_after(revision, limit).await {
             Ok(page) => Ok(page),
             Err(crate::store::StoreError::Gone(g)) => Err(gone(g, self.revision())),
             Err(crate::store::StoreError::Unavailable(m)) => {

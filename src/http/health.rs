@@ -1,0 +1,120 @@
+//! What the server tells of itself: `/healthz` (asks the service, which
+//! asks its store), `/metrics` (Prometheus text), and one log line per
+//! request.
+
+use crate::http::graphql::InFlight;
+use crate::http::state::AppState;
+use crate::http::ws::WsEndpoint;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::fmt::Write as _;
+
+/// What `/metrics` shows of the HTTP side: websocket connections open,
+/// GraphQL requests running and abandoned.
+#[derive(Clone)]
+pub struct Gauges {
+    pub ws: WsEndpoint,
+    pub graphql: InFlight,
+}
+
+/// One structured log line per request: method, path, status, duration.
+/// Server faults at `warn`, the rest at `debug` (`LEVIATHAN_LOG=debug`).
+pub async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if resp.status().is_server_error() {
+        tracing::warn!(%method, %path, status, micros, "request");
+    } else {
+        tracing::debug!(%method, %path, status, micros, "request");
+    }
+    resp
+}
+
+/// Health, honestly: the service asks its store for something (a read of
+/// the change log, bounded by a timeout), and the answer is 503 when it
+/// does not answer; the realizer is running whenever the server is (a
+/// server that cannot realize refuses to start), or off with `--no-realize`.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let probe = state.service.probe().await;
+    let ok = probe.ok();
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "version": crate::VERSION,
+        "revision": probe.revision,
+        "store": {"kind": probe.store_kind, "ok": ok, "error": probe.store_error},
+        "realizer": if state.http.realizing { "running" } else { "off (--no-realize)" },
+    });
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Prometheus text exposition: the revision, objects by kind, CENs and
+/// CINs by realization status, operations under way, open `/graphql/ws`
+/// connections, GraphQL requests over HTTP running and abandoned.
+pub async fn metrics(State(state): State<AppState>, axum::Extension(gauges): axum::Extension<Gauges>) -> Response {
+    let mut out = String::new();
+    model_metrics(&state, &mut out);
+    http_metrics(&gauges, &mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The revision, objects by kind, realization statuses, operations.
+fn model_metrics(state: &AppState, out: &mut String) {
+    let service = &state.service;
+    let ((counts, statuses), revision) = service.read_at(|t| {
+        let mut statuses: std::collections::BTreeMap<(&str, String), usize> = Default::default();
+        for c in t.cens() {
+            *statuses.entry(("cen", format!("{:?}", c.realization.status).to_uppercase())).or_default() += 1;
+        }
+        for c in t.cins() {
+            *statuses.entry(("cin", format!("{:?}", c.realization.status).to_uppercase())).or_default() += 1;
+        }
+        (t.counts(), statuses)
+    });
+    let _ = writeln!(out, "# HELP leviathan_revision Revision of the last committed change.");
+    let _ = writeln!(out, "# TYPE leviathan_revision gauge\nleviathan_revision {revision}");
+    let _ = writeln!(out, "# HELP leviathan_objects Objects in the topology, by kind.");
+    let _ = writeln!(out, "# TYPE leviathan_objects gauge");
+    let (hosts, containers, cens, cins, cpools) = counts;
+    for (kind, n) in [("host", hosts), ("container", containers), ("cen", cens), ("cin", cins), ("cpool", cpools)] {
+        let _ = writeln!(out, "leviathan_objects{{kind=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP leviathan_realization CENs and CINs by realization status.");
+    let _ = writeln!(out, "# TYPE leviathan_realization gauge");
+    for ((kind, status), n) in statuses {
+        let _ = writeln!(out, "leviathan_realization{{kind=\"{kind}\",status=\"{status}\"}} {n}");
+    }
+    let running = service.operations().running();
+    let _ = writeln!(out, "# HELP leviathan_operations_running Make/destroy operations under way.");
+    let _ = writeln!(out, "# TYPE leviathan_operations_running gauge\nleviathan_operations_running {running}");
+}
+
+/// Open websockets, GraphQL requests running and abandoned.
+fn http_metrics(gauges: &Gauges, out: &mut String) {
+    let ws_open = gauges.ws.open();
+    let _ = writeln!(out, "# HELP leviathan_ws_connections Open websocket connections on /graphql/ws.");
+    let _ = writeln!(out, "# TYPE leviathan_ws_connections gauge\nleviathan_ws_connections {ws_open}");
+    let _ = writeln!(out, "# HELP leviathan_graphql_requests_running GraphQL requests over HTTP being run.");
+    let _ = writeln!(
+        out,
+        "# TYPE leviathan_graphql_requests_running gauge\nleviathan_graphql_requests_running {}",
+        gauges.graphql.running()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP leviathan_graphql_requests_abandoned_total GraphQL requests over HTTP whose work was dropped \
+         before it finished (the client went away)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE leviathan_graphql_requests_abandoned_total counter\nleviathan_graphql_requests_abandoned_total {}",
+        gauges.graphql.abandoned()
+    );
+}
