@@ -317,3 +317,95 @@ impl EntityKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The stored format of CEN and CIN records, as the store and the change
+    //! log write it (serde_json of a [`Record`]): pinned, so that reshaping
+    //! the structs never changes what is on disk or in etcd.
+
+    use super::*;
+
+    fn parts() -> BTreeMap<String, Realization> {
+        BTreeMap::from([
+            ("h1".to_string(), Realization { status: Status::Ready, message: None }),
+            ("h2".to_string(), Realization { status: Status::Failed, message: Some("boom".into()) }),
+        ])
+    }
+
+    const CEN_FULL: &str = r#"{"kind":"cen","id":"c1","vni":4096,"made":true,"realization":{"status":"FAILED","message":"on host h2: boom"},"parts":{"h1":{"status":"READY"},"h2":{"status":"FAILED","message":"boom"}}}"#;
+    const CEN_BARE: &str = r#"{"kind":"cen","id":"c0","made":false,"realization":{"status":"PENDING"}}"#;
+    const CIN_FULL: &str = r#"{"kind":"cin","id":"n1","cens":["a","b"],"subnet":"10.10.0.0","prefix_len":24,"made":true,"realization":{"status":"PREPARING"},"parts":{"h1":{"status":"READY"},"h2":{"status":"FAILED","message":"boom"}}}"#;
+    const CIN_BARE: &str = r#"{"kind":"cin","id":"n0","cens":[],"subnet":"10.11.0.0","prefix_len":16,"made":false,"realization":{"status":"PENDING"}}"#;
+
+    fn cen_full() -> Record {
+        Record::Cen(CenRec {
+            id: "c1".into(),
+            vni: 4096,
+            made: true,
+            realization: Realization { status: Status::Failed, message: Some("on host h2: boom".into()) },
+            parts: parts(),
+        })
+    }
+
+    fn cen_bare() -> Record {
+        Record::Cen(CenRec {
+            id: "c0".into(),
+            vni: 0,
+            made: false,
+            realization: Realization::default(),
+            parts: BTreeMap::new(),
+        })
+    }
+
+    fn cin_full() -> Record {
+        Record::Cin(CinRec {
+            id: "n1".into(),
+            cens: vec!["a".into(), "b".into()],
+            subnet: Ipv4Addr::new(10, 10, 0, 0),
+            prefix_len: 24,
+            made: true,
+            realization: Realization { status: Status::Preparing, message: None },
+            parts: parts(),
+        })
+    }
+
+    fn cin_bare() -> Record {
+        Record::Cin(CinRec {
+            id: "n0".into(),
+            cens: vec![],
+            subnet: Ipv4Addr::new(10, 11, 0, 0),
+            prefix_len: 16,
+            made: false,
+            realization: Realization::default(),
+            parts: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn cen_and_cin_records_keep_their_stored_format() {
+        for (rec, json) in
+            [(cen_full(), CEN_FULL), (cen_bare(), CEN_BARE), (cin_full(), CIN_FULL), (cin_bare(), CIN_BARE)]
+        {
+            assert_eq!(serde_json::to_string(&rec).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Record>(json).unwrap(), rec);
+        }
+    }
+
+    #[test]
+    fn older_cen_and_cin_records_still_read() {
+        // Written before VNIs, made flags, statuses and parts were kept.
+        let cen: Record = serde_json::from_str(r#"{"kind":"cen","id":"c0"}"#).unwrap();
+        assert_eq!(cen, cen_bare());
+        let cin: Record =
+            serde_json::from_str(r#"{"kind":"cin","id":"n0","cens":[],"subnet":"10.11.0.0","prefix_len":16}"#).unwrap();
+        assert_eq!(cin, cin_bare());
+        // Unknown fields (from a newer writer) are ignored, as before.
+        let cen: Record = serde_json::from_str(r#"{"kind":"cen","id":"c0","later":1}"#).unwrap();
+        assert_eq!(cen, cen_bare());
+        // The parts' order on disk does not matter; an explicit empty map reads.
+        let json =
+            r#"{"kind":"cen","id":"c0","parts":{},"realization":{"status":"PENDING","message":null},"made":false}"#;
+        assert_eq!(serde_json::from_str::<Record>(json).unwrap(), cen_bare());
+    }
+}
