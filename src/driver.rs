@@ -7,9 +7,9 @@
 //! Only the containers of this server's own host are realized here; the
 //! members of a CEN on other hosts wait for their host's server.
 
-use crate::model::{self, CenRec, EntityKey, Realization, Record, Status, StatusReport, Topology};
+use crate::model::{self, CenRec, EntityKey, Record, Standing, Status, StatusReport, Topology};
 use crate::realize::{self, Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route, Vxlan};
-use crate::service::{Realization as RealizationHandle, Service};
+use crate::service::{Realization, Service};
 use crate::store::Change;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 /// The desired kernel state of one made CEN (its members on `host`), put
 /// into `d`; an unmade or missing CEN is taken out.
 pub fn put_cen(t: &Topology, host: &str, id: &str, d: &mut Desired) {
-    match t.cen(id).filter(|c| c.made) {
+    match t.cen(id).filter(|c| c.making.made) {
         Some(cen) => {
             let (net, containers) = cen_net(t, host, cen);
             for (key, c) in containers {
@@ -62,7 +62,7 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
     // Present here and elsewhere: a bridge on each host, joined by VXLAN.
     let spans = has_vtep(t, host) && hosts.contains(host) && hosts.len() > 1;
     let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
-    let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
+    let made_cins: Vec<&model::CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.making.made).collect();
     // The gateway of this CEN in each made CIN (a bridge carries them).
     let mut gateways = Vec::new();
     let mut gw_of: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
@@ -97,7 +97,7 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
             // the CIN's subnet, through the first made CEN of the CIN the
             // container is on (it is directly on the others).
             if cin.cens.len() > 1 {
-                let first = cin.cens.iter().find(|c| t.is_member(&key, c) && t.cen(c).is_some_and(|r| r.made));
+                let first = cin.cens.iter().find(|c| t.is_member(&key, c) && t.cen(c).is_some_and(|r| r.making.made));
                 if let (Some(gw), Some(first)) = (gw_of.get(cin.id.as_str()), first) {
                     if *first == cen.id {
                         routes.push(Route {
@@ -133,7 +133,7 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
 
 /// Whether a CIN asks for forwarding between slices in the fabric.
 fn forwards(t: &Topology, cin: &model::CinRec) -> bool {
-    cin.made && cin.cens.len() > 1 && cin.cens.iter().any(|id| t.cen(id).is_some_and(|c| c.made))
+    cin.making.made && cin.cens.len() > 1 && cin.cens.iter().any(|id| t.cen(id).is_some_and(|c| c.making.made))
 }
 
 /// The desired kernel state of the whole topology (the containers of
@@ -141,7 +141,7 @@ fn forwards(t: &Topology, cin: &model::CinRec) -> bool {
 /// made CINs over made CENs.
 pub fn desired(t: &Topology, host: &str) -> Desired {
     let mut d = Desired::default();
-    for cen in t.cens_iter().filter(|c| c.made) {
+    for cen in t.cens_iter().filter(|c| c.making.made) {
         put_cen(t, host, &cen.id, &mut d);
     }
     d.forwarding = t.cins_iter().any(|c| forwards(t, c));
@@ -150,7 +150,7 @@ pub fn desired(t: &Topology, host: &str) -> Desired {
 
 /// The made CENs of a container.
 fn made_cens_of(t: &Topology, key: &model::ContainerKey, out: &mut BTreeSet<String>) {
-    out.extend(t.cens_of(key).into_iter().filter(|c| c.made).map(|c| c.id.clone()));
+    out.extend(t.cens_of(key).into_iter().filter(|c| c.making.made).map(|c| c.id.clone()));
 }
 
 fn cen_of(r: &Option<Record>) -> Option<&CenRec> {
@@ -182,13 +182,13 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
         match &item.key {
             EntityKey::Cen(id) => {
                 let (b, a) = (cen_of(&item.before), cen_of(&item.after));
-                let st = |c: Option<&CenRec>| c.map(|c| (c.made, c.realization.status));
+                let st = |c: Option<&CenRec>| c.map(|c| (c.making.made, c.making.realization.status));
                 if made_changed(st(b), st(a)) {
                     cens.insert(id.clone());
                     for cin in t.cins_over(id) {
                         cins.insert(cin.id.clone());
                         // Its hosts are present on the CIN's other CENs.
-                        if cin.made && cin.cens.len() > 1 {
+                        if cin.making.made && cin.cens.len() > 1 {
                             cens.extend(cin.cens.iter().cloned());
                         }
                     }
@@ -201,13 +201,13 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
                 // CINs are present on may change, with their other CENs.
                 cens.insert(k.cen.clone());
                 made_cens_of(t, &k.container_key(), cens);
-                for cin in t.cins_over(&k.cen).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+                for cin in t.cins_over(&k.cen).into_iter().filter(|c| c.making.made && c.cens.len() > 1) {
                     cens.extend(cin.cens.iter().cloned());
                 }
             }
             EntityKey::Cin(id) => {
                 let (b, a) = (cin_of(&item.before), cin_of(&item.after));
-                let st = |c: Option<&model::CinRec>| c.map(|c| (c.made, c.realization.status));
+                let st = |c: Option<&model::CinRec>| c.map(|c| (c.making.made, c.making.realization.status));
                 let shape = |c: Option<&model::CinRec>| c.map(|c| (c.cens.clone(), c.subnet, c.prefix_len));
                 if made_changed(st(b), st(a)) || shape(b) != shape(a) {
                     cins.insert(id.clone());
@@ -241,8 +241,9 @@ fn affected(t: &Topology, change: &Change, cens: &mut BTreeSet<String>, cins: &m
                 if vtep(&item.before) != vtep(&item.after) {
                     for c in t.containers_of_host(h) {
                         for m in t.memberships_of(&c.key()) {
-                            if t.cen(&m.cen).is_some_and(|c| c.made) && cens.insert(m.cen.clone()) {
-                                for cin in t.cins_over(&m.cen).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+                            if t.cen(&m.cen).is_some_and(|c| c.making.made) && cens.insert(m.cen.clone()) {
+                                for cin in t.cins_over(&m.cen).into_iter().filter(|c| c.making.made && c.cens.len() > 1)
+                                {
                                     cens.extend(cin.cens.iter().cloned());
                                 }
                             }
@@ -273,12 +274,12 @@ fn status_reports(
     let multi = has_vtep(t, host);
     let mut push = |target: EntityKey,
                     made: bool,
-                    rec: (&Realization, &BTreeMap<String, Realization>),
+                    rec: (&Standing, &BTreeMap<String, Standing>),
                     present: &BTreeSet<&str>,
-                    next: Realization| {
+                    next: Standing| {
         let (whole, parts) = rec;
         if multi && (present.contains(host) || parts.contains_key(host)) {
-            let next = if present.contains(host) { next } else { Realization::default() };
+            let next = if present.contains(host) { next } else { Standing::default() };
             if parts.get(host).cloned().unwrap_or_default() != next {
                 out.push(StatusReport { target, realization: next, made, host: Some(host.to_string()) });
             }
@@ -286,16 +287,16 @@ fn status_reports(
             out.push(StatusReport { target, realization: next, made, host: None });
         }
     };
-    let outcome = |made: bool, result: Option<&Result<(), String>>| -> Realization {
+    let outcome = |made: bool, result: Option<&Result<(), String>>| -> Standing {
         if !made {
-            return Realization::default();
+            return Standing::default();
         }
         if let Some(why) = unavailable {
-            return Realization { status: Status::Failed, message: Some(why.to_string()) };
+            return Standing { status: Status::Failed, message: Some(why.to_string()) };
         }
         match result {
-            Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.clone()) },
-            _ => Realization { status: Status::Ready, message: None },
+            Some(Err(e)) => Standing { status: Status::Failed, message: Some(e.clone()) },
+            _ => Standing { status: Status::Ready, message: None },
         }
     };
     // Containers on their own: FAILED while their bound workload is gone
@@ -308,8 +309,8 @@ fn status_reports(
                 let key = m.key();
                 let Some(c) = t.container(&key) else { continue };
                 let next = match report.unavailable.get(&key.to_string()) {
-                    Some(why) => Realization { status: Status::Failed, message: Some(why.clone()) },
-                    None => Realization::default(),
+                    Some(why) => Standing { status: Status::Failed, message: Some(why.clone()) },
+                    None => Standing::default(),
                 };
                 if c.realization != next && seen.insert(key.clone()) {
                     own.push(StatusReport {
@@ -326,31 +327,43 @@ fn status_reports(
     for cen in cens.iter().filter_map(|id| t.cen(id)) {
         all_cins.extend(t.cins_over(&cen.id).into_iter().map(|c| c.id.as_str()));
         let present = if multi { t.presence(&cen.id) } else { BTreeSet::new() };
-        let next = outcome(cen.made, report.cens.get(&cen.id));
-        push(EntityKey::Cen(cen.id.clone()), cen.made, (&cen.realization, &cen.parts), &present, next);
+        let next = outcome(cen.making.made, report.cens.get(&cen.id));
+        push(
+            EntityKey::Cen(cen.id.clone()),
+            cen.making.made,
+            (&cen.making.realization, &cen.making.parts),
+            &present,
+            next,
+        );
     }
     for cin in all_cins.into_iter().filter_map(|id| t.cin(id)) {
-        let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.made).collect();
+        let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.making.made).collect();
         let present = if multi { t.cin_presence(cin) } else { BTreeSet::new() };
         // The CEN statuses (this host's parts) as this round leaves them.
         let mine = |c: &CenRec| {
-            let r = if multi { c.parts.get(host) } else { None };
-            r.unwrap_or(&c.realization).status
+            let r = if multi { c.making.parts.get(host) } else { None };
+            r.unwrap_or(&c.making.realization).status
         };
         let failed_cen = made_cens.iter().find_map(|c| match report.cens.get(&c.id) {
             Some(Err(_)) => Some(c.id.clone()),
             None if mine(c) == Status::Failed && !cens.contains(&c.id) => Some(c.id.clone()),
             _ => None,
         });
-        let next = if cin.made && made_cens.is_empty() {
+        let next = if cin.making.made && made_cens.is_empty() {
             // Addresses need interfaces: nothing to realize until a CEN is made.
-            Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) }
-        } else if let (true, Some(c), None) = (cin.made, &failed_cen, unavailable) {
-            Realization { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
+            Standing { status: Status::Pending, message: Some("none of its CENs is made".into()) }
+        } else if let (true, Some(c), None) = (cin.making.made, &failed_cen, unavailable) {
+            Standing { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
         } else {
-            outcome(cin.made, report.cins.get(&cin.id))
+            outcome(cin.making.made, report.cins.get(&cin.id))
         };
-        push(EntityKey::Cin(cin.id.clone()), cin.made, (&cin.realization, &cin.parts), &present, next);
+        push(
+            EntityKey::Cin(cin.id.clone()),
+            cin.making.made,
+            (&cin.making.realization, &cin.making.parts),
+            &present,
+            next,
+        );
     }
     out.extend(own);
     out
@@ -360,21 +373,21 @@ fn status_reports(
 /// not yet READY, DESTROYING for unmade ones that were realized.
 fn transition_reports(t: &Topology) -> Vec<StatusReport> {
     let mut out = Vec::new();
-    let mut consider = |target: EntityKey, made: bool, current: &Realization| {
+    let mut consider = |target: EntityKey, made: bool, current: &Standing| {
         let next = match (made, current.status) {
             (true, Status::Pending) => Some(Status::Preparing),
             (false, Status::Ready | Status::Failed | Status::Preparing) => Some(Status::Destroying),
             _ => None,
         };
         if let Some(status) = next {
-            out.push(StatusReport { target, realization: Realization { status, message: None }, made, host: None });
+            out.push(StatusReport { target, realization: Standing { status, message: None }, made, host: None });
         }
     };
     for cen in t.cens_iter() {
-        consider(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization);
+        consider(EntityKey::Cen(cen.id.clone()), cen.making.made, &cen.making.realization);
     }
     for cin in t.cins_iter() {
-        consider(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization);
+        consider(EntityKey::Cin(cin.id.clone()), cin.making.made, &cin.making.realization);
     }
     out
 }
@@ -445,16 +458,16 @@ impl Driver {
 }
 
 #[async_trait::async_trait]
-impl RealizationHandle for Driver {
+impl Realization for Driver {
     fn needs_kernel(&self, service: &Service, change: &Change) -> bool {
         service.read(|t| {
             let (mut cens, mut cins) = (BTreeSet::new(), BTreeSet::new());
             affected(t, change, &mut cens, &mut cins);
-            let made_now = cens.iter().any(|c| t.cen(c).is_some_and(|c| c.made));
+            let made_now = cens.iter().any(|c| t.cen(c).is_some_and(|c| c.making.made));
             // Something made before this change (a destroy, a delete).
             let made_before = change.items.iter().any(|i| match &i.before {
-                Some(Record::Cen(c)) => c.made,
-                Some(Record::Cin(c)) => c.made,
+                Some(Record::Cen(c)) => c.making.made,
+                Some(Record::Cin(c)) => c.making.made,
                 _ => false,
             });
             made_now || made_before
@@ -510,8 +523,8 @@ fn operation_outcome(t: &Topology, op: &Tracked) -> Result<(), String> {
     let mut problems = Vec::new();
     for key in &op.targets {
         let realization = match t.get(key) {
-            Some(model::Record::Cen(c)) => &c.realization,
-            Some(model::Record::Cin(c)) => &c.realization,
+            Some(model::Record::Cen(c)) => &c.making.realization,
+            Some(model::Record::Cin(c)) => &c.making.realization,
             _ => continue,
         };
         if realization.status != want {

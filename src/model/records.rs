@@ -42,32 +42,33 @@ pub enum Status {
     Failed,
 }
 
-/// A status with the reason of a failure.
+/// How an object stands: its status, with the reason of a failure. (Not to
+/// be confused with `service::Realization`, the handle on the realizer.)
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Realization {
+pub struct Standing {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
-impl Realization {
+impl Standing {
     /// The status of an object from its hosts' parts: FAILED if one failed
     /// (naming the host), else in transition while one is, else READY
     /// once every part is; `None` without parts.
-    pub fn of_parts(parts: &BTreeMap<String, Realization>) -> Option<Realization> {
+    pub fn of_parts(parts: &BTreeMap<String, Standing>) -> Option<Standing> {
         if parts.is_empty() {
             return None;
         }
         if let Some((h, r)) = parts.iter().find(|(_, r)| r.status == Status::Failed) {
             let why = r.message.as_deref().unwrap_or("failed");
-            return Some(Realization { status: Status::Failed, message: Some(format!("on host {h}: {why}")) });
+            return Some(Standing { status: Status::Failed, message: Some(format!("on host {h}: {why}")) });
         }
         for status in [Status::Destroying, Status::Preparing, Status::Pending] {
             if parts.values().any(|r| r.status == status) {
-                return Some(Realization { status, message: None });
+                return Some(Standing { status, message: None });
             }
         }
-        Some(Realization { status: Status::Ready, message: None })
+        Some(Standing { status: Status::Ready, message: None })
     }
 }
 
@@ -102,7 +103,7 @@ pub struct ContainerRec {
     /// CENs can (its workload is gone); default otherwise. The container's
     /// status is derived from it and from its CENs.
     #[serde(default, skip_serializing_if = "is_default")]
-    pub realization: Realization,
+    pub realization: Standing,
     /// The CIN (or CEN, legacy) through whose gateway this container wants
     /// its default route.
     #[serde(default)]
@@ -133,8 +134,8 @@ pub const FIRST_VNI: u32 = 4096;
 /// The largest VNI (24 bits).
 pub const LAST_VNI: u32 = 0x00ff_ffff;
 
-fn is_default(r: &Realization) -> bool {
-    *r == Realization::default()
+fn is_default(r: &Standing) -> bool {
+    *r == Standing::default()
 }
 
 /// A network namespace a container is bound to, as resolved at binding.
@@ -201,6 +202,24 @@ impl fmt::Display for MemberKey {
     }
 }
 
+/// What a CEN and a CIN share: whether it is made, and how that stands,
+/// as a whole and per host. Flattened into both records, so the stored
+/// fields stay `made`, `realization` and `parts` beside the others.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Making {
+    /// Marked to be realized.
+    #[serde(default)]
+    pub made: bool,
+    /// The overall status; where it spans hosts that announced a VTEP
+    /// address, worked out from `parts` (see [`Standing::of_parts`]).
+    #[serde(default)]
+    pub realization: Standing,
+    /// Where it spans such hosts: each host's part, as that host's server
+    /// reports it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Standing>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CenRec {
     pub id: String,
@@ -210,17 +229,9 @@ pub struct CenRec {
     /// before VNIs were kept (one is given at load).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub vni: u32,
-    /// Marked to be realized.
-    #[serde(default)]
-    pub made: bool,
-    /// Where it spans hosts that announced a VTEP address: the overall
-    /// status, worked out from `parts` (see [`Realization::of_parts`]).
-    #[serde(default)]
-    pub realization: Realization,
-    /// Where it spans such hosts: each host's part, as that host's server
-    /// reports it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub parts: BTreeMap<String, Realization>,
+    /// Whether it is made and how that stands (stored flat, beside `id`).
+    #[serde(flatten)]
+    pub making: Making,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,13 +242,9 @@ pub struct CinRec {
     /// The CIN's subnet: base address and prefix length.
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
-    #[serde(default)]
-    pub made: bool,
-    #[serde(default)]
-    pub realization: Realization,
-    /// Each host's part, as for a CEN.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub parts: BTreeMap<String, Realization>,
+    /// Whether it is made and how that stands, as for a CEN.
+    #[serde(flatten)]
+    pub making: Making,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +275,16 @@ pub enum Record {
 }
 
 impl Record {
+    /// Whether a CEN or a CIN is made and how it stands; `None` for the
+    /// other kinds.
+    pub fn making(&self) -> Option<&Making> {
+        match self {
+            Record::Cen(c) => Some(&c.making),
+            Record::Cin(c) => Some(&c.making),
+            _ => None,
+        }
+    }
+
     pub fn key(&self) -> EntityKey {
         match self {
             Record::Host(h) => EntityKey::Host(h.id.clone()),
@@ -326,10 +343,10 @@ mod tests {
 
     use super::*;
 
-    fn parts() -> BTreeMap<String, Realization> {
+    fn parts() -> BTreeMap<String, Standing> {
         BTreeMap::from([
-            ("h1".to_string(), Realization { status: Status::Ready, message: None }),
-            ("h2".to_string(), Realization { status: Status::Failed, message: Some("boom".into()) }),
+            ("h1".to_string(), Standing { status: Status::Ready, message: None }),
+            ("h2".to_string(), Standing { status: Status::Failed, message: Some("boom".into()) }),
         ])
     }
 
@@ -342,20 +359,16 @@ mod tests {
         Record::Cen(CenRec {
             id: "c1".into(),
             vni: 4096,
-            made: true,
-            realization: Realization { status: Status::Failed, message: Some("on host h2: boom".into()) },
-            parts: parts(),
+            making: Making {
+                made: true,
+                realization: Standing { status: Status::Failed, message: Some("on host h2: boom".into()) },
+                parts: parts(),
+            },
         })
     }
 
     fn cen_bare() -> Record {
-        Record::Cen(CenRec {
-            id: "c0".into(),
-            vni: 0,
-            made: false,
-            realization: Realization::default(),
-            parts: BTreeMap::new(),
-        })
+        Record::Cen(CenRec { id: "c0".into(), vni: 0, making: Making::default() })
     }
 
     fn cin_full() -> Record {
@@ -364,9 +377,11 @@ mod tests {
             cens: vec!["a".into(), "b".into()],
             subnet: Ipv4Addr::new(10, 10, 0, 0),
             prefix_len: 24,
-            made: true,
-            realization: Realization { status: Status::Preparing, message: None },
-            parts: parts(),
+            making: Making {
+                made: true,
+                realization: Standing { status: Status::Preparing, message: None },
+                parts: parts(),
+            },
         })
     }
 
@@ -376,9 +391,7 @@ mod tests {
             cens: vec![],
             subnet: Ipv4Addr::new(10, 11, 0, 0),
             prefix_len: 16,
-            made: false,
-            realization: Realization::default(),
-            parts: BTreeMap::new(),
+            making: Making::default(),
         })
     }
 
