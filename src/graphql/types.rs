@@ -326,7 +326,7 @@ macro_rules! making_fields {
         $(#[doc = $made_doc:tt])* made,
         $(#[doc = $parts_doc:tt])* host_statuses
     ) => {
-        #[doc = concat!("How a ", stringify!($name), " stands (flattened).")]
+        /// How a CEN or a CIN stands, flattened into its object.
         pub struct $name<'a>(&'a model::Making);
 
         #[Object]

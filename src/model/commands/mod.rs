@@ -3,7 +3,7 @@
 //! nothing.
 //!
 //! [`Topology::prepare`] opens the journal, runs one command, gives the
-//! addresses and host parts it needs ([`reconcile`]), then undoes it from
+//! addresses and host parts it needs (`reconcile`), then undoes it from
 //! the journal and returns the after-images; the caller makes them durable
 //! and [`Topology::commit`]s them. So a command may fail half-way: nothing
 //! it did stays.
