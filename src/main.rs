@@ -534,10 +534,10 @@ async fn log_changes(mut rx: tokio::sync::broadcast::Receiver<Arc<leviathan::mod
                 };
                 let status = match &it.after {
                     Some(Record::Cen(c)) if change.mutation == "status" => {
-                        format!(" {:?}", c.realization.status).to_uppercase()
+                        format!(" {:?}", c.making.realization.status).to_uppercase()
                     }
                     Some(Record::Cin(c)) if change.mutation == "status" => {
-                        format!(" {:?}", c.realization.status).to_uppercase()
+                        format!(" {:?}", c.making.realization.status).to_uppercase()
                     }
                     _ => String::new(),
                 };

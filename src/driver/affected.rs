@@ -45,7 +45,7 @@ impl Affected {
     /// hosts present on it are present on those CINs' other CENs too.
     fn cen(&mut self, t: &Topology, id: &str, item: &ChangeItem) {
         let (b, a) = (cen_of(&item.before), cen_of(&item.after));
-        let st = |c: Option<&CenRec>| c.map(|c| (c.made, c.realization.status));
+        let st = |c: Option<&CenRec>| c.map(|c| (c.making.made, c.making.realization.status));
         if made_changed(st(b), st(a)) {
             self.cens.insert(id.to_string());
             self.cins.extend(t.cins_over(id).into_iter().map(|c| c.id.clone()));
@@ -67,7 +67,7 @@ impl Affected {
     /// before and after.
     fn cin(&mut self, item: &ChangeItem, id: &str) {
         let (b, a) = (cin_of(&item.before), cin_of(&item.after));
-        let st = |c: Option<&CinRec>| c.map(|c| (c.made, c.realization.status));
+        let st = |c: Option<&CinRec>| c.map(|c| (c.making.made, c.making.realization.status));
         let shape = |c: Option<&CinRec>| c.map(|c| (c.cens.clone(), c.subnet, c.prefix_len));
         if made_changed(st(b), st(a)) || shape(b) != shape(a) {
             self.cins.insert(id.to_string());
@@ -106,7 +106,7 @@ impl Affected {
         }
         for c in t.containers_of_host(h) {
             for m in t.memberships_of(&c.key()) {
-                if t.cen(&m.cen).is_some_and(|c| c.made) && self.cens.insert(m.cen.clone()) {
+                if t.cen(&m.cen).is_some_and(|c| c.making.made) && self.cens.insert(m.cen.clone()) {
                     self.other_slices(t, &m.cen);
                 }
             }
@@ -116,7 +116,7 @@ impl Affected {
     /// The CENs of the made CINs over `cen` that span several CENs: a host
     /// present on `cen` routes between all of their slices.
     fn other_slices(&mut self, t: &Topology, cen: &str) {
-        for cin in t.cins_over(cen).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+        for cin in t.cins_over(cen).into_iter().filter(|c| c.making.made && c.cens.len() > 1) {
             self.cens.extend(cin.cens.iter().cloned());
         }
     }
@@ -133,7 +133,7 @@ fn made_changed(before: Option<(bool, Status)>, after: Option<(bool, Status)>) -
 
 /// The made CENs of a container.
 pub(super) fn made_cens_of(t: &Topology, key: &ContainerKey, out: &mut BTreeSet<String>) {
-    out.extend(t.cens_of(key).into_iter().filter(|c| c.made).map(|c| c.id.clone()));
+    out.extend(t.cens_of(key).into_iter().filter(|c| c.making.made).map(|c| c.id.clone()));
 }
 
 fn cen_of(r: &Option<Record>) -> Option<&CenRec> {
@@ -155,7 +155,7 @@ mod tests {
     use super::*;
     use crate::driver::desired::desired;
     use crate::driver::tests::{change_of, spread};
-    use crate::model::{Command, Realization, StatusReport};
+    use crate::model::{Command, Standing, StatusReport};
 
     fn set(ids: &[&str]) -> BTreeSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
@@ -182,7 +182,7 @@ mod tests {
         let mut t = spread();
         let report = StatusReport {
             target: EntityKey::Cen("cen5".into()),
-            realization: Realization { status: Status::Ready, message: None },
+            realization: Standing { status: Status::Ready, message: None },
             made: true,
             host: Some("h1".into()),
         };
@@ -202,7 +202,7 @@ mod tests {
         change_of(&mut t, &Command::CenSetMade { ids: vec!["cen5".into()], made: true, realizing: true });
         let failed = StatusReport {
             target: EntityKey::Cen("cen5".into()),
-            realization: Realization { status: Status::Failed, message: Some("no".into()) },
+            realization: Standing { status: Status::Failed, message: Some("no".into()) },
             made: true,
             host: None,
         };

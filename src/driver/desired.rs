@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 /// made CINs over made CENs.
 pub fn desired(t: &Topology, host: &str) -> Desired {
     let mut d = Desired::default();
-    for cen in t.cens_iter().filter(|c| c.made) {
+    for cen in t.cens_iter().filter(|c| c.making.made) {
         put_cen(t, host, &cen.id, &mut d);
     }
     d.forwarding = t.cins_iter().any(|c| forwards(t, c));
@@ -28,7 +28,7 @@ pub fn desired(t: &Topology, host: &str) -> Desired {
 /// The desired kernel state of one made CEN (its members on `host`), put
 /// into `d`; an unmade or missing CEN is taken out.
 pub fn put_cen(t: &Topology, host: &str, id: &str, d: &mut Desired) {
-    match t.cen(id).filter(|c| c.made) {
+    match t.cen(id).filter(|c| c.making.made) {
         Some(cen) => {
             let (net, containers) = cen_net(t, host, cen);
             for (key, c) in containers {
@@ -42,7 +42,7 @@ pub fn put_cen(t: &Topology, host: &str, id: &str, d: &mut Desired) {
 
 /// Whether a CIN asks for forwarding between slices in the fabric.
 pub(super) fn forwards(t: &Topology, cin: &CinRec) -> bool {
-    cin.made && cin.cens.len() > 1 && cin.cens.iter().any(|id| t.cen(id).is_some_and(|c| c.made))
+    cin.making.made && cin.cens.len() > 1 && cin.cens.iter().any(|id| t.cen(id).is_some_and(|c| c.making.made))
 }
 
 /// Whether this host's server announced a VTEP address: then CENs spanning
@@ -97,7 +97,7 @@ fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, Cont
     // Present here and elsewhere: a bridge on each host, joined by VXLAN.
     let spans = has_vtep(t, host) && hosts.contains(host) && hosts.len() > 1;
     let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
-    let made_cins: Vec<&CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.made).collect();
+    let made_cins: Vec<&CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.making.made).collect();
     let (gateways, gw_of) =
         if model_wiring == Some(model::Wiring::Bridge) { gateways(t, cen, &made_cins) } else { Default::default() };
     let vxlan = spans.then(|| vxlan_of(t, host, cen, &hosts, &made_cins));
@@ -152,7 +152,7 @@ fn slices_route(t: &Topology, view: &CenView, key: &model::ContainerKey, cin: &C
     if cin.cens.len() <= 1 {
         return None;
     }
-    let first = cin.cens.iter().find(|c| t.is_member(key, c) && t.cen(c).is_some_and(|r| r.made))?;
+    let first = cin.cens.iter().find(|c| t.is_member(key, c) && t.cen(c).is_some_and(|r| r.making.made))?;
     let gw = view.gw_of.get(cin.id.as_str())?;
     (*first == view.cen.id).then(|| Route {
         cin: cin.id.clone(),

@@ -88,11 +88,11 @@ impl Driver {
 impl Realization for Driver {
     fn needs_kernel(&self, service: &Service, change: &Change) -> bool {
         service.read(|t| {
-            let made_now = Affected::of(t, change).cens.iter().any(|c| t.cen(c).is_some_and(|c| c.made));
+            let made_now = Affected::of(t, change).cens.iter().any(|c| t.cen(c).is_some_and(|c| c.making.made));
             // Something made before this change (a destroy, a delete).
             let made_before = change.items.iter().any(|i| match &i.before {
-                Some(Record::Cen(c)) => c.made,
-                Some(Record::Cin(c)) => c.made,
+                Some(Record::Cen(c)) => c.making.made,
+                Some(Record::Cin(c)) => c.making.made,
                 _ => false,
             });
             made_now || made_before

@@ -13,7 +13,7 @@
 
 use super::affected::Affected;
 use super::desired::has_vtep;
-use crate::model::{CenRec, CinRec, EntityKey, Realization, Record, Status, StatusReport, Topology};
+use crate::model::{CenRec, CinRec, EntityKey, Record, Standing, Status, StatusReport, Topology};
 use crate::realize::ApplyReport;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
@@ -50,9 +50,9 @@ impl Derivation<'_> {
     /// A CEN's status from its result in the apply.
     fn cen(&self, cen: &CenRec, out: &mut Vec<StatusReport>) {
         let present = if self.multi { self.t.presence(&cen.id) } else { BTreeSet::new() };
-        let next = outcome(cen.made, self.report.cens.get(&cen.id));
-        let now = (&cen.realization, &cen.parts);
-        self.push(out, EntityKey::Cen(cen.id.clone()), cen.made, now, &present, next);
+        let next = outcome(cen.making.made, self.report.cens.get(&cen.id));
+        let now = (&cen.making.realization, &cen.making.parts);
+        self.push(out, EntityKey::Cen(cen.id.clone()), cen.making.made, now, &present, next);
     }
 
     /// A CIN's status: PENDING while none of its CENs is made, FAILED when
@@ -60,27 +60,34 @@ impl Derivation<'_> {
     /// now), else its own result in the apply.
     fn cin(&self, cin: &CinRec, applied: &BTreeSet<String>, out: &mut Vec<StatusReport>) {
         let t = self.t;
-        let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.made).collect();
+        let made_cens: Vec<&CenRec> = cin.cens.iter().filter_map(|c| t.cen(c)).filter(|c| c.making.made).collect();
         let present = if self.multi { t.cin_presence(cin) } else { BTreeSet::new() };
         // The CEN statuses (this host's parts) as this round leaves them.
         let mine = |c: &CenRec| {
-            let r = if self.multi { c.parts.get(self.host) } else { None };
-            r.unwrap_or(&c.realization).status
+            let r = if self.multi { c.making.parts.get(self.host) } else { None };
+            r.unwrap_or(&c.making.realization).status
         };
         let failed_cen = made_cens.iter().find_map(|c| match self.report.cens.get(&c.id) {
             Some(Err(_)) => Some(c.id.clone()),
             None if mine(c) == Status::Failed && !applied.contains(&c.id) => Some(c.id.clone()),
             _ => None,
         });
-        let next = if cin.made && made_cens.is_empty() {
+        let next = if cin.making.made && made_cens.is_empty() {
             // Addresses need interfaces: nothing to realize until a CEN is made.
-            Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) }
-        } else if let (true, Some(c)) = (cin.made, &failed_cen) {
-            Realization { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
+            Standing { status: Status::Pending, message: Some("none of its CENs is made".into()) }
+        } else if let (true, Some(c)) = (cin.making.made, &failed_cen) {
+            Standing { status: Status::Failed, message: Some(format!("CEN {c} failed")) }
         } else {
-            outcome(cin.made, self.report.cins.get(&cin.id))
+            outcome(cin.making.made, self.report.cins.get(&cin.id))
         };
-        self.push(out, EntityKey::Cin(cin.id.clone()), cin.made, (&cin.realization, &cin.parts), &present, next);
+        self.push(
+            out,
+            EntityKey::Cin(cin.id.clone()),
+            cin.making.made,
+            (&cin.making.realization, &cin.making.parts),
+            &present,
+            next,
+        );
     }
 
     /// Containers on their own: FAILED while their bound workload is gone
@@ -94,8 +101,8 @@ impl Derivation<'_> {
                 let key = m.key();
                 let Some(c) = t.container(&key) else { continue };
                 let next = match self.report.unavailable.get(&key.to_string()) {
-                    Some(why) => Realization { status: Status::Failed, message: Some(why.clone()) },
-                    None => Realization::default(),
+                    Some(why) => Standing { status: Status::Failed, message: Some(why.clone()) },
+                    None => Standing::default(),
                 };
                 if c.realization != next && seen.insert(key.clone()) {
                     own.push(StatusReport {
@@ -119,14 +126,14 @@ impl Derivation<'_> {
         out: &mut Vec<StatusReport>,
         target: EntityKey,
         made: bool,
-        now: (&Realization, &BTreeMap<String, Realization>),
+        now: (&Standing, &BTreeMap<String, Standing>),
         present: &BTreeSet<&str>,
-        next: Realization,
+        next: Standing,
     ) {
         let (whole, parts) = now;
         let host = self.host;
         if self.multi && (present.contains(host) || parts.contains_key(host)) {
-            let next = if present.contains(host) { next } else { Realization::default() };
+            let next = if present.contains(host) { next } else { Standing::default() };
             if parts.get(host).cloned().unwrap_or_default() != next {
                 out.push(StatusReport { target, realization: next, made, host: Some(host.to_string()) });
             }
@@ -138,13 +145,13 @@ impl Derivation<'_> {
 
 /// The status of an object from its result in the apply: READY, or FAILED
 /// with the error; PENDING once unmade.
-fn outcome<E: Display>(made: bool, result: Option<&Result<(), E>>) -> Realization {
+fn outcome<E: Display>(made: bool, result: Option<&Result<(), E>>) -> Standing {
     if !made {
-        return Realization::default();
+        return Standing::default();
     }
     match result {
-        Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.to_string()) },
-        _ => Realization { status: Status::Ready, message: None },
+        Some(Err(e)) => Standing { status: Status::Failed, message: Some(e.to_string()) },
+        _ => Standing { status: Status::Ready, message: None },
     }
 }
 
@@ -152,21 +159,21 @@ fn outcome<E: Display>(made: bool, result: Option<&Result<(), E>>) -> Realizatio
 /// not yet READY, DESTROYING for unmade ones that were realized.
 pub(super) fn transition_reports(t: &Topology) -> Vec<StatusReport> {
     let mut out = Vec::new();
-    let mut consider = |target: EntityKey, made: bool, current: &Realization| {
+    let mut consider = |target: EntityKey, made: bool, current: &Standing| {
         let next = match (made, current.status) {
             (true, Status::Pending) => Some(Status::Preparing),
             (false, Status::Ready | Status::Failed | Status::Preparing) => Some(Status::Destroying),
             _ => None,
         };
         if let Some(status) = next {
-            out.push(StatusReport { target, realization: Realization { status, message: None }, made, host: None });
+            out.push(StatusReport { target, realization: Standing { status, message: None }, made, host: None });
         }
     };
     for cen in t.cens_iter() {
-        consider(EntityKey::Cen(cen.id.clone()), cen.made, &cen.realization);
+        consider(EntityKey::Cen(cen.id.clone()), cen.making.made, &cen.making.realization);
     }
     for cin in t.cins_iter() {
-        consider(EntityKey::Cin(cin.id.clone()), cin.made, &cin.realization);
+        consider(EntityKey::Cin(cin.id.clone()), cin.making.made, &cin.making.realization);
     }
     out
 }
@@ -178,8 +185,8 @@ pub(super) fn operation_outcome(t: &Topology, targets: &[EntityKey], make: bool)
     let mut problems = Vec::new();
     for key in targets {
         let realization = match t.get(key) {
-            Some(Record::Cen(c)) => &c.realization,
-            Some(Record::Cin(c)) => &c.realization,
+            Some(Record::Cen(c)) => &c.making.realization,
+            Some(Record::Cin(c)) => &c.making.realization,
             _ => continue,
         };
         if realization.status != want {
@@ -212,8 +219,8 @@ mod tests {
         ids.iter().map(|s| (s.to_string(), Ok(()))).collect()
     }
 
-    fn ready() -> Realization {
-        Realization { status: Status::Ready, message: None }
+    fn ready() -> Standing {
+        Standing { status: Status::Ready, message: None }
     }
 
     /// Records the reports as the loop does, then derives again: nothing
@@ -247,7 +254,7 @@ mod tests {
         let s = scope(&["w"], &[]);
         let report = ApplyReport { cens: ok(&["w"]), cins: ok(&["n"]), ..Default::default() };
         let got = status_reports(&t, "h", &s, &report);
-        let targets: Vec<(EntityKey, Realization, Option<String>)> =
+        let targets: Vec<(EntityKey, Standing, Option<String>)> =
             got.iter().map(|r| (r.target.clone(), r.realization.clone(), r.host.clone())).collect();
         assert_eq!(
             targets,
@@ -255,7 +262,7 @@ mod tests {
         );
         assert!(got.iter().all(|r| r.made));
         record_and_derive_again(&mut t, "h", &s, &report, got);
-        assert_eq!(t.cen("w").unwrap().realization, ready());
+        assert_eq!(t.cen("w").unwrap().making.realization, ready());
     }
 
     #[test]
@@ -264,9 +271,9 @@ mod tests {
         let report = ApplyReport { cens: [("w".to_string(), Err("EEXIST".to_string()))].into(), ..Default::default() };
         let got = status_reports(&t, "h", &scope(&["w"], &[]), &report);
         let cen = got.iter().find(|r| r.target == EntityKey::Cen("w".into())).unwrap();
-        assert_eq!(cen.realization, Realization { status: Status::Failed, message: Some("EEXIST".into()) });
+        assert_eq!(cen.realization, Standing { status: Status::Failed, message: Some("EEXIST".into()) });
         let cin = got.iter().find(|r| r.target == EntityKey::Cin("n".into())).unwrap();
-        assert_eq!(cin.realization, Realization { status: Status::Failed, message: Some("CEN w failed".into()) });
+        assert_eq!(cin.realization, Standing { status: Status::Failed, message: Some("CEN w failed".into()) });
     }
 
     #[test]
@@ -279,8 +286,8 @@ mod tests {
         t.execute(&Command::CenSetMade { ids: vec!["w".into()], made: false, realizing: true }).unwrap();
         let got = status_reports(&t, "h", &s, &ApplyReport::default());
         let by = |k: EntityKey| got.iter().find(|r| r.target == k).map(|r| r.realization.clone());
-        assert_eq!(by(EntityKey::Cen("w".into())), Some(Realization::default()));
-        let waiting = Realization { status: Status::Pending, message: Some("none of its CENs is made".into()) };
+        assert_eq!(by(EntityKey::Cen("w".into())), Some(Standing::default()));
+        let waiting = Standing { status: Status::Pending, message: Some("none of its CENs is made".into()) };
         assert_eq!(by(EntityKey::Cin("n".into())), Some(waiting));
     }
 
@@ -304,7 +311,7 @@ mod tests {
         let wired = ApplyReport { cens: ok(&["w"]), cins: ok(&["n"]), ..Default::default() };
         let got = status_reports(&t, "h", &s, &wired);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].realization, Realization::default());
+        assert_eq!(got[0].realization, Standing::default());
     }
 
     /// The multi-host case: each server reports its own host's part of a
@@ -330,9 +337,9 @@ mod tests {
         // h1's part is READY; h2's (given when made) waits for h2's server,
         // and so does the whole.
         let cen3 = t.cen("cen3").unwrap();
-        assert_eq!(cen3.parts.get("h1"), Some(&ready()));
-        assert_eq!(cen3.parts.get("h2").map(|r| r.status), Some(Status::Preparing));
-        assert_eq!(cen3.realization.status, Status::Preparing);
+        assert_eq!(cen3.making.parts.get("h1"), Some(&ready()));
+        assert_eq!(cen3.making.parts.get("h2").map(|r| r.status), Some(Status::Preparing));
+        assert_eq!(cen3.making.realization.status, Status::Preparing);
 
         // h2 fails on cen3: its part FAILED, the whole names h2.
         let bad =
@@ -342,7 +349,7 @@ mod tests {
         assert_eq!(cen3.host.as_deref(), Some("h2"));
         assert_eq!(cen3.realization.status, Status::Failed);
         t.execute(&Command::SetStatus { reports: h2 }).unwrap();
-        let whole = &t.cen("cen3").unwrap().realization;
+        let whole = &t.cen("cen3").unwrap().making.realization;
         assert_eq!((whole.status, whole.message.as_deref()), (Status::Failed, Some("on host h2: no VXLAN")));
 
         // h1's member leaves cen3: h1 is no longer present on it, and takes
@@ -351,9 +358,9 @@ mod tests {
             .unwrap();
         let after = status_reports(&t, "h1", &scope(&["cen3"], &[]), &report);
         let cen3 = part(&after, EntityKey::Cen("cen3".into())).unwrap();
-        assert_eq!((cen3.host.as_deref(), cen3.realization.clone()), (Some("h1"), Realization::default()));
+        assert_eq!((cen3.host.as_deref(), cen3.realization.clone()), (Some("h1"), Standing::default()));
         t.execute(&Command::SetStatus { reports: after }).unwrap();
-        assert!(!t.cen("cen3").unwrap().parts.contains_key("h1"));
+        assert!(!t.cen("cen3").unwrap().making.parts.contains_key("h1"));
     }
 
     #[test]

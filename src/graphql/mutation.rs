@@ -94,7 +94,7 @@ async fn set_made(
 async fn settled(ctx: &Context<'_>, what: Realized, ids: &[String]) {
     let s = svc(ctx);
     let mut changes = s.subscribe();
-    let moving = |r: &crate::model::Realization| {
+    let moving = |r: &crate::model::Standing| {
         matches!(r.status, crate::model::Status::Preparing | crate::model::Status::Destroying)
     };
     let busy = || {
@@ -102,11 +102,11 @@ async fn settled(ctx: &Context<'_>, what: Realized, ids: &[String]) {
             ids.iter().any(|id| {
                 let (whole, parts) = match what {
                     Realized::Cens => match t.cen(id) {
-                        Some(c) => (&c.realization, &c.parts),
+                        Some(c) => (&c.making.realization, &c.making.parts),
                         None => return false,
                     },
                     Realized::Cins => match t.cin(id) {
-                        Some(c) => (&c.realization, &c.parts),
+                        Some(c) => (&c.making.realization, &c.making.parts),
                         None => return false,
                     },
                 };

@@ -1,13 +1,109 @@
-//! Query root.
+//! Query root: lookups by id, lists paged with `first` and `after`, and
+//! their counts.
+//!
+//! Hosts, CENs, CINs and pools each have the same three fields (`cen`,
+//! `cens`, `cenCount`): [`trio!`] writes them, flattened into `Query`.
+//! Containers have filters and a cursor of their own, so theirs are written
+//! out here.
 
 use super::cost::{self, List};
 use super::page;
 use super::types::*;
-use crate::model::{check_host_arg, ContainerKey};
+use crate::model::{check_host_arg, ContainerKey, Topology};
 use async_graphql::{Context, Object, Result, ID};
 use std::collections::BTreeSet;
 
 pub struct QueryRoot;
+
+/// The three `Query` fields of one kind of record, as an object to flatten
+/// into `Query`: `<one>(id)` looks one up (null if there is none),
+/// `<many>(first, after)` lists them in id order, a page at a time, and
+/// `<count>` counts them. Each closure reads the topology; each field takes
+/// the documentation written above its name.
+///
+/// The paging arguments are written here once for the four lists.
+/// async-graphql takes an argument's description only as a literal, so
+/// the other lists (fields of the object types) repeat it; the test
+/// `every_list_pages_alike` below holds them all to this one text.
+macro_rules! trio {
+    (
+        $fields:ident of $item:ty, costed as $list:expr;
+        $(#[doc = $one_doc:tt])* $one:ident(id: $id_doc:tt) => $lookup:expr;
+        $(#[doc = $many_doc:tt])* $many:ident => $all:expr;
+        $(#[doc = $count_doc:tt])* $count:ident => $counted:expr;
+    ) => {
+        pub struct $fields;
+
+        #[Object]
+        impl $fields {
+            $(#[doc = $one_doc])*
+            async fn $one(&self, ctx: &Context<'_>, #[graphql(desc = $id_doc)] id: ID) -> Option<$item> {
+                svc(ctx).read(|t| ($lookup)(t, id.as_str()))
+            }
+            $(#[doc = $many_doc])*
+            #[graphql(complexity = cost::list($list, first, child_complexity))]
+            async fn $many(
+                &self,
+                ctx: &Context<'_>,
+                #[graphql(
+                    desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+                )]
+                first: Option<i32>,
+                #[graphql(
+                    desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
+                )]
+                after: Option<String>,
+            ) -> Result<Vec<$item>> {
+                let all: Vec<$item> = svc(ctx).read($all);
+                page::by_id(all, |x: &$item| x.id_str(), first, after)
+            }
+            $(#[doc = $count_doc])*
+            async fn $count(&self, ctx: &Context<'_>) -> i32 {
+                svc(ctx).read($counted) as i32
+            }
+        }
+    };
+}
+
+trio! {
+    HostFields of Host, costed as List::Hosts;
+    /// A host by id; null if there is none.
+    host(id: "The host id.") => |t: &Topology, id: &str| t.host(id).map(Host::from_rec);
+    /// Every host, sorted by id.
+    hosts => |t: &Topology| t.hosts().into_iter().map(Host::from_rec).collect();
+    /// How many hosts there are.
+    host_count => |t: &Topology| t.counts().0;
+}
+
+trio! {
+    CenFields of Cen, costed as List::Cens;
+    /// A CEN by id (the legacy `GET /cen/{cenID}`); null if there is none.
+    cen(id: "The CEN id.") => |t: &Topology, id: &str| t.cen(id).map(Cen::from_rec);
+    /// Every CEN, sorted by id.
+    cens => |t: &Topology| t.cens().into_iter().map(Cen::from_rec).collect();
+    /// How many CENs there are.
+    cen_count => |t: &Topology| t.counts().2;
+}
+
+trio! {
+    CinFields of Cin, costed as List::Cins;
+    /// A CIN by id; null if there is none.
+    cin(id: "The CIN id.") => |t: &Topology, id: &str| t.cin(id).map(Cin::from_rec);
+    /// Every CIN, sorted by id.
+    cins => |t: &Topology| t.cins().into_iter().map(Cin::from_rec).collect();
+    /// How many CINs there are.
+    cin_count => |t: &Topology| t.counts().3;
+}
+
+trio! {
+    CpoolFields of Cpool, costed as List::Cpools;
+    /// A container pool by id; null if there is none.
+    cpool(id: "The pool id.") => |t: &Topology, id: &str| t.cpool(id).map(Cpool::from_rec);
+    /// Every container pool, sorted by id.
+    cpools => |t: &Topology| t.cpools().into_iter().map(Cpool::from_rec).collect();
+    /// How many container pools there are.
+    cpool_count => |t: &Topology| t.counts().4;
+}
 
 /// The root of every read: lookups by id, lists (paged with `first` and
 /// `after`) and their counts.
@@ -25,30 +121,10 @@ impl QueryRoot {
     async fn host_id(&self, ctx: &Context<'_>) -> ID {
         ID(svc(ctx).host_id().to_string())
     }
-    /// A host by id; null if there is none.
-    async fn host(&self, ctx: &Context<'_>, #[graphql(desc = "The host id.")] id: ID) -> Option<Host> {
-        svc(ctx).read(|t| t.host(&id).map(|h| Host { id: h.id.clone() }))
-    }
-    /// Every host, sorted by id.
-    #[graphql(complexity = "cost::list(List::Hosts, first, child_complexity)")]
-    async fn hosts(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(
-            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
-        )]
-        first: Option<i32>,
-        #[graphql(
-            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
-        )]
-        after: Option<String>,
-    ) -> Result<Vec<Host>> {
-        let all = svc(ctx).read(|t| t.hosts().into_iter().map(|h| Host { id: h.id.clone() }).collect());
-        page::by_id(all, |h: &Host| h.id.as_str(), first, after)
-    }
-    /// How many hosts there are.
-    async fn host_count(&self, ctx: &Context<'_>) -> i32 {
-        svc(ctx).read(|t| t.counts().0 as i32)
+    /// `host`, `hosts`, `hostCount`.
+    #[graphql(flatten)]
+    async fn host_fields(&self) -> HostFields {
+        HostFields
     }
     /// A container by host and id (the legacy `GET /host/{hostID}/{containerID}`);
     /// null if there is none.
@@ -97,80 +173,20 @@ impl QueryRoot {
         }
         Self::filtered(ctx, host_id, cen_id, cin_id, tag).len() as i32
     }
-    /// A CEN by id (the legacy `GET /cen/{cenID}`); null if there is none.
-    async fn cen(&self, ctx: &Context<'_>, #[graphql(desc = "The CEN id.")] id: ID) -> Option<Cen> {
-        svc(ctx).read(|t| t.cen(&id).map(Cen::from_rec))
+    /// `cen`, `cens`, `cenCount`.
+    #[graphql(flatten)]
+    async fn cen_fields(&self) -> CenFields {
+        CenFields
     }
-    /// Every CEN, sorted by id.
-    #[graphql(complexity = "cost::list(List::Cens, first, child_complexity)")]
-    async fn cens(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(
-            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
-        )]
-        first: Option<i32>,
-        #[graphql(
-            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
-        )]
-        after: Option<String>,
-    ) -> Result<Vec<Cen>> {
-        let all = svc(ctx).read(|t| t.cens().into_iter().map(Cen::from_rec).collect());
-        page::by_id(all, |c: &Cen| c.rec.id.as_str(), first, after)
+    /// `cin`, `cins`, `cinCount`.
+    #[graphql(flatten)]
+    async fn cin_fields(&self) -> CinFields {
+        CinFields
     }
-    /// How many CENs there are.
-    async fn cen_count(&self, ctx: &Context<'_>) -> i32 {
-        svc(ctx).read(|t| t.counts().2 as i32)
-    }
-    /// A CIN by id; null if there is none.
-    async fn cin(&self, ctx: &Context<'_>, #[graphql(desc = "The CIN id.")] id: ID) -> Option<Cin> {
-        svc(ctx).read(|t| t.cin(&id).map(Cin::from_rec))
-    }
-    /// Every CIN, sorted by id.
-    #[graphql(complexity = "cost::list(List::Cins, first, child_complexity)")]
-    async fn cins(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(
-            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
-        )]
-        first: Option<i32>,
-        #[graphql(
-            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
-        )]
-        after: Option<String>,
-    ) -> Result<Vec<Cin>> {
-        let all = svc(ctx).read(|t| t.cins().into_iter().map(Cin::from_rec).collect());
-        page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
-    }
-    /// How many CINs there are.
-    async fn cin_count(&self, ctx: &Context<'_>) -> i32 {
-        svc(ctx).read(|t| t.counts().3 as i32)
-    }
-    /// A container pool by id; null if there is none.
-    async fn cpool(&self, ctx: &Context<'_>, #[graphql(desc = "The pool id.")] id: ID) -> Option<Cpool> {
-        svc(ctx).read(|t| t.cpool(&id).map(Cpool::from_rec))
-    }
-    /// Every container pool, sorted by id.
-    #[graphql(complexity = "cost::list(List::Cpools, first, child_complexity)")]
-    async fn cpools(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(
-            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
-        )]
-        first: Option<i32>,
-        #[graphql(
-            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
-        )]
-        after: Option<String>,
-    ) -> Result<Vec<Cpool>> {
-        let all = svc(ctx).read(|t| t.cpools().into_iter().map(Cpool::from_rec).collect());
-        page::by_id(all, |p: &Cpool| p.rec.id.as_str(), first, after)
-    }
-    /// How many container pools there are.
-    async fn cpool_count(&self, ctx: &Context<'_>) -> i32 {
-        svc(ctx).read(|t| t.counts().4 as i32)
+    /// `cpool`, `cpools`, `cpoolCount`.
+    #[graphql(flatten)]
+    async fn cpool_fields(&self) -> CpoolFields {
+        CpoolFields
     }
 }
 
@@ -206,5 +222,60 @@ impl QueryRoot {
                 .map(Container::from_rec)
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+
+    /// The description of `first` on every paged list.
+    const FIRST: &str = "At most this many items (0 or more; all when absent). The query cost counts the list at \
+                         `first` items, or without it at the longest such list in the topology.";
+    /// The description of `after` on every list paged by id.
+    const AFTER_ID: &str =
+        "Only the items after this cursor: the id of the last item of the previous page (items come in id order).";
+    /// The lists paged by id, whose `after` is [`AFTER_ID`].
+    const BY_ID: [&str; 8] = [
+        "Query.hosts",
+        "Query.cens",
+        "Query.cins",
+        "Query.cpools",
+        "Container.cens",
+        "Container.cins",
+        "Cen.cins",
+        "Cpool.containers",
+    ];
+
+    /// Every list takes `first` and `after`, described alike: `first` as
+    /// [`FIRST`] (but `Host.containers`, which points to
+    /// `Query.containers`), `after` as [`AFTER_ID`] on the lists paged by id.
+    #[test]
+    fn every_list_pages_alike() {
+        let doc = async_graphql::parser::parse_schema(crate::graphql::sdl()).unwrap();
+        let mut lists = Vec::new();
+        for def in &doc.definitions {
+            let TypeSystemDefinition::Type(t) = def else { continue };
+            let TypeKind::Object(o) = &t.node.kind else { continue };
+            for f in &o.fields {
+                let arg = |name: &str| {
+                    f.node
+                        .arguments
+                        .iter()
+                        .find(|a| a.node.name.node == name)
+                        .map(|a| a.node.description.as_ref().map(|d| d.node.clone()).unwrap_or_default())
+                };
+                let (Some(first), Some(after)) = (arg("first"), arg("after")) else { continue };
+                let name = format!("{}.{}", t.node.name.node, f.node.name.node);
+                if name != "Host.containers" {
+                    assert_eq!(first, FIRST, "{name}: first");
+                }
+                if BY_ID.contains(&name.as_str()) {
+                    assert_eq!(after, AFTER_ID, "{name}: after");
+                }
+                lists.push(name);
+            }
+        }
+        assert_eq!(lists.len(), 13, "paged lists: {lists:?}");
     }
 }

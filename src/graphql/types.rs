@@ -62,6 +62,16 @@ pub struct Host {
     pub id: String,
 }
 
+impl Host {
+    pub fn from_rec(rec: &model::HostRec) -> Self {
+        Host { id: rec.id.clone() }
+    }
+    /// The id lists of hosts are paged by.
+    pub fn id_str(&self) -> &str {
+        &self.id
+    }
+}
+
 /// A machine that runs containers (the legacy API's `hostID`).
 #[Object]
 impl Host {
@@ -304,6 +314,43 @@ pub struct InterfaceAddress {
     pub prefix_length: i32,
 }
 
+/// The fields of how a CEN or a CIN is made and stands ([`model::Making`]):
+/// `made`, `status`, `statusMessage` and `hostStatuses`, resolved once
+/// here and flattened into `Cen` and `Cin` (`#[graphql(flatten)]`), so both
+/// show the same four fields. Each kind has its own object only because
+/// the descriptions of `made` and `hostStatuses` name the kind; neither
+/// object appears in the schema on its own.
+macro_rules! making_fields {
+    (
+        $name:ident,
+        $(#[doc = $made_doc:tt])* made,
+        $(#[doc = $parts_doc:tt])* host_statuses
+    ) => {
+        /// How a CEN or a CIN stands, flattened into its object.
+        pub struct $name<'a>(&'a model::Making);
+
+        #[Object]
+        impl $name<'_> {
+            $(#[doc = $made_doc])*
+            async fn made(&self) -> bool {
+                self.0.made
+            }
+            /// How far the kernel is from what the model asks for.
+            async fn status(&self) -> Status {
+                self.0.realization.status.into()
+            }
+            /// Why the status is FAILED (the kernel's error); null otherwise.
+            async fn status_message(&self) -> Option<&str> {
+                self.0.realization.message.as_deref()
+            }
+            $(#[doc = $parts_doc])*
+            async fn host_statuses(&self) -> Vec<HostPart> {
+                HostPart::list(&self.0.parts)
+            }
+        }
+    };
+}
+
 /// A container Ethernet network: a layer-2 segment joining containers (the
 /// legacy API's CEN, `cenID`).
 pub struct Cen {
@@ -313,6 +360,10 @@ pub struct Cen {
 impl Cen {
     pub fn from_rec(rec: &model::CenRec) -> Self {
         Cen { rec: rec.clone() }
+    }
+    /// The id lists of CENs are paged by.
+    pub fn id_str(&self) -> &str {
+        &self.rec.id
     }
 }
 
@@ -373,25 +424,22 @@ impl Cen {
         let all = svc(ctx).read(|t| t.cins_over(&self.rec.id).into_iter().map(Cin::from_rec).collect());
         page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
     }
+    /// `made`, `status`, `statusMessage`, `hostStatuses`.
+    #[graphql(flatten)]
+    async fn making(&self) -> CenMaking<'_> {
+        CenMaking(&self.rec.making)
+    }
+}
+
+making_fields! {
+    CenMaking,
     /// Marked to be realized (made, by `cenMake` or the legacy
     /// `POST /cen/make`).
-    async fn made(&self) -> bool {
-        self.rec.made
-    }
-    /// How far the kernel is from what the model asks for.
-    async fn status(&self) -> Status {
-        self.rec.realization.status.into()
-    }
-    /// Why the status is FAILED (the kernel's error); null otherwise.
-    async fn status_message(&self) -> Option<&str> {
-        self.rec.realization.message.as_deref()
-    }
+    made,
     /// Where it spans hosts whose servers announced a VTEP address: each
     /// host's part, as that host's server reported it (`status` is READY
     /// once every part is); empty otherwise.
-    async fn host_statuses(&self) -> Vec<HostPart> {
-        HostPart::list(&self.rec.parts)
-    }
+    host_statuses
 }
 
 /// One host's part of a CEN or CIN that spans hosts.
@@ -406,7 +454,7 @@ pub struct HostPart {
 }
 
 impl HostPart {
-    fn list(parts: &std::collections::BTreeMap<String, model::Realization>) -> Vec<HostPart> {
+    fn list(parts: &std::collections::BTreeMap<String, model::Standing>) -> Vec<HostPart> {
         parts
             .iter()
             .map(|(h, r)| HostPart {
@@ -427,6 +475,10 @@ pub struct Cin {
 impl Cin {
     pub fn from_rec(rec: &model::CinRec) -> Self {
         Cin { rec: rec.clone() }
+    }
+    /// The id lists of CINs are paged by.
+    pub fn id_str(&self) -> &str {
+        &self.rec.id
     }
 }
 
@@ -508,24 +560,21 @@ impl Cin {
         });
         page::by_address(all, |m: &CinMember| m.address.as_str(), first, after)
     }
+    /// `made`, `status`, `statusMessage`, `hostStatuses`.
+    #[graphql(flatten)]
+    async fn making(&self) -> CinMaking<'_> {
+        CinMaking(&self.rec.making)
+    }
+}
+
+making_fields! {
+    CinMaking,
     /// Marked to be realized (made, by `cinMake` or the legacy
     /// `POST /cin/make`).
-    async fn made(&self) -> bool {
-        self.rec.made
-    }
-    /// How far the kernel is from what the model asks for.
-    async fn status(&self) -> Status {
-        self.rec.realization.status.into()
-    }
-    /// Why the status is FAILED (the kernel's error); null otherwise.
-    async fn status_message(&self) -> Option<&str> {
-        self.rec.realization.message.as_deref()
-    }
+    made,
     /// Where it spans hosts whose servers announced a VTEP address: each
     /// host's part, as for `Cen.hostStatuses`.
-    async fn host_statuses(&self) -> Vec<HostPart> {
-        HostPart::list(&self.rec.parts)
-    }
+    host_statuses
 }
 
 /// A CEN's slice of a CIN.
@@ -577,6 +626,10 @@ pub struct Cpool {
 impl Cpool {
     pub fn from_rec(rec: &model::CpoolRec) -> Self {
         Cpool { rec: rec.clone() }
+    }
+    /// The id lists of pools are paged by.
+    pub fn id_str(&self) -> &str {
+        &self.rec.id
     }
 }
 
@@ -690,10 +743,10 @@ pub struct MembershipAddress {
 }
 
 /// A container's realization as this server sees it.
-fn realization_here(ctx: &Context<'_>, key: &ContainerKey) -> model::Realization {
+fn realization_here(ctx: &Context<'_>, key: &ContainerKey) -> model::Standing {
     let s = svc(ctx);
     if key.host != s.host_id() {
-        return model::Realization {
+        return model::Standing {
             status: model::Status::Pending,
             message: Some(format!(
                 "on host {}: realized by that host's server, not by this one (host {})",

@@ -71,10 +71,10 @@ fn model_metrics(state: &AppState, out: &mut String) {
     let ((counts, statuses), revision) = service.read_at(|t| {
         let mut statuses: std::collections::BTreeMap<(&str, String), usize> = Default::default();
         for c in t.cens() {
-            *statuses.entry(("cen", format!("{:?}", c.realization.status).to_uppercase())).or_default() += 1;
+            *statuses.entry(("cen", format!("{:?}", c.making.realization.status).to_uppercase())).or_default() += 1;
         }
         for c in t.cins() {
-            *statuses.entry(("cin", format!("{:?}", c.realization.status).to_uppercase())).or_default() += 1;
+            *statuses.entry(("cin", format!("{:?}", c.making.realization.status).to_uppercase())).or_default() += 1;
         }
         (t.counts(), statuses)
     });

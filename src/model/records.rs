@@ -42,32 +42,33 @@ pub enum Status {
     Failed,
 }
 
-/// A status with the reason of a failure.
+/// How an object stands: its status, with the reason of a failure. (Not to
+/// be confused with `service::Realization`, the handle on the realizer.)
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Realization {
+pub struct Standing {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
-impl Realization {
+impl Standing {
     /// The status of an object from its hosts' parts: FAILED if one failed
     /// (naming the host), else in transition while one is, else READY
     /// once every part is; `None` without parts.
-    pub fn of_parts(parts: &BTreeMap<String, Realization>) -> Option<Realization> {
+    pub fn of_parts(parts: &BTreeMap<String, Standing>) -> Option<Standing> {
         if parts.is_empty() {
             return None;
         }
         if let Some((h, r)) = parts.iter().find(|(_, r)| r.status == Status::Failed) {
             let why = r.message.as_deref().unwrap_or("failed");
-            return Some(Realization { status: Status::Failed, message: Some(format!("on host {h}: {why}")) });
+            return Some(Standing { status: Status::Failed, message: Some(format!("on host {h}: {why}")) });
         }
         for status in [Status::Destroying, Status::Preparing, Status::Pending] {
             if parts.values().any(|r| r.status == status) {
-                return Some(Realization { status, message: None });
+                return Some(Standing { status, message: None });
             }
         }
-        Some(Realization { status: Status::Ready, message: None })
+        Some(Standing { status: Status::Ready, message: None })
     }
 }
 
@@ -102,7 +103,7 @@ pub struct ContainerRec {
     /// CENs can (its workload is gone); default otherwise. The container's
     /// status is derived from it and from its CENs.
     #[serde(default, skip_serializing_if = "is_default")]
-    pub realization: Realization,
+    pub realization: Standing,
     /// The CIN (or CEN, legacy) through whose gateway this container wants
     /// its default route.
     #[serde(default)]
@@ -133,8 +134,8 @@ pub const FIRST_VNI: u32 = 4096;
 /// The largest VNI (24 bits).
 pub const LAST_VNI: u32 = 0x00ff_ffff;
 
-fn is_default(r: &Realization) -> bool {
-    *r == Realization::default()
+fn is_default(r: &Standing) -> bool {
+    *r == Standing::default()
 }
 
 /// A network namespace a container is bound to, as resolved at binding.
@@ -201,6 +202,24 @@ impl fmt::Display for MemberKey {
     }
 }
 
+/// What a CEN and a CIN share: whether it is made, and how that stands,
+/// as a whole and per host. Flattened into both records, so the stored
+/// fields stay `made`, `realization` and `parts` beside the others.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Making {
+    /// Marked to be realized.
+    #[serde(default)]
+    pub made: bool,
+    /// The overall status; where it spans hosts that announced a VTEP
+    /// address, worked out from `parts` (see [`Standing::of_parts`]).
+    #[serde(default)]
+    pub realization: Standing,
+    /// Where it spans such hosts: each host's part, as that host's server
+    /// reports it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Standing>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CenRec {
     pub id: String,
@@ -210,17 +229,9 @@ pub struct CenRec {
     /// before VNIs were kept (one is given at load).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub vni: u32,
-    /// Marked to be realized.
-    #[serde(default)]
-    pub made: bool,
-    /// Where it spans hosts that announced a VTEP address: the overall
-    /// status, worked out from `parts` (see [`Realization::of_parts`]).
-    #[serde(default)]
-    pub realization: Realization,
-    /// Where it spans such hosts: each host's part, as that host's server
-    /// reports it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub parts: BTreeMap<String, Realization>,
+    /// Whether it is made and how that stands (stored flat, beside `id`).
+    #[serde(flatten)]
+    pub making: Making,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,13 +242,9 @@ pub struct CinRec {
     /// The CIN's subnet: base address and prefix length.
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
-    #[serde(default)]
-    pub made: bool,
-    #[serde(default)]
-    pub realization: Realization,
-    /// Each host's part, as for a CEN.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub parts: BTreeMap<String, Realization>,
+    /// Whether it is made and how that stands, as for a CEN.
+    #[serde(flatten)]
+    pub making: Making,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +275,16 @@ pub enum Record {
 }
 
 impl Record {
+    /// Whether a CEN or a CIN is made and how it stands; `None` for the
+    /// other kinds.
+    pub fn making(&self) -> Option<&Making> {
+        match self {
+            Record::Cen(c) => Some(&c.making),
+            Record::Cin(c) => Some(&c.making),
+            _ => None,
+        }
+    }
+
     pub fn key(&self) -> EntityKey {
         match self {
             Record::Host(h) => EntityKey::Host(h.id.clone()),
@@ -315,5 +332,93 @@ impl EntityKey {
             EntityKey::Container(k) => k.to_string(),
             EntityKey::Member(k) => k.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stored format of CEN and CIN records, as the store and the change
+    //! log write it (serde_json of a [`Record`]): pinned, so that reshaping
+    //! the structs never changes what is on disk or in etcd.
+
+    use super::*;
+
+    fn parts() -> BTreeMap<String, Standing> {
+        BTreeMap::from([
+            ("h1".to_string(), Standing { status: Status::Ready, message: None }),
+            ("h2".to_string(), Standing { status: Status::Failed, message: Some("boom".into()) }),
+        ])
+    }
+
+    const CEN_FULL: &str = r#"{"kind":"cen","id":"c1","vni":4096,"made":true,"realization":{"status":"FAILED","message":"on host h2: boom"},"parts":{"h1":{"status":"READY"},"h2":{"status":"FAILED","message":"boom"}}}"#;
+    const CEN_BARE: &str = r#"{"kind":"cen","id":"c0","made":false,"realization":{"status":"PENDING"}}"#;
+    const CIN_FULL: &str = r#"{"kind":"cin","id":"n1","cens":["a","b"],"subnet":"10.10.0.0","prefix_len":24,"made":true,"realization":{"status":"PREPARING"},"parts":{"h1":{"status":"READY"},"h2":{"status":"FAILED","message":"boom"}}}"#;
+    const CIN_BARE: &str = r#"{"kind":"cin","id":"n0","cens":[],"subnet":"10.11.0.0","prefix_len":16,"made":false,"realization":{"status":"PENDING"}}"#;
+
+    fn cen_full() -> Record {
+        Record::Cen(CenRec {
+            id: "c1".into(),
+            vni: 4096,
+            making: Making {
+                made: true,
+                realization: Standing { status: Status::Failed, message: Some("on host h2: boom".into()) },
+                parts: parts(),
+            },
+        })
+    }
+
+    fn cen_bare() -> Record {
+        Record::Cen(CenRec { id: "c0".into(), vni: 0, making: Making::default() })
+    }
+
+    fn cin_full() -> Record {
+        Record::Cin(CinRec {
+            id: "n1".into(),
+            cens: vec!["a".into(), "b".into()],
+            subnet: Ipv4Addr::new(10, 10, 0, 0),
+            prefix_len: 24,
+            making: Making {
+                made: true,
+                realization: Standing { status: Status::Preparing, message: None },
+                parts: parts(),
+            },
+        })
+    }
+
+    fn cin_bare() -> Record {
+        Record::Cin(CinRec {
+            id: "n0".into(),
+            cens: vec![],
+            subnet: Ipv4Addr::new(10, 11, 0, 0),
+            prefix_len: 16,
+            making: Making::default(),
+        })
+    }
+
+    #[test]
+    fn cen_and_cin_records_keep_their_stored_format() {
+        for (rec, json) in
+            [(cen_full(), CEN_FULL), (cen_bare(), CEN_BARE), (cin_full(), CIN_FULL), (cin_bare(), CIN_BARE)]
+        {
+            assert_eq!(serde_json::to_string(&rec).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Record>(json).unwrap(), rec);
+        }
+    }
+
+    #[test]
+    fn older_cen_and_cin_records_still_read() {
+        // Written before VNIs, made flags, statuses and parts were kept.
+        let cen: Record = serde_json::from_str(r#"{"kind":"cen","id":"c0"}"#).unwrap();
+        assert_eq!(cen, cen_bare());
+        let cin: Record =
+            serde_json::from_str(r#"{"kind":"cin","id":"n0","cens":[],"subnet":"10.11.0.0","prefix_len":16}"#).unwrap();
+        assert_eq!(cin, cin_bare());
+        // Unknown fields (from a newer writer) are ignored, as before.
+        let cen: Record = serde_json::from_str(r#"{"kind":"cen","id":"c0","later":1}"#).unwrap();
+        assert_eq!(cen, cen_bare());
+        // The parts' order on disk does not matter; an explicit empty map reads.
+        let json =
+            r#"{"kind":"cen","id":"c0","parts":{},"realization":{"status":"PENDING","message":null},"made":false}"#;
+        assert_eq!(serde_json::from_str::<Record>(json).unwrap(), cen_bare());
     }
 }

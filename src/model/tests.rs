@@ -320,7 +320,7 @@ fn making_a_cin_makes_its_cens() {
     let mut t = fixture();
     cin_import(&mut t, &[("cin1", &["cen1"])]).unwrap();
     t.execute(&Command::CinSetMade { ids: vec!["cin1".into()], made: true, realizing: false }).unwrap();
-    assert!(t.cen("cen1").unwrap().made);
+    assert!(t.cen("cen1").unwrap().making.made);
     assert!(t.container_is_made(&key("c1")));
     assert!(!t.container_is_made(&key("c4")));
 }
@@ -330,12 +330,12 @@ fn make_and_destroy_move_status_in_the_same_change() {
     let mut t = fixture();
     let set = |t: &mut Topology, made: bool, realizing: bool| {
         t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made, realizing }).unwrap();
-        t.cen("cen1").unwrap().realization.status
+        t.cen("cen1").unwrap().making.realization.status
     };
     assert_eq!(set(&mut t, true, false), Status::Pending, "nothing realizes: status untouched");
     assert_eq!(set(&mut t, false, true), Status::Pending, "never realized: straight back");
     assert_eq!(set(&mut t, true, true), Status::Preparing);
-    let ready = Realization { status: Status::Ready, message: None };
+    let ready = Standing { status: Status::Ready, message: None };
     t.execute(&Command::SetStatus {
         reports: vec![StatusReport {
             target: EntityKey::Cen("cen1".into()),
@@ -347,7 +347,7 @@ fn make_and_destroy_move_status_in_the_same_change() {
     .unwrap();
     assert_eq!(set(&mut t, false, true), Status::Destroying);
     // A report worked out while the CEN was made is stale once destroyed.
-    let stale = Realization { status: Status::Ready, message: None };
+    let stale = Standing { status: Status::Ready, message: None };
     let images = t
         .execute(&Command::SetStatus {
             reports: vec![StatusReport {
@@ -359,7 +359,7 @@ fn make_and_destroy_move_status_in_the_same_change() {
         })
         .unwrap();
     assert!(images.is_empty());
-    assert_eq!(t.cen("cen1").unwrap().realization.status, Status::Destroying);
+    assert_eq!(t.cen("cen1").unwrap().making.realization.status, Status::Destroying);
 }
 
 mod props {
@@ -587,7 +587,7 @@ fn interface_names_are_distinct_and_reserved_ids_refused() {
 fn making_a_failed_cen_again_retries() {
     let mut t = fixture();
     t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made: true, realizing: true }).unwrap();
-    let failed = Realization { status: Status::Failed, message: Some("boom".into()) };
+    let failed = Standing { status: Status::Failed, message: Some("boom".into()) };
     t.execute(&Command::SetStatus {
         reports: vec![StatusReport {
             target: EntityKey::Cen("cen1".into()),
@@ -599,7 +599,7 @@ fn making_a_failed_cen_again_retries() {
     .unwrap();
     let images = t.execute(&Command::CenSetMade { ids: vec!["cen1".into()], made: true, realizing: true }).unwrap();
     assert!(!images.is_empty(), "a retry is a change");
-    assert_eq!(t.cen("cen1").unwrap().realization.status, Status::Preparing);
+    assert_eq!(t.cen("cen1").unwrap().making.realization.status, Status::Preparing);
 }
 
 fn vni(t: &Topology, cen: &str) -> u32 {

@@ -46,9 +46,9 @@ impl Topology {
     /// host routes between the CIN's slices itself, so it needs every slice).
     pub fn presence<'a>(&'a self, cen: &str) -> std::collections::BTreeSet<&'a str> {
         let mut hosts: std::collections::BTreeSet<&str> = self.member_hosts(cen).into_iter().collect();
-        for cin in self.cins_over(cen).into_iter().filter(|c| c.made && c.cens.len() > 1) {
+        for cin in self.cins_over(cen).into_iter().filter(|c| c.making.made && c.cens.len() > 1) {
             for other in cin.cens.iter().filter(|c| *c != cen) {
-                if self.cen(other).is_some_and(|c| c.made) {
+                if self.cen(other).is_some_and(|c| c.making.made) {
                     hosts.extend(self.member_hosts(other));
                 }
             }
@@ -60,7 +60,7 @@ impl Topology {
     pub fn cin_presence<'a>(&'a self, cin: &CinRec) -> std::collections::BTreeSet<&'a str> {
         let mut hosts = std::collections::BTreeSet::new();
         for cen in &cin.cens {
-            if self.cen(cen).is_some_and(|c| c.made) {
+            if self.cen(cen).is_some_and(|c| c.making.made) {
                 hosts.extend(self.member_hosts(cen));
             }
         }
@@ -181,26 +181,26 @@ impl Topology {
     /// A container's realization, derived from the CENs it is in: FAILED if
     /// a made one failed, PREPARING or DESTROYING while one is on its way,
     /// READY when in a made CEN, else PENDING.
-    pub fn container_realization(&self, key: &ContainerKey) -> Realization {
+    pub fn container_realization(&self, key: &ContainerKey) -> Standing {
         let cens = self.cens_of(key);
-        let with = |status: Status, message: Option<String>| Realization { status, message };
+        let with = |status: Status, message: Option<String>| Standing { status, message };
         // Its own failure (a bound workload that is gone) while its CENs are
         // fine.
         if let Some(own) = self.container(key).map(|c| &c.realization).filter(|r| r.status == Status::Failed) {
-            if cens.iter().any(|c| c.made) {
+            if cens.iter().any(|c| c.making.made) {
                 return own.clone();
             }
         }
-        if let Some(c) = cens.iter().find(|c| c.made && c.realization.status == Status::Failed) {
-            let why = c.realization.message.as_deref().unwrap_or("failed");
+        if let Some(c) = cens.iter().find(|c| c.making.made && c.making.realization.status == Status::Failed) {
+            let why = c.making.realization.message.as_deref().unwrap_or("failed");
             return with(Status::Failed, Some(format!("CEN {}: {why}", c.id)));
         }
         for status in [Status::Preparing, Status::Destroying] {
-            if cens.iter().any(|c| c.realization.status == status) {
+            if cens.iter().any(|c| c.making.realization.status == status) {
                 return with(status, None);
             }
         }
-        if cens.iter().any(|c| c.made && c.realization.status == Status::Ready) {
+        if cens.iter().any(|c| c.making.made && c.making.realization.status == Status::Ready) {
             return with(Status::Ready, None);
         }
         with(Status::Pending, None)
@@ -209,6 +209,6 @@ impl Topology {
     /// Whether a managed or bound namespace is wanted for a container: it is
     /// a member of at least one made CEN.
     pub fn container_is_made(&self, key: &ContainerKey) -> bool {
-        self.cens_of(key).iter().any(|c| c.made)
+        self.cens_of(key).iter().any(|c| c.making.made)
     }
 }
