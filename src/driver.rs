@@ -286,7 +286,7 @@ fn status_reports(
             out.push(StatusReport { target, realization: next, made, host: None });
         }
     };
-    let outcome = |made: bool, result: Option<&Result<(), String>>| -> Realization {
+    let outcome = |made: bool, result: Option<&Result<(), realize::ApplyError>>| -> Realization {
         if !made {
             return Realization::default();
         }
@@ -294,7 +294,7 @@ fn status_reports(
             return Realization { status: Status::Failed, message: Some(why.to_string()) };
         }
         match result {
-            Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.clone()) },
+            Some(Err(e)) => Realization { status: Status::Failed, message: Some(e.to_string()) },
             _ => Realization { status: Status::Ready, message: None },
         }
     };

@@ -7,6 +7,10 @@
 //! namespace, and links in namespaces that are not ours (bound by path) can
 //! be recognised as ours.
 
+use std::path::PathBuf;
+
+use super::observed::NsId;
+
 /// Kernel limit on interface names (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 /// Longest prefix accepted: leaves room for a tag and 5 hash characters.
@@ -134,6 +138,25 @@ pub fn netns_name(prefix: &str, container_id: &str) -> String {
 /// File name (in /run/netns) of the fabric namespace.
 pub fn fabric_netns_name(prefix: &str) -> String {
     format!("{prefix}fabric")
+}
+
+/// The file in `/run/netns` of a namespace leviathan names (fabric and
+/// managed containers); `None` for the host's and bound ones.
+pub fn ns_file(prefix: &str, ns: &NsId) -> Option<String> {
+    match ns {
+        NsId::Fabric => Some(fabric_netns_name(prefix)),
+        NsId::Managed(id) => Some(netns_name(prefix, id)),
+        NsId::Host | NsId::Path(_) => None,
+    }
+}
+
+/// Where a namespace is opened from.
+pub fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
+    match ns {
+        NsId::Host => PathBuf::from("/proc/self/ns/net"),
+        NsId::Path(p) => PathBuf::from(p),
+        other => super::netns::netns_path(&ns_file(prefix, other).unwrap_or_default()),
+    }
 }
 
 fn prefix_tag(prefix: &str) -> u32 {
