@@ -306,8 +306,11 @@ pub fn del_named_many(names: Vec<String>) -> Vec<Result<(), KernelError>> {
     out
 }
 
+/// Names of namespace files in /run/netns.
+pub type Names = Vec<String>;
+
 /// Names in /run/netns that start with `prefix`.
-pub fn list_named(prefix: &str) -> Result<Vec<String>, KernelError> {
+pub fn list_named(prefix: &str) -> Result<Names, KernelError> {
     let rd = match fs::read_dir(NETNS_DIR) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -1,8 +1,8 @@
 //! The planner against a simulated kernel.
 
 use super::*;
-use crate::realize::desired::{Addr, ContainerNet, Member, Route};
-use crate::realize::observed::NsState;
+use crate::realize::desired::{Addr, CenNet, ContainerNet, Member, NetnsRef, Route};
+use crate::realize::observed::{LinkKind, NsState};
 
 fn cfg() -> Config {
     Config { prefix: "t-".into(), fabric: FabricMode::Netns, underlay: None }
