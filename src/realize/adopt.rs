@@ -83,7 +83,23 @@ impl Realizer {
         Ok(())
     }
 
+    /// Opens every namespace we own (and the host's in host mode) and
+    /// dumps each once.
     async fn adopt(&mut self) -> Result<(), RealizeError> {
+        let mut ids = self.owned_namespaces().await?;
+        if self.cfg.fabric == FabricMode::Host {
+            ids.push(NsId::Host);
+        }
+        self.open_owned(ids).await?;
+        let dirty = std::mem::take(&mut self.dirty);
+        self.observe_set(dirty).await;
+        self.observed.pair_peers();
+        Ok(())
+    }
+
+    /// The named namespaces under the prefix that are ours; the others are
+    /// reported as foreign, and recorded ones that are gone are forgotten.
+    async fn owned_namespaces(&mut self) -> Result<Vec<NsId>, RealizeError> {
         let prefix = self.cfg.prefix.clone();
         let fabric_file = naming::fabric_netns_name(&prefix);
         let names = {
@@ -119,13 +135,16 @@ impl Realizer {
                 tracing::warn!(error = %e, "forgetting namespaces that are gone");
             }
         }
-        if self.cfg.fabric == FabricMode::Host {
-            ids.push(NsId::Host);
-        }
+        Ok(ids)
+    }
+
+    /// Opens the namespaces adopted, each marked dirty (to be dumped). In
+    /// chunks, each turned into handles at once (a managed namespace's fd
+    /// is closed there): never two descriptors for each of thousands of
+    /// namespaces.
+    async fn open_owned(&mut self, ids: Vec<NsId>) -> Result<(), RealizeError> {
+        let prefix = self.cfg.prefix.clone();
         let mut stale = Vec::new();
-        // In chunks, each turned into handles at once (a managed
-        // namespace's fd is closed there): never two descriptors for each
-        // of thousands of namespaces.
         for chunk in ids.chunks(CREATE_CHUNK) {
             let paths: Vec<(PathBuf, netns::Role)> =
                 chunk.iter().map(|n| (ns_path(&prefix, n), handles::role(n))).collect();
@@ -150,9 +169,6 @@ impl Realizer {
         if !stale.is_empty() {
             let _ = blocking(move || netns::del_named_many(stale)).await;
         }
-        let dirty = std::mem::take(&mut self.dirty);
-        self.observe_set(dirty).await;
-        self.observed.pair_peers();
         Ok(())
     }
 

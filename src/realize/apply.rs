@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::desired::{self, Desired};
 use super::error::{KernelError, LedgerError};
 use super::exec::Effect;
-use super::observed::{LinkState, NsId, NsState};
+use super::observed::{LinkState, NsId, NsState, Observed};
 use super::plan::{self, GroupIndex, Op, Plan, Scope, Step};
 use super::report::{ApplyError, ApplyReport};
 use super::{blocking, ledger, Progress, Realizer};
@@ -259,6 +259,7 @@ impl Realizer {
         }
     }
 
+    /// Takes in what a finished step changed.
     fn absorb(&mut self, effect: Effect) {
         let obs = &mut self.observed;
         match effect {
@@ -274,64 +275,83 @@ impl Realizer {
                 obs.remove_ns(&ns);
                 self.close(&ns);
             }
-            Effect::LinkGone(ns, index) => obs.remove_link(&ns, index),
-            Effect::GroupGone(ns, group) => {
-                let idxs: Vec<u32> = obs.in_group(group).filter(|(n, _)| *n == ns).map(|(_, i)| *i).collect();
-                for i in idxs {
-                    obs.remove_link(&ns, i);
-                }
+            Effect::LinkGone(..) | Effect::GroupGone(..) | Effect::Up(..) | Effect::Forwarding(..) => {
+                absorb_link(obs, effect)
             }
-            Effect::Up(ns, name) => {
-                let idx = obs.link(&ns, &name).map(|l| l.index);
-                if let Some(l) = idx.and_then(|i| obs.ns_mut(&ns).and_then(|s| s.link_mut(i))) {
-                    l.up = true;
-                }
+            _ => absorb_entry(obs, effect),
+        }
+    }
+}
+
+/// A link gone or set up, or forwarding set, in the observed state.
+fn absorb_link(obs: &mut Observed, effect: Effect) {
+    match effect {
+        Effect::LinkGone(ns, index) => obs.remove_link(&ns, index),
+        Effect::GroupGone(ns, group) => {
+            let idxs: Vec<u32> = obs.in_group(group).filter(|(n, _)| *n == ns).map(|(_, i)| *i).collect();
+            for i in idxs {
+                obs.remove_link(&ns, i);
             }
-            Effect::Forwarding(ns, on) => {
-                if let Some(s) = obs.ns_mut(&ns) {
-                    s.forwarding = Some(on);
-                }
+        }
+        Effect::Up(ns, name) => {
+            let idx = obs.link(&ns, &name).map(|l| l.index);
+            if let Some(l) = idx.and_then(|i| obs.ns_mut(&ns).and_then(|s| s.link_mut(i))) {
+                l.up = true;
             }
-            Effect::Addr(ns, idx, ip, plen) => {
-                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
-                    if !l.addresses.contains(&(ip, plen)) {
-                        l.addresses.push((ip, plen));
-                    }
-                }
+        }
+        Effect::Forwarding(ns, on) => {
+            if let Some(s) = obs.ns_mut(&ns) {
+                s.forwarding = Some(on);
             }
-            Effect::AddrGone(ns, idx, ip, plen) => {
-                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
-                    l.addresses.retain(|a| *a != (ip, plen));
-                }
-            }
-            Effect::Route(ns, r) => {
-                if let Some(s) = obs.ns_mut(&ns) {
-                    s.routes.push(r);
-                }
-            }
-            Effect::RouteGone(ns, r) => {
-                if let Some(s) = obs.ns_mut(&ns) {
-                    s.routes.retain(|x| *x != r);
-                }
-            }
-            Effect::Fdb(ns, idx, remote, present) => {
-                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
-                    if present {
-                        l.fdb.insert(remote);
-                    } else {
-                        l.fdb.remove(&remote);
-                    }
-                }
-            }
-            Effect::Neigh(ns, idx, ip, mac) => {
-                if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
-                    match mac {
-                        Some(mac) => l.neighbours.insert(ip, mac),
-                        None => l.neighbours.remove(&ip),
-                    };
+        }
+        _ => {}
+    }
+}
+
+/// An address, route, FDB or neighbour entry added or removed in the
+/// observed state.
+fn absorb_entry(obs: &mut Observed, effect: Effect) {
+    match effect {
+        Effect::Addr(ns, idx, ip, plen) => {
+            if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
+                if !l.addresses.contains(&(ip, plen)) {
+                    l.addresses.push((ip, plen));
                 }
             }
         }
+        Effect::AddrGone(ns, idx, ip, plen) => {
+            if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
+                l.addresses.retain(|a| *a != (ip, plen));
+            }
+        }
+        Effect::Route(ns, r) => {
+            if let Some(s) = obs.ns_mut(&ns) {
+                s.routes.push(r);
+            }
+        }
+        Effect::RouteGone(ns, r) => {
+            if let Some(s) = obs.ns_mut(&ns) {
+                s.routes.retain(|x| *x != r);
+            }
+        }
+        Effect::Fdb(ns, idx, remote, present) => {
+            if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
+                if present {
+                    l.fdb.insert(remote);
+                } else {
+                    l.fdb.remove(&remote);
+                }
+            }
+        }
+        Effect::Neigh(ns, idx, ip, mac) => {
+            if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
+                match mac {
+                    Some(mac) => l.neighbours.insert(ip, mac),
+                    None => l.neighbours.remove(&ip),
+                };
+            }
+        }
+        _ => {}
     }
 }
 

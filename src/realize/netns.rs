@@ -11,6 +11,9 @@
 //! `/run/netns`, `unshare(CLONE_NEWNET)`, and a bind mount of the thread's
 //! namespace onto the file. `/run/netns` is made a shared mount first (as
 //! iproute2 does) so the bind mounts propagate to other mount namespaces.
+//!
+//! Every failure is a [`KernelError`]: the call, the object, the errno
+//! (kept as [`Errno`]) and the words the message has always had.
 
 use std::fs;
 use std::io::{self, Read, Write};

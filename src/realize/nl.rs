@@ -1,5 +1,12 @@
 //! rtnetlink calls: one connection per namespace, dumps into [`NsState`],
 //! and the kernel side of each plan operation.
+//!
+//! One verb per object, the words of [`Op`](super::Op): `add_` (create),
+//! `del_`, `get_` (one object, asked for by name), `dump_` (all of a kind
+//! in a namespace), `set_`. Every failure is a [`KernelError`] keeping the
+//! kernel's errno; the answers that mean success anyway (EEXIST on an add
+//! that found its object, ENODEV/ENOENT on a delete that found nothing)
+//! are compared as [`Errno`]s.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};

@@ -74,83 +74,8 @@ fn simulate(obs: &mut Observed, plan: &Plan, prefix: &str) {
                 }
             }
             Op::SetAlias { .. } => {}
-            Op::CreateBridge { ns, name, group, .. } => {
-                next += 1;
-                obs.insert_link(
-                    ns,
-                    LinkState {
-                        index: next,
-                        name: name.clone(),
-                        kind: LinkKind::Bridge,
-                        group: *group,
-                        master: None,
-                        peer: None,
-                        peer_ns: None,
-                        up: true,
-                        ours: true,
-                        addresses: vec![],
-                        ..Default::default()
-                    },
-                );
-            }
-            Op::CreateVeth { a, b, group } => {
-                let (ia, ib) = (next + 1, next + 2);
-                next += 2;
-                let master = a.master.as_ref().map(|m| obs.link(&a.ns, m).expect("bridge").index);
-                assert!(obs.ns(&a.ns).is_some() && obs.ns(&b.ns).is_some(), "veth into a missing namespace");
-                obs.insert_link(
-                    &a.ns,
-                    LinkState {
-                        index: ia,
-                        name: a.name.clone(),
-                        kind: LinkKind::Veth,
-                        group: *group,
-                        master,
-                        peer: Some(ib),
-                        peer_ns: Some(b.ns.clone()),
-                        up: true,
-                        ours: true,
-                        addresses: vec![],
-                        mtu: a.mtu.unwrap_or(1500),
-                        ..Default::default()
-                    },
-                );
-                obs.insert_link(
-                    &b.ns,
-                    LinkState {
-                        index: ib,
-                        name: b.name.clone(),
-                        kind: LinkKind::Veth,
-                        group: *group,
-                        master: None,
-                        peer: Some(ia),
-                        peer_ns: Some(a.ns.clone()),
-                        up: false,
-                        ours: true,
-                        addresses: vec![],
-                        mtu: b.mtu.unwrap_or(1500),
-                        ..Default::default()
-                    },
-                );
-            }
-            Op::CreateVxlan { ns, name, vni, master, group } => {
-                next += 1;
-                let master = Some(obs.link(ns, master).expect("bridge").index);
-                obs.insert_link(
-                    ns,
-                    LinkState {
-                        index: next,
-                        name: name.clone(),
-                        kind: LinkKind::Vxlan,
-                        group: *group,
-                        master,
-                        up: true,
-                        ours: true,
-                        mtu: 1450,
-                        vni: Some(*vni),
-                        ..Default::default()
-                    },
-                );
+            Op::CreateBridge { .. } | Op::CreateVeth { .. } | Op::CreateVxlan { .. } => {
+                simulate_create(obs, &s.op, &mut next)
             }
             Op::AddFdb { ns, name, remote } => {
                 let i = obs.link(ns, name).expect("vxlan").index;
@@ -194,6 +119,91 @@ fn simulate(obs: &mut Observed, plan: &Plan, prefix: &str) {
         }
     }
     let _ = prefix;
+}
+
+/// The links a create step makes, in the tiny kernel model.
+fn simulate_create(obs: &mut Observed, op: &Op, next: &mut u32) {
+    match op {
+        Op::CreateBridge { ns, name, group, .. } => {
+            *next += 1;
+            obs.insert_link(
+                ns,
+                LinkState {
+                    index: *next,
+                    name: name.clone(),
+                    kind: LinkKind::Bridge,
+                    group: *group,
+                    master: None,
+                    peer: None,
+                    peer_ns: None,
+                    up: true,
+                    ours: true,
+                    addresses: vec![],
+                    ..Default::default()
+                },
+            );
+        }
+        Op::CreateVeth { a, b, group } => {
+            let (ia, ib) = (*next + 1, *next + 2);
+            *next += 2;
+            let master = a.master.as_ref().map(|m| obs.link(&a.ns, m).expect("bridge").index);
+            assert!(obs.ns(&a.ns).is_some() && obs.ns(&b.ns).is_some(), "veth into a missing namespace");
+            obs.insert_link(
+                &a.ns,
+                LinkState {
+                    index: ia,
+                    name: a.name.clone(),
+                    kind: LinkKind::Veth,
+                    group: *group,
+                    master,
+                    peer: Some(ib),
+                    peer_ns: Some(b.ns.clone()),
+                    up: true,
+                    ours: true,
+                    addresses: vec![],
+                    mtu: a.mtu.unwrap_or(1500),
+                    ..Default::default()
+                },
+            );
+            obs.insert_link(
+                &b.ns,
+                LinkState {
+                    index: ib,
+                    name: b.name.clone(),
+                    kind: LinkKind::Veth,
+                    group: *group,
+                    master: None,
+                    peer: Some(ia),
+                    peer_ns: Some(a.ns.clone()),
+                    up: false,
+                    ours: true,
+                    addresses: vec![],
+                    mtu: b.mtu.unwrap_or(1500),
+                    ..Default::default()
+                },
+            );
+        }
+        Op::CreateVxlan { ns, name, vni, master, group } => {
+            *next += 1;
+            let master = Some(obs.link(ns, master).expect("bridge").index);
+            obs.insert_link(
+                ns,
+                LinkState {
+                    index: *next,
+                    name: name.clone(),
+                    kind: LinkKind::Vxlan,
+                    group: *group,
+                    master,
+                    up: true,
+                    ours: true,
+                    mtu: 1450,
+                    vni: Some(*vni),
+                    ..Default::default()
+                },
+            );
+        }
+        _ => {}
+    }
 }
 
 fn del_link(obs: &mut Observed, ns: &NsId, index: u32) {
