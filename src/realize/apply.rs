@@ -422,3 +422,76 @@ impl Failures {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realize::error::KernelError;
+    use nix::errno::Errno;
+
+    fn step(op: Op, cens: &[&str], cin: Option<&str>) -> Step {
+        Step { op, cens: cens.iter().map(|c| c.to_string()).collect(), cin: cin.map(String::from) }
+    }
+
+    fn addr(cin: &str) -> Step {
+        let op = Op::AddAddr {
+            ns: NsId::Managed("c1".into()),
+            name: "cen1".into(),
+            ip: std::net::Ipv4Addr::new(10, 10, 0, 10),
+            prefix_len: 16,
+        };
+        step(op, &["cen1"], Some(cin))
+    }
+
+    fn kernel_said_no(s: &Step) -> ApplyError {
+        ApplyError::Step { step: s.op.describe("t-"), error: KernelError::nix("add_addr", "c1", Errno::EPERM) }
+    }
+
+    #[test]
+    fn a_failed_cen_skips_its_later_steps_and_tells_its_cins() {
+        let mut plan = Plan::default();
+        plan.cens.extend(["cen1".to_string(), "cen2".to_string()]);
+        plan.cins.insert("n1".into());
+        plan.errors.insert("cen1".into(), "wiring Wire does not fit 3 members".into());
+        let mut failed = Failures::refused(&plan);
+        let ticks = std::cell::Cell::new(0);
+        let tick = || ticks.set(ticks.get() + 1);
+        let up = step(Op::SetUp { ns: NsId::Fabric, name: "b2".into() }, &["cen2"], None);
+        let run = failed.skip_failed(vec![addr("n1"), up.clone()], &tick);
+        assert_eq!(run, vec![up], "the refused CEN's step is skipped");
+        assert_eq!(ticks.get(), 1, "a skipped step counts as done");
+        let report = failed.report(ApplyReport::default(), &plan);
+        assert_eq!(report.cens["cen1"], Err(ApplyError::Refused("wiring Wire does not fit 3 members".into())));
+        assert_eq!(report.cens["cen2"], Ok(()));
+        assert_eq!(report.cins["n1"], Err(ApplyError::CenNotWired("cen1".into())));
+    }
+
+    #[test]
+    fn a_failed_step_goes_to_its_cin_its_cens_or_the_teardown() {
+        let mut plan = Plan::default();
+        plan.cens.insert("cen1".into());
+        plan.cins.insert("n1".into());
+        let mut failed = Failures::refused(&plan);
+        let a = addr("n1");
+        failed.note(&a, kernel_said_no(&a));
+        let gone = step(Op::DeleteGroup { ns: NsId::Fabric, group: 0x10 }, &[], None);
+        failed.note(&gone, kernel_said_no(&gone));
+        let report = failed.report(ApplyReport::default(), &plan);
+        assert_eq!(report.cens["cen1"], Ok(()), "a CIN's failure is the CIN's");
+        let cin = report.cins["n1"].as_ref().err().and_then(ApplyError::kernel).and_then(|k| k.errno);
+        assert_eq!(cin, Some(Errno::EPERM));
+        assert_eq!(report.teardown_errors.len(), 1);
+        assert!(report.errors()[0].starts_with("CIN n1: adding 10.10.0.10/16 to cen1 in "), "{:?}", report.errors());
+    }
+
+    #[test]
+    fn phases_keep_plan_order() {
+        let first = step(Op::SetUp { ns: NsId::Fabric, name: "a".into() }, &[], None);
+        let second = step(Op::SetUp { ns: NsId::Fabric, name: "b".into() }, &[], None);
+        let ns = step(Op::CreateNetns { ns: NsId::Fabric }, &[], None);
+        let phases = by_phase(vec![first.clone(), ns.clone(), second.clone()]);
+        assert_eq!(phases.len(), Op::PHASES);
+        assert_eq!(phases[1], vec![ns]);
+        assert_eq!(phases[2], vec![first, second]);
+    }
+}

@@ -288,3 +288,58 @@ impl Realizer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realize::desired::{CenNet, ContainerNet, Member, Wiring};
+
+    fn member(key: &str) -> Member {
+        Member { container: key.into(), ifname: "cen1".into(), addresses: vec![], routes: vec![] }
+    }
+
+    fn desired() -> Desired {
+        let mut d = Desired::default();
+        let bound = |p: &str, ident| ContainerNet { id: "x".into(), netns: NetnsRef::Path(p.into()), ident };
+        d.containers.insert("h/a".into(), bound("/proc/1/ns/net", Some((1, 10))));
+        d.containers.insert("h/b".into(), bound("/proc/1/ns/net", None));
+        d.containers.insert("h/c".into(), bound("/proc/2/ns/net", None));
+        d.containers.insert("h/e".into(), bound("", None));
+        d.containers.insert("h/m".into(), ContainerNet { id: "m".into(), netns: NetnsRef::Managed, ident: None });
+        let cen = |keys: &[&str]| CenNet {
+            wiring: Wiring::Bridge,
+            members: keys.iter().map(|k| member(k)).collect(),
+            gateways: vec![],
+            vxlan: None,
+        };
+        d.cens.insert("cen1".into(), cen(&["h/b", "h/a", "h/m", "h/e"]));
+        d.cens.insert("cen2".into(), cen(&["h/c"]));
+        d
+    }
+
+    #[test]
+    fn bound_namespaces_keep_the_identity_they_were_bound_with() {
+        let d = desired();
+        let all = bound_idents(&d, Scope::All);
+        let p1 = NsId::Path("/proc/1/ns/net".into());
+        let p2 = NsId::Path("/proc/2/ns/net".into());
+        // Two containers share one bound namespace: the identity one of
+        // them knows is kept; managed and empty paths are not bound ones.
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all.get(&p1), Some(&Some((1, 10))));
+        assert_eq!(all.get(&p2), Some(&None));
+        let cens: BTreeSet<String> = ["cen2".to_string()].into();
+        let released = BTreeSet::new();
+        let scoped = bound_idents(&d, Scope::Cens(&cens, &released));
+        assert_eq!(scoped.keys().collect::<Vec<_>>(), vec![&p2], "a scoped apply opens only its CENs' namespaces");
+    }
+
+    #[test]
+    fn roles_follow_what_a_namespace_is() {
+        assert_eq!(role(&NsId::Fabric), netns::Role::Fabric);
+        assert_eq!(role(&NsId::Host), netns::Role::HostFabric);
+        assert_eq!(role(&NsId::Managed("c".into())), netns::Role::Container);
+        assert_eq!(role(&NsId::Path("/p".into())), netns::Role::Container);
+        assert_eq!(workload_ident("/nonexistent/leviathan/ns"), None);
+    }
+}

@@ -181,6 +181,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn namespaces_are_found_where_they_are_named() {
+        let m = NsId::Managed("c1".into());
+        assert_eq!(ns_file("lev-", &m).as_deref(), Some("lev-c1"));
+        assert_eq!(ns_file("lev-", &NsId::Fabric), Some(fabric_netns_name("lev-")));
+        assert_eq!(ns_file("lev-", &NsId::Host), None);
+        assert_eq!(ns_path("lev-", &m), PathBuf::from("/run/netns/lev-c1"));
+        assert_eq!(ns_path("lev-", &NsId::Host), PathBuf::from("/proc/self/ns/net"));
+        assert_eq!(ns_path("lev-", &NsId::Path("/proc/9/ns/net".into())), PathBuf::from("/proc/9/ns/net"));
+    }
+
+    #[test]
     fn names_fit_and_are_stable() {
         assert_eq!(bridge_name("lev-", "cen1"), "lev-bcen1");
         let long = bridge_name("lev-", "a-very-long-cen-identifier");
