@@ -207,6 +207,7 @@ mod tests {
     use super::*;
     use crate::driver::tests::{join, spread};
     use crate::model::{CinSpec, Command, ContainerKey};
+    use crate::realize::ApplyError;
 
     fn scope(cens: &[&str], cins: &[&str]) -> Affected {
         Affected {
@@ -215,7 +216,7 @@ mod tests {
         }
     }
 
-    fn ok(ids: &[&str]) -> BTreeMap<String, Result<(), String>> {
+    fn ok(ids: &[&str]) -> BTreeMap<String, Result<(), ApplyError>> {
         ids.iter().map(|s| (s.to_string(), Ok(()))).collect()
     }
 
@@ -268,7 +269,10 @@ mod tests {
     #[test]
     fn a_failed_cen_fails_with_its_error_and_its_cins_name_it() {
         let t = one_host();
-        let report = ApplyReport { cens: [("w".to_string(), Err("EEXIST".to_string()))].into(), ..Default::default() };
+        let report = ApplyReport {
+            cens: [("w".to_string(), Err(ApplyError::Refused("EEXIST".to_string())))].into(),
+            ..Default::default()
+        };
         let got = status_reports(&t, "h", &scope(&["w"], &[]), &report);
         let cen = got.iter().find(|r| r.target == EntityKey::Cen("w".into())).unwrap();
         assert_eq!(cen.realization, Standing { status: Status::Failed, message: Some("EEXIST".into()) });
@@ -342,8 +346,10 @@ mod tests {
         assert_eq!(cen3.making.realization.status, Status::Preparing);
 
         // h2 fails on cen3: its part FAILED, the whole names h2.
-        let bad =
-            ApplyReport { cens: [("cen3".to_string(), Err("no VXLAN".to_string()))].into(), ..Default::default() };
+        let bad = ApplyReport {
+            cens: [("cen3".to_string(), Err(ApplyError::Refused("no VXLAN".to_string())))].into(),
+            ..Default::default()
+        };
         let h2 = status_reports(&t, "h2", &scope(&["cen3"], &[]), &bad);
         let cen3 = part(&h2, EntityKey::Cen("cen3".into())).unwrap();
         assert_eq!(cen3.host.as_deref(), Some("h2"));

@@ -14,6 +14,7 @@ use rusqlite::{params, Connection};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use super::error::LedgerError;
 use super::observed::NsId;
 
 /// An owned object: a namespace (`link` empty) or a link in a namespace.
@@ -37,8 +38,9 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens (or creates) the ledger in the SQLite file `path`.
-    pub fn open(path: &Path) -> Result<Ledger, String> {
-        let what = |e: rusqlite::Error| format!("the ledger of owned objects in {}: {e}", path.display());
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let what =
+            |e: rusqlite::Error| LedgerError::new(format!("the ledger of owned objects in {}", path.display()), e);
         let conn = Connection::open(path).map_err(what)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(what)?;
         // On disk before the kernel work, against a crash of the process;
@@ -77,7 +79,7 @@ impl Ledger {
     }
 
     /// Records objects about to be made; returns once on disk.
-    pub fn record(&self, entries: &[Entry]) -> Result<(), String> {
+    pub fn record(&self, entries: &[Entry]) -> Result<(), LedgerError> {
         let fresh: Vec<&Entry> = {
             let owned = self.owned.lock();
             entries.iter().filter(|e| !owned.contains(*e)).collect()
@@ -85,44 +87,41 @@ impl Ledger {
         if fresh.is_empty() {
             return Ok(());
         }
+        let recording = |e: rusqlite::Error| LedgerError::new("recording ownership", e);
         let mut conn = self.conn.lock();
-        let tx = conn.transaction().map_err(|e| format!("recording ownership: {e}"))?;
+        let tx = conn.transaction().map_err(recording)?;
         {
-            let mut put = tx
-                .prepare_cached("INSERT OR IGNORE INTO owned (ns, link) VALUES (?1, ?2)")
-                .map_err(|e| format!("recording ownership: {e}"))?;
+            let mut put =
+                tx.prepare_cached("INSERT OR IGNORE INTO owned (ns, link) VALUES (?1, ?2)").map_err(recording)?;
             for (ns, link) in &fresh {
-                put.execute(params![ns, link]).map_err(|e| format!("recording ownership: {e}"))?;
+                put.execute(params![ns, link]).map_err(recording)?;
             }
         }
-        tx.commit().map_err(|e| format!("recording ownership: {e}"))?;
+        tx.commit().map_err(recording)?;
         self.owned.lock().extend(fresh.into_iter().cloned());
         Ok(())
     }
 
     /// Forgets objects that are gone; a namespace takes its links with it.
-    pub fn forget(&self, entries: &[Entry]) -> Result<(), String> {
+    pub fn forget(&self, entries: &[Entry]) -> Result<(), LedgerError> {
         if entries.is_empty() {
             return Ok(());
         }
+        let forgetting = |e: rusqlite::Error| LedgerError::new("forgetting ownership", e);
         let mut conn = self.conn.lock();
-        let tx = conn.transaction().map_err(|e| format!("forgetting ownership: {e}"))?;
+        let tx = conn.transaction().map_err(forgetting)?;
         {
-            let mut del_one = tx
-                .prepare_cached("DELETE FROM owned WHERE ns = ?1 AND link = ?2")
-                .map_err(|e| format!("forgetting ownership: {e}"))?;
-            let mut del_ns = tx
-                .prepare_cached("DELETE FROM owned WHERE ns = ?1")
-                .map_err(|e| format!("forgetting ownership: {e}"))?;
+            let mut del_one = tx.prepare_cached("DELETE FROM owned WHERE ns = ?1 AND link = ?2").map_err(forgetting)?;
+            let mut del_ns = tx.prepare_cached("DELETE FROM owned WHERE ns = ?1").map_err(forgetting)?;
             for (ns, link) in entries {
                 if link.is_empty() {
-                    del_ns.execute(params![ns]).map_err(|e| format!("forgetting ownership: {e}"))?;
+                    del_ns.execute(params![ns]).map_err(forgetting)?;
                 } else {
-                    del_one.execute(params![ns, link]).map_err(|e| format!("forgetting ownership: {e}"))?;
+                    del_one.execute(params![ns, link]).map_err(forgetting)?;
                 }
             }
         }
-        tx.commit().map_err(|e| format!("forgetting ownership: {e}"))?;
+        tx.commit().map_err(forgetting)?;
         let mut owned = self.owned.lock();
         for (ns, link) in entries {
             if link.is_empty() {

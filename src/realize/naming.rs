@@ -7,6 +7,10 @@
 //! namespace, and links in namespaces that are not ours (bound by path) can
 //! be recognised as ours.
 
+use std::path::PathBuf;
+
+use super::observed::NsId;
+
 /// Kernel limit on interface names (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 /// Longest prefix accepted: leaves room for a tag and 5 hash characters.
@@ -136,6 +140,25 @@ pub fn fabric_netns_name(prefix: &str) -> String {
     format!("{prefix}fabric")
 }
 
+/// The file in `/run/netns` of a namespace leviathan names (fabric and
+/// managed containers); `None` for the host's and bound ones.
+pub fn ns_file(prefix: &str, ns: &NsId) -> Option<String> {
+    match ns {
+        NsId::Fabric => Some(fabric_netns_name(prefix)),
+        NsId::Managed(id) => Some(netns_name(prefix, id)),
+        NsId::Host | NsId::Path(_) => None,
+    }
+}
+
+/// Where a namespace is opened from.
+pub fn ns_path(prefix: &str, ns: &NsId) -> PathBuf {
+    match ns {
+        NsId::Host => PathBuf::from("/proc/self/ns/net"),
+        NsId::Path(p) => PathBuf::from(p),
+        other => super::netns::netns_path(&ns_file(prefix, other).unwrap_or_default()),
+    }
+}
+
 fn prefix_tag(prefix: &str) -> u32 {
     ((hash(&["prefix", prefix]) as u32) & (GROUP_TAG_MASK >> 1)) | ((GROUP_TAG_MASK >> 1) + 1)
 }
@@ -156,6 +179,17 @@ pub fn is_our_group(prefix: &str, group: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_are_found_where_they_are_named() {
+        let m = NsId::Managed("c1".into());
+        assert_eq!(ns_file("lev-", &m).as_deref(), Some("lev-c1"));
+        assert_eq!(ns_file("lev-", &NsId::Fabric), Some(fabric_netns_name("lev-")));
+        assert_eq!(ns_file("lev-", &NsId::Host), None);
+        assert_eq!(ns_path("lev-", &m), PathBuf::from("/run/netns/lev-c1"));
+        assert_eq!(ns_path("lev-", &NsId::Host), PathBuf::from("/proc/self/ns/net"));
+        assert_eq!(ns_path("lev-", &NsId::Path("/proc/9/ns/net".into())), PathBuf::from("/proc/9/ns/net"));
+    }
 
     #[test]
     fn names_fit_and_are_stable() {

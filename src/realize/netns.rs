@@ -11,6 +11,9 @@
 //! `/run/netns`, `unshare(CLONE_NEWNET)`, and a bind mount of the thread's
 //! namespace onto the file. `/run/netns` is made a shared mount first (as
 //! iproute2 does) so the bind mounts propagate to other mount namespaces.
+//!
+//! Every failure is a [`KernelError`]: the call, the object, the errno
+//! (kept as [`Errno`]) and the words the message has always had.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -19,9 +22,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
+
+use super::error::KernelError;
 
 /// Where named namespaces live.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -63,29 +69,40 @@ pub fn netns_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
+/// A refusal through `nix`, saying what was being done.
+fn nix_err(op: &'static str, object: impl Into<String>, what: impl Into<String>, e: Errno) -> KernelError {
+    KernelError::nix(op, object, e).context(what)
+}
+
+/// A refusal through `std::io`, saying what was being done.
+fn io_err(op: &'static str, object: impl Into<String>, what: impl Into<String>, e: &io::Error) -> KernelError {
+    KernelError::io(op, object, e).context(what)
+}
+
+/// A namespace thread that could not be started.
+fn no_thread(e: &io::Error) -> KernelError {
+    io_err("spawn", "", "cannot start a namespace thread", e)
 }
 
 static RUN_NETNS_READY: Mutex<bool> = Mutex::new(false);
 
 /// Make `/run/netns` exist and be a shared mount point, like iproute2.
-pub fn prepare_run_netns() -> Result<(), String> {
+pub fn prepare_run_netns() -> Result<(), KernelError> {
     let mut ready = RUN_NETNS_READY.lock().unwrap_or_else(|p| p.into_inner());
     if *ready && Path::new(NETNS_DIR).is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(NETNS_DIR).map_err(|e| err("cannot create /run/netns", e))?;
+    fs::create_dir_all(NETNS_DIR).map_err(|e| io_err("mkdir", NETNS_DIR, "cannot create /run/netns", &e))?;
     let shared = || mount(Some("none"), NETNS_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match shared() {
         Ok(()) => {}
-        Err(nix::errno::Errno::EINVAL) => {
+        Err(Errno::EINVAL) => {
             // Not a mount point yet: bind it onto itself, then share it.
             mount(Some(NETNS_DIR), NETNS_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(|e| err("cannot bind-mount /run/netns", e))?;
-            shared().map_err(|e| err("cannot make /run/netns shared", e))?;
+                .map_err(|e| nix_err("mount", NETNS_DIR, "cannot bind-mount /run/netns", e))?;
+            shared().map_err(|e| nix_err("mount", NETNS_DIR, "cannot make /run/netns shared", e))?;
         }
-        Err(e) => return Err(err("cannot make /run/netns shared", e)),
+        Err(e) => return Err(nix_err("mount", NETNS_DIR, "cannot make /run/netns shared", e)),
     }
     *ready = true;
     Ok(())
@@ -104,24 +121,24 @@ fn read_forwarding() -> Option<bool> {
 /// kernel walks whole on each link going down or away, so that each veth
 /// deleted or brought down would cost in proportion to all the others.
 /// Frames between containers, IPv6 ones included, are bridged as before.
-fn quiet_ipv6() -> Result<(), String> {
+fn quiet_ipv6() -> Result<(), KernelError> {
     for which in ["default", "all"] {
         let path = format!("/proc/sys/net/ipv6/conf/{which}/disable_ipv6");
         match fs::OpenOptions::new().write(true).open(&path) {
-            Ok(mut f) => f.write_all(b"1\n").map_err(|e| err(&format!("cannot write {path}"), e))?,
+            Ok(mut f) => f.write_all(b"1\n").map_err(|e| io_err("write", &path, format!("cannot write {path}"), &e))?,
             // A kernel without IPv6 has nothing to switch off.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(&format!("cannot open {path}"), e)),
+            Err(e) => return Err(io_err("open", &path, format!("cannot open {path}"), &e)),
         }
     }
     Ok(())
 }
 
-fn open_here(fd: OwnedFd, role: Role) -> Result<Opened, String> {
+fn open_here(fd: OwnedFd, role: Role) -> Result<Opened, KernelError> {
     if role == Role::Fabric {
         quiet_ipv6()?;
     }
-    let socket = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
+    let socket = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("socket", "", "cannot open a netlink socket", &e))?;
     let forwarding = match role {
         Role::Container => None,
         Role::Fabric | Role::HostFabric => read_forwarding(),
@@ -129,34 +146,35 @@ fn open_here(fd: OwnedFd, role: Role) -> Result<Opened, String> {
     Ok(Opened { fd, socket, forwarding })
 }
 
-fn open_self_ns() -> Result<OwnedFd, String> {
-    fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from).map_err(|e| err("cannot open own namespace", e))
+fn open_self_ns() -> Result<OwnedFd, KernelError> {
+    let own = "/proc/thread-self/ns/net";
+    fs::File::open(own).map(OwnedFd::from).map_err(|e| io_err("open", own, "cannot open own namespace", &e))
 }
 
 /// Create one named namespace on the calling (dedicated) thread, leaving the
 /// thread inside it.
-fn create_one(name: &str, role: Role) -> Result<Opened, String> {
+fn create_one(name: &str, role: Role) -> Result<Opened, KernelError> {
     let path = netns_path(name);
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o000)
         .open(&path)
-        .map_err(|e| err(&format!("cannot create {}", path.display()), e))?;
-    let undo = |e: String| {
+        .map_err(|e| io_err("create", name, format!("cannot create {}", path.display()), &e))?;
+    let undo = |e: KernelError| {
         let _ = fs::remove_file(&path);
         e
     };
-    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| undo(err("unshare(CLONE_NEWNET)", e)))?;
+    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| undo(nix_err("unshare", name, "unshare(CLONE_NEWNET)", e)))?;
     mount(Some("/proc/thread-self/ns/net"), &path, Some("none"), MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| undo(err(&format!("cannot bind-mount {}", path.display()), e)))?;
+        .map_err(|e| undo(nix_err("mount", name, format!("cannot bind-mount {}", path.display()), e)))?;
     let fd = open_self_ns()?;
     open_here(fd, role)
 }
 
 /// Create named namespaces on dedicated threads; one result per name, in
 /// order.
-pub fn create_named(names: Vec<(String, Role)>) -> Vec<Result<Opened, String>> {
+pub fn add_named(names: Vec<(String, Role)>) -> Vec<Result<Opened, KernelError>> {
     if names.is_empty() {
         return Vec::new();
     }
@@ -179,9 +197,9 @@ pub fn create_named(names: Vec<(String, Role)>) -> Vec<Result<Opened, String>> {
         match h {
             Ok(h) => match h.join() {
                 Ok(v) => out.extend(v),
-                Err(_) => out.extend((0..n).map(|_| Err("namespace thread panicked".to_string()))),
+                Err(_) => out.extend((0..n).map(|_| Err(KernelError::panicked()))),
             },
-            Err(e) => out.extend((0..n).map(|_| Err(err("cannot start a namespace thread", &e)))),
+            Err(e) => out.extend((0..n).map(|_| Err(no_thread(&e)))),
         }
     }
     out
@@ -189,7 +207,7 @@ pub fn create_named(names: Vec<(String, Role)>) -> Vec<Result<Opened, String>> {
 
 /// Open existing namespaces (named or by path) on one dedicated thread:
 /// enter each, open a socket there. One result per path, in order.
-pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, String>> {
+pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, KernelError>> {
     if paths.is_empty() {
         return Vec::new();
     }
@@ -200,16 +218,17 @@ pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, String>> {
             .map(|(p, role)| {
                 let fd: OwnedFd = fs::File::open(p)
                     .map(OwnedFd::from)
-                    .map_err(|e| err(&format!("cannot open {}", p.display()), e))?;
-                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| err(&format!("{} is not a network namespace", p.display()), e))?;
+                    .map_err(|e| io_err("open", p.display().to_string(), format!("cannot open {}", p.display()), &e))?;
+                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    nix_err("setns", p.display().to_string(), format!("{} is not a network namespace", p.display()), e)
+                })?;
                 open_here(fd, *role)
             })
             .collect::<Vec<_>>()
     });
     match h {
-        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
-        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err(KernelError::panicked())).collect()),
+        Err(e) => (0..n).map(|_| Err(no_thread(&e))).collect(),
     }
 }
 
@@ -219,7 +238,7 @@ const LISTEN_BUFFER: usize = 4 << 20;
 /// Opens, inside each namespace, a netlink socket subscribed to link and
 /// IPv4 address notifications (on one dedicated thread, entering each
 /// namespace in turn). One result per namespace, in order.
-pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, String>> {
+pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, KernelError>> {
     use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_LINK};
     use rtnetlink::sys::SocketAddr;
     if fds.is_empty() {
@@ -229,10 +248,11 @@ pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, String>> {
     let h = std::thread::Builder::new().name("lev-netns-listen".into()).spawn(move || {
         fds.iter()
             .map(|fd| {
-                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| err("setns", e))?;
-                let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e))?;
+                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| nix_err("setns", "", "setns", e))?;
+                let mut s =
+                    Socket::new(NETLINK_ROUTE).map_err(|e| io_err("socket", "", "cannot open a netlink socket", &e))?;
                 s.bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
-                    .map_err(|e| err("cannot subscribe to link notifications", e))?;
+                    .map_err(|e| io_err("bind", "", "cannot subscribe to link notifications", &e))?;
                 // Room for the burst of a large teardown (capped by
                 // net.core.rmem_max); an overflow is reported, not fatal.
                 let _ = s.set_rx_buf_sz(LISTEN_BUFFER);
@@ -241,28 +261,28 @@ pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, String>> {
             .collect::<Vec<_>>()
     });
     match h {
-        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
-        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err(KernelError::panicked())).collect()),
+        Err(e) => (0..n).map(|_| Err(no_thread(&e))).collect(),
     }
 }
 
 /// Unmount and remove a named namespace. Missing is success. The kernel
 /// destroys the namespace (and its links) once nothing holds it.
-pub fn delete_named(name: &str) -> Result<(), String> {
+pub fn del_named(name: &str) -> Result<(), KernelError> {
     let path = netns_path(name);
     match umount2(&path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(err(&format!("cannot unmount {}", path.display()), e)),
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(nix_err("umount", name, format!("cannot unmount {}", path.display()), e)),
     }
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(err(&format!("cannot remove {}", path.display()), e)),
+        Err(e) => Err(io_err("unlink", name, format!("cannot remove {}", path.display()), &e)),
     }
 }
 
 /// Delete many named namespaces, spread over a few threads.
-pub fn delete_named_many(names: Vec<String>) -> Vec<Result<(), String>> {
+pub fn del_named_many(names: Vec<String>) -> Vec<Result<(), KernelError>> {
     if names.is_empty() {
         return Vec::new();
     }
@@ -277,26 +297,27 @@ pub fn delete_named_many(names: Vec<String>) -> Vec<Result<(), String>> {
             n,
             std::thread::Builder::new()
                 .name("lev-netns-del".into())
-                .spawn(move || part.iter().map(|n| delete_named(n)).collect::<Vec<_>>()),
+                .spawn(move || part.iter().map(|n| del_named(n)).collect::<Vec<_>>()),
         ));
     }
     for (n, h) in handles {
         match h {
-            Ok(h) => out.extend(
-                h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
-            ),
-            Err(e) => out.extend((0..n).map(|_| Err(err("cannot start a namespace thread", &e)))),
+            Ok(h) => out.extend(h.join().unwrap_or_else(|_| (0..n).map(|_| Err(KernelError::panicked())).collect())),
+            Err(e) => out.extend((0..n).map(|_| Err(no_thread(&e)))),
         }
     }
     out
 }
 
+/// Names of namespace files in /run/netns.
+pub type Names = Vec<String>;
+
 /// Names in /run/netns that start with `prefix`.
-pub fn list_named(prefix: &str) -> Result<Vec<String>, String> {
+pub fn list_named(prefix: &str) -> Result<Names, KernelError> {
     let rd = match fs::read_dir(NETNS_DIR) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err("cannot list /run/netns", e)),
+        Err(e) => return Err(io_err("readdir", NETNS_DIR, "cannot list /run/netns", &e)),
     };
     let mut out = Vec::new();
     for e in rd.flatten() {
@@ -312,19 +333,20 @@ pub fn list_named(prefix: &str) -> Result<Vec<String>, String> {
 
 /// Set `net.ipv4.ip_forward` inside the namespace `fd` (on its own thread:
 /// /proc/sys/net follows the calling thread's namespace).
-pub fn set_forwarding_in(fd: &OwnedFd, on: bool) -> Result<(), String> {
-    let dup = fd.try_clone().map_err(|e| err("dup", e))?;
-    let h = std::thread::Builder::new().name("lev-netns-sysctl".into()).spawn(move || -> Result<(), String> {
-        setns(dup.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| err("setns", e))?;
+pub fn set_forwarding_in(fd: &OwnedFd, on: bool) -> Result<(), KernelError> {
+    let dup = fd.try_clone().map_err(|e| io_err("dup", "", "dup", &e))?;
+    let h = std::thread::Builder::new().name("lev-netns-sysctl".into()).spawn(move || -> Result<(), KernelError> {
+        setns(dup.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| nix_err("setns", "", "setns", e))?;
+        let file = "/proc/sys/net/ipv4/ip_forward";
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .open("/proc/sys/net/ipv4/ip_forward")
-            .map_err(|e| err("cannot open ip_forward", e))?;
-        f.write_all(if on { b"1\n" } else { b"0\n" }).map_err(|e| err("cannot write ip_forward", e))
+            .open(file)
+            .map_err(|e| io_err("open", file, "cannot open ip_forward", &e))?;
+        f.write_all(if on { b"1\n" } else { b"0\n" }).map_err(|e| io_err("write", file, "cannot write ip_forward", &e))
     });
     match h {
-        Ok(h) => h.join().unwrap_or_else(|_| Err("namespace thread panicked".to_string())),
-        Err(e) => Err(err("cannot start a namespace thread", e)),
+        Ok(h) => h.join().unwrap_or_else(|_| Err(KernelError::panicked())),
+        Err(e) => Err(no_thread(&e)),
     }
 }
 
@@ -333,7 +355,7 @@ pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
 }
 
-/// A link deletion done by [`delete_links`].
+/// A link deletion done by [`del_links`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deletion {
     /// The link with this ifindex.
@@ -352,30 +374,30 @@ pub enum Deletion {
 /// from here, the workers go on; the caller may also learn sooner that the
 /// link is gone from a listener in that namespace (the kernel announces
 /// the deletion before those waits).
-pub fn delete_links(fd: OwnedFd, what: Vec<Deletion>) -> Vec<Result<(), String>> {
+pub fn del_links(fd: OwnedFd, what: Vec<Deletion>) -> Vec<Result<(), KernelError>> {
     let n = what.len();
     let h = std::thread::Builder::new().name("lev-netns-del".into()).spawn(move || {
-        let sock = setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| err("setns", e))
-            .and_then(|()| Socket::new(NETLINK_ROUTE).map_err(|e| err("cannot open a netlink socket", e)));
+        let sock =
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| nix_err("setns", "", "setns", e)).and_then(|()| {
+                Socket::new(NETLINK_ROUTE).map_err(|e| io_err("socket", "", "cannot open a netlink socket", &e))
+            });
         match sock {
-            Ok(s) => what.iter().enumerate().map(|(seq, d)| delete_one(&s, seq as u32 + 1, *d)).collect(),
+            Ok(s) => what.iter().enumerate().map(|(seq, d)| del_one(&s, seq as u32 + 1, *d)).collect(),
             Err(e) => what.iter().map(|_| Err(e.clone())).collect::<Vec<_>>(),
         }
     });
     match h {
-        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err("namespace thread panicked".to_string())).collect()),
-        Err(e) => (0..n).map(|_| Err(err("cannot start a namespace thread", &e))).collect(),
+        Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err(KernelError::panicked())).collect()),
+        Err(e) => (0..n).map(|_| Err(no_thread(&e))).collect(),
     }
 }
 
 /// One RTM_DELLINK with an acknowledgement, on a blocking socket.
-fn delete_one(s: &Socket, seq: u32, d: Deletion) -> Result<(), String> {
+fn del_one(s: &Socket, seq: u32, d: Deletion) -> Result<(), KernelError> {
     use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
     use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
     use rtnetlink::packet_route::RouteNetlinkMessage;
     use rtnetlink::sys::SocketAddr;
-    const ENODEV: i32 = 19;
     let what = match d {
         Deletion::Link(i) => format!("deleting link {i}"),
         Deletion::Group(g) => format!("deleting link group {g}"),
@@ -392,18 +414,25 @@ fn delete_one(s: &Socket, seq: u32, d: Deletion) -> Result<(), String> {
     msg.finalize();
     let mut buf = vec![0u8; msg.buffer_len()];
     msg.serialize(&mut buf);
-    s.send_to(&buf, &SocketAddr::new(0, 0), 0).map_err(|e| err(&what, e))?;
+    let op = match d {
+        Deletion::Link(_) => "del_link",
+        Deletion::Group(_) => "del_group",
+    };
+    s.send_to(&buf, &SocketAddr::new(0, 0), 0).map_err(|e| io_err(op, &what, &what, &e))?;
     loop {
-        let (data, _) = s.recv_from_full().map_err(|e| err(&what, e))?;
+        let (data, _) = s.recv_from_full().map_err(|e| io_err(op, &what, &what, &e))?;
         let mut off = 0;
         while off < data.len() {
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..]).map_err(|e| err(&what, e))?;
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                .map_err(|e| KernelError::other(op, &what, e).context(&what))?;
             let len = reply.header.length as usize;
             if reply.header.sequence_number == seq {
                 if let NetlinkPayload::Error(e) = reply.payload {
-                    return match e.code.map(|c| -c.get()) {
-                        None | Some(ENODEV) => Ok(()),
-                        Some(_) => Err(err(&what, e.to_io())),
+                    // A link already gone (ENODEV) is success.
+                    let e = KernelError::netlink(op, &what, &rtnetlink::Error::NetlinkError(e)).context(&what);
+                    return match e.errno {
+                        None | Some(Errno::ENODEV) => Ok(()),
+                        Some(_) => Err(e),
                     };
                 }
             }

@@ -1,5 +1,12 @@
 //! rtnetlink calls: one connection per namespace, dumps into [`NsState`],
 //! and the kernel side of each plan operation.
+//!
+//! One verb per object, the words of [`Op`](super::Op): `add_` (create),
+//! `del_`, `get_` (one object, asked for by name), `dump_` (all of a kind
+//! in a namespace), `set_`. Every failure is a [`KernelError`] keeping the
+//! kernel's errno; the answers that mean success anyway (EEXIST on an add
+//! that found its object, ENODEV/ENOENT on a delete that found nothing)
+//! are compared as [`Errno`]s.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -21,6 +28,9 @@ use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 
+use nix::errno::Errno;
+
+use super::error::KernelError;
 use super::naming;
 use super::netns::Opened;
 use super::observed::{LinkKind, LinkState, NsId, NsState, RouteState};
@@ -64,43 +74,35 @@ impl NsHandle {
     }
 
     /// The namespace's fd: a duplicate of the kept one, or opened again.
-    pub fn ns_fd(&self) -> Result<OwnedFd, String> {
+    pub fn ns_fd(&self) -> Result<OwnedFd, KernelError> {
+        let path = || self.path.display().to_string();
         match &self.fd {
-            Some(fd) => fd.try_clone().map_err(|e| format!("dup: {e}")),
+            Some(fd) => fd.try_clone().map_err(|e| KernelError::io("dup", path(), &e).context("dup")),
             None => std::fs::File::open(&self.path)
                 .map(OwnedFd::from)
-                .map_err(|e| format!("opening {}: {e}", self.path.display())),
+                .map_err(|e| KernelError::io("open", path(), &e).context(format!("opening {}", path()))),
         }
     }
 }
 
-/// The errno of a kernel refusal, if that is what the error is.
-pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
-        _ => None,
-    }
-}
-
-/// The kernel's reason, readable.
-pub fn reason(e: &rtnetlink::Error) -> String {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
-        other => other.to_string(),
-    }
-}
-
-const EEXIST: i32 = 17;
-const ENODEV: i32 = 19;
-const ENOENT: i32 = 2;
-const ESRCH: i32 = 3;
-const EADDRNOTAVAIL: i32 = 99;
-
-fn ok_if(r: Result<(), rtnetlink::Error>, benign: &[i32]) -> Result<(), String> {
+/// Success, or a refusal that means the same (`benign`: EEXIST on an add
+/// that found its object, ENODEV/ENOENT on a delete that found nothing).
+fn ok_if(
+    r: Result<(), rtnetlink::Error>,
+    op: &'static str,
+    object: impl FnOnce() -> String,
+    benign: &[Errno],
+) -> Result<(), KernelError> {
     match r {
         Ok(()) => Ok(()),
-        Err(e) if errno(&e).is_some_and(|n| benign.contains(&n)) => Ok(()),
-        Err(e) => Err(reason(&e)),
+        Err(e) => {
+            let e = KernelError::netlink(op, object(), &e);
+            if e.is_any(benign) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
     }
 }
 
@@ -169,21 +171,18 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
 }
 
 /// All links of the namespace (without addresses).
-pub async fn dump_links(h: &Handle, prefix: &str, ns: &NsId) -> Result<Vec<LinkState>, String> {
-    let msgs: Vec<LinkMessage> =
-        h.link().get().execute().try_collect().await.map_err(|e| format!("listing links in {ns}: {}", reason(&e)))?;
+pub async fn dump_links(h: &Handle, prefix: &str, ns: &NsId) -> Result<Vec<LinkState>, KernelError> {
+    let msgs: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(|e| {
+        KernelError::netlink("dump_links", ns.to_string(), &e).context(format!("listing links in {ns}"))
+    })?;
     Ok(msgs.iter().map(|m| parse_link(m, prefix, ns)).collect())
 }
 
 /// IPv4 addresses: (ifindex, address, prefix length).
-pub async fn dump_addrs(h: &Handle, ns: &NsId) -> Result<Vec<(u32, Ipv4Addr, u8)>, String> {
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing addresses in {ns}: {}", reason(&e)))?;
+pub async fn dump_addrs(h: &Handle, ns: &NsId) -> Result<Vec<(u32, Ipv4Addr, u8)>, KernelError> {
+    let msgs: Vec<_> = h.address().get().execute().try_collect().await.map_err(|e| {
+        KernelError::netlink("dump_addrs", ns.to_string(), &e).context(format!("listing addresses in {ns}"))
+    })?;
     let mut out = Vec::new();
     for m in msgs {
         if m.header.family != AddressFamily::Inet {
@@ -205,15 +204,11 @@ pub async fn dump_addrs(h: &Handle, ns: &NsId) -> Result<Vec<(u32, Ipv4Addr, u8)
 }
 
 /// IPv4 main-table unicast routes through a gateway, as `ip route add` makes.
-pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, String> {
+pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, KernelError> {
     let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
-    let msgs: Vec<_> = h
-        .route()
-        .get(req)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing routes in {ns}: {}", reason(&e)))?;
+    let msgs: Vec<_> = h.route().get(req).execute().try_collect().await.map_err(|e| {
+        KernelError::netlink("dump_routes", ns.to_string(), &e).context(format!("listing routes in {ns}"))
+    })?;
     let mut out = Vec::new();
     for m in msgs {
         if m.header.address_family != AddressFamily::Inet
@@ -245,7 +240,7 @@ pub async fn dump_routes(h: &Handle, ns: &NsId) -> Result<Vec<RouteState>, Strin
 
 /// Links, addresses and routes of one namespace (namespaces are observed
 /// concurrently by the caller).
-pub async fn observe(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<bool>) -> Result<NsState, String> {
+pub async fn dump_ns(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<bool>) -> Result<NsState, KernelError> {
     // One dump at a time per socket: the kernel answers EBUSY to a second
     // dump while one is running on the same socket.
     let links = dump_links(h, prefix, ns).await;
@@ -274,18 +269,18 @@ pub async fn observe(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<boo
     Ok(st)
 }
 
+/// What [`dump_l2`] finds: remote VTEPs (ifindex, address) and neighbours
+/// (ifindex, address, MAC).
+pub type L2Entries = (Vec<(u32, Ipv4Addr)>, Vec<(u32, Ipv4Addr, [u8; 6])>);
+
 /// The all-zeros FDB entries of VXLAN devices and the permanent IPv4
 /// neighbour entries of a namespace: (ifindex, remote VTEP) and (ifindex,
 /// address, MAC). Read at adoption only, in the fabric.
-pub async fn dump_l2(h: &Handle, ns: &NsId) -> Result<(Vec<(u32, Ipv4Addr)>, Vec<(u32, Ipv4Addr, [u8; 6])>), String> {
-    let fdb: Vec<NeighbourMessage> = h
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing the FDB in {ns}: {}", reason(&e)))?;
+pub async fn dump_l2(h: &Handle, ns: &NsId) -> Result<L2Entries, KernelError> {
+    let fdb: Vec<NeighbourMessage> =
+        h.neighbours().get().set_address_family(AddressFamily::Bridge).execute().try_collect().await.map_err(|e| {
+            KernelError::netlink("dump_fdb", ns.to_string(), &e).context(format!("listing the FDB in {ns}"))
+        })?;
     let mut remotes = Vec::new();
     for m in &fdb {
         let zero = m
@@ -300,14 +295,10 @@ pub async fn dump_l2(h: &Handle, ns: &NsId) -> Result<(Vec<(u32, Ipv4Addr)>, Vec
             remotes.push((m.header.ifindex, dst));
         }
     }
-    let arp: Vec<NeighbourMessage> = h
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing neighbours in {ns}: {}", reason(&e)))?;
+    let arp: Vec<NeighbourMessage> =
+        h.neighbours().get().set_address_family(AddressFamily::Inet).execute().try_collect().await.map_err(|e| {
+            KernelError::netlink("dump_neighs", ns.to_string(), &e).context(format!("listing neighbours in {ns}"))
+        })?;
     let mut neighbours = Vec::new();
     for m in arp.iter().filter(|m| m.header.state == NeighbourState::Permanent) {
         let mut ip = None;
@@ -332,7 +323,7 @@ pub async fn dump_l2(h: &Handle, ns: &NsId) -> Result<(Vec<(u32, Ipv4Addr)>, Vec
 
 /// The interface holding an IPv4 address in the socket's namespace:
 /// (ifindex, MTU).
-pub async fn underlay(h: &Handle, local: Ipv4Addr) -> Result<Option<(u32, u32)>, String> {
+pub async fn get_underlay(h: &Handle, local: Ipv4Addr) -> Result<Option<(u32, u32)>, KernelError> {
     let ns = NsId::Host;
     let Some(index) = dump_addrs(h, &ns).await?.into_iter().find(|(_, ip, _)| *ip == local).map(|(i, _, _)| i) else {
         return Ok(None);
@@ -346,7 +337,7 @@ pub async fn underlay(h: &Handle, local: Ipv4Addr) -> Result<Option<(u32, u32)>,
 /// namespace `ns` (no move afterwards), attached to `master` there, up,
 /// learning off, bound to the underlay interface and address.
 #[allow(clippy::too_many_arguments)]
-pub async fn create_vxlan(
+pub async fn add_vxlan(
     underlay: &Handle,
     name: &str,
     vni: u32,
@@ -355,7 +346,7 @@ pub async fn create_vxlan(
     ns: RawFd,
     master: u32,
     group: u32,
-) -> Result<(), String> {
+) -> Result<(), KernelError> {
     let msg = LinkVxlan::new(name, vni)
         .dev(dev)
         .local(local)
@@ -372,11 +363,11 @@ pub async fn create_vxlan(
     let mut tries = 0;
     loop {
         match underlay.link().add(msg.clone()).execute().await {
-            Err(e) if errno(&e) == Some(EEXIST) && tries < VNI_RETRIES => {
+            Err(e) if KernelError::netlink("add_vxlan", name, &e).is(Errno::EEXIST) && tries < VNI_RETRIES => {
                 tries += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            r => return ok_if(r, &[]),
+            r => return ok_if(r, "add_vxlan", || name.to_string(), &[]),
         }
     }
 }
@@ -399,75 +390,94 @@ fn fdb_msg(index: u32, remote: Ipv4Addr) -> NeighbourMessage {
 /// Adds one all-zeros FDB entry (a remote VTEP) to a VXLAN device. The
 /// second and later such entries need NLM_F_APPEND, which rtnetlink's
 /// neighbour requests do not send: the request is built here.
-pub async fn add_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), String> {
+pub async fn add_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), KernelError> {
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(fdb_msg(index, remote)));
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
     let mut h = h.clone();
-    let mut resp = h.request(req).map_err(|e| reason(&e))?;
+    let object = || format!("link {index}");
+    let mut resp = h.request(req).map_err(|e| KernelError::netlink("add_fdb", object(), &e))?;
     while let Some(m) = resp.next().await {
         if let NetlinkPayload::Error(e) = m.payload {
-            return ok_if(Err(rtnetlink::Error::NetlinkError(e)), &[EEXIST]);
+            return ok_if(Err(rtnetlink::Error::NetlinkError(e)), "add_fdb", object, &[Errno::EEXIST]);
         }
     }
     Ok(())
 }
 
 /// Removes one remote VTEP from a VXLAN device's all-zeros FDB entry.
-pub async fn del_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), String> {
-    ok_if(h.neighbours().del(fdb_msg(index, remote)).execute().await, &[ENOENT, ENODEV])
+pub async fn del_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), KernelError> {
+    let r = h.neighbours().del(fdb_msg(index, remote)).execute().await;
+    ok_if(r, "del_fdb", || format!("link {index}"), &[Errno::ENOENT, Errno::ENODEV])
 }
 
 /// A permanent IPv4 neighbour entry (replacing one the kernel learned).
-pub async fn add_neigh(h: &Handle, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), String> {
-    ok_if(h.neighbours().add(index, IpAddr::V4(ip)).link_layer_address(&mac).replace().execute().await, &[])
+pub async fn add_neigh(h: &Handle, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), KernelError> {
+    let r = h.neighbours().add(index, IpAddr::V4(ip)).link_layer_address(&mac).replace().execute().await;
+    ok_if(r, "add_neigh", || format!("link {index}"), &[])
 }
 
-pub async fn del_neigh(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), String> {
+pub async fn del_neigh(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), KernelError> {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Inet;
     m.header.ifindex = index;
     m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-    ok_if(h.neighbours().del(m).execute().await, &[ENOENT, ENODEV])
+    ok_if(
+        h.neighbours().del(m).execute().await,
+        "del_neigh",
+        || format!("link {index}"),
+        &[Errno::ENOENT, Errno::ENODEV],
+    )
 }
 
 /// One link, asked for by name (one RTM_GETLINK, not a dump); `None` when
 /// the kernel has no such link.
-pub async fn get_link(h: &Handle, prefix: &str, ns: &NsId, name: &str) -> Result<Option<LinkState>, String> {
+pub async fn get_link(h: &Handle, prefix: &str, ns: &NsId, name: &str) -> Result<Option<LinkState>, KernelError> {
     let r: Result<Vec<LinkMessage>, _> = h.link().get().match_name(name.to_string()).execute().try_collect().await;
     match r {
         Ok(msgs) => Ok(msgs.first().map(|m| parse_link(m, prefix, ns))),
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-        Err(e) => Err(format!("reading link {name} in {ns}: {}", reason(&e))),
+        Err(e) => {
+            let e = KernelError::netlink("get_link", format!("{name} in {ns}"), &e);
+            if e.is(Errno::ENODEV) {
+                Ok(None)
+            } else {
+                Err(e.context(format!("reading link {name} in {ns}")))
+            }
+        }
     }
 }
 
-pub async fn delete_link(h: &Handle, index: u32) -> Result<(), String> {
-    ok_if(h.link().del(index).execute().await, &[ENODEV])
+/// Deletes one link (gone already is success).
+pub async fn del_link(h: &Handle, index: u32) -> Result<(), KernelError> {
+    ok_if(h.link().del(index).execute().await, "del_link", || format!("link {index}"), &[Errno::ENODEV])
 }
 
 /// Delete every link of `group` in one request (one unregister batch).
-pub async fn delete_group(h: &Handle, group: u32) -> Result<(), String> {
+pub async fn del_group(h: &Handle, group: u32) -> Result<(), KernelError> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::Group(group));
-    ok_if(h.link().del_with_message(msg).execute().await, &[ENODEV])
+    let r = h.link().del_with_message(msg).execute().await;
+    ok_if(r, "del_group", || format!("link group {group:#x}"), &[Errno::ENODEV])
 }
 
-pub async fn set_up(h: &Handle, index: u32) -> Result<(), String> {
-    ok_if(h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await, &[])
+/// Sets a link up.
+pub async fn set_up(h: &Handle, index: u32) -> Result<(), KernelError> {
+    let r = h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await;
+    ok_if(r, "set_up", || format!("link {index}"), &[])
 }
 
 /// A bridge with its MAC address pinned at creation: otherwise the kernel
 /// gives a bridge the lowest MAC of its ports and changes it as ports come
 /// and go, so the gateway's MAC would change under its members.
-pub async fn create_bridge(h: &Handle, name: &str, group: u32, mac: [u8; 6]) -> Result<(), String> {
-    ok_if(h.link().add(LinkBridge::new(name).link_group(group).address(mac.to_vec()).build()).execute().await, &[])
+pub async fn add_bridge(h: &Handle, name: &str, group: u32, mac: [u8; 6]) -> Result<(), KernelError> {
+    let r = h.link().add(LinkBridge::new(name).link_group(group).address(mac.to_vec()).build()).execute().await;
+    ok_if(r, "add_bridge", || name.to_string(), &[])
 }
 
 /// Sets a link's alias (IFLA_IFALIAS), shown by `ip link`.
-pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<(), String> {
+pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<(), KernelError> {
     let mut msg = LinkUnspec::new_with_index(index).build();
     msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-    ok_if(h.link().set(msg).execute().await, &[])
+    ok_if(h.link().set(msg).execute().await, "set_alias", || format!("link {index}"), &[])
 }
 
 /// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to
@@ -475,7 +485,7 @@ pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<(), String
 /// `b_ns` (down: the kernel refuses a peer created up in another namespace,
 /// see `Op::SetUpNew`). Both in `group`. No move afterwards.
 #[allow(clippy::too_many_arguments)]
-pub async fn create_veth(
+pub async fn add_veth(
     h: &Handle,
     a: &str,
     a_mac: Option<[u8; 6]>,
@@ -485,7 +495,7 @@ pub async fn create_veth(
     b_ns: RawFd,
     group: u32,
     mtu: Option<u32>,
-) -> Result<(), String> {
+) -> Result<(), KernelError> {
     let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns);
     if let Some(mac) = b_mac {
         peer = peer.address(mac.to_vec());
@@ -506,16 +516,20 @@ pub async fn create_veth(
         main = main.mtu(mtu);
     }
     let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
-    ok_if(h.link().add(msg).execute().await, &[])
+    ok_if(h.link().add(msg).execute().await, "add_veth", || format!("{a} <-> {b}"), &[])
 }
 
-pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), String> {
-    ok_if(h.address().add(index, IpAddr::V4(ip), prefix_len).execute().await, &[EEXIST])
+/// Adds an IPv4 address (there already is success).
+pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), KernelError> {
+    let r = h.address().add(index, IpAddr::V4(ip), prefix_len).execute().await;
+    ok_if(r, "add_addr", || format!("{ip}/{prefix_len} on link {index}"), &[Errno::EEXIST])
 }
 
-pub async fn del_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), String> {
+/// Removes an IPv4 address (gone already is success).
+pub async fn del_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), KernelError> {
     let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(ip, prefix_len).build();
-    ok_if(h.address().del(msg).execute().await, &[EADDRNOTAVAIL, ENODEV])
+    let r = h.address().del(msg).execute().await;
+    ok_if(r, "del_addr", || format!("{ip}/{prefix_len} on link {index}"), &[Errno::EADDRNOTAVAIL, Errno::ENODEV])
 }
 
 fn route_msg(dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> rtnetlink::packet_route::route::RouteMessage {
@@ -526,12 +540,16 @@ fn route_msg(dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> rtnetli
         .build()
 }
 
-pub async fn add_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), String> {
-    ok_if(h.route().add(route_msg(dest, prefix_len, via, oif)).execute().await, &[])
+/// Adds a route through a gateway.
+pub async fn add_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), KernelError> {
+    let r = h.route().add(route_msg(dest, prefix_len, via, oif)).execute().await;
+    ok_if(r, "add_route", || format!("{dest}/{prefix_len} via {via}"), &[])
 }
 
-pub async fn del_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), String> {
-    ok_if(h.route().del(route_msg(dest, prefix_len, via, oif)).execute().await, &[ESRCH, ENOENT, ENODEV])
+/// Removes a route (gone already is success).
+pub async fn del_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, oif: u32) -> Result<(), KernelError> {
+    let r = h.route().del(route_msg(dest, prefix_len, via, oif)).execute().await;
+    ok_if(r, "del_route", || format!("{dest}/{prefix_len} via {via}"), &[Errno::ESRCH, Errno::ENOENT, Errno::ENODEV])
 }
 
 /// Run futures with at most `limit` in flight (netlink pipelining without

@@ -173,7 +173,7 @@ pub fn watch_pid(ns: &NsId, tx: UnboundedSender<Event>) -> Option<Watch> {
     let pid = pid_of(p)?;
     let fd = match pidfd_open(pid) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {
+        Err(e) if e.raw_os_error().map(nix::errno::Errno::from_raw) == Some(nix::errno::Errno::ESRCH) => {
             // Already gone: say so now.
             let _ = tx.send(Event::Gone(ns.clone()));
             return None;

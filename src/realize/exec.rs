@@ -1,0 +1,300 @@
+//! One plan step in the kernel: namespace creates and deletes batched on
+//! dedicated threads, every other step a netlink request (many in flight
+//! at once), each answered with the [`Effect`] it has on the observed
+//! state.
+//!
+//! Invariants: `setns` never runs on a tokio worker (namespace work and
+//! link deletions go to threads of their own); every result comes back in
+//! the slot of its step.
+
+use std::net::Ipv4Addr;
+
+use super::error::KernelError;
+use super::naming::{ns_file, ns_path};
+use super::nl::{self, NsHandle};
+use super::observed::{NsId, RouteState};
+use super::plan::{Op, Step, VethEnd};
+use super::{blocking, handles, netns, Realizer, CREATE_CHUNK, IN_FLIGHT};
+
+/// What a finished step changes in the observed state.
+pub(super) enum Effect {
+    None,
+    /// A namespace made: our handle on it, and its forwarding (fabric).
+    Opened(NsId, Box<NsHandle>, Option<bool>),
+    NsGone(NsId),
+    LinkGone(NsId, u32),
+    GroupGone(NsId, u32),
+    Up(NsId, String),
+    Forwarding(NsId, bool),
+    Addr(NsId, u32, Ipv4Addr, u8),
+    AddrGone(NsId, u32, Ipv4Addr, u8),
+    Route(NsId, RouteState),
+    RouteGone(NsId, RouteState),
+    Fdb(NsId, u32, Ipv4Addr, bool),
+    Neigh(NsId, u32, Ipv4Addr, Option<[u8; 6]>),
+}
+
+/// The result of one step, by its place in the phase.
+type Slot = (usize, Result<Effect, KernelError>);
+
+impl Realizer {
+    /// Runs the steps of one phase: namespace creation and deletion as
+    /// batches on dedicated threads, the rest as netlink requests; one
+    /// result per step, in order.
+    pub(super) async fn run_phase(&self, steps: &[Step], tick: &(dyn Fn() + Sync)) -> Vec<Result<Effect, KernelError>> {
+        let batch = async {
+            let mut res = self.create_netns(steps).await;
+            res.extend(self.delete_netns(steps).await);
+            for _ in &res {
+                tick();
+            }
+            res
+        };
+        let nl_futs: Vec<_> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s.op, Op::CreateNetns { .. } | Op::DeleteNetns { .. }))
+            .map(|(i, s)| async move {
+                let r = self.exec(&s.op).await;
+                tick();
+                (i, r)
+            })
+            .collect();
+        let (batch_res, nl_res) = futures_util::future::join(batch, nl::bounded(nl_futs, IN_FLIGHT)).await;
+        let mut out: Vec<Option<Result<Effect, KernelError>>> = steps.iter().map(|_| None).collect();
+        for (i, r) in batch_res.into_iter().chain(nl_res) {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        out.into_iter().map(|r| r.unwrap_or_else(|| Err(KernelError::state("run", "", "not run")))).collect()
+    }
+
+    /// The phase's namespace creates, in chunks, each turned into handles
+    /// at once: a managed namespace's fd is closed there (only its socket
+    /// is kept), so a make of thousands never holds two descriptors for
+    /// each.
+    async fn create_netns(&self, steps: &[Step]) -> Vec<Slot> {
+        let prefix = &self.cfg.prefix;
+        let creates: Vec<(usize, &NsId)> = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.op {
+                Op::CreateNetns { ns } => Some((i, ns)),
+                _ => None,
+            })
+            .collect();
+        let mut res = Vec::new();
+        for chunk in creates.chunks(CREATE_CHUNK) {
+            let names: Vec<(String, netns::Role)> =
+                chunk.iter().map(|(_, ns)| (ns_file(prefix, ns).unwrap_or_default(), handles::role(ns))).collect();
+            let made = match blocking(move || netns::add_named(names)).await {
+                Ok(v) => v,
+                Err(e) => chunk.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for ((i, ns), r) in chunk.iter().zip(made) {
+                let opened = r.map(|o| {
+                    let fwd = o.forwarding;
+                    let keep = !matches!(ns, NsId::Managed(_));
+                    let h = NsHandle::new(o, ns_path(prefix, ns), keep);
+                    Effect::Opened((*ns).clone(), Box::new(h), fwd)
+                });
+                res.push((*i, opened));
+            }
+        }
+        res
+    }
+
+    /// The phase's namespace deletes, spread over a few threads.
+    async fn delete_netns(&self, steps: &[Step]) -> Vec<Slot> {
+        let prefix = &self.cfg.prefix;
+        let deletes: Vec<(usize, &NsId)> = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.op {
+                Op::DeleteNetns { ns } => Some((i, ns)),
+                _ => None,
+            })
+            .collect();
+        if deletes.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<String> = deletes.iter().map(|(_, ns)| ns_file(prefix, ns).unwrap_or_default()).collect();
+        let gone = match blocking(move || netns::del_named_many(names)).await {
+            Ok(v) => v,
+            Err(e) => deletes.iter().map(|_| Err(e.clone())).collect(),
+        };
+        deletes.iter().zip(gone).map(|((i, ns), r)| (*i, r.map(|()| Effect::NsGone((*ns).clone())))).collect()
+    }
+
+    /// Deletes one link, off the tokio workers (see [`netns::del_links`]).
+    /// Where a listener hears the namespace, the link is gone as soon as it
+    /// announces so (out of the namespace, off its bridge); the request
+    /// then finishes its RCU waits in the background.
+    async fn del_link(&self, ns: &NsId, index: u32) -> Result<(), KernelError> {
+        let fd = self.handle(ns)?.ns_fd()?;
+        let heard = self.listeners.contains_key(ns).then(|| self.departures.expect(ns, index));
+        let mut request = tokio::task::spawn_blocking(move || netns::del_links(fd, vec![netns::Deletion::Link(index)]));
+        let Some(heard) = heard else {
+            return first(request.await.map_err(KernelError::worker));
+        };
+        tokio::select! {
+            r = &mut request => {
+                self.departures.forget(ns, index);
+                first(r.map_err(KernelError::worker))
+            }
+            Ok(()) = heard => {
+                let what = format!("deleting link {index} in {ns}");
+                tokio::spawn(async move {
+                    if let Err(e) = first(request.await.map_err(KernelError::worker)) {
+                        tracing::warn!("{what} (announced gone): {e}");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a link group in one request, off the tokio workers.
+    async fn del_group(&self, ns: &NsId, group: u32) -> Result<Effect, KernelError> {
+        let fd = self.handle(ns)?.ns_fd()?;
+        first(blocking(move || netns::del_links(fd, vec![netns::Deletion::Group(group)])).await)
+            .map(|()| Effect::GroupGone(ns.clone(), group))
+    }
+
+    /// Sets `net.ipv4.ip_forward` in a namespace, on a thread entered there.
+    async fn set_forwarding(&self, ns: &NsId, on: bool) -> Result<Effect, KernelError> {
+        let fd = self.handle(ns)?.ns_fd()?;
+        blocking(move || netns::set_forwarding_in(&fd, on))
+            .await
+            .and_then(|r| r)
+            .map(|()| Effect::Forwarding(ns.clone(), on))
+    }
+
+    /// One step in the kernel (namespace ops run in batches, see
+    /// [`run_phase`](Self::run_phase)).
+    async fn exec(&self, op: &Op) -> Result<Effect, KernelError> {
+        match op {
+            Op::CreateNetns { .. } | Op::DeleteNetns { .. } => {
+                Err(KernelError::state("exec", "", "namespace ops run in batches"))
+            }
+            Op::DeleteGroup { ns, group } => self.del_group(ns, *group).await,
+            Op::DeleteLink { ns, index, .. } => {
+                self.del_link(ns, *index).await.map(|()| Effect::LinkGone(ns.clone(), *index))
+            }
+            Op::SetUp { ns, name } | Op::SetUpNew { ns, name } => {
+                let idx = self.index(ns, name)?;
+                nl::set_up(&self.handle(ns)?.handle, idx).await.map(|()| Effect::Up(ns.clone(), name.clone()))
+            }
+            Op::SetForwarding { ns, on } => self.set_forwarding(ns, *on).await,
+            Op::CreateBridge { ns, name, group, mac } => {
+                nl::add_bridge(&self.handle(ns)?.handle, name, *group, *mac).await.map(|()| Effect::None)
+            }
+            Op::SetAlias { ns, name, alias } => {
+                let idx = self.index(ns, name)?;
+                nl::set_alias(&self.handle(ns)?.handle, idx, alias).await.map(|()| Effect::None)
+            }
+            Op::CreateVeth { a, b, group } => self.add_veth(a, b, *group).await,
+            Op::CreateVxlan { ns, name, vni, master, group } => self.add_vxlan(ns, name, *vni, master, *group).await,
+            Op::DeleteAddr { .. } | Op::DeleteRoute { .. } | Op::AddAddr { .. } | Op::AddRoute { .. } => {
+                self.exec_l3(op).await
+            }
+            Op::AddFdb { .. } | Op::DeleteFdb { .. } | Op::AddNeigh { .. } | Op::DeleteNeigh { .. } => {
+                self.exec_l2(op).await
+            }
+        }
+    }
+
+    /// One RTM_NEWLINK making both ends of a veth, each in its namespace.
+    async fn add_veth(&self, a: &VethEnd, b: &VethEnd, group: u32) -> Result<Effect, KernelError> {
+        let master = match &a.master {
+            Some(m) => Some(self.index(&a.ns, m)?),
+            None => None,
+        };
+        let bfd = self.handle(&b.ns)?.ns_fd()?;
+        let h = &self.handle(&a.ns)?.handle;
+        nl::add_veth(h, &a.name, a.mac, master, &b.name, b.mac, netns::raw(&bfd), group, a.mtu)
+            .await
+            .map(|()| Effect::None)
+    }
+
+    /// A VXLAN device made from the underlay's namespace into `ns`.
+    async fn add_vxlan(
+        &self,
+        ns: &NsId,
+        name: &str,
+        vni: u32,
+        master: &str,
+        group: u32,
+    ) -> Result<Effect, KernelError> {
+        let (Some((underlay, _)), Some(u)) = (&self.underlay, self.cfg.underlay) else {
+            return Err(KernelError::state("add_vxlan", name, "no underlay is configured (--vtep-address)"));
+        };
+        let master = self.index(ns, master)?;
+        let fd = self.handle(ns)?.ns_fd()?;
+        nl::add_vxlan(underlay, name, vni, u.local, u.ifindex, netns::raw(&fd), master, group)
+            .await
+            .map(|()| Effect::None)
+    }
+
+    /// Addresses and routes.
+    async fn exec_l3(&self, op: &Op) -> Result<Effect, KernelError> {
+        match op {
+            Op::DeleteAddr { ns, index, ip, prefix_len } => {
+                nl::del_addr(&self.handle(ns)?.handle, *index, *ip, *prefix_len)
+                    .await
+                    .map(|()| Effect::AddrGone(ns.clone(), *index, *ip, *prefix_len))
+            }
+            Op::DeleteRoute { ns, dest, prefix_len, via, oif } => {
+                let route = RouteState { dest: *dest, prefix_len: *prefix_len, via: *via, oif: *oif };
+                nl::del_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, *oif)
+                    .await
+                    .map(|()| Effect::RouteGone(ns.clone(), route))
+            }
+            Op::AddAddr { ns, name, ip, prefix_len } => {
+                let idx = self.index(ns, name)?;
+                nl::add_addr(&self.handle(ns)?.handle, idx, *ip, *prefix_len)
+                    .await
+                    .map(|()| Effect::Addr(ns.clone(), idx, *ip, *prefix_len))
+            }
+            Op::AddRoute { ns, name, dest, prefix_len, via } => {
+                let oif = self.index(ns, name)?;
+                let route = RouteState { dest: *dest, prefix_len: *prefix_len, via: *via, oif };
+                nl::add_route(&self.handle(ns)?.handle, *dest, *prefix_len, *via, oif)
+                    .await
+                    .map(|()| Effect::Route(ns.clone(), route))
+            }
+            _ => Err(KernelError::state("exec", "", "not an address or route step")),
+        }
+    }
+
+    /// FDB and neighbour entries (VXLAN across hosts).
+    async fn exec_l2(&self, op: &Op) -> Result<Effect, KernelError> {
+        match op {
+            Op::AddFdb { ns, name, remote } => {
+                let idx = self.index(ns, name)?;
+                nl::add_fdb(&self.handle(ns)?.handle, idx, *remote)
+                    .await
+                    .map(|()| Effect::Fdb(ns.clone(), idx, *remote, true))
+            }
+            Op::DeleteFdb { ns, index, remote } => nl::del_fdb(&self.handle(ns)?.handle, *index, *remote)
+                .await
+                .map(|()| Effect::Fdb(ns.clone(), *index, *remote, false)),
+            Op::AddNeigh { ns, name, ip, mac } => {
+                let idx = self.index(ns, name)?;
+                nl::add_neigh(&self.handle(ns)?.handle, idx, *ip, *mac)
+                    .await
+                    .map(|()| Effect::Neigh(ns.clone(), idx, *ip, Some(*mac)))
+            }
+            Op::DeleteNeigh { ns, index, ip } => nl::del_neigh(&self.handle(ns)?.handle, *index, *ip)
+                .await
+                .map(|()| Effect::Neigh(ns.clone(), *index, *ip, None)),
+            _ => Err(KernelError::state("exec", "", "not a layer-2 step")),
+        }
+    }
+}
+
+/// The one result of a one-element batch.
+fn first(r: Result<Vec<Result<(), KernelError>>, KernelError>) -> Result<(), KernelError> {
+    r.and_then(|v| v.into_iter().next().unwrap_or_else(|| Err(KernelError::state("run", "", "no result"))))
+}
