@@ -2,7 +2,7 @@
 
 mod cli;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use leviathan::server::{self, AppState};
 use leviathan::service::Service;
@@ -262,7 +262,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `leviathan serve`: the steps, in order. Nothing is touched before the
 /// options are known good; nothing is made in the kernel before the
-/// server holds its prefix and state file and has bound its port.
+/// server holds its prefix and state file and has bound its port. A start
+/// refused after the state file (or the ledger) was created removes what
+/// it created, so a refused start leaves nothing behind; a file that
+/// existed before is never removed.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::of(&args)?;
     let underlay = find_underlay(settings.vtep, args.no_realize).await?;
@@ -270,12 +273,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.no_realize {
         raise_open_files();
     }
-    let _state_lock = if args.etcd.is_empty() { Some(leviathan::lock::state_file(&args.state)?) } else { None };
+    let mut created = leviathan::lock::NewFiles::default();
+    let _state_lock = if args.etcd.is_empty() {
+        created.watch(&args.state);
+        Some(leviathan::lock::state_file(&args.state)?)
+    } else {
+        None
+    };
+    if !args.etcd.is_empty() && !args.no_realize {
+        created.watch(&args.ledger);
+    }
     let service = open_service(&args, &settings).await?;
     // Bind before any kernel work: a server that cannot listen changes
     // nothing.
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
     let driver = if args.no_realize { None } else { Some(start_driver(&args, &service, underlay).await?) };
     tokio::spawn(log_changes(service.subscribe()));
     tokio::spawn(announce(Arc::clone(&service), settings.vtep));
@@ -287,14 +298,67 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         grace: settings.shutdown_grace,
     };
     let addr = listener.local_addr()?;
+    // Started: what this start created is the server's now.
+    created.keep();
     if args.etcd.is_empty() {
         tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
     } else {
         tracing::info!(%addr, etcd = %args.etcd.join(","), prefix = %args.etcd_prefix, revision = service.revision(), "leviathan listening");
     }
+    // The first line on stdout is the address (scripts and tests read it);
+    // where to go is told on stderr, with the log.
     println!("listening on {addr}");
+    {
+        use std::io::Write;
+        let _ = std::io::stderr().lock().write_all(where_to_go(&args, addr).as_bytes());
+    }
     leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
     Ok(())
+}
+
+/// What a person needs once the server listens: the pages' addresses
+/// (with `?token=…` when a token is needed, never the token itself), where
+/// the state is kept, the prefix, and whether the kernel is touched.
+fn where_to_go(args: &ServeArgs, addr: SocketAddr) -> String {
+    let token = if args.token.is_some() { "?token=…" } else { "" };
+    let base = format!("http://{addr}");
+    let mut out = format!(
+        "leviathan {} is serving:\n  home      {base}/{token}\n  explorer  {base}/graphiql{token}\n  topology  {base}/topology{token}\n  API       {base}/graphql{}\n",
+        env!("CARGO_PKG_VERSION"),
+        if args.token.is_some() { " (with the header Authorization: Bearer <token>)" } else { "" }
+    );
+    if args.etcd.is_empty() {
+        let state = std::path::absolute(&args.state).unwrap_or_else(|_| args.state.clone());
+        out += &format!("  state     {} (SQLite)\n", state.display());
+    } else {
+        out += &format!("  state     etcd {} under {}\n", args.etcd.join(","), args.etcd_prefix);
+    }
+    if args.no_realize {
+        out += &format!("  kernel    not realizing (--no-realize): the model only; prefix {} unused\n", args.prefix);
+    } else {
+        out += &format!("  kernel    realizing: namespaces and links named {}* (--prefix)\n", args.prefix);
+    }
+    out
+}
+
+/// A port that cannot be bound, with what to do about it.
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another server (perhaps another leviathan) is listening there: stop it, or pass --listen ADDR to use another port (e.g. --listen {}:{})",
+            addr.ip(),
+            addr.port().wrapping_add(1).max(1)
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root (CAP_NET_BIND_SERVICE): pass --listen with a port of 1024 or more".to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this host: pass --listen with one of its addresses (or 127.0.0.1)",
+            addr.ip()
+        ),
+        _ => "pass --listen ADDR to listen elsewhere".to_string(),
+    };
+    anyhow::anyhow!("binding {addr}: {e}: {hint}")
 }
 
 /// What `serve` works with once its options are checked.

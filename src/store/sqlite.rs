@@ -20,6 +20,19 @@ pub const APPLICATION_ID: i64 = 0x4C45_5649;
 /// records of their own, CINs carry their subnet). Format 1 files are
 /// migrated on open.
 pub const FORMAT: i64 = 2;
+/// Why SQLite could not open a state file: a missing directory is named
+/// (it is not created); anything else keeps SQLite's reason.
+fn open_error(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    match path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        Some(dir) => anyhow::anyhow!(
+            "opening state file {}: the directory {} does not exist (leviathan does not create it): create it, or choose another --state",
+            path.display(),
+            dir.display()
+        ),
+        None => anyhow::anyhow!("opening state file {}: {e}: choose another --state, or fix its permissions", path.display()),
+    }
+}
+
 /// The state file.
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -45,7 +58,7 @@ impl SqliteStore {
         if keep == 0 {
             bail!("--keep-changes must be at least 1");
         }
-        let mut conn = Connection::open(path).with_context(|| format!("opening state file {}", path.display()))?;
+        let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
