@@ -1,14 +1,17 @@
 //! The explorer in a real browser: headless Chromium loads `/graphiql`
 //! from the real server (with a token, the way a user opens it), the page's
 //! scripts come from the server itself (no CDN), GraphiQL renders and its
-//! first request reaches the API.
+//! first request reaches the API; its default text is shown whole (no
+//! line cut at the editor's edge) in a wide and a narrow window.
 //!
 //! Needs Chromium (`.ci/run` installs Debian's). In CI (`CI` set) a missing
 //! browser fails the test; elsewhere it skips with a loud message.
 
+mod browser;
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::process::Command;
 
 fn chromium() -> Option<&'static str> {
@@ -65,4 +68,49 @@ async fn explorer_renders_offline_and_reaches_the_api() {
     assert_eq!(resp.headers()["content-type"], "text/javascript");
     assert_eq!(reqwest::get(s.url("/graphiql")).await.unwrap().status().as_u16(), 401);
     assert_eq!(reqwest::get(s.url("/graphiql/assets/nope.js")).await.unwrap().status().as_u16(), 404);
+}
+
+/// The query editor's text, and the lines of it that do not fit in the
+/// editor (their right end beyond the editor's visible width).
+const EDITOR: &str = "(() => {
+  const cm = document.querySelector('.graphiql-query-editor .CodeMirror');
+  if (!cm || !cm.CodeMirror) return null;
+  const edge = cm.querySelector('.CodeMirror-scroll').getBoundingClientRect().right;
+  const cut = Array.from(cm.querySelectorAll('.CodeMirror-line > span'))
+    .filter((s) => s.getBoundingClientRect().right > edge - 4)
+    .map((s) => s.textContent);
+  return { text: cm.CodeMirror.getValue(), cut, lines: cm.querySelectorAll('.CodeMirror-line').length };
+})()";
+
+#[tokio::test]
+async fn explorer_default_text_is_whole_in_a_wide_and_a_narrow_window() {
+    let Some(binary) = browser::chromium("explorer_default_text_is_whole_in_a_wide_and_a_narrow_window") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &["--token", "d3fault"]);
+    let page = include_str!("../assets/graphiql/index.html");
+    let start = page.find("const defaultQuery = `").unwrap() + "const defaultQuery = `".len();
+    let want = &page[start..start + page[start..].find('`').unwrap()];
+    assert!(want.contains("schema/examples/."), "{want}");
+    let mut b = browser::Browser::launch(binary).await;
+    for width in [1280, 1024] {
+        b.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        b.call("Page.navigate", json!({"url": s.url("/graphiql?token=d3fault")})).await;
+        b.wait_until(&format!("{EDITOR} && {EDITOR}.lines > 3")).await;
+        let ed = b.eval(EDITOR).await;
+        assert_eq!(ed["text"], want, "at {width} px");
+        assert_eq!(ed["cut"], json!([]), "at {width} px these lines are cut off");
+    }
+    // The check sees a cut: a long line does not fit.
+    b.eval(&format!(
+        "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue('# {}'); true",
+        "x".repeat(300)
+    ))
+    .await;
+    b.wait_until(&format!("{EDITOR}.cut.length === 1")).await;
 }

@@ -6,167 +6,26 @@
 //! started again. A screenshot is saved as an artifact
 //! (`target/tmp/topology-page.png`). A second run with 1,000 containers
 //! checks that an update is drawn within a second (a bound, not a
-//! benchmark).
+//! benchmark). Then what a newcomer sees: an empty topology says how to
+//! fill it, counts say "1 host", and the edge labels around a busy CEN do
+//! not pile up (the ones that fit are shown, the others on focus); the
+//! example topology is saved as `target/tmp/topology-example.png`.
 //!
 //! Needs Chromium (`.ci/run` installs Debian's). In CI (`CI` set) a missing
 //! browser fails the test; elsewhere it skips with a loud message.
 
+mod browser;
 mod common;
 
-use base64::Engine as _;
+use browser::{chromium, Browser};
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
-
-fn chromium(test: &str) -> Option<&'static str> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("Chromium is missing: .ci/run installs it, and CI must run {test}");
-        }
-        eprintln!("\n*** SKIPPING {test}: no Chromium here; CI runs it ***\n");
-    }
-    found
-}
 
 /// `leviathan serve` on a given address (to restart on the same one).
 fn start_at(state: &Path, listen: &str, token: &str) -> Server {
     Server::start_at(state, listen, &["--token", token])
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Headless Chromium and a DevTools connection to its page.
-struct Browser {
-    child: Child,
-    ws: Ws,
-    next: u64,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The longest any wait in these tests may take.
-const BOUND: Duration = Duration::from_secs(90);
-
-impl Browser {
-    async fn launch(binary: &str) -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-port=0",
-                "--window-size=1280,800",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        // Chromium says where DevTools listens on stderr; keep draining it.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let browser_url = tokio::task::spawn_blocking(move || rx.recv_timeout(BOUND))
-            .await
-            .unwrap()
-            .expect("chromium never said where DevTools listens");
-        let port = browser_url.trim_start_matches("ws://").split(['/', ':']).nth(1).unwrap().to_string();
-        let started = Instant::now();
-        let page_url = loop {
-            let list: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
-                .await
-                .expect("DevTools /json/list")
-                .json()
-                .await
-                .unwrap();
-            if let Some(p) = list.as_array().unwrap().iter().find(|t| t["type"] == "page") {
-                break p["webSocketDebuggerUrl"].as_str().unwrap().to_string();
-            }
-            assert!(started.elapsed() < BOUND, "no page target: {list}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let (ws, _) = tokio_tungstenite::connect_async(page_url.as_str()).await.expect("DevTools websocket");
-        Browser { child, ws, next: 0, _profile: profile }
-    }
-
-    /// Sends one DevTools command and returns its result (events are
-    /// skipped).
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next += 1;
-        let id = self.next;
-        let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::text(msg)).await.unwrap();
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let m = tokio::time::timeout(left, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("{method}: no answer within {BOUND:?}"))
-                .expect("DevTools closed")
-                .unwrap();
-            let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    /// Evaluates an expression in the page (awaiting a promise) and
-    /// returns its value.
-    async fn eval(&mut self, expr: &str) -> Value {
-        let r = self
-            .call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true, "awaitPromise": true}))
-            .await;
-        assert!(r.get("exceptionDetails").is_none(), "{expr}: {}", r["exceptionDetails"]);
-        r["result"]["value"].clone()
-    }
-
-    /// Waits until an expression is true in the page, within [`BOUND`].
-    async fn wait_until(&mut self, expr: &str) {
-        let started = Instant::now();
-        while self.eval(&format!("!!({expr})")).await != true {
-            assert!(started.elapsed() < BOUND, "not true within {BOUND:?}: {expr}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn screenshot(&mut self, name: &str) -> std::path::PathBuf {
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
-        let png = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap()).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-        std::fs::write(&path, png).unwrap();
-        path
-    }
 }
 
 const LIVE: &str = "window.leviathanTopology && leviathanTopology.ready && document.body.dataset.state === 'live'";
@@ -309,5 +168,103 @@ async fn home_page_points_at_the_pages_the_schema_and_the_legacy_routes() {
         ["href=\"/graphiql\"", "href=\"/topology\"", "href=\"/schema.graphql\"", "/cen/import", "/leviathan/monitor"]
     {
         assert!(page.contains(link), "no {link} in the home page");
+    }
+}
+
+/// The label boxes (cytoscape's own) of the edges whose labels are shown.
+const OVERLAPS: &str = "leviathanTopology.overlappingLabels()";
+
+#[tokio::test]
+async fn an_empty_topology_says_how_to_fill_it_and_counts_say_1_host() {
+    let Some(binary) = chromium("an_empty_topology_says_how_to_fill_it_and_counts_say_1_host") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_at(&dir.path().join("s.db"), "127.0.0.1:0", "3mpty");
+    let mut b = Browser::launch(binary).await;
+    b.call("Page.navigate", json!({"url": s.url("/topology?token=3mpty")})).await;
+    b.wait_until(LIVE).await;
+    let hint = "document.getElementById('empty')";
+    assert_eq!(b.eval(&format!("{hint}.hidden")).await, false, "no hint on an empty topology");
+    let text = b.eval(&format!("{hint}.innerText")).await;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("No CENs yet") && text.contains("leviathan apply examples/topology.yaml"), "{text}");
+    assert!(text.contains("cenImport"), "{text}");
+    // Its link to the explorer carries the token.
+    assert_eq!(b.eval(&format!("{hint}.querySelector('a').getAttribute('href')")).await, "/graphiql?token=3mpty");
+    // The hint is on top of the canvas, seen.
+    let seen = b
+        .eval(&format!(
+            "(() => {{ const r = {hint}.getBoundingClientRect(); return r.width > 100 && r.height > 20 && \
+             document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2).closest('#empty') !== null; }})()"
+        ))
+        .await;
+    assert_eq!(seen, true, "the hint is not visible");
+    assert_eq!(
+        b.eval("document.getElementById('counts').textContent").await,
+        "0 hosts · 0 containers · 0 CENs · 0 CINs · 0 memberships"
+    );
+
+    // One CEN of one container: the hint goes, and every count is singular.
+    s.gql(CEN_IMPORT, json!({"input": {"cens": [{"id": "solo", "containerIds": ["c1"]}]}})).await;
+    s.gql(CIN_IMPORT, json!({"input": {"cins": [{"id": "cin1", "cenIds": ["solo"]}]}})).await;
+    b.eval("leviathanTopology.whenDrawn('m:solo|host1/c1')").await;
+    b.wait_until("leviathanTopology.cinIds().length === 1").await;
+    b.wait_until(&format!("{hint}.hidden")).await;
+    assert_eq!(
+        b.eval("document.getElementById('counts').textContent").await,
+        "1 host · 1 container · 1 CEN · 1 CIN · 1 membership"
+    );
+    s.gql(CEN_IMPORT, json!({"input": {"cens": [{"id": "duo", "containerIds": ["c1", "c2"]}]}})).await;
+    b.eval("leviathanTopology.whenDrawn('m:duo|host1/c2')").await;
+    assert_eq!(
+        b.eval("document.getElementById('counts').textContent").await,
+        "1 host · 2 containers · 2 CENs · 1 CIN · 3 memberships"
+    );
+}
+
+#[tokio::test]
+async fn edge_labels_around_a_busy_cen_do_not_overlap() {
+    let Some(binary) = chromium("edge_labels_around_a_busy_cen_do_not_overlap") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_at(&dir.path().join("s.db"), "127.0.0.1:0", "l4bels");
+    s.gql(CEN_IMPORT, cen_file_vars(&fixture("cen.json"))).await;
+    s.gql(CIN_IMPORT, cin_file_vars(&fixture("cin.json"))).await;
+    // A busy CEN besides the fixture's: twelve members on one CIN.
+    let busy: Vec<String> = (1..=12).map(|i| format!("b{i}")).collect();
+    s.gql(CEN_IMPORT, json!({"input": {"cens": [{"id": "busy", "containerIds": busy}]}})).await;
+    s.gql(CIN_IMPORT, json!({"input": {"cins": [{"id": "cin9", "cenIds": ["busy"]}]}})).await;
+
+    let mut b = Browser::launch(binary).await;
+    b.call("Page.navigate", json!({"url": s.url("/topology?token=l4bels")})).await;
+    b.wait_until(LIVE).await;
+    let labelled = b.eval("leviathanTopology.cy.edges().filter(e => e.data('label')).length").await;
+    assert_eq!(labelled, 20, "the 8 memberships of cen1 and cen2 (cin1, cin2) and the 12 of busy (cin9)");
+    // The labels that fit are shown, and no two shown ones overlap.
+    let shown = b.eval("leviathanTopology.shownLabels().length").await.as_u64().unwrap();
+    assert!(shown >= 5, "only {shown} labels shown");
+    assert_eq!(b.eval(OVERLAPS).await, json!([]));
+    // The check itself sees overlaps: every label shown at once overlaps.
+    let all = "leviathanTopology.cy.edges().addClass('focus'); leviathanTopology.overlappingLabels().length";
+    assert!(b.eval(all).await.as_u64().unwrap() > 0, "the busy CEN's labels never overlap: the check checks nothing");
+    b.eval("leviathanTopology.cy.edges().removeClass('focus'); true").await;
+
+    // Selecting the busy CEN shows all its labels; unselecting, the ones that fit.
+    b.eval("leviathanTopology.cy.getElementById('n:busy').select(); true").await;
+    let busy_shown = "leviathanTopology.shownLabels().filter(e => e.source().id() === 'n:busy').length";
+    assert_eq!(b.eval(busy_shown).await, 12);
+    b.eval("leviathanTopology.cy.getElementById('n:busy').unselect(); true").await;
+    assert_eq!(b.eval("leviathanTopology.shownLabels().length").await, json!(shown));
+    assert_eq!(b.eval(OVERLAPS).await, json!([]));
+
+    // Dragged or laid out again, the labels are placed again.
+    b.eval("document.getElementById('relayout').click(); true").await;
+    assert_eq!(b.eval(OVERLAPS).await, json!([]));
+    let shot = b.screenshot("topology-example.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    if let Some(to) = std::env::var_os("LEVIATHAN_TOPOLOGY_SCREENSHOT") {
+        std::fs::copy(&shot, to).unwrap();
     }
 }

@@ -9,7 +9,9 @@
   const params = new URLSearchParams(window.location.search);
   const token = params.get("token");
   if (token) {
-    document.getElementById("explorer").href = "/graphiql?token=" + encodeURIComponent(token);
+    for (const a of document.querySelectorAll("a.explorer")) {
+      a.href = "/graphiql?token=" + encodeURIComponent(token);
+    }
   }
   const COLOURS = { PENDING: "#9aa5b1", PREPARING: "#e0a030", DESTROYING: "#e0a030", READY: "#2e9d4f", FAILED: "#d64545" };
   const colour = (s) => COLOURS[s] || "#9aa5b1";
@@ -48,9 +50,14 @@
       { selector: "node[kind='cen']", style: { "shape": "round-rectangle", "width": 44, "height": 22,
           "text-valign": "center", "text-margin-y": 0, "color": "#fff", "font-weight": "bold",
           "background-color": (n) => colour(n.data("status")) } },
+      // Edge labels are drawn along their edge, only where they fit (see
+      // declutter) or for the edges in focus (hovered or selected).
       { selector: "edge", style: { "width": 1, "line-color": "#bcccdc", "curve-style": "haystack",
-          "label": "data(label)", "font-size": 8, "color": "#52606d", "min-zoomed-font-size": 7,
-          "text-rotation": "autorotate" } },
+          "label": "", "font-size": 8, "color": "#52606d", "min-zoomed-font-size": 7,
+          "text-rotation": "autorotate", "text-background-color": "#fff", "text-background-opacity": 0.85,
+          "text-background-padding": 1 } },
+      { selector: "edge.labelled, edge.focus", style: { "label": "data(label)" } },
+      { selector: "edge.focus", style: { "z-index": 10, "line-color": "#7b93af", "width": 2, "color": "#1f2933" } },
       { selector: ":selected", style: { "border-width": 3, "border-color": "#2557a7", "line-color": "#2557a7" } },
     ],
   });
@@ -78,11 +85,69 @@
     document.getElementById("state").textContent = text;
   }
 
+  // "1 host", "2 hosts": every count shown says its noun right.
+  const count = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
   function updateCounts() {
     const n = (k) => cy.nodes("[kind='" + k + "']").length;
-    document.getElementById("counts").textContent =
-      `${n("host")} hosts · ${n("container")} containers · ${n("cen")} CENs · ${cins.size} CINs · ${cy.edges().length} memberships`;
+    document.getElementById("counts").textContent = [
+      count(n("host"), "host"), count(n("container"), "container"), count(n("cen"), "CEN"),
+      count(cins.size, "CIN"), count(cy.edges().length, "membership"),
+    ].join(" · ");
+    // An empty topology says how to fill it instead of a blank canvas.
+    document.getElementById("empty").hidden = n("cen") > 0;
   }
+
+  // ---- edge labels: the ones that fit, and those in focus ----
+
+  // Past this many edges no label is shown unless in focus (they could
+  // not be read at the zoom that shows them all, and placing them costs).
+  const LABEL_LIMIT = 400;
+  const overlap = (a, b) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
+  const labelBox = (e) => e.boundingBox({ includeNodes: false, includeEdges: false, includeLabels: true });
+
+  // Shows each edge's label only if it overlaps no label already shown
+  // and no node (with its name): a busy CEN keeps the labels that fit
+  // and the rest are a hover away. Runs after a layout and after changes.
+  function declutter() {
+    const edges = cy.edges();
+    cy.edges(".labelled").removeClass("labelled");
+    if (edges.length > LABEL_LIMIT) return;
+    const nodes = cy.nodes().filter((n) => !n.isParent()).map((n) => n.boundingBox({ includeLabels: true }));
+    const kept = [];
+    const byId = (a, b) => a.id().localeCompare(b.id(), undefined, { numeric: true });
+    edges.filter((e) => e.data("label")).sort(byId).forEach((e) => {
+      e.addClass("labelled");
+      const box = labelBox(e);
+      if (box.w > 0 && !kept.some((k) => overlap(k, box)) && !nodes.some((k) => overlap(k, box))) {
+        kept.push(box);
+      } else {
+        e.removeClass("labelled");
+      }
+    });
+  }
+
+  let declutterTimer = null;
+  function declutterSoon() {
+    clearTimeout(declutterTimer);
+    declutterTimer = setTimeout(declutter, 100);
+  }
+
+  // Focus: the edges of what is hovered or selected show their labels.
+  let hovered = null;
+  function refocus() {
+    cy.batch(() => {
+      cy.edges(".focus").removeClass("focus");
+      let on = cy.$(":selected");
+      if (hovered && hovered.inside()) on = on.union(hovered);
+      on.edges().union(on.nodes().connectedEdges()).addClass("focus");
+    });
+  }
+  cy.on("mouseover", "node, edge", (ev) => { hovered = ev.target; refocus(); });
+  cy.on("mouseout", "node, edge", () => { hovered = null; refocus(); });
+  cy.on("select unselect", refocus);
+  cy.on("free", "node", declutterSoon);
+  cy.on("layoutstop", declutterSoon);
 
   async function gql(query, variables) {
     const headers = { "content-type": "application/json" };
@@ -311,6 +376,7 @@
     revision = Math.max(revision, ev.revision);
     setState("live", `live · revision ${revision}`);
     updateCounts();
+    declutterSoon();
     applyMs = performance.now() - t0;
     settle();
   }
@@ -375,6 +441,7 @@
         idealEdgeLength: () => 70, numIter: 1500, padding: 20 }).run();
     }
     cy.fit(undefined, 20);
+    declutter();
   }
 
   async function load() {
@@ -443,6 +510,16 @@
       return new Promise((resolve) => { waiters.push({ id, resolve }); settle(); });
     },
     cinIds() { return Array.from(cins.keys()).sort(); },
+    // The edges whose labels are shown now, and the pairs of them whose
+    // label boxes overlap (none, unless in focus).
+    shownLabels() { return cy.edges().filter((e) => e.pstyle("label").strValue !== ""); },
+    overlappingLabels() {
+      const shown = this.shownLabels().map((e) => [e.id(), labelBox(e)]);
+      const pairs = [];
+      shown.forEach(([a, ba], i) => shown.slice(i + 1).forEach(([b, bb]) => { if (overlap(ba, bb)) pairs.push([a, b]); }));
+      return pairs;
+    },
+    declutter,
   };
 
   (async function start() {
