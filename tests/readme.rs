@@ -9,6 +9,8 @@
 //!   `<!-- tour -->` line) runs with `bash -e`, as written, against a
 //!   server the test starts, and every command followed by `# ` lines
 //!   prints exactly those lines;
+//! - so does the plain-process example of docs/workloads.md
+//!   (`<!-- workload-tour -->`);
 //! - the monitor session of docs/legacy-api.md is what the server answers.
 
 mod common;
@@ -95,7 +97,11 @@ async fn every_graphql_block_of_the_readme_and_the_docs_parses_and_validates() {
             let doc = async_graphql::parser::parse_query(b).unwrap_or_else(|e| panic!("{}: {e}\n{b}", file.display()));
             let names: Vec<Option<String>> = doc.operations.iter().map(|(n, _)| n.map(|n| n.to_string())).collect();
             if names.len() > 1 {
-                assert!(names.iter().all(Option::is_some), "{}: several operations, not all named:\n{b}", file.display());
+                assert!(
+                    names.iter().all(Option::is_some),
+                    "{}: several operations, not all named:\n{b}",
+                    file.display()
+                );
             }
             for name in names {
                 if b.contains("subscription") {
@@ -117,9 +123,9 @@ struct Step {
     expected: Option<String>,
 }
 
-fn tour_steps(readme: &str) -> Vec<Step> {
+fn tour_steps(md: &str, marker: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
-    for b in blocks(readme).into_iter().filter(|b| b.lang == "sh" && b.marker.as_deref() == Some("tour")) {
+    for b in blocks(md).into_iter().filter(|b| b.lang == "sh" && b.marker.as_deref() == Some(marker)) {
         let mut cur = Step { commands: String::new(), expected: None };
         for line in b.text.lines() {
             if let Some(out) = line.strip_prefix("# ").or(if line == "#" { Some("") } else { None }) {
@@ -155,34 +161,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[tokio::test]
-async fn the_tour_of_the_readme_runs_as_written_and_answers_as_shown() {
-    if !kernel::can_run("the_tour_of_the_readme_runs_as_written_and_answers_as_shown") {
-        return;
-    }
-    let readme = read(&root().join("README.md"));
-    // The variable the tour's commands use, set as the README sets it: to
-    // the CLI's default server, which the test's server stands in for.
-    let setup: Vec<Block> =
-        blocks(&readme).into_iter().filter(|b| b.marker.as_deref() == Some("tour-setup")).collect();
-    assert_eq!(setup.len(), 1, "one <!-- tour-setup --> block");
-    assert_eq!(setup[0].text.trim(), format!("export LEVIATHAN_SERVER={DEFAULT_SERVER}"));
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan")).args(["get", "--help"]).output().unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains(&format!("[default: {DEFAULT_SERVER}]")), "the CLI's default server changed:\n{help}");
-
-    let steps = tour_steps(&readme);
-    assert!(steps.len() >= 10 && steps.iter().filter(|s| s.expected.is_some()).count() >= 8, "the tour shrank");
-
+/// Runs the ```sh blocks of `md` marked `<!-- {marker} -->` in one `bash -e`
+/// (in a copy of examples/, with the binary on the PATH and
+/// `LEVIATHAN_SERVER` naming `s`), and checks that every step printed what
+/// the page shows. Namespaces carry the test's prefix instead of `lev-`.
+async fn run_tour(s: &Server, prefix: &kernel::Prefix, md: &str, marker: &str) {
+    let steps = tour_steps(md, marker);
     let dir = tempfile::tempdir().unwrap();
-    let prefix = kernel::Prefix::new("r");
-    let s = Server::start(&dir.path().join("s.db"), &["--prefix", &prefix.0, "--reconcile-interval", "0"]);
     let work = dir.path().join("checkout");
     copy_dir(&root().join("examples"), &work.join("examples"));
-
     // One shell for the whole tour (variables and files carry over); a
-    // marker after each step splits what it printed. The only other change
-    // to the text: the namespaces carry the test's prefix, not `lev-`.
+    // marker after each step splits what it printed.
     let mut script = String::new();
     for (i, step) in steps.iter().enumerate() {
         script.push_str(&step.commands.replace("ip netns exec lev-", &format!("ip netns exec {}", prefix.0)));
@@ -193,25 +182,37 @@ async fn the_tour_of_the_readme_runs_as_written_and_answers_as_shown() {
         std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )
     .unwrap();
-    let run = tokio::process::Command::new("bash")
+    // Output goes to files, not pipes, and the shell leads a process group
+    // of its own that is killed once it is done: a background process the
+    // page starts (and did not stop, because a step failed) neither keeps
+    // the test waiting nor outlives it.
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = tokio::process::Command::new("bash")
         .args(["-e", "-c", &script])
         .current_dir(&work)
         .env("PATH", path)
         .env("LEVIATHAN_SERVER", s.url(""))
         .env_remove("LEVIATHAN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .process_group(0)
         .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(WAIT, run).await.expect("the tour hung").expect("run bash");
-    let stdout = String::from_utf8_lossy(&out.stdout).replace(&s.url(""), DEFAULT_SERVER);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-
+        .spawn()
+        .expect("run bash");
+    let group = child.id().expect("bash's pid");
+    let status = tokio::time::timeout(WAIT, child.wait()).await;
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+    let status = status.expect("the tour hung").expect("wait for bash");
+    let stdout = read(&out_path).replace(&s.url(""), DEFAULT_SERVER);
+    let stderr = read(&err_path);
     let mut printed = stdout.split("@@step ");
     let mut before = printed.next().unwrap_or("").to_string();
     for (i, step) in steps.iter().enumerate() {
         let Some(chunk) = printed.next() else {
             panic!(
-                "the tour failed at step {i} (exit {:?}):\n{}\nit printed:\n{before}\nstderr:\n{stderr}",
-                out.status.code(),
+                "{marker}: failed at step {i} (exit {:?}):\n{}\nit printed:\n{before}\nstderr:\n{stderr}",
+                status.code(),
                 step.commands
             );
         };
@@ -219,16 +220,58 @@ async fn the_tour_of_the_readme_runs_as_written_and_answers_as_shown() {
             assert_eq!(
                 normalize(&before),
                 normalize(expected),
-                "step {i} of the tour answered differently:\n{}\nstderr:\n{stderr}",
+                "{marker}: step {i} answered differently:\n{}\nstderr:\n{stderr}",
                 step.commands
             );
         }
         before = chunk.split_once("@@\n").map(|(_, rest)| rest.to_string()).unwrap_or_default();
     }
-    assert!(out.status.success(), "the tour failed after its last step:\n{stderr}");
+    assert!(status.success(), "{marker}: failed after its last step:\n{stderr}");
+}
+
+/// A realizing server of its own prefix (bind them in this order: the
+/// server stops before the prefix is cleaned up).
+fn realizing_server(dir: &Path) -> (kernel::Prefix, Server) {
+    let prefix = kernel::Prefix::new("r");
+    let s = Server::start(&dir.join("s.db"), &["--prefix", &prefix.0, "--reconcile-interval", "0"]);
+    (prefix, s)
+}
+
+#[tokio::test]
+async fn the_tour_of_the_readme_runs_as_written_and_answers_as_shown() {
+    if !kernel::can_run("the_tour_of_the_readme_runs_as_written_and_answers_as_shown") {
+        return;
+    }
+    let readme = read(&root().join("README.md"));
+    // The variable the tour's commands use, set as the README sets it: to
+    // the CLI's default server, which the test's server stands in for.
+    let setup: Vec<Block> = blocks(&readme).into_iter().filter(|b| b.marker.as_deref() == Some("tour-setup")).collect();
+    assert_eq!(setup.len(), 1, "one <!-- tour-setup --> block");
+    assert_eq!(setup[0].text.trim(), format!("export LEVIATHAN_SERVER={DEFAULT_SERVER}"));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan")).args(["get", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains(&format!("[default: {DEFAULT_SERVER}]")), "the CLI's default server changed:\n{help}");
+    let steps = tour_steps(&readme, "tour");
+    assert!(steps.len() >= 10 && steps.iter().filter(|s| s.expected.is_some()).count() >= 8, "the tour shrank");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (prefix, s) = realizing_server(dir.path());
+    run_tour(&s, &prefix, &readme, "tour").await;
     // The tour tidies up after itself: only the fabric namespace is left.
     let left = kernel::namespaces(&prefix.0);
     assert!(left.iter().all(|n| n == &prefix.fabric()), "the tour left namespaces behind: {left:?}");
+}
+
+#[tokio::test]
+async fn the_plain_process_of_the_workloads_page_is_wired_as_shown() {
+    if !kernel::can_run("the_plain_process_of_the_workloads_page_is_wired_as_shown") {
+        return;
+    }
+    let md = read(&root().join("docs/workloads.md"));
+    assert!(tour_steps(&md, "workload-tour").len() >= 4, "the workload example shrank");
+    let dir = tempfile::tempdir().unwrap();
+    let (prefix, s) = realizing_server(dir.path());
+    run_tour(&s, &prefix, &md, "workload-tour").await;
 }
 
 /// One line of the monitor session of docs/legacy-api.md.
