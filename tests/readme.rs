@@ -342,3 +342,35 @@ async fn the_monitor_session_of_the_legacy_api_page_is_what_the_server_answers()
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
 }
+
+/// Relative link targets of a page: `](target)` not starting with a scheme
+/// or `#`, without an anchor.
+fn relative_links(md: &str) -> Vec<String> {
+    md.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(t, _)| t.split('#').next().unwrap_or("").to_string()))
+        .filter(|t| !t.is_empty() && !t.contains("://"))
+        .collect()
+}
+
+#[test]
+fn the_readme_is_short_and_maps_every_page_of_docs_each_with_a_title_and_a_purpose() {
+    let readme = read(&root().join("README.md"));
+    let lines = readme.lines().count();
+    assert!(lines <= 200, "README.md has {lines} lines: move the details to docs/");
+    let pages: Vec<PathBuf> = doc_files().into_iter().skip(1).collect();
+    assert!(pages.len() >= 8, "{pages:?}");
+    for page in &pages {
+        let name = page.file_name().unwrap().to_str().unwrap();
+        let md = read(page);
+        assert!(md.starts_with("# "), "{name} does not start with a title");
+        assert!(md.contains("What this page is for: "), "{name} does not say what it is for");
+        assert!(readme.contains(&format!("](docs/{name})")), "the README's map of the docs lacks {name}");
+    }
+    for file in doc_files() {
+        let base = file.parent().unwrap();
+        for target in relative_links(&read(&file)) {
+            assert!(base.join(&target).exists(), "{}: the link {target} leads nowhere", file.display());
+        }
+    }
+}
