@@ -374,3 +374,45 @@ fn the_readme_is_short_and_maps_every_page_of_docs_each_with_a_title_and_a_purpo
         }
     }
 }
+
+#[tokio::test]
+async fn the_docker_example_of_the_workloads_page_stops_when_a_binding_fails() {
+    let md = read(&root().join("docs/workloads.md"));
+    let b = blocks(&md)
+        .into_iter()
+        .find(|b| b.marker.as_deref() == Some("workload-bindings"))
+        .expect("a <!-- workload-bindings --> block in docs/workloads.md");
+    // Without the `docker run` and `podman run` lines, the bindings fail
+    // here (no such containers, or no runtime at all).
+    let script: String = b
+        .text
+        .lines()
+        .filter(|l| !l.starts_with("docker run") && !l.starts_with("podman run"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(script.contains("containerCreate") && script.contains("cenImport"), "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("s.db"), &[]);
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("bash")
+            .args(["-e", "-c", &script])
+            .env("LEVIATHAN_SERVER", s.url(""))
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("the example hung")
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"errors\"") && stdout.contains("BAD_REQUEST"), "the bindings did not fail: {stdout}");
+    assert!(stderr.contains("a binding failed"), "{stderr}");
+    let d = s
+        .gql(
+            "{ web: container(id: \"web\") { id } db: container(id: \"db\") { id } cen(id: \"web-db\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d, json!({"web": null, "db": null, "cen": null}), "wired after a failed binding");
+}
