@@ -20,9 +20,12 @@ fn help_flags() -> BTreeMap<String, Option<String>> {
     for line in text.lines() {
         let t = line.trim_start();
         let indent = line.len() - t.len();
-        // An option starts a line indented by 2 to 6 columns (`-h, --help`
+        // An option starts a line indented by 2 to 6 columns (`-h, --help`, `-V, --version`
         // or `      --listen <LISTEN>`); its help text is indented more.
-        let opt = t.strip_prefix("-h, ").unwrap_or(t);
+        let opt = match t.as_bytes() {
+            [b'-', c, b',', b' ', ..] if c.is_ascii_alphabetic() => &t[4..],
+            _ => t,
+        };
         if (2..=6).contains(&indent) && opt.starts_with("--") {
             let name: String = opt.chars().take_while(|c| !c.is_whitespace()).collect();
             flags.insert(name.clone(), None);
