@@ -202,6 +202,18 @@ async fn run_tour(s: &Server, prefix: &kernel::Prefix, md: &str, marker: &str) {
         .expect("run bash");
     let group = child.id().expect("bash's pid");
     let status = tokio::time::timeout(WAIT, child.wait()).await;
+    // What the page starts, it stops: nothing of the group outlives a
+    // tour that ran to its end (`kill -0` succeeds while one is left).
+    // (A process killed at the end may take a moment to be reaped.)
+    let running = || {
+        let o = std::process::Command::new("kill").args(["-0", "--", &format!("-{group}")]).output();
+        o.is_ok_and(|o| o.status.success())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = running();
     let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
     let status = status.expect("the tour hung").expect("wait for bash");
     let stdout = read(&out_path).replace(&s.url(""), DEFAULT_SERVER);
@@ -227,6 +239,7 @@ async fn run_tour(s: &Server, prefix: &kernel::Prefix, md: &str, marker: &str) {
         before = chunk.split_once("@@\n").map(|(_, rest)| rest.to_string()).unwrap_or_default();
     }
     assert!(status.success(), "{marker}: failed after its last step:\n{stderr}");
+    assert!(!left, "{marker}: a process it started was still running at its end");
 }
 
 /// A realizing server of its own prefix (bind them in this order: the
