@@ -378,7 +378,7 @@ impl Cluster {
         self.hosts.iter().map(Host::etcd_url).collect::<Vec<_>>().join(",")
     }
 
-    /// The etcd command of host `i`, as the README has it.
+    /// The etcd command of host `i`, as docs/hosts.md has it.
     fn etcd_command(&self, i: usize) -> Command {
         let h = &self.hosts[i];
         let cluster =
