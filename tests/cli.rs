@@ -244,7 +244,7 @@ async fn get_tables_and_json_match_the_api() {
     let cli_json: Value = serde_json::from_str(&ok(&s, &["get", "cens", "-o", "json"])).unwrap();
     assert_eq!(cli_json, api["cens"]);
     let yaml = ok(&s, &["get", "cens", "-o", "yaml"]);
-    assert_eq!(serde_yaml::from_str::<Value>(&yaml).unwrap(), api["cens"], "{yaml}");
+    assert_eq!(yaml_serde::from_str::<Value>(&yaml).unwrap(), api["cens"], "{yaml}");
 
     let table = ok(&s, &["get", "cens"]);
     let lines: Vec<&str> = table.lines().collect();

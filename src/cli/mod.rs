@@ -7,6 +7,7 @@ mod client;
 pub mod file;
 mod get;
 pub mod listen;
+pub mod manual;
 mod plan;
 mod progress;
 mod state;
@@ -153,7 +154,7 @@ pub fn run(verb: Verb) -> anyhow::Result<()> {
                 let c = connect(&client)?;
                 let cur = state::Current::fetch(&c).await?;
                 let text = match output {
-                    ExportFormat::Yaml => serde_yaml::to_string(&cur.to_file())?,
+                    ExportFormat::Yaml => yaml_serde::to_string(&cur.to_file())?,
                     ExportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&cur.to_file())?),
                     ExportFormat::Dot => cur.to_dot(),
                     ExportFormat::Mermaid => cur.to_mermaid(),
