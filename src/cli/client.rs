@@ -72,11 +72,12 @@ impl Client {
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|_| anyhow!("the server at {} answered {status} with a body that is not JSON", self.server()))?;
         if let Some(e) = body.get("errors").and_then(|e| e.as_array()).and_then(|a| a.first()) {
-            return Err(self.explained(GqlError {
-                code: e["extensions"]["code"].as_str().unwrap_or("UNKNOWN").to_string(),
-                message: e["message"].as_str().unwrap_or("(no message)").to_string(),
-            })
-            .into());
+            return Err(self
+                .explained(GqlError {
+                    code: e["extensions"]["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+                    message: e["message"].as_str().unwrap_or("(no message)").to_string(),
+                })
+                .into());
         }
         if !status.is_success() {
             bail!("the server at {} answered {status}", self.server());

@@ -26,9 +26,7 @@ pub fn man(cmd: clap::Command, verb: Option<&str>, version: &str, out: &mut dyn 
         None => cmd,
         Some(v) => {
             let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
-            cmd.find_subcommand(v)
-                .cloned()
-                .ok_or_else(|| anyhow!("no verb '{v}' (verbs: {})", names.join(", ")))?
+            cmd.find_subcommand(v).cloned().ok_or_else(|| anyhow!("no verb '{v}' (verbs: {})", names.join(", ")))?
         }
     };
     let mut text = Vec::new();

@@ -78,6 +78,11 @@ impl Display {
             self.bar.finish_and_clear();
         } else {
             self.bar.finish();
+            // indicatif leaves the cursor at the end of the bar: the
+            // outcome goes on the next line.
+            if !self.bar.is_hidden() {
+                eprintln!();
+            }
         }
     }
 }

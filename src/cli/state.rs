@@ -242,12 +242,7 @@ impl Current {
             }
         }
         for (id, c) in &self.cins {
-            let _ = writeln!(
-                out,
-                "  {} [shape=note, label={}];",
-                q(&format!("cin:{id}")),
-                lines(id, &c.status)
-            );
+            let _ = writeln!(out, "  {} [shape=note, label={}];", q(&format!("cin:{id}")), lines(id, &c.status));
             for cen in &c.cens {
                 let _ = writeln!(out, "  {} -- {} [style=dashed];", q(&format!("cin:{id}")), q(&format!("cen:{cen}")));
             }
