@@ -1,6 +1,12 @@
 //! A GraphQL client of a leviathan server: queries and mutations over HTTP
 //! (`POST /graphql`), subscriptions over `graphql-transport-ws` on
 //! `/graphql/ws`. The CLI reaches the server through this and nothing else.
+//!
+//! Every way of not getting through names its fix: nothing listening says
+//! to start `leviathan serve` or to pass `--server`; a missing or refused
+//! token names `--token` and `LEVIATHAN_TOKEN` (the server's own message
+//! speaks of the HTTP header, which a CLI user never writes). `--server`
+//! without a scheme is `http://`.
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};

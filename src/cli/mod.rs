@@ -1,7 +1,8 @@
 //! The client verbs of `leviathan`: `apply`, `destroy`, `delete`, `get`,
 //! `watch`, `export`. Each is a GraphQL client of a running server (over
 //! HTTP, and `graphql-transport-ws` for progress and changes), with no side
-//! door into the model or the store.
+//! door into the model or the store. `completions` and `man` (manual.rs)
+//! are generated from the command line's own definitions.
 
 mod client;
 pub mod file;
@@ -20,7 +21,8 @@ use std::time::Instant;
 /// Where the server is.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// The server's URL.
+    /// The server's URL (without a scheme, http://: `127.0.0.1:8080`,
+    /// `localhost:8080`, or a port on 127.0.0.1).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "LEVIATHAN_SERVER")]
     pub server: String,
     /// Bearer token of the server.

@@ -91,7 +91,17 @@ pub async fn follow(client: &Client, op: &str, label: &str) -> anyhow::Result<Ou
     let mut sub = client.subscribe(OPERATION, json!({"id": op})).await?;
     let mut display = Display::new(label);
     let mut last: Option<(String, Option<String>, u64, u64)> = None;
-    while let Some(data) = sub.next().await? {
+    loop {
+        let data = match sub.next().await {
+            Ok(Some(data)) => data,
+            Ok(None) => break,
+            Err(e) => {
+                // The error goes on a line of its own, below the bar.
+                let (done, total) = last.as_ref().map_or((0, 0), |l| (l.2, l.3));
+                display.end(done, total);
+                return Err(e);
+            }
+        };
         let o = &data["operation"];
         let (done, total) = (o["stepsDone"].as_u64().unwrap_or(0), o["stepsTotal"].as_u64().unwrap_or(0));
         display.show(done, total);
