@@ -3,15 +3,19 @@
 mod cli;
 
 use anyhow::bail;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use leviathan::server::{self, AppState};
 use leviathan::service::Service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// `leviathan --version`: the package version and the commit it was built
+/// from (`unknown` outside a git checkout; see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LEVIATHAN_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "leviathan", version, about = "Topology service for container networks")]
+#[command(name = "leviathan", version = VERSION, about = "Topology service for container networks")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -38,6 +42,20 @@ enum Cmd {
     },
     #[command(flatten)]
     Client(cli::Verb),
+    /// Print a shell completion script, e.g.
+    /// `leviathan completions bash > /etc/bash_completion.d/leviathan`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g.
+    /// `leviathan man > /usr/local/share/man/man1/leviathan.1`;
+    /// `leviathan man serve` prints leviathan-serve(1).
+    Man {
+        /// The verb whose page to print (default: the page of leviathan).
+        verb: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -237,6 +255,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", leviathan::graphql::sdl());
             Ok(())
         }
+        Cmd::Completions { shell } => cli::manual::completions(shell, Cli::command(), &mut std::io::stdout()),
+        Cmd::Man { verb } => cli::manual::man(Cli::command(), verb.as_deref(), VERSION, &mut std::io::stdout()),
         Cmd::Serve(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let r = rt.block_on(serve(*args));

@@ -244,7 +244,7 @@ async fn get_tables_and_json_match_the_api() {
     let cli_json: Value = serde_json::from_str(&ok(&s, &["get", "cens", "-o", "json"])).unwrap();
     assert_eq!(cli_json, api["cens"]);
     let yaml = ok(&s, &["get", "cens", "-o", "yaml"]);
-    assert_eq!(serde_yaml::from_str::<Value>(&yaml).unwrap(), api["cens"], "{yaml}");
+    assert_eq!(yaml_serde::from_str::<Value>(&yaml).unwrap(), api["cens"], "{yaml}");
 
     let table = ok(&s, &["get", "cens"]);
     let lines: Vec<&str> = table.lines().collect();
@@ -514,4 +514,111 @@ async fn the_server_logs_one_plain_line_per_change() {
     let text = seen.join("\n");
     assert!(text.contains("rev 4 cenImport: +container host1/lb, +cen back, +cen front"), "{text}");
     assert!(text.contains("rev 7 cenMake: ~cen back, ~cen front"), "{text}");
+}
+
+/// Runs `leviathan ARGS` as given (no server or token added; neither
+/// LEVIATHAN_SERVER nor LEVIATHAN_TOKEN inherited), with `env` set.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
+    cmd.args(args).env_remove("LEVIATHAN_TOKEN").env_remove("LEVIATHAN_SERVER").envs(env.iter().copied());
+    let out = cmd.output().expect("run leviathan");
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn with_no_server_listening_the_cli_says_to_start_one_or_pass_server() {
+    // A port the OS just handed out and nobody listens on.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let ex = example();
+    let verbs =
+        [&["get", "cens"][..], &["export", "-o", "dot"], &["apply", ex.to_str().unwrap()], &["watch", "--since", "0"]];
+    for verb in verbs {
+        let mut args = verb.to_vec();
+        args.extend(["--server", &url]);
+        // `watch --since N` keeps trying: it says so, once, before the
+        // next attempt; the others give up at once.
+        if args[0] == "watch" {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+                .args(&args)
+                .env_remove("LEVIATHAN_TOKEN")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(line.contains("leviathan serve") && line.contains("--server"), "{line}");
+            continue;
+        }
+        let out = run(&args, &[]);
+        assert!(!out.ok, "{args:?} succeeded");
+        let e = out.stderr;
+        assert!(
+            e.contains(&format!("no leviathan server is listening at {url} (connection refused)")),
+            "{args:?}: {e}"
+        );
+        assert!(e.contains("start one with `leviathan serve`") && e.contains("--server"), "{args:?}: {e}");
+        assert!(e.contains("LEVIATHAN_SERVER"), "{args:?}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_address_without_a_scheme_is_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("s.db"), &[]);
+    s.gql("mutation { cenCreate(input: {id: \"a\"}) { revision } }", json!({})).await;
+    let port = s.addr.rsplit_once(':').unwrap().1.to_string();
+    for server in [s.addr.clone(), format!("localhost:{port}"), port] {
+        for env in [false, true] {
+            let out = if env {
+                run(&["get", "cens", "-o", "json"], &[("LEVIATHAN_SERVER", &server)])
+            } else {
+                run(&["get", "cens", "-o", "json", "--server", &server], &[])
+            };
+            assert!(out.ok, "--server {server}: {}", out.stderr);
+            assert_eq!(ids(&serde_json::from_str(&out.stdout).unwrap()), ["a"], "--server {server}");
+        }
+    }
+    // The plan names the server as it is reached.
+    let f = write(dir.path(), "t.yaml", "cens: [{id: b}]\n");
+    let out = run(&["apply", f.to_str().unwrap(), "--dry-run", "--server", &s.addr], &[]);
+    assert!(out.ok && out.stdout.contains(&format!("on http://{} at revision 1", s.addr)), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_token_names_the_flag_and_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("s.db"), &["--token", "the-right-token"]);
+    let url = s.url("");
+    // What the error says; the flags given; the environment.
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 4] = [
+        ("needs a token", &[], &[]),
+        ("did not accept the token given", &["--token", "a-wrong-one"], &[]),
+        ("did not accept the token given", &[], &[("LEVIATHAN_TOKEN", "a-wrong-one")]),
+        ("needs a token", &["--token", ""], &[]),
+    ];
+    // `watch` meets the token on the websocket, the others over HTTP.
+    for verb in [&["get", "cens"][..], &["watch", "--since", "0"], &["export"]] {
+        for (says, flags, env) in cases {
+            let mut args = verb.to_vec();
+            args.extend(["--server", &url]);
+            args.extend(flags);
+            let out = run(&args, env);
+            assert!(!out.ok, "{args:?} {env:?} succeeded");
+            let e = out.stderr;
+            assert!(e.contains(&format!("the server at {url} {says}")), "{args:?} {env:?}: {e}");
+            assert!(e.contains("--token") && e.contains("LEVIATHAN_TOKEN"), "{args:?} {env:?}: {e}");
+            assert!(e.contains("UNAUTHENTICATED") && !e.contains("Authorization"), "{args:?} {env:?}: {e}");
+        }
+    }
+    // With the right one, in either place: accepted.
+    assert!(run(&["get", "cens", "--server", &url, "--token", "the-right-token"], &[]).ok);
+    assert!(run(&["get", "cens", "--server", &url], &[("LEVIATHAN_TOKEN", "the-right-token")]).ok);
 }

@@ -1,6 +1,12 @@
 //! A GraphQL client of a leviathan server: queries and mutations over HTTP
 //! (`POST /graphql`), subscriptions over `graphql-transport-ws` on
 //! `/graphql/ws`. The CLI reaches the server through this and nothing else.
+//!
+//! Every way of not getting through names its fix: nothing listening says
+//! to start `leviathan serve` or to pass `--server`; a missing or refused
+//! token names `--token` and `LEVIATHAN_TOKEN` (the server's own message
+//! speaks of the HTTP header, which a CLI user never writes). `--server`
+//! without a scheme is `http://`.
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
@@ -39,7 +45,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Client> {
-        let base = reqwest::Url::parse(server).with_context(|| format!("--server '{server}' is not a URL"))?;
+        let url = server_url(server);
+        let base = reqwest::Url::parse(&url).with_context(|| format!("--server '{server}' is not a URL"))?;
         if !matches!(base.scheme(), "http" | "https") {
             bail!("--server '{server}': only http:// and https:// are supported");
         }
@@ -65,17 +72,18 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the server at {}", self.server()))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = read_capped(resp).await?;
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|_| anyhow!("the server at {} answered {status} with a body that is not JSON", self.server()))?;
         if let Some(e) = body.get("errors").and_then(|e| e.as_array()).and_then(|a| a.first()) {
-            return Err(GqlError {
-                code: e["extensions"]["code"].as_str().unwrap_or("UNKNOWN").to_string(),
-                message: e["message"].as_str().unwrap_or("(no message)").to_string(),
-            }
-            .into());
+            return Err(self
+                .explained(GqlError {
+                    code: e["extensions"]["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+                    message: e["message"].as_str().unwrap_or("(no message)").to_string(),
+                })
+                .into());
         }
         if !status.is_success() {
             bail!("the server at {} answered {status}", self.server());
@@ -94,7 +102,7 @@ impl Client {
         let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
             .await
             .map_err(|_| anyhow!("connecting to {url} timed out"))?
-            .with_context(|| format!("cannot open a websocket to {url}"))?;
+            .map_err(|e| self.unreachable(&e))?;
         let payload = match &self.token {
             Some(t) => json!({"token": t}),
             None => json!({}),
@@ -105,17 +113,78 @@ impl Client {
             Some(v) if v["type"] == "connection_ack" => {}
             Some(v) => bail!("the server did not accept the websocket connection: {v}"),
             None => {
-                return Err(GqlError {
-                    code: ErrorCode::Unauthenticated.as_str().into(),
-                    message: "the server closed the websocket before accepting it (missing or wrong token?)".into(),
-                }
-                .into())
+                return Err(self
+                    .explained(GqlError {
+                        code: ErrorCode::Unauthenticated.as_str().into(),
+                        message: "the server closed the websocket before accepting it".into(),
+                    })
+                    .into())
             }
         }
         let msg = json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}});
         sub.ws.send(Message::text(msg.to_string())).await?;
         Ok(sub)
     }
+}
+
+impl Client {
+    /// A request that never reached the server: nothing listening (start
+    /// one, or point `--server` at yours), or another network failure with
+    /// the same hint.
+    fn unreachable(&self, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+        let server = self.server();
+        let refused = std::iter::successors(Some(e), |e| e.source()).any(|e| {
+            e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        });
+        if refused {
+            return anyhow!(
+                "no leviathan server is listening at {server} (connection refused): start one with \
+                 `leviathan serve`, or pass --server (or set LEVIATHAN_SERVER) with the address of yours"
+            );
+        }
+        let mut causes = e.to_string();
+        for c in std::iter::successors(e.source(), |e| e.source()) {
+            causes.push_str(&format!(": {c}"));
+        }
+        anyhow!(
+            "cannot reach the server at {server} ({causes}): is it running (`leviathan serve`), and does \
+             --server (or LEVIATHAN_SERVER) give its address?"
+        )
+    }
+
+    /// The server's own words, with what to do about them when the fix is
+    /// on the command line: a missing or wrong token names `--token` and
+    /// `LEVIATHAN_TOKEN` (not the HTTP header the server speaks of).
+    fn explained(&self, e: GqlError) -> GqlError {
+        if e.code != ErrorCode::Unauthenticated.as_str() {
+            return e;
+        }
+        let server = self.server();
+        let message = match self.token {
+            None => format!(
+                "the server at {server} needs a token: pass it with --token, or set LEVIATHAN_TOKEN \
+                 (the token the server was started with)"
+            ),
+            Some(_) => format!(
+                "the server at {server} did not accept the token given (--token or LEVIATHAN_TOKEN): \
+                 give the token the server was started with"
+            ),
+        };
+        GqlError { code: e.code, message }
+    }
+}
+
+/// `--server` as a URL: without a scheme, `http://` (`127.0.0.1:8080`,
+/// `localhost:8080`, `myhost`); a bare port is on 127.0.0.1.
+pub fn server_url(server: &str) -> String {
+    let s = server.trim();
+    if s.contains("://") {
+        return s.to_string();
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return format!("http://127.0.0.1:{s}");
+    }
+    format!("http://{s}")
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> anyhow::Result<Vec<u8>> {
@@ -190,5 +259,33 @@ impl Subscription {
                 _ => continue,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_without_a_scheme_is_http() {
+        assert_eq!(server_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(server_url("localhost:9000"), "http://localhost:9000");
+        assert_eq!(server_url("8081"), "http://127.0.0.1:8081");
+        assert_eq!(server_url("https://lev.example/"), "https://lev.example/");
+        let c = Client::new("127.0.0.1:8080", None).unwrap();
+        assert_eq!(c.server(), "http://127.0.0.1:8080");
+        assert!(Client::new("ftp://x", None).is_err());
+    }
+
+    #[test]
+    fn a_token_error_names_the_flag_and_the_variable() {
+        let refused = || GqlError { code: "UNAUTHENTICATED".into(), message: "send 'Authorization: Bearer'".into() };
+        for token in [None, Some("wrong".to_string())] {
+            let e = Client::new("http://127.0.0.1:1", token).unwrap().explained(refused()).to_string();
+            assert!(e.contains("--token") && e.contains("LEVIATHAN_TOKEN") && e.contains("UNAUTHENTICATED"), "{e}");
+            assert!(!e.contains("Authorization"), "{e}");
+        }
+        let other = GqlError { code: "NOT_FOUND".into(), message: "no CEN".into() };
+        assert_eq!(Client::new("http://127.0.0.1:1", None).unwrap().explained(other).message, "no CEN");
     }
 }

@@ -365,15 +365,15 @@ fn de<T: serde::de::DeserializeOwned>(text: &str, format: Format) -> Result<T, S
     NEXT_NAME.with(|n| n.set(0));
     match format {
         Format::Yaml => {
-            let d = serde_yaml::Deserializer::from_str(text);
+            let d = yaml_serde::Deserializer::from_str(text);
             serde_path_to_error::deserialize(d).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 let at = inner.location().map(|l| format!("line {}, column {}: ", l.line(), l.column()));
-                // serde_yaml puts the path and the place in its own text too.
+                // the YAML parser puts the path and the place in its own text too.
                 let msg = inner.to_string();
                 let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                // serde_yaml prefixes the path of the enclosing value: ours is longer.
+                // the YAML parser prefixes the path of the enclosing value: ours is longer.
                 let msg = match msg.split_once(": ") {
                     Some((head, rest)) if path.starts_with(head) => rest.to_string(),
                     _ => msg,
@@ -553,6 +553,16 @@ mod tests {
         assert!(e.contains("membrs"), "{e}");
         let e = parse("cens:\n  - id: cen1\n    members: [c1]\n    made: perhaps\n", true).unwrap_err();
         assert!(e.contains("line 4") && e.contains("cens[0].made"), "{e}");
+    }
+
+    #[test]
+    fn yaml_errors_name_line_column_and_field() {
+        let e = parse("cens:\n  - id: cen1\n    membrs: [c1]\n", true).unwrap_err();
+        assert!(e.starts_with("line 3, column 5: cens[0].membrs: unknown field `membrs`"), "{e}");
+        let e = parse("cens:\n  - id: cen1\n    made: perhaps\n", true).unwrap_err();
+        assert!(e.starts_with("line 3, column 11: cens[0].made: "), "{e}");
+        let e = parse("cins:\n  - id: i\n    cens: [a, \"\"]\n", true).unwrap_err();
+        assert!(e.starts_with("line 3, column 11: cins[0].cens[1]: empty id"), "{e}");
     }
 
     #[test]

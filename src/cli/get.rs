@@ -86,7 +86,7 @@ pub async fn run(client: &Client, kind: Kind, id: Option<&str>, f: &Filters, out
     }
     Ok(match out {
         Output::Json => format!("{}\n", serde_json::to_string_pretty(&value)?),
-        Output::Yaml => serde_yaml::to_string(&value)?,
+        Output::Yaml => yaml_serde::to_string(&value)?,
         Output::Table => {
             let rows = match value {
                 Value::Array(a) => a,

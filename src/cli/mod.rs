@@ -1,12 +1,14 @@
 //! The client verbs of `leviathan`: `apply`, `destroy`, `delete`, `get`,
 //! `watch`, `export`. Each is a GraphQL client of a running server (over
 //! HTTP, and `graphql-transport-ws` for progress and changes), with no side
-//! door into the model or the store.
+//! door into the model or the store. `completions` and `man` (manual.rs)
+//! are generated from the command line's own definitions.
 
 mod client;
 pub mod file;
 mod get;
 pub mod listen;
+pub mod manual;
 mod plan;
 mod progress;
 mod state;
@@ -19,7 +21,8 @@ use std::time::Instant;
 /// Where the server is.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// The server's URL.
+    /// The server's URL (without a scheme, http://: `127.0.0.1:8080`,
+    /// `localhost:8080`, or a port on 127.0.0.1).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "LEVIATHAN_SERVER")]
     pub server: String,
     /// Bearer token of the server.
@@ -153,7 +156,7 @@ pub fn run(verb: Verb) -> anyhow::Result<()> {
                 let c = connect(&client)?;
                 let cur = state::Current::fetch(&c).await?;
                 let text = match output {
-                    ExportFormat::Yaml => serde_yaml::to_string(&cur.to_file())?,
+                    ExportFormat::Yaml => yaml_serde::to_string(&cur.to_file())?,
                     ExportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&cur.to_file())?),
                     ExportFormat::Dot => cur.to_dot(),
                     ExportFormat::Mermaid => cur.to_mermaid(),

@@ -205,11 +205,14 @@ impl Current {
     }
 
     /// Graphviz: hosts as clusters of containers, CENs as boxes, CINs as
-    /// notes over their CENs.
+    /// notes over their CENs. A label of two lines is one DOT string with
+    /// DOT's own line break (`\n` in the file), each line escaped apart, so
+    /// that Graphviz draws two lines and never a backslash.
     pub fn to_dot(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::from("graph leviathan {\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n");
-        let q = |x: &str| format!("\"{}\"", x.replace('\\', "\\\\").replace('"', "\\\""));
+        let q = |x: &str| format!("\"{}\"", dot_escape(x));
+        let lines = |a: &str, b: &str| format!("\"{}\\n{}\"", dot_escape(a), dot_escape(b));
         let mut by_host: BTreeMap<&str, Vec<&Key>> = BTreeMap::new();
         for k in self.containers.keys() {
             by_host.entry(&k.0).or_default().push(k);
@@ -219,10 +222,10 @@ impl Current {
             for k in keys {
                 let c = &self.containers[*k];
                 let label = match &c.tag {
-                    Some(t) => format!("{}\\n[{t}]", k.1),
-                    None => k.1.clone(),
+                    Some(t) => lines(&k.1, &format!("[{t}]")),
+                    None => q(&k.1),
                 };
-                let _ = writeln!(out, "    {} [shape=ellipse, label={}];", q(&format!("c:{}/{}", k.0, k.1)), q(&label));
+                let _ = writeln!(out, "    {} [shape=ellipse, label={label}];", q(&format!("c:{}/{}", k.0, k.1)));
             }
             out.push_str("  }\n");
         }
@@ -232,19 +235,14 @@ impl Current {
                 "  {} [shape=box, style=filled, fillcolor={}, label={}];",
                 q(&format!("cen:{id}")),
                 q(status_colour(&c.status)),
-                q(&format!("{id}\\n{}", c.status))
+                lines(id, &c.status)
             );
             for k in &c.members {
                 let _ = writeln!(out, "  {} -- {};", q(&format!("cen:{id}")), q(&format!("c:{}/{}", k.0, k.1)));
             }
         }
         for (id, c) in &self.cins {
-            let _ = writeln!(
-                out,
-                "  {} [shape=note, label={}];",
-                q(&format!("cin:{id}")),
-                q(&format!("{id}\\n{}", c.status))
-            );
+            let _ = writeln!(out, "  {} [shape=note, label={}];", q(&format!("cin:{id}")), lines(id, &c.status));
             for cen in &c.cens {
                 let _ = writeln!(out, "  {} -- {} [style=dashed];", q(&format!("cin:{id}")), q(&format!("cen:{cen}")));
             }
@@ -293,11 +291,46 @@ impl Current {
     }
 }
 
+/// Text inside a DOT string: backslashes and quotes escaped (so an id can
+/// never end the string or start an escape), line breaks as DOT's `\n`.
+fn dot_escape(x: &str) -> String {
+    x.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn status_colour(status: &str) -> &'static str {
     match status {
         "READY" => "palegreen",
         "FAILED" => "salmon",
         "PREPARING" | "DESTROYING" => "khaki",
         _ => "lightgrey",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_labels_break_lines_the_dot_way_and_escape_the_rest() {
+        let plain = CurContainer { tag: None, netns_path: None, pool: None, in_cens: 1 };
+        let mut cur = Current {
+            host_id: "host1".into(),
+            revision: 1,
+            hosts: ["host1".to_string()].into(),
+            containers: [
+                (("host1".into(), "db1".into()), CurContainer { tag: Some("db".into()), ..plain.clone() }),
+                (("host1".into(), "q\"\\".into()), plain),
+            ]
+            .into(),
+            cens: BTreeMap::new(),
+            cins: BTreeMap::new(),
+            pools: BTreeMap::new(),
+        };
+        cur.cens.insert("back".into(), CurCen { members: vec![], made: false, status: "PENDING".into() });
+        let dot = cur.to_dot();
+        assert!(dot.contains(r#"label="db1\n[db]""#), "{dot}");
+        assert!(dot.contains(r#"label="back\nPENDING""#), "{dot}");
+        assert!(dot.contains(r#"label="q\"\\""#), "{dot}");
+        assert!(!dot.contains(r"\\n"), "{dot}");
     }
 }
