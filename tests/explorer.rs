@@ -36,18 +36,8 @@ async fn explorer_renders_offline_and_reaches_the_api() {
     let url = s.url("/graphiql?token=expl0re");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=15000",
-                "--dump-dom",
-            ])
+            .args(browser::HEADLESS)
+            .args(["--virtual-time-budget=15000", "--dump-dom"])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
             .output()
