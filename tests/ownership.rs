@@ -259,6 +259,8 @@ async fn links_made_by_hand_in_the_fabric_are_foreign_and_left_alone() {
     let mut left = strays.clone();
     left.insert("lo".into());
     assert_eq!(link_names(&fabric), left);
+    // The ledger forgot every link it recorded there; the fabric it keeps.
+    assert_eq!(owned_rows(&state), 1, "the ledger still records links that are gone");
 }
 
 #[tokio::test]
