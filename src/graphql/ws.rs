@@ -233,7 +233,7 @@ pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, 
 /// configured size. The socket library's error type is that of axum's own
 /// version of it, so it is recognized by its message ("Space limit
 /// exceeded: Message too long: N > MAX").
-pub fn over_limit(e: &axum::Error) -> bool {
+fn over_limit(e: &axum::Error) -> bool {
     e.to_string().starts_with("Space limit exceeded")
 }
 
