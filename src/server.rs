@@ -31,6 +31,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
     let compat = leviathan_rest_compat::CompatConfig {
         body_limit: state.body_limit,
         monitor_send_timeout: ws.config().send_timeout,
+        monitor_max_message: ws.config().max_message_size,
         monitor_max_connections: ws.config().max_connections,
         shutdown: ws.config().shutdown.receiver(),
         ..Default::default()

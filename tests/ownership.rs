@@ -1,5 +1,6 @@
 //! Leviathan touches only what it made: a namespace made by hand under its
-//! prefix survives reconcile and restart and is reported as foreign; one
+//! prefix, and a link or bridge made by hand in its fabric, survive
+//! reconcile and restart and are reported as foreign; one
 //! server per prefix and per state file; a server that cannot listen, or
 //! is not root, changes nothing; a container of another host leaves a made
 //! CEN alone; after destroy nothing it recorded remains.
@@ -192,4 +193,108 @@ async fn a_container_of_another_host_leaves_a_made_cen_alone() {
     let aliases: Vec<&str> = fabric.as_array().unwrap().iter().filter_map(|l| l["ifalias"].as_str()).collect();
     assert!(aliases.contains(&"leviathan: CEN cen1"), "{aliases:?}");
     assert!(aliases.contains(&"leviathan: host1/c1 on CEN cen1"), "{aliases:?}");
+}
+
+/// Names of the links in a namespace.
+fn link_names(ns: &str) -> std::collections::BTreeSet<String> {
+    links(ns).into_keys().collect()
+}
+
+fn ip(args: &[&str]) {
+    assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+}
+
+#[tokio::test]
+async fn links_made_by_hand_in_the_fabric_are_foreign_and_left_alone() {
+    if !can_run("links_made_by_hand_in_the_fabric_are_foreign_and_left_alone") {
+        return;
+    }
+    let p = Prefix::new("o");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let s = Server::start(&state, &["--prefix", &p.0]);
+    make_cen1(&s).await;
+    let fabric = p.fabric();
+    let ours = link_names(&fabric);
+    // A veth pair and a bridge made by hand in the fabric, under the prefix.
+    let (fh0, fh1, fbr) = (format!("{}fh0", p.0), format!("{}fh1", p.0), format!("{}fbr", p.0));
+    ip(&["-n", &fabric, "link", "add", &fh0, "type", "veth", "peer", "name", &fh1]);
+    ip(&["-n", &fabric, "link", "add", &fbr, "type", "bridge"]);
+    let strays: std::collections::BTreeSet<String> = [&fh0, &fh1, &fbr].into_iter().cloned().collect();
+    let listed = json!([
+        format!("link {fbr} in fabric namespace"),
+        format!("link {fh0} in fabric namespace"),
+        format!("link {fh1} in fabric namespace"),
+    ]);
+    // One of ours deleted by hand: repaired as before.
+    let veth = links(&fabric)
+        .into_iter()
+        .find(|(n, l)| l.kind == "veth" && ours.contains(n))
+        .map(|(n, _)| n)
+        .expect("a veth of ours in the fabric");
+    ip(&["-n", &fabric, "link", "del", &veth]);
+    let r = s.gql("mutation { reconcile(input: {wait: true}) { done foreign } }", json!({})).await;
+    assert_eq!(r["reconcile"]["done"], true);
+    assert_eq!(r["reconcile"]["foreign"], listed);
+    let now = link_names(&fabric);
+    assert!(now.is_superset(&strays), "reconcile removed links made by hand: {now:?}");
+    assert!(now.is_superset(&ours), "reconcile did not repair {veth}: {now:?}");
+    // A change touching the fabric leaves them alone too.
+    let join = "mutation { containerJoinCen(input: {containerId: \"c4\", cenId: \"cen1\"}) { revision } }";
+    s.gql(join, json!({})).await;
+    let r = s.gql("mutation { reconcile(input: {wait: true}) { done foreign } }", json!({})).await;
+    assert_eq!(r["reconcile"]["foreign"], listed);
+    assert!(link_names(&fabric).is_superset(&strays));
+    assert!(link_names(&p.ns("c4")).contains("cen1"), "the join was realized");
+    // After a restart: adopted, still foreign, still there; ours untouched.
+    let before = ifindexes(&p);
+    s.kill9();
+    let s = Server::start(&state, &["--prefix", &p.0]);
+    let r = s.gql("mutation { reconcile(input: {wait: true}) { done foreign } }", json!({})).await;
+    assert_eq!(r["reconcile"]["foreign"], listed);
+    assert_eq!(ifindexes(&p), before, "adoption changed something");
+    // Destroy removes what was made here; the fabric stays for its strangers.
+    s.gql("mutation { cenDestroy(input: {ids: [\"cen1\"]}) { revision } }", json!({})).await;
+    assert_eq!(namespaces(&p.0), [fabric.clone()].into_iter().collect());
+    let mut left = strays.clone();
+    left.insert("lo".into());
+    assert_eq!(link_names(&fabric), left);
+    // The ledger forgot every link it recorded there; the fabric it keeps.
+    assert_eq!(owned_rows(&state), 1, "the ledger still records links that are gone");
+}
+
+#[tokio::test]
+async fn a_ledger_from_before_fabric_links_were_recorded_keeps_its_fabric() {
+    if !can_run("a_ledger_from_before_fabric_links_were_recorded_keeps_its_fabric") {
+        return;
+    }
+    let p = Prefix::new("o");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let s = Server::start(&state, &["--prefix", &p.0]);
+    make_cen1(&s).await;
+    s.kill9();
+    let fabric = p.fabric();
+    let fabric_rows = || -> i64 {
+        let c = rusqlite::Connection::open(&state).unwrap();
+        c.query_row("SELECT count(*) FROM owned WHERE ns = ?1 AND link != ''", [&fabric], |r| r.get(0)).unwrap()
+    };
+    assert!(fabric_rows() > 0, "the fabric's links are recorded");
+    {
+        // As an older build left it: the fabric namespace recorded, not its links.
+        let c = rusqlite::Connection::open(&state).unwrap();
+        c.execute("DELETE FROM owned WHERE ns = ?1 AND link != ''", [&fabric]).unwrap();
+        c.execute_batch("DROP TABLE ledger_meta").unwrap();
+    }
+    let before = ifindexes(&p);
+    let s = Server::start(&state, &["--prefix", &p.0]);
+    let r = s.gql("mutation { reconcile(input: {wait: true}) { done foreign } }", json!({})).await;
+    assert_eq!(r["reconcile"]["foreign"], json!([]), "what an older build made is still its own");
+    assert_eq!(ifindexes(&p), before);
+    assert!(fabric_rows() > 0, "the fabric's links were taken into the ledger");
+    // From then on a link made by hand there is foreign.
+    let stray = format!("{}fbr", p.0);
+    ip(&["-n", &fabric, "link", "add", &stray, "type", "bridge"]);
+    let r = s.gql("mutation { reconcile(input: {wait: true}) { done foreign } }", json!({})).await;
+    assert_eq!(r["reconcile"]["foreign"], json!([format!("link {stray} in fabric namespace")]));
 }

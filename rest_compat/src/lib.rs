@@ -43,7 +43,8 @@ pub struct CompatConfig {
     pub body_limit: usize,
     /// How long a monitor `start` waits for the subscription's initial state.
     pub monitor_start_timeout: Duration,
-    /// Largest websocket message accepted by the monitor, in bytes.
+    /// Largest websocket message accepted by the monitor, in bytes (the
+    /// server passes its `--ws-max-message`); a larger one closes with 1009.
     pub monitor_max_message: usize,
     /// Most monitors one connection may hold at once.
     pub max_monitors: usize,
@@ -60,7 +61,7 @@ impl Default for CompatConfig {
         CompatConfig {
             body_limit: 8 * 1024 * 1024,
             monitor_start_timeout: Duration::from_secs(10),
-            monitor_max_message: 64 * 1024,
+            monitor_max_message: 256 * 1024,
             max_monitors: 100,
             monitor_send_timeout: Duration::from_secs(10),
             monitor_max_connections: 10_000,

@@ -20,6 +20,12 @@
 //! `subscribe` before the connection was acknowledged), 4408 no
 //! `connection_init` in time, 4409 duplicate subscription id, 4429 a second
 //! `connection_init`.
+//!
+//! A message over [`WsConfig::max_message_size`] closes the connection with
+//! 1009 (message too big) and a reason naming the limit, on either
+//! protocol. The socket library refuses such a frame from its header,
+//! before reading its payload, so what one message can buffer stays
+//! bounded by the limit.
 
 use super::LeviathanSchema;
 use crate::auth::token_matches;
@@ -181,6 +187,10 @@ pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, 
     let stop = loop {
         let step = tokio::select! {
             msg = incoming.next() => match msg {
+                Some(Err(e)) if over_limit(&e) => Err(Stop::Close(
+                    1009,
+                    format!("message over the limit of {} bytes", conn.cfg.max_message_size),
+                )),
                 None | Some(Err(_)) => Err(Stop::Drop),
                 Some(Ok(msg)) => {
                     last_heard = Instant::now();
@@ -217,6 +227,14 @@ pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, 
         Stop::Drop => {}
     }
     // Dropping the halves closes the TCP connection and every subscription.
+}
+
+/// Whether a read failed because the peer's message (or frame) is over the
+/// configured size. The socket library's error type is that of axum's own
+/// version of it, so it is recognized by its message ("Space limit
+/// exceeded: Message too long: N > MAX").
+fn over_limit(e: &axum::Error) -> bool {
+    e.to_string().starts_with("Space limit exceeded")
 }
 
 fn text(v: &Value) -> Message {

@@ -4,8 +4,10 @@
 //! its peer's answer), never by a dump of its namespace.
 //!
 //! Invariants: with a ledger, only what it records is ours; anything else
-//! under the prefix is reported as foreign and never touched. A namespace
-//! whose dump failed is left dirty and looked at again on the next apply.
+//! under the prefix (a namespace, a link in the host's or a bound
+//! namespace, any link in the fabric) is reported as foreign and never
+//! touched. A namespace whose dump failed is left dirty and looked at
+//! again on the next apply.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -18,6 +20,15 @@ use super::plan::{GroupIndex, VethEnd};
 use super::{
     blocking, config, handles, ledger, netns, watch, Config, FabricMode, LinkName, Realizer, CREATE_CHUNK, IN_FLIGHT,
 };
+
+/// What the ledger should learn from one namespace's dump.
+enum LedgerWork {
+    None,
+    /// A ledger from before fabric links were recorded: these are ours.
+    AdoptFabric(Vec<ledger::Entry>),
+    /// Recorded links that are no longer there.
+    Forget(Vec<ledger::Entry>),
+}
 
 impl Realizer {
     /// Adopt what exists under the prefix: open every namespace we own
@@ -134,6 +145,13 @@ impl Realizer {
             if let Err(e) = l.forget(&gone) {
                 tracing::warn!(error = %e, "forgetting namespaces that are gone");
             }
+            // A ledger from before fabric links were recorded, with no
+            // fabric to adopt: every fabric link from now on is recorded.
+            if !l.fabric_links_recorded() && !present.contains(&fabric_file) {
+                if let Err(e) = l.adopt_fabric_links(&[]) {
+                    tracing::warn!(error = %e, "marking the ledger as recording fabric links");
+                }
+            }
         }
         Ok(ids)
     }
@@ -172,23 +190,69 @@ impl Realizer {
         Ok(())
     }
 
-    /// In a namespace that is not ours (the host's, or one bound by path),
-    /// a link is ours only if the ledger records it; the others that carry
-    /// our prefix or group are someone else's, reported and left alone.
-    fn own(&mut self, ns: &NsId, st: &mut NsState) {
-        let Some(l) = &self.ledger else { return };
-        if !matches!(ns, NsId::Host | NsId::Path(_)) {
-            return;
+    /// In a namespace that is not ours alone (the host's, the fabric, or
+    /// one bound by path), a link is ours only if the ledger records it;
+    /// the others (carrying our prefix or group; in the fabric, any) are
+    /// someone else's, reported and left alone. Returns what the ledger
+    /// should learn from this dump.
+    fn own(&mut self, ns: &NsId, st: &mut NsState) -> LedgerWork {
+        let Some(l) = self.ledger.clone() else { return LedgerWork::None };
+        if !matches!(ns, NsId::Host | NsId::Path(_) | NsId::Fabric) {
+            return LedgerWork::None;
         }
         let key = ledger::ns_key(ns, &self.cfg.prefix);
+        if *ns == NsId::Fabric && !l.fabric_links_recorded() {
+            // A ledger from before fabric links were recorded: what is
+            // there now was taken as ours then, and still is.
+            return LedgerWork::AdoptFabric(
+                st.links().filter(|x| x.ours).map(|x| (key.clone(), x.name.clone())).collect(),
+            );
+        }
         let strangers: Vec<(u32, String)> =
             st.links().filter(|x| x.ours && !l.contains(&key, &x.name)).map(|x| (x.index, x.name.clone())).collect();
         for (idx, name) in strangers {
             if let Some(x) = st.link_mut(idx) {
                 x.ours = false;
             }
-            tracing::warn!(link = %name, "{ns}: a link carrying the prefix that this leviathan did not make: left alone");
+            match ns {
+                NsId::Fabric => {
+                    tracing::warn!(link = %name, "{ns}: a link that this leviathan did not make: left alone")
+                }
+                _ => tracing::warn!(
+                    link = %name,
+                    "{ns}: a link carrying the prefix that this leviathan did not make: left alone"
+                ),
+            }
             self.foreign.insert(format!("link {name} in {ns}"));
+        }
+        if matches!(ns, NsId::Fabric | NsId::Host) {
+            // Recorded links that are gone (deleted by hand, or taken with
+            // the container namespace of their peer): forgotten.
+            let gone: Vec<ledger::Entry> =
+                l.links_in(&key).into_iter().filter(|n| st.link(n).is_none()).map(|n| (key.clone(), n)).collect();
+            if !gone.is_empty() {
+                return LedgerWork::Forget(gone);
+            }
+        }
+        LedgerWork::None
+    }
+
+    /// Does what [`Realizer::own`] found the ledger should learn.
+    async fn ledger_work(&self, work: LedgerWork) {
+        let Some(l) = self.ledger.clone() else { return };
+        let (what, r) = match work {
+            LedgerWork::None => return,
+            LedgerWork::AdoptFabric(entries) => {
+                ("recording the fabric's links", blocking(move || l.adopt_fabric_links(&entries)).await)
+            }
+            LedgerWork::Forget(entries) => {
+                ("forgetting links that are gone", blocking(move || l.forget(&entries)).await)
+            }
+        };
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "{what}"),
+            Err(e) => tracing::warn!(error = %e, "{what}"),
         }
     }
 
@@ -207,8 +271,9 @@ impl Realizer {
         for (ns, r) in nl::bounded(futs, IN_FLIGHT).await {
             match r {
                 Ok(mut st) => {
-                    self.own(&ns, &mut st);
+                    let work = self.own(&ns, &mut st);
                     self.observed.insert_ns(ns, st);
+                    self.ledger_work(work).await;
                 }
                 Err(e) => {
                     tracing::warn!("observing {ns}: {e}");

@@ -19,6 +19,13 @@ use super::plan::{self, GroupIndex, Op, Plan, Scope, Step};
 use super::report::{ApplyError, ApplyReport};
 use super::{blocking, ledger, Progress, Realizer};
 
+/// Whether the ledger records each link made in a namespace (one that is
+/// not ours alone: the host's, the fabric, one bound by path), not just the
+/// namespace.
+fn links_recorded(ns: &NsId) -> bool {
+    matches!(ns, NsId::Host | NsId::Path(_) | NsId::Fabric)
+}
+
 impl Realizer {
     /// Make the kernel match `desired`, looking at everything (adoption,
     /// reconcile). Never fails as a whole: the report says, per CEN and per
@@ -189,21 +196,21 @@ impl Realizer {
     }
 
     /// Records in the ledger every namespace the plan creates and every
-    /// link it creates in a namespace that is not ours.
+    /// link it creates in a namespace that is not ours alone (the host's,
+    /// the fabric, one bound by path).
     async fn record(&self, plan: &Plan) -> Result<(), LedgerError> {
         let Some(l) = self.ledger.clone() else { return Ok(()) };
         let prefix = &self.cfg.prefix;
-        let foreign_ns = |ns: &NsId| matches!(ns, NsId::Host | NsId::Path(_));
         let mut entries: Vec<ledger::Entry> = Vec::new();
         for s in &plan.steps {
             match &s.op {
                 Op::CreateNetns { ns } => entries.push((ledger::ns_key(ns, prefix), String::new())),
-                Op::CreateBridge { ns, name, .. } | Op::CreateVxlan { ns, name, .. } if foreign_ns(ns) => {
+                Op::CreateBridge { ns, name, .. } | Op::CreateVxlan { ns, name, .. } if links_recorded(ns) => {
                     entries.push((ledger::ns_key(ns, prefix), name.clone()))
                 }
                 Op::CreateVeth { a, b, .. } => {
                     for end in [a, b] {
-                        if foreign_ns(&end.ns) {
+                        if links_recorded(&end.ns) {
                             entries.push((ledger::ns_key(&end.ns, prefix), end.name.clone()));
                         }
                     }
@@ -217,13 +224,13 @@ impl Realizer {
         blocking(move || l.record(&entries)).await.map_err(|e| LedgerError::new(e.context.clone(), &e.cause))?
     }
 
-    /// Names of the links a group delete in a namespace that is not ours
-    /// takes (to forget them once gone).
+    /// Names of the links a group delete in a namespace whose links are
+    /// recorded takes (to forget them once gone).
     fn names_of_doomed_groups(&self, plan: &Plan) -> BTreeMap<(NsId, u32), Vec<String>> {
         let mut out = BTreeMap::new();
         for s in &plan.steps {
             if let Op::DeleteGroup { ns, group } = &s.op {
-                if matches!(ns, NsId::Host | NsId::Path(_)) {
+                if links_recorded(ns) {
                     let names = self
                         .observed
                         .in_group(*group)
@@ -245,8 +252,19 @@ impl Realizer {
         }
         let prefix = &self.cfg.prefix;
         match op {
-            Op::DeleteNetns { ns } => vec![(ledger::ns_key(ns, prefix), String::new())],
-            Op::DeleteLink { ns, name, .. } if matches!(ns, NsId::Host | NsId::Path(_)) => {
+            // The namespace, and the recorded ends of its veths elsewhere
+            // (the kernel deletes them with it).
+            Op::DeleteNetns { ns } => {
+                let mut out = vec![(ledger::ns_key(ns, prefix), String::new())];
+                let peers = self.observed.ns(ns).into_iter().flat_map(|st| st.links()).filter_map(|l| {
+                    let pns = l.peer_ns.as_ref().filter(|p| *p != ns && links_recorded(p))?;
+                    let peer = self.observed.ns(pns)?.link_by_index(l.peer?)?;
+                    Some((ledger::ns_key(pns, prefix), peer.name.clone()))
+                });
+                out.extend(peers);
+                out
+            }
+            Op::DeleteLink { ns, name, .. } if links_recorded(ns) => {
                 vec![(ledger::ns_key(ns, prefix), name.clone())]
             }
             Op::DeleteGroup { ns, group } => groups

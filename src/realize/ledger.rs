@@ -5,7 +5,13 @@
 //! destroy touch only what is recorded here; something that merely carries
 //! the prefix is someone else's (CNI's and containerlab's rule).
 //!
-//! Links inside a namespace leviathan made are its own with the namespace.
+//! Links inside a managed container namespace are its own with the
+//! namespace. The fabric namespace is shared ground (an operator may add a
+//! link or bridge there), so each link leviathan makes in it is recorded
+//! too; one it did not make is foreign like any other. A ledger written
+//! before fabric links were recorded is marked as such (no `fabric_links`
+//! row in `ledger_meta`): the fabric's links present at its first adoption
+//! are taken as recorded then, as they were treated before.
 //! The ledger is a table of the state file (SQLite), or of a file of its
 //! own beside an etcd-backed server: what one host made is that host's.
 
@@ -34,7 +40,13 @@ pub struct Ledger {
     conn: Mutex<Connection>,
     /// Everything recorded, for lookups without a query.
     owned: Mutex<BTreeSet<Entry>>,
+    /// Whether the links made in the fabric are recorded (false for a
+    /// ledger from a build that did not record them, until adopted).
+    fabric_links: Mutex<bool>,
 }
+
+/// The `ledger_meta` row saying fabric links are recorded.
+const FABRIC_LINKS: &str = "fabric_links";
 
 impl Ledger {
     /// Opens (or creates) the ledger in the SQLite file `path`.
@@ -48,16 +60,68 @@ impl Ledger {
         // machine, so it needs no flush to the platter (WAL, NORMAL).
         conn.pragma_update(None, "journal_mode", "WAL").map_err(what)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(what)?;
+        let existed: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'owned'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(what)?
+            > 0;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS owned (ns TEXT NOT NULL, link TEXT NOT NULL, PRIMARY KEY (ns, link)) WITHOUT ROWID;",
+            "CREATE TABLE IF NOT EXISTS owned (ns TEXT NOT NULL, link TEXT NOT NULL, PRIMARY KEY (ns, link)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )
         .map_err(what)?;
+        if !existed {
+            conn.execute("INSERT OR IGNORE INTO ledger_meta VALUES (?1, '1')", [FABRIC_LINKS]).map_err(what)?;
+        }
+        let fabric_links: bool = conn
+            .query_row("SELECT count(*) FROM ledger_meta WHERE key = ?1", [FABRIC_LINKS], |r| r.get::<_, i64>(0))
+            .map_err(what)?
+            > 0;
         let owned = {
             let mut stmt = conn.prepare("SELECT ns, link FROM owned").map_err(what)?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(what)?;
             rows.collect::<Result<BTreeSet<Entry>, _>>().map_err(what)?
         };
-        Ok(Ledger { conn: Mutex::new(conn), owned: Mutex::new(owned) })
+        Ok(Ledger { conn: Mutex::new(conn), owned: Mutex::new(owned), fabric_links: Mutex::new(fabric_links) })
+    }
+
+    /// Whether the links made in the fabric are recorded (see the module
+    /// docs); until then every link in the fabric is taken as ours.
+    pub fn fabric_links_recorded(&self) -> bool {
+        *self.fabric_links.lock()
+    }
+
+    /// The links recorded in one namespace.
+    pub fn links_in(&self, ns: &str) -> Vec<String> {
+        let owned = self.owned.lock();
+        owned
+            .range((ns.to_string(), String::new())..)
+            .take_while(|(n, _)| n == ns)
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// Records the fabric links of a ledger written before they were
+    /// recorded (what its first adoption finds there) and marks it as
+    /// recording them from now on, in one transaction.
+    pub fn adopt_fabric_links(&self, entries: &[Entry]) -> Result<(), LedgerError> {
+        let adopting = |e: rusqlite::Error| LedgerError::new("recording the fabric's links", e);
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(adopting)?;
+        {
+            let mut put =
+                tx.prepare_cached("INSERT OR IGNORE INTO owned (ns, link) VALUES (?1, ?2)").map_err(adopting)?;
+            for (ns, link) in entries {
+                put.execute(params![ns, link]).map_err(adopting)?;
+            }
+        }
+        tx.execute("INSERT OR IGNORE INTO ledger_meta VALUES (?1, '1')", [FABRIC_LINKS]).map_err(adopting)?;
+        tx.commit().map_err(adopting)?;
+        self.owned.lock().extend(entries.iter().cloned());
+        *self.fabric_links.lock() = true;
+        Ok(())
     }
 
     pub fn contains(&self, ns: &str, link: &str) -> bool {
@@ -164,5 +228,33 @@ mod tests {
         drop(l);
         let l = Ledger::open(&path).unwrap();
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn a_ledger_from_before_fabric_links_were_recorded_adopts_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = |n: &str, l: &str| (n.to_string(), l.to_string());
+        // A new ledger records them from the start.
+        let fresh = Ledger::open(&dir.path().join("new.db")).unwrap();
+        assert!(fresh.fabric_links_recorded());
+        // An old one: the table without the mark.
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE owned (ns TEXT NOT NULL, link TEXT NOT NULL, PRIMARY KEY (ns, link)) WITHOUT ROWID;
+                 INSERT INTO owned VALUES ('t-fabric', '');",
+            )
+            .unwrap();
+        }
+        let l = Ledger::open(&path).unwrap();
+        assert!(!l.fabric_links_recorded());
+        l.adopt_fabric_links(&[e("t-fabric", "t-b1"), e("t-fabric", "t-v1")]).unwrap();
+        assert!(l.fabric_links_recorded());
+        assert_eq!(l.links_in("t-fabric"), ["t-b1", "t-v1"], "the namespace's own row is not a link");
+        drop(l);
+        let l = Ledger::open(&path).unwrap();
+        assert!(l.fabric_links_recorded(), "the mark is kept");
+        assert!(l.contains("t-fabric", "t-b1") && l.contains("t-fabric", ""));
     }
 }

@@ -8,6 +8,11 @@
 //! goes through one queue to the socket, so a `start`'s response always
 //! precedes that monitor's first event. Errors answer the request that
 //! caused them and close nothing.
+//!
+//! A message over [`crate::CompatConfig::monitor_max_message`] (the server's
+//! `--ws-max-message`) closes the connection with 1009 and a reason naming
+//! the limit; the socket library refuses such a frame from its header, so
+//! what one message can buffer stays bounded by the limit.
 
 pub mod subscription;
 
@@ -108,8 +113,10 @@ async fn connection<E: Executor>(socket: WebSocket, st: Compat<E>) {
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Err(e)) => {
-                let text = e.to_string();
-                if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
+                // The socket library's error type is that of axum's own
+                // version of it: recognized by its message ("Space limit
+                // exceeded: Message too long: N > MAX").
+                if e.to_string().starts_with("Space limit exceeded") {
                     conn.close(1009, &format!("message over the limit of {max} bytes")).await;
                 }
                 break;

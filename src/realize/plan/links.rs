@@ -33,7 +33,10 @@ impl<'a> Planner<'a> {
             let ours = matches!(ns, NsId::Managed(_)) || (*ns == NsId::Fabric && self.cfg.fabric == FabricMode::Netns);
             // In host mode an old fabric namespace is a leftover: remove it.
             let leftover_fabric = *ns == NsId::Fabric && self.cfg.fabric == FabricMode::Host;
-            if (ours && !self.ns_wanted(ns)) || leftover_fabric {
+            // A fabric holding links that are not ours stays (with them).
+            let holds_foreign = *ns == NsId::Fabric
+                && self.cur.ns(ns).is_some_and(|st| st.links().any(|l| !l.ours && l.kind != LinkKind::Loopback));
+            if ((ours && !self.ns_wanted(ns)) || leftover_fabric) && !holds_foreign {
                 self.deleted_ns.insert(ns.clone());
                 self.steps.push(Step { op: Op::DeleteNetns { ns: ns.clone() }, cens: vec![], cin: None });
             }

@@ -470,6 +470,47 @@ fn path_namespaces_are_never_deleted_and_foreign_links_kept() {
 }
 
 #[test]
+fn links_in_the_fabric_that_are_not_ours_are_kept_and_so_is_the_fabric() {
+    let stranger = |index: u32, name: &str, kind: LinkKind, peer: Option<u32>| LinkState {
+        index,
+        name: name.into(),
+        kind,
+        peer,
+        peer_ns: peer.map(|_| NsId::Fabric),
+        up: true,
+        ours: false,
+        ..Default::default()
+    };
+    let mut obs = Observed::default();
+    converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
+    for l in [
+        stranger(901, "t-fh0", LinkKind::Veth, Some(902)),
+        stranger(902, "t-fh1", LinkKind::Veth, Some(901)),
+        stranger(903, "t-fbr", LinkKind::Bridge, None),
+    ] {
+        obs.insert_link(&NsId::Fabric, l);
+    }
+    let fabric_names = |obs: &Observed| -> Vec<String> {
+        let mut v: Vec<String> = obs.namespaces()[&NsId::Fabric].links().map(|l| l.name.clone()).collect();
+        v.sort();
+        v
+    };
+    // Nothing to do about them while the CEN is made.
+    let p = converge(&mut obs, &desired(&[("cen1", &["c1", "c2", "c3"])]));
+    assert!(p.is_empty(), "{:#?}", p.steps);
+    // Destroyed: our links go, theirs and the fabric holding them stay.
+    let p = converge(&mut obs, &Desired::default());
+    assert!(!p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns: NsId::Fabric })), "{:#?}", p.steps);
+    assert_eq!(fabric_names(&obs), ["lo", "t-fbr", "t-fh0", "t-fh1"]);
+    // Without them, an unwanted fabric goes as before.
+    for i in [901, 902, 903] {
+        obs.remove_link(&NsId::Fabric, i);
+    }
+    let p = converge(&mut obs, &Desired::default());
+    assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns: NsId::Fabric })), "{:#?}", p.steps);
+}
+
+#[test]
 fn a_gone_member_is_left_out_and_reported_alone() {
     let mut d = desired(&[("cen1", &["c1", "c2", "c3"]), ("cen2", &["c2", "c4"])]);
     let pns = NsId::Path("/proc/4242/ns/net".into());
