@@ -28,7 +28,8 @@ pub const MAX_RETRY: Duration = Duration::from_secs(10);
 pub struct Connecting {
     endpoints: String,
     attempts: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    /// The last failed attempt and why it failed.
+    last_error: Mutex<Option<(u64, String)>>,
 }
 
 impl Connecting {
@@ -48,9 +49,9 @@ impl Connecting {
 
     /// Why the server does not serve yet, for `/healthz` and the API.
     pub fn status(&self) -> String {
-        match (self.attempts(), self.last_error.lock().as_deref()) {
-            (0, _) | (_, None) => format!("connecting to etcd at {} (first attempt)", self.endpoints),
-            (n, Some(e)) => format!("etcd not reached yet ({n} attempts; trying again): {e}"),
+        match &*self.last_error.lock() {
+            None => format!("connecting to etcd at {} (first attempt)", self.endpoints),
+            Some((n, e)) => format!("etcd not reached after {n} attempts (trying again): {e}"),
         }
     }
 }
@@ -89,7 +90,7 @@ impl Service {
                         error = %e,
                         "etcd cannot be reached; trying again (/healthz answers 503 meanwhile)"
                     );
-                    *connecting.last_error.lock() = Some(e);
+                    *connecting.last_error.lock() = Some((attempt, e));
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -112,9 +113,8 @@ mod tests {
     fn the_status_says_how_far_it_got() {
         let c = Connecting::new(&["http://127.0.0.1:1".into()]);
         assert_eq!(c.status(), "connecting to etcd at http://127.0.0.1:1 (first attempt)");
-        c.attempts.store(3, Ordering::Release);
-        *c.last_error.lock() = Some("connection refused".into());
-        assert_eq!(c.status(), "etcd not reached yet (3 attempts; trying again): connection refused");
+        *c.last_error.lock() = Some((3, "connection refused".into()));
+        assert_eq!(c.status(), "etcd not reached after 3 attempts (trying again): connection refused");
     }
 
     /// Nothing listens at the address: the attempts go on (none ends the
@@ -136,7 +136,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!task.is_finished(), "the wait ended: {:?}", task.await);
-        assert!(c.status().starts_with("etcd not reached yet ("), "{}", c.status());
+        assert!(c.status().starts_with("etcd not reached after "), "{}", c.status());
         task.abort();
     }
 }

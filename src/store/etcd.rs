@@ -267,8 +267,16 @@ impl EtcdStore {
     /// trying again may help ([`ConnectError`]).
     pub async fn connect(cfg: EtcdConfig) -> Result<(EtcdStore, Images, u64), ConnectError> {
         let endpoints = cfg.endpoints.join(",");
-        let security = cfg.security.clone();
-        Self::connect_checked(cfg).await.map_err(|e| e.at(&endpoints, &security))
+        let (security, members, timeout) = (cfg.security.clone(), cfg.endpoints.clone(), cfg.request_timeout);
+        match Self::connect_checked(cfg).await {
+            Ok(opened) => Ok(opened),
+            Err(ConnectError::Unreachable(m)) => match security.tls_refusal(&members, timeout).await {
+                Some(alert) => Err(ConnectError::Refused(anyhow::anyhow!("{m}; {alert}"))),
+                None => Err(ConnectError::Unreachable(m)),
+            },
+            Err(e) => Err(e),
+        }
+        .map_err(|e| e.at(&endpoints, &security))
     }
 
     async fn connect_checked(cfg: EtcdConfig) -> Result<(EtcdStore, Images, u64), ConnectError> {

@@ -21,7 +21,10 @@ use super::StoreError;
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The files and names of the `serve` flags, as given.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +45,9 @@ pub struct EtcdSecurityFlags {
 #[derive(Clone, Default)]
 pub struct EtcdSecurity {
     tls: Option<TlsOptions>,
+    /// The same TLS settings for rustls itself, to ask a member directly
+    /// why it closed the connection ([`EtcdSecurity::tls_refusal`]).
+    probe: Option<Arc<rustls::ClientConfig>>,
     /// Whether a client certificate is presented.
     client_cert: bool,
     user: Option<(String, String)>,
@@ -76,7 +82,13 @@ impl EtcdSecurity {
         if https != 0 && https != endpoints.len() {
             anyhow::bail!("--etcd: give every member's URL with the same scheme, all https:// or all http://");
         }
-        let tls = if https > 0 { Some(Self::tls(flags)?) } else { None };
+        let (tls, probe) = match https {
+            0 => (None, None),
+            _ => {
+                let (tls, probe) = Self::tls(flags)?;
+                (Some(tls), Some(probe))
+            }
+        };
         if tls.is_none() {
             if let Some(flag) =
                 [("--etcd-cacert", &flags.cacert), ("--etcd-cert", &flags.cert), ("--etcd-key", &flags.key)]
@@ -90,10 +102,10 @@ impl EtcdSecurity {
         if user.is_some() && tls.is_none() {
             tracing::warn!("--etcd-user over http:// sends the password to etcd unencrypted: prefer https:// members");
         }
-        Ok(EtcdSecurity { client_cert: flags.cert.is_some(), tls, user })
+        Ok(EtcdSecurity { client_cert: flags.cert.is_some(), tls, probe, user })
     }
 
-    fn tls(flags: &EtcdSecurityFlags) -> anyhow::Result<TlsOptions> {
+    fn tls(flags: &EtcdSecurityFlags) -> anyhow::Result<(TlsOptions, Arc<rustls::ClientConfig>)> {
         let Some(ca_path) = &flags.cacert else {
             anyhow::bail!(
                 "--etcd has https:// members: give --etcd-cacert FILE, the CA certificate that signed their certificates"
@@ -107,7 +119,13 @@ impl EtcdSecurity {
             })?;
         }
         let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&ca));
-        match (&flags.cert, &flags.key) {
+        #[allow(deprecated)] // the provider tonic's `tls-ring` uses too
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let probe = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+            .with_root_certificates(roots);
+        let mut probe = match (&flags.cert, &flags.key) {
             (Some(cert_path), Some(key_path)) => {
                 let cert = read("--etcd-cert", cert_path)?;
                 let key = read("--etcd-key", key_path)?;
@@ -130,11 +148,34 @@ impl EtcdSecurity {
                     Err(e) => anyhow::bail!("--etcd-cert {}: not a usable certificate: {e}", cert_path.display()),
                 }
                 tls = tls.identity(Identity::from_pem(&cert, &key));
+                let chain = certificates("--etcd-cert", cert_path, &cert)?;
+                let der = PrivateKeyDer::from_pem_slice(&key)
+                    .map_err(|e| anyhow::anyhow!("--etcd-key {}: {e}", key_path.display()))?;
+                probe.with_client_auth_cert(chain, der).map_err(|e| {
+                    anyhow::anyhow!("--etcd-cert {} with --etcd-key {}: {e}", cert_path.display(), key_path.display())
+                })?
             }
-            (None, None) => {}
+            (None, None) => probe.with_no_client_auth(),
             _ => anyhow::bail!("--etcd-cert and --etcd-key go together: give both or neither"),
-        }
-        Ok(tls)
+        };
+        probe.alpn_protocols = vec![b"h2".to_vec()];
+        Ok((tls, Arc::new(probe)))
+    }
+
+    /// After an attempt failed with a connection etcd closed: asks the
+    /// `https://` members directly (a TLS session, then the HTTP/2
+    /// preface) whether etcd refused this server by a TLS alert. With TLS
+    /// 1.3 etcd checks the client certificate after the handshake, so the
+    /// gRPC client may see only a closed connection. The alert, if any.
+    pub(super) async fn tls_refusal(&self, endpoints: &[String], timeout: Duration) -> Option<String> {
+        let cfg = self.probe.clone()?;
+        let endpoints = endpoints.to_vec();
+        let asked = tokio::task::spawn_blocking(move || {
+            endpoints
+                .iter()
+                .find_map(|e| tls_alert(&cfg, e, timeout).map(|a| format!("{e} ended the TLS session: {a}")))
+        });
+        tokio::time::timeout(timeout * 2, asked).await.ok()?.ok()?
     }
 
     fn user(flags: &EtcdSecurityFlags) -> anyhow::Result<Option<(String, String)>> {
@@ -261,6 +302,31 @@ fn refusal_hint(message: &str, client_cert: bool) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The TLS alert `endpoint` answers a session with (see
+/// [`EtcdSecurity::tls_refusal`]).
+fn tls_alert(cfg: &Arc<rustls::ClientConfig>, endpoint: &str, timeout: Duration) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let authority = endpoint.strip_prefix("https://")?.split('/').next()?;
+    let (host, _) = authority.rsplit_once(':')?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string()).ok()?;
+    let addr = authority.to_socket_addrs().ok()?.next()?;
+    let sock = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    sock.set_read_timeout(Some(timeout)).ok()?;
+    sock.set_write_timeout(Some(timeout)).ok()?;
+    let conn = rustls::ClientConnection::new(Arc::clone(cfg), name).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let alert = |e: std::io::Error| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(a)) => Some(format!("{a:?}")),
+        _ => None,
+    };
+    if let Err(e) = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").and_then(|()| tls.flush()) {
+        return alert(e);
+    }
+    let mut buf = [0u8; 64];
+    tls.read(&mut buf).err().and_then(alert)
 }
 
 /// A password file others can read is said so in the log (it is not
