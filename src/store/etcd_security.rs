@@ -289,15 +289,20 @@ fn refusal_hint(message: &str, client_cert: bool) -> Option<&'static str> {
         Some("etcd wants a client certificate (it runs with --client-cert-auth): pass --etcd-cert and --etcd-key")
     } else if has(&["badcertificate", "bad certificate", "unknownca", "unknown ca", "certificateunknown"]) {
         Some("etcd did not accept --etcd-cert: is it signed by a CA etcd trusts (its --trusted-ca-file), for client use?")
-    } else if has(&["invalid peer certificate", "unknownissuer", "notvalidforname", "expired"]) {
+    } else if has(&["invalid peer certificate", "unknownissuer", "notvalidforname"]) {
         Some("etcd's certificate failed verification: --etcd-cacert must be the CA that signed it, and it must name the host or IP given in --etcd")
     } else if has(&["invalidcontenttype", "corrupt message", "invalid content type", "h2 was not negotiated"]) {
         Some("the TLS handshake failed: does etcd serve TLS there (https:// needs etcd's --cert-file)?")
-    } else if has(&["authentication failed", "invalid user id or password"]) {
+    } else if has(&["etcdserver: authentication failed"]) {
         Some("check --etcd-user and --etcd-password-file")
-    } else if has(&["authentication is not enabled"]) {
+    } else if has(&["etcdserver: authentication is not enabled"]) {
         Some("etcd has no authentication enabled: drop --etcd-user and --etcd-password-file, or enable it (etcdctl auth enable)")
-    } else if has(&["permission denied", "user name is empty", "invalid auth token", "user name not found"]) {
+    } else if has(&[
+        "etcdserver: permission denied",
+        "etcdserver: user name is empty",
+        "etcdserver: invalid auth token",
+        "etcdserver: user name not found",
+    ]) {
         Some("etcd refused this server: pass --etcd-user (with --etcd-password-file) for a user whose role may read and write the --etcd-prefix keys")
     } else {
         None
@@ -380,6 +385,23 @@ mod tests {
         let f = EtcdSecurityFlags { cacert: Some(junk.clone()), ..flags() };
         let e = err(&["https://a:1"], &f);
         assert!(e.contains("--etcd-cacert") && e.contains("holds no certificate"), "{e}");
+    }
+
+    /// Refusals are told from outages by etcd's and rustls's own words; a
+    /// timeout or a refused connection is an outage.
+    #[test]
+    fn refusals_and_outages() {
+        for outage in
+            ["tcp connect error: Connection refused", "Timeout expired", "connect: Permission denied (os error 13)"]
+        {
+            assert_eq!(refusal_hint(outage, true), None, "{outage}");
+        }
+        let hint = |m: &str, cert: bool| refusal_hint(m, cert).unwrap_or("");
+        assert!(hint("received fatal alert: BadCertificate", false).contains("wants a client certificate"));
+        assert!(hint("received fatal alert: BadCertificate", true).contains("did not accept --etcd-cert"));
+        assert!(hint("invalid peer certificate: UnknownIssuer", true).contains("--etcd-cacert"));
+        assert!(hint("etcdserver: authentication failed, invalid user ID or password", true).contains("--etcd-user"));
+        assert!(hint("etcdserver: user name is empty", false).contains("pass --etcd-user"));
     }
 
     #[test]
