@@ -342,10 +342,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // nothing.
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
         let app = start_serving(&args, &settings, &service, underlay, shutdown_signal.clone()).await?;
+        let app = server::with_cors(app, &args.cors_origins)?;
         // Started: what this start created is the server's now.
         created.keep();
         announce_listening(&args, listener.local_addr()?, service.revision());
-        let app = server::with_cors(app, &args.cors_origins)?;
         leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
         return Ok(());
     }

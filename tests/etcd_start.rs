@@ -312,3 +312,25 @@ async fn etcd_users_authenticate_from_a_password_file_and_a_wrong_password_is_re
     assert!(!anonymous.exit_status().success());
     assert!(anonymous.stderr().contains("pass --etcd-user"), "{}", anonymous.stderr());
 }
+
+/// What a server refuses to start on stays refused while etcd cannot be
+/// reached: it exits at once instead of waiting.
+#[test]
+fn bad_options_are_refused_without_waiting_for_etcd() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    for (args, says) in [
+        (vec!["--etcd-prefix", "no-slash"], "--etcd-prefix 'no-slash'"),
+        (vec!["--host-id", "not an id"], "--host-id"),
+        (vec!["--host-ttl", "0"], "--host-ttl"),
+        (
+            vec!["--etcd-user", "root", "--etcd-password-file", "/nonexistent/pw"],
+            "--etcd-password-file /nonexistent/pw",
+        ),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--etcd", &url];
+        all.extend(args.iter().copied());
+        let mut s = Starting::spawn(&all);
+        assert!(!s.exit_status().success(), "{args:?}");
+        assert!(s.stderr().contains(says), "{args:?}: {}", s.stderr());
+    }
+}
