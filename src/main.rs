@@ -90,6 +90,25 @@ struct ServeArgs {
     /// Seconds one etcd request may take before etcd counts as unavailable.
     #[arg(long, default_value_t = 5.0, requires = "etcd")]
     etcd_timeout: f64,
+    /// With https:// members in --etcd: the CA certificate (PEM) that
+    /// signed their certificates.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_cacert: Option<PathBuf>,
+    /// This server's client certificate (PEM) for etcd's
+    /// --client-cert-auth; with --etcd-key.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// The private key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd", "etcd_cert"])]
+    etcd_key: Option<PathBuf>,
+    /// The etcd user this server authenticates as (etcd's own
+    /// authentication); its password is read from --etcd-password-file.
+    #[arg(long, value_name = "NAME", requires_all = ["etcd", "etcd_password_file"])]
+    etcd_user: Option<String>,
+    /// The file holding --etcd-user's password (one trailing newline is
+    /// dropped); never give a password on the command line.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd", "etcd_user"])]
+    etcd_password_file: Option<PathBuf>,
     /// Seconds this host's announcement in etcd outlives a server that
     /// stopped (it is renewed every third of that while running).
     #[arg(long, default_value_t = 10, requires = "etcd")]
@@ -286,6 +305,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// refused after the state file (or the ledger) was created removes what
 /// it created, so a refused start leaves nothing behind; a file that
 /// existed before is never removed.
+///
+/// With `--etcd` the port is bound before etcd is reached: until etcd
+/// answers and the state is loaded, `/healthz` and the API answer 503
+/// (`http::waiting`), and the connection is tried again with a backoff;
+/// then the realizer starts and the real router takes over (a gate in
+/// front of it, so connections already open see it too). The first line
+/// on stdout, `listening on ADDR`, always comes once the server serves
+/// its state.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::of(&args)?;
     let underlay = find_underlay(settings.vtep, args.no_realize).await?;
@@ -303,37 +330,83 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.etcd.is_empty() && !args.no_realize {
         created.watch(&args.ledger);
     }
-    let service = open_service(&args, &settings).await?;
-    // Bind before any kernel work: a server that cannot listen changes
-    // nothing.
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
-    let driver = if args.no_realize { None } else { Some(start_driver(&args, &service, underlay).await?) };
-    tokio::spawn(log_changes(service.subscribe()));
-    tokio::spawn(announce(Arc::clone(&service), settings.vtep));
     let (trigger, shutdown_signal) = leviathan::http::serve::Shutdown::new();
-    let app = build_router(&args, &settings, &service, driver, shutdown_signal.clone())?;
     let opts = leviathan::http::serve::ServeOptions {
         max_connections: args.max_connections,
         header_timeout: settings.header_timeout,
         grace: settings.shutdown_grace,
     };
-    let addr = listener.local_addr()?;
-    // Started: what this start created is the server's now.
-    created.keep();
     if args.etcd.is_empty() {
-        tracing::info!(%addr, state = %args.state.display(), revision = service.revision(), "leviathan listening");
-    } else {
-        tracing::info!(%addr, etcd = %args.etcd.join(","), prefix = %args.etcd_prefix, revision = service.revision(), "leviathan listening");
+        let service = open_service(&args, &settings, None).await?;
+        // Bind before any kernel work: a server that cannot listen changes
+        // nothing.
+        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
+        let app = start_serving(&args, &settings, &service, underlay, shutdown_signal.clone()).await?;
+        let app = server::with_cors(app, &args.cors_origins)?;
+        // Started: what this start created is the server's now.
+        created.keep();
+        announce_listening(&args, listener.local_addr()?, service.revision());
+        leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
+        return Ok(());
     }
-    // The first line on stdout is the address (scripts and tests read it);
-    // where to go is told on stderr, with the log.
-    println!("listening on {addr}");
-    {
-        use std::io::Write;
-        let _ = std::io::stderr().lock().write_all(where_to_go(&args, addr).as_bytes());
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
+    let addr = listener.local_addr()?;
+    let connecting = leviathan::service::Connecting::new(&args.etcd);
+    let waiting = leviathan::http::waiting::Waiting {
+        token: args.token.clone().map(Into::into),
+        http: Arc::new(http_config(&args, &settings)),
+        connecting: Arc::clone(&connecting),
+        store_kind: "etcd",
+    };
+    let gate = leviathan::http::waiting::Gate::new(waiting.router());
+    let app = server::with_cors(gate.router(), &args.cors_origins)?;
+    tracing::info!(%addr, etcd = %args.etcd.join(","), security = %settings.etcd_security.describe(), "bound; loading the state from etcd");
+    let serving = leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal.clone(), shutdown());
+    let starting = async {
+        let service = open_service(&args, &settings, Some(&connecting)).await?;
+        let app = start_serving(&args, &settings, &service, underlay, shutdown_signal).await?;
+        gate.open(app);
+        created.keep();
+        announce_listening(&args, addr, service.revision());
+        anyhow::Ok(())
+    };
+    tokio::pin!(serving);
+    tokio::select! {
+        // Stopped (SIGTERM, SIGINT) while still waiting for etcd.
+        () = &mut serving => return Ok(()),
+        started = starting => started?,
     }
-    leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
+    serving.await;
     Ok(())
+}
+
+/// Once the store is open: the realizer and its driver (unless
+/// `--no-realize`), the change log lines, this host's announcement, and
+/// the router.
+async fn start_serving(
+    args: &ServeArgs,
+    settings: &Settings,
+    service: &Arc<Service>,
+    underlay: Option<leviathan::realize::Underlay>,
+    shutdown: leviathan::http::serve::Shutdown,
+) -> anyhow::Result<axum::Router> {
+    let driver = if args.no_realize { None } else { Some(start_driver(args, service, underlay).await?) };
+    tokio::spawn(log_changes(service.subscribe()));
+    tokio::spawn(announce(Arc::clone(service), settings.vtep));
+    build_router(args, settings, service, driver, shutdown)
+}
+
+/// Says the server serves: a log line, `listening on ADDR` as the first
+/// line on stdout (scripts and tests read it), and where to go on stderr.
+fn announce_listening(args: &ServeArgs, addr: SocketAddr, revision: u64) {
+    if args.etcd.is_empty() {
+        tracing::info!(%addr, state = %args.state.display(), revision, "leviathan listening");
+    } else {
+        tracing::info!(%addr, etcd = %args.etcd.join(","), prefix = %args.etcd_prefix, revision, "leviathan listening");
+    }
+    println!("listening on {addr}");
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(where_to_go(args, addr).as_bytes());
 }
 
 /// What a person needs once the server listens: the pages' addresses
@@ -389,6 +462,8 @@ struct Settings {
     /// This host's VTEP address (IPv4 only).
     vtep: Option<std::net::Ipv4Addr>,
     etcd_timeout: std::time::Duration,
+    /// TLS and user towards etcd, their files read and checked.
+    etcd_security: leviathan::store::EtcdSecurity,
     request_timeout: std::time::Duration,
     ws_send_timeout: std::time::Duration,
     header_timeout: std::time::Duration,
@@ -423,11 +498,24 @@ impl Settings {
             t if t < std::time::Duration::from_millis(100) => bail!("--etcd-timeout: give at least 0.1 seconds"),
             t => t,
         };
+        let etcd_security = if args.etcd.is_empty() {
+            leviathan::store::EtcdSecurity::default()
+        } else {
+            let flags = leviathan::store::EtcdSecurityFlags {
+                cacert: args.etcd_cacert.clone(),
+                cert: args.etcd_cert.clone(),
+                key: args.etcd_key.clone(),
+                user: args.etcd_user.clone(),
+                password_file: args.etcd_password_file.clone(),
+            };
+            leviathan::store::EtcdSecurity::load(&args.etcd, &flags)?
+        };
         Ok(Settings {
             loopback,
             addr_plan,
             vtep,
             etcd_timeout,
+            etcd_security,
             request_timeout: secs("request-timeout", args.request_timeout)?,
             ws_send_timeout: secs("ws-send-timeout", args.ws_send_timeout)?,
             header_timeout: secs("header-timeout", args.header_timeout)?,
@@ -495,7 +583,13 @@ fn raise_open_files() {
 }
 
 /// Opens the store (the SQLite state file, or etcd) and the service on it.
-async fn open_service(args: &ServeArgs, settings: &Settings) -> anyhow::Result<Arc<Service>> {
+/// With `--etcd`, waits for etcd while it cannot be reached (`connecting`
+/// tells how far it got).
+async fn open_service(
+    args: &ServeArgs,
+    settings: &Settings,
+    connecting: Option<&leviathan::service::Connecting>,
+) -> anyhow::Result<Arc<Service>> {
     let opts = leviathan::service::Options {
         addr_plan: settings.addr_plan,
         keep_changes: args.keep_changes,
@@ -510,9 +604,13 @@ async fn open_service(args: &ServeArgs, settings: &Settings) -> anyhow::Result<A
         prefix: args.etcd_prefix.clone(),
         lease_ttl: args.host_ttl,
         request_timeout: settings.etcd_timeout,
+        security: settings.etcd_security.clone(),
         ..leviathan::store::EtcdConfig::new(args.etcd.clone(), &args.host_id)
     };
-    Service::open_etcd(cfg, opts).await
+    match connecting {
+        Some(c) => Service::open_etcd_waiting(cfg, opts, c).await,
+        None => Service::open_etcd(cfg, opts).await,
+    }
 }
 
 /// The realizer on its ledger (adopting what it recorded), and the driver
@@ -564,15 +662,7 @@ fn build_router(
         deadline: settings.request_timeout,
     };
     let schema = leviathan::graphql::schema_with_limits(Arc::clone(service), driver, limits);
-    let http = leviathan::http::HttpConfig {
-        max_batch: args.max_batch,
-        max_response_bytes: args.max_response_bytes,
-        max_get_document: args.max_document_bytes,
-        cors_origins: args.cors_origins.clone(),
-        allowed_hosts: args.allowed_hosts.clone(),
-        loopback: settings.loopback,
-        realizing: !args.no_realize,
-    };
+    let http = http_config(args, settings);
     let state = AppState {
         service: Arc::clone(service),
         schema,
@@ -587,7 +677,20 @@ fn build_router(
         shutdown,
         ..Default::default()
     };
-    server::with_cors(server::router_with(state, ws), &args.cors_origins)
+    Ok(server::router_with(state, ws))
+}
+
+/// The HTTP settings of the options.
+fn http_config(args: &ServeArgs, settings: &Settings) -> leviathan::http::HttpConfig {
+    leviathan::http::HttpConfig {
+        max_batch: args.max_batch,
+        max_response_bytes: args.max_response_bytes,
+        max_get_document: args.max_document_bytes,
+        cors_origins: args.cors_origins.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        loopback: settings.loopback,
+        realizing: !args.no_realize,
+    }
 }
 
 /// One concise line per committed change at the default level: the

@@ -1,6 +1,7 @@
 //! The topology service: the in-memory graph, the store, the revision and
 //! the change stream. Writes are serialized; reads never wait for disk.
 
+mod connecting;
 mod feed;
 mod operations;
 pub mod probe;
@@ -9,7 +10,7 @@ mod workloads;
 
 use crate::model::{AddrPlan, Command, EntityKey, ModelError, Record, Topology};
 use crate::model::{Change, ChangeItem};
-use crate::store::{EtcdConfig, EtcdStore, HostStatus, Remote, SqliteStore, Store, StoreError};
+use crate::store::{ConnectError, EtcdConfig, EtcdStore, HostStatus, Remote, SqliteStore, Store, StoreError};
 use crate::workload::Workloads;
 use parking_lot::RwLock;
 use std::path::Path;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{broadcast, Mutex};
 
+pub use connecting::{backoff, Connecting, FIRST_RETRY, MAX_RETRY};
 pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
 pub use operations::{OperationState, OperationStatus, Operations, MAX_FINISHED_OPERATIONS};
 pub use realization::Realization;
@@ -89,7 +91,12 @@ impl Service {
     /// Connects to etcd (shared with the servers of other hosts), loads the
     /// topology from it and follows the changes committed there.
     pub async fn open_etcd(cfg: EtcdConfig, opts: Options) -> anyhow::Result<Arc<Service>> {
-        Self::check_options(&opts)?;
+        Ok(Self::try_open_etcd(cfg, opts).await?)
+    }
+
+    /// [`Service::open_etcd`], saying whether trying again may help.
+    async fn try_open_etcd(cfg: EtcdConfig, opts: Options) -> Result<Arc<Service>, ConnectError> {
+        Self::check_options(&opts).map_err(ConnectError::Refused)?;
         let cfg = EtcdConfig {
             keep: opts.keep_changes,
             host_id: opts.host_id.clone(),
@@ -97,7 +104,8 @@ impl Service {
             ..cfg
         };
         let (store, images, revision) = EtcdStore::connect(cfg).await?;
-        let topo = crate::store::topology_of(&images, opts.addr_plan, "the model in etcd")?;
+        let topo =
+            crate::store::topology_of(&images, opts.addr_plan, "the model in etcd").map_err(ConnectError::Refused)?;
         let store: Arc<dyn Store> = Arc::new(store);
         let remote = store.follow();
         let service = Self::with_store(store, topo, revision, &opts);

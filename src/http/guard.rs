@@ -6,6 +6,7 @@
 //! refused (403), so DNS rebinding cannot reach it. Requests without
 //! `Origin` (curl, scripts) are unaffected.
 
+use crate::http::config::HttpConfig;
 use crate::http::error::HttpError;
 use crate::http::state::AppState;
 use crate::model::ErrorCode;
@@ -70,13 +71,18 @@ pub fn origin_allowed(headers: &HeaderMap, cors: &[String]) -> Result<(), String
 
 /// The middleware: `Host`, then `Origin`.
 pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let cfg = &state.http;
+    match refusal(&state.http, &req) {
+        Some(resp) => resp,
+        None => next.run(req).await,
+    }
+}
+
+/// The 403 answer to a request `Host` or `Origin` refuses, `None` when it
+/// may go on. Also used before the store is open (`http::waiting`).
+pub fn refusal(cfg: &HttpConfig, req: &Request) -> Option<Response> {
     let verdict = host_allowed(req.headers(), cfg.loopback, &cfg.allowed_hosts)
         .and_then(|()| origin_allowed(req.headers(), &cfg.cors_origins));
-    match verdict {
-        Ok(()) => next.run(req).await,
-        Err(message) => HttpError::of(ErrorCode::Forbidden, message).for_path(req.uri().path()).into_response(),
-    }
+    verdict.err().map(|message| HttpError::of(ErrorCode::Forbidden, message).for_path(req.uri().path()).into_response())
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! What the server tells of itself: `/healthz` (asks the service, which
-//! asks its store), `/metrics` (Prometheus text), and one log line per
-//! request.
+//! asks its store; the same body while the server still waits for its
+//! store), `/metrics` (Prometheus text), and one log line per request.
 
 use crate::http::graphql::InFlight;
 use crate::http::state::AppState;
 use crate::http::ws::WsEndpoint;
+use crate::service::probe::Probe;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -43,13 +44,22 @@ pub async fn log_request(req: Request, next: Next) -> Response {
 /// server that cannot realize refuses to start), or off with `--no-realize`.
 pub async fn healthz(State(state): State<AppState>) -> Response {
     let probe = state.service.probe().await;
+    let realizer = if state.http.realizing { "running" } else { "off (--no-realize)" };
+    answer(&probe, realizer)
+}
+
+/// The `/healthz` answer for a probe: 200 and `"status": "ok"` when the
+/// store answered, 503 and `"unavailable"` otherwise, with the store's
+/// kind and error and what the realizer is doing. The one shape of the
+/// body, also while a server waits for its store (`http::waiting`).
+pub fn answer(probe: &Probe, realizer: &str) -> Response {
     let ok = probe.ok();
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "version": crate::VERSION,
         "revision": probe.revision,
         "store": {"kind": probe.store_kind, "ok": ok, "error": probe.store_error},
-        "realizer": if state.http.realizing { "running" } else { "off (--no-realize)" },
+        "realizer": realizer,
     });
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()

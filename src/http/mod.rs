@@ -13,6 +13,8 @@
 //! pages.rs    `/`, `/graphiql`, `/topology`, their assets, the schema, 404s
 //! health.rs   `/healthz`, `/metrics`, the request log
 //! serve.rs    the accept loop: connection limits, graceful shutdown
+//! waiting.rs  the answers before the store is open (503), the gate to the
+//!             real router
 //! ```
 //!
 //! Arrows: these files import the graphql, service and model rooms, never
@@ -29,6 +31,7 @@ pub mod pages;
 pub mod serve;
 pub mod state;
 pub mod token;
+pub mod waiting;
 pub mod ws;
 
 pub use config::HttpConfig;

@@ -23,18 +23,26 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 /// The middleware.
 pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.token.as_deref() else {
-        return next.run(req).await;
-    };
+    match refusal(state.token.as_deref(), &req) {
+        Some(resp) => resp,
+        None => next.run(req).await,
+    }
+}
+
+/// The answer to a request that lacks the token `expected` (if one is
+/// set), `None` when it may go on. Also used before the store is open
+/// (`http::waiting`).
+pub fn refusal(expected: Option<&str>, req: &Request) -> Option<Response> {
+    let expected = expected?;
     let path = req.uri().path();
     if is_public_asset(path) {
-        return next.run(req).await;
+        return None;
     }
     let upgrade = is_websocket_upgrade(req.headers());
     let ok = request_has_token(expected, req.headers(), req.uri().query(), upgrade || is_page(path))
         || (path == GRAPHQL_WS_PATH && upgrade);
     if ok {
-        return next.run(req).await;
+        return None;
     }
     let mut resp = if is_page(path) {
         let page = format!(
@@ -48,5 +56,5 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
             .into_response()
     };
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    resp
+    Some(resp)
 }

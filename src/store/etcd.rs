@@ -19,6 +19,8 @@
 //! server catches up from the change log (which compaction never touches:
 //! it only drops old versions, and the log's keys are current).
 
+pub use super::etcd_security::ConnectError;
+use super::etcd_security::EtcdSecurity;
 use super::{Gone, HostStatus, Remote, Store, StoreError};
 use crate::model::{Change, EntityKey, Images, Record};
 use async_trait::async_trait;
@@ -62,6 +64,8 @@ pub struct EtcdConfig {
     /// How long one etcd request may take before the store counts as
     /// unavailable.
     pub request_timeout: Duration,
+    /// TLS and etcd user (none by default).
+    pub security: EtcdSecurity,
 }
 
 impl EtcdConfig {
@@ -74,6 +78,7 @@ impl EtcdConfig {
             vtep_address: None,
             lease_ttl: 10,
             request_timeout: Duration::from_secs(5),
+            security: EtcdSecurity::default(),
         }
     }
 }
@@ -225,7 +230,24 @@ fn classify(what: &str, e: etcd_client::Error) -> StoreError {
             return StoreError::Other(anyhow::anyhow!("{what}: etcd refused the request: {}", s.message()));
         }
     }
-    StoreError::Unavailable(format!("{what}: {e}"))
+    StoreError::Unavailable(format!("{what}: {}", with_causes(&e)))
+}
+
+/// An error with its causes (`a: b: c`), each said once; for a gRPC
+/// status, its message and causes (not its debug dump).
+fn with_causes(e: &etcd_client::Error) -> String {
+    let (mut out, mut source) = match e {
+        etcd_client::Error::GRpcStatus(s) => (s.message().to_string(), std::error::Error::source(s)),
+        e => (e.to_string(), std::error::Error::source(e)),
+    };
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !out.contains(&part) {
+            out = format!("{out}: {part}");
+        }
+        source = s.source();
+    }
+    out
 }
 
 fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> i64 {
@@ -241,30 +263,45 @@ fn parse_u64(what: &str, v: &[u8]) -> Result<u64, StoreError> {
 impl EtcdStore {
     /// Connects, creates the layout under the prefix if it is new, and
     /// loads every record and the revision. Starts watching for changes
-    /// made elsewhere and announcing this host.
-    pub async fn connect(cfg: EtcdConfig) -> anyhow::Result<(EtcdStore, Images, u64)> {
+    /// made elsewhere and announcing this host. A failure says whether
+    /// trying again may help ([`ConnectError`]).
+    pub async fn connect(cfg: EtcdConfig) -> Result<(EtcdStore, Images, u64), ConnectError> {
+        let endpoints = cfg.endpoints.join(",");
+        let (security, members, timeout) = (cfg.security.clone(), cfg.endpoints.clone(), cfg.request_timeout);
+        match Self::connect_checked(cfg).await {
+            Ok(opened) => Ok(opened),
+            Err(ConnectError::Unreachable(m)) => match security.tls_refusal(&members, timeout).await {
+                Some(alert) => Err(ConnectError::Refused(anyhow::anyhow!("{m}; {alert}"))),
+                None => Err(ConnectError::Unreachable(m)),
+            },
+            Err(e) => Err(e),
+        }
+        .map_err(|e| e.at(&endpoints, &security))
+    }
+
+    async fn connect_checked(cfg: EtcdConfig) -> Result<(EtcdStore, Images, u64), ConnectError> {
         if cfg.keep == 0 {
-            anyhow::bail!("--keep-changes must be at least 1");
+            return Err(ConnectError::Refused(anyhow::anyhow!("--keep-changes must be at least 1")));
         }
         if cfg.endpoints.is_empty() || cfg.endpoints.len() > 64 {
-            anyhow::bail!("--etcd: give 1 to 64 client URLs, comma-separated");
+            return Err(ConnectError::Refused(anyhow::anyhow!("--etcd: give 1 to 64 client URLs, comma-separated")));
         }
         if !(1..=3600).contains(&cfg.lease_ttl) {
-            anyhow::bail!("--host-ttl: give 1 to 3600 seconds");
+            return Err(ConnectError::Refused(anyhow::anyhow!("--host-ttl: give 1 to 3600 seconds")));
         }
-        let keys = Keys::new(&cfg.prefix)?;
+        let keys = Keys::new(&cfg.prefix).map_err(ConnectError::Refused)?;
         let timeout = cfg.request_timeout;
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(2), timeout)
-            .with_keep_alive_while_idle(true)
-            .with_require_leader(true);
-        let endpoints = cfg.endpoints.join(",");
+        let opts = cfg.security.apply(
+            ConnectOptions::new()
+                .with_connect_timeout(timeout)
+                .with_timeout(timeout)
+                .with_keep_alive(Duration::from_secs(2), timeout)
+                .with_keep_alive_while_idle(true)
+                .with_require_leader(true),
+        );
         let client =
             within(timeout, "connecting to etcd", || Client::connect(cfg.endpoints.clone(), Some(opts.clone())))
-                .await
-                .map_err(|e| anyhow::anyhow!("etcd at {endpoints}: {e}"))?;
+                .await?;
         let mut store = EtcdStore {
             client,
             keys,
@@ -274,11 +311,10 @@ impl EtcdStore {
             remote: Mutex::new(None),
             tasks: Vec::new(),
         };
-        store.init().await.map_err(|e| anyhow::anyhow!("etcd at {endpoints}: {e}"))?;
-        let (images, revision, header) =
-            store.read_all().await.map_err(|e| anyhow::anyhow!("etcd at {endpoints}: {e}"))?;
+        store.init().await?;
+        let (images, revision, header) = store.read_all().await?;
         // The floor, as the log stands now.
-        store.changes_after(revision, 1).await.map_err(|e| anyhow::anyhow!("etcd at {endpoints}: {e}"))?;
+        store.changes_after(revision, 1).await?;
 
         let (tx, rx) = mpsc::channel(REMOTE_QUEUE);
         *store.remote.lock() = Some(rx);

@@ -18,12 +18,14 @@ use std::sync::Arc;
 #[cfg(test)]
 mod contract;
 pub mod etcd;
+mod etcd_security;
 mod migrate;
 mod sqlite;
 #[doc(hidden)]
 pub mod testing;
 
-pub use etcd::{EtcdConfig, EtcdStore};
+pub use etcd::{ConnectError, EtcdConfig, EtcdStore};
+pub use etcd_security::{EtcdSecurity, EtcdSecurityFlags};
 pub use sqlite::{SqliteStore, APPLICATION_ID, FORMAT};
 
 /// Changes kept in the log by default.
