@@ -177,6 +177,18 @@ struct ServeArgs {
     /// Most requests in one batch (a JSON array POSTed to /graphql).
     #[arg(long, default_value_t = 10)]
     max_batch: usize,
+    /// Most list items (elements of JSON arrays, at any depth) in one
+    /// request body; more is refused before anything is built from it.
+    #[arg(long, default_value_t = leviathan_rest_compat::intake::DEFAULT_MAX_INPUT_ITEMS)]
+    max_input_items: usize,
+    /// Bytes of large request bodies (64 KiB or more) processed at once;
+    /// more large requests wait their turn.
+    #[arg(long, default_value_t = leviathan_rest_compat::intake::DEFAULT_BUDGET)]
+    max_large_body_bytes: usize,
+    /// Seconds a client has to send a request's whole body (408 and the
+    /// connection closed after).
+    #[arg(long, default_value_t = 10.0)]
+    body_timeout: f64,
     /// Most HTTP connections open at once (more wait to be accepted).
     #[arg(long, default_value_t = 2048)]
     max_connections: usize,
@@ -392,6 +404,7 @@ struct Settings {
     request_timeout: std::time::Duration,
     ws_send_timeout: std::time::Duration,
     header_timeout: std::time::Duration,
+    body_timeout: std::time::Duration,
     shutdown_grace: std::time::Duration,
 }
 
@@ -431,6 +444,7 @@ impl Settings {
             request_timeout: secs("request-timeout", args.request_timeout)?,
             ws_send_timeout: secs("ws-send-timeout", args.ws_send_timeout)?,
             header_timeout: secs("header-timeout", args.header_timeout)?,
+            body_timeout: secs("body-timeout", args.body_timeout)?,
             shutdown_grace: secs("shutdown-grace", args.shutdown_grace)?,
         })
     }
@@ -572,6 +586,11 @@ fn build_router(
         allowed_hosts: args.allowed_hosts.clone(),
         loopback: settings.loopback,
         realizing: !args.no_realize,
+        intake: leviathan_rest_compat::intake::Intake::new(
+            args.max_input_items,
+            settings.body_timeout,
+            args.max_large_body_bytes,
+        ),
     };
     let state = AppState {
         service: Arc::clone(service),

@@ -33,6 +33,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         monitor_send_timeout: ws.config().send_timeout,
         monitor_max_connections: ws.config().max_connections,
         shutdown: ws.config().shutdown.receiver(),
+        intake: state.http.intake.clone(),
         ..Default::default()
     };
     let gauges = Gauges { ws: ws.clone(), graphql: InFlight::default() };
