@@ -89,8 +89,11 @@ async fn sixteen_parallel_hostile_imports_stay_in_bounded_memory() {
         assert!(text.contains("--max-input-items"), "{text}");
     }
     let peak = vm_kib(pid, "VmHWM:");
-    eprintln!("baseline {} MiB, peak {} MiB", base / 1024, peak / 1024);
+    // Each large body gives its memory back before its answer is sent.
+    let after = vm_kib(pid, "VmRSS:");
+    eprintln!("baseline {} MiB, peak {} MiB, after {} MiB", base / 1024, peak / 1024, after / 1024);
     assert!(peak <= 512 * 1024, "peak resident memory {} MiB over 512 MiB", peak / 1024);
+    assert!(after <= base + 64 * 1024, "{} MiB resident after the answers, baseline {} MiB", after / 1024, base / 1024);
 }
 
 /// Sends a request's headers announcing a body of 100,000 bytes and only

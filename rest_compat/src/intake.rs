@@ -8,11 +8,12 @@
 //!   the limit it is refused before a JSON value, GraphQL variables or a
 //!   command is made from it, naming the limit and the count.
 //! - Large bodies (64 KiB or more) are processed under a budget of body
-//!   bytes: each holds a share as big as its body while it is parsed, run
-//!   and answered, so many large requests queue instead of all inflating at
-//!   once; small requests never wait. When a large one finishes, the
-//!   allocator is asked to give freed memory back to the system (glibc keeps
-//!   it otherwise).
+//!   bytes: each holds a share as big as its body while it is counted,
+//!   parsed, run and answered, so many large requests queue instead of all
+//!   inflating at once; small requests never wait. When a large one is done
+//!   (answered or refused), the allocator is asked to give freed memory back
+//!   to the system (glibc keeps it otherwise: measured, 16 parallel hostile
+//!   imports left +84 MiB resident for good without it).
 //!
 //! Invariant: no byte of a body is parsed into a structure before it was
 //! read whole, within the size limit and the timeout, and counted.
@@ -86,16 +87,29 @@ impl Default for Intake {
     }
 }
 
-/// A share of the budget, held while a large body is processed; dropping
-/// it returns the share and the freed memory.
+/// A body read whole, with its share of the budget when it is large. It
+/// is held until the answer is made; dropping it frees the body, returns
+/// the share, and gives the freed memory back to the system.
 #[must_use]
-pub struct Ticket {
+pub struct Admitted {
+    body: Bytes,
     permit: Option<OwnedSemaphorePermit>,
+    large: bool,
 }
 
-impl Drop for Ticket {
+impl Admitted {
+    /// The body's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Drop for Admitted {
     fn drop(&mut self) {
-        if self.permit.take().is_some() {
+        // The body first, so that its memory is free when it is trimmed.
+        self.body = Bytes::new();
+        drop(self.permit.take());
+        if self.large {
             give_back_memory();
         }
     }
@@ -142,15 +156,16 @@ impl Intake {
         Ok(())
     }
 
-    /// Waits for a share of the budget for a body of `len` bytes (at once
-    /// for a small one). Hold the ticket until the answer is made.
-    pub async fn admit(&self, len: usize) -> Ticket {
+    /// Waits for a share of the budget for a body (at once for a small
+    /// one). Hold what it gives until the answer is made.
+    pub async fn admit(&self, body: Bytes) -> Admitted {
+        let len = body.len();
         if len < LARGE_BODY {
-            return Ticket { permit: None };
+            return Admitted { body, permit: None, large: false };
         }
         let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX).min(self.budget_kib);
         let permit = Arc::clone(&self.budget).acquire_many_owned(kib).await.ok();
-        Ticket { permit }
+        Admitted { body, permit, large: true }
     }
 
     /// Large bodies being processed now, in KiB of body (for `/metrics`).
@@ -242,18 +257,22 @@ mod tests {
     #[tokio::test]
     async fn large_bodies_queue_under_the_budget() {
         let intake = Intake::new(10, DEFAULT_BODY_TIMEOUT, 1024 * 1024);
-        let first = intake.admit(800 * 1024).await;
+        let first = intake.admit(Bytes::from(vec![b' '; 800 * 1024])).await;
         // A small body never waits.
-        let _small = intake.admit(100).await;
+        let _small = intake.admit(Bytes::from_static(b"{}")).await;
+        assert_eq!(_small.bytes(), b"{}");
         assert_eq!(intake.budget_in_use_kib(), 800);
-        let second = intake.admit(800 * 1024);
+        let second = intake.admit(Bytes::from(vec![b' '; 800 * 1024]));
         tokio::pin!(second);
         assert!(tokio::time::timeout(Duration::from_millis(50), second.as_mut()).await.is_err());
         drop(first);
         let _second = tokio::time::timeout(Duration::from_secs(10), second).await.expect("admitted once freed");
         // A body over the whole budget is still let in alone.
         drop(_second);
-        let _huge = tokio::time::timeout(Duration::from_secs(10), intake.admit(4 * 1024 * 1024)).await.unwrap();
+        let _huge =
+            tokio::time::timeout(Duration::from_secs(10), intake.admit(Bytes::from(vec![b' '; 4 * 1024 * 1024])))
+                .await
+                .unwrap();
     }
 
     #[tokio::test]

@@ -253,12 +253,12 @@ pub async fn post(
         Err(Refusal::TooLarge { limit }) => return body_too_large(limit),
         Err(r @ Refusal::TooSlow { .. }) => return body_too_slow(&r),
     };
-    if let Err(m) = intake.check_items(&bytes) {
+    // Held until the answer is made: large bodies queue for the budget.
+    let body = intake.admit(bytes).await;
+    if let Err(m) = intake.check_items(body.bytes()) {
         return refuse(media, m);
     }
-    // Held until the answer is made: large bodies queue for the budget.
-    let _ticket = intake.admit(bytes.len()).await;
-    answer_body(&state, &in_flight, media, &bytes).await
+    answer_body(&state, &in_flight, media, body.bytes()).await
 }
 
 /// The answer to a POST body that was read whole and counted.
