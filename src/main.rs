@@ -196,6 +196,18 @@ struct ServeArgs {
     /// Most requests in one batch (a JSON array POSTed to /graphql).
     #[arg(long, default_value_t = 10)]
     max_batch: usize,
+    /// Most list items (elements of JSON arrays, at any depth) in one
+    /// request body; more is refused before anything is built from it.
+    #[arg(long, default_value_t = leviathan_rest_compat::intake::DEFAULT_MAX_INPUT_ITEMS)]
+    max_input_items: usize,
+    /// Bytes of large request bodies (64 KiB or more) processed at once;
+    /// more large requests wait their turn.
+    #[arg(long, default_value_t = leviathan_rest_compat::intake::DEFAULT_BUDGET)]
+    max_large_body_bytes: usize,
+    /// Seconds a client has to send a request's whole body (408 and the
+    /// connection closed after).
+    #[arg(long, default_value_t = 10.0)]
+    body_timeout: f64,
     /// Most HTTP connections open at once (more wait to be accepted).
     #[arg(long, default_value_t = 2048)]
     max_connections: usize,
@@ -391,7 +403,7 @@ async fn start_serving(
     shutdown: leviathan::http::serve::Shutdown,
 ) -> anyhow::Result<axum::Router> {
     let driver = if args.no_realize { None } else { Some(start_driver(args, service, underlay).await?) };
-    tokio::spawn(log_changes(service.subscribe()));
+    tokio::spawn(leviathan::service::log_changes(service.subscribe()));
     tokio::spawn(announce(Arc::clone(service), settings.vtep));
     build_router(args, settings, service, driver, shutdown)
 }
@@ -467,6 +479,7 @@ struct Settings {
     request_timeout: std::time::Duration,
     ws_send_timeout: std::time::Duration,
     header_timeout: std::time::Duration,
+    body_timeout: std::time::Duration,
     shutdown_grace: std::time::Duration,
 }
 
@@ -519,6 +532,7 @@ impl Settings {
             request_timeout: secs("request-timeout", args.request_timeout)?,
             ws_send_timeout: secs("ws-send-timeout", args.ws_send_timeout)?,
             header_timeout: secs("header-timeout", args.header_timeout)?,
+            body_timeout: secs("body-timeout", args.body_timeout)?,
             shutdown_grace: secs("shutdown-grace", args.shutdown_grace)?,
         })
     }
@@ -690,59 +704,11 @@ fn http_config(args: &ServeArgs, settings: &Settings) -> leviathan::http::HttpCo
         allowed_hosts: args.allowed_hosts.clone(),
         loopback: settings.loopback,
         realizing: !args.no_realize,
-    }
-}
-
-/// One concise line per committed change at the default level: the
-/// mutation and what it touched; for status reports (the end of a make or
-/// destroy), each CEN's and CIN's new status.
-async fn log_changes(mut rx: tokio::sync::broadcast::Receiver<Arc<leviathan::model::Change>>) {
-    use leviathan::model::records::{EntityKey, Record};
-    use tokio::sync::broadcast::error::RecvError;
-    const SHOWN: usize = 6;
-    loop {
-        let change = match rx.recv().await {
-            Ok(c) => c,
-            Err(RecvError::Lagged(n)) => {
-                tracing::info!("{n} changes not logged (the log fell behind)");
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        let mut parts: Vec<String> = change
-            .items
-            .iter()
-            .take(SHOWN)
-            .map(|it| {
-                let op = match (&it.before, &it.after) {
-                    (None, Some(_)) => "+",
-                    (Some(_), None) => "-",
-                    _ => "~",
-                };
-                let status = match &it.after {
-                    Some(Record::Cen(c)) if change.mutation == "status" => {
-                        format!(" {:?}", c.making.realization.status).to_uppercase()
-                    }
-                    Some(Record::Cin(c)) if change.mutation == "status" => {
-                        format!(" {:?}", c.making.realization.status).to_uppercase()
-                    }
-                    _ => String::new(),
-                };
-                let key = match &it.key {
-                    EntityKey::Host(id) => format!("host {id}"),
-                    EntityKey::Container(k) => format!("container {k}"),
-                    EntityKey::Cen(id) => format!("cen {id}"),
-                    EntityKey::Cin(id) => format!("cin {id}"),
-                    EntityKey::Cpool(id) => format!("pool {id}"),
-                    EntityKey::Member(m) => format!("member {}/{} in {}", m.host, m.container, m.cen),
-                };
-                format!("{op}{key}{status}")
-            })
-            .collect();
-        if change.items.len() > SHOWN {
-            parts.push(format!("and {} more", change.items.len() - SHOWN));
-        }
-        tracing::info!("rev {} {}: {}", change.revision, change.mutation, parts.join(", "));
+        intake: leviathan_rest_compat::intake::Intake::new(
+            args.max_input_items,
+            settings.body_timeout,
+            args.max_large_body_bytes,
+        ),
     }
 }
 

@@ -34,6 +34,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         monitor_max_message: ws.config().max_message_size,
         monitor_max_connections: ws.config().max_connections,
         shutdown: ws.config().shutdown.receiver(),
+        intake: state.http.intake.clone(),
         ..Default::default()
     };
     let gauges = Gauges { ws: ws.clone(), graphql: InFlight::default() };

@@ -1,6 +1,7 @@
 //! The topology service: the in-memory graph, the store, the revision and
 //! the change stream. Writes are serialized; reads never wait for disk.
 
+mod changelog;
 mod connecting;
 mod feed;
 mod operations;
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{broadcast, Mutex};
 
+pub use changelog::log_changes;
 pub use connecting::{backoff, Connecting, FIRST_RETRY, MAX_RETRY};
 pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
 pub use operations::{OperationState, OperationStatus, Operations, MAX_FINISHED_OPERATIONS};

@@ -5,14 +5,26 @@
 
 use crate::error::CompatError;
 use crate::ids::check_id;
-use axum::body::{Body, Bytes};
+use crate::intake::{Admitted, Refusal};
+use crate::CompatConfig;
+use axum::body::Body;
+use axum::http::StatusCode;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Reads a whole body, or 413 over `limit`.
-pub async fn read(body: Body, limit: usize) -> Result<Bytes, CompatError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| CompatError::too_large(limit))
+/// Reads a whole body under the intake's rules: 413 over the size limit,
+/// 408 (and the connection closed) when it does not arrive in time, 400
+/// with more list items than the limit. Hold what it gives until the
+/// answer is made (a large body waits for its share of the budget).
+pub async fn read(cfg: &CompatConfig, body: Body) -> Result<Admitted, CompatError> {
+    let bytes = cfg.intake.read(body, cfg.body_limit).await.map_err(|r| match r {
+        Refusal::TooLarge { limit } => CompatError::too_large(limit),
+        Refusal::TooSlow { .. } => CompatError::new(StatusCode::REQUEST_TIMEOUT, r.message()),
+    })?;
+    let body = cfg.intake.admit(bytes).await;
+    cfg.intake.check_items(body.bytes()).map_err(CompatError::bad_request)?;
+    Ok(body)
 }
 
 /// Parses a body as JSON; empty or malformed is a 400.

@@ -130,6 +130,11 @@ impl IntoResponse for CompatError {
         if let Some(allow) = self.allow {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        // A body that did not arrive in time was not read: the connection
+        // cannot be reused.
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

@@ -23,6 +23,7 @@
 mod body;
 mod error;
 mod ids;
+pub mod intake;
 pub mod monitor;
 mod ops;
 mod routes;
@@ -54,6 +55,9 @@ pub struct CompatConfig {
     pub monitor_max_connections: usize,
     /// Becomes `true` when the server shuts down: monitors close with 1001.
     pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Body timeout, list-item limit and the budget of large bodies (shared
+    /// with the server's `/graphql`).
+    pub intake: intake::Intake,
 }
 
 impl Default for CompatConfig {
@@ -66,6 +70,7 @@ impl Default for CompatConfig {
             monitor_send_timeout: Duration::from_secs(10),
             monitor_max_connections: 10_000,
             shutdown: None,
+            intake: intake::Intake::default(),
         }
     }
 }

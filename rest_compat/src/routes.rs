@@ -70,7 +70,7 @@ fn is_get(m: &Method) -> bool {
 /// Reads (and drops) a body the route does not use, so that the limit
 /// holds on every route.
 async fn no_body<E>(st: &Compat<E>, b: Body) -> Result<(), CompatError> {
-    body::read(b, st.cfg.body_limit).await.map(drop)
+    body::read(&st.cfg, b).await.map(drop)
 }
 
 /// `POST /cen/import|make|destroy`, and `GET|PUT|DELETE /cen/{cenId}`.
@@ -86,8 +86,9 @@ async fn cen_entry<E: Executor>(
             let Path(id) = path.map_err(path_err)?;
             let action = matches!(id.as_str(), "import" | "make" | "destroy");
             if method == Method::POST && action {
-                let bytes = body::read(b, st.cfg.body_limit).await?;
-                let v = body::json(&bytes)?;
+                let taken = body::read(&st.cfg, b).await?;
+                let bytes = taken.bytes();
+                let v = body::json(bytes)?;
                 let (doc, vars) = match id.as_str() {
                     "import" => (ops::CEN_IMPORT, ops::cen_import_vars(body::cen_file(&v)?)),
                     "make" => (ops::CEN_MAKE, json!({"ids": body::id_list(&v, "body", "CEN id")?})),
@@ -138,10 +139,11 @@ async fn cin_action<E: Executor>(
             if method != Method::POST {
                 return Err(CompatError::method_not_allowed(method.as_str(), uri.path(), ALLOW_POST));
             }
-            let bytes = body::read(b, st.cfg.body_limit).await?;
-            let v = body::json(&bytes)?;
+            let taken = body::read(&st.cfg, b).await?;
+            let bytes = taken.bytes();
+            let v = body::json(bytes)?;
             let (doc, vars) = match action.as_str() {
-                "import" => (ops::CIN_IMPORT, ops::cin_import_vars(body::cin_file(&bytes, &v)?)),
+                "import" => (ops::CIN_IMPORT, ops::cin_import_vars(body::cin_file(bytes, &v)?)),
                 "make" => (ops::CIN_MAKE, json!({"ids": body::id_list(&v, "body", "CIN id")?})),
                 _ => (ops::CIN_DESTROY, json!({"ids": body::id_list(&v, "body", "CIN id")?})),
             };
@@ -159,8 +161,9 @@ async fn cpool<E: Executor>(State(st): State<Compat<E>>, method: Method, uri: Ur
             if method != Method::POST {
                 return Err(CompatError::method_not_allowed(method.as_str(), uri.path(), ALLOW_POST));
             }
-            let bytes = body::read(b, st.cfg.body_limit).await?;
-            let pools = body::cpool_file(&body::json(&bytes)?)?;
+            let taken = body::read(&st.cfg, b).await?;
+            let bytes = taken.bytes();
+            let pools = body::cpool_file(&body::json(bytes)?)?;
             run(&st.executor, ops::CPOOL_IMPORT, ops::cpool_import_vars(pools)).await?;
             no_content()
         }

@@ -1,5 +1,7 @@
 //! Settings of the HTTP endpoints, as `serve` options give them.
 
+use leviathan_rest_compat::intake::Intake;
+
 /// Settings of the HTTP endpoints (`serve` options).
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -21,6 +23,9 @@ pub struct HttpConfig {
     /// Whether this server realizes the model in the kernel (reported by
     /// `/healthz`; a server that cannot realize does not start).
     pub realizing: bool,
+    /// Body timeout, list-item limit and the budget of large bodies, shared
+    /// with the legacy routes (see `leviathan_rest_compat::intake`).
+    pub intake: Intake,
 }
 
 impl Default for HttpConfig {
@@ -33,6 +38,7 @@ impl Default for HttpConfig {
             allowed_hosts: Vec::new(),
             loopback: true,
             realizing: false,
+            intake: Intake::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use leviathan_rest_compat::intake::Refusal;
 use leviathan_rest_compat::kind;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -80,32 +81,33 @@ fn too_large(cap: usize) -> String {
 }
 
 /// One request's parameters, checked: `query` a string, `operationName`
-/// a string or null, `variables` and `extensions` objects or null.
-fn request_of(obj: &Map<String, Value>) -> Result<async_graphql::Request, String> {
-    let query = match obj.get("query") {
-        Some(Value::String(q)) => q.clone(),
-        Some(other) => return Err(format!("'query' must be a string (got {})", kind(other))),
+/// a string or null, `variables` and `extensions` objects or null. Takes
+/// the object, so that the variables are moved, not copied.
+fn request_of(mut obj: Map<String, Value>) -> Result<async_graphql::Request, String> {
+    let query = match obj.remove("query") {
+        Some(Value::String(q)) => q,
+        Some(other) => return Err(format!("'query' must be a string (got {})", kind(&other))),
         None => return Err("missing 'query' (a string holding the GraphQL document)".into()),
     };
     let mut req = async_graphql::Request::new(query);
-    match obj.get("operationName") {
+    match obj.remove("operationName") {
         None | Some(Value::Null) => {}
-        Some(Value::String(n)) => req = req.operation_name(n.clone()),
-        Some(other) => return Err(format!("'operationName' must be a string or null (got {})", kind(other))),
+        Some(Value::String(n)) => req = req.operation_name(n),
+        Some(other) => return Err(format!("'operationName' must be a string or null (got {})", kind(&other))),
     }
-    match obj.get("variables") {
+    match obj.remove("variables") {
         None | Some(Value::Null) => {}
-        Some(v @ Value::Object(_)) => req = req.variables(async_graphql::Variables::from_json(v.clone())),
-        Some(other) => return Err(format!("'variables' must be an object or null (got {})", kind(other))),
+        Some(v @ Value::Object(_)) => req = req.variables(async_graphql::Variables::from_json(v)),
+        Some(other) => return Err(format!("'variables' must be an object or null (got {})", kind(&other))),
     }
-    match obj.get("extensions") {
+    match obj.remove("extensions") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                req.extensions.insert(k.clone(), async_graphql::Value::from_json(v.clone()).unwrap_or_default());
+                req.extensions.insert(k, async_graphql::Value::from_json(v).unwrap_or_default());
             }
         }
-        Some(other) => return Err(format!("'extensions' must be an object or null (got {})", kind(other))),
+        Some(other) => return Err(format!("'extensions' must be an object or null (got {})", kind(&other))),
     }
     Ok(req)
 }
@@ -188,6 +190,15 @@ fn body_too_large(limit: usize) -> Response {
     .into_response()
 }
 
+/// 408: the body did not arrive within `--body-timeout`; the connection is
+/// closed (the rest of the body is never read).
+fn body_too_slow(r: &Refusal) -> Response {
+    HttpError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::BadRequest, r.message())
+        .graphql(Media::Json)
+        .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+        .into_response()
+}
+
 fn not_acceptable() -> Response {
     HttpError::new(
         StatusCode::NOT_ACCEPTABLE,
@@ -236,12 +247,24 @@ pub async fn post(
         .graphql(media)
         .into_response();
     }
-    let bytes: Bytes = match axum::body::to_bytes(body, state.body_limit).await {
+    let intake = &state.http.intake;
+    let bytes: Bytes = match intake.read(body, state.body_limit).await {
         Ok(b) => b,
-        Err(_) => return body_too_large(state.body_limit),
+        Err(Refusal::TooLarge { limit }) => return body_too_large(limit),
+        Err(r @ Refusal::TooSlow { .. }) => return body_too_slow(&r),
     };
+    // Held until the answer is made: large bodies queue for the budget.
+    let body = intake.admit(bytes).await;
+    if let Err(m) = intake.check_items(body.bytes()) {
+        return refuse(media, m);
+    }
+    answer_body(&state, &in_flight, media, body.bytes()).await
+}
+
+/// The answer to a POST body that was read whole and counted.
+async fn answer_body(state: &AppState, in_flight: &InFlight, media: Media, bytes: &[u8]) -> Response {
     let bad = |m: String| refuse(media, m);
-    let v: Value = match serde_json::from_slice(&bytes) {
+    let v: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) if bytes.iter().all(u8::is_ascii_whitespace) => {
             let _ = e;
@@ -250,14 +273,14 @@ pub async fn post(
         Err(e) => return bad(format!("malformed JSON body: {e}")),
     };
     match v {
-        Value::Object(obj) => match request_of(&obj) {
+        Value::Object(obj) => match request_of(obj) {
             Ok(req) => {
-                let (executed, resp) = run(&state, &in_flight, req).await;
-                single(&state, media, executed, resp)
+                let (executed, resp) = run(state, in_flight, req).await;
+                single(state, media, executed, resp)
             }
             Err(m) => bad(m),
         },
-        Value::Array(items) => batch(&state, &in_flight, media, items).await,
+        Value::Array(items) => batch(state, in_flight, media, items).await,
         other => bad(format!(
             "expected a JSON object {{\"query\": ...}} or an array of them (a batch), got {}",
             kind(&other)
@@ -282,14 +305,17 @@ async fn batch(state: &AppState, in_flight: &InFlight, media: Media, items: Vec<
         if i > 0 {
             out.buf.push(b',');
         }
-        let ok =
-            match item.as_object().ok_or_else(|| format!("batch item {i}: expected an object")).and_then(request_of) {
-                Ok(req) => {
-                    let (executed, resp) = run(state, in_flight, req).await;
-                    encode_one(&resp, executed, &mut out)
-                }
-                Err(m) => serde_json::to_writer(&mut out, &HttpError::bad_request(m).errors_body()).map_err(|_| ()),
-            };
+        let parsed = match item {
+            Value::Object(o) => request_of(o),
+            _ => Err(format!("batch item {i}: expected an object")),
+        };
+        let ok = match parsed {
+            Ok(req) => {
+                let (executed, resp) = run(state, in_flight, req).await;
+                encode_one(&resp, executed, &mut out)
+            }
+            Err(m) => serde_json::to_writer(&mut out, &HttpError::bad_request(m).errors_body()).map_err(|_| ()),
+        };
         if ok.is_err() {
             let body = json!([{"errors": [refused(too_large(cap))]}]);
             return answer(StatusCode::OK, media, body.to_string().into_bytes());
@@ -352,7 +378,7 @@ pub async fn get(
             }
         }
     }
-    match request_of(&obj) {
+    match request_of(obj) {
         Ok(req) => {
             let (executed, resp) = run(&state, &in_flight, req).await;
             single(&state, media, executed, resp)

@@ -12,7 +12,8 @@
 //! guard.rs    browser safety: `Origin` and `Host` checks on every request
 //! pages.rs    `/`, `/graphiql`, `/topology`, their assets, the schema, 404s
 //! health.rs   `/healthz`, `/metrics`, the request log
-//! serve.rs    the accept loop: connection limits, graceful shutdown
+//! serve.rs    the accept loop: connection limits (the idlest shed for a
+//!             new client), graceful shutdown
 //! waiting.rs  the answers before the store is open (503), the gate to the
 //!             real router
 //! ```

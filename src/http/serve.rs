@@ -1,18 +1,31 @@
 //! The accept loop: HTTP/1.1 connections with a header-read timeout that
-//! also ends idle keep-alive connections, a cap on open connections (no
-//! more are accepted until one closes, so a flood of idle sockets cannot
-//! exhaust file descriptors), upgrades for the websockets, and graceful
-//! shutdown: on the signal, stop accepting, let requests in flight finish
-//! within the grace period, tell websockets to close (1001), then return.
+//! also ends idle keep-alive connections, a cap on open connections,
+//! upgrades for the websockets, and graceful shutdown: on the signal, stop
+//! accepting, let requests in flight finish within the grace period, tell
+//! websockets to close (1001), then return.
+//!
+//! At the cap, a new client is still answered: the idlest connection is
+//! shed to make room for it - first one that has sent nothing at all (the
+//! oldest), else an idle keep-alive between requests (the longest idle).
+//! A connection with a request in flight is never shed (a slow body is
+//! ended by the body timeout instead); when every connection is busy, the
+//! new client waits until one closes (so a flood cannot exhaust file
+//! descriptors). A connection upgraded to a websocket leaves this count
+//! for the websockets' own caps.
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// Connection limits and timers (`serve` options).
 #[derive(Debug, Clone)]
@@ -45,12 +58,9 @@ pub async fn run(
     signal: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let conns = Registry::default();
     tokio::pin!(signal);
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut signal => break,
-        };
         let (stream, _peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -64,24 +74,16 @@ pub async fn run(
             },
             () = &mut signal => break,
         };
+        if slots.available_permits() == 0 && conns.shed_idlest() {
+            tracing::debug!("at --max-connections: shed the idlest connection for a new client");
+        }
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut signal => break,
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let header_timeout = opts.header_timeout;
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = shutdown.signalled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-            drop(permit);
-        });
+        let conn = conns.add(std::os::fd::AsRawFd::as_raw_fd(&stream));
+        tokio::spawn(serve_connection(stream, app.clone(), opts.header_timeout, shutdown.clone(), conn, permit));
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
@@ -98,5 +100,198 @@ pub async fn run(
             grace_ms = opts.grace.as_millis() as u64,
             "requests still running at the end of the grace period are dropped"
         );
+    }
+}
+
+/// Serves one connection until it ends, the server shuts down (graceful)
+/// or it is shed (dropped at once: it has no request in flight).
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: Shutdown,
+    conn: Arc<Conn>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let inner = TowerToHyperService::new(app);
+    let busy_of = Arc::clone(&conn);
+    let service = hyper::service::service_fn(move |req| {
+        let busy = Busy::enter(&busy_of);
+        let fut = hyper::service::Service::call(&inner, req);
+        async move {
+            let r = fut.await;
+            drop(busy);
+            r
+        }
+    });
+    let io = Watched { inner: stream, conn: Arc::clone(&conn) };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    let served = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(served);
+    tokio::select! {
+        _ = served.as_mut() => {}
+        () = conn.shed.notified() => {}
+        () = shutdown.signalled() => {
+            served.as_mut().graceful_shutdown();
+            let _ = served.await;
+        }
+    }
+    conn.registry_remove();
+    drop(permit);
+}
+
+/// The open connections and how idle each is.
+#[derive(Default, Clone)]
+struct Registry {
+    inner: Arc<parking_lot::Mutex<RegistryInner>>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    next: u64,
+    open: HashMap<u64, Arc<Conn>>,
+}
+
+/// One open connection, as the shedding policy sees it.
+struct Conn {
+    id: u64,
+    registry: std::sync::Weak<parking_lot::Mutex<RegistryInner>>,
+    /// The socket (for a peek at unread bytes while in the registry).
+    fd: std::os::fd::RawFd,
+    accepted: Instant,
+    /// Whether the client sent a byte yet.
+    spoke: AtomicBool,
+    /// Milliseconds after `accepted` of the last byte received or the end
+    /// of the last request.
+    last_active_ms: AtomicU64,
+    /// Requests in flight.
+    busy: AtomicUsize,
+    shed: Notify,
+}
+
+impl Conn {
+    fn touch(&self) {
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+    fn registry_remove(&self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.lock().open.remove(&self.id);
+        }
+    }
+}
+
+impl Registry {
+    fn add(&self, fd: std::os::fd::RawFd) -> Arc<Conn> {
+        let mut r = self.inner.lock();
+        r.next += 1;
+        let conn = Arc::new(Conn {
+            id: r.next,
+            registry: Arc::downgrade(&self.inner),
+            fd,
+            accepted: Instant::now(),
+            spoke: AtomicBool::new(false),
+            last_active_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            shed: Notify::new(),
+        });
+        r.open.insert(conn.id, Arc::clone(&conn));
+        conn
+    }
+
+    /// Closes the idlest connection that has no request in flight: one
+    /// that never sent a byte (the oldest), else the longest idle
+    /// keep-alive. `false` when every connection is busy.
+    fn shed_idlest(&self) -> bool {
+        let mut r = self.inner.lock();
+        let mut idle: Vec<(bool, Instant, &Arc<Conn>)> = r
+            .open
+            .values()
+            .filter(|c| c.busy.load(Ordering::SeqCst) == 0)
+            .map(|c| {
+                let spoke = c.spoke.load(Ordering::Relaxed);
+                let since = c.accepted + Duration::from_millis(c.last_active_ms.load(Ordering::Relaxed));
+                (spoke, if spoke { since } else { c.accepted }, c)
+            })
+            .collect();
+        idle.sort_by_key(|(spoke, since, _)| (*spoke, *since));
+        // A connection whose first bytes wait unread (its task has not run
+        // yet) has spoken: skip it.
+        let victim = idle.iter().find(|(spoke, _, c)| *spoke || !has_unread_bytes(c.fd)).map(|(_, _, c)| c.id);
+        let Some(conn) = victim.and_then(|id| r.open.remove(&id)) else {
+            return false;
+        };
+        // `notify_one` keeps the wake-up if the task is not waiting yet.
+        conn.shed.notify_one();
+        true
+    }
+}
+
+/// Whether bytes (or the peer's close) wait unread on a socket.
+fn has_unread_bytes(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the buffer is one valid byte, and a peek takes nothing from
+    // the socket. The socket stays open while its connection is in the
+    // registry (it is removed, under the registry's lock, before the
+    // socket is dropped); were it closed, recv fails with EBADF.
+    let n = unsafe { libc::recv(fd, (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n >= 0
+}
+
+/// A request in flight on a connection: it cannot be shed meanwhile.
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn enter(conn: &Arc<Conn>) -> Busy {
+        conn.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(conn))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The socket, noting when the client last sent something.
+struct Watched {
+    inner: TcpStream,
+    conn: Arc<Conn>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.spoke.store(true, Ordering::Relaxed);
+            self.conn.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
