@@ -44,6 +44,15 @@ impl Starting {
         Starting { child: Some(child), log, _dir: dir }
     }
 
+    /// A server on a free port with `args` that must refuse to start:
+    /// its log.
+    fn refused(args: &[&str]) -> String {
+        let mut s = Starting::spawn(&[&["--listen", "127.0.0.1:0"], args].concat());
+        let status = s.exit_status();
+        assert!(!status.success(), "started with {args:?}");
+        s.stderr()
+    }
+
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -187,69 +196,32 @@ async fn mutual_tls_with_the_client_certificate_works_and_without_it_is_refused(
     create_and_read(&s, "over-tls").await;
 
     // Without a client certificate: refused at once, saying what to pass.
-    let mut plain = Starting::spawn(&["--listen", "127.0.0.1:0", "--etcd", &url, "--etcd-cacert", &ca]);
-    assert!(!plain.exit_status().success());
-    let log = plain.stderr();
+    let log = Starting::refused(&["--etcd", &url, "--etcd-cacert", &ca]);
     assert!(log.contains("etcd wants a client certificate") && log.contains("--etcd-cert"), "{log}");
 
     // A certificate from a CA etcd does not trust: refused.
     let (other, other_key) = (pki.path("stranger.crt"), pki.path("stranger.key"));
-    let mut stranger = Starting::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd",
-        &url,
-        "--etcd-cacert",
-        &ca,
-        "--etcd-cert",
-        &other,
-        "--etcd-key",
-        &other_key,
-    ]);
-    assert!(!stranger.exit_status().success());
-    assert!(stranger.stderr().contains("etcd did not accept --etcd-cert"), "{}", stranger.stderr());
+    let stranger =
+        Starting::refused(&["--etcd", &url, "--etcd-cacert", &ca, "--etcd-cert", &other, "--etcd-key", &other_key]);
+    assert!(stranger.contains("etcd did not accept --etcd-cert"), "{stranger}");
 
     // etcd's certificate checked against the wrong CA: refused.
     let wrong_ca = pki.path("other-ca.crt");
-    let mut unverified = Starting::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd",
-        &url,
-        "--etcd-cacert",
-        &wrong_ca,
-        "--etcd-cert",
-        &crt,
-        "--etcd-key",
-        &key,
-    ]);
-    assert!(!unverified.exit_status().success());
-    assert!(unverified.stderr().contains("etcd's certificate failed verification"), "{}", unverified.stderr());
+    let unverified =
+        Starting::refused(&["--etcd", &url, "--etcd-cacert", &wrong_ca, "--etcd-cert", &crt, "--etcd-key", &key]);
+    assert!(unverified.contains("etcd's certificate failed verification"), "{unverified}");
 
     // Files checked before anything: a key of another certificate, an
     // https:// member without a CA.
     let server_key = pki.path("server.key");
-    let mut mismatch = Starting::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd",
-        &url,
-        "--etcd-cacert",
-        &ca,
-        "--etcd-cert",
-        &crt,
-        "--etcd-key",
-        &server_key,
-    ]);
-    assert!(!mismatch.exit_status().success());
-    let log = mismatch.stderr();
+    let mismatch =
+        Starting::refused(&["--etcd", &url, "--etcd-cacert", &ca, "--etcd-cert", &crt, "--etcd-key", &server_key]);
     assert!(
-        log.contains(&format!("--etcd-key {server_key} does not belong to the certificate in --etcd-cert {crt}")),
-        "{log}"
+        mismatch.contains(&format!("--etcd-key {server_key} does not belong to the certificate in --etcd-cert {crt}")),
+        "{mismatch}"
     );
-    let mut no_ca = Starting::spawn(&["--listen", "127.0.0.1:0", "--etcd", &url]);
-    assert!(!no_ca.exit_status().success());
-    assert!(no_ca.stderr().contains("give --etcd-cacert FILE"), "{}", no_ca.stderr());
+    let no_ca = Starting::refused(&["--etcd", &url]);
+    assert!(no_ca.contains("give --etcd-cacert FILE"), "{no_ca}");
 
     // The good server still serves.
     create_and_read(&s, "still").await;
@@ -290,27 +262,15 @@ async fn etcd_users_authenticate_from_a_password_file_and_a_wrong_password_is_re
     .serving();
     create_and_read(&s, "as-root").await;
 
-    let mut wrong = Starting::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd",
-        &url,
-        "--etcd-user",
-        "root",
-        "--etcd-password-file",
-        &bad,
-    ]);
-    assert!(!wrong.exit_status().success());
-    let log = wrong.stderr();
+    let log = Starting::refused(&["--etcd", &url, "--etcd-user", "root", "--etcd-password-file", &bad]);
     assert!(
         log.contains("authentication failed") && log.contains("check --etcd-user and --etcd-password-file"),
         "{log}"
     );
     assert!(!log.contains("guess"), "the password is never printed: {log}");
 
-    let mut anonymous = Starting::spawn(&["--listen", "127.0.0.1:0", "--etcd", &url]);
-    assert!(!anonymous.exit_status().success());
-    assert!(anonymous.stderr().contains("pass --etcd-user"), "{}", anonymous.stderr());
+    let anonymous = Starting::refused(&["--etcd", &url]);
+    assert!(anonymous.contains("pass --etcd-user"), "{anonymous}");
 }
 
 /// What a server refuses to start on stays refused while etcd cannot be

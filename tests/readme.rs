@@ -204,12 +204,13 @@ async fn run_tour(s: &Server, prefix: &kernel::Prefix, md: &str, marker: &str) {
     let status = tokio::time::timeout(WAIT, child.wait()).await;
     // What the page starts, it stops: nothing of the group outlives a
     // tour that ran to its end (`kill -0` succeeds while one is left).
-    // (A process killed at the end may take a moment to be reaped.)
+    // (A process killed at the end may take a moment to be reaped: wait
+    // for the group to be gone, within the bound that only catches hangs.)
     let running = || {
         let o = std::process::Command::new("kill").args(["-0", "--", &format!("-{group}")]).output();
         o.is_ok_and(|o| o.status.success())
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + WAIT;
     while running() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
