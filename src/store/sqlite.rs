@@ -6,9 +6,9 @@
 //!
 //! Disk is returned: the file is in `auto_vacuum = INCREMENTAL` mode (set
 //! before the first table of a new file; an older file is switched once at
-//! open by a full `VACUUM`), and after each commit that left free pages a
-//! bounded step of at most [`VACUUM_STEP`] pages is returned to the file
-//! system. The file thus stays proportional to what is kept (records plus
+//! open by a full `VACUUM`), and each commit that leaves free pages returns
+//! at most [`VACUUM_STEP`] of them to the file system, inside its own
+//! transaction. The file thus stays proportional to what is kept (records plus
 //! the last `keep` changes); the write path never runs a full `VACUUM`.
 
 use super::{migrate, Gone, HostStatus, Store, StoreError};
@@ -267,13 +267,14 @@ impl Inner {
             Ok(())
         };
         write()?;
-        tx.commit().map_err(anyhow::Error::from)?;
-        self.floor.store(floor, Ordering::Release);
-        // The change is durable; returning disk is housekeeping that a
-        // later commit retries, never a reason to report the write failed.
-        if let Err(e) = return_free_pages(&conn) {
+        // Returning disk rides in the same transaction (no second sync per
+        // write); it is housekeeping that a later commit retries, never a
+        // reason to fail the write.
+        if let Err(e) = return_free_pages(&tx) {
             tracing::warn!(error = %e, state = %self.path.display(), "could not return free pages of the state file");
         }
+        tx.commit().map_err(anyhow::Error::from)?;
+        self.floor.store(floor, Ordering::Release);
         Ok(())
     }
 
