@@ -11,9 +11,11 @@
 //! - every container pings every other member of each of its CINs, across
 //!   hosts; a CEN of two containers on two hosts works; each spanning CEN
 //!   has the same VNI on every server and, on each host where it is, one
-//!   VXLAN device with that VNI (dstport 4789, learning off) with one
-//!   all-zeros FDB entry per other such host; member interfaces have the
-//!   underlay MTU minus 50;
+//!   VXLAN device with that VNI (dstport 4789, learning off, ARP
+//!   suppression on) with one all-zeros FDB entry per other such host and
+//!   one FDB entry per member elsewhere, to its host; member interfaces
+//!   have the underlay MTU minus 50; 1,000 pings between two hosts reach
+//!   the third host's VXLAN device at most 10 times;
 //! - a container added on a third host to a made CEN reaches the others,
 //!   and the existing members' interfaces are untouched;
 //! - destroy leaves nothing under any host's prefix;
@@ -30,7 +32,7 @@ mod common;
 use common::hosts::{ping_all, Cluster, Host, Options};
 use common::kernel::{ip_json, links, namespaces};
 use common::{cen_doc_vars, cin_file_vars, fixture, until, WAIT};
-use leviathan::realize::{bridge_name, vxlan_name};
+use leviathan::realize::{bridge_name, mac_text, member_mac, vxlan_name};
 use leviathan::store::testing::etcd_available;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -207,16 +209,43 @@ fn vxlan_devices(ns: &str) -> BTreeMap<i64, Vec<(String, i64, Value)>> {
     out
 }
 
-/// The all-zeros FDB entries of a VXLAN device: their destinations.
-fn flood_entries(ns: &str, dev: &str) -> Vec<String> {
+/// The FDB entries of a VXLAN device that name a destination: those of
+/// the all-zeros MAC (their destinations, sorted) and the others (MAC ->
+/// destination).
+fn fdb_entries(ns: &str, dev: &str) -> (Vec<String>, BTreeMap<String, String>) {
     let out = Command::new("bridge").args(["-n", ns, "-j", "fdb", "show", "dev", dev]).output().expect("bridge");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(json!([]));
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["mac"] == json!("00:00:00:00:00:00"))
-        .map(|e| e["dst"].as_str().unwrap_or("").to_string())
+    let (mut flood, mut macs) = (Vec::new(), BTreeMap::new());
+    for e in v.as_array().into_iter().flatten().filter(|e| e["dst"].is_string()) {
+        let (mac, dst) = (e["mac"].as_str().unwrap_or("").to_string(), e["dst"].as_str().unwrap_or("").to_string());
+        if mac == "00:00:00:00:00:00" {
+            flood.push(dst);
+        } else {
+            macs.insert(mac, dst);
+        }
+    }
+    flood.sort();
+    (flood, macs)
+}
+
+/// The FDB entries a CEN's VXLAN device on `host` should have: each
+/// member on another host, MAC -> that host's VTEP.
+fn remote_macs(cen: &Value, host: &str, vtep: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let id = cen["id"].as_str().unwrap();
+    cen["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(key_of)
+        .filter(|(h, _)| h != host)
+        .map(|(h, c)| (mac_text(&member_mac(id, &format!("{h}/{c}"))), vtep[&h].clone()))
         .collect()
+}
+
+/// Packets a link has received (`ip -s`).
+fn rx_packets(ns: &str, dev: &str) -> i64 {
+    let l = ip_json(&["-s", "-n", ns, "link", "show", "dev", dev]);
+    l[0]["stats64"]["rx"]["packets"].as_i64().unwrap_or(-1)
 }
 
 /// The VXLAN side of every CEN, host by host, and the member MTUs; returns
@@ -272,11 +301,18 @@ async fn check_vxlan(cl: &Cluster, f: &mut Failures, stage: &str) -> BTreeMap<(S
             f.check(l["flags"].as_array().is_some_and(|fl| fl.iter().any(|x| x == "UP")), || {
                 format!("{stage}: {id} on {}: {name} is down", h.id)
             });
-            let mut got = flood_entries(&h.fabric(), &name);
-            got.sort();
+            let (got, macs) = fdb_entries(&h.fabric(), &name);
             let want: Vec<String> = here.iter().filter(|o| **o != h.id).map(|o| vtep[o].clone()).collect();
             f.check(got == want, || {
                 format!("{stage}: {id} on {}: all-zeros FDB entries of {name} go to {got:?}, not {want:?}", h.id)
+            });
+            // One entry per member elsewhere, to its own host's VTEP.
+            let want = remote_macs(cen, &h.id, &vtep);
+            f.check(macs == want, || {
+                format!("{stage}: {id} on {}: FDB entries of {name} are {macs:?}, not {want:?}", h.id)
+            });
+            f.check(l["linkinfo"]["info_slave_data"]["neigh_suppress"] == json!(true), || {
+                format!("{stage}: {id} on {}: {name} does not suppress ARP: {}", h.id, l["linkinfo"])
             });
         }
         // Member interfaces of a spanning CEN leave room for VXLAN.
@@ -292,6 +328,42 @@ async fn check_vxlan(cl: &Cluster, f: &mut Failures, stage: &str) -> BTreeMap<(S
         }
     }
     found
+}
+
+/// 1,000 pings from c1 on h1 to c2 on h2, both in cen1, which h3 is on
+/// too: h2's VXLAN device of cen1 receives every one, h3's (almost) none
+/// (a frame to a known MAC goes to its host's VTEP only; a few broadcasts
+/// are allowed for).
+async fn unicast_goes_to_one_host(cl: &Cluster, f: &mut Failures) {
+    let d = cl.hosts[0]
+        .gql("{ cins { made members { container { host { id } id } cen { id } address } } }", json!({}))
+        .await;
+    let to = d["cins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["made"] == json!(true))
+        .flat_map(|c| c["members"].as_array().unwrap().iter())
+        .find(|m| m["cen"]["id"] == json!("cen1") && key_of(&m["container"]) == ("h2".into(), "c2".into()))
+        .and_then(|m| m["address"].as_str())
+        .expect("c2 has an address on cen1")
+        .to_string();
+    let (h2, h3) = (cl.host("h2"), cl.host("h3"));
+    let dev = |h: &Host| vxlan_name(&h.prefix.0, "cen1");
+    let before = (rx_packets(&h2.fabric(), &dev(h2)), rx_packets(&h3.fabric(), &dev(h3)));
+    let ns = cl.host("h1").ns_of("c1");
+    let out =
+        Command::new("ip").args(["netns", "exec", &ns, "ping", "-f", "-q", "-c", "1000", "-w", "60", &to]).output();
+    let out = out.expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    f.check(out.status.success() && text.contains("1000 received"), || format!("c1 -> c2 flood ping: {text}"));
+    let got2 = rx_packets(&h2.fabric(), &dev(h2)) - before.0;
+    let got3 = rx_packets(&h3.fabric(), &dev(h3)) - before.1;
+    eprintln!("1000 pings h1/c1 -> h2/c2 on cen1: h2's VXLAN device received {got2} packets, h3's {got3}");
+    f.check(got2 >= 1000, || format!("h2's VXLAN device of cen1 received {got2} packets of 1000 pings"));
+    f.check(got3 <= 10, || {
+        format!("h3's VXLAN device of cen1 received {got3} packets of 1000 pings between h1 and h2")
+    });
 }
 
 /// Where the kernel of each host differs from what the model asks of it:
@@ -381,11 +453,14 @@ fn kernel_mismatches(cl: &Cluster, dump: &Value) -> Vec<String> {
                 out.push(format!("{id} on {}: no VXLAN device {dev} up", h.id));
                 continue;
             }
-            let mut got = flood_entries(&h.fabric(), &dev);
-            got.sort();
+            let (got, macs) = fdb_entries(&h.fabric(), &dev);
             let want: Vec<String> = here.iter().filter(|o| **o != h.id).map(|o| vtep[o].clone()).collect();
             if got != want {
                 out.push(format!("{id} on {}: all-zeros FDB entries to {got:?}, not {want:?}", h.id));
+            }
+            let want = remote_macs(cen, &h.id, &vtep);
+            if macs != want {
+                out.push(format!("{id} on {}: FDB entries {macs:?}, not {want:?}", h.id));
             }
             let bridge = bridge_name(&h.prefix.0, id);
             let neigh = ip_json(&["-n", &h.fabric(), "neigh", "show", "dev", &bridge, "nud", "permanent"]);
@@ -611,6 +686,7 @@ async fn three_hosts_share_cens_and_cins_over_vxlan_and_survive_faults() {
     let d = h1.gql("{ cen(id: \"cen5\") { size containers { host { id } } } }", json!({})).await;
     assert_eq!(d["cen"]["containers"], json!([{"host": {"id": "h2"}}, {"host": {"id": "h3"}}]));
     let vx = check_vxlan(&cl, &mut f, "made").await;
+    unicast_goes_to_one_host(&cl, &mut f).await;
 
     // A container joins cen2 (on h1 and h2) from the third host, h3: it
     // reaches the others; theirs interfaces and VXLAN devices stay as they were.

@@ -53,21 +53,26 @@ pub(super) fn has_vtep(t: &Topology, host: &str) -> bool {
 }
 
 /// The VXLAN side of a CEN present on `host` and on others: its VNI, the
-/// VTEPs of the other hosts, and the addresses and MACs of the members
-/// there (the anycast gateway answers its own ARP requests locally, so it
-/// could never learn them).
+/// VTEPs of the other hosts, the members there by MAC with their host's
+/// VTEP (so unicast to them goes to that host only), and their addresses
+/// and MACs (the anycast gateway answers its own ARP requests locally, so
+/// it could never learn them).
 fn vxlan_of(t: &Topology, host: &str, cen: &CenRec, hosts: &BTreeSet<&str>, made_cins: &[&CinRec]) -> Vxlan {
     let remotes = hosts.iter().filter(|h| **h != host).filter_map(|h| t.host(h).and_then(|r| r.vtep)).collect();
     let mut neighbours = BTreeMap::new();
+    let mut macs = BTreeMap::new();
     for m in t.members(&cen.id).filter(|m| m.host != host) {
         let mac = realize::member_mac(&cen.id, &m.key().to_string());
+        if let Some(vtep) = t.host(&m.host).and_then(|h| h.vtep) {
+            macs.insert(mac, vtep);
+        }
         for cin in made_cins {
             if let Some(ip) = m.addresses.get(&cin.id) {
                 neighbours.insert(*ip, mac);
             }
         }
     }
-    Vxlan { vni: cen.vni, remotes, neighbours }
+    Vxlan { vni: cen.vni, remotes, neighbours, macs }
 }
 
 /// The gateways of a bridged CEN, one per made CIN over it (the bridge
@@ -181,6 +186,12 @@ mod tests {
         let c10 = t.member(&MemberKey::new("cen3", &ContainerKey::new("h2", "c10"))).unwrap();
         let ip = c10.addresses["n34"];
         assert_eq!(vx.neighbours.get(&ip), Some(&realize::member_mac("cen3", "h2/c10")));
+        // Each member elsewhere has its MAC pointed at its host's VTEP, and
+        // only those: unicast to it goes to that host alone.
+        let h2 = t.host("h2").and_then(|h| h.vtep).expect("h2 has a VTEP");
+        assert_eq!(vx.macs.get(&realize::member_mac("cen3", "h2/c10")), Some(&h2));
+        assert_eq!(vx.macs.len(), t.members("cen3").filter(|m| m.host != "h1").count());
+        assert!(!vx.macs.contains_key(&realize::member_mac("cen3", "h1/c9")), "no entry for a member here");
         // cen4 has no member on h1, but h1 routes between n34's slices: it
         // has cen4's bridge, gateway and VXLAN too, with no member.
         let cen4 = &d.cens["cen4"];

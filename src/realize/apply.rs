@@ -15,7 +15,7 @@ use super::desired::{self, Desired};
 use super::error::{KernelError, LedgerError};
 use super::exec::Effect;
 use super::observed::{LinkState, NsId, NsState, Observed};
-use super::plan::{self, GroupIndex, Op, Plan, Scope, Step};
+use super::plan::{self, GroupIndex, Op, Plan, Scope, Step, FLOOD};
 use super::report::{ApplyError, ApplyReport};
 use super::{blocking, ledger, Progress, Realizer};
 
@@ -352,12 +352,13 @@ fn absorb_entry(obs: &mut Observed, effect: Effect) {
                 s.routes.retain(|x| *x != r);
             }
         }
-        Effect::Fdb(ns, idx, remote, present) => {
+        Effect::Fdb(ns, idx, mac, remote, present) => {
             if let Some(l) = obs.ns_mut(&ns).and_then(|s| s.link_mut(idx)) {
-                if present {
-                    l.fdb.insert(remote);
-                } else {
-                    l.fdb.remove(&remote);
+                match (mac == FLOOD, present) {
+                    (true, true) => _ = l.fdb.insert(remote),
+                    (true, false) => _ = l.fdb.remove(&remote),
+                    (false, true) => _ = l.macs.insert(mac, remote),
+                    (false, false) => _ = l.macs.remove(&mac),
                 }
             }
         }

@@ -256,6 +256,12 @@ pub struct Vxlan {
     /// every host, so replies to its ARP requests would stay where they are
     /// sent from; it must not need to ask).
     pub neighbours: BTreeMap<Ipv4Addr, [u8; 6]>,
+    /// The members on other hosts: MAC -> the VTEP of their host, one FDB
+    /// entry each on the VXLAN device, so unicast goes to that host only
+    /// (the all-zeros entries then carry broadcast, multicast and frames
+    /// to MACs not known yet).
+    #[serde(default)]
+    pub macs: BTreeMap<[u8; 6], Ipv4Addr>,
 }
 
 /// One container's membership in a CEN.

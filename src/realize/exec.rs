@@ -30,7 +30,7 @@ pub(super) enum Effect {
     AddrGone(NsId, u32, Ipv4Addr, u8),
     Route(NsId, RouteState),
     RouteGone(NsId, RouteState),
-    Fdb(NsId, u32, Ipv4Addr, bool),
+    Fdb(NsId, u32, [u8; 6], Ipv4Addr, bool),
     Neigh(NsId, u32, Ipv4Addr, Option<[u8; 6]>),
 }
 
@@ -232,9 +232,11 @@ impl Realizer {
         };
         let master = self.index(ns, master)?;
         let fd = self.handle(ns)?.ns_fd()?;
-        nl::add_vxlan(underlay, name, vni, u.local, u.ifindex, netns::raw(&fd), master, group)
-            .await
-            .map(|()| Effect::None)
+        nl::add_vxlan(underlay, name, vni, u.local, u.ifindex, netns::raw(&fd), master, group).await?;
+        if !nl::set_neigh_suppress(&self.handle(ns)?.handle, name).await? {
+            tracing::debug!(device = name, "this kernel has no neigh_suppress: ARP for remote members is flooded");
+        }
+        Ok(Effect::None)
     }
 
     /// Addresses and routes.
@@ -271,15 +273,15 @@ impl Realizer {
     /// FDB and neighbour entries (VXLAN across hosts).
     async fn exec_l2(&self, op: &Op) -> Result<Effect, KernelError> {
         match op {
-            Op::AddFdb { ns, name, remote } => {
+            Op::AddFdb { ns, name, mac, remote } => {
                 let idx = self.index(ns, name)?;
-                nl::add_fdb(&self.handle(ns)?.handle, idx, *remote)
+                nl::add_fdb(&self.handle(ns)?.handle, idx, *mac, *remote)
                     .await
-                    .map(|()| Effect::Fdb(ns.clone(), idx, *remote, true))
+                    .map(|()| Effect::Fdb(ns.clone(), idx, *mac, *remote, true))
             }
-            Op::DeleteFdb { ns, index, remote } => nl::del_fdb(&self.handle(ns)?.handle, *index, *remote)
+            Op::DeleteFdb { ns, index, mac, remote } => nl::del_fdb(&self.handle(ns)?.handle, *index, *mac, *remote)
                 .await
-                .map(|()| Effect::Fdb(ns.clone(), *index, *remote, false)),
+                .map(|()| Effect::Fdb(ns.clone(), *index, *mac, *remote, false)),
             Op::AddNeigh { ns, name, ip, mac } => {
                 let idx = self.index(ns, name)?;
                 nl::add_neigh(&self.handle(ns)?.handle, idx, *ip, *mac)

@@ -44,7 +44,9 @@ pub use cleanup::{cleanup, CleanupReport};
 pub use config::{check_prefix, Config, FabricMode, Underlay, VXLAN_OVERHEAD, VXLAN_PORT};
 pub use desired::{Addr, CenNet, ContainerNet, Desired, Member, NetnsRef, Route, Vxlan, Wiring};
 pub use error::{KernelError, LedgerError, RealizeError};
-pub use naming::{bridge_name, cen_group, fabric_netns_name, member_mac, netns_name, veth_fabric_name, vxlan_name};
+pub use naming::{
+    bridge_name, cen_group, fabric_netns_name, mac_text, member_mac, netns_name, veth_fabric_name, vxlan_name,
+};
 pub use netns::NETNS_DIR;
 pub use observed::{LinkKind, LinkState, NsId, NsState, Observed, RouteState};
 pub use plan::{plan, plan_scoped, GroupIndex, Op, Plan, Scope, Step, VethEnd};

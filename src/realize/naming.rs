@@ -130,6 +130,12 @@ pub fn member_mac(cen: &str, container: &str) -> [u8; 6] {
     [0x02, h[0], h[1], h[2], h[3], h[4]]
 }
 
+/// A MAC address as people write it: `02:ab:cd:ef:01:23`.
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
 /// File name (in /run/netns) of a managed container namespace.
 pub fn netns_name(prefix: &str, container_id: &str) -> String {
     format!("{prefix}{container_id}")

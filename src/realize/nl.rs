@@ -12,10 +12,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use futures_util::{StreamExt, TryStreamExt};
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType,
+    LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -25,7 +28,8 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
 };
 
 use nix::errno::Errno;
@@ -255,9 +259,13 @@ pub async fn dump_ns(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<boo
     // VXLAN devices and their bridges live in the fabric.
     if matches!(ns, NsId::Fabric | NsId::Host) {
         let (fdb, neighbours) = dump_l2(h, ns).await?;
-        for (idx, remote) in fdb {
+        for (idx, mac, remote) in fdb {
             if let Some(l) = st.link_mut(idx).filter(|l| l.kind == LinkKind::Vxlan) {
-                l.fdb.insert(remote);
+                if mac == [0; 6] {
+                    l.fdb.insert(remote);
+                } else {
+                    l.macs.insert(mac, remote);
+                }
             }
         }
         for (idx, ip, mac) in neighbours {
@@ -269,13 +277,14 @@ pub async fn dump_ns(h: &Handle, prefix: &str, ns: &NsId, forwarding: Option<boo
     Ok(st)
 }
 
-/// What [`dump_l2`] finds: remote VTEPs (ifindex, address) and neighbours
-/// (ifindex, address, MAC).
-pub type L2Entries = (Vec<(u32, Ipv4Addr)>, Vec<(u32, Ipv4Addr, [u8; 6])>);
+/// What [`dump_l2`] finds: FDB entries with a remote VTEP (ifindex, MAC,
+/// address; the all-zeros MAC for flood entries) and neighbours (ifindex,
+/// address, MAC).
+pub type L2Entries = (Vec<(u32, [u8; 6], Ipv4Addr)>, Vec<(u32, Ipv4Addr, [u8; 6])>);
 
-/// The all-zeros FDB entries of VXLAN devices and the permanent IPv4
-/// neighbour entries of a namespace: (ifindex, remote VTEP) and (ifindex,
-/// address, MAC). Read at adoption only, in the fabric.
+/// The FDB entries of VXLAN devices that name a remote VTEP and the
+/// permanent IPv4 neighbour entries of a namespace. Read at adoption only,
+/// in the fabric.
 pub async fn dump_l2(h: &Handle, ns: &NsId) -> Result<L2Entries, KernelError> {
     let fdb: Vec<NeighbourMessage> =
         h.neighbours().get().set_address_family(AddressFamily::Bridge).execute().try_collect().await.map_err(|e| {
@@ -283,16 +292,17 @@ pub async fn dump_l2(h: &Handle, ns: &NsId) -> Result<L2Entries, KernelError> {
         })?;
     let mut remotes = Vec::new();
     for m in &fdb {
-        let zero = m
-            .attributes
-            .iter()
-            .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l.iter().all(|b| *b == 0)));
+        let mac = m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(l) => <[u8; 6]>::try_from(l.as_slice()).ok(),
+            _ => None,
+        });
+        // Only a VXLAN device's entries name a destination.
         let dst = m.attributes.iter().find_map(|a| match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
             _ => None,
         });
-        if let (true, Some(dst)) = (zero, dst) {
-            remotes.push((m.header.ifindex, dst));
+        if let (Some(mac), Some(dst)) = (mac, dst) {
+            remotes.push((m.header.ifindex, mac, dst));
         }
     }
     let arp: Vec<NeighbourMessage> =
@@ -372,27 +382,50 @@ pub async fn add_vxlan(
     }
 }
 
+/// Turns on ARP and ND suppression on a bridge port (`neigh_suppress`,
+/// Linux 4.15 and later), asked for by name in the socket's namespace: the
+/// bridge answers its ports' ARP requests for members on other hosts from
+/// its permanent neighbour entries instead of flooding them to every host.
+/// `Ok(false)` where the kernel does not know the flag.
+pub async fn set_neigh_suppress(h: &Handle, name: &str) -> Result<bool, KernelError> {
+    let msg = LinkBridgePort::new(0).name(name).append_info_data(InfoBridgePort::NeighSupress(true)).build();
+    match h.link().set_port(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let e = KernelError::netlink("set_neigh_suppress", name, &e);
+            if e.is(Errno::EOPNOTSUPP) || e.is(Errno::EINVAL) {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 /// How many times (20 ms apart) a VXLAN device whose VNI is still held by
 /// a device being freed is asked for again.
 const VNI_RETRIES: u32 = 500;
 
-fn fdb_msg(index: u32, remote: Ipv4Addr) -> NeighbourMessage {
+fn fdb_msg(index: u32, mac: [u8; 6], remote: Ipv4Addr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = index;
     m.header.state = NeighbourState::Permanent;
     m.header.flags = NeighbourFlags::Own;
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(remote)));
     m
 }
 
-/// Adds one all-zeros FDB entry (a remote VTEP) to a VXLAN device. The
-/// second and later such entries need NLM_F_APPEND, which rtnetlink's
-/// neighbour requests do not send: the request is built here.
-pub async fn add_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), KernelError> {
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(fdb_msg(index, remote)));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+/// Adds one FDB entry to a VXLAN device. For the all-zeros MAC (a remote
+/// VTEP to flood to), the second and later entries need NLM_F_APPEND,
+/// which rtnetlink's neighbour requests do not send: the request is built
+/// here. Any other MAC has one destination: NLM_F_REPLACE moves it to the
+/// host it is on now.
+pub async fn add_fdb(h: &Handle, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<(), KernelError> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(fdb_msg(index, mac, remote)));
+    let how = if mac == [0; 6] { NLM_F_APPEND } else { NLM_F_REPLACE };
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | how;
     let mut h = h.clone();
     let object = || format!("link {index}");
     let mut resp = h.request(req).map_err(|e| KernelError::netlink("add_fdb", object(), &e))?;
@@ -404,9 +437,9 @@ pub async fn add_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), Ker
     Ok(())
 }
 
-/// Removes one remote VTEP from a VXLAN device's all-zeros FDB entry.
-pub async fn del_fdb(h: &Handle, index: u32, remote: Ipv4Addr) -> Result<(), KernelError> {
-    let r = h.neighbours().del(fdb_msg(index, remote)).execute().await;
+/// Removes one FDB entry (a MAC and its remote VTEP) from a VXLAN device.
+pub async fn del_fdb(h: &Handle, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<(), KernelError> {
+    let r = h.neighbours().del(fdb_msg(index, mac, remote)).execute().await;
     ok_if(r, "del_fdb", || format!("link {index}"), &[Errno::ENOENT, Errno::ENODEV])
 }
 

@@ -303,6 +303,10 @@ pub struct LinkState {
     /// For a VXLAN device, the remote VTEPs of its all-zeros FDB entries.
     #[serde(default)]
     pub fdb: BTreeSet<Ipv4Addr>,
+    /// For a VXLAN device, its FDB entries for single MACs (members on
+    /// other hosts): MAC -> remote VTEP.
+    #[serde(default)]
+    pub macs: BTreeMap<[u8; 6], Ipv4Addr>,
     /// Permanent IPv4 neighbour entries on this link: address -> MAC.
     #[serde(default)]
     pub neighbours: BTreeMap<Ipv4Addr, [u8; 6]>,

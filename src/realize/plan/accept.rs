@@ -186,6 +186,7 @@ impl<'a> Planner<'a> {
             bridge: br.clone(),
             vxlan: None,
             remotes: BTreeSet::new(),
+            macs: BTreeMap::new(),
             neighbours: BTreeMap::new(),
         };
         if let Some(vx) = &cen.vxlan {
@@ -244,6 +245,7 @@ impl<'a> Planner<'a> {
         });
         l2.vxlan = Some(name);
         l2.remotes = vx.remotes.clone();
+        l2.macs = vx.macs.clone();
         l2.neighbours = vx.neighbours.clone();
         Ok(())
     }

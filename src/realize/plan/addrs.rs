@@ -1,6 +1,7 @@
 //! The last pass of a plan: the CIN slices' addresses and routes on the
 //! accepted CENs' interfaces, and, on bridges spanning hosts, the FDB
-//! entries (remote VTEPs) and neighbours, each added or removed one by one.
+//! entries (remote VTEPs, and remote members' MACs) and neighbours, each
+//! added or removed one by one.
 //!
 //! Invariant: an entry that is there is left alone; one we made that is no
 //! longer wanted is removed.
@@ -8,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use super::super::observed::LinkState;
-use super::{Addrs, Op, Planner, Step, L2};
+use super::{Addrs, Op, Planner, Step, FLOOD, L2};
 
 impl<'a> Planner<'a> {
     /// Addresses and routes of the accepted CENs' interfaces, and their
@@ -41,7 +42,7 @@ impl<'a> Planner<'a> {
             for remote in &x.remotes {
                 if !link.is_some_and(|l| l.fdb.contains(remote)) {
                     self.steps.push(Step {
-                        op: Op::AddFdb { ns: fabric.clone(), name: vx.clone(), remote: *remote },
+                        op: Op::AddFdb { ns: fabric.clone(), name: vx.clone(), mac: FLOOD, remote: *remote },
                         cens: cens.clone(),
                         cin: None,
                     });
@@ -50,7 +51,27 @@ impl<'a> Planner<'a> {
             if let Some(l) = link {
                 for remote in l.fdb.difference(&x.remotes) {
                     self.steps.push(Step {
-                        op: Op::DeleteFdb { ns: fabric.clone(), index: l.index, remote: *remote },
+                        op: Op::DeleteFdb { ns: fabric.clone(), index: l.index, mac: FLOOD, remote: *remote },
+                        cens: vec![],
+                        cin: None,
+                    });
+                }
+            }
+            // One entry per member elsewhere: a MAC that moved to another
+            // host is replaced in place.
+            for (mac, remote) in &x.macs {
+                if link.and_then(|l| l.macs.get(mac)) != Some(remote) {
+                    self.steps.push(Step {
+                        op: Op::AddFdb { ns: fabric.clone(), name: vx.clone(), mac: *mac, remote: *remote },
+                        cens: cens.clone(),
+                        cin: None,
+                    });
+                }
+            }
+            if let Some(l) = link {
+                for (mac, remote) in l.macs.iter().filter(|(m, _)| !x.macs.contains_key(*m)) {
+                    self.steps.push(Step {
+                        op: Op::DeleteFdb { ns: fabric.clone(), index: l.index, mac: *mac, remote: *remote },
                         cens: vec![],
                         cin: None,
                     });

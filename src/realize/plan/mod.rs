@@ -19,7 +19,7 @@ mod links;
 mod op;
 
 pub use accept::Refusal;
-pub use op::{Op, VethEnd};
+pub use op::{Op, VethEnd, FLOOD};
 
 use super::desired::{Desired, Index, Wiring};
 use super::naming;
@@ -117,12 +117,14 @@ enum Unit {
 }
 
 /// A bridged CEN's layer-2 entries: the VXLAN device's remote VTEPs and
-/// the bridge's neighbours on other hosts (none where it spans nothing).
+/// remote members' MACs, and the bridge's neighbours on other hosts (none
+/// where it spans nothing).
 struct L2 {
     cen: String,
     bridge: String,
     vxlan: Option<String>,
     remotes: BTreeSet<Ipv4Addr>,
+    macs: BTreeMap<[u8; 6], Ipv4Addr>,
     neighbours: BTreeMap<Ipv4Addr, [u8; 6]>,
 }
 

@@ -8,7 +8,10 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::super::naming::ns_path;
+use super::super::naming::{self, ns_path};
+
+/// The all-zeros MAC of a VXLAN device's flood entries.
+pub const FLOOD: [u8; 6] = [0; 6];
 use super::super::observed::NsId;
 
 /// One end of a veth pair to create.
@@ -98,15 +101,19 @@ pub enum Op {
         master: String,
         group: u32,
     },
-    /// One all-zeros FDB entry: flood to this remote VTEP.
+    /// One FDB entry on a VXLAN device: frames to `mac` go to this remote
+    /// VTEP; the all-zeros MAC ([`FLOOD`]) is the entry for broadcast,
+    /// multicast and MACs not known yet, one per remote VTEP.
     AddFdb {
         ns: NsId,
         name: String,
+        mac: [u8; 6],
         remote: Ipv4Addr,
     },
     DeleteFdb {
         ns: NsId,
         index: u32,
+        mac: [u8; 6],
         remote: Ipv4Addr,
     },
     /// A permanent neighbour entry on a bridge (a member on another host).
@@ -222,8 +229,16 @@ impl Op {
             Op::AddAddr { ns, name, ip, prefix_len } => format!("adding {ip}/{prefix_len} to {name} in {ns}"),
             Op::SetAlias { ns, name, alias } => format!("naming {name} in {ns} {alias:?}"),
             Op::CreateVxlan { ns, name, vni, .. } => format!("creating VXLAN device {name} (VNI {vni}) in {ns}"),
-            Op::AddFdb { ns, name, remote } => format!("adding remote VTEP {remote} to {name} in {ns}"),
-            Op::DeleteFdb { ns, remote, .. } => format!("removing remote VTEP {remote} in {ns}"),
+            Op::AddFdb { ns, name, mac, remote } if *mac == FLOOD => {
+                format!("adding remote VTEP {remote} to {name} in {ns}")
+            }
+            Op::AddFdb { ns, name, mac, remote } => {
+                format!("adding FDB entry {} -> {remote} to {name} in {ns}", naming::mac_text(mac))
+            }
+            Op::DeleteFdb { ns, mac, remote, .. } if *mac == FLOOD => format!("removing remote VTEP {remote} in {ns}"),
+            Op::DeleteFdb { ns, mac, remote, .. } => {
+                format!("removing FDB entry {} -> {remote} in {ns}", naming::mac_text(mac))
+            }
             Op::AddNeigh { ns, name, ip, .. } => format!("adding neighbour {ip} on {name} in {ns}"),
             Op::DeleteNeigh { ns, ip, .. } => format!("removing neighbour {ip} in {ns}"),
             Op::AddRoute { ns, name, dest, prefix_len, via } => {
@@ -247,7 +262,7 @@ mod tests {
         assert_eq!(Op::CreateNetns { ns: ns.clone() }.ns(), Some(&ns));
         let veth = Op::CreateVeth { a: end(NsId::Fabric, "v1"), b: end(ns.clone(), "cen1"), group: 7 };
         assert_eq!(veth.ns(), Some(&NsId::Fabric));
-        let fdb = Op::DeleteFdb { ns: NsId::Host, index: 3, remote: Ipv4Addr::new(192, 0, 2, 2) };
+        let fdb = Op::DeleteFdb { ns: NsId::Host, index: 3, mac: FLOOD, remote: Ipv4Addr::new(192, 0, 2, 2) };
         assert_eq!(fdb.ns(), Some(&NsId::Host));
     }
 
@@ -262,5 +277,13 @@ mod tests {
         assert_eq!(group.describe("lev-"), format!("deleting link group 0x10 in {}", NsId::Fabric));
         let fwd = Op::SetForwarding { ns: NsId::Fabric, on: true };
         assert!(fwd.describe("lev-").starts_with("setting ip_forward=1 in "));
+        let remote = Ipv4Addr::new(192, 0, 2, 2);
+        let flood = Op::AddFdb { ns: NsId::Fabric, name: "x1".into(), mac: FLOOD, remote };
+        assert_eq!(flood.describe("lev-"), format!("adding remote VTEP 192.0.2.2 to x1 in {}", NsId::Fabric));
+        let one = Op::AddFdb { ns: NsId::Fabric, name: "x1".into(), mac: [2, 0xab, 0, 1, 2, 0x3c], remote };
+        assert_eq!(
+            one.describe("lev-"),
+            format!("adding FDB entry 02:ab:00:01:02:3c -> 192.0.2.2 to x1 in {}", NsId::Fabric)
+        );
     }
 }

@@ -77,12 +77,22 @@ fn simulate(obs: &mut Observed, plan: &Plan, prefix: &str) {
             Op::CreateBridge { .. } | Op::CreateVeth { .. } | Op::CreateVxlan { .. } => {
                 simulate_create(obs, &s.op, &mut next)
             }
-            Op::AddFdb { ns, name, remote } => {
+            Op::AddFdb { ns, name, mac, remote } => {
                 let i = obs.link(ns, name).expect("vxlan").index;
-                obs.ns_mut(ns).and_then(|s| s.link_mut(i)).expect("vxlan").fdb.insert(*remote);
+                let l = obs.ns_mut(ns).and_then(|s| s.link_mut(i)).expect("vxlan");
+                if *mac == FLOOD {
+                    l.fdb.insert(*remote);
+                } else {
+                    l.macs.insert(*mac, *remote);
+                }
             }
-            Op::DeleteFdb { ns, index, remote } => {
-                obs.ns_mut(ns).and_then(|s| s.link_mut(*index)).expect("vxlan").fdb.remove(remote);
+            Op::DeleteFdb { ns, index, mac, remote } => {
+                let l = obs.ns_mut(ns).and_then(|s| s.link_mut(*index)).expect("vxlan");
+                if *mac == FLOOD {
+                    l.fdb.remove(remote);
+                } else {
+                    l.macs.remove(mac);
+                }
             }
             Op::AddNeigh { ns, name, ip, mac } => {
                 let i = obs.link(ns, name).expect("bridge").index;
@@ -257,12 +267,14 @@ fn joiner_and_leaver_touch_only_their_links() {
     assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteLink { ns: NsId::Fabric, .. })));
 }
 
+/// A CEN spanning hosts: the i-th neighbour is a member on the i-th remote.
 fn spanning(remotes: &[&str], neighbours: &[(&str, u8)]) -> Desired {
     let mut d = desired(&[("s", &["c1", "c2", "c3"])]);
     d.cens.get_mut("s").expect("cen").vxlan = Some(crate::realize::desired::Vxlan {
         vni: 4100,
         remotes: remotes.iter().map(|r| r.parse().expect("ip")).collect(),
         neighbours: neighbours.iter().map(|(ip, m)| (ip.parse().expect("ip"), [2, 0, 0, 0, 0, *m])).collect(),
+        macs: neighbours.iter().zip(remotes).map(|((_, m), r)| ([2, 0, 0, 0, 0, *m], r.parse().expect("ip"))).collect(),
     });
     d
 }
@@ -287,7 +299,14 @@ fn a_spanning_cen_gets_vxlan_and_hosts_come_and_go_one_entry_each() {
     let p = converge_with(&mut obs, &spanning(&["192.0.2.2"], &[("10.0.0.5", 5)]), &cfg);
     let count = |p: &Plan, f: &dyn Fn(&Op) -> bool| p.steps.iter().filter(|s| f(&s.op)).count();
     assert_eq!(count(&p, &|o| matches!(o, Op::CreateVxlan { vni: 4100, .. })), 1, "{:#?}", p.steps);
-    assert_eq!(count(&p, &|o| matches!(o, Op::AddFdb { .. })), 1);
+    assert_eq!(count(&p, &|o| matches!(o, Op::AddFdb { mac: FLOOD, .. })), 1);
+    assert_eq!(
+        count(
+            &p,
+            &|o| matches!(o, Op::AddFdb { mac: [2, 0, 0, 0, 0, 5], remote, .. } if remote.to_string() == "192.0.2.2")
+        ),
+        1
+    );
     assert_eq!(count(&p, &|o| matches!(o, Op::AddNeigh { .. })), 1);
     // Every member interface, both ends, is made at the underlay's MTU less 50.
     for s in &p.steps {
@@ -300,15 +319,39 @@ fn a_spanning_cen_gets_vxlan_and_hosts_come_and_go_one_entry_each() {
         .iter()
         .flat_map(|(ns, st)| st.links().map(move |l| (ns.clone(), l.name.clone(), l.index)))
         .collect();
-    // A third host joins: one FDB entry and its member's neighbour, nothing else.
+    // A third host joins: its flood entry, its member's MAC and neighbour, nothing else.
     let p = converge_with(&mut obs, &spanning(&["192.0.2.2", "192.0.2.3"], &[("10.0.0.5", 5), ("10.0.0.6", 6)]), &cfg);
-    assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
-    assert_eq!(count(&p, &|o| matches!(o, Op::AddFdb { remote, .. } if remote.to_string() == "192.0.2.3")), 1);
+    assert_eq!(p.steps.len(), 3, "{:#?}", p.steps);
+    assert_eq!(
+        count(&p, &|o| matches!(o, Op::AddFdb { mac: FLOOD, remote, .. } if remote.to_string() == "192.0.2.3")),
+        1
+    );
+    assert_eq!(
+        count(
+            &p,
+            &|o| matches!(o, Op::AddFdb { mac: [2, 0, 0, 0, 0, 6], remote, .. } if remote.to_string() == "192.0.2.3")
+        ),
+        1
+    );
     assert_eq!(count(&p, &|o| matches!(o, Op::AddNeigh { mac: [2, 0, 0, 0, 0, 6], .. })), 1);
-    // It leaves: the same two, deleted.
+    // Its member moves to the second host: its MAC entry is replaced in place, one step.
+    let mut moved = spanning(&["192.0.2.2", "192.0.2.3"], &[("10.0.0.5", 5), ("10.0.0.6", 6)]);
+    if let Some(vx) = moved.cens.get_mut("s").and_then(|c| c.vxlan.as_mut()) {
+        vx.macs.insert([2, 0, 0, 0, 0, 6], "192.0.2.2".parse().expect("ip"));
+    }
+    let p = converge_with(&mut obs, &moved, &cfg);
+    assert_eq!(p.steps.len(), 1, "{:#?}", p.steps);
+    assert_eq!(
+        count(
+            &p,
+            &|o| matches!(o, Op::AddFdb { mac: [2, 0, 0, 0, 0, 6], remote, .. } if remote.to_string() == "192.0.2.2")
+        ),
+        1
+    );
+    // The host leaves: the same three, deleted.
     let p = converge_with(&mut obs, &spanning(&["192.0.2.2"], &[("10.0.0.5", 5)]), &cfg);
-    assert_eq!(p.steps.len(), 2, "{:#?}", p.steps);
-    assert_eq!(count(&p, &|o| matches!(o, Op::DeleteFdb { .. } | Op::DeleteNeigh { .. })), 2);
+    assert_eq!(p.steps.len(), 3, "{:#?}", p.steps);
+    assert_eq!(count(&p, &|o| matches!(o, Op::DeleteFdb { .. } | Op::DeleteNeigh { .. })), 3);
     let after: Vec<(NsId, String, u32)> = obs
         .namespaces()
         .iter()
