@@ -10,11 +10,18 @@
 //!   time from the `cinMake` request through GraphQL until every server
 //!   shows its containers, CENs and CINs READY and every host's fabric
 //!   holds its bridges, VXLAN devices and member veths, up; and the ratio
-//!   spread / one host;
+//!   spread / one host; and each server's CPU time (user + system) during
+//!   each make, with the ratio of the busiest server's over three hosts to
+//!   the one-host server's (the wall time shares this machine's two cores,
+//!   so CPU per server is the honest figure);
 //! - the round-trip time of a ping between two containers of one CEN on
 //!   one host, against two on different hosts (over VXLAN): the median of
 //!   100 echoes (5 alternating runs of `ping -c 20 -i 0.01` each way), and
-//!   the ratio across / within.
+//!   the ratio across / within;
+//! - 1,000 unicast pings (flood mode) between a member on h1 and one on h2
+//!   of a CEN that spans the three hosts: the packets the third host's
+//!   VXLAN device of that CEN received meanwhile (exact forwarding: one
+//!   FDB entry per remote member MAC), against the second host's.
 //!
 //! Run: `cargo bench --bench hosts`. Under `cargo test --all-targets` (no
 //! `--bench` argument) it only says so and exits.
@@ -25,6 +32,7 @@ mod hosts;
 mod kernel;
 
 use hosts::{Cluster, Host, Options};
+use leviathan::realize::vxlan_name;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -136,6 +144,36 @@ fn rtts(from_ns: &str, to: &str) -> Vec<f64> {
     v
 }
 
+/// CPU time (user + system) a server has used so far, in seconds.
+fn cpu(h: &Host) -> f64 {
+    let pid = h.server_pid().expect("the server runs");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    // SAFETY: sysconf only reads a constant of the system.
+    let tick = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    f.iter().sum::<u64>() as f64 / tick
+}
+
+/// Each server's CPU seconds while `work` runs, and what it returned.
+async fn cpu_during<T>(cl: &Cluster, work: impl std::future::Future<Output = T>) -> (Vec<f64>, T) {
+    let before: Vec<f64> = cl.hosts.iter().map(cpu).collect();
+    let out = work.await;
+    (cl.hosts.iter().zip(before).map(|(h, b)| cpu(h) - b).collect(), out)
+}
+
+/// Packets a link has received (`ip -s`).
+fn rx_packets(ns: &str, dev: &str) -> i64 {
+    let out = Command::new("ip").args(["-s", "-j", "-n", ns, "link", "show", "dev", dev]).output().expect("ip");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v[0]["stats64"]["rx"]["packets"].as_i64().unwrap_or_else(|| panic!("no counters for {dev} in {ns}"))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -160,8 +198,9 @@ fn main() {
     rt.block_on(async {
         // 999 on one host.
         import(&cl, "a", false).await;
-        let one = make(&cl, "a", false).await;
+        let (cpu_one, one) = cpu_during(&cl, make(&cl, "a", false)).await;
         println!("make 999 containers on one host:        {:>8.2} s", one.as_secs_f64());
+        println!("  CPU per server (h1 h2 h3):            {:>8.2?} s", cpu_one);
         let ids: Vec<String> = (0..CENS).map(|g| format!("na{g}")).collect();
         cl.hosts[0]
             .gql("mutation($ids: [ID!]!) { cinDestroy(input: {ids: $ids}) { revision } }", json!({"ids": ids}))
@@ -173,9 +212,12 @@ fn main() {
 
         // 999 spread over three hosts.
         import(&cl, "s", true).await;
-        let spread = make(&cl, "s", true).await;
+        let (cpu_spread, spread) = cpu_during(&cl, make(&cl, "s", true)).await;
         println!("make 999 containers over three hosts:   {:>8.2} s", spread.as_secs_f64());
+        println!("  CPU per server (h1 h2 h3):            {:>8.2?} s", cpu_spread);
         println!("ratio three hosts / one host:           {:>8.2}", spread.as_secs_f64() / one.as_secs_f64());
+        let busiest = cpu_spread.iter().copied().fold(0.0, f64::max);
+        println!("ratio busiest server's CPU, three / one: {:>7.2}", busiest / cpu_one[0]);
 
         // Ping within a host (s0x0 and s0x3 on h1) and across (s0x1 on h2).
         let from = cl.host("h1").ns_of("s0x0");
@@ -192,6 +234,23 @@ fn main() {
         println!("ping RTT within a host (median of 100): {:>8.3} ms", w);
         println!("ping RTT across hosts (median of 100):  {:>8.3} ms", a);
         println!("ratio across / within:                  {:>8.2}", a / w);
+
+        // Unicast between h1 and h2 on s0, which h3 is on too.
+        let (h2, h3) = (cl.host("h2"), cl.host("h3"));
+        let (dev2, dev3) = (vxlan_name(&h2.prefix.0, "s0"), vxlan_name(&h3.prefix.0, "s0"));
+        let before = (rx_packets(&h2.fabric(), &dev2), rx_packets(&h3.fabric(), &dev3));
+        let out = Command::new("ip")
+            .args(["netns", "exec", &from, "ping", "-f", "-q", "-c", "1000", "-w", "60", &across])
+            .output()
+            .expect("ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("1000 received"), "flood ping h1 -> h2: {text}");
+        let got2 = rx_packets(&h2.fabric(), &dev2) - before.0;
+        let got3 = rx_packets(&h3.fabric(), &dev3) - before.1;
+        println!(
+            "1000 pings h1 -> h2: packets at h2's VXLAN device {got2:>6}, at h3's {got3:>6} ({:.2}%)",
+            got3 as f64 / 10.0
+        );
     });
     drop(cl);
 }
