@@ -141,3 +141,70 @@ impl Topology {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Command, ContainerKey, ErrorCode, Origin, RuntimeRef, Topology, Wiring};
+
+    fn attach(id: &str, rid: &str, ifname: &str) -> Command {
+        Command::ContainerAttach {
+            host: "h".into(),
+            id: id.into(),
+            netns_path: format!("/run/netns/{id}"),
+            netns: None,
+            cen: "front".into(),
+            ifname: ifname.into(),
+            runtime: RuntimeRef { origin: Origin::Cni, id: rid.into() },
+        }
+    }
+
+    fn detach(id: &str, rid: &str) -> Command {
+        Command::ContainerDetach {
+            host: "h".into(),
+            id: id.into(),
+            cen: Some("front".into()),
+            runtime: RuntimeRef { origin: Origin::Cni, id: rid.into() },
+        }
+    }
+
+    #[test]
+    fn attach_detach_and_the_bridge_from_the_first_runtime_container() {
+        let mut t = Topology::new();
+        t.execute(&Command::CenCreate { id: "front".into() }).unwrap();
+        t.execute(&attach("cni-a", "a1", "eth0")).unwrap();
+        let cen = t.cen("front").unwrap().clone();
+        assert_eq!(t.wiring(&cen), Some(Wiring::Bridge), "one runtime container already has its interface");
+        let key = ContainerKey::new("h", "cni-a");
+        assert_eq!(t.memberships_of(&key)[0].ifname, "eth0");
+        // Again the same way: nothing changes.
+        assert!(t.prepare(&attach("cni-a", "a1", "eth0")).unwrap().is_empty());
+        assert_eq!(t.execute(&attach("cni-a", "a1", "net1")).unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(t.execute(&attach("cni-a", "a1", "a/b")).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(t.execute(&attach("cni-a", "a1", "lo")).unwrap_err().code, ErrorCode::BadRequest);
+        // A container of the API is not taken over.
+        t.execute(&Command::ContainerCreate {
+            host: "h".into(),
+            id: "api".into(),
+            tag: None,
+            netns_path: None,
+            netns: None,
+        })
+        .unwrap();
+        assert_eq!(t.execute(&attach("api", "x", "eth0")).unwrap_err().code, ErrorCode::Conflict);
+        // Another sandbox of the same name took the container over: the
+        // old one's late DEL leaves it alone.
+        t.execute(&attach("cni-a", "a2", "eth0")).unwrap();
+        assert!(t.prepare(&detach("cni-a", "a1")).unwrap().is_empty());
+        t.execute(&detach("cni-a", "a2")).unwrap();
+        assert!(t.container(&key).is_none());
+        // Gone: a repeated DEL changes nothing and succeeds.
+        assert!(t.prepare(&detach("cni-a", "a2")).unwrap().is_empty());
+        assert_eq!(t.execute(&attach("cni-b", "b", "eth0")).map(|_| ()), Ok(()));
+        let mut to_nowhere = attach("cni-c", "c", "eth0");
+        if let Command::ContainerAttach { cen, .. } = &mut to_nowhere {
+            *cen = "nope".into();
+        }
+        let e = t.execute(&to_nowhere).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+}
