@@ -139,6 +139,15 @@ struct ServeArgs {
     /// Allow listening beyond loopback without a token.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Also serve the same routes on this unix socket (mode 0660; for local
+    /// agents such as leviathan-cni): no token, the peer must be root or in
+    /// the socket's group.
+    #[arg(long, value_name = "PATH")]
+    unix_socket: Option<PathBuf>,
+    /// Directory of the CNI deletions queued while the server was down;
+    /// carried out at start.
+    #[arg(long, value_name = "DIR", default_value = leviathan::service::cni_queue::DEFAULT_QUEUE_DIR)]
+    cni_queue: PathBuf,
     /// An origin (e.g. `https://dash.example`) whose browser pages may call
     /// the API; repeat for more. None by default.
     #[arg(long = "cors-origin")]
@@ -353,15 +362,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Bind before any kernel work: a server that cannot listen changes
         // nothing.
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
+        let unix = bind_unix(&args)?;
         let app = start_serving(&args, &settings, &service, underlay, shutdown_signal.clone()).await?;
         let app = server::with_cors(app, &args.cors_origins)?;
         // Started: what this start created is the server's now.
         created.keep();
+        let unix = spawn_unix(unix, &app, &opts, &shutdown_signal);
         announce_listening(&args, listener.local_addr()?, service.revision());
+        let grace = opts.grace;
         leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
+        join_unix(unix, grace).await;
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
+    let unix = bind_unix(&args)?;
     let addr = listener.local_addr()?;
     let connecting = leviathan::service::Connecting::new(&args.etcd);
     let waiting = leviathan::http::waiting::Waiting {
@@ -372,6 +386,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let gate = leviathan::http::waiting::Gate::new(waiting.router());
     let app = server::with_cors(gate.router(), &args.cors_origins)?;
+    let unix = spawn_unix(unix, &app, &opts, &shutdown_signal);
+    let grace = opts.grace;
     tracing::info!(%addr, etcd = %args.etcd.join(","), security = %settings.etcd_security.describe(), "bound; loading the state from etcd");
     let serving = leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal.clone(), shutdown());
     let starting = async {
@@ -385,11 +401,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::pin!(serving);
     tokio::select! {
         // Stopped (SIGTERM, SIGINT) while still waiting for etcd.
-        () = &mut serving => return Ok(()),
+        () = &mut serving => {
+            join_unix(unix, grace).await;
+            return Ok(());
+        }
         started = starting => started?,
     }
     serving.await;
+    join_unix(unix, grace).await;
     Ok(())
+}
+
+/// The local socket (`--unix-socket`), bound before any kernel work.
+fn bind_unix(args: &ServeArgs) -> anyhow::Result<Option<leviathan::http::unix::UnixSocket>> {
+    args.unix_socket.as_deref().map(leviathan::http::unix::UnixSocket::bind).transpose()
+}
+
+/// Serves `app` on the local socket too, until shutdown.
+fn spawn_unix(
+    socket: Option<leviathan::http::unix::UnixSocket>,
+    app: &axum::Router,
+    opts: &leviathan::http::serve::ServeOptions,
+    shutdown: &leviathan::http::serve::Shutdown,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let socket = socket?;
+    tracing::info!(path = %socket.path().display(), "serving on the unix socket too");
+    let run =
+        leviathan::http::unix::run(socket, app.clone(), opts.max_connections, opts.header_timeout, shutdown.clone());
+    Some(tokio::spawn(run))
+}
+
+/// Lets the local socket finish its requests (within the grace period);
+/// its file is removed when it returns.
+async fn join_unix(task: Option<tokio::task::JoinHandle<()>>, grace: std::time::Duration) {
+    if let Some(t) = task {
+        let _ = tokio::time::timeout(grace, t).await;
+    }
 }
 
 /// Once the store is open: the realizer and its driver (unless
@@ -402,6 +449,7 @@ async fn start_serving(
     underlay: Option<leviathan::realize::Underlay>,
     shutdown: leviathan::http::serve::Shutdown,
 ) -> anyhow::Result<axum::Router> {
+    leviathan::service::cni_queue::drain(service, &args.cni_queue).await;
     let driver = if args.no_realize { None } else { Some(start_driver(args, service, underlay).await?) };
     tokio::spawn(leviathan::service::log_changes(service.subscribe()));
     tokio::spawn(announce(Arc::clone(service), settings.vtep));

@@ -42,7 +42,9 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .route("/graphql", get(crate::http::graphql::get).post(crate::http::graphql::post))
         .route(
             GRAPHQL_WS_PATH,
-            get(move |state, headers, query, upgrade| graphql_ws(state, headers, query, upgrade, ws.clone())),
+            get(move |state, headers, query, upgrade, local| {
+                graphql_ws(state, headers, query, upgrade, ws.clone(), local)
+            }),
         )
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))

@@ -2,6 +2,7 @@
 //! the change stream. Writes are serialized; reads never wait for disk.
 
 mod changelog;
+pub mod cni_queue;
 mod connecting;
 mod feed;
 mod operations;

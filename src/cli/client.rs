@@ -41,24 +41,31 @@ pub struct Client {
     http: reqwest::Client,
     base: reqwest::Url,
     token: Option<String>,
+    /// The local socket, for `--server unix:PATH`.
+    unix: Option<std::path::PathBuf>,
 }
 
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Client> {
-        let url = server_url(server);
+        let unix = unix_path(server);
+        let url = if unix.is_some() { "http://localhost/".to_string() } else { server_url(server) };
         let base = reqwest::Url::parse(&url).with_context(|| format!("--server '{server}' is not a URL"))?;
         if !matches!(base.scheme(), "http" | "https") {
-            bail!("--server '{server}': only http:// and https:// are supported");
+            bail!("--server '{server}': only http://, https:// and unix:PATH are supported");
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Client { http, base, token: token.filter(|t| !t.is_empty()) })
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(path) = &unix {
+            http = http.unix_socket(path.clone());
+        }
+        let http = http.build().context("building the HTTP client")?;
+        Ok(Client { http, base, token: token.filter(|t| !t.is_empty()), unix })
     }
 
-    pub fn server(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+    pub fn server(&self) -> std::borrow::Cow<'_, str> {
+        match &self.unix {
+            Some(p) => format!("unix:{}", p.display()).into(),
+            None => self.base.as_str().trim_end_matches('/').into(),
+        }
     }
 
     fn endpoint(&self, path: &str) -> anyhow::Result<reqwest::Url> {
@@ -94,6 +101,11 @@ impl Client {
     /// Opens a `graphql-transport-ws` connection and starts one
     /// subscription.
     pub async fn subscribe(&self, query: &str, variables: Value) -> anyhow::Result<Subscription> {
+        if self.unix.is_some() {
+            bail!(
+                "subscriptions (watch, progress) are not served to the CLI over a unix socket: pass --server http://…"
+            );
+        }
         let mut url = self.endpoint("graphql/ws")?;
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme).map_err(|_| anyhow!("cannot make a websocket URL of {url}"))?;
@@ -172,6 +184,13 @@ impl Client {
         };
         GqlError { code: e.code, message }
     }
+}
+
+/// The socket of `--server unix:PATH` (also `unix://PATH`).
+fn unix_path(server: &str) -> Option<std::path::PathBuf> {
+    let rest = server.trim().strip_prefix("unix:")?;
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    Some(std::path::PathBuf::from(path))
 }
 
 /// `--server` as a URL: without a scheme, `http://` (`127.0.0.1:8080`,
@@ -275,6 +294,9 @@ mod tests {
         let c = Client::new("127.0.0.1:8080", None).unwrap();
         assert_eq!(c.server(), "http://127.0.0.1:8080");
         assert!(Client::new("ftp://x", None).is_err());
+        for s in ["unix:/run/l.sock", "unix:///run/l.sock"] {
+            assert_eq!(Client::new(s, None).unwrap().server(), "unix:/run/l.sock");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod monitor;
 mod mutation;
 mod page;
 mod query;
+mod runtime;
 mod subscription;
 mod types;
 pub mod ws;
@@ -24,6 +25,7 @@ pub use limits::{
 };
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use runtime::ContainerOrigin;
 pub use subscription::*;
 pub use types::*;
 

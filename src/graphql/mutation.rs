@@ -19,7 +19,7 @@ fn realization<'a>(ctx: &'a Context<'_>) -> Option<&'a Arc<dyn Realization>> {
 /// something made, answers once the kernel reflects it (a member joining a
 /// made CEN is wired when this returns). A change that touches nothing made
 /// answers as soon as it is durable.
-async fn run(ctx: &Context<'_>, cmd: Command) -> Result<i64> {
+pub(super) async fn run(ctx: &Context<'_>, cmd: Command) -> Result<i64> {
     let wait = !matches!(cmd, Command::CenSetMade { .. } | Command::CinSetMade { .. });
     let (revision, change) = svc(ctx).execute_change(cmd).await.map_err(gql)?;
     let needs = match (realization(ctx), &change) {
@@ -141,7 +141,7 @@ async fn settled(ctx: &Context<'_>, what: Realized, ids: &[String]) {
 /// Longest a waiting make/destroy waits for the realizer.
 pub const MAKE_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-fn host_of(s: &Arc<Service>, host_id: &Option<ID>) -> Result<String> {
+pub(super) fn host_of(s: &Arc<Service>, host_id: &Option<ID>) -> Result<String> {
     check_host_arg(host_id.as_ref().map(|h| h.as_str()), s.host_id()).map(str::to_string).map_err(gql)
 }
 
@@ -667,6 +667,26 @@ impl MutationRoot {
         #[graphql(desc = "What to change: see `ContainerJoinCenInput`.")] input: ContainerJoinCenInput,
     ) -> Result<MembershipPayload> {
         membership(ctx, input.host_id, input.container_id, input.cen_id, true).await
+    }
+
+    /// A container runtime attaches a container (`leviathan-cni`): binds it
+    /// to the runtime's namespace and joins one CEN under the runtime's
+    /// interface name; answers once the kernel has it wired.
+    async fn container_attach(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ContainerAttachInput`.")] input: super::runtime::ContainerAttachInput,
+    ) -> Result<MembershipPayload> {
+        super::runtime::attach(ctx, input).await
+    }
+
+    /// A container runtime detaches a container; repeating it succeeds.
+    async fn container_detach(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change: see `ContainerDetachInput`.")] input: super::runtime::ContainerDetachInput,
+    ) -> Result<super::runtime::DetachPayload> {
+        super::runtime::detach(ctx, input).await
     }
 
     /// Removes a container from a CEN (a non-member is left as it is).

@@ -137,6 +137,15 @@ impl Container {
     async fn host(&self) -> Host {
         Host { id: self.rec.host.clone() }
     }
+    /// Who made it: the API, or a container runtime's plugin call.
+    async fn origin(&self) -> super::ContainerOrigin {
+        super::ContainerOrigin::of(self.rec.runtime.as_ref())
+    }
+    /// The runtime's own id of the container (`CNI_CONTAINERID`); null for
+    /// containers made through the API.
+    async fn runtime_id(&self) -> Option<&str> {
+        self.rec.runtime.as_ref().map(|r| r.id.as_str())
+    }
     /// A free-form label (the legacy `container_tag`), used by filters and
     /// monitors; null when unset.
     async fn tag(&self) -> Option<&str> {

@@ -14,6 +14,8 @@
 //! health.rs   `/healthz`, `/metrics`, the request log
 //! serve.rs    the accept loop: connection limits (the idlest shed for a
 //!             new client), graceful shutdown
+//! unix.rs     the local socket (`--unix-socket`): the same router, the
+//!             peer authenticated by SO_PEERCRED instead of a token
 //! waiting.rs  the answers before the store is open (503), the gate to the
 //!             real router
 //! ```
@@ -32,6 +34,7 @@ pub mod pages;
 pub mod serve;
 pub mod state;
 pub mod token;
+pub mod unix;
 pub mod waiting;
 pub mod ws;
 

@@ -4,7 +4,8 @@
 //! websocket upgrade to `/graphql/ws` passes too, because its token is
 //! checked at `connection_init`, where the protocol can say no with its own
 //! code. A page without the token gets a page saying how to give it; any
-//! other route a 401 `UNAUTHENTICATED` in its own shape.
+//! other route a 401 `UNAUTHENTICATED` in its own shape. A request over
+//! the local socket (`http::unix`) needs no token: its peer is checked.
 
 use crate::auth::request_has_token;
 use crate::http::error::HttpError;
@@ -34,6 +35,9 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
 /// (`http::waiting`).
 pub fn refusal(expected: Option<&str>, req: &Request) -> Option<Response> {
     let expected = expected?;
+    if crate::http::unix::is_local(req) {
+        return None;
+    }
     let path = req.uri().path();
     if is_public_asset(path) {
         return None;

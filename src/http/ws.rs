@@ -53,6 +53,7 @@ pub async fn graphql_ws(
     uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     ws: WsEndpoint,
+    local: Option<axum::Extension<crate::http::unix::UnixCaller>>,
 ) -> Response {
     let offered = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
     let Some(protocol) = Protocol::negotiate(offered) else {
@@ -77,7 +78,8 @@ pub async fn graphql_ws(
         );
     };
     let auth = WsAuth {
-        pre_authorized: state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query(), true)),
+        pre_authorized: local.is_some()
+            || state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query(), true)),
         token: state.token.clone(),
     };
     let schema = state.schema.clone();

@@ -111,6 +111,29 @@ pub struct ContainerRec {
     /// The pool that created this container, if any.
     #[serde(default)]
     pub pool: Option<String>,
+    /// The container runtime that attached this container (through
+    /// `leviathan-cni`) and its own id for it; `None` for containers made
+    /// through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeRef>,
+}
+
+/// Which hook of a container runtime made a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A CNI plugin call (containerd, CRI-O, Kubernetes, nerdctl).
+    Cni,
+    /// A netavark plugin call (Podman 4+).
+    Netavark,
+}
+
+/// A container made by a runtime: how, and the runtime's id for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuntimeRef {
+    pub origin: Origin,
+    /// The runtime's container id (`CNI_CONTAINERID`, Podman's id).
+    pub id: String,
 }
 
 impl ContainerRec {

@@ -68,8 +68,11 @@ impl Topology {
     }
 
     /// The wiring of a CEN: a bridge for three or more members, for any CEN
-    /// of a CIN spanning several CENs, and where a member routes its default
-    /// route through it (a gateway is needed); a wire for two; else none.
+    /// of a CIN spanning several CENs, where a member routes its default
+    /// route through it (a gateway is needed), and where a container
+    /// runtime attached a member (its interface must exist from the first
+    /// container on, and runtimes' containers come and go: a bridge keeps
+    /// the others' wiring as they do); a wire for two; else none.
     pub fn wiring(&self, cen: &CenRec) -> Option<Wiring> {
         let n = self.member_count(&cen.id);
         let in_multi = self.cins_over(&cen.id).iter().any(|c| c.cens.len() > 1);
@@ -84,7 +87,9 @@ impl Topology {
                 .and_then(|c| self.default_route_of(c))
                 .is_some_and(|(_, via_cen)| via_cen == cen.id)
         });
-        if routes_here {
+        let runtime_here =
+            || self.members(&cen.id).any(|m| self.container(&m.key()).is_some_and(|c| c.runtime.is_some()));
+        if routes_here || runtime_here() {
             Some(Wiring::Bridge)
         } else if n == 2 {
             Some(Wiring::Wire)

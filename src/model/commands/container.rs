@@ -138,6 +138,7 @@ impl Topology {
                 realization: Standing::default(),
                 default_route: None,
                 pool: None,
+                runtime: None,
             }));
         }
         self.container(key).expect("container was just ensured")
@@ -172,7 +173,7 @@ impl Topology {
 
     /// A container's interfaces need distinct names: joining `cen` must not
     /// reuse the name of another CEN's interface in it.
-    fn check_ifname_free(&self, key: &ContainerKey, cen: &str, ifname: &str) -> Result<()> {
+    pub(super) fn check_ifname_free(&self, key: &ContainerKey, cen: &str, ifname: &str) -> Result<()> {
         match self.memberships_of(key).into_iter().find(|m| m.cen != cen && m.ifname == ifname) {
             Some(other) => Err(ModelError::conflict(format!(
                 "container '{key}' already has an interface named '{ifname}' (for CEN '{}'); CEN '{cen}' would use the same name",

@@ -20,6 +20,7 @@ mod container;
 mod cpool;
 mod host;
 mod reconcile;
+mod runtime;
 mod status;
 
 // What the rooms below share (they import it from here).
@@ -120,6 +121,31 @@ pub enum Command {
         container: String,
         cen: String,
     },
+    /// A runtime attaches a container (CNI ADD, netavark setup): created
+    /// or bound to its namespace, and joined to one CEN with the
+    /// interface name the runtime chose.
+    ContainerAttach {
+        host: String,
+        id: String,
+        netns_path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<NetnsBinding>,
+        cen: String,
+        ifname: String,
+        runtime: RuntimeRef,
+    },
+    /// A runtime detaches a container (CNI DEL, netavark teardown): it is
+    /// deleted if it is the runtime's container of that id; otherwise
+    /// nothing changes.
+    ContainerDetach {
+        host: String,
+        id: String,
+        /// The CEN left (the container is deleted once it is in none);
+        /// `None`: every CEN.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cen: Option<String>,
+        runtime: RuntimeRef,
+    },
     CenCreate {
         id: String,
     },
@@ -173,6 +199,8 @@ impl Command {
             Command::ContainerSetTag { .. } => "containerSetTag",
             Command::ContainerJoinCen { .. } => "containerJoinCen",
             Command::ContainerLeaveCen { .. } => "containerLeaveCen",
+            Command::ContainerAttach { .. } => "containerAttach",
+            Command::ContainerDetach { .. } => "containerDetach",
             Command::CenCreate { .. } => "cenCreate",
             Command::CenDelete { .. } => "cenDelete",
             Command::CenImport { .. } => "cenImport",
@@ -241,6 +269,12 @@ impl Topology {
             Command::ContainerSetTag { host, id, tag } => self.container_set_tag(host, id, tag.as_deref()),
             Command::ContainerJoinCen { host, container, cen } => self.container_join_cen(host, container, cen),
             Command::ContainerLeaveCen { host, container, cen } => self.container_leave_cen(host, container, cen),
+            Command::ContainerAttach { host, id, netns_path, netns, cen, ifname, runtime } => {
+                self.container_attach(host, id, (netns_path, netns.as_ref()), cen, ifname, runtime)
+            }
+            Command::ContainerDetach { host, id, cen, runtime } => {
+                self.container_detach(host, id, cen.as_deref(), runtime)
+            }
             Command::CenCreate { id } => self.cen_create(id),
             Command::CenDelete { id } => self.cen_delete(id),
             Command::CenImport { host, cens } => self.cen_import(host, cens),

@@ -1,0 +1,215 @@
+//! CNI benchmark (needs root): what a container runtime waits for at
+//! ADD, through libcni (a Go driver built from Debian's
+//! golang-github-appc-cni-dev, as in leviathan-cni's tests), with
+//! leviathan-cni against a running server and with Debian's reference
+//! `bridge` + `host-local` plugins doing the same job (a bridge, a veth
+//! per container, an address from a /16 with its gateway):
+//!
+//! - ADD latency p50 and p99 over 100 sequential containers;
+//! - the wall time of 30 ADDs at once (a burst of pods), all READY.
+//!
+//! Prints both figures and their ratios (target: leviathan <= 0.5x).
+//! Run: `cargo build --release -p leviathan-cni && cargo bench --bench cni`.
+//! Under `cargo test --all-targets` (no `--bench` argument) it only says
+//! how to run it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const SEQUENTIAL: usize = 100;
+const BURST: usize = 30;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The release binaries: the server (this package) and the plugin.
+fn binaries() -> (PathBuf, PathBuf) {
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_leviathan"));
+    let plugin = server.with_file_name("leviathan-cni");
+    assert!(
+        plugin.exists(),
+        "{} is missing: build it first with `cargo build --release -p leviathan-cni`",
+        plugin.display()
+    );
+    (server, plugin)
+}
+
+/// The libcni driver of leviathan-cni's tests, built in GOPATH mode.
+fn driver() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cni-go-bench");
+    std::fs::create_dir_all(&dir).expect("driver directory");
+    let out = dir.join("driver");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("cni/tests/go/driver.go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("/usr/share/gocode:{}", dir.join("gopath").display()))
+        .env("GOCACHE", dir.join("cache"))
+        .output()
+        .expect("go (golang-go) is needed");
+    assert!(built.status.success(), "building the libcni driver: {}", String::from_utf8_lossy(&built.stderr));
+    out
+}
+
+struct Figures {
+    p50_ms: f64,
+    p99_ms: f64,
+    burst_ms: f64,
+}
+
+/// Runs `jobs` through the driver, `parallel` at a time: each ADD's
+/// latency and the wall time, in microseconds.
+fn add_all(driver: &Path, cni_path: &str, cache: &Path, list: &Path, jobs: &[(String, String)], parallel: usize) -> (Vec<u64>, u64) {
+    let file = cache.with_extension(format!("jobs{parallel}"));
+    let text: String = jobs.iter().map(|(id, ns)| format!("{id} {ns}\n")).collect();
+    std::fs::write(&file, text).expect("jobs file");
+    let out = Command::new(driver)
+        .arg("bench")
+        .arg(list)
+        .arg(&file)
+        .arg(parallel.to_string())
+        .env("CNI_PATH", cni_path)
+        .env("CNI_CACHE", cache)
+        .output()
+        .expect("driver");
+    assert!(out.status.success(), "ADDs failed: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut lat = Vec::new();
+    let mut wall = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.strip_prefix("wall ") {
+            Some(w) => wall = w.parse().expect("wall time"),
+            None => lat.push(line.parse().expect("a latency")),
+        }
+    }
+    (lat, wall)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Namespaces `<prefix><kind><i>`, as a runtime makes them.
+fn namespaces(prefix: &str, kind: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}{kind}{i}");
+            run("ip", &["netns", "add", &name]);
+            (format!("{prefix}{kind}{i:04}-0000000000000000"), format!("/run/netns/{name}"))
+        })
+        .collect()
+}
+
+fn measure(driver: &Path, cni_path: &str, dir: &Path, list: &Path, prefix: &str) -> Figures {
+    let seq = namespaces(prefix, "s", SEQUENTIAL);
+    let burst = namespaces(prefix, "p", BURST);
+    let (mut lat, _) = add_all(driver, cni_path, &dir.join("cache"), list, &seq, 1);
+    lat.sort_unstable();
+    let (_, wall) = add_all(driver, cni_path, &dir.join("cache"), list, &burst, BURST);
+    Figures { p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), burst_ms: wall as f64 / 1000.0 }
+}
+
+fn start_server(server: &Path, dir: &Path, prefix: &str, sock: &Path) -> Child {
+    let mut child = Command::new(server)
+        .args(["serve", "--listen", "127.0.0.1:0", "--prefix", prefix])
+        .arg("--state")
+        .arg(dir.join("state.db"))
+        .arg("--unix-socket")
+        .arg(sock)
+        .arg("--cni-queue")
+        .arg(dir.join("queue"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start leviathan");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    assert!(line.starts_with("listening on"), "{line}");
+    child
+}
+
+fn gql(sock: &Path, query: &str) -> String {
+    let body = serde_json::json!({"query": query}).to_string();
+    run("curl", &["-s", "--unix-socket", sock.to_str().unwrap(), "http://localhost/graphql", "-H", "content-type: application/json", "-d", &body])
+}
+
+fn cleanup(prefix: &str, server: &Path) {
+    for ns in run("ip", &["netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()) {
+        if ns.starts_with(prefix) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+    let _ = Command::new(server).args(["cleanup", "--prefix", prefix]).stdout(Stdio::null()).status();
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("cni bench: run with `cargo build --release -p leviathan-cni && cargo bench --bench cni` (as root)");
+        return;
+    }
+    if !is_root() {
+        eprintln!("cni bench: needs root (it creates network namespaces); skipped");
+        return;
+    }
+    let (server, plugin) = binaries();
+    let driver = driver();
+    let pid = std::process::id() % 1000;
+    let ours = format!("cb{pid}-");
+    let theirs = format!("cr{pid}-");
+    let dir = std::env::temp_dir().join(format!("lev-cni-bench-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    let cni_path = format!("{}:/usr/lib/cni", plugin.parent().expect("bin dir").display());
+
+    // leviathan-cni and a server.
+    let sock = dir.join("l.sock");
+    let mut child = start_server(&server, &dir, &ours, &sock);
+    let made = gql(&sock, "mutation { cenCreate(input: {id: \"bench\"}) { revision } cinImport(input: {cins: [{id: \"benchcin\", cenIds: [\"bench\"]}]}) { revision } cinMake(input: {ids: [\"benchcin\"]}) { cins { status } } }");
+    assert!(made.contains("READY"), "{made}");
+    let list = dir.join("leviathan.conflist");
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "lev", "plugins": [
+        {"type": "leviathan-cni", "cen": "bench", "server": format!("unix://{}", sock.display())}]});
+    std::fs::write(&list, conf.to_string()).expect("conflist");
+    let lev = measure(&driver, &cni_path, &dir.join("lev"), &list, &ours);
+    let ready = gql(&sock, "{ containers(cenId: \"bench\") { status } }");
+    assert_eq!(ready.matches("READY").count(), SEQUENTIAL + BURST, "all READY: {ready}");
+    // SAFETY: kill with the child's pid and SIGTERM.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    cleanup(&ours, &server);
+
+    // Debian's reference plugins: bridge + host-local.
+    let bridge = format!("{theirs}br");
+    let list = dir.join("reference.conflist");
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "ref", "plugins": [
+        {"type": "bridge", "bridge": bridge, "isGateway": true,
+         "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "dataDir": dir.join("host-local").display().to_string()}}]});
+    std::fs::write(&list, conf.to_string()).expect("conflist");
+    let reference = measure(&driver, &cni_path, &dir.join("ref"), &list, &theirs);
+    cleanup(&theirs, &server);
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("ADD through libcni, {SEQUENTIAL} sequential containers, then {BURST} at once:");
+    println!("  {:<28} {:>9} {:>9} {:>12}", "", "p50 ms", "p99 ms", "burst ms");
+    for (name, f) in [("leviathan-cni + server", &lev), ("bridge + host-local", &reference)] {
+        println!("  {name:<28} {:>9.2} {:>9.2} {:>12.1}", f.p50_ms, f.p99_ms, f.burst_ms);
+    }
+    println!(
+        "  ratio leviathan/reference: p50 {:.2}x  p99 {:.2}x  burst {:.2}x  (target <= 0.5x)",
+        lev.p50_ms / reference.p50_ms,
+        lev.p99_ms / reference.p99_ms,
+        lev.burst_ms / reference.burst_ms
+    );
+}

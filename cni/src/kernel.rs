@@ -1,0 +1,175 @@
+//! What the kernel says about a container's network namespace, read from
+//! inside it: its interfaces (MAC, IPv4 addresses) and its IPv4 routes.
+//! The plugin asks the server to change things; it only ever reads here
+//! (the interface check before ADD, the MAC of the result, CHECK).
+//!
+//! The reading runs on a thread of its own that enters the namespace
+//! (`setns`) and ends with it, so the rest of the process never leaves its
+//! own namespace.
+
+use std::ffi::CStr;
+use std::net::Ipv4Addr;
+
+/// One interface of the namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Iface {
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`, when it has one.
+    pub mac: Option<String>,
+    /// Its IPv4 addresses with their prefix lengths.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// One IPv4 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub iface: String,
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    /// `None` for a directly connected route.
+    pub gw: Option<Ipv4Addr>,
+}
+
+/// A namespace as read.
+#[derive(Debug, Default)]
+pub struct NsView {
+    pub ifaces: Vec<Iface>,
+    pub routes: Vec<Route>,
+}
+
+impl NsView {
+    pub fn iface(&self, name: &str) -> Option<&Iface> {
+        self.ifaces.iter().find(|i| i.name == name)
+    }
+}
+
+/// Reads the namespace at `path` (a bind-mounted or `/proc/PID/ns/net`
+/// file).
+pub fn read_netns(path: &str) -> Result<NsView, String> {
+    let path = path.to_string();
+    std::thread::spawn(move || -> Result<NsView, String> {
+        let ns = std::fs::File::open(&path).map_err(|e| format!("opening the network namespace {path}: {e}"))?;
+        // SAFETY: the descriptor is open for this call; setns changes only
+        // this thread's namespace, and the thread ends after reading.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("entering the network namespace {path}: {}", std::io::Error::last_os_error()));
+        }
+        let ifaces = interfaces()?;
+        let routes =
+            std::fs::read_to_string("/proc/thread-self/net/route").map(|t| parse_routes(&t)).unwrap_or_default();
+        Ok(NsView { ifaces, routes })
+    })
+    .join()
+    .map_err(|_| "reading the network namespace failed".to_string())?
+}
+
+fn mac_text(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn prefix_of(mask: u32) -> u8 {
+    mask.count_ones() as u8
+}
+
+/// The interfaces of the calling thread's namespace (getifaddrs).
+fn interfaces() -> Result<Vec<Iface>, String> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(format!("listing interfaces: {}", std::io::Error::last_os_error()));
+    }
+    let mut out: Vec<Iface> = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, valid
+        // until freeifaddrs; its name is a NUL-terminated string, and its
+        // address is of the family it says.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_name.is_null() {
+            continue;
+        }
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+        let idx = match out.iter().position(|i| i.name == name) {
+            Some(i) => i,
+            None => {
+                out.push(Iface { name, ..Default::default() });
+                out.len() - 1
+            }
+        };
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if family == libc::AF_PACKET {
+            let ll = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_ll) };
+            let len = usize::from(ll.sll_halen).min(8);
+            if len == 6 {
+                out[idx].mac = Some(mac_text(&ll.sll_addr[..len]));
+            }
+        } else if family == libc::AF_INET {
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            let prefix = if ifa.ifa_netmask.is_null() {
+                32
+            } else {
+                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                prefix_of(u32::from_be(m.sin_addr.s_addr))
+            };
+            out[idx].addrs.push((ip, prefix));
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// `/proc/net/route`: addresses in hex, in the host's byte order.
+fn parse_routes(text: &str) -> Vec<Route> {
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes()));
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (iface, dst, gw, mask) = (f.first()?, hex(f.get(1)?)?, hex(f.get(2)?)?, hex(f.get(7)?)?);
+            Some(Route {
+                iface: iface.to_string(),
+                dst,
+                prefix: prefix_of(u32::from(mask)),
+                gw: (!gw.is_unspecified()).then_some(gw),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth0\t00000000\t01000A0A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                 eth0\t00000A0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let r = parse_routes(t);
+        assert_eq!(
+            r,
+            vec![
+                Route {
+                    iface: "eth0".into(),
+                    dst: Ipv4Addr::UNSPECIFIED,
+                    prefix: 0,
+                    gw: Some(Ipv4Addr::new(10, 10, 0, 1))
+                },
+                Route { iface: "eth0".into(), dst: Ipv4Addr::new(10, 10, 0, 0), prefix: 16, gw: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn own_namespace_reads() {
+        let v = read_netns("/proc/self/ns/net").unwrap();
+        let lo = v.iface("lo").expect("lo is in every namespace");
+        assert!(lo.addrs.iter().any(|(ip, p)| *ip == Ipv4Addr::LOCALHOST && *p == 8), "{lo:?}");
+    }
+}

@@ -1,0 +1,105 @@
+//! `leviathan-cni`: a container runtime's hook into leviathan. As a CNI
+//! 1.1 plugin (containerd, CRI-O, Kubernetes, nerdctl) it reads
+//! `CNI_COMMAND` and the network configuration on stdin; as a netavark
+//! plugin (Podman 4+: `leviathan-cni netavark create|setup|teardown|info`,
+//! or the binary installed under the name `leviathan-netavark`) it reads
+//! its subcommand. Either way it asks the leviathan server, over its local
+//! socket, to do the work, and prints the answer the runtime expects.
+//!
+//! ```text
+//! http.rs      a small blocking HTTP/1.1 client (unix socket or TCP)
+//! api.rs       the GraphQL requests: attach, detach, look up, health
+//! spec.rs      the CNI environment, configuration, errors and results
+//! cni.rs       ADD, DEL, CHECK, STATUS, GC, VERSION
+//! netavark.rs  create, setup, teardown, info
+//! kernel.rs    reading a container's namespace (interfaces, routes)
+//! queue.rs     deletions kept for the server while it is down
+//! ```
+//!
+//! Invariants: the plugin keeps no state but the bounded deletion queue;
+//! it never changes the kernel itself; every failure is the runtime's
+//! error object (CNI: `code`, `msg` on stdout, exit 1; netavark:
+//! `{"error": ...}`), never a panic.
+
+mod api;
+mod cni;
+mod http;
+mod kernel;
+mod netavark;
+mod queue;
+mod spec;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+fn read_stdin() -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    std::io::stdin().take(spec::MAX_CONFIG + 1).read_to_end(&mut buf).map_err(|e| format!("reading stdin: {e}"))?;
+    if buf.len() as u64 > spec::MAX_CONFIG {
+        return Err(format!("the configuration on stdin is over {} bytes", spec::MAX_CONFIG));
+    }
+    Ok(buf)
+}
+
+fn print(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let invoked_as = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default().to_string();
+    if invoked_as == "leviathan-netavark" {
+        return netavark_main(&args[1..]);
+    }
+    if args.get(1).map(String::as_str) == Some("netavark") {
+        return netavark_main(&args[2..]);
+    }
+    cni_main()
+}
+
+fn cni_main() -> ExitCode {
+    let version_of = |stdin: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(stdin)
+            .ok()
+            .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "1.1.0".into())
+    };
+    let stdin = match read_stdin() {
+        Ok(s) => s,
+        Err(m) => {
+            print(&spec::CniError::new(spec::code::IO, m).to_json("1.1.0"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = spec::Env::from_vars(|k| std::env::var(k).ok()).and_then(|env| cni::run(&env, &stdin));
+    match outcome {
+        Ok(Some(v)) => {
+            print(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            print(&e.to_json(&version_of(&stdin)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn netavark_main(args: &[String]) -> ExitCode {
+    let sub = args.first().map(String::as_str).unwrap_or("");
+    let stdin = if sub == "info" { Ok(Vec::new()) } else { read_stdin() };
+    let outcome = stdin.and_then(|s| netavark::run(sub, args.get(1).map(String::as_str), &s));
+    match outcome {
+        Ok(Some(v)) => {
+            print(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(m) => {
+            print(&serde_json::json!({"error": m}));
+            ExitCode::FAILURE
+        }
+    }
+}
