@@ -13,7 +13,8 @@
 //! pages.rs    `/`, `/graphiql`, `/topology`, their assets, the schema, 404s
 //! health.rs   `/healthz`, `/metrics`, the request log
 //! serve.rs    the accept loop: connection limits (the idlest shed for a
-//!             new client), graceful shutdown
+//!             new client), TLS handshakes, graceful shutdown
+//! tls.rs      HTTPS: the certificate and key, re-read on SIGHUP
 //! waiting.rs  the answers before the store is open (503), the gate to the
 //!             real router
 //! ```
@@ -31,6 +32,7 @@ pub mod media;
 pub mod pages;
 pub mod serve;
 pub mod state;
+pub mod tls;
 pub mod token;
 pub mod waiting;
 pub mod ws;

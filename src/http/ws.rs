@@ -2,7 +2,6 @@
 //! cap on open connections (each holds a slot until it closes); the
 //! protocols themselves are `graphql::ws`.
 
-use crate::auth::request_has_token;
 use crate::graphql::ws::{self, Protocol, WsAuth, WsConfig};
 use crate::http::error::HttpError;
 use crate::http::media::Media;
@@ -76,10 +75,10 @@ pub async fn graphql_ws(
             format!("too many websocket connections (at most {}); try again later", ws.config.max_connections),
         );
     };
-    let auth = WsAuth {
-        pre_authorized: state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query(), true)),
-        token: state.token.clone(),
-    };
+    // The upgrade request's own token, if it had one (the token check let
+    // it through without one: `connection_init` may give it).
+    let caller = state.token.as_deref().and_then(|a| a.request_caller(&headers, uri.query(), true));
+    let auth = WsAuth { auth: state.token.clone(), caller };
     let schema = state.schema.clone();
     let cfg = (*ws.config).clone();
     upgrade
