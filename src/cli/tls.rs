@@ -53,16 +53,19 @@ pub fn client_config(ca_cert: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>
     Ok(Arc::new(config))
 }
 
-/// The rustls error somewhere in an error's chain (inside an I/O error
-/// too, whose `source` skips the error it wraps).
+/// The rustls error somewhere in an error's chain (inside I/O errors too,
+/// whose `source` skips the error they wrap).
 fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    std::iter::successors(Some(e), |e| e.source()).find_map(|e| {
-        e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|i| i.downcast_ref::<rustls::Error>())
-        })
-    })
+    std::iter::successors(Some(e), |e| e.source()).find_map(unwrapped)
+}
+
+/// The rustls error an error is, or wraps in (nested) I/O errors.
+fn unwrapped<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    unwrapped(inner as &(dyn std::error::Error + 'static))
 }
 
 /// A failed certificate check in words, naming the check and the fix;
@@ -108,7 +111,8 @@ mod tests {
         let io = |c: CertificateError| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c))
         };
-        let e = io(CertificateError::UnknownIssuer);
+        // Wrapped twice, as the HTTP client hands it over.
+        let e = std::io::Error::other(io(CertificateError::UnknownIssuer));
         let m = explain(&e, "https://x:1").expect("a TLS error");
         assert!(m.contains("unknown issuer") && m.contains("--ca-cert"), "{m}");
         let m = explain(&io(CertificateError::NotValidForName), "https://x:1").expect("a TLS error");
