@@ -70,7 +70,14 @@ struct Figures {
 
 /// Runs `jobs` through the driver, `parallel` at a time: each ADD's
 /// latency and the wall time, in microseconds.
-fn add_all(driver: &Path, cni_path: &str, cache: &Path, list: &Path, jobs: &[(String, String)], parallel: usize) -> (Vec<u64>, u64) {
+fn add_all(
+    driver: &Path,
+    cni_path: &str,
+    cache: &Path,
+    list: &Path,
+    jobs: &[(String, String)],
+    parallel: usize,
+) -> (Vec<u64>, u64) {
     let file = cache.with_extension(format!("jobs{parallel}"));
     let text: String = jobs.iter().map(|(id, ns)| format!("{id} {ns}\n")).collect();
     std::fs::write(&file, text).expect("jobs file");
@@ -83,7 +90,12 @@ fn add_all(driver: &Path, cni_path: &str, cache: &Path, list: &Path, jobs: &[(St
         .env("CNI_CACHE", cache)
         .output()
         .expect("driver");
-    assert!(out.status.success(), "ADDs failed: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ADDs failed: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut lat = Vec::new();
     let mut wall = 0;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -141,7 +153,19 @@ fn start_server(server: &Path, dir: &Path, prefix: &str, sock: &Path) -> Child {
 
 fn gql(sock: &Path, query: &str) -> String {
     let body = serde_json::json!({"query": query}).to_string();
-    run("curl", &["-s", "--unix-socket", sock.to_str().unwrap(), "http://localhost/graphql", "-H", "content-type: application/json", "-d", &body])
+    run(
+        "curl",
+        &[
+            "-s",
+            "--unix-socket",
+            sock.to_str().unwrap(),
+            "http://localhost/graphql",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+        ],
+    )
 }
 
 fn cleanup(prefix: &str, server: &Path) {

@@ -1,6 +1,7 @@
 //! The `leviathan` command line.
 
 mod cli;
+mod serve_security;
 
 use anyhow::bail;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -133,12 +134,8 @@ struct ServeArgs {
     /// answers GONE (re-read the state, then resume from its revision).
     #[arg(long, default_value_t = leviathan::store::DEFAULT_KEEP_CHANGES)]
     keep_changes: u64,
-    /// Bearer token every request must carry.
-    #[arg(long, env = "LEVIATHAN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Allow listening beyond loopback without a token.
-    #[arg(long)]
-    insecure_no_auth: bool,
+    #[command(flatten)]
+    security: serve_security::SecurityArgs,
     /// Also serve the same routes on this unix socket (mode 0660; for local
     /// agents such as leviathan-cni): no token, the peer must be root or in
     /// the socket's group.
@@ -356,7 +353,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         header_timeout: settings.header_timeout,
         grace: settings.shutdown_grace,
+        tls: settings.security.tls.clone(),
     };
+    Arc::new(args.security.clone()).reload_on_sighup(&settings.security);
     if args.etcd.is_empty() {
         let service = open_service(&args, &settings, None).await?;
         // Bind before any kernel work: a server that cannot listen changes
@@ -368,7 +367,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Started: what this start created is the server's now.
         created.keep();
         let unix = spawn_unix(unix, &app, &opts, &shutdown_signal);
-        announce_listening(&args, listener.local_addr()?, service.revision());
+        announce_listening(&args, &settings, listener.local_addr()?, service.revision());
         let grace = opts.grace;
         leviathan::http::serve::run(listener, app, opts, trigger, shutdown_signal, shutdown()).await;
         join_unix(unix, grace).await;
@@ -379,7 +378,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let connecting = leviathan::service::Connecting::new(&args.etcd);
     let waiting = leviathan::http::waiting::Waiting {
-        token: args.token.clone().map(Into::into),
+        token: settings.security.auth.clone(),
         http: Arc::new(http_config(&args, &settings)),
         connecting: Arc::clone(&connecting),
         store_kind: "etcd",
@@ -395,7 +394,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let app = start_serving(&args, &settings, &service, underlay, shutdown_signal).await?;
         gate.open(app);
         created.keep();
-        announce_listening(&args, addr, service.revision());
+        announce_listening(&args, &settings, addr, service.revision());
         anyhow::Ok(())
     };
     tokio::pin!(serving);
@@ -458,7 +457,7 @@ async fn start_serving(
 
 /// Says the server serves: a log line, `listening on ADDR` as the first
 /// line on stdout (scripts and tests read it), and where to go on stderr.
-fn announce_listening(args: &ServeArgs, addr: SocketAddr, revision: u64) {
+fn announce_listening(args: &ServeArgs, settings: &Settings, addr: SocketAddr, revision: u64) {
     if args.etcd.is_empty() {
         tracing::info!(%addr, state = %args.state.display(), revision, "leviathan listening");
     } else {
@@ -466,19 +465,21 @@ fn announce_listening(args: &ServeArgs, addr: SocketAddr, revision: u64) {
     }
     println!("listening on {addr}");
     use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(where_to_go(args, addr).as_bytes());
+    let _ = std::io::stderr().lock().write_all(where_to_go(args, settings, addr).as_bytes());
 }
 
 /// What a person needs once the server listens: the pages' addresses
 /// (with `?token=…` when a token is needed, never the token itself), where
 /// the state is kept, the prefix, and whether the kernel is touched.
-fn where_to_go(args: &ServeArgs, addr: SocketAddr) -> String {
-    let token = if args.token.is_some() { "?token=…" } else { "" };
-    let base = format!("http://{addr}");
+fn where_to_go(args: &ServeArgs, settings: &Settings, addr: SocketAddr) -> String {
+    let tokens = args.security.has_tokens();
+    let token = if tokens { "?token=…" } else { "" };
+    let scheme = if settings.security.tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{addr}");
     let mut out = format!(
         "leviathan {} is serving:\n  home      {base}/{token}\n  explorer  {base}/graphiql{token}\n  topology  {base}/topology{token}\n  API       {base}/graphql{}\n",
         env!("CARGO_PKG_VERSION"),
-        if args.token.is_some() { " (with the header Authorization: Bearer <token>)" } else { "" }
+        if tokens { " (with the header Authorization: Bearer <token>)" } else { "" }
     );
     if args.etcd.is_empty() {
         let state = std::path::absolute(&args.state).unwrap_or_else(|_| args.state.clone());
@@ -529,13 +530,15 @@ struct Settings {
     header_timeout: std::time::Duration,
     body_timeout: std::time::Duration,
     shutdown_grace: std::time::Duration,
+    /// The tokens and the certificate.
+    security: serve_security::Security,
 }
 
 impl Settings {
     /// Checks every option that can be checked without touching anything.
     fn of(args: &ServeArgs) -> anyhow::Result<Settings> {
         let loopback = args.listen.ip().is_loopback();
-        check_token(args, loopback)?;
+        let security = args.security.load(args.listen)?;
         let addr_plan = leviathan::model::AddrPlan::new(args.cin_pool.0, args.cin_pool.1, args.cin_prefix_len)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         // Nothing is touched before the server knows it can do its job and
@@ -582,32 +585,9 @@ impl Settings {
             header_timeout: secs("header-timeout", args.header_timeout)?,
             body_timeout: secs("body-timeout", args.body_timeout)?,
             shutdown_grace: secs("shutdown-grace", args.shutdown_grace)?,
+            security,
         })
     }
-}
-
-/// A token must protect something: not blank, no stray spaces, 16
-/// characters or more beyond loopback; and beyond loopback there must be
-/// one unless `--insecure-no-auth` says otherwise.
-fn check_token(args: &ServeArgs, loopback: bool) -> anyhow::Result<()> {
-    if let Some(t) = &args.token {
-        if t.trim().is_empty() {
-            bail!("--token: a blank token protects nothing; give a real one (16 characters or more)");
-        }
-        if t.trim() != t {
-            bail!("--token: the token has leading or trailing spaces; give it without them");
-        }
-        if !loopback && t.chars().count() < 16 {
-            bail!("--token: listening on {} needs a token of 16 characters or more", args.listen);
-        }
-    }
-    if args.token.is_none() && !loopback && !args.insecure_no_auth {
-        bail!(
-            "refusing to listen on {} without a token: set --token (or LEVIATHAN_TOKEN), or pass --insecure-no-auth",
-            args.listen
-        );
-    }
-    Ok(())
 }
 
 /// The interface holding the VTEP address: VXLAN devices are bound to it,
@@ -728,7 +708,7 @@ fn build_router(
     let state = AppState {
         service: Arc::clone(service),
         schema,
-        token: args.token.clone().map(Into::into),
+        token: settings.security.auth.clone(),
         body_limit: args.max_body,
         http: Arc::new(http),
     };

@@ -206,20 +206,43 @@ impl Service {
     ///
     /// The work runs on its own task, so a caller that goes away mid-commit
     /// cannot leave the store and the graph apart.
+    ///
+    /// The change's actor is the server itself ([`crate::model::SYSTEM_ACTOR`]);
+    /// a client's request goes through [`Service::execute_as`].
     pub async fn execute(self: &Arc<Self>, cmd: Command) -> Result<u64, ModelError> {
         self.execute_change(cmd).await.map(|(r, _)| r)
+    }
+
+    /// [`Service::execute`] on behalf of `actor` (a token's name,
+    /// `unix:uid=N`, `anonymous`), whom the change records.
+    pub async fn execute_as(self: &Arc<Self>, cmd: Command, actor: &str) -> Result<u64, ModelError> {
+        self.execute_change_as(cmd, actor).await.map(|(r, _)| r)
     }
 
     /// [`Service::execute`], also returning the committed change (`None`
     /// when the command changed nothing).
     pub async fn execute_change(self: &Arc<Self>, cmd: Command) -> Result<(u64, Option<Arc<Change>>), ModelError> {
+        self.execute_change_as(cmd, crate::model::SYSTEM_ACTOR).await
+    }
+
+    /// [`Service::execute_change`] on behalf of `actor`.
+    pub async fn execute_change_as(
+        self: &Arc<Self>,
+        cmd: Command,
+        actor: &str,
+    ) -> Result<(u64, Option<Arc<Change>>), ModelError> {
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.execute_inner(cmd).await })
+        let actor = actor.to_string();
+        tokio::spawn(async move { this.execute_inner(cmd, actor).await })
             .await
             .map_err(|e| ModelError::internal(format!("command task failed: {e}")))?
     }
 
-    async fn execute_inner(self: Arc<Self>, cmd: Command) -> Result<(u64, Option<Arc<Change>>), ModelError> {
+    async fn execute_inner(
+        self: Arc<Self>,
+        cmd: Command,
+        actor: String,
+    ) -> Result<(u64, Option<Arc<Change>>), ModelError> {
         let _serial = self.writer.lock().await;
         let mut attempt = 0;
         loop {
@@ -241,7 +264,14 @@ impl Service {
                 .map(|d| d.as_micros() as u64)
                 .unwrap_or(0);
             let at_ms = at_us / 1000;
-            let change = Arc::new(Change { revision, mutation: cmd.name().to_string(), at_ms, at_us, items });
+            let change = Arc::new(Change {
+                revision,
+                mutation: cmd.name().to_string(),
+                at_ms,
+                at_us,
+                actor: actor.clone(),
+                items,
+            });
             let images = Arc::new(images);
             match self.store.commit(Arc::clone(&images), Arc::clone(&change)).await {
                 Ok(()) => {
@@ -342,7 +372,8 @@ impl Service {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        let change = Arc::new(Change { revision, mutation: "resync".into(), at_ms: at_us / 1000, at_us, items });
+        let actor = crate::model::SYSTEM_ACTOR.to_string();
+        let change = Arc::new(Change { revision, mutation: "resync".into(), at_ms: at_us / 1000, at_us, actor, items });
         {
             let mut t = self.topo.write();
             *t = fresh;

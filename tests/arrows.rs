@@ -21,7 +21,7 @@ fn allowed(room: &str) -> &'static [&'static str] {
         "http" => &["model", "service", "graphql", "auth", "shutdown"],
         "server" => &["model", "service", "graphql", "http", "auth", "shutdown"],
         // The binary: argument parsing and the client verbs.
-        "main" => &[
+        "main" | "serve_security" => &[
             "model", "store", "workload", "service", "driver", "graphql", "http", "server", "realize", "auth", "lock",
             "shutdown", "cli",
         ],
@@ -74,7 +74,7 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
 /// Whether a file belongs to the binary (where `crate::` is `main.rs`, and
 /// the library is `leviathan::`).
 fn in_binary(module: &[String]) -> bool {
-    matches!(module.first().map(String::as_str), Some("main") | Some("cli"))
+    matches!(module.first().map(String::as_str), Some("main") | Some("serve_security") | Some("cli"))
 }
 
 /// The paths a file names through the crate root: `crate::a::b::c` (or

@@ -5,8 +5,10 @@
 //! Every way of not getting through names its fix: nothing listening says
 //! to start `leviathan serve` or to pass `--server`; a missing or refused
 //! token names `--token` and `LEVIATHAN_TOKEN` (the server's own message
-//! speaks of the HTTP header, which a CLI user never writes). `--server`
-//! without a scheme is `http://`.
+//! speaks of the HTTP header, which a CLI user never writes); a refused
+//! server certificate says which check failed (`cli::tls`). `--server`
+//! without a scheme is `http://`; `https://` trusts the system's roots, or
+//! only the CA of `--ca-cert`.
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
@@ -43,22 +45,36 @@ pub struct Client {
     token: Option<String>,
     /// The local socket, for `--server unix:PATH`.
     unix: Option<std::path::PathBuf>,
+    /// The TLS configuration of `https://` servers.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
+    #[cfg(test)]
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Client> {
+        Client::with_ca(server, token, None)
+    }
+
+    /// A client of `server` (`http://`, `https://` or `unix:PATH`); an
+    /// `https://` one trusts the CA in `ca_cert` only, or else the system's
+    /// roots.
+    pub fn with_ca(server: &str, token: Option<String>, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
         let unix = unix_path(server);
         let url = if unix.is_some() { "http://localhost/".to_string() } else { server_url(server) };
         let base = reqwest::Url::parse(&url).with_context(|| format!("--server '{server}' is not a URL"))?;
         if !matches!(base.scheme(), "http" | "https") {
             bail!("--server '{server}': only http://, https:// and unix:PATH are supported");
         }
-        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
         if let Some(path) = &unix {
-            http = http.unix_socket(path.clone());
+            builder = builder.unix_socket(path.clone());
         }
-        let http = http.build().context("building the HTTP client")?;
-        Ok(Client { http, base, token: token.filter(|t| !t.is_empty()), unix })
+        let tls = if base.scheme() == "https" { Some(super::tls::client_config(ca_cert)?) } else { None };
+        if let Some(cfg) = &tls {
+            builder = builder.use_preconfigured_tls((**cfg).clone());
+        }
+        let http = builder.build().context("building the HTTP client")?;
+        Ok(Client { http, base, token: token.filter(|t| !t.is_empty()), unix, tls })
     }
 
     pub fn server(&self) -> std::borrow::Cow<'_, str> {
@@ -111,7 +127,9 @@ impl Client {
         url.set_scheme(scheme).map_err(|_| anyhow!("cannot make a websocket URL of {url}"))?;
         let mut request = url.as_str().into_client_request().context("websocket request")?;
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
-        let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
+        let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
             .await
             .map_err(|_| anyhow!("connecting to {url} timed out"))?
             .map_err(|e| self.unreachable(&e))?;
@@ -145,6 +163,9 @@ impl Client {
     /// the same hint.
     fn unreachable(&self, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
         let server = self.server();
+        if let Some(words) = super::tls::explain(e, &server) {
+            return anyhow!("{words}");
+        }
         let refused = std::iter::successors(Some(e), |e| e.source()).any(|e| {
             e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
         });
@@ -168,6 +189,10 @@ impl Client {
     /// on the command line: a missing or wrong token names `--token` and
     /// `LEVIATHAN_TOKEN` (not the HTTP header the server speaks of).
     fn explained(&self, e: GqlError) -> GqlError {
+        if e.code == ErrorCode::Forbidden.as_str() && e.message.starts_with("forbidden:") {
+            let message = format!("{} (--token or LEVIATHAN_TOKEN)", e.message);
+            return GqlError { code: e.code, message };
+        }
         if e.code != ErrorCode::Unauthenticated.as_str() {
             return e;
         }

@@ -12,6 +12,7 @@ pub mod manual;
 mod plan;
 mod progress;
 mod state;
+mod tls;
 mod watch;
 
 use client::Client;
@@ -28,6 +29,10 @@ pub struct ClientArgs {
     /// Bearer token of the server.
     #[arg(long, global = true, env = "LEVIATHAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// With an https:// server: the CA certificate (PEM) that signed its
+    /// certificate (the system's roots otherwise).
+    #[arg(long, global = true, value_name = "FILE", env = "LEVIATHAN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Output formats.
@@ -169,7 +174,7 @@ pub fn run(verb: Verb) -> anyhow::Result<()> {
 }
 
 fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    Client::new(&args.server, args.token.clone())
+    Client::with_ca(&args.server, args.token.clone(), args.ca_cert.as_deref())
 }
 
 async fn apply(

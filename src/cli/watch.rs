@@ -9,12 +9,14 @@ use std::io::Write as _;
 use std::time::Duration;
 
 const CHANGES: &str = "subscription($since: Int) { changes(since: $since) {
-  revision mutation atMs items { kind id hostId op } } }";
+  revision mutation atMs actor items { kind id hostId op } } }";
 
 /// Items shown on one line before "and N more".
 const ITEMS_SHOWN: usize = 8;
 
-/// One readable line: `rev 12  cenImport  +cen cen1 ~container host1/c1`.
+/// One readable line:
+/// `rev 12  cenImport  +cen cen1 ~container host1/c1  (ci, 12:04:05.123Z)`:
+/// the changes, then who made them and when (UTC).
 pub fn line(ev: &Value) -> String {
     let items = ev["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let mut parts: Vec<String> = items
@@ -43,7 +45,25 @@ pub fn line(ev: &Value) -> String {
     if items.len() > ITEMS_SHOWN {
         parts.push(format!("and {} more", items.len() - ITEMS_SHOWN));
     }
-    format!("rev {:<6} {:<18} {}", ev["revision"], ev["mutation"].as_str().unwrap_or("?"), parts.join(" "))
+    let actor = ev["actor"].as_str().unwrap_or("unknown");
+    let when = ev["atMs"].as_f64().map(utc_time).unwrap_or_default();
+    format!(
+        "rev {:<6} {:<18} {}  ({actor}{when})",
+        ev["revision"],
+        ev["mutation"].as_str().unwrap_or("?"),
+        parts.join(" ")
+    )
+}
+
+/// `, HH:MM:SS.mmmZ` of a time in milliseconds since the Unix epoch.
+fn utc_time(ms: f64) -> String {
+    if !ms.is_finite() || ms < 0.0 {
+        return String::new();
+    }
+    let ms = ms as u64;
+    let day_ms = ms % 86_400_000;
+    let (h, m, s, milli) = (day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60, day_ms % 1000);
+    format!(", {h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
 pub async fn run(client: &Client, since: Option<i64>, out: WatchFormat) -> anyhow::Result<()> {

@@ -40,5 +40,5 @@ pub(super) fn change_of(t: &mut Topology, cmd: &Command) -> Change {
     t.commit(&after);
     let items =
         after.iter().map(|(k, a)| ChangeItem { key: k.clone(), before: before[k].clone(), after: a.clone() }).collect();
-    Change { revision: 100, mutation: cmd.name().into(), at_ms: 0, at_us: 0, items }
+    Change { revision: 100, mutation: cmd.name().into(), at_ms: 0, at_us: 0, actor: String::new(), items }
 }

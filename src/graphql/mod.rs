@@ -1,5 +1,6 @@
 //! The GraphQL API over the topology service.
 
+pub mod access;
 mod cost;
 mod limits;
 mod monitor;
@@ -62,6 +63,9 @@ fn builder(limits: Limits) -> async_graphql::SchemaBuilder<QueryRoot, MutationRo
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .limit_recursive_depth(recursion)
         .limit_directives(8)
+        // Outermost: the role check sees the parsed document, however it
+        // was obtained.
+        .extension(access::Access)
         .extension(AliasLimit::new(limits))
 }
 

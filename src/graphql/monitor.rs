@@ -269,7 +269,7 @@ mod tests {
             .into_iter()
             .map(|(key, after)| ChangeItem { before: before.get(&key).cloned(), key, after })
             .collect();
-        Change { revision: rev, mutation: cmd.name().into(), at_ms: 0, at_us: 0, items }
+        Change { revision: rev, mutation: cmd.name().into(), at_ms: 0, at_us: 0, actor: String::new(), items }
     }
 
     fn ids(v: &[Member]) -> Vec<String> {

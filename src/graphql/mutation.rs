@@ -21,7 +21,8 @@ fn realization<'a>(ctx: &'a Context<'_>) -> Option<&'a Arc<dyn Realization>> {
 /// answers as soon as it is durable.
 pub(super) async fn run(ctx: &Context<'_>, cmd: Command) -> Result<i64> {
     let wait = !matches!(cmd, Command::CenSetMade { .. } | Command::CinSetMade { .. });
-    let (revision, change) = svc(ctx).execute_change(cmd).await.map_err(gql)?;
+    let actor = super::access::caller_of(ctx.data_opt::<crate::auth::Caller>()).actor;
+    let (revision, change) = svc(ctx).execute_change_as(cmd, &actor).await.map_err(gql)?;
     let needs = match (realization(ctx), &change) {
         (Some(r), Some(c)) => r.needs_kernel(svc(ctx), c),
         _ => false,

@@ -93,6 +93,13 @@ impl ChangeEvent {
     async fn at_ms(&self) -> f64 {
         self.change.at_millis()
     }
+    /// Who made the change: the name of the token used, `unix:uid=N` (a
+    /// peer of the local socket), `anonymous` (a server without tokens) or
+    /// `leviathan` (the server itself: status reports, resyncs). Null for
+    /// changes recorded before actors were.
+    async fn actor(&self) -> Option<&str> {
+        Some(self.change.actor.as_str()).filter(|a| !a.is_empty())
+    }
     /// The objects changed (those passing the filters), in kind order.
     async fn items(&self) -> Vec<EntityChange> {
         self.items

@@ -28,7 +28,7 @@
 //! bounded by the limit.
 
 use super::LeviathanSchema;
-use crate::auth::token_matches;
+use crate::auth::{Auth, Caller};
 use crate::model::ErrorCode;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
@@ -106,23 +106,23 @@ impl Protocol {
 }
 
 /// How the connection is authorized.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WsAuth {
-    /// The token every connection needs, if one is configured.
-    pub token: Option<Arc<str>>,
-    /// The upgrade request already carried the right token (`?token=` or
-    /// an `Authorization` header).
-    pub pre_authorized: bool,
+    /// The tokens a connection may give, if the server has any.
+    pub auth: Option<Arc<Auth>>,
+    /// The caller of the upgrade request's own token (`?token=` or an
+    /// `Authorization` header), if it carried one.
+    pub caller: Option<Caller>,
 }
 
 impl WsAuth {
-    /// Whether a `connection_init` payload (or the upgrade request) carries
-    /// the token: `{"token": T}`, `{"Authorization": "Bearer T"}` (any case),
-    /// or the same inside `"headers"`.
-    fn accepts(&self, payload: &Value) -> bool {
-        let Some(expected) = self.token.as_deref() else { return true };
-        if self.pre_authorized {
-            return true;
+    /// The caller of a `connection_init` payload (or of the upgrade
+    /// request): `{"token": T}`, `{"Authorization": "Bearer T"}` (any
+    /// case), or the same inside `"headers"`. `None`: refused.
+    fn accepts(&self, payload: &Value) -> Option<Caller> {
+        let Some(auth) = self.auth.as_deref() else { return Some(Caller::anonymous()) };
+        if let Some(c) = &self.caller {
+            return Some(c.clone());
         }
         let mut given = Vec::new();
         for obj in [Some(payload), payload.get("headers")].into_iter().flatten() {
@@ -138,7 +138,7 @@ impl WsAuth {
                 }
             }
         }
-        given.into_iter().any(|t| token_matches(expected, t))
+        given.into_iter().find_map(|t| auth.caller(t))
     }
 }
 
@@ -158,6 +158,8 @@ struct Conn {
     subs: StreamMap<String, BoxStream<'static, Out>>,
     init_received: bool,
     acked: bool,
+    /// Who the connection is served as, once acknowledged.
+    caller: Option<Caller>,
 }
 
 /// Why the loop ends.
@@ -173,7 +175,17 @@ enum Stop {
 /// Serves one upgraded connection until it closes.
 pub async fn serve(socket: WebSocket, proto: Protocol, schema: LeviathanSchema, auth: WsAuth, cfg: WsConfig) {
     let (sink, mut incoming) = socket.split();
-    let mut conn = Conn { proto, schema, auth, cfg, sink, subs: StreamMap::new(), init_received: false, acked: false };
+    let mut conn = Conn {
+        proto,
+        schema,
+        auth,
+        cfg,
+        sink,
+        subs: StreamMap::new(),
+        init_received: false,
+        acked: false,
+        caller: None,
+    };
     let keepalive = conn.cfg.keepalive;
     let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -337,7 +349,8 @@ impl Conn {
             return Err(Stop::Close(4429, "Too many initialisation requests".into()));
         }
         self.init_received = true;
-        if !self.auth.accepts(&payload) {
+        self.caller = self.auth.accepts(&payload);
+        if self.caller.is_none() {
             return match self.proto {
                 Protocol::TransportWs => Err(Stop::Close(4401, "Unauthorized: missing or wrong token".into())),
                 Protocol::LegacyWs => {
@@ -393,6 +406,12 @@ impl Conn {
                 )
                 .await;
         }
+        // Each operation is checked against the caller's role
+        // (`graphql::access`): a mutation beyond it is refused here.
+        let request = match &self.caller {
+            Some(c) => request.data(c.clone()),
+            None => request,
+        };
         let stream = self
             .schema
             .execute_stream(request)

@@ -174,8 +174,21 @@ fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::R
         let body = json!({"data": null, "errors": [refused(too_large(cap))]});
         return answer(StatusCode::OK, media, body.to_string().into_bytes());
     }
-    let status = if executed || media == Media::Json { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let status = if !executed && is_forbidden(&resp) {
+        StatusCode::FORBIDDEN
+    } else if executed || media == Media::Json {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     answer(status, media, out.buf)
+}
+
+/// Whether a request was refused for its caller's role
+/// (`graphql::access`): answered 403.
+fn is_forbidden(resp: &async_graphql::Response) -> bool {
+    let forbidden = async_graphql::Value::from(ErrorCode::Forbidden.as_str());
+    resp.errors.iter().any(|e| e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&forbidden))
 }
 
 fn body_too_large(limit: usize) -> Response {

@@ -4,7 +4,8 @@
 //! through a visitor's browser; and, when listening on loopback, a `Host`
 //! that does not name loopback (or a name given with `--allowed-host`) is
 //! refused (403), so DNS rebinding cannot reach it. Requests without
-//! `Origin` (curl, scripts) are unaffected.
+//! `Origin` (curl, scripts) are unaffected. Over HTTP/2, which sends no
+//! `Host`, the request's `:authority` is checked in its place.
 
 use crate::http::config::HttpConfig;
 use crate::http::error::HttpError;
@@ -32,13 +33,33 @@ fn is_loopback_name(name: &str) -> bool {
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The host a request names: its `Host` header, or (HTTP/2, which sends
+/// none) its `:authority`.
+fn named_host<'a>(headers: &'a HeaderMap, authority: Option<&'a str>) -> Option<Result<&'a str, String>> {
+    match headers.get(header::HOST) {
+        Some(h) => Some(h.to_str().map_err(|_| "the Host header is not text".to_string())),
+        None => authority.map(Ok),
+    }
+}
+
 /// Whether `Host` is acceptable.
 pub fn host_allowed(headers: &HeaderMap, loopback: bool, allowed: &[String]) -> Result<(), String> {
+    host_allowed_at(headers, None, loopback, allowed)
+}
+
+/// [`host_allowed`], with the request's `:authority` standing in for a
+/// missing `Host` (HTTP/2).
+pub fn host_allowed_at(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    loopback: bool,
+    allowed: &[String],
+) -> Result<(), String> {
     if !loopback {
         return Ok(());
     }
-    let Some(host) = headers.get(header::HOST) else { return Ok(()) };
-    let host = host.to_str().map_err(|_| "the Host header is not text".to_string())?;
+    let Some(host) = named_host(headers, authority) else { return Ok(()) };
+    let host = host?;
     let name = host_name(host);
     if is_loopback_name(&name) || allowed.iter().any(|a| host_name(a) == name) {
         Ok(())
@@ -53,9 +74,15 @@ pub fn host_allowed(headers: &HeaderMap, loopback: bool, allowed: &[String]) -> 
 
 /// Whether `Origin` (if any) is the server's own or a configured one.
 pub fn origin_allowed(headers: &HeaderMap, cors: &[String]) -> Result<(), String> {
+    origin_allowed_at(headers, None, cors)
+}
+
+/// [`origin_allowed`], with the request's `:authority` standing in for a
+/// missing `Host` (HTTP/2).
+pub fn origin_allowed_at(headers: &HeaderMap, authority: Option<&str>, cors: &[String]) -> Result<(), String> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let origin = origin.to_str().unwrap_or("").trim().trim_end_matches('/').to_ascii_lowercase();
-    let own = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.trim().to_ascii_lowercase());
+    let own = named_host(headers, authority).and_then(Result::ok).map(|h| h.trim().to_ascii_lowercase());
     let same = own.is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
     let configured = cors.iter().any(|c| c.trim().trim_end_matches('/').eq_ignore_ascii_case(&origin));
     if same || configured {
@@ -80,8 +107,9 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
 /// The 403 answer to a request `Host` or `Origin` refuses, `None` when it
 /// may go on. Also used before the store is open (`http::waiting`).
 pub fn refusal(cfg: &HttpConfig, req: &Request) -> Option<Response> {
-    let verdict = host_allowed(req.headers(), cfg.loopback, &cfg.allowed_hosts)
-        .and_then(|()| origin_allowed(req.headers(), &cfg.cors_origins));
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let verdict = host_allowed_at(req.headers(), authority, cfg.loopback, &cfg.allowed_hosts)
+        .and_then(|()| origin_allowed_at(req.headers(), authority, &cfg.cors_origins));
     verdict.err().map(|message| HttpError::of(ErrorCode::Forbidden, message).for_path(req.uri().path()).into_response())
 }
 
@@ -118,5 +146,15 @@ mod tests {
         let h = headers(&[("host", "127.0.0.1:8080"), ("origin", "null")]);
         assert!(origin_allowed(&h, &[]).is_err());
         assert!(origin_allowed(&headers(&[("host", "x")]), &[]).is_ok());
+    }
+
+    /// HTTP/2 sends no `Host`: its `:authority` is checked instead.
+    #[test]
+    fn the_authority_stands_in_for_host() {
+        let h = headers(&[("origin", "https://127.0.0.1:8443")]);
+        assert!(origin_allowed_at(&h, Some("127.0.0.1:8443"), &[]).is_ok());
+        assert!(origin_allowed_at(&h, Some("evil.example:8443"), &[]).is_err());
+        assert!(host_allowed_at(&HeaderMap::new(), Some("evil.example:8443"), true, &[]).is_err());
+        assert!(host_allowed_at(&HeaderMap::new(), Some("localhost:8443"), true, &[]).is_ok());
     }
 }

@@ -13,7 +13,8 @@
 //! pages.rs    `/`, `/graphiql`, `/topology`, their assets, the schema, 404s
 //! health.rs   `/healthz`, `/metrics`, the request log
 //! serve.rs    the accept loop: connection limits (the idlest shed for a
-//!             new client), graceful shutdown
+//!             new client), TLS handshakes, graceful shutdown
+//! tls.rs      HTTPS: the certificate and key, re-read on SIGHUP
 //! unix.rs     the local socket (`--unix-socket`): the same router, the
 //!             peer authenticated by SO_PEERCRED instead of a token
 //! waiting.rs  the answers before the store is open (503), the gate to the
@@ -33,6 +34,7 @@ pub mod media;
 pub mod pages;
 pub mod serve;
 pub mod state;
+pub mod tls;
 pub mod token;
 pub mod unix;
 pub mod waiting;

@@ -37,11 +37,18 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// Time requests in flight get to finish after SIGTERM/SIGINT.
     pub grace: Duration,
+    /// HTTPS: the certificate in use (re-read on SIGHUP); `None`: plain HTTP.
+    pub tls: Option<Arc<crate::http::tls::Tls>>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_connections: 2048, header_timeout: Duration::from_secs(30), grace: Duration::from_secs(10) }
+        ServeOptions {
+            max_connections: 2048,
+            header_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            tls: None,
+        }
     }
 }
 
@@ -83,7 +90,23 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let conn = conns.add(std::os::fd::AsRawFd::as_raw_fd(&stream));
-        tokio::spawn(serve_connection(stream, app.clone(), opts.header_timeout, shutdown.clone(), conn, permit));
+        match &opts.tls {
+            None => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    app.clone(),
+                    opts.header_timeout,
+                    shutdown.clone(),
+                    conn,
+                    permit,
+                ));
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                let (app, timeout, shutdown) = (app.clone(), opts.header_timeout, shutdown.clone());
+                tokio::spawn(serve_tls_connection(stream, acceptor, app, timeout, shutdown, conn, permit));
+            }
+        }
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
@@ -141,6 +164,95 @@ async fn serve_connection(
     drop(permit);
 }
 
+/// What a plain-HTTP client sent to the TLS port is told.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 62\r\n\r\nthis server speaks HTTPS only: use https:// for this address\r\n";
+
+/// Serves one TLS connection: the handshake (bounded by `header_timeout`,
+/// shed like an idle connection), then HTTP/2 or HTTP/1.1 by ALPN.
+async fn serve_tls_connection(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: Shutdown,
+    conn: Arc<Conn>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let handshake = async {
+        let mut first = [0u8; 1];
+        // A TLS handshake record starts with 0x16; a letter is plain HTTP.
+        if matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
+            let mut stream = stream;
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_TO_TLS).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            return None;
+        }
+        let io = Watched { inner: stream, conn: Arc::clone(&conn) };
+        match acceptor.accept(io).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    let tls = tokio::select! {
+        r = tokio::time::timeout(header_timeout, handshake) => r.ok().flatten(),
+        () = conn.shed.notified() => None,
+        () = shutdown.signalled() => None,
+    };
+    if let Some(tls) = tls {
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        serve_http(tls, h2, app, header_timeout, &shutdown, &conn).await;
+    }
+    conn.registry_remove();
+    drop(permit);
+}
+
+/// HTTP/2 or HTTP/1.1 over an established TLS stream, until it ends.
+async fn serve_http<I>(io: I, h2: bool, app: Router, header_timeout: Duration, shutdown: &Shutdown, conn: &Arc<Conn>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let inner = TowerToHyperService::new(app);
+    let busy_of = Arc::clone(conn);
+    let service = hyper::service::service_fn(move |req| {
+        let busy = Busy::enter(&busy_of);
+        let fut = hyper::service::Service::call(&inner, req);
+        async move {
+            let r = fut.await;
+            drop(busy);
+            r
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
+    let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(served);
+    let tick = (header_timeout / 4).max(Duration::from_millis(50));
+    let mut idle_check = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = served.as_mut() => return,
+            () = conn.shed.notified() => return,
+            () = shutdown.signalled() => break,
+            _ = idle_check.tick(), if h2 => {
+                if conn.busy.load(Ordering::SeqCst) == 0 && conn.idle_for() > header_timeout {
+                    break;
+                }
+            }
+        }
+    }
+    served.as_mut().graceful_shutdown();
+    let _ = served.await;
+}
+
 /// The open connections and how idle each is.
 #[derive(Default, Clone)]
 struct Registry {
@@ -174,6 +286,10 @@ impl Conn {
     fn touch(&self) {
         let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+    /// Time since the client last sent something or a request ended.
+    fn idle_for(&self) -> Duration {
+        self.accepted.elapsed().saturating_sub(Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed)))
     }
     fn registry_remove(&self) {
         if let Some(r) = self.registry.upgrade() {

@@ -1,4 +1,4 @@
-//! What every handler is given: the service, the schema, the token and the
+//! What every handler is given: the service, the schema, the tokens and the
 //! HTTP settings, passed explicitly as axum state (no globals).
 
 use crate::graphql::LeviathanSchema;
@@ -14,7 +14,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 pub struct AppState {
     pub service: Arc<Service>,
     pub schema: LeviathanSchema,
-    pub token: Option<Arc<str>>,
+    /// The tokens (with their roles) requests must carry; `None`: an open
+    /// server, every request served as `anonymous`.
+    pub token: Option<Arc<crate::auth::Auth>>,
     pub body_limit: usize,
     /// GraphQL-over-HTTP and browser-safety settings.
     pub http: Arc<HttpConfig>,

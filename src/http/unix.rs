@@ -44,15 +44,12 @@ impl UnixCaller {
     }
 }
 
-/// What a request over the socket carries: the peer, as an admin caller
+/// What a request over the socket carries: the peer, and the admin
+/// [`Caller`](crate::auth::Caller) `unix:uid=N` the token check takes as is
 /// (the socket's mode and the peer check are its authentication).
 fn mark_caller<B>(req: &mut axum::http::Request<B>, caller: &UnixCaller) {
     req.extensions_mut().insert(caller.clone());
-}
-
-/// Whether a request came over the local socket (then no token is asked).
-pub fn is_local(req: &axum::extract::Request) -> bool {
-    req.extensions().get::<UnixCaller>().is_some()
+    req.extensions_mut().insert(crate::auth::Caller::unix(caller.uid));
 }
 
 /// The bound socket; its file is removed when this is dropped.

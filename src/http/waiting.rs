@@ -29,8 +29,8 @@ use tower::ServiceExt;
 /// What the early answers need.
 #[derive(Clone)]
 pub struct Waiting {
-    /// The token every request must carry, if any.
-    pub token: Option<Arc<str>>,
+    /// The tokens requests must carry, if any.
+    pub token: Option<Arc<crate::auth::Auth>>,
     /// The browser-safety settings.
     pub http: Arc<HttpConfig>,
     /// How far the connection to the store got.
@@ -120,7 +120,7 @@ mod tests {
     fn waiting(token: Option<&str>) -> Waiting {
         let http = HttpConfig { loopback: true, realizing: false, ..HttpConfig::default() };
         Waiting {
-            token: token.map(Into::into),
+            token: token.map(|t| crate::auth::Auth::new(crate::auth::Tokens::single(t))),
             http: Arc::new(http),
             connecting: Connecting::new(&["http://127.0.0.1:1".into()]),
             store_kind: "etcd",

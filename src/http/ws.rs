@@ -2,7 +2,7 @@
 //! cap on open connections (each holds a slot until it closes); the
 //! protocols themselves are `graphql::ws`.
 
-use crate::auth::request_has_token;
+use crate::auth::Caller;
 use crate::graphql::ws::{self, Protocol, WsAuth, WsConfig};
 use crate::http::error::HttpError;
 use crate::http::media::Media;
@@ -77,11 +77,14 @@ pub async fn graphql_ws(
             format!("too many websocket connections (at most {}); try again later", ws.config.max_connections),
         );
     };
-    let auth = WsAuth {
-        pre_authorized: local.is_some()
-            || state.token.as_deref().is_some_and(|t| request_has_token(t, &headers, uri.query(), true)),
-        token: state.token.clone(),
+    // The peer of the local socket, or the upgrade request's own token, if
+    // it had one (the token check let it through without one:
+    // `connection_init` may give it).
+    let caller = match local {
+        Some(axum::Extension(peer)) => Some(Caller::unix(peer.uid)),
+        None => state.token.as_deref().and_then(|a| a.request_caller(&headers, uri.query(), true)),
     };
+    let auth = WsAuth { auth: state.token.clone(), caller };
     let schema = state.schema.clone();
     let cfg = (*ws.config).clone();
     upgrade

@@ -12,7 +12,7 @@ pub mod topology;
 pub mod view;
 
 pub use addressing::AddrPlan;
-pub use change::{Change, ChangeItem};
+pub use change::{Change, ChangeItem, SYSTEM_ACTOR};
 pub use commands::{CenSpec, CinSpec, Command, CpoolSpec, StatusReport};
 pub use commands::{MAX_NETNS_PATH, MAX_POOL_SIZE};
 pub use error::{ErrorCode, ModelError, Result};

@@ -1,6 +1,7 @@
 //! The server's log of committed changes: one concise line per change at
 //! the default level, naming its revision, its mutation and what it
-//! touched (and, for status reports, each CEN's and CIN's new status).
+//! touched and who did it (its actor); for status reports, each CEN's and
+//! CIN's new status.
 
 use crate::model::{Change, EntityKey, Record};
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub async fn log_changes(mut rx: broadcast::Receiver<Arc<Change>>) {
         if change.items.len() > SHOWN {
             parts.push(format!("and {} more", change.items.len() - SHOWN));
         }
-        tracing::info!("rev {} {}: {}", change.revision, change.mutation, parts.join(", "));
+        let actor = if change.actor.is_empty() { "unknown" } else { &change.actor };
+        tracing::info!("rev {} {}: {} (by {actor})", change.revision, change.mutation, parts.join(", "));
     }
 }

@@ -44,7 +44,7 @@ fn change_of(topo: &mut Topology, cmd: Command, revision: u64) -> (Arc<Images>, 
         .map(|(k, a)| ChangeItem { key: k.clone(), before: topo.get(k).cloned(), after: a.clone() })
         .collect();
     topo.commit(&images);
-    let change = Change { revision, mutation: cmd.name().into(), at_ms: 1, at_us: 1000, items };
+    let change = Change { revision, mutation: cmd.name().into(), at_ms: 1, at_us: 1000, actor: "tester".into(), items };
     (Arc::new(images), Arc::new(change))
 }
 

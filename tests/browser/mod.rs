@@ -62,9 +62,15 @@ pub const BOUND: Duration = Duration::from_secs(90);
 
 impl Browser {
     pub async fn launch(binary: &str) -> Browser {
+        Browser::launch_with(binary, &[]).await
+    }
+
+    /// [`Browser::launch`] with more Chromium flags.
+    pub async fn launch_with(binary: &str, extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary)
             .args(HEADLESS)
+            .args(extra)
             .args(["--remote-debugging-port=0", "--window-size=1280,800"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")

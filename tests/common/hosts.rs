@@ -448,6 +448,8 @@ impl Cluster {
             &h.ledger.to_string_lossy(),
             "--token",
             TOKEN,
+            // The hosts' private underlay: plain HTTP on purpose.
+            "--insecure-plain-http",
             "--etcd-timeout",
             "2",
             // A killed server's host is down (and not waited for) soon.
