@@ -112,6 +112,11 @@ pub(super) async fn keep_probing(service: Weak<Service>, health: Arc<StoreHealth
     }
 }
 
+/// The store's own `/metrics` gauges (the largest etcd request sent).
+pub fn write_store_metrics(out: &mut String) {
+    crate::store::etcd::request::write_metrics(out);
+}
+
 impl Service {
     /// The store's health: asked now and bounded by [`PROBE_TIMEOUT`], or
     /// for a shared store the last known state (answers at once).
