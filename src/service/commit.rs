@@ -42,7 +42,10 @@ impl Service {
                     tracing::debug!(expected, lost, "lost the commit race; catching up");
                     if lost == LOCK_AFTER {
                         if let Err(e) = self.store.lock_commits().await {
-                            break Err(self.commit_error(e));
+                            // Not the store down: its turn did not come.
+                            break Err(ModelError::unavailable(format!(
+                                "the change lost the commit race {lost} times and {e}; it was not committed. Retry later"
+                            )));
                         }
                     }
                     if lost >= LOCK_AFTER + MAX_LOCKED_ATTEMPTS {

@@ -28,8 +28,7 @@
 //! (its own at commit, others' from the watch). A load at start reads the
 //! snapshot, then the log after it, all at one etcd revision (see
 //! [`snapshot`]). Snapshots are written in the background (every 10,000
-//! changes or 64 MiB of changes, or every `--keep-changes` changes if
-//! fewer), never on the commit path; the log is then trimmed to what the
+//! changes or 64 MiB of changes), never on the commit path; the log is then trimmed to what the
 //! snapshot and `--keep-changes` still need, and a sweep deletes chunks no
 //! entry names (a lost race, a server killed between its chunks and its
 //! commit). Every request is built by [`request`], which refuses one over

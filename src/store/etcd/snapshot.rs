@@ -150,8 +150,7 @@ impl Core {
     pub(super) fn due(&self, revision: u64) -> bool {
         let since = revision.saturating_sub(self.shared.snapshot.load(Ordering::Acquire));
         !self.shared.snapshotting.load(Ordering::Acquire)
-            && (since >= SNAPSHOT_CHANGES.min(self.keep.max(1))
-                || self.shared.log_bytes.load(Ordering::Acquire) >= SNAPSHOT_BYTES)
+            && (since >= SNAPSHOT_CHANGES || self.shared.log_bytes.load(Ordering::Acquire) >= SNAPSHOT_BYTES)
     }
 
     /// Writes `records` (the model at `revision`) as the snapshot, then

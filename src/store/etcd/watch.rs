@@ -103,7 +103,9 @@ impl Watch {
             match ty {
                 EventType::Put => match self.core.change_of(kv, 0).await {
                     Ok(c) => {
-                        self.core.note_committed(c.revision, kv.value().len() as u64);
+                        let bytes = serde_json::from_slice::<super::log::Entry>(kv.value())
+                            .map_or(kv.value().len(), |e| e.bytes.max(kv.value().len()));
+                        self.core.note_committed(c.revision, bytes as u64);
                         let _ = self.tx.send(Remote::Change(Arc::new(c))).await;
                     }
                     Err(e) => {
