@@ -193,7 +193,7 @@ impl Core {
     /// stopped answering it: fences it (if `head` is still below
     /// `revision`, the fence makes the commit fail forever), or reads the
     /// entry at `revision` and compares its id.
-    async fn resolve(&self, id: &str, revision: u64, why: &str) -> Result<(), StoreError> {
+    pub(super) async fn resolve(&self, id: &str, revision: u64, why: &str) -> Result<(), StoreError> {
         let expected = revision - 1;
         let deadline = tokio::time::Instant::now() + RESOLVE_FOR;
         let (head, fence, entry) = (self.keys.head.clone(), self.keys.fence(id), self.keys.entry(revision));

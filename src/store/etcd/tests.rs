@@ -169,3 +169,58 @@ async fn a_prefix_of_layout_1_is_migrated_to_a_snapshot() {
     let (_, images, rev) = EtcdStore::connect(cfg(&e, 100)).await.unwrap();
     assert_eq!((rev, images), (42, model(&topo)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcome_of_an_unanswered_commit_is_found_out() {
+    if !etcd_available("store::etcd::tests::the_outcome_of_an_unanswered_commit_is_found_out") {
+        return;
+    }
+    let e = EtcdProcess::start("resolve");
+    let (s, _, _) = EtcdStore::connect(cfg(&e, 100)).await.unwrap();
+    let k = s.core.keys.clone();
+    let mut kv = s.core.client.kv_client();
+    // Not applied, head still below: fenced, so it can never apply.
+    match s.core.resolve("never", 1, "test").await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("not committed"), "{m}"),
+        other => panic!("expected not committed, got {other:?}"),
+    }
+    assert_eq!(count(&s, &k.fence("never")).await, 1);
+    // Applied (the entry at its revision carries its id): committed.
+    let change = Change { revision: 1, mutation: "cenCreate".into(), at_ms: 1, at_us: 1000, items: vec![] };
+    let entry = log::Entry { id: "mine".into(), change: Some(change), chunks: 0, bytes: 0 };
+    kv.put(k.entry(1), serde_json::to_vec(&entry).unwrap(), None).await.unwrap();
+    kv.put(k.head.clone(), "1", None).await.unwrap();
+    assert!(s.core.resolve("mine", 1, "test").await.is_ok());
+    // Another commit holds the revision: this one lost the race.
+    assert!(matches!(s.core.resolve("theirs", 1, "test").await, Err(StoreError::Conflict { expected: 0 })));
+    // With etcd stalled, nobody can say: UNKNOWN_OUTCOME naming the commit.
+    e.signal("STOP");
+    let r = s.core.resolve("stalled", 2, "test").await;
+    e.signal("CONT");
+    match r {
+        Err(StoreError::UnknownOutcome { id, revision, .. }) => assert_eq!((id.as_str(), revision), ("stalled", 2)),
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_server_holds_the_commit_lock_only_it_commits() {
+    if !etcd_available("store::etcd::tests::while_a_server_holds_the_commit_lock_only_it_commits") {
+        return;
+    }
+    let e = EtcdProcess::start("lock");
+    let (a, _, _) = EtcdStore::connect(cfg(&e, 100)).await.unwrap();
+    let (b, _, _) = EtcdStore::connect(cfg(&e, 100)).await.unwrap();
+    let (mut ta, mut tb) = (Topology::new(), Topology::new());
+    a.lock_commits().await.unwrap();
+    // B computed against the right revision, but the lock is taken.
+    let (images, change) = change_of(&mut tb, Command::CenCreate { id: "b".into() }, 1);
+    assert!(matches!(b.commit(images.clone(), change.clone()).await, Err(StoreError::Conflict { expected: 0 })));
+    let (ia, ca) = change_of(&mut ta, Command::CenCreate { id: "a".into() }, 1);
+    a.commit(ia, ca).await.unwrap();
+    a.unlock_commits().await;
+    assert_eq!(count(&a, &a.core.keys.lock).await, 0, "the lock's key went with its lease");
+    let (images, change) = change_of(&mut ta, Command::CenCreate { id: "b".into() }, 2);
+    b.commit(images, change).await.unwrap();
+    assert_eq!(b.changes_after(0, 10).await.unwrap().len(), 2);
+}
