@@ -411,4 +411,50 @@ mod tests {
         let c = rx.recv().await.unwrap();
         assert_eq!((c.revision, c.mutation.as_str()), (7, "cenCreate"));
     }
+
+    /// Snapshots are written in the background as changes go by; a server
+    /// started later loads the latest one and the log after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_are_written_as_changes_go_by_and_loaded_at_start() {
+        if !etcd_available("service::tests::snapshots_are_written_as_changes_go_by_and_loaded_at_start") {
+            return;
+        }
+        let etcd = EtcdProcess::start("snapshots");
+        let opts = |host: &str| Options { keep_changes: 2, ..Options::new(host) };
+        let cfg =
+            || EtcdConfig { snapshot_every: (3, u64::MAX), ..EtcdConfig::new(vec![etcd.client_url.clone()], "x") };
+        let a = Service::open_etcd(cfg(), opts("ha")).await.unwrap();
+        let mut kv = etcd_client::Client::connect([etcd.client_url.clone()], None).await.unwrap();
+        let snapshot_at = |at: u64| {
+            let mut kv = kv.clone();
+            async move {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    let r = kv.get("/leviathan/snapshot", None).await.unwrap();
+                    let p = r.kvs().first().map(|k| serde_json::from_slice::<serde_json::Value>(k.value()).unwrap());
+                    if p.as_ref().and_then(|p| p["revision"].as_u64()) == Some(at) {
+                        return;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "no snapshot at {at} within 60 s: {p:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        // Every 3 changes: at 3, then at 6 (the first one done by then).
+        for i in 1..=7 {
+            a.execute(Command::CenCreate { id: format!("c{i}") }).await.unwrap();
+            if i % 3 == 0 {
+                snapshot_at(i).await;
+            }
+        }
+        // The log was trimmed, at the snapshot at 6, to what it and `keep`
+        // need: after min(6, 6 - 2).
+        let first =
+            kv.get("/leviathan/log/", Some(etcd_client::GetOptions::new().with_prefix().with_limit(1))).await.unwrap();
+        let first = first.kvs().first().map(|k| String::from_utf8_lossy(k.key()).to_string());
+        assert_eq!(first, Some(format!("/leviathan/log/{:020}", 5)));
+        let b = Service::open_etcd(cfg(), opts("hb")).await.unwrap();
+        let ids = |s: &Arc<Service>| s.read(|t| t.cens().iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+        assert_eq!((b.revision(), ids(&b)), (7, ids(&a)));
+    }
 }

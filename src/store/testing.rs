@@ -38,6 +38,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
+/// Whether every thread of process `pid` is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')))
+            .unwrap_or(false)
+    })
+}
+
 /// One etcd member.
 pub struct EtcdProcess {
     child: Option<Child>,
@@ -157,6 +168,12 @@ impl EtcdProcess {
         if let Some(c) = &self.child {
             let ok = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
             assert!(ok.as_ref().is_ok_and(|s| s.success()), "kill -{sig} etcd: {ok:?}");
+            // `STOP` returns once every thread of the member is stopped.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sig == "STOP" && !stopped(c.id()) {
+                assert!(Instant::now() < deadline, "etcd did not stop within 60 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 

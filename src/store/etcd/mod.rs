@@ -101,6 +101,9 @@ pub struct EtcdConfig {
     pub request_timeout: Duration,
     /// TLS and etcd user (none by default).
     pub security: EtcdSecurity,
+    /// A snapshot is due after this many changes, or this many bytes of
+    /// changes, since the last one.
+    pub snapshot_every: (u64, u64),
 }
 
 impl EtcdConfig {
@@ -114,6 +117,7 @@ impl EtcdConfig {
             lease_ttl: 10,
             request_timeout: Duration::from_secs(5),
             security: EtcdSecurity::default(),
+            snapshot_every: (snapshot::SNAPSHOT_CHANGES, snapshot::SNAPSHOT_BYTES),
         }
     }
 }
@@ -143,6 +147,8 @@ pub(super) struct Core {
     shared: Shared,
     /// The commit lock, while held.
     held: Mutex<Option<lock::Held>>,
+    /// See [`EtcdConfig::snapshot_every`].
+    snapshot_every: (u64, u64),
 }
 
 impl Core {
@@ -228,6 +234,7 @@ impl EtcdStore {
             host_id: cfg.host_id.clone(),
             shared: Shared::default(),
             held: Mutex::new(None),
+            snapshot_every: cfg.snapshot_every,
         });
         core.init().await?;
         let (images, revision, header) = core.read_all().await?;

@@ -24,7 +24,8 @@ use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, TxnOp, TxnOpRes
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
-/// A snapshot is due after this many changes since the last one...
+/// By default, a snapshot is due after this many changes since the last
+/// one...
 pub const SNAPSHOT_CHANGES: u64 = 10_000;
 /// ... or this many bytes of changes.
 pub const SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
@@ -150,7 +151,8 @@ impl Core {
     pub(super) fn due(&self, revision: u64) -> bool {
         let since = revision.saturating_sub(self.shared.snapshot.load(Ordering::Acquire));
         !self.shared.snapshotting.load(Ordering::Acquire)
-            && (since >= SNAPSHOT_CHANGES || self.shared.log_bytes.load(Ordering::Acquire) >= SNAPSHOT_BYTES)
+            && (since >= self.snapshot_every.0
+                || self.shared.log_bytes.load(Ordering::Acquire) >= self.snapshot_every.1)
     }
 
     /// Writes `records` (the model at `revision`) as the snapshot, then
@@ -161,15 +163,21 @@ impl Core {
         }
         let r = self.snapshot_inner(revision, records).await;
         self.shared.snapshotting.store(false, Ordering::Release);
-        r
+        // Trimming and sweeping do not hold up the next snapshot.
+        if let Ok(Some(head)) = r {
+            self.trim(revision, head.max(revision)).await?;
+            self.sweep().await?;
+        }
+        r.map(|_| ())
     }
 
-    async fn snapshot_inner(&self, revision: u64, records: Vec<Record>) -> Result<(), StoreError> {
+    /// Writes the snapshot; `head` as read before, if it became current.
+    async fn snapshot_inner(&self, revision: u64, records: Vec<Record>) -> Result<Option<u64>, StoreError> {
         let top = self.read_top().await?;
         if let Some((p, _)) = &top.pointer {
             self.shared.snapshot.fetch_max(p.revision, Ordering::AcqRel);
             if p.revision >= revision {
-                return Ok(());
+                return Ok(None);
             }
         }
         let bytes = tokio::task::spawn_blocking(move || serde_json::to_vec(&records))
@@ -194,7 +202,7 @@ impl Core {
         let resp = super::request::within_once(self.timeout, "pointing at a snapshot", kv.txn(txn)).await?;
         if !resp.succeeded() {
             self.delete_dir(&dir).await;
-            return Ok(());
+            return Ok(None);
         }
         tracing::info!(revision, bytes = p.bytes, "snapshot written");
         self.shared.snapshot.fetch_max(revision, Ordering::AcqRel);
@@ -202,8 +210,7 @@ impl Core {
         if let Some((old, _)) = top.pointer {
             self.delete_dir(&self.keys.snapshot_dir(old.revision, &old.id)).await;
         }
-        self.trim(revision, top.head.max(revision)).await?;
-        self.sweep().await
+        Ok(Some(top.head))
     }
 
     /// Deletes the log entries (and their chunks) at or below
