@@ -23,7 +23,15 @@
 //!   VXLAN device of that CEN received meanwhile (exact forwarding: one
 //!   FDB entry per remote member MAC), against the second host's.
 //!
-//! Run: `cargo bench --bench hosts`. Under `cargo test --all-targets` (no
+//! - first, on stock etcd (its default limits) and on loopback (needs etcd
+//!   only): one `cenImport` of 10,000 CENs of 10 containers through one of
+//!   three servers: wall time until it is acknowledged and until the three
+//!   show the same revision and state, the largest etcd request sent (bytes
+//!   and operations, from `/metrics`), against the same import on SQLite
+//!   (one server) as the baseline.
+//!
+//! Run: `cargo bench --bench hosts` (`-- stock`: the import on stock etcd
+//! only). Under `cargo test --all-targets` (no
 //! `--bench` argument) it only says so and exits.
 
 #[path = "../tests/common/hosts.rs"]
@@ -179,16 +187,96 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// A `leviathan serve --no-realize` on loopback with `store` flags; its
+/// address.
+fn serve(store: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-realize", "--max-input-items", "200000"])
+        .args(store)
+        .env_remove("LEVIATHAN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start leviathan");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let addr = line.trim().strip_prefix("listening on ").expect("listening on ...").to_string();
+    (child, addr)
+}
+
+async fn post(http: &reqwest::Client, addr: &str, query: &str, variables: Value) -> Value {
+    let body = json!({"query": query, "variables": variables});
+    let v: Value = http.post(format!("http://{addr}/graphql")).json(&body).send().await.unwrap().json().await.unwrap();
+    assert!(v.get("errors").is_none(), "{v}");
+    v["data"].clone()
+}
+
+/// The import of 10,000 CENs of 10 containers: on stock etcd through one
+/// of three servers, and on SQLite (see the module docs).
+async fn stock_import() {
+    let http = reqwest::Client::builder().timeout(BOUND).build().unwrap();
+    let cens: Vec<Value> = (0..10_000)
+        .map(|g| json!({"id": format!("k{g}"), "containerIds": (0..10).map(|i| format!("k{g}x{i}")).collect::<Vec<_>>()}))
+        .collect();
+    let vars = json!({"input": {"hostId": "h1", "cens": cens}});
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let (mut sqlite, addr) = serve(&["--state", state.to_str().unwrap(), "--host-id", "h1"]);
+    let t = Instant::now();
+    post(&http, &addr, CEN_IMPORT, vars.clone()).await;
+    let base = t.elapsed();
+    let _ = sqlite.kill();
+    let _ = sqlite.wait();
+
+    let etcd = leviathan::store::testing::EtcdProcess::start("bench-stock");
+    let servers: Vec<_> = ["h1", "h2", "h3"].map(|h| serve(&["--etcd", &etcd.client_url, "--host-id", h])).into();
+    let t = Instant::now();
+    let r = post(&http, &servers[0].1, CEN_IMPORT, vars).await["cenImport"]["revision"].as_i64();
+    let acked = t.elapsed();
+    let query = "{ revision cens { id size vni } }";
+    let first = post(&http, &servers[0].1, query, json!({})).await;
+    for (_, addr) in &servers[1..] {
+        while post(&http, addr, "{ revision }", json!({})).await["revision"].as_i64() != r {
+            assert!(t.elapsed() < BOUND, "{addr} did not reach revision {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(post(&http, addr, query, json!({})).await, first, "{addr} differs");
+    }
+    let converged = t.elapsed();
+    let metrics = http.get(format!("http://{}/metrics", servers[0].1)).send().await.unwrap().text().await.unwrap();
+    let gauge = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok()).unwrap_or(0)
+    };
+    let (bytes, ops) = (gauge("leviathan_etcd_request_max_bytes"), gauge("leviathan_etcd_request_max_ops"));
+    println!("cenImport 10,000 CENs x 10 on SQLite (baseline):     {:>8.2} s", base.as_secs_f64());
+    println!("the same on stock etcd, acknowledged:                {:>8.2} s", acked.as_secs_f64());
+    println!("  three servers at the same revision and state:      {:>8.2} s", converged.as_secs_f64());
+    println!("  ratio etcd (acknowledged) / SQLite:                {:>8.2}", acked.as_secs_f64() / base.as_secs_f64());
+    println!("  largest etcd request: {bytes} bytes, {ops} operations (limits: 1572864 bytes, 128 operations)");
+    assert!(bytes <= 1_572_864 && ops <= 128, "a request over etcd's default limits");
+    for (mut c, _) in servers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         eprintln!("hosts bench: run with `cargo bench --bench hosts` (as root, with etcd)");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    if leviathan::store::testing::etcd_binary().is_some() {
+        rt.block_on(stock_import());
+    }
+    if std::env::args().any(|a| a == "stock") {
         return;
     }
     if !kernel::is_root() || leviathan::store::testing::etcd_binary().is_none() {
         eprintln!("hosts bench: needs root (network namespaces) and etcd (Debian's etcd-server); skipped");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let opts = Options {
         serve_args: ["--cin-prefix-len", "24", "--reconcile-interval", "0"].map(String::from).to_vec(),
         log: "warn".to_string(),

@@ -3,6 +3,7 @@
 
 mod changelog;
 pub mod cni_queue;
+mod commit;
 mod connecting;
 mod feed;
 mod operations;
@@ -10,8 +11,7 @@ pub mod probe;
 mod realization;
 mod workloads;
 
-use crate::model::{AddrPlan, Command, EntityKey, ModelError, Record, Topology};
-use crate::model::{Change, ChangeItem};
+use crate::model::{AddrPlan, Change, ChangeItem, Command, EntityKey, ModelError, Record, Topology};
 use crate::store::{ConnectError, EtcdConfig, EtcdStore, HostStatus, Remote, SqliteStore, Store, StoreError};
 use crate::workload::Workloads;
 use parking_lot::RwLock;
@@ -21,9 +21,11 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{broadcast, Mutex};
 
 pub use changelog::log_changes;
+pub use commit::LOCK_AFTER;
 pub use connecting::{backoff, Connecting, FIRST_RETRY, MAX_RETRY};
 pub use feed::{ChangeFeed, FeedItem, REPLAY_PAGE};
 pub use operations::{OperationState, OperationStatus, Operations, MAX_FINISHED_OPERATIONS};
+pub use probe::StoreHealth;
 pub use realization::Realization;
 
 /// Capacity of the change stream; a subscriber further behind is told so.
@@ -38,6 +40,12 @@ pub struct Service {
     changes: broadcast::Sender<Arc<Change>>,
     operations: Operations,
     workloads: Workloads,
+    /// The store's last known state (kept by a background probe for a
+    /// shared store).
+    health: Arc<StoreHealth>,
+    /// With a shared store: how long a write may wait for its turn while
+    /// the store takes nothing (see `commit`).
+    write_timeout: Option<std::time::Duration>,
 }
 
 /// How a service is opened.
@@ -88,7 +96,7 @@ impl Service {
         Self::check_options(&opts)?;
         let (store, topo, revision) = SqliteStore::open(state, opts.addr_plan, opts.keep_changes)?;
         let store = store.announcing(&opts.host_id, opts.vtep_address.clone());
-        Ok(Self::with_store(Arc::new(store), topo, revision, &opts))
+        Ok(Self::with_store(Arc::new(store), topo, revision, &opts, None))
     }
 
     /// Connects to etcd (shared with the servers of other hosts), loads the
@@ -106,15 +114,17 @@ impl Service {
             vtep_address: opts.vtep_address.clone(),
             ..cfg
         };
+        let timeout = cfg.request_timeout;
         let (store, images, revision) = EtcdStore::connect(cfg).await?;
         let topo =
             crate::store::topology_of(&images, opts.addr_plan, "the model in etcd").map_err(ConnectError::Refused)?;
         let store: Arc<dyn Store> = Arc::new(store);
         let remote = store.follow();
-        let service = Self::with_store(store, topo, revision, &opts);
+        let service = Self::with_store(store, topo, revision, &opts, Some(timeout));
         if let Some(rx) = remote {
             tokio::spawn(follow(Arc::downgrade(&service), rx));
         }
+        tokio::spawn(probe::keep_probing(Arc::downgrade(&service), Arc::clone(&service.health), timeout));
         Ok(service)
     }
 
@@ -126,7 +136,14 @@ impl Service {
         Ok(())
     }
 
-    fn with_store(store: Arc<dyn Store>, topo: Topology, revision: u64, opts: &Options) -> Arc<Service> {
+    /// The service over an opened store; `write_timeout` for a shared one.
+    fn with_store(
+        store: Arc<dyn Store>,
+        topo: Topology,
+        revision: u64,
+        opts: &Options,
+        write_timeout: Option<std::time::Duration>,
+    ) -> Arc<Service> {
         let (changes, _) = broadcast::channel(opts.capacity);
         Arc::new(Service {
             topo: RwLock::new(topo),
@@ -137,6 +154,8 @@ impl Service {
             changes,
             operations: Operations::new(),
             workloads: opts.workloads,
+            health: Arc::new(StoreHealth::new(write_timeout.is_some())),
+            write_timeout,
         })
     }
 
@@ -238,58 +257,6 @@ impl Service {
             .map_err(|e| ModelError::internal(format!("command task failed: {e}")))?
     }
 
-    async fn execute_inner(
-        self: Arc<Self>,
-        cmd: Command,
-        actor: String,
-    ) -> Result<(u64, Option<Arc<Change>>), ModelError> {
-        let _serial = self.writer.lock().await;
-        let mut attempt = 0;
-        loop {
-            let (images, items) = {
-                let mut t = self.topo.write();
-                let after = t.prepare(&cmd)?;
-                let items: Vec<ChangeItem> = after
-                    .iter()
-                    .map(|(k, a)| ChangeItem { key: k.clone(), before: t.get(k).cloned(), after: a.clone() })
-                    .collect();
-                (after, items)
-            };
-            if images.is_empty() {
-                return Ok((self.revision(), None));
-            }
-            let revision = self.revision() + 1;
-            let at_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0);
-            let at_ms = at_us / 1000;
-            let change = Arc::new(Change {
-                revision,
-                mutation: cmd.name().to_string(),
-                at_ms,
-                at_us,
-                actor: actor.clone(),
-                items,
-            });
-            let images = Arc::new(images);
-            match self.store.commit(Arc::clone(&images), Arc::clone(&change)).await {
-                Ok(()) => {
-                    self.apply(&images, change.clone());
-                    return Ok((revision, Some(change)));
-                }
-                Err(StoreError::Conflict { expected }) if attempt < MAX_COMMIT_ATTEMPTS => {
-                    // Another server committed first: catch up and compute
-                    // the command again against the fresh model.
-                    attempt += 1;
-                    tracing::debug!(expected, attempt, "lost the commit race; catching up");
-                    self.catch_up().await?;
-                }
-                Err(e) => return Err(commit_error(e)),
-            }
-        }
-    }
-
     /// Makes committed images visible and publishes their change. The
     /// caller holds the writer lock; `change` is the next revision.
     fn apply(&self, images: &crate::model::Images, change: Arc<Change>) {
@@ -301,6 +268,7 @@ impl Service {
         // The one place subscribers are notified: once per committed change,
         // in revision order (the writer lock is held).
         let _ = self.changes.send(change);
+        self.maybe_snapshot();
     }
 
     /// Applies a change committed elsewhere if it is the next one; a later
@@ -331,7 +299,7 @@ impl Service {
                     tracing::warn!(revision = current, floor = g.floor, "behind the change log; reloading the model");
                     return self.relist().await;
                 }
-                Err(e) => return Err(commit_error(e)),
+                Err(e) => return Err(self.commit_error(e)),
             };
             let full = page.len() >= REPLAY_PAGE;
             for c in page {
@@ -352,7 +320,7 @@ impl Service {
     /// one (the log no longer has them): a subscriber sees the revision
     /// jump, and one resuming from inside the jump is told `GONE`.
     async fn relist(&self) -> Result<(), ModelError> {
-        let (images, revision) = self.store.load().await.map_err(commit_error)?;
+        let (images, revision) = self.store.load().await.map_err(|e| self.commit_error(e))?;
         let plan = *self.topo.read().addr_plan();
         let fresh = crate::store::topology_of(&images, plan, "the reloaded model")
             .map_err(|e| ModelError::internal(e.to_string()))?;
@@ -381,27 +349,6 @@ impl Service {
         }
         let _ = self.changes.send(change);
         Ok(())
-    }
-}
-
-/// How often a command is computed again after losing the commit race
-/// before it gives up.
-pub const MAX_COMMIT_ATTEMPTS: u32 = 64;
-
-/// The error a client sees for a store failure.
-fn commit_error(e: StoreError) -> ModelError {
-    match e {
-        StoreError::Unavailable(m) => ModelError::unavailable(format!(
-            "{m}; the change was not acknowledged (if it was committed after all, it appears in the change stream). Retry later"
-        )),
-        StoreError::Conflict { expected } => ModelError::unavailable(format!(
-            "the change lost the commit race {MAX_COMMIT_ATTEMPTS} times (last at revision {expected}); retry later"
-        )),
-        StoreError::Gone(g) => ModelError::gone(g.to_string()),
-        StoreError::Other(e) => {
-            tracing::error!(error = %e, "commit failed");
-            ModelError::internal(format!("could not commit the change: {e}"))
-        }
     }
 }
 
@@ -458,7 +405,7 @@ mod tests {
         let topo = crate::store::topology_of(&images, AddrPlan::default(), "test").unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
         drop(store.follow());
-        let b = Service::with_store(store, topo, revision, &opts("hb"));
+        let b = Service::with_store(store, topo, revision, &opts("hb"), None);
         a.execute(Command::CenCreate { id: "gone".into() }).await.unwrap();
         for i in 0..4 {
             a.execute(Command::CenCreate { id: format!("c{i}") }).await.unwrap();
@@ -484,5 +431,51 @@ mod tests {
         }
         let c = rx.recv().await.unwrap();
         assert_eq!((c.revision, c.mutation.as_str()), (7, "cenCreate"));
+    }
+
+    /// Snapshots are written in the background as changes go by; a server
+    /// started later loads the latest one and the log after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_are_written_as_changes_go_by_and_loaded_at_start() {
+        if !etcd_available("service::tests::snapshots_are_written_as_changes_go_by_and_loaded_at_start") {
+            return;
+        }
+        let etcd = EtcdProcess::start("snapshots");
+        let opts = |host: &str| Options { keep_changes: 2, ..Options::new(host) };
+        let cfg =
+            || EtcdConfig { snapshot_every: (3, u64::MAX), ..EtcdConfig::new(vec![etcd.client_url.clone()], "x") };
+        let a = Service::open_etcd(cfg(), opts("ha")).await.unwrap();
+        let mut kv = etcd_client::Client::connect([etcd.client_url.clone()], None).await.unwrap();
+        let snapshot_at = |at: u64| {
+            let mut kv = kv.clone();
+            async move {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    let r = kv.get("/leviathan/snapshot", None).await.unwrap();
+                    let p = r.kvs().first().map(|k| serde_json::from_slice::<serde_json::Value>(k.value()).unwrap());
+                    if p.as_ref().and_then(|p| p["revision"].as_u64()) == Some(at) {
+                        return;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "no snapshot at {at} within 60 s: {p:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        // Every 3 changes: at 3, then at 6 (the first one done by then).
+        for i in 1..=7 {
+            a.execute(Command::CenCreate { id: format!("c{i}") }).await.unwrap();
+            if i % 3 == 0 {
+                snapshot_at(i).await;
+            }
+        }
+        // The log was trimmed, at the snapshot at 6, to what it and `keep`
+        // need: after min(6, 6 - 2).
+        let first =
+            kv.get("/leviathan/log/", Some(etcd_client::GetOptions::new().with_prefix().with_limit(1))).await.unwrap();
+        let first = first.kvs().first().map(|k| String::from_utf8_lossy(k.key()).to_string());
+        assert_eq!(first, Some(format!("/leviathan/log/{:020}", 5)));
+        let b = Service::open_etcd(cfg(), opts("hb")).await.unwrap();
+        let ids = |s: &Arc<Service>| s.read(|t| t.cens().iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+        assert_eq!((b.revision(), ids(&b)), (7, ids(&a)));
     }
 }

@@ -67,6 +67,8 @@ pub enum GraphqlCode {
     Forbidden,
     Gone,
     Unavailable,
+    /// The shared store could not be asked whether a change committed.
+    UnknownOutcome,
     Internal,
 }
 
@@ -81,6 +83,7 @@ impl GraphqlCode {
             "FORBIDDEN" => GraphqlCode::Forbidden,
             "GONE" => GraphqlCode::Gone,
             "UNAVAILABLE" => GraphqlCode::Unavailable,
+            "UNKNOWN_OUTCOME" => GraphqlCode::UnknownOutcome,
             "INTERNAL" => GraphqlCode::Internal,
             _ => return None,
         })
@@ -96,6 +99,7 @@ impl GraphqlCode {
             GraphqlCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             GraphqlCode::Forbidden => StatusCode::FORBIDDEN,
             GraphqlCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GraphqlCode::UnknownOutcome => StatusCode::GATEWAY_TIMEOUT,
             GraphqlCode::Gone | GraphqlCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,6 +107,7 @@ impl GraphqlCode {
 
 /// BAD_REQUEST 400, NOT_FOUND 404, CONFLICT 409, UNAUTHENTICATED 401,
 /// FORBIDDEN 403, UNAVAILABLE 503 (the shared store cannot be reached),
+/// UNKNOWN_OUTCOME 504 (it could not be asked whether a change committed),
 /// anything else (INTERNAL, GONE, an unknown code, or no code) 500.
 pub fn status_of_code(code: Option<&str>) -> StatusCode {
     code.and_then(GraphqlCode::from_code).map_or(StatusCode::INTERNAL_SERVER_ERROR, GraphqlCode::status)

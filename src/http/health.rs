@@ -104,6 +104,7 @@ fn model_metrics(state: &AppState, out: &mut String) {
     let running = service.operations().running();
     let _ = writeln!(out, "# HELP leviathan_operations_running Make/destroy operations under way.");
     let _ = writeln!(out, "# TYPE leviathan_operations_running gauge\nleviathan_operations_running {running}");
+    crate::service::probe::write_store_metrics(out);
 }
 
 /// Open websockets, GraphQL requests running and abandoned.

@@ -20,6 +20,11 @@ pub enum ErrorCode {
     /// (or not acknowledged). Reads still answer from the last known state;
     /// retry later.
     Unavailable,
+    /// The shared store stopped answering a change and could not be asked
+    /// whether it committed: the message names the revision and commit id
+    /// to look for in the change log. Never used for a change known to be
+    /// committed or known not to be.
+    UnknownOutcome,
     Internal,
 }
 
@@ -34,12 +39,13 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Gone => "GONE",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::UnknownOutcome => "UNKNOWN_OUTCOME",
             ErrorCode::Internal => "INTERNAL",
         }
     }
 
     /// Every class, in the order of [`ErrorCode::as_str`].
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
@@ -47,6 +53,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::Gone,
         ErrorCode::Unavailable,
+        ErrorCode::UnknownOutcome,
         ErrorCode::Internal,
     ];
 
@@ -85,6 +92,9 @@ impl ModelError {
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self { code: ErrorCode::Unavailable, message: message.into() }
+    }
+    pub fn unknown_outcome(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::UnknownOutcome, message: message.into() }
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self { code: ErrorCode::Internal, message: message.into() }

@@ -3,15 +3,18 @@
 //! hosts ([`EtcdStore`]).
 //!
 //! The contract: the store holds every record of the topology, the change
-//! log and the revision. A change is committed in one transaction (the new
-//! images of the records it touched, the change record, the revision), and
-//! only if the store is still at the revision the change was computed
-//! against; otherwise the commit is refused with [`StoreError::Conflict`]
-//! and nothing is written. The log keeps the last `keep` changes; older
-//! ones are dropped in the same transaction, and a `since` below what is
-//! kept is refused with [`Gone`].
+//! log and the revision. A change is committed atomically (SQLite: the new
+//! images of the records it touched, the change record and the revision in
+//! one transaction; etcd: the log entry, from which every server derives
+//! the records), and only if the store is still at the revision the change
+//! was computed against; otherwise the commit is refused with
+//! [`StoreError::Conflict`] and nothing is written. The log keeps the last
+//! `keep` changes, and a `since` below what is kept is refused with
+//! [`Gone`]. An answer about a commit is true: success means committed;
+//! a failure means not committed; [`StoreError::UnknownOutcome`] is kept
+//! for when the store cannot be asked.
 
-use crate::model::{AddrPlan, Change, Images, Topology};
+use crate::model::{AddrPlan, Change, Images, Record, Topology};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -54,10 +57,17 @@ pub enum StoreError {
     #[error(transparent)]
     Gone(#[from] Gone),
     /// The store cannot be reached (or did not answer in time). For a
-    /// commit the outcome is unknown: if it was committed after all, it
-    /// arrives like any change made elsewhere.
+    /// commit: it was not committed (the store made sure of it).
     #[error("the shared store is unavailable: {0}")]
     Unavailable(String),
+    /// The store stopped answering a commit and could not be asked
+    /// whether it applied: the change `id` may or may not be at
+    /// `revision`. If it is, it arrives like any change made elsewhere.
+    #[error(
+        "the shared store stopped answering ({reason}) and could not be asked whether the change committed: \
+         look for revision {revision} in the change log (commit id {id})"
+    )]
+    UnknownOutcome { id: String, revision: u64, reason: String },
     /// Anything else (unreadable data, refused request, I/O).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -126,6 +136,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// What is known of a host's leviathan.
     fn host_status(&self, host: &str) -> HostStatus;
+
+    /// Makes this server's next commits take their turn in order with the
+    /// other servers' (a writer that keeps losing the commit race calls
+    /// it); for a store only this server writes, nothing to do.
+    async fn lock_commits(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Ends what [`Store::lock_commits`] began.
+    async fn unlock_commits(&self) {}
+
+    /// Whether a snapshot of the model at `revision` should be written
+    /// ([`Store::snapshot`]); never for a store that keeps records itself.
+    fn snapshot_due(&self, _revision: u64) -> bool {
+        false
+    }
+
+    /// Writes every record at `revision` as the store's snapshot, in the
+    /// background (never on the commit path).
+    async fn snapshot(&self, _revision: u64, _records: Vec<Record>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Builds a topology from loaded records, refusing an inconsistent one.

@@ -1,6 +1,8 @@
 //! Test support: a throwaway `etcd` (Debian's `etcd-server`) on free
-//! loopback ports with a data directory of its own, killed and removed when
-//! dropped. Used by the store's contract tests and the end-to-end tests.
+//! loopback ports with a data directory of its own and etcd's default
+//! limits (never raised: the store keeps every request within them), killed
+//! and removed when dropped. Used by the store's contract tests and the
+//! end-to-end tests.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,6 +36,17 @@ pub fn etcd_available(test: &str) -> bool {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// Whether every thread of process `pid` is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')))
+            .unwrap_or(false)
+    })
 }
 
 /// One etcd member.
@@ -103,7 +116,6 @@ impl EtcdProcess {
             .args(["--listen-peer-urls", &self.peer_url, "--initial-advertise-peer-urls", &self.peer_url])
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "leviathan-test"])
-            .args(["--max-txn-ops", "100000", "--max-request-bytes", "33554432"])
             .args(["--logger", "zap", "--log-level", "error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -147,6 +159,21 @@ impl EtcdProcess {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Sends signal `sig` (`STOP`, `CONT`) to the member: `STOP` stalls it
+    /// (connections stay open, nothing is answered) until `CONT`.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+            assert!(ok.as_ref().is_ok_and(|s| s.success()), "kill -{sig} etcd: {ok:?}");
+            // `STOP` returns once every thread of the member is stopped.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sig == "STOP" && !stopped(c.id()) {
+                assert!(Instant::now() < deadline, "etcd did not stop within 60 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 

@@ -393,7 +393,6 @@ impl Cluster {
             .args(["--listen-peer-urls", &h.etcd_peer_url(), "--initial-advertise-peer-urls", &h.etcd_peer_url()])
             .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &format!("lev-{}", self.net.0)])
-            .args(["--max-txn-ops", "100000", "--max-request-bytes", "33554432"])
             .args(["--logger", "zap", "--log-level", "error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
