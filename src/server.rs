@@ -47,7 +47,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .merge(pages::router())
-        .merge(leviathan_rest_compat::router(state.schema.clone(), compat))
+        .merge(leviathan_rest_compat::router(crate::graphql::Api(state.schema.clone()), compat))
         .fallback(pages::not_found)
         .layer(axum::Extension(gauges.graphql.clone()))
         .layer(axum::Extension(gauges))
