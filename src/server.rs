@@ -49,6 +49,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .merge(pages::router())
         .merge(leviathan_rest_compat::router(crate::graphql::Api(state.schema.clone()), compat))
         .fallback(pages::not_found)
+        .layer(crate::http::media::compression())
         .layer(axum::Extension(gauges.graphql.clone()))
         .layer(axum::Extension(gauges))
         .layer(middleware::from_fn_with_state(state.clone(), token::check))

@@ -16,9 +16,12 @@
 //! 4. A query or mutation whose remembered cost is at most [`FAST_COST`]
 //!    runs on a schema without extensions: async-graphql then resolves
 //!    fields without a hook per field. The deadline needs no per-field hook
-//!    at that size (the work is bounded by the cost); larger ones run on
-//!    the guarded schema, whose per-field hook yields to the runtime so
-//!    that the deadline and a client going away can stop them.
+//!    at that size (the cost bounds the fields; the few resolvers whose
+//!    work the cost does not bound, such as a filtered count, spend the
+//!    task's budget themselves, and so does each request of a batch);
+//!    larger ones run on the guarded schema, whose per-field hook yields to
+//!    the runtime so that the deadline and a client going away can stop
+//!    them.
 //!
 //! A check on the parsed document of every request (e.g. which role an
 //! operation needs) belongs in [`Engine::execute`], where the marked
@@ -199,6 +202,9 @@ impl Engine {
         if let (Some(kinds), Some(ty @ (OperationType::Query | OperationType::Mutation))) = (&vars, ty) {
             let memo = entry.memo(operation.as_deref(), kinds, &bounds);
             if memo.is_some_and(|r| r.complexity <= FAST_COST) {
+                // One unit of the task's budget per request: a batch of
+                // them yields to the runtime between its requests.
+                tokio::task::consume_budget().await;
                 if let Some(s) = &started {
                     s.0.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
