@@ -24,8 +24,9 @@
 //!    them.
 //!
 //! A check on the parsed document of every request (e.g. which role an
-//! operation needs) belongs in [`Engine::execute`], where the marked
-//! comment is: there every request has its [`Entry`], cached or fresh.
+//! operation needs) belongs in [`Engine::run`], where the marked comment
+//! is: every request through the cache passes there with its [`Entry`],
+//! cached or fresh.
 
 use super::{key_from_hex, key_of, DocumentCache, Entry, Key, Memo, VarKind};
 use crate::graphql::cost::{self, Bounds};
@@ -181,8 +182,6 @@ impl Engine {
             Ok(e) => e,
             Err(e) => return self.refusal(e),
         };
-        // Here a check on the parsed document of every request goes:
-        // `entry.doc`, `req.operation_name`.
         self.run(schema, req, entry, started).await
     }
 
@@ -194,6 +193,9 @@ impl Engine {
         entry: Arc<Entry>,
         started: Option<limits::ExecutionStarted>,
     ) -> Response {
+        // Here a check on the parsed document of every request goes (every
+        // request through the cache comes here, GET, POST, batch items and
+        // the legacy routes): `entry.doc`, `req.operation_name`.
         let operation = req.operation_name.clone();
         let bounds = self.service.read(Bounds::of);
         let vars = var_kinds(&entry.doc, operation.as_deref(), &req.variables);
