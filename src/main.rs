@@ -193,6 +193,10 @@ struct ServeArgs {
     /// Most errors in one answer (the rest are summarized in one more).
     #[arg(long, default_value_t = 100)]
     max_errors: usize,
+    /// Bytes of parsed GraphQL documents kept (persisted queries among
+    /// them); the least recently used go first; 0 keeps none.
+    #[arg(long, default_value_t = leviathan::graphql::DEFAULT_CACHE_BYTES)]
+    document_cache_bytes: usize,
     /// Seconds a query may run before it is stopped.
     #[arg(long, default_value_t = 10.0)]
     request_timeout: f64,
@@ -702,6 +706,7 @@ fn build_router(
         max_selections: leviathan::graphql::Limits::default().max_selections,
         max_errors: args.max_errors,
         deadline: settings.request_timeout,
+        document_cache_bytes: args.document_cache_bytes,
     };
     let schema = leviathan::graphql::schema_with_limits(Arc::clone(service), driver, limits);
     let http = http_config(args, settings);

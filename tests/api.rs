@@ -415,3 +415,78 @@ async fn containers_filters_combine() {
     assert_eq!(run(json!({"cin": "nope"})).await, Vec::<String>::new());
     assert_eq!(run(json!({})).await.len(), 16);
 }
+
+fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Apollo's automatic persisted queries over POST and GET, `Cache-Control:
+/// no-store` on GraphQL answers, and a persisted mutation refused on GET.
+#[tokio::test]
+async fn persisted_queries_over_post_and_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &[]);
+    import_fixtures(&s).await;
+    let rev = s.revision().await;
+    let q = "{ cen(id: \"cen1\") { id wiringType containers { id } } }";
+    let ext = json!({"persistedQuery": {"version": 1, "sha256Hash": sha256_hex(q)}});
+    let (status, body) = s.post(&json!({ "extensions": ext })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND", "{body}");
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+    assert!(body.get("data").is_none(), "{body}");
+    let (status, registered) = s.post(&json!({ "query": q, "extensions": ext })).await;
+    assert_eq!(status, 200, "{registered}");
+    assert_eq!(registered["data"]["cen"]["containers"].as_array().map(Vec::len), Some(4), "{registered}");
+    let (status, by_hash) = s.post(&json!({ "extensions": ext })).await;
+    assert_eq!((status, &by_hash), (200, &registered));
+    let resp = s.http.get(s.url("/graphql")).query(&[("extensions", ext.to_string())]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_eq!(resp.json::<Value>().await.unwrap(), registered);
+    let wrong = json!({"persistedQuery": {"version": 1, "sha256Hash": sha256_hex("{ revision }")}});
+    let (_, body) = s.post(&json!({ "query": q, "extensions": wrong })).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("not the SHA-256"), "{body}");
+    // A mutation registered by POST is still refused on GET by its hash.
+    let m = "mutation { cenDelete(input: {id: \"nope\"}) { deletedId } }";
+    let mext = json!({"persistedQuery": {"version": 1, "sha256Hash": sha256_hex(m)}});
+    let (_, body) = s.post(&json!({ "query": m, "extensions": mext })).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("nope"), "{body}");
+    let resp = s.http.get(s.url("/graphql")).query(&[("extensions", mext.to_string())]).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(s.revision().await, rev, "nothing changed");
+}
+
+/// Large answers are compressed as the client asks (gzip here, checked by
+/// decompressing), small ones are not.
+#[tokio::test]
+async fn large_answers_are_compressed() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &[]);
+    import_fixtures(&s).await;
+    let body = json!({ "query": TOPOLOGY }).to_string();
+    let send = |enc: &'static str, body: String| {
+        s.http
+            .post(s.url("/graphql"))
+            .header("content-type", "application/json")
+            .header("accept-encoding", enc)
+            .body(body)
+            .send()
+    };
+    let plain = send("identity", body.clone()).await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    assert!(plain.len() > 1024, "a large answer: {} bytes", plain.len());
+    let gz = send("gzip", body).await.unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let gz = gz.bytes().await.unwrap();
+    assert!(gz.len() < plain.len(), "{} >= {}", gz.len(), plain.len());
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+    let json = |b: &[u8]| serde_json::from_slice::<Value>(b).expect("a JSON answer");
+    assert_eq!(json(&out), json(&plain));
+    let small = send("gzip, br, zstd", json!({"query": "{ revision }"}).to_string()).await.unwrap();
+    assert!(small.headers().get("content-encoding").is_none());
+}

@@ -9,7 +9,8 @@
 //! error gets an `extensions.code`: errors raised before execution are
 //! `BAD_REQUEST`; any other uncoded error is `INTERNAL`.
 
-use super::cost::{self, Bounds, LazyBounds};
+use super::cache::Slot;
+use super::cost::{self, Bounds};
 use crate::model::ErrorCode;
 use crate::service::Service;
 use async_graphql::extensions::{
@@ -50,6 +51,8 @@ pub struct Limits {
     /// Longest a query (not a mutation, whose change is atomic, nor a
     /// subscription) may run.
     pub deadline: Duration,
+    /// Bytes of parsed documents kept by the document cache.
+    pub document_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -63,6 +66,7 @@ impl Default for Limits {
             max_selections: 100_000,
             max_errors: 100,
             deadline: Duration::from_secs(10),
+            document_cache_bytes: super::cache::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -70,12 +74,11 @@ impl Default for Limits {
 /// The extension enforcing [`Limits`] (it keeps its historical name).
 pub struct AliasLimit {
     limits: Arc<Limits>,
-    cache: Arc<Mutex<Option<(u64, Bounds)>>>,
 }
 
 impl AliasLimit {
     pub fn new(limits: Limits) -> Self {
-        AliasLimit { limits: Arc::new(limits), cache: Default::default() }
+        AliasLimit { limits: Arc::new(limits) }
     }
 }
 
@@ -89,7 +92,6 @@ impl ExtensionFactory for AliasLimit {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Guard {
             limits: Arc::clone(&self.limits),
-            cache: Arc::clone(&self.cache),
             operation_name: Mutex::new(None),
             op_type: Mutex::new(None),
         })
@@ -99,7 +101,6 @@ impl ExtensionFactory for AliasLimit {
 /// One request's guard.
 struct Guard {
     limits: Arc<Limits>,
-    cache: Arc<Mutex<Option<(u64, Bounds)>>>,
     operation_name: Mutex<Option<String>>,
     op_type: Mutex<Option<OperationType>>,
 }
@@ -126,22 +127,11 @@ pub fn refused(message: impl Into<String>) -> ServerError {
 }
 
 impl Guard {
-    /// The topology's list bounds, computed at most once per revision and
-    /// only when a request's cost needs them.
-    fn bounds(&self, ctx: &ExtensionContext<'_>) -> Option<LazyBounds> {
-        let service = Arc::clone(ctx.data_opt::<Arc<Service>>()?);
-        let rev = service.revision();
-        if let Some((r, b)) = *self.cache.lock() {
-            if r == rev {
-                return Some(LazyBounds::ready(b));
-            }
-        }
-        let cache = Arc::clone(&self.cache);
-        Some(LazyBounds::new(move || {
-            let (b, r) = service.read_at(Bounds::of);
-            *cache.lock() = Some((r, b));
-            b
-        }))
+    /// The topology's list bounds: kept by the model as records change, so
+    /// reading them is a few lookups under the read lock.
+    fn bounds(&self, ctx: &ExtensionContext<'_>) -> Option<Bounds> {
+        let service = ctx.data_opt::<Arc<Service>>()?;
+        Some(service.read(Bounds::of))
     }
 
     fn code_and_cap(&self, mut resp: async_graphql::Response) -> async_graphql::Response {
@@ -156,7 +146,7 @@ impl Guard {
 /// type (async-graphql checks some of those, such as an `Int` over 32 bits
 /// inside an input object, only when the resolver reads its argument, and
 /// then reports them with a path and no code); `INTERNAL` for the rest.
-fn code_errors(errors: &mut [ServerError]) {
+pub(crate) fn code_errors(errors: &mut [ServerError]) {
     for e in errors {
         let coded = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
         if !coded {
@@ -165,6 +155,15 @@ fn code_errors(errors: &mut [ServerError]) {
             e.extensions.get_or_insert_with(Default::default).set("code", code.as_str());
         }
     }
+}
+
+/// The error of a query stopped at its deadline.
+pub fn over_deadline(deadline: Duration) -> ServerError {
+    refused(format!(
+        "the query ran over its deadline of {} ms (--request-timeout) and was stopped; ask for less, e.g. page \
+         with `first:`",
+        deadline.as_millis()
+    ))
 }
 
 /// Keeps at most `max` errors: the first `max - 1` and one that counts the
@@ -282,14 +281,14 @@ pub fn count_tokens(doc: &str, max: usize) -> usize {
 /// Polls a stream with the topology's bounds visible to the cost functions
 /// (a subscription is validated on its first poll).
 struct Scoped<S> {
-    bounds: Option<LazyBounds>,
+    bounds: Option<Bounds>,
     inner: S,
 }
 
 impl<S: Stream + Unpin> Stream for Scoped<S> {
     type Item = S::Item;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        match self.bounds.clone() {
+        match self.bounds {
             Some(b) => cost::sync_scope(b, || self.inner.poll_next_unpin(cx)),
             None => self.inner.poll_next_unpin(cx),
         }
@@ -306,6 +305,103 @@ fn plural(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// The limits of a document's text, checked before it is parsed: its size
+/// and its tokens.
+pub fn check_text(l: &Limits, query: &str) -> Result<(), ServerError> {
+    let len = query.len();
+    if len > l.max_document_bytes {
+        return Err(refused(format!(
+            "the document is {} bytes, over the limit of {} (--max-document-bytes) by {}",
+            plural(len),
+            plural(l.max_document_bytes),
+            plural(len - l.max_document_bytes)
+        )));
+    }
+    let tokens = count_tokens(query, l.max_tokens);
+    if tokens > l.max_tokens {
+        return Err(refused(format!(
+            "the document has more than {} tokens (--max-tokens); send a smaller one, with variables for large \
+             inputs",
+            plural(l.max_tokens)
+        )));
+    }
+    Ok(())
+}
+
+/// The limits of a parsed document that depend on it alone: aliases, and
+/// selections once fragments are inlined.
+pub fn check_document(l: &Limits, doc: &ExecutableDocument) -> Result<(), ServerError> {
+    let ops: usize = doc.operations.iter().map(|(_, op)| aliases(&op.node.selection_set.node, 0)).sum();
+    let frags: usize = doc.fragments.values().map(|f| aliases(&f.node.selection_set.node, 0)).sum();
+    if ops + frags > l.max_aliases {
+        return Err(refused(format!("too many aliases: {} (at most {}, --max-aliases)", ops + frags, l.max_aliases)));
+    }
+    let mut memo = HashMap::new();
+    let mut total = 0usize;
+    for (_, op) in doc.operations.iter() {
+        total = total.saturating_add(selections(&op.node.selection_set.node, doc, &mut memo, &mut Vec::new()));
+    }
+    if total > l.max_selections {
+        return Err(refused(format!(
+            "the document selects {} fields once its fragments are inlined, over the limit of {}",
+            if total == usize::MAX { "unboundedly many".to_string() } else { plural(total) },
+            plural(l.max_selections)
+        )));
+    }
+    Ok(())
+}
+
+/// Variable coercion of the simplest kind, before anything runs: a
+/// non-null variable without a default needs a value. The kind of the
+/// operation the request names, if there is one.
+pub fn check_variables(
+    doc: &ExecutableDocument,
+    name: Option<&str>,
+    variables: &Variables,
+) -> Result<Option<OperationType>, ServerError> {
+    let op = doc.operations.iter().find(|(n, _)| name.is_none() || n.map(|n| n.as_str()) == name);
+    if let Some((_, op)) = op {
+        for v in &op.node.variable_definitions {
+            let v = &v.node;
+            let given = variables.get(&v.name.node).is_some_and(|x| !matches!(x, async_graphql::Value::Null));
+            if !v.var_type.node.nullable && v.default_value.is_none() && !given {
+                return Err(refused(format!(
+                    "variable ${} of type {} needs a value (got {})",
+                    v.name.node,
+                    v.var_type.node,
+                    if variables.get(&v.name.node).is_some() { "null" } else { "none" }
+                )));
+            }
+        }
+    }
+    Ok(op.map(|(_, op)| op.node.ty))
+}
+
+/// The limits that validation measures: depth, and cost with list sizes.
+pub fn check_validation(l: &Limits, r: &ValidationResult) -> Result<(), ServerError> {
+    if r.depth > l.max_depth {
+        return Err(refused(format!(
+            "the query is {} levels deep, over the limit of {} (--max-depth) by {}",
+            r.depth,
+            l.max_depth,
+            r.depth - l.max_depth
+        )));
+    }
+    if r.complexity > l.max_cost {
+        let times = r.complexity as f64 / l.max_cost.max(1) as f64;
+        return Err(refused(format!(
+            "the query may cost {} (each field 1, each list's items counted at its `first` or else at the longest \
+             such list in the topology), over the limit of {} (--max-cost) by {} ({:.1} times); ask for fewer \
+             items with `first:` or nest fewer lists",
+            if r.complexity >= cost::COST_CAP { "over 10^12".to_string() } else { plural(r.complexity) },
+            plural(l.max_cost),
+            plural(r.complexity.saturating_sub(l.max_cost)),
+            times
+        )));
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -327,9 +423,11 @@ impl Extension for Guard {
     }
 
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> async_graphql::Response {
+        // A request through the document cache runs inside the bounds its
+        // validation memo was made for (`cache/engine.rs`).
         let resp = match self.bounds(ctx) {
-            Some(b) => cost::scope(b, next.run(ctx)).await,
-            None => next.run(ctx).await,
+            Some(b) if !cost::scoped() => cost::scope(b, next.run(ctx)).await,
+            _ => next.run(ctx).await,
         };
         self.code_and_cap(resp)
     }
@@ -358,23 +456,9 @@ impl Extension for Guard {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let l = &self.limits;
-        let len = request.query.len();
-        if len > l.max_document_bytes {
-            return Err(refused(format!(
-                "the document is {} bytes, over the limit of {} (--max-document-bytes) by {}",
-                plural(len),
-                plural(l.max_document_bytes),
-                plural(len - l.max_document_bytes)
-            )));
-        }
-        let tokens = count_tokens(&request.query, l.max_tokens);
-        if tokens > l.max_tokens {
-            return Err(refused(format!(
-                "the document has more than {} tokens (--max-tokens); send a smaller one, with variables for \
-                 large inputs",
-                plural(l.max_tokens)
-            )));
+        // A cached document passed these before it was cached.
+        if !request.data.contains_key(&std::any::TypeId::of::<Slot>()) {
+            check_text(&self.limits, &request.query)?;
         }
         *self.operation_name.lock() = request.operation_name.clone();
         next.run(ctx, request).await
@@ -388,47 +472,11 @@ impl Extension for Guard {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
-        let l = &self.limits;
-        let ops: usize = doc.operations.iter().map(|(_, op)| aliases(&op.node.selection_set.node, 0)).sum();
-        let frags: usize = doc.fragments.values().map(|f| aliases(&f.node.selection_set.node, 0)).sum();
-        if ops + frags > l.max_aliases {
-            return Err(refused(format!(
-                "too many aliases: {} (at most {}, --max-aliases)",
-                ops + frags,
-                l.max_aliases
-            )));
-        }
-        let mut memo = HashMap::new();
-        let mut total = 0usize;
-        for (_, op) in doc.operations.iter() {
-            total = total.saturating_add(selections(&op.node.selection_set.node, &doc, &mut memo, &mut Vec::new()));
-        }
-        if total > l.max_selections {
-            return Err(refused(format!(
-                "the document selects {} fields once its fragments are inlined, over the limit of {}",
-                if total == usize::MAX { "unboundedly many".to_string() } else { plural(total) },
-                plural(l.max_selections)
-            )));
+        if ctx.data_opt::<Slot>().is_none() {
+            check_document(&self.limits, &doc)?;
         }
         let name = self.operation_name.lock().clone();
-        let op = doc.operations.iter().find(|(n, _)| name.is_none() || n.map(|n| n.as_str()) == name.as_deref());
-        if let Some((_, op)) = op {
-            // Variable coercion of the simplest kind, before anything runs:
-            // a non-null variable without a default needs a value.
-            for v in &op.node.variable_definitions {
-                let v = &v.node;
-                let given = variables.get(&v.name.node).is_some_and(|x| !matches!(x, async_graphql::Value::Null));
-                if !v.var_type.node.nullable && v.default_value.is_none() && !given {
-                    return Err(refused(format!(
-                        "variable ${} of type {} needs a value (got {})",
-                        v.name.node,
-                        v.var_type.node,
-                        if variables.get(&v.name.node).is_some() { "null" } else { "none" }
-                    )));
-                }
-            }
-        }
-        *self.op_type.lock() = op.map(|(_, op)| op.node.ty);
+        *self.op_type.lock() = check_variables(&doc, name.as_deref(), variables)?;
         Ok(doc)
     }
 
@@ -437,27 +485,14 @@ impl Extension for Guard {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        let r = next.run(ctx).await?;
-        let l = &self.limits;
-        if r.depth > l.max_depth {
-            return Err(vec![refused(format!(
-                "the query is {} levels deep, over the limit of {} (--max-depth) by {}",
-                r.depth,
-                l.max_depth,
-                r.depth - l.max_depth
-            ))]);
+        let slot = ctx.data_opt::<Slot>();
+        if let Some(r) = slot.and_then(Slot::memo) {
+            return Ok(r);
         }
-        if r.complexity > l.max_cost {
-            let times = r.complexity as f64 / l.max_cost.max(1) as f64;
-            return Err(vec![refused(format!(
-                "the query may cost {} (each field 1, each list's items counted at its `first` or else at the \
-                 longest such list in the topology), over the limit of {} (--max-cost) by {} ({:.1} times); ask \
-                 for fewer items with `first:` or nest fewer lists",
-                if r.complexity >= cost::COST_CAP { "over 10^12".to_string() } else { plural(r.complexity) },
-                plural(l.max_cost),
-                plural(r.complexity.saturating_sub(l.max_cost)),
-                times
-            ))]);
+        let r = next.run(ctx).await?;
+        check_validation(&self.limits, &r).map_err(|e| vec![e])?;
+        if let Some(slot) = slot {
+            slot.remember(r);
         }
         Ok(r)
     }
@@ -487,11 +522,7 @@ impl Extension for Guard {
         let deadline = self.limits.deadline;
         match tokio::time::timeout(deadline, next.run(ctx, operation_name)).await {
             Ok(resp) => resp,
-            Err(_) => async_graphql::Response::from_errors(vec![refused(format!(
-                "the query ran over its deadline of {} ms (--request-timeout) and was stopped; ask for less, \
-                 e.g. page with `first:`",
-                deadline.as_millis()
-            ))]),
+            Err(_) => async_graphql::Response::from_errors(vec![over_deadline(deadline)]),
         }
     }
 }

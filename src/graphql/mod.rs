@@ -1,6 +1,7 @@
 //! The GraphQL API over the topology service.
 
 pub mod access;
+pub mod cache;
 mod cost;
 mod limits;
 mod monitor;
@@ -17,9 +18,10 @@ mod tests;
 
 use crate::model::{ErrorCode, ModelError};
 use crate::service::{Realization, Service};
-use async_graphql::{ErrorExtensions, Schema};
+use async_graphql::{ErrorExtensions, Schema, ValidationMode};
 use std::sync::Arc;
 
+pub use cache::{Api, Engine, DEFAULT_CACHE_BYTES, PERSISTED_QUERY_NOT_FOUND};
 pub use cost::Bounds;
 pub use limits::{
     cap_errors, count_tokens, refused, AliasLimit, ExecutionStarted, Limits, MAX_ALIASES, MAX_COMPLEXITY, MAX_DEPTH,
@@ -49,7 +51,16 @@ pub fn schema_with_limits(
     realization: Option<Arc<dyn Realization>>,
     limits: Limits,
 ) -> LeviathanSchema {
-    let mut b = builder(limits).data(service);
+    // The schema cached documents run on when their cost is small: the
+    // same roots and data, no extension (so no hook per field), and only
+    // the validation rules a remembered full validation cannot vouch for.
+    let mut fast = roots(&limits).validation_mode(ValidationMode::Fast).data(Arc::clone(&service));
+    if let Some(r) = &realization {
+        fast = fast.data(Arc::clone(r));
+    }
+    let bytes = limits.document_cache_bytes;
+    let engine = Engine::new(fast.finish(), Arc::clone(&service), Arc::new(limits.clone()), bytes);
+    let mut b = builder(limits).data(service).data(Arc::new(engine));
     if let Some(r) = realization {
         b = b.data(r);
     }
@@ -57,16 +68,18 @@ pub fn schema_with_limits(
 }
 
 /// Depth and cost are checked by [`AliasLimit`] (whose errors say which
-/// limit and by how much), not by the library's own limits.
+/// limit and by how much), not by the library's own limits. The role check
+/// ([`access::Access`]) is outermost, so it sees every document this schema
+/// parses (the websockets, direct executions); a document taken from the
+/// cache is checked by [`Engine::run`] before it runs.
 fn builder(limits: Limits) -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    roots(&limits).extension(access::Access).extension(AliasLimit::new(limits))
+}
+
+/// The roots with the parser's own limits.
+fn roots(limits: &Limits) -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     let recursion = (limits.max_depth * 2).max(32);
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
-        .limit_recursive_depth(recursion)
-        .limit_directives(8)
-        // Outermost: the role check sees the parsed document, however it
-        // was obtained.
-        .extension(access::Access)
-        .extension(AliasLimit::new(limits))
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).limit_recursive_depth(recursion).limit_directives(8)
 }
 
 /// The SDL of the schema, as checked in at `schema/schema.graphql`.

@@ -171,6 +171,10 @@ impl QueryRoot {
         if host_id.is_none() && cen_id.is_none() && cin_id.is_none() && tag.is_none() {
             return svc(ctx).read(|t| t.counts().1 as i32);
         }
+        // A count costs 1 but scans: it spends a unit of the task's budget
+        // itself, so that a document of many of them yields to the runtime
+        // (deadline, client gone) even without per-field hooks.
+        tokio::task::consume_budget().await;
         Self::filtered(ctx, host_id, cen_id, cin_id, tag).len() as i32
     }
     /// `cen`, `cens`, `cenCount`.

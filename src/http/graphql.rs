@@ -13,11 +13,12 @@
 //! - A POST without a JSON content type is refused with 415 (a browser can
 //!   send `text/plain` cross-origin without a preflight).
 
-use crate::graphql::{refused, ExecutionStarted};
+use crate::graphql::{refused, Engine, ExecutionStarted};
 use crate::http::error::HttpError;
 use crate::http::media::Media;
 use crate::http::state::AppState;
 use crate::model::ErrorCode;
+use async_graphql::parser::types::OperationType;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,9 +33,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// An answer with a status and a media type.
+/// Every GraphQL answer says `Cache-Control: no-store`: answers follow the
+/// topology, and a persisted query's GET must not be answered from a cache
+/// after a change.
 fn answer(status: StatusCode, media: Media, body: Vec<u8>) -> Response {
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -84,8 +89,11 @@ fn too_large(cap: usize) -> String {
 /// a string or null, `variables` and `extensions` objects or null. Takes
 /// the object, so that the variables are moved, not copied.
 fn request_of(mut obj: Map<String, Value>) -> Result<async_graphql::Request, String> {
+    let persisted = obj.get("extensions").and_then(|e| e.get("persistedQuery")).is_some();
     let query = match obj.remove("query") {
         Some(Value::String(q)) => q,
+        // A persisted query by its hash alone.
+        None if persisted => String::new(),
         Some(other) => return Err(format!("'query' must be a string (got {})", kind(&other))),
         None => return Err("missing 'query' (a string holding the GraphQL document)".into()),
     };
@@ -161,7 +169,25 @@ async fn run(
 ) -> (bool, async_graphql::Response) {
     let mut running = in_flight.enter();
     let started = ExecutionStarted::default();
-    let resp = state.schema.execute(request.data(started.clone())).await;
+    let resp = match Engine::of(&state.schema) {
+        Some(engine) => engine.execute(&state.schema, request, Some(started.clone())).await,
+        None => state.schema.execute(request.data(started.clone())).await,
+    };
+    running.finished = true;
+    (started.get(), resp)
+}
+
+/// Runs a request whose document was found already (see [`get`]).
+async fn run_entry(
+    state: &AppState,
+    in_flight: &InFlight,
+    engine: &Engine,
+    request: async_graphql::Request,
+    entry: std::sync::Arc<crate::graphql::cache::Entry>,
+) -> (bool, async_graphql::Response) {
+    let mut running = in_flight.enter();
+    let started = ExecutionStarted::default();
+    let resp = engine.run(&state.schema, request, entry, Some(started.clone())).await;
     running.finished = true;
     (started.get(), resp)
 }
@@ -354,30 +380,10 @@ pub async fn get(
         Err(e) => return bad(format!("malformed query string: {e}")),
     };
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let Some(query) = param("query") else {
-        return bad("missing 'query' parameter (GET /graphql?query=...; or POST a JSON body)".into());
-    };
-    if query.len() <= state.http.max_get_document {
-        if let Ok(doc) = async_graphql::parser::parse_query(&query) {
-            let name = param("operationName");
-            let mutates = doc.operations.iter().any(|(n, op)| {
-                (name.is_none() || n.map(|n| n.as_str()) == name.as_deref())
-                    && op.node.ty != async_graphql::parser::types::OperationType::Query
-            });
-            if mutates {
-                return HttpError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    ErrorCode::BadRequest,
-                    "mutations need POST (subscriptions the websocket at /graphql/ws)",
-                )
-                .graphql(media)
-                .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"))
-                .into_response();
-            }
-        }
-    }
     let mut obj = Map::new();
-    obj.insert("query".into(), Value::String(query));
+    if let Some(query) = param("query") {
+        obj.insert("query".into(), Value::String(query));
+    }
     if let Some(op) = param("operationName") {
         obj.insert("operationName".into(), Value::String(op));
     }
@@ -391,11 +397,38 @@ pub async fn get(
             }
         }
     }
-    match request_of(obj) {
-        Ok(req) => {
-            let (executed, resp) = run(&state, &in_flight, req).await;
-            single(&state, media, executed, resp)
-        }
-        Err(m) => bad(m),
+    let persisted = obj.get("extensions").and_then(|e| e.get("persistedQuery")).is_some();
+    if !obj.contains_key("query") && !persisted {
+        return bad("missing 'query' parameter (GET /graphql?query=...; or POST a JSON body)".into());
     }
+    let req = match request_of(obj) {
+        Ok(req) => req,
+        Err(m) => return bad(m),
+    };
+    let Some(engine) = Engine::of(&state.schema) else {
+        let (executed, resp) = run(&state, &in_flight, req).await;
+        return single(&state, media, executed, resp);
+    };
+    let entry = match engine.document(&req) {
+        Ok(e) => e,
+        Err(e) => return single(&state, media, false, engine.refusal(e)),
+    };
+    let name = req.operation_name.as_deref();
+    let mutates = entry
+        .doc
+        .operations
+        .iter()
+        .any(|(n, op)| (name.is_none() || n.map(|n| n.as_str()) == name) && op.node.ty != OperationType::Query);
+    if mutates {
+        return HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::BadRequest,
+            "mutations need POST (subscriptions the websocket at /graphql/ws)",
+        )
+        .graphql(media)
+        .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"))
+        .into_response();
+    }
+    let (executed, resp) = run_entry(&state, &in_flight, engine, req, entry).await;
+    single(&state, media, executed, resp)
 }

@@ -1,7 +1,26 @@
 //! The media types a GraphQL answer (or error) is written in, and their
-//! negotiation from `Accept`.
+//! negotiation from `Accept`; the content codings of answers (gzip, br,
+//! zstd), negotiated from `Accept-Encoding`.
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+
+/// Answers up to this many bytes go out as they are: smaller ones gain
+/// little from a coding and pay its cost.
+pub const COMPRESS_ABOVE: u16 = 1024;
+
+/// Compresses answers larger than [`COMPRESS_ABOVE`] with gzip, br or zstd,
+/// as the client's `Accept-Encoding` prefers, while they stream out. Never
+/// a protocol switch (the websocket upgrades), nor images or event streams.
+/// `--max-response-bytes` bounds the answer before its coding.
+pub fn compression() -> CompressionLayer<impl Predicate> {
+    let not_upgrade = |status: StatusCode, _: axum::http::Version, headers: &HeaderMap, _: &axum::http::Extensions| {
+        status != StatusCode::SWITCHING_PROTOCOLS && !headers.contains_key(header::UPGRADE)
+    };
+    let predicate = DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)).and(not_upgrade);
+    CompressionLayer::new().gzip(true).br(true).zstd(true).no_deflate().compress_when(predicate)
+}
 
 /// Media type of a GraphQL answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

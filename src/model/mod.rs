@@ -8,6 +8,7 @@ pub mod commands;
 pub mod error;
 pub mod ids;
 pub mod records;
+pub mod tally;
 pub mod topology;
 pub mod view;
 

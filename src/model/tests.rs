@@ -426,6 +426,8 @@ mod props {
 
     fn check_invariants(t: &Topology) {
         t.check_integrity().unwrap();
+        // The list sizes kept as records change are those of a recount.
+        assert_eq!(t.tally().maxima(), tally::Tally::recount(t).maxima());
         let mut nets = BTreeSet::new();
         for cin in t.cins() {
             assert!(nets.insert(cin.subnet), "two CINs share {}", cin.subnet);

@@ -4,6 +4,7 @@
 
 use super::addressing::AddrPlan;
 use super::records::*;
+use super::tally::Tally;
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
@@ -52,6 +53,8 @@ pub struct Topology {
     /// ones (first -> last), so the lowest free is one lookup.
     vni_count: HashMap<u32, u32>,
     vni_runs: BTreeMap<u32, u32>,
+    /// The longest lists of each kind, for bounding a query's cost.
+    tally: Tally,
     /// How CIN subnets are handed out.
     plan: AddrPlan,
     /// Before-images of what the running command touched.
@@ -93,6 +96,11 @@ impl Topology {
 
     pub fn addr_plan(&self) -> &AddrPlan {
         &self.plan
+    }
+
+    /// The longest lists of each kind, kept as records change.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     getter!(host, hosts, str, Host, HostRec);
@@ -423,6 +431,7 @@ impl Topology {
 
     /// Adds a record to the derived indexes.
     fn index(&mut self, rec: &Record) {
+        self.tally.add(rec);
         match rec {
             Record::Container(c) => {
                 if let Some(p) = &c.pool {
@@ -448,6 +457,7 @@ impl Topology {
 
     /// Takes a record out of the derived indexes.
     fn unindex(&mut self, rec: &Record) {
+        self.tally.sub(rec);
         match rec {
             Record::Container(c) => {
                 if let Some(p) = &c.pool {

@@ -1,0 +1,357 @@
+//! GraphQL at the speed of the wire: the real server (`--no-realize`, the
+//! example CEN file imported) against a raw axum handler started in this
+//! process on another port, which parses the same JSON body and answers
+//! the same bytes from a map. Same run, same load generator (a hyper client,
+//! 64 kept-alive connections over 4 tasks), every answer's body checked
+//! byte for byte.
+//!
+//! Prints req/s, p50 and p99 of: `cen(id)`, a 3-level nested query, a
+//! persisted query by its hash alone, the legacy `GET /cen/{id}`, each
+//! against the raw handler, and the ratios the targets name; then a list
+//! query issued right after each of 1,000 changes at 1,000 and at 100,000
+//! containers (p50/p99, ratio); then the size of a 10,000-container page
+//! with gzip, br and zstd against none.
+//!
+//! `cargo bench --bench http`; knobs: HTTP_BENCH_SECS (per measurement,
+//! default 5), HTTP_BENCH_SIZES (default 1000,100000). Under
+//! `cargo test --all-targets` it only says how to run it.
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CEN: &str = "{ cen(id: \"cen1\") { id wiringType containers { id } } }";
+const NESTED: &str = "{ cens { id containers { id cens { id size } } } }";
+const CONNECTIONS: usize = 64;
+const TASKS: usize = 4;
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(state: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--max-input-items", "1000000", "--state"])
+        .arg(state)
+        .env_remove("LEVIATHAN_TOKEN")
+        .env("LEVIATHAN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start leviathan");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_string();
+    Server(child, addr)
+}
+
+/// One request of a kind, as bytes to send again and again.
+#[derive(Clone)]
+struct Req {
+    get: Option<String>,
+    body: Bytes,
+    encoding: Option<&'static str>,
+}
+
+impl Req {
+    fn post(body: Value) -> Req {
+        Req { get: None, body: Bytes::from(body.to_string()), encoding: None }
+    }
+    fn get(path: &str) -> Req {
+        Req { get: Some(path.to_string()), body: Bytes::new(), encoding: None }
+    }
+    fn build(&self, addr: &str) -> hyper::Request<Full<Bytes>> {
+        let b = hyper::Request::builder().header("host", addr);
+        let b = match self.encoding {
+            Some(e) => b.header("accept-encoding", e),
+            None => b,
+        };
+        match &self.get {
+            Some(p) => b.method("GET").uri(p.as_str()).body(Full::new(Bytes::new())),
+            None => b
+                .method("POST")
+                .uri("/graphql")
+                .header("content-type", "application/json")
+                .body(Full::new(self.body.clone())),
+        }
+        .expect("a request")
+    }
+}
+
+async fn connect(addr: &str) -> SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (send, conn) = hyper::client::conn::http1::handshake(io).await.expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// Sends a request, answers (status, content-encoding, body).
+async fn send(c: &mut SendRequest<Full<Bytes>>, addr: &str, r: &Req) -> (u16, Option<String>, Bytes) {
+    c.ready().await.expect("connection ready");
+    let resp = c.send_request(r.build(addr)).await.expect("answer");
+    let status = resp.status().as_u16();
+    let enc = resp.headers().get("content-encoding").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, enc, body)
+}
+
+struct Figures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `CONNECTIONS` connections over `TASKS` tasks send `req` for `secs`
+/// seconds; every answer must be `expected`.
+async fn load(addr: &str, req: &Req, expected: &Bytes, secs: u64) -> Figures {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (addr, req, expected) = (addr.to_string(), req.clone(), expected.clone());
+        tasks.push(tokio::spawn(async move {
+            let conns = (0..CONNECTIONS / TASKS).map(|_| {
+                let (addr, req, expected) = (addr.clone(), req.clone(), expected.clone());
+                async move {
+                    let mut c = connect(&addr).await;
+                    let mut lat = Vec::new();
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let (status, _, body) = send(&mut c, &addr, &req).await;
+                        lat.push(t.elapsed());
+                        assert!(status == 200 && body == expected, "{status}: {body:?}, expected {expected:?}");
+                    }
+                    lat
+                }
+            });
+            futures_util::future::join_all(conns).await.concat()
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("load task"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let at = |q: usize| lat.get(lat.len() * q / 100).copied().unwrap_or_default();
+    Figures { rps: lat.len() as f64 / elapsed, p50: at(50), p99: at(99) }
+}
+
+/// The raw baseline: parses the JSON body, answers the bytes the map holds
+/// for its query (or persisted hash), or for a GET path.
+fn raw(answers: HashMap<String, Bytes>) -> String {
+    use axum::response::IntoResponse;
+    let answers = Arc::new(answers);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        rt.block_on(async move {
+            let post = {
+                let answers = Arc::clone(&answers);
+                move |body: Bytes| async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let key = match v.get("query").and_then(Value::as_str) {
+                        Some(q) => q.to_string(),
+                        None => v["extensions"]["persistedQuery"]["sha256Hash"].as_str().unwrap_or("").to_string(),
+                    };
+                    let b = answers.get(&key).cloned().unwrap_or_default();
+                    ([("content-type", "application/graphql-response+json; charset=utf-8")], b).into_response()
+                }
+            };
+            let get = move |uri: axum::http::Uri| async move {
+                let b = answers.get(uri.path()).cloned().unwrap_or_default();
+                ([("content-type", "application/json")], b).into_response()
+            };
+            let app = axum::Router::new().route("/graphql", axum::routing::post(post)).fallback(get);
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, app).await.expect("raw server");
+        });
+    });
+    addr
+}
+
+fn hex_sha256(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn row(name: &str, f: &Figures, raw: &Figures) {
+    println!(
+        "{name:<34} {:>8.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs | raw {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs | \
+         ratio {:.2}  p99/raw {:.2}",
+        f.rps,
+        f.p50.as_secs_f64() * 1e6,
+        f.p99.as_secs_f64() * 1e6,
+        raw.rps,
+        raw.p50.as_secs_f64() * 1e6,
+        raw.p99.as_secs_f64() * 1e6,
+        f.rps / raw.rps,
+        f.p99.as_secs_f64() / raw.p99.as_secs_f64()
+    );
+}
+
+/// The four request kinds against the raw handler.
+async fn throughput(secs: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&dir.path().join("bench.db"));
+    let addr = server.1.clone();
+    let mut c = connect(&addr).await;
+    let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cen.json")).expect("fixture");
+    let import = Req { get: None, body: Bytes::from(fixture), encoding: None };
+    let mut r = import.build(&addr);
+    *r.uri_mut() = "/cen/import".parse().expect("uri");
+    c.ready().await.expect("ready");
+    assert_eq!(c.send_request(r).await.expect("import").status(), 204);
+    let hash = hex_sha256(CEN);
+    let apq = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
+    let kinds = [
+        ("GraphQL cen(id)", CEN.to_string(), Req::post(json!({ "query": CEN }))),
+        ("GraphQL 3-level nested", NESTED.to_string(), Req::post(json!({ "query": NESTED }))),
+        ("APQ hash only (cen(id))", hash.clone(), Req::post(apq.clone())),
+        ("legacy GET /cen/cen1", "/cen/cen1".to_string(), Req::get("/cen/cen1")),
+    ];
+    // Registers the persisted query; learns every expected answer.
+    let mut register = apq.clone();
+    register["query"] = json!(CEN);
+    let (status, _, _) = send(&mut c, &addr, &Req::post(register)).await;
+    assert_eq!(status, 200);
+    let mut answers = HashMap::new();
+    for (_, key, req) in &kinds {
+        let (status, _, body) = send(&mut c, &addr, req).await;
+        assert!(status == 200 && !body.windows(8).any(|w| w == b"\"errors\""), "{key}: {body:?}");
+        answers.insert(key.clone(), body);
+    }
+    let raw_addr = raw(answers.clone());
+    println!("{CONNECTIONS} connections over {TASKS} tasks, {secs} s each; every body checked");
+    let mut figures = Vec::new();
+    for (name, key, req) in &kinds {
+        let expected = &answers[key];
+        load(&addr, req, expected, 1).await;
+        let ours = load(&addr, req, expected, secs).await;
+        let base = load(&raw_addr, req, expected, secs).await;
+        row(name, &ours, &base);
+        figures.push((ours, base));
+    }
+    let (cen, cen_raw) = &figures[0];
+    let (apq_f, apq_raw) = &figures[2];
+    let (legacy, _) = &figures[3];
+    println!(
+        "targets: cen(id)/raw {:.2} (>= 0.6), APQ/raw {:.2} (>= 0.65), cen(id) p99/raw p99 {:.2} (<= 2), legacy/GraphQL \
+         {:.2} (>= 0.95)",
+        cen.rps / cen_raw.rps,
+        apq_f.rps / apq_raw.rps,
+        cen.p99.as_secs_f64() / cen_raw.p99.as_secs_f64(),
+        legacy.rps / cen.rps
+    );
+}
+
+async fn gql(c: &mut SendRequest<Full<Bytes>>, addr: &str, query: &str) -> Bytes {
+    let (status, _, body) = send(c, addr, &Req::post(json!({ "query": query }))).await;
+    assert!(status == 200 && !body.windows(8).any(|w| w == b"\"errors\""), "{query}: {body:?}");
+    body
+}
+
+/// A server with `size` containers, in CENs of 1,000 (`b0`, `b1`, ...).
+async fn populated(size: usize, dir: &std::path::Path) -> (Server, SendRequest<Full<Bytes>>) {
+    let server = start(&dir.join("bench.db"));
+    let mut c = connect(&server.1).await;
+    for k in 0..size.div_ceil(1000) {
+        let ids: Vec<String> = (0..1000.min(size - k * 1000)).map(|i| format!("k{k}x{i}")).collect();
+        let body = json!({"cenList": [{"cenID": format!("b{k}"), "containerIDs": ids}]}).to_string();
+        let mut r = Req::post(json!({})).build(&server.1);
+        *r.uri_mut() = "/cen/import".parse().expect("uri");
+        *r.body_mut() = Full::new(Bytes::from(body));
+        c.ready().await.expect("ready");
+        assert_eq!(c.send_request(r).await.expect("import").status(), 204);
+    }
+    (server, c)
+}
+
+/// A list query right after each of 1,000 changes (a container joins and
+/// leaves a CEN in turn, so list bounds move): its p50 and p99.
+async fn after_changes(size: usize) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, mut c) = populated(size, dir.path()).await;
+    let addr = server.1.clone();
+    let join = "mutation { containerJoinCen(input: {containerId: \"roamer\", cenId: \"b0\"}) { cen { size } } }";
+    let leave = "mutation { containerLeaveCen(input: {containerId: \"roamer\", cenId: \"b0\"}) { cen { size } } }";
+    let list = "{ hosts { id } cen(id: \"b0\") { id size containers { id } } }";
+    let mut lat = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        gql(&mut c, &addr, if i % 2 == 0 { join } else { leave }).await;
+        let t = Instant::now();
+        let body = gql(&mut c, &addr, list).await;
+        lat.push(t.elapsed());
+        let needle = format!("\"size\":{}", if i % 2 == 0 { 1001 } else { 1000 });
+        assert!(body.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in {body:?}");
+    }
+    lat.sort_unstable();
+    (lat[500], lat[990])
+}
+
+/// Bytes of a 10,000-container page with each coding, and with none.
+async fn page_sizes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, mut c) = populated(10_000, dir.path()).await;
+    let q = json!({"query": "{ containers(first: 10000) { id host { id } cens { id } } }"});
+    let mut sizes = Vec::new();
+    for enc in [None, Some("gzip"), Some("br"), Some("zstd")] {
+        let req = Req { encoding: enc, ..Req::post(q.clone()) };
+        let (status, got, body) = send(&mut c, &server.1, &req).await;
+        assert_eq!((status, got.as_deref()), (200, enc), "the coding asked for");
+        sizes.push(body.len());
+    }
+    println!(
+        "10,000-container page: {} bytes; gzip {} ({:.1}× smaller, target >= 5), br {} ({:.1}×), zstd {} ({:.1}×)",
+        sizes[0],
+        sizes[1],
+        sizes[0] as f64 / sizes[1] as f64,
+        sizes[2],
+        sizes[0] as f64 / sizes[2] as f64,
+        sizes[3],
+        sizes[0] as f64 / sizes[3] as f64
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("http bench: run with `cargo bench --bench http`");
+        return;
+    }
+    let secs: u64 = std::env::var("HTTP_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let sizes: Vec<usize> = std::env::var("HTTP_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 100_000]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        throughput(secs).await;
+        let mut first = None;
+        for &size in &sizes {
+            let (p50, p99) = after_changes(size).await;
+            let base = *first.get_or_insert(p50);
+            println!(
+                "list query right after a change, {size:>7} containers: p50 {:>7.0} µs  p99 {:>7.0} µs  p50 ratio to \
+                 the first size {:.2} (target <= 2)",
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6,
+                p50.as_secs_f64() / base.as_secs_f64()
+            );
+        }
+        page_sizes().await;
+    });
+}

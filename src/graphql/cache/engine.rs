@@ -1,0 +1,274 @@
+//! A request's way through the document cache.
+//!
+//! 1. Persisted queries (Apollo's protocol): a request whose
+//!    `extensions.persistedQuery.sha256Hash` names a cached document may
+//!    leave out `query`; one that names no cached document is answered
+//!    `PERSISTED_QUERY_NOT_FOUND`, and the client sends the text with the
+//!    hash, which registers it (a hash that is not the text's is refused).
+//! 2. The document is found by the SHA-256 of its text, or checked against
+//!    the limits of its text, parsed, checked against the limits of its
+//!    parse, and cached.
+//! 3. Validation (the schema's rules, depth, cost with list sizes) passed
+//!    once is remembered per operation, kind of variables and list bounds
+//!    ([`super::Memo`]); it runs again when any of them differs, so a
+//!    cached document over a limit is still refused, e.g. once the
+//!    topology has grown.
+//! 4. A query or mutation whose remembered cost is at most [`FAST_COST`]
+//!    runs on a schema without extensions: async-graphql then resolves
+//!    fields without a hook per field. The deadline needs no per-field hook
+//!    at that size (the cost bounds the fields; the few resolvers whose
+//!    work the cost does not bound, such as a filtered count, spend the
+//!    task's budget themselves, and so does each request of a batch);
+//!    larger ones run on the guarded schema, whose per-field hook yields to
+//!    the runtime so that the deadline and a client going away can stop
+//!    them.
+//!
+//! A check on the parsed document of every request (e.g. which role an
+//! operation needs) belongs in [`Engine::run`], where the marked comment
+//! is: every request through the cache passes there with its [`Entry`],
+//! cached or fresh.
+
+use super::{key_from_hex, key_of, DocumentCache, Entry, Key, Memo, VarKind};
+use crate::auth::Caller;
+use crate::graphql::access;
+use crate::graphql::cost::{self, Bounds};
+use crate::graphql::limits::{self, check_document, check_text, refused, Limits};
+use crate::graphql::LeviathanSchema;
+use crate::service::Service;
+use async_graphql::parser::types::{BaseType, ExecutableDocument, OperationType};
+use async_graphql::{Executor, Request, Response, ServerError, ValidationResult, Value, Variables};
+use futures_util::stream::BoxStream;
+use std::sync::Arc;
+
+/// Largest remembered cost of a document run without per-field hooks.
+pub const FAST_COST: usize = 1_000;
+
+/// `extensions.code` (and message) of a persisted query the server does not
+/// hold.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+
+/// The document cache, and the schema without extensions that cached
+/// documents within [`FAST_COST`] run on. It lives in the guarded schema's
+/// data.
+pub struct Engine {
+    pub cache: DocumentCache,
+    fast: LeviathanSchema,
+    service: Arc<Service>,
+    limits: Arc<Limits>,
+}
+
+/// Put in the data of a request run on the guarded schema: its cached
+/// document, so the guard neither checks the document's own limits again
+/// nor validates it when a memo holds.
+pub(crate) struct Slot {
+    entry: Arc<Entry>,
+    operation: Option<String>,
+    vars: Option<Vec<VarKind>>,
+    bounds: Bounds,
+}
+
+impl Slot {
+    /// The remembered validation for this request, if one holds.
+    pub(crate) fn memo(&self) -> Option<ValidationResult> {
+        self.entry.memo(self.operation.as_deref(), self.vars.as_ref()?, &self.bounds)
+    }
+
+    /// Remembers a validation that passed.
+    pub(crate) fn remember(&self, result: ValidationResult) {
+        if let Some(vars) = &self.vars {
+            let (operation, vars, bounds) = (self.operation.clone(), vars.clone(), self.bounds);
+            self.entry.remember(Memo { operation, vars, bounds, result });
+        }
+    }
+}
+
+fn not_found() -> ServerError {
+    let mut e = ServerError::new("PersistedQueryNotFound", None);
+    let mut ext = async_graphql::ErrorExtensionValues::default();
+    ext.set("code", PERSISTED_QUERY_NOT_FOUND);
+    e.extensions = Some(ext);
+    e
+}
+
+/// The hash a request's `extensions.persistedQuery` names, checked.
+fn persisted_hash(req: &Request) -> Result<Option<Key>, ServerError> {
+    let Some(pq) = req.extensions.get("persistedQuery") else {
+        return Ok(None);
+    };
+    let shape = "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<64 hex digits>\"}";
+    let Value::Object(o) = pq else {
+        return Err(refused(format!("{shape} (got {pq})")));
+    };
+    match o.get("version") {
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(v) => return Err(refused(format!("persisted query version {v} is not served: only version 1"))),
+        None => return Err(refused(format!("{shape} (no version)"))),
+    }
+    match o.get("sha256Hash") {
+        Some(Value::String(h)) => match key_from_hex(h) {
+            Some(k) => Ok(Some(k)),
+            None => Err(refused(format!("{shape} (sha256Hash is {:?})", h.escape_debug().to_string()))),
+        },
+        _ => Err(refused(format!("{shape} (no sha256Hash string)"))),
+    }
+}
+
+/// The kinds of a request's variables, as far as validation can tell them
+/// apart; `None` when validation may depend on more than the kind (input
+/// objects, lists, enums, floats, other scalars): such a request is
+/// validated every time.
+fn var_kinds(doc: &ExecutableDocument, name: Option<&str>, variables: &Variables) -> Option<Vec<VarKind>> {
+    let (_, op) = doc.operations.iter().find(|(n, _)| name.is_none() || n.map(|n| n.as_str()) == name)?;
+    let defs = &op.node.variable_definitions;
+    let mut kinds = Vec::with_capacity(defs.len());
+    for d in defs {
+        let BaseType::Named(ty) = &d.node.var_type.node.base else { return None };
+        let kind = match (ty.as_str(), variables.get(&d.node.name.node)) {
+            (_, None) => VarKind::Absent,
+            (_, Some(Value::Null)) => VarKind::Null,
+            ("ID" | "String", Some(Value::String(_))) => VarKind::Text,
+            ("Boolean", Some(Value::Boolean(_))) => VarKind::Bool,
+            ("ID" | "Int", Some(Value::Number(n))) => VarKind::Int(n.as_i64()?),
+            _ => return None,
+        };
+        kinds.push(kind);
+    }
+    Some(kinds)
+}
+
+impl Engine {
+    /// An engine over a schema without extensions.
+    pub(crate) fn new(fast: LeviathanSchema, service: Arc<Service>, limits: Arc<Limits>, bytes: usize) -> Engine {
+        Engine { cache: DocumentCache::new(bytes), fast, service, limits }
+    }
+
+    /// The engine of a schema built by [`crate::graphql::schema_with_limits`].
+    pub fn of(schema: &LeviathanSchema) -> Option<&Engine> {
+        schema.data::<Arc<Engine>>().map(|e| &**e)
+    }
+
+    /// The document of a request: a persisted query by its hash, or the
+    /// cached parse of its text, or its text checked, parsed and cached.
+    pub fn document(&self, req: &Request) -> Result<Arc<Entry>, ServerError> {
+        let persisted = persisted_hash(req)?;
+        if let (true, Some(k)) = (req.query.is_empty(), persisted) {
+            return self.cache.get(&k).ok_or_else(not_found);
+        }
+        let key = key_of(&req.query);
+        if persisted.is_some_and(|k| k != key) {
+            return Err(refused(
+                "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query's text: send the hash of the \
+                 exact text (hex of its UTF-8 bytes)",
+            ));
+        }
+        if let Some(e) = self.cache.get(&key) {
+            return Ok(e);
+        }
+        check_text(&self.limits, &req.query)?;
+        let doc = async_graphql::parser::parse_query(&req.query).map_err(ServerError::from)?;
+        check_document(&self.limits, &doc)?;
+        let entry = Arc::new(Entry::new(req.query.as_str().into(), doc));
+        self.cache.insert(key, Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// Runs a request through the cache on `schema` (the guarded schema
+    /// holding this engine). `started` is set once execution starts.
+    pub async fn execute(
+        &self,
+        schema: &LeviathanSchema,
+        req: Request,
+        started: Option<limits::ExecutionStarted>,
+    ) -> Response {
+        let entry = match self.document(&req) {
+            Ok(e) => e,
+            Err(e) => return self.refusal(e),
+        };
+        self.run(schema, req, entry, started).await
+    }
+
+    /// Runs a request whose document is `entry`.
+    pub async fn run(
+        &self,
+        schema: &LeviathanSchema,
+        mut req: Request,
+        entry: Arc<Entry>,
+        started: Option<limits::ExecutionStarted>,
+    ) -> Response {
+        // Every request through the cache comes here (GET, POST, batch
+        // items and the legacy routes): the role check on its document,
+        // before anything of it runs.
+        let operation = req.operation_name.clone();
+        let given = req.data.get(&std::any::TypeId::of::<Caller>()).and_then(|d| d.downcast_ref::<Caller>());
+        let caller = access::caller_of(given);
+        let role = access::needed(&entry.doc, operation.as_deref());
+        if !caller.may(role) {
+            return self.refusal(access::forbidden(&caller, role));
+        }
+        let bounds = self.service.read(Bounds::of);
+        let vars = var_kinds(&entry.doc, operation.as_deref(), &req.variables);
+        req.set_parsed_query(entry.doc.clone());
+        let ty = entry.operation(operation.as_deref());
+        if let (Some(kinds), Some(ty @ (OperationType::Query | OperationType::Mutation))) = (&vars, ty) {
+            let memo = entry.memo(operation.as_deref(), kinds, &bounds);
+            if memo.is_some_and(|r| r.complexity <= FAST_COST) {
+                // One unit of the task's budget per request: a batch of
+                // them yields to the runtime between its requests.
+                tokio::task::consume_budget().await;
+                if let Some(s) = &started {
+                    s.0.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                let resp = if ty == OperationType::Query {
+                    let deadline = self.limits.deadline;
+                    match tokio::time::timeout(deadline, self.fast.execute(req)).await {
+                        Ok(r) => r,
+                        Err(_) => Response::from_errors(vec![limits::over_deadline(deadline)]),
+                    }
+                } else {
+                    self.fast.execute(req).await
+                };
+                return self.finish(resp);
+            }
+        }
+        let mut req = req.data(Slot { entry, operation, vars, bounds });
+        if let Some(s) = started {
+            req = req.data(s);
+        }
+        cost::scope(bounds, schema.execute(req)).await
+    }
+
+    /// The answer to a request refused before execution.
+    pub fn refusal(&self, e: ServerError) -> Response {
+        self.finish(Response::from_errors(vec![e]))
+    }
+
+    /// Codes and caps an answer's errors, as the guard does.
+    fn finish(&self, mut resp: Response) -> Response {
+        limits::cap_errors(&mut resp.errors, self.limits.max_errors);
+        limits::code_errors(&mut resp.errors);
+        resp
+    }
+}
+
+/// The executor of the legacy routes: the guarded schema, reached through
+/// its document cache (the legacy documents are fixed, so they are parsed
+/// and validated once).
+#[derive(Clone)]
+pub struct Api(pub LeviathanSchema);
+
+impl Executor for Api {
+    async fn execute(&self, request: Request) -> Response {
+        match Engine::of(&self.0) {
+            Some(e) => e.execute(&self.0, request, None).await,
+            None => self.0.execute(request).await,
+        }
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<async_graphql::Data>>,
+    ) -> BoxStream<'static, Response> {
+        Executor::execute_stream(&self.0, request, session_data)
+    }
+}
