@@ -148,9 +148,40 @@ fn tour_steps(md: &str, marker: &str) -> Vec<Step> {
 }
 
 /// Trailing blanks of each line and trailing empty lines are not part of
-/// an answer (curl prints JSON without a newline).
+/// an answer (curl prints JSON without a newline), nor is the time of day
+/// a change was made at (`12:34:56.789Z` in `watch`): each is compared as
+/// `HH:MM:SS.mmmZ`.
 fn normalize(s: &str) -> String {
-    s.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_string()
+    let text = s.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_string();
+    mask_times(&text)
+}
+
+/// Every `DD:DD:DD.DDDZ` in `s` as `HH:MM:SS.mmmZ`.
+fn mask_times(s: &str) -> String {
+    const SHAPE: &[u8] = b"99:99:99.999Z";
+    let b = s.as_bytes();
+    let fits = |i: usize| {
+        b.len() >= i + SHAPE.len()
+            && SHAPE.iter().zip(&b[i..]).all(|(want, got)| if *want == b'9' { got.is_ascii_digit() } else { want == got })
+    };
+    let (mut out, mut i) = (String::with_capacity(s.len()), 0);
+    while i < b.len() {
+        if fits(i) {
+            out.push_str("HH:MM:SS.mmmZ");
+            i += SHAPE.len();
+        } else {
+            let c = s[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+#[test]
+fn times_of_day_are_masked_and_nothing_else() {
+    assert_eq!(mask_times("(anonymous, 00:45:54.792Z) 1.5 12:00"), "(anonymous, HH:MM:SS.mmmZ) 1.5 12:00");
+    assert_eq!(mask_times("é 23:59:59.999Z"), "é HH:MM:SS.mmmZ");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
