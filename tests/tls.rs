@@ -125,6 +125,8 @@ struct Tls {
     addr: String,
     pki: Pki,
     http: reqwest::Client,
+    /// The server's log lines.
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Tls {
@@ -156,15 +158,41 @@ impl Tls {
             .arg(pki.path("server.key"))
             .env_remove("LEVIATHAN_TOKEN")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start leviathan");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+        let (tx, log) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
         let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.crt")).unwrap()).unwrap();
         let http = reqwest::Client::builder().add_root_certificate(ca).timeout(WAIT).build().unwrap();
-        Tls { child, addr, pki, http }
+        Tls { child, addr, pki, http, log }
+    }
+
+    /// Waits (bounded) for a log line holding `what`.
+    fn logged(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.log.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    fn hup(&self) {
+        let hup = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        assert!(hup.success());
     }
 
     fn url(&self, path: &str) -> String {
@@ -349,8 +377,7 @@ async fn sighup_gives_new_connections_the_new_certificate_while_an_old_one_keeps
     std::fs::copy(s.pki.path("renewed.key"), s.pki.path("server.key")).unwrap();
     let renewed = s.pki.der("renewed");
     assert_ne!(renewed, first);
-    let hup = Command::new("kill").args(["-HUP", &s.child.id().to_string()]).status().unwrap();
-    assert!(hup.success());
+    s.hup();
     until("a new connection gets the new certificate", || async {
         let c = connect(&s).await;
         peer_cert(&c) == renewed
@@ -359,6 +386,13 @@ async fn sighup_gives_new_connections_the_new_certificate_while_an_old_one_keeps
     // The connection from before keeps working, with its certificate.
     assert_eq!(get_healthz(&mut old).await, "HTTP/1.1 200 OK");
     assert_eq!(peer_cert(&old), first);
+
+    // A bad new file: the certificate in use stays, and the log says why.
+    std::fs::write(s.pki.path("server.crt"), "not a certificate\n").unwrap();
+    s.hup();
+    let line = s.logged("keeping the certificate in use");
+    assert!(line.contains("--tls-cert") && line.contains("no certificate"), "{line}");
+    assert_eq!(peer_cert(&connect(&s).await), renewed);
 
     // Plain HTTP to the TLS port: a clear 400 and a closed connection.
     let mut plain = tokio::net::TcpStream::connect(&s.addr).await.unwrap();

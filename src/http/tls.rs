@@ -107,3 +107,19 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
 pub fn is_h2(conn: &rustls::ServerConnection) -> bool {
     conn.alpn_protocol() == Some(b"h2")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_files_are_named_with_their_flag() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let e = Tls::load(&cert, &key).expect_err("missing files");
+        assert!(e.starts_with("--tls-cert ") && e.contains("c.pem"), "{e}");
+        std::fs::write(&cert, "not a certificate\n").expect("written");
+        let e = Tls::load(&cert, &key).expect_err("no certificate");
+        assert!(e.contains("no certificate in it"), "{e}");
+    }
+}
