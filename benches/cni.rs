@@ -124,6 +124,7 @@ fn namespaces(prefix: &str, kind: &str, n: usize) -> Vec<(String, String)> {
 }
 
 fn measure(driver: &Path, cni_path: &str, dir: &Path, list: &Path, prefix: &str) -> Figures {
+    std::fs::create_dir_all(dir).expect("bench directory");
     let seq = namespaces(prefix, "s", SEQUENTIAL);
     let burst = namespaces(prefix, "p", BURST);
     let (mut lat, _) = add_all(driver, cni_path, &dir.join("cache"), list, &seq, 1);
@@ -177,6 +178,36 @@ fn cleanup(prefix: &str, server: &Path) {
     let _ = Command::new(server).args(["cleanup", "--prefix", prefix]).stdout(Stdio::null()).status();
 }
 
+/// Whatever the bench made, removed even when it fails half-way.
+struct Guard {
+    server: PathBuf,
+    child: Option<Child>,
+    prefixes: Vec<String>,
+    bridge: String,
+    dir: PathBuf,
+}
+
+impl Guard {
+    fn stop_server(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill with the child's pid and SIGTERM.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop_server();
+        for p in &self.prefixes {
+            cleanup(p, &self.server);
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         eprintln!("cni bench: run with `cargo build --release -p leviathan-cni && cargo bench --bench cni` (as root)");
@@ -196,9 +227,18 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("bench directory");
     let cni_path = format!("{}:/usr/lib/cni", plugin.parent().expect("bin dir").display());
 
+    let bridge = format!("{theirs}br");
+    let mut guard = Guard {
+        server: server.clone(),
+        child: None,
+        prefixes: vec![ours.clone(), theirs.clone()],
+        bridge: bridge.clone(),
+        dir: dir.clone(),
+    };
+
     // leviathan-cni and a server.
     let sock = dir.join("l.sock");
-    let mut child = start_server(&server, &dir, &ours, &sock);
+    guard.child = Some(start_server(&server, &dir, &ours, &sock));
     let made = gql(&sock, "mutation { cenCreate(input: {id: \"bench\"}) { revision } cinImport(input: {cins: [{id: \"benchcin\", cenIds: [\"bench\"]}]}) { revision } cinMake(input: {ids: [\"benchcin\"]}) { cins { status } } }");
     assert!(made.contains("READY"), "{made}");
     let list = dir.join("leviathan.conflist");
@@ -208,22 +248,17 @@ fn main() {
     let lev = measure(&driver, &cni_path, &dir.join("lev"), &list, &ours);
     let ready = gql(&sock, "{ containers(cenId: \"bench\") { status } }");
     assert_eq!(ready.matches("READY").count(), SEQUENTIAL + BURST, "all READY: {ready}");
-    // SAFETY: kill with the child's pid and SIGTERM.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    guard.stop_server();
     cleanup(&ours, &server);
 
     // Debian's reference plugins: bridge + host-local.
-    let bridge = format!("{theirs}br");
     let list = dir.join("reference.conflist");
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "ref", "plugins": [
         {"type": "bridge", "bridge": bridge, "isGateway": true,
          "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "dataDir": dir.join("host-local").display().to_string()}}]});
     std::fs::write(&list, conf.to_string()).expect("conflist");
     let reference = measure(&driver, &cni_path, &dir.join("ref"), &list, &theirs);
-    cleanup(&theirs, &server);
-    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(guard);
 
     println!("ADD through libcni, {SEQUENTIAL} sequential containers, then {BURST} at once:");
     println!("  {:<28} {:>9} {:>9} {:>12}", "", "p50 ms", "p99 ms", "burst ms");

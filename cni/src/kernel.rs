@@ -89,6 +89,7 @@ fn interfaces() -> Result<Vec<Iface>, String> {
         if ifa.ifa_name.is_null() {
             continue;
         }
+        // SAFETY: a non-null name is NUL-terminated and lives as the list.
         let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
         let idx = match out.iter().position(|i| i.name == name) {
             Some(i) => i,
@@ -100,6 +101,9 @@ fn interfaces() -> Result<Vec<Iface>, String> {
         if ifa.ifa_addr.is_null() {
             continue;
         }
+        // SAFETY: a non-null address points to a sockaddr of the family it
+        // names (sockaddr_ll for AF_PACKET, sockaddr_in for AF_INET, its
+        // netmask likewise), valid as long as the list.
         let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
         if family == libc::AF_PACKET {
             let ll = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_ll) };
