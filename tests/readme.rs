@@ -162,7 +162,10 @@ fn mask_times(s: &str) -> String {
     let b = s.as_bytes();
     let fits = |i: usize| {
         b.len() >= i + SHAPE.len()
-            && SHAPE.iter().zip(&b[i..]).all(|(want, got)| if *want == b'9' { got.is_ascii_digit() } else { want == got })
+            && SHAPE
+                .iter()
+                .zip(&b[i..])
+                .all(|(want, got)| if *want == b'9' { got.is_ascii_digit() } else { want == got })
     };
     let (mut out, mut i) = (String::with_capacity(s.len()), 0);
     while i < b.len() {
