@@ -13,8 +13,9 @@
 //! default 2200; `FLOOD_SLOW`, default 2000). Raises its own open-file
 //! limit to what it needs.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,21 +24,6 @@ use tokio::net::TcpStream;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn start(state: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--state"])
-        .arg(state)
-        .env_remove("LEVIATHAN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start leviathan");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the listening line");
-    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_string();
-    (child, addr)
 }
 
 /// Counters the attackers keep.
@@ -146,7 +132,9 @@ fn main() {
     raise_nofile(idle + slow + 1024);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (mut child, addr) = start(&dir.path().join("flood.db"));
+    let state = dir.path().join("flood.db");
+    let (mut child, addr) =
+        common::serve([OsStr::new("--no-realize"), OsStr::new("--state"), state.as_os_str()], false);
     rt.block_on(async {
         let tally = Arc::new(Tally::default());
         let stop = Arc::new(AtomicBool::new(false));

@@ -16,13 +16,15 @@
 //! default 5), HTTP_BENCH_SIZES (default 1000,100000). Under
 //! `cargo test --all-targets` it only says how to run it.
 
+mod common;
+
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,18 +43,8 @@ impl Drop for Server {
 }
 
 fn start(state: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--max-input-items", "1000000", "--state"])
-        .arg(state)
-        .env_remove("LEVIATHAN_TOKEN")
-        .env("LEVIATHAN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start leviathan");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_string();
+    let head = ["--no-realize", "--max-input-items", "1000000", "--state"].map(OsStr::new);
+    let (child, addr) = common::serve(head.into_iter().chain([state.as_os_str()]), true);
     Server(child, addr)
 }
 

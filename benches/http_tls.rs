@@ -17,10 +17,12 @@
 //! `cargo bench --bench http_tls` (`HTTP_TLS_BENCH_SECS`, default 2, per
 //! measurement; `HTTP_TLS_BENCH_ROUNDS`, default 6).
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,22 +94,10 @@ fn sha256_hex(token: &str) -> String {
 }
 
 fn start(dir: &Path, name: &str, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--state"])
-        .arg(dir.join(format!("{name}.db")))
-        .arg("--tokens")
-        .arg(dir.join("tokens"))
-        .args(extra)
-        .env_remove("LEVIATHAN_TOKEN")
-        .env("LEVIATHAN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start leviathan");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the listening line");
-    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_string();
-    (child, addr)
+    let (state, tokens) = (dir.join(format!("{name}.db")), dir.join("tokens"));
+    let head = [OsStr::new("--no-realize"), OsStr::new("--state"), state.as_os_str()];
+    let head = head.into_iter().chain([OsStr::new("--tokens"), tokens.as_os_str()]);
+    common::serve(head.chain(extra.iter().map(OsStr::new)), false)
 }
 
 /// The TLS client of the bench, trusting the bench's CA.

@@ -9,9 +9,11 @@
 //!
 //! `cargo bench --bench intake` (`INTAKE_BENCH_PARALLEL`, default 16).
 
+mod common;
+
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 fn vm_kib(pid: u32, key: &str) -> u64 {
@@ -21,19 +23,8 @@ fn vm_kib(pid: u32, key: &str) -> u64 {
 }
 
 fn start(state: &std::path::Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--state"])
-        .arg(state)
-        .args(extra)
-        .env_remove("LEVIATHAN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start leviathan");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the listening line");
-    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_string();
-    (child, addr)
+    let head = [OsStr::new("--no-realize"), OsStr::new("--state"), state.as_os_str()];
+    common::serve(head.into_iter().chain(extra.iter().map(OsStr::new)), false)
 }
 
 fn hostile_body() -> String {

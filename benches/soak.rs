@@ -9,10 +9,11 @@
 //!
 //! `cargo bench --bench soak`.
 
+mod common;
+
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,17 +69,8 @@ fn main() {
     let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let state = dir.path().join("soak.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--no-realize", "--listen", "127.0.0.1:0", "--keep-changes", "5000", "--state"])
-        .arg(&state)
-        .env_remove("LEVIATHAN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start leviathan");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the listening line");
-    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_string();
+    let args = [OsStr::new("--no-realize"), OsStr::new("--keep-changes"), OsStr::new("5000"), OsStr::new("--state")];
+    let (mut child, addr) = common::serve(args.into_iter().chain([state.as_os_str()]), false);
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
