@@ -182,10 +182,13 @@ async fn with_etcd_stalled_every_queued_write_is_answered_in_bounded_time_and_tr
     let health_s = t.elapsed().as_secs_f64();
     println!("answers with etcd stopped (--etcd-timeout 2): {answers:?}; /healthz {health_s:.3} s");
     assert_eq!(health.status().as_u16(), 503);
-    // Hang checks only (generous): the figures are printed above.
-    assert!(health_s < 3.0, "/healthz took {health_s} s");
+    // etcd stays stopped until every writer has its answer, so that they
+    // all answered is what shows the wait bounded. The bounds below are
+    // hang checks only, generous on a busy machine (the figures are printed
+    // above): writers timed out one after another would take 8 x 2 s.
+    assert!(health_s < 10.0, "/healthz took {health_s} s");
     for (id, code, secs) in &answers {
-        assert!(*secs < 2.0 * 4.0, "{id} answered after {secs} s");
+        assert!(*secs < 12.0, "{id} answered after {secs} s");
         assert!(["UNAVAILABLE", "UNKNOWN_OUTCOME"].contains(&code.as_str()), "{id}: {code}");
     }
     etcd.signal("CONT");
