@@ -364,7 +364,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let service = open_service(&args, &settings, None).await?;
         // Bind before any kernel work: a server that cannot listen changes
         // nothing.
-        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
+        let listener = leviathan::http::serve::bind(args.listen).map_err(|e| bind_error(args.listen, &e))?;
         let unix = bind_unix(&args)?;
         let app = start_serving(&args, &settings, &service, underlay, shutdown_signal.clone()).await?;
         let app = server::with_cors(app, &args.cors_origins)?;
@@ -377,7 +377,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         join_unix(unix, grace).await;
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| bind_error(args.listen, &e))?;
+    let listener = leviathan::http::serve::bind(args.listen).map_err(|e| bind_error(args.listen, &e))?;
     let unix = bind_unix(&args)?;
     let addr = listener.local_addr()?;
     let connecting = leviathan::service::Connecting::new(&args.etcd);

@@ -54,6 +54,19 @@ impl Default for ServeOptions {
 
 pub use crate::shutdown::{Live, Shutdown};
 
+/// Connections the kernel queues for the accept loop (it caps this at
+/// `net.core.somaxconn`, 4096 by default): room for a burst of clients
+/// while the loop sheds, where the usual 1024 would drop their SYNs.
+pub const BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with a backlog of [`BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves `app` on `listener` until `signal` resolves, then shuts down
 /// gracefully through `trigger` (whose [`Shutdown`] the websockets watch).
 pub async fn run(
@@ -319,22 +332,33 @@ impl Registry {
     /// Closes the idlest connection that has no request in flight: one
     /// that never sent a byte (the oldest), else the longest idle
     /// keep-alive. `false` when every connection is busy.
+    ///
+    /// A client arriving at the cap pays one pass over the open
+    /// connections keeping the few idlest (no sort of them all, no
+    /// allocation that grows with them); only when each of those few turns
+    /// out to have bytes waiting are all of them ordered.
     fn shed_idlest(&self) -> bool {
         let mut r = self.inner.lock();
-        let mut idle: Vec<(bool, Instant, &Arc<Conn>)> = r
-            .open
-            .values()
-            .filter(|c| c.busy.load(Ordering::SeqCst) == 0)
-            .map(|c| {
-                let spoke = c.spoke.load(Ordering::Relaxed);
-                let since = c.accepted + Duration::from_millis(c.last_active_ms.load(Ordering::Relaxed));
-                (spoke, if spoke { since } else { c.accepted }, c)
-            })
-            .collect();
-        idle.sort_by_key(|(spoke, since, _)| (*spoke, *since));
+        let idle = r.open.values().filter(|c| c.busy.load(Ordering::SeqCst) == 0);
+        let mut few: Vec<((bool, Instant), u64, std::os::fd::RawFd)> = Vec::with_capacity(FEW + 1);
+        for c in idle.clone() {
+            let key = idleness(c);
+            if few.len() == FEW && few.last().is_some_and(|l| key >= l.0) {
+                continue;
+            }
+            let at = few.partition_point(|x| x.0 <= key);
+            few.insert(at, (key, c.id, c.fd));
+            few.truncate(FEW);
+        }
         // A connection whose first bytes wait unread (its task has not run
         // yet) has spoken: skip it.
-        let victim = idle.iter().find(|(spoke, _, c)| *spoke || !has_unread_bytes(c.fd)).map(|(_, _, c)| c.id);
+        let speaks = |spoke: bool, fd| spoke || !has_unread_bytes(fd);
+        let mut victim = few.iter().find(|((spoke, _), _, fd)| speaks(*spoke, *fd)).map(|x| x.1);
+        if victim.is_none() && few.len() == FEW {
+            let mut all: Vec<_> = idle.map(|c| (idleness(c), c.id, c.fd)).collect();
+            all.sort_unstable_by_key(|x| x.0);
+            victim = all.iter().find(|((spoke, _), _, fd)| speaks(*spoke, *fd)).map(|x| x.1);
+        }
         let Some(conn) = victim.and_then(|id| r.open.remove(&id)) else {
             return false;
         };
@@ -342,6 +366,18 @@ impl Registry {
         conn.shed.notify_one();
         true
     }
+}
+
+/// How many of the idlest connections [`Registry::shed_idlest`] keeps in
+/// its one pass.
+const FEW: usize = 8;
+
+/// The order connections are shed in: those that never sent a byte first,
+/// the oldest of them first; then the longest idle.
+fn idleness(c: &Conn) -> (bool, Instant) {
+    let spoke = c.spoke.load(Ordering::Relaxed);
+    let since = c.accepted + Duration::from_millis(c.last_active_ms.load(Ordering::Relaxed));
+    (spoke, if spoke { since } else { c.accepted })
 }
 
 /// Whether bytes (or the peer's close) wait unread on a socket.
