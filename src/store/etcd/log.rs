@@ -35,7 +35,7 @@ const ENTRY_PAGE: usize = 32;
 pub const CHUNK_PAGE: i64 = 16;
 /// How long the outcome of a commit is sought after etcd stopped
 /// answering it, before the answer is [`StoreError::UnknownOutcome`].
-pub const RESOLVE_FOR: Duration = Duration::from_secs(1);
+pub const RESOLVE_FOR: Duration = Duration::from_millis(750);
 
 /// A log entry as stored: the commit id, and the change inline or the
 /// size of its chunks.
