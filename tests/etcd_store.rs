@@ -10,33 +10,10 @@ mod common;
 use common::{until, Server, WAIT};
 use leviathan::store::testing::{etcd_available, EtcdProcess};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn start(endpoints: &str, host: &str, extra: &[&str]) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-realize", "--etcd", endpoints, "--host-id", host])
-        .args(["--etcd-timeout", "2"])
-        .args(extra)
-        .env_remove("LEVIATHAN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("start leviathan");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server {
-        child,
-        addr,
-        token: None,
-        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-    }
+    common::etcd::etcd_server(endpoints, host, extra)
 }
 
 async fn cens(s: &Server) -> Vec<String> {
