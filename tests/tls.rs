@@ -14,10 +14,10 @@
 mod browser;
 mod common;
 
+use common::etcd::Pki;
 use common::{until, WAIT};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,88 +26,22 @@ const VIEWER: &str = "viewer-token-0123456789";
 const EDITOR: &str = "editor-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789ab";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out =
-        Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command (Debian: openssl)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// The base64 SHA-256 of a certificate's public key (what Chromium's
+/// `--ignore-certificate-errors-spki-list` takes).
+fn spki_hash(pki: &Pki, name: &str) -> String {
+    let script = format!(
+        "openssl x509 -in {name}.crt -pubkey -noout | openssl pkey -pubin -outform der | \
+         openssl dgst -sha256 -binary | openssl base64 -A"
+    );
+    let out = Command::new("sh").args(["-c", &script]).current_dir(pki.dir.path()).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A CA and server certificates it signs, in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki { dir: tempfile::tempdir().unwrap() };
-        let p = pki.dir.path();
-        std::fs::write(
-            p.join("ca.cnf"),
-            "[req]\ndistinguished_name=dn\nx509_extensions=v3_ca\n[dn]\n[v3_ca]\n\
-             basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
-        )
-        .unwrap();
-        std::fs::write(p.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut args = vec!["req", "-x509", "-config", "ca.cnf"];
-        args.extend(ec);
-        args.extend(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=leviathan test CA"]);
-        openssl(p, &args);
-        pki.leaf("server");
-        pki
-    }
-
-    /// `NAME.crt` and `NAME.key`: a server certificate for 127.0.0.1.
-    fn leaf(&self, name: &str) {
-        let p = self.dir.path();
-        let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
-        let subj = format!("/CN={name}");
-        let mut args = vec!["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj, "-config", "ca.cnf"]);
-        openssl(p, &args);
-        openssl(
-            p,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        );
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The base64 SHA-256 of a certificate's public key (what Chromium's
-    /// `--ignore-certificate-errors-spki-list` takes).
-    fn spki_hash(&self, name: &str) -> String {
-        let script = format!(
-            "openssl x509 -in {name}.crt -pubkey -noout | openssl pkey -pubin -outform der | \
-             openssl dgst -sha256 -binary | openssl base64 -A"
-        );
-        let out = Command::new("sh").args(["-c", &script]).current_dir(self.dir.path()).output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// The DER of a PEM certificate file.
-    fn der(&self, name: &str) -> Vec<u8> {
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_file(self.path(&format!("{name}.crt"))).unwrap().to_vec()
-    }
+/// The DER of a PEM certificate file.
+fn der(pki: &Pki, name: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(pki.path(&format!("{name}.crt"))).unwrap().to_vec()
 }
 
 fn sha256_hex(token: &str) -> String {
@@ -279,7 +213,7 @@ async fn roles_are_enforced_over_https_and_every_change_names_its_actor() {
 
     // The CLI: with the CA, as a viewer; its watch shows who made each change.
     let ca = s.pki.path("ca.crt");
-    let ca = ca.to_str().unwrap();
+    let ca = ca.as_str();
     let server = s.url("");
     let out = s.cli(&["get", "cens", "--server", &server, "--ca-cert", ca, "--token", VIEWER, "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -368,14 +302,14 @@ async fn sighup_gives_new_connections_the_new_certificate_while_an_old_one_keeps
     let s = Tls::start();
     let mut old = connect(&s).await;
     assert_eq!(get_healthz(&mut old).await, "HTTP/1.1 200 OK");
-    let first = s.pki.der("server");
+    let first = der(&s.pki, "server");
     assert_eq!(peer_cert(&old), first);
 
     // A new certificate (same paths), then SIGHUP.
-    s.pki.leaf("renewed");
+    s.pki.leaf("renewed", "ca", "server.ext");
     std::fs::copy(s.pki.path("renewed.crt"), s.pki.path("server.crt")).unwrap();
     std::fs::copy(s.pki.path("renewed.key"), s.pki.path("server.key")).unwrap();
-    let renewed = s.pki.der("renewed");
+    let renewed = der(&s.pki, "renewed");
     assert_ne!(renewed, first);
     s.hup();
     until("a new connection gets the new certificate", || async {
@@ -426,7 +360,7 @@ async fn chromium_shows_the_topology_over_https_to_a_viewer() {
     let s = Tls::start();
     let (status, body) = s.gql(EDITOR, "mutation { cenCreate(input: {id: \"shown\"}) { revision } }").await;
     assert_eq!(status, 200, "{body}");
-    let spki = format!("--ignore-certificate-errors-spki-list={}", s.pki.spki_hash("server"));
+    let spki = format!("--ignore-certificate-errors-spki-list={}", spki_hash(&s.pki, "server"));
     let mut b = browser::Browser::launch_with(binary, &[&spki]).await;
     b.call("Page.navigate", json!({"url": s.url(&format!("/topology?token={VIEWER}"))})).await;
     b.wait_until("window.leviathanTopology && leviathanTopology.ready && document.body.dataset.state === 'live'").await;

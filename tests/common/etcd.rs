@@ -1,4 +1,5 @@
-//! etcd as an operator runs it, for the end-to-end tests: Debian's `etcd`
+//! etcd as an operator runs it, for the end-to-end tests (and the test
+//! certificates the TLS tests share): Debian's `etcd`
 //! with its default limits (never raised here), on a port the test
 //! chooses, optionally with TLS and client-certificate authentication on
 //! certificates the test generates (openssl CLI: a CA, a server
@@ -67,7 +68,9 @@ impl Pki {
         pki
     }
 
-    fn leaf(&self, name: &str, ca: &str, ext: &str) {
+    /// `NAME.crt` and `NAME.key` signed by `CA` with the extensions of the
+    /// file `ext` (`server.ext`: IP 127.0.0.1; `client.ext`).
+    pub fn leaf(&self, name: &str, ca: &str, ext: &str) {
         let p = self.dir.path();
         let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
         openssl(
