@@ -1,5 +1,7 @@
-//! `leviathan get KIND [ID]`: lists as aligned tables, or the API's own
-//! JSON (`-o json`) or YAML.
+//! `leviathan get KIND [ID] [--at REV]`: lists as aligned tables, or the
+//! API's own JSON (`-o json`) or YAML; with `--at`, as the topology stood
+//! right after revision REV (read through `at(revision:)`, so every kind
+//! and filter works the same in the past).
 
 use super::client::Client;
 use super::Output;
@@ -42,19 +44,26 @@ const CIN: &str =
     "id subnet cens { id } gateways members { container { id host { id } } address } made status statusMessage";
 const POOL: &str = "id type startWith cins { cinId defaultRoute } containers { id host { id } }";
 
-/// The query `get` sends, and the field its answer is under.
-pub fn query(kind: Kind, id: Option<&str>, f: &Filters) -> anyhow::Result<(String, &'static str, Value)> {
+/// The query `get` sends, and the field its answer is under: the live
+/// topology, or with `at` the topology as it stood right after that
+/// revision (`at(revision:)`, the same fields and arguments).
+pub fn query(
+    kind: Kind,
+    id: Option<&str>,
+    f: &Filters,
+    at: Option<i64>,
+) -> anyhow::Result<(String, &'static str, Value)> {
     let container_filters = f.cen.is_some() || f.cin.is_some() || f.tag.is_some() || f.host.is_some();
     if container_filters && !matches!(kind, Kind::Containers) {
         bail!("--host, --cen, --cin and --tag filter containers only");
     }
-    Ok(match (kind, id) {
-        (Kind::Hosts, None) => (format!("{{ hosts {{ {HOST} }} }}"), "hosts", json!({})),
-        (Kind::Hosts, Some(id)) => (format!("query($id: ID!) {{ host(id: $id) {{ {HOST} }} }}"), "host", json!({"id": id})),
+    // (variable declarations, selection, field, variables)
+    let (decls, selection, field, mut vars) = match (kind, id) {
+        (Kind::Hosts, None) => ("", format!("hosts {{ {HOST} }}"), "hosts", json!({})),
+        (Kind::Hosts, Some(id)) => ("$id: ID!", format!("host(id: $id) {{ {HOST} }}"), "host", json!({"id": id})),
         (Kind::Containers, None) => (
-            format!(
-                "query($h: ID, $cen: ID, $cin: ID, $tag: String) {{ containers(hostId: $h, cenId: $cen, cinId: $cin, tag: $tag) {{ {CONTAINER} }} }}"
-            ),
+            "$h: ID, $cen: ID, $cin: ID, $tag: String",
+            format!("containers(hostId: $h, cenId: $cen, cinId: $cin, tag: $tag) {{ {CONTAINER} }}"),
             "containers",
             json!({"h": f.host, "cen": f.cen, "cin": f.cin, "tag": f.tag}),
         ),
@@ -63,26 +72,50 @@ pub fn query(kind: Kind, id: Option<&str>, f: &Filters) -> anyhow::Result<(Strin
                 bail!("with an ID, only --host applies");
             }
             (
-                format!("query($h: ID, $id: ID!) {{ container(hostId: $h, id: $id) {{ {CONTAINER} }} }}"),
+                "$h: ID, $id: ID!",
+                format!("container(hostId: $h, id: $id) {{ {CONTAINER} }}"),
                 "container",
                 json!({"h": f.host, "id": id}),
             )
         }
-        (Kind::Cens, None) => (format!("{{ cens {{ {CEN} }} }}"), "cens", json!({})),
-        (Kind::Cens, Some(id)) => (format!("query($id: ID!) {{ cen(id: $id) {{ {CEN} }} }}"), "cen", json!({"id": id})),
-        (Kind::Cins, None) => (format!("{{ cins {{ {CIN} }} }}"), "cins", json!({})),
-        (Kind::Cins, Some(id)) => (format!("query($id: ID!) {{ cin(id: $id) {{ {CIN} }} }}"), "cin", json!({"id": id})),
-        (Kind::Pools, None) => (format!("{{ cpools {{ {POOL} }} }}"), "cpools", json!({})),
-        (Kind::Pools, Some(id)) => (format!("query($id: ID!) {{ cpool(id: $id) {{ {POOL} }} }}"), "cpool", json!({"id": id})),
-    })
+        (Kind::Cens, None) => ("", format!("cens {{ {CEN} }}"), "cens", json!({})),
+        (Kind::Cens, Some(id)) => ("$id: ID!", format!("cen(id: $id) {{ {CEN} }}"), "cen", json!({"id": id})),
+        (Kind::Cins, None) => ("", format!("cins {{ {CIN} }}"), "cins", json!({})),
+        (Kind::Cins, Some(id)) => ("$id: ID!", format!("cin(id: $id) {{ {CIN} }}"), "cin", json!({"id": id})),
+        (Kind::Pools, None) => ("", format!("cpools {{ {POOL} }}"), "cpools", json!({})),
+        (Kind::Pools, Some(id)) => ("$id: ID!", format!("cpool(id: $id) {{ {POOL} }}"), "cpool", json!({"id": id})),
+    };
+    let q = match at {
+        None if decls.is_empty() => format!("{{ {selection} }}"),
+        None => format!("query({decls}) {{ {selection} }}"),
+        Some(rev) => {
+            vars["at"] = json!(rev);
+            let sep = if decls.is_empty() { "" } else { ", " };
+            format!("query({decls}{sep}$at: Int!) {{ at(revision: $at) {{ {selection} }} }}")
+        }
+    };
+    Ok((q, field, vars))
 }
 
-pub async fn run(client: &Client, kind: Kind, id: Option<&str>, f: &Filters, out: Output) -> anyhow::Result<String> {
-    let (q, field, vars) = query(kind, id, f)?;
+pub async fn run(
+    client: &Client,
+    kind: Kind,
+    id: Option<&str>,
+    f: &Filters,
+    at: Option<i64>,
+    out: Output,
+) -> anyhow::Result<String> {
+    let (q, field, vars) = query(kind, id, f, at)?;
     let data = client.gql(&q, vars).await?;
-    let value = data[field].clone();
+    let value = match at {
+        None => data[field].clone(),
+        Some(_) => data["at"][field].clone(),
+    };
     if value.is_null() {
-        bail!("no {} '{}'", singular(kind), id.unwrap_or(""));
+        match at {
+            None => bail!("no {} '{}'", singular(kind), id.unwrap_or("")),
+            Some(rev) => bail!("no {} '{}' at revision {rev}", singular(kind), id.unwrap_or("")),
+        }
     }
     Ok(match out {
         Output::Json => format!("{}\n", serde_json::to_string_pretty(&value)?),
@@ -224,4 +257,30 @@ fn table(kind: Kind, rows: &[Value]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_wraps_the_same_selection_in_at_revision() {
+        let f = Filters { host: Some("h2".into()), tag: Some("web".into()), ..Filters::default() };
+        let (live, field, vars) = query(Kind::Containers, None, &f, None).unwrap();
+        let (past, field_at, vars_at) = query(Kind::Containers, None, &f, Some(7)).unwrap();
+        assert_eq!((field, field_at), ("containers", "containers"));
+        let selection = live.split_once(") { ").unwrap().1.trim_end_matches(" }");
+        assert!(past.contains(&format!("at(revision: $at) {{ {selection} }}")), "{past}");
+        assert!(past.starts_with("query($h: ID, $cen: ID, $cin: ID, $tag: String, $at: Int!)"), "{past}");
+        assert_eq!(vars["h"], "h2");
+        assert_eq!(vars_at["at"], 7);
+        assert!(vars.get("at").is_none());
+        // Without variables of its own, the query declares only $at.
+        let (q, _, v) = query(Kind::Cens, None, &Filters::default(), Some(3)).unwrap();
+        assert!(q.starts_with("query($at: Int!) { at(revision: $at) { cens {"), "{q}");
+        assert_eq!(v, json!({"at": 3}));
+        let (q, _, _) = query(Kind::Pools, Some("p"), &Filters::default(), None).unwrap();
+        assert!(q.starts_with("query($id: ID!) { cpool(id: $id) {"), "{q}");
+        assert!(query(Kind::Cens, None, &f, Some(3)).is_err(), "filters are for containers");
+    }
 }

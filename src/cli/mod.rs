@@ -1,12 +1,15 @@
 //! The client verbs of `leviathan`: `apply`, `destroy`, `delete`, `get`,
-//! `watch`, `export`. Each is a GraphQL client of a running server (over
+//! `watch`, `export`, and the time travel ones, `diff` and `history` (with
+//! `get --at` and `export --at`: reads as of a kept revision). Each is a GraphQL client of a running server (over
 //! HTTP, and `graphql-transport-ws` for progress and changes), with no side
 //! door into the model or the store. `completions` and `man` (manual.rs)
 //! are generated from the command line's own definitions.
 
 mod client;
+mod diff;
 pub mod file;
 mod get;
+mod history;
 pub mod listen;
 pub mod manual;
 mod plan;
@@ -49,6 +52,16 @@ pub enum WatchFormat {
     /// One readable line per change.
     Text,
     /// One JSON object per line (the `changes` event).
+    Json,
+}
+
+/// `diff` and `history` formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChangeFormat {
+    /// Readable lines (`diff`: the marks of `apply`'s plan; `history`: a
+    /// table).
+    Text,
+    /// A JSON array of the server's entries.
     Json,
 }
 
@@ -103,6 +116,10 @@ pub enum Verb {
         output: Output,
         #[command(flatten)]
         filters: get::Filters,
+        /// As the topology stood right after this revision (one the server
+        /// still keeps).
+        #[arg(long, value_name = "REV")]
+        at: Option<i64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -121,6 +138,43 @@ pub enum Verb {
     Export {
         #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
         output: ExportFormat,
+        /// The topology as it stood right after this revision: `apply
+        /// --prune` of the file restores it.
+        #[arg(long, value_name = "REV")]
+        at: Option<i64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// What changed between two kept revisions, with the marks of
+    /// `apply`'s plan.
+    Diff {
+        /// From this revision.
+        from: i64,
+        /// To this one (default: the current revision).
+        to: Option<i64>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: ChangeFormat,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The kept changes that touched one object, newest first (e.g.
+    /// `leviathan history cen cen1`).
+    History {
+        #[arg(value_enum)]
+        kind: history::Kind,
+        /// The object's id (a membership's: its CEN's).
+        id: String,
+        /// The host of a container or a membership (default: the server's).
+        #[arg(long)]
+        host: Option<String>,
+        /// The container of a membership.
+        #[arg(long)]
+        container: Option<String>,
+        /// At most this many changes (the newest).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: ChangeFormat,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -151,15 +205,18 @@ pub fn run(verb: Verb) -> anyhow::Result<()> {
                 let p = plan::plan_delete(&loaded, &cur);
                 send(&c, &file, &cur, &p, dry_run, "delete").await
             }
-            Verb::Get { kind, id, output, filters, client } => {
+            Verb::Get { kind, id, output, filters, at, client } => {
                 let c = connect(&client)?;
-                print!("{}", get::run(&c, kind, id.as_deref(), &filters, output).await?);
+                print!("{}", get::run(&c, kind, id.as_deref(), &filters, at, output).await?);
                 Ok(())
             }
             Verb::Watch { since, output, client } => watch::run(&connect(&client)?, since, output).await,
-            Verb::Export { output, client } => {
+            Verb::Export { output, at, client } => {
                 let c = connect(&client)?;
-                let cur = state::Current::fetch(&c).await?;
+                let cur = match at {
+                    Some(rev) => state::Current::fetch_at(&c, rev).await?,
+                    None => state::Current::fetch(&c).await?,
+                };
                 let text = match output {
                     ExportFormat::Yaml => yaml_serde::to_string(&cur.to_file())?,
                     ExportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&cur.to_file())?),
@@ -167,6 +224,16 @@ pub fn run(verb: Verb) -> anyhow::Result<()> {
                     ExportFormat::Mermaid => cur.to_mermaid(),
                 };
                 print!("{text}");
+                Ok(())
+            }
+            Verb::Diff { from, to, output, client } => {
+                print!("{}", diff::run(&connect(&client)?, from, to, output).await?);
+                Ok(())
+            }
+            Verb::History { kind, id, host, container, limit, output, client } => {
+                let w =
+                    history::Wanted { kind, id: &id, host: host.as_deref(), container: container.as_deref(), limit };
+                print!("{}", history::run(&connect(&client)?, &w, output).await?);
                 Ok(())
             }
         }

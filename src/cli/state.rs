@@ -1,5 +1,6 @@
-//! The server's topology as the CLI sees it: read with one query, and
-//! written back out as a topology file (`export`) or a picture.
+//! The server's topology as the CLI sees it: read with one query (live, or
+//! as it stood at a kept revision), and written back out as a topology file
+//! (`export`, `export --at`) or a picture.
 
 use super::client::Client;
 use super::file::{CenSpec, CinSpec, ContainerSpec, Name, PoolCin, PoolSpec, TopologyFile};
@@ -63,13 +64,12 @@ pub struct Current {
     pub pools: BTreeMap<String, CurPool>,
 }
 
-const TOPOLOGY: &str = "{ hostId revision
-  hosts { id }
+/// The lists read, live (the root) or at a revision (`TopologyAt`).
+const LISTS: &str = "hosts { id }
   containers { id host { id } tag netnsPath pool { id } cens { id } }
   cens { id made status containers { id host { id } } }
   cins { id made status cens { id } }
-  cpools { id type startWith cins { cinId defaultRoute } containers { id host { id } } }
-}";
+  cpools { id type startWith cins { cinId defaultRoute } containers { id host { id } } }";
 
 fn s(v: &Value) -> anyhow::Result<String> {
     v.as_str().map(str::to_string).ok_or_else(|| anyhow!("the server's answer lacks a string where one was expected"))
@@ -89,8 +89,24 @@ fn list(v: &Value) -> &[Value] {
 
 impl Current {
     pub async fn fetch(client: &Client) -> anyhow::Result<Current> {
-        let d = client.gql(TOPOLOGY, json!({})).await.context("reading the server's topology")?;
+        let q = format!("{{ hostId revision {LISTS} }}");
+        let d = client.gql(&q, json!({})).await.context("reading the server's topology")?;
         Current::from_data(&d)
+    }
+
+    /// The topology as it stood right after `revision` (`at(revision:)`),
+    /// with the server's own host id (which the past does not change).
+    pub async fn fetch_at(client: &Client, revision: i64) -> anyhow::Result<Current> {
+        let q = format!("query($r: Int!) {{ hostId at(revision: $r) {{ revision {LISTS} }} }}");
+        let d = client
+            .gql(&q, json!({"r": revision}))
+            .await
+            .with_context(|| format!("reading the topology at revision {revision}"))?;
+        let mut at = d["at"].clone();
+        if let Some(o) = at.as_object_mut() {
+            o.insert("hostId".into(), d["hostId"].clone());
+        }
+        Current::from_data(&at)
     }
 
     fn from_data(d: &Value) -> anyhow::Result<Current> {
