@@ -4,6 +4,10 @@
 // out again (new nodes are placed beside their neighbours), so the page
 // stays responsive with thousands of containers. A dropped connection is
 // reopened with `since` = the last revision applied, so nothing is missed.
+// The timeline (a slider over keptRevisions) draws the topology as of a
+// kept revision instead (`at(revision:)`, read-only: the subscription is
+// closed meanwhile), outlines what `diff(from:)` says changed since, and
+// "live" draws the present again and resumes the subscription.
 "use strict";
 (function () {
   const params = new URLSearchParams(window.location.search);
@@ -59,6 +63,12 @@
       { selector: "edge.labelled, edge.focus", style: { "label": "data(label)" } },
       { selector: "edge.focus", style: { "z-index": 10, "line-color": "#7b93af", "width": 2, "color": "#1f2933" } },
       { selector: ":selected", style: { "border-width": 3, "border-color": "#2557a7", "line-color": "#2557a7" } },
+      // Viewing a past revision: what changed since (dashed: deleted since).
+      { selector: "node.changed", style: { "underlay-color": "#f08c00", "underlay-opacity": 0.5, "underlay-padding": 6 } },
+      { selector: "node.gone", style: { "underlay-color": "#d64545", "border-width": 2, "border-style": "dashed",
+          "border-color": "#d64545" } },
+      { selector: "edge.changed", style: { "line-color": "#f08c00", "width": 3 } },
+      { selector: "edge.gone", style: { "line-color": "#d64545" } },
     ],
   });
 
@@ -78,10 +88,12 @@
   let received = 0;
   let applyMs = 0;
   const waiters = [];
+  // The revision drawn while travelling; null while live.
+  let viewing = null;
 
   function setState(state, text) {
     document.body.dataset.state = state;
-    document.body.dataset.revision = String(revision);
+    document.body.dataset.revision = String(viewing === null ? revision : viewing);
     document.getElementById("state").textContent = text;
   }
 
@@ -95,7 +107,8 @@
       count(cins.size, "CIN"), count(cy.edges().length, "membership"),
     ].join(" · ");
     // An empty topology says how to fill it instead of a blank canvas.
-    document.getElementById("empty").hidden = n("cen") > 0;
+    // (In the past it would offer an edit: there, nothing is offered.)
+    document.getElementById("empty").hidden = n("cen") > 0 || viewing !== null;
   }
 
   // ---- edge labels: the ones that fit, and those in focus ----
@@ -298,6 +311,7 @@
       const c = cins.get(id);
       const li = document.createElement("li");
       li.dataset.cin = id;
+      if (changedCins.has(id)) li.className = changedCins.get(id);
       const st = document.createElement("span");
       st.className = "status";
       st.style.background = colour(c.status);
@@ -323,15 +337,23 @@
     d.append(h, pre);
   }
 
+  // One read of the details: live, or as of the revision drawn.
+  async function read(decls, selection, variables) {
+    if (viewing === null) return gql(`query(${decls}) { ${selection} }`, variables);
+    const d = await gql(`query(${decls}, $at: Int!) { at(revision: $at) { ${selection} } }`, { ...variables, at: viewing });
+    return d.at;
+  }
+
   cy.on("tap", "node, edge", async (ev) => {
     const d = ev.target.data();
+    const at = viewing === null ? "" : ` at revision ${viewing}`;
     try {
       if (d.kind === "container") {
-        const r = await gql("query($h: ID, $id: ID!) { container(hostId: $h, id: $id) { id host { id } tag netnsPath status statusMessage interfaces { name cen { id } addresses { cinId address prefixLength } } defaultRoute { via gateway } pool { id } } }", { h: d.host, id: d.cid });
-        show(`container ${d.host}/${d.cid}`, r.container);
+        const r = await read("$h: ID, $id: ID!", "container(hostId: $h, id: $id) { id host { id } tag netnsPath status statusMessage interfaces { name cen { id } addresses { cinId address prefixLength } } defaultRoute { via gateway } pool { id } }", { h: d.host, id: d.cid });
+        show(`container ${d.host}/${d.cid}${at}`, r.container);
       } else if (d.kind === "cen") {
-        const r = await gql("query($id: ID!) { cen(id: $id) { id wiringType size made status statusMessage cins { id } } }", { id: d.cen });
-        show(`CEN ${d.cen}`, r.cen);
+        const r = await read("$id: ID!", "cen(id: $id) { id wiringType size made status statusMessage cins { id } }", { id: d.cen });
+        show(`CEN ${d.cen}${at}`, r.cen);
       } else if (d.kind === "host") {
         show(d.label, { containers: ev.target.children().length });
       } else {
@@ -345,6 +367,8 @@
   // ---- applying changes ----
 
   function apply(ev) {
+    // Travelling: the subscription is closed; a late event is not drawn.
+    if (viewing !== null) return;
     const t0 = performance.now();
     cy.batch(() => {
       for (const it of ev.items) {
@@ -374,6 +398,7 @@
       }
     });
     revision = Math.max(revision, ev.revision);
+    followLive();
     setState("live", `live · revision ${revision}`);
     updateCounts();
     declutterSoon();
@@ -444,8 +469,12 @@
     declutter();
   }
 
-  async function load() {
-    const d = await gql(SNAPSHOT, {});
+  // Draws a whole topology (live, or `at` a revision). With `keep`, the
+  // nodes drawn before keep their places and new ones go beside a
+  // neighbour, so moving along the timeline does not shuffle the graph.
+  function draw(d, keep) {
+    const old = new Map();
+    if (keep) cy.nodes().filter((n) => !n.isParent()).forEach((n) => old.set(n.id(), { ...n.position() }));
     compound = d.containers.length <= COMPOUND_LIMIT;
     cy.batch(() => {
       cy.elements().remove();
@@ -455,19 +484,43 @@
       d.cens.forEach(setCen);
       d.cins.forEach(setCin);
     });
-    revision = d.revision;
-    layout();
+    const leaves = cy.nodes().filter((n) => !n.isParent());
+    const fresh = leaves.filter((n) => !old.has(n.id()));
+    if (old.size === 0 || fresh.length > leaves.length / 2) {
+      layout();
+    } else {
+      cy.batch(() => {
+        leaves.forEach((n) => { if (old.has(n.id())) n.position(old.get(n.id())); });
+        fresh.forEach((n) => {
+          const placed = n.neighborhood("node").filter((x) => old.has(x.id()));
+          n.position(near(placed.nonempty() ? placed[0].id() : null));
+        });
+      });
+      declutter();
+    }
     renderCins();
     updateCounts();
+  }
+
+  async function load(keep) {
+    const d = await gql(SNAPSHOT, {});
+    revision = d.revision;
+    draw(d, keep);
   }
 
   // ---- the subscription, reopened after a drop ----
 
   let backoff = 500;
+  // The open subscription, and the timer that reopens a dropped one.
+  let socket = null;
+  let reconnectTimer = null;
   function connect() {
+    reconnectTimer = null;
+    if (viewing !== null) return;
     const url = new URL("/graphql/ws", window.location.origin);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(url, "graphql-transport-ws");
+    socket = ws;
     ws.onopen = () => ws.send(JSON.stringify({ type: "connection_init", payload: token ? { token } : {} }));
     ws.onmessage = (m) => {
       let msg;
@@ -486,15 +539,157 @@
         // The server cannot resume from here: draw everything again.
         console.warn("subscription error", msg.payload);
         ws.close();
-        load().catch(() => {});
+        load(true).catch(() => {});
       }
     };
     ws.onclose = () => {
+      // Closed to travel: the timeline reopens it on the way back.
+      if (ws !== socket || viewing !== null) return;
       setState("reconnecting", `reconnecting (last revision ${revision})…`);
-      setTimeout(connect, backoff);
+      reconnectTimer = setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 5000);
     };
   }
+
+  // ---- the timeline: the topology as of a kept revision ----
+
+  const slider = document.getElementById("slider");
+  const when = document.getElementById("when");
+  const liveButton = document.getElementById("live");
+  const since = document.getElementById("since");
+  // CIN id -> "changed" or "gone", for the CIN list while travelling.
+  const changedCins = new Map();
+  // What changed since the revision drawn: at most DIFF_LIMIT entries are
+  // read (DIFF_PAGE a request); past that the summary says so.
+  const DIFF_PAGE = 500;
+  const DIFF_LIMIT = 5000;
+  const AT = `query($r: Int!) { at(revision: $r) { revision atMs hosts { id } containers { ${CONTAINER} }
+    cens { ${CEN} } cins { ${CIN} } } }`;
+  const DIFF = `query($from: Int!, $first: Int, $after: String) { diff(from: $from, first: $first, after: $after) {
+    kind id hostId container op cursor } }`;
+  let travels = 0;
+  // The revision whose drawing is complete (null: live).
+  let shown = null;
+
+  // The slider's ends: the kept revisions (asked again before each use,
+  // as the oldest kept moves on), its handle at the live end while live.
+  async function refreshKept() {
+    const d = await gql("{ keptRevisions { oldest newest } }", {});
+    slider.min = String(d.keptRevisions.oldest);
+    slider.max = String(Math.max(d.keptRevisions.newest, revision));
+    if (viewing === null) slider.value = slider.max;
+    document.getElementById("timeline").hidden = false;
+  }
+
+  function followLive() {
+    if (Number(slider.max) < revision) slider.max = String(revision);
+    slider.value = slider.max;
+    when.textContent = `revision ${revision}`;
+  }
+
+  async function changesSince(from) {
+    const out = [];
+    let after = null;
+    while (out.length < DIFF_LIMIT) {
+      const d = await gql(DIFF, { from, first: DIFF_PAGE, after });
+      out.push(...d.diff);
+      if (d.diff.length < DIFF_PAGE) return { entries: out, more: false };
+      after = d.diff[d.diff.length - 1].cursor;
+    }
+    return { entries: out, more: true };
+  }
+
+  function clearHighlights() {
+    cy.elements(".changed, .gone").removeClass("changed gone");
+    changedCins.clear();
+    since.hidden = true;
+  }
+
+  // Outlines what changed since the revision drawn; what was created
+  // since is not in that drawing and is only counted.
+  function highlight(d) {
+    const n = { CREATE: 0, UPDATE: 0, DELETE: 0 };
+    cy.batch(() => {
+      for (const e of d.entries) {
+        n[e.op] = (n[e.op] || 0) + 1;
+        const cls = e.op === "DELETE" ? "gone" : "changed";
+        let id = null;
+        if (e.kind === "HOST") id = hostNode(e.id);
+        else if (e.kind === "CONTAINER") id = containerNode(e.hostId, e.id);
+        else if (e.kind === "CEN") id = cenNode(e.id);
+        else if (e.kind === "MEMBERSHIP") id = memberEdge(e.id, e.hostId, e.container);
+        else if (e.kind === "CIN") changedCins.set(e.id, cls);
+        if (id) cy.getElementById(id).addClass(cls);
+      }
+    });
+    renderCins();
+    since.textContent = `Since revision ${viewing}: ${n.CREATE} created, ${n.UPDATE} changed, ` +
+      `${n.DELETE} deleted${d.more ? " (the first " + DIFF_LIMIT + " changes outlined)" : ""}.`;
+    since.hidden = false;
+  }
+
+  function stopLive() {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    const ws = socket;
+    socket = null;
+    if (ws) ws.close();
+  }
+
+  // Draws revision `rev` read-only; a later move of the slider wins over
+  // an earlier one still loading.
+  async function travel(rev) {
+    const mine = ++travels;
+    viewing = rev;
+    stopLive();
+    liveButton.disabled = false;
+    setState("past", `revision ${rev} · loading…`);
+    try {
+      const [d, changes] = await Promise.all([gql(AT, { r: rev }), changesSince(rev)]);
+      if (mine !== travels) return;
+      clearHighlights();
+      draw(d.at, true);
+      highlight(changes);
+      shown = rev;
+      const at = d.at.atMs ? " · " + new Date(d.at.atMs).toISOString() : "";
+      setState("past", `revision ${rev}${at} · read-only`);
+    } catch (e) {
+      if (mine !== travels) return;
+      setState("past", `revision ${rev}: ${e.message}`);
+    }
+  }
+
+  // Back to the present: drawn again, the subscription resumed after it.
+  async function goLive() {
+    const mine = ++travels;
+    viewing = null;
+    shown = null;
+    liveButton.disabled = true;
+    clearHighlights();
+    setState("connecting", "back to live…");
+    for (;;) {
+      try { await load(true); break; } catch (e) {
+        if (mine !== travels) return;
+        setState("reconnecting", "cannot load the topology: " + e.message + "; retrying…");
+        await new Promise((r) => setTimeout(r, backoff));
+      }
+    }
+    if (mine !== travels) return;
+    followLive();
+    refreshKept().catch(() => {});
+    connect();
+  }
+
+  slider.addEventListener("pointerdown", () => { refreshKept().catch(() => {}); });
+  slider.addEventListener("focus", () => { refreshKept().catch(() => {}); });
+  slider.addEventListener("input", () => { when.textContent = `revision ${slider.value}`; });
+  // The live end of the slider is live; anywhere before it, the past.
+  slider.addEventListener("change", () => {
+    const rev = Number(slider.value);
+    if (rev < Number(slider.max)) travel(rev);
+    else if (viewing !== null) goLive();
+  });
+  liveButton.onclick = () => { if (viewing !== null) goLive(); };
 
   document.getElementById("relayout").onclick = layout;
   document.getElementById("fit").onclick = () => cy.fit(undefined, 20);
@@ -502,6 +697,11 @@
   window.leviathanTopology = {
     cy,
     get revision() { return revision; },
+    // The revision drawn from the timeline; null while live.
+    get viewing() { return viewing; },
+    get shown() { return shown; },
+    travel,
+    goLive,
     get ready() { return ready; },
     get received() { return received; },
     get applyMs() { return applyMs; },
@@ -524,13 +724,15 @@
 
   (async function start() {
     for (;;) {
-      try { await load(); break; } catch (e) {
+      try { await load(false); break; } catch (e) {
         setState("reconnecting", "cannot load the topology: " + e.message + "; retrying…");
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 5000);
       }
     }
     ready = true;
+    // A server without time travel keeps the timeline hidden.
+    refreshKept().then(followLive).catch(() => {});
     connect();
   })();
 })();
