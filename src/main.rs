@@ -134,6 +134,11 @@ struct ServeArgs {
     /// answers GONE (re-read the state, then resume from its revision).
     #[arg(long, default_value_t = leviathan::store::DEFAULT_KEEP_CHANGES)]
     keep_changes: u64,
+    /// Revisions per undo block of the history (`at`, `diff`): an `at`
+    /// read undoes at most the blocks after it and fewer than this many
+    /// changes read from the log. Smaller: faster cold reads, more memory.
+    #[arg(long, default_value_t = leviathan::service::history::DEFAULT_HISTORY_EVERY, value_name = "K")]
+    history_every: u64,
     #[command(flatten)]
     security: serve_security::SecurityArgs,
     /// Also serve the same routes on this unix socket (mode 0660; for local
@@ -639,6 +644,7 @@ async fn open_service(
     let opts = leviathan::service::Options {
         addr_plan: settings.addr_plan,
         keep_changes: args.keep_changes,
+        history_every: args.history_every,
         vtep_address: args.vtep_address.map(|a| a.to_string()),
         workloads: leviathan::workload::Workloads { allow_host_netns: args.allow_host_netns },
         ..leviathan::service::Options::new(&args.host_id)

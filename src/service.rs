@@ -6,6 +6,7 @@ pub mod cni_queue;
 mod commit;
 mod connecting;
 mod feed;
+pub mod history;
 mod operations;
 pub mod probe;
 mod realization;
@@ -46,6 +47,9 @@ pub struct Service {
     /// With a shared store: how long a write may wait for its turn while
     /// the store takes nothing (see `commit`).
     write_timeout: Option<std::time::Duration>,
+    /// Undo blocks and the per-record index of the kept log (`at`, `diff`,
+    /// `history`).
+    history: history::History,
 }
 
 /// How a service is opened.
@@ -64,6 +68,8 @@ pub struct Options {
     pub vtep_address: Option<String>,
     /// What workloads containers may be bound to.
     pub workloads: Workloads,
+    /// Revisions per undo block of the history (`--history-every`).
+    pub history_every: u64,
 }
 
 impl Options {
@@ -75,6 +81,7 @@ impl Options {
             capacity: CHANGE_STREAM_CAPACITY,
             vtep_address: None,
             workloads: Workloads::default(),
+            history_every: history::DEFAULT_HISTORY_EVERY,
         }
     }
 }
@@ -133,6 +140,9 @@ impl Service {
         if opts.capacity == 0 {
             anyhow::bail!("the change stream capacity must be at least 1");
         }
+        if opts.history_every == 0 {
+            anyhow::bail!("--history-every: 0 revisions per block; give 1 or more");
+        }
         Ok(())
     }
 
@@ -145,7 +155,7 @@ impl Service {
         write_timeout: Option<std::time::Duration>,
     ) -> Arc<Service> {
         let (changes, _) = broadcast::channel(opts.capacity);
-        Arc::new(Service {
+        let service = Arc::new(Service {
             topo: RwLock::new(topo),
             writer: Mutex::new(()),
             store,
@@ -156,7 +166,10 @@ impl Service {
             workloads: opts.workloads,
             health: Arc::new(StoreHealth::new(write_timeout.is_some())),
             write_timeout,
-        })
+            history: history::History::new(opts.history_every),
+        });
+        service.build_history_soon();
+        service
     }
 
     /// This server's own host id (the default wherever a host id is optional).
@@ -260,6 +273,9 @@ impl Service {
     /// Makes committed images visible and publishes their change. The
     /// caller holds the writer lock; `change` is the next revision.
     fn apply(&self, images: &crate::model::Images, change: Arc<Change>) {
+        // The history first: a topology read at this revision then finds
+        // every change up to it recorded.
+        self.history.record(&change, self.store.floor());
         {
             let mut t = self.topo.write();
             t.commit(images);
@@ -342,6 +358,7 @@ impl Service {
             .unwrap_or(0);
         let actor = crate::model::SYSTEM_ACTOR.to_string();
         let change = Arc::new(Change { revision, mutation: "resync".into(), at_ms: at_us / 1000, at_us, actor, items });
+        self.history.reset();
         {
             let mut t = self.topo.write();
             *t = fresh;

@@ -150,6 +150,13 @@ pub fn list(kind: List, first: Option<i32>, child: usize) -> usize {
     1usize.saturating_add(items(kind, first).saturating_mul(child)).min(COST_CAP)
 }
 
+/// Cost of a list whose pages hold at most `max` items (`diff`,
+/// `history`): `first` where given (capped by `max`), else `max`.
+pub fn paged(first: Option<i32>, max: usize, child: usize) -> usize {
+    let n = first.map_or(max, |f| usize::try_from(f).unwrap_or(0).min(max));
+    1usize.saturating_add(n.saturating_mul(child)).min(COST_CAP)
+}
+
 /// Cost of a list field without paging (small lists of values or
 /// payload lists).
 pub fn all(kind: List, child: usize) -> usize {

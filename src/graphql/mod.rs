@@ -3,9 +3,11 @@
 pub mod access;
 pub mod cache;
 mod cost;
+mod history;
 mod limits;
 mod monitor;
 mod mutation;
+mod objects;
 mod page;
 mod query;
 mod runtime;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 
 pub use cache::{Api, Engine, DEFAULT_CACHE_BYTES, PERSISTED_QUERY_NOT_FOUND};
 pub use cost::Bounds;
+pub use history::{DiffEntry, HistoryEntry, KeptRevisions, TopologyAt};
 pub use limits::{
     cap_errors, count_tokens, refused, AliasLimit, ExecutionStarted, Limits, MAX_ALIASES, MAX_COMPLEXITY, MAX_DEPTH,
 };

@@ -500,7 +500,7 @@ impl MutationRoot {
         #[graphql(desc = "What to change: see `HostCreateInput`.")] input: HostCreateInput,
     ) -> Result<HostPayload> {
         let revision = run(ctx, Command::HostCreate { id: input.id.to_string() }).await?;
-        let host = svc(ctx).read(|t| t.host(&input.id).map(|h| Host { id: h.id.clone() }));
+        let host = svc(ctx).read(|t| t.host(&input.id).map(Host::from_rec));
         Ok(HostPayload { host, revision })
     }
 

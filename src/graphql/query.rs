@@ -32,13 +32,14 @@ macro_rules! trio {
         $(#[doc = $many_doc:tt])* $many:ident => $all:expr;
         $(#[doc = $count_doc:tt])* $count:ident => $counted:expr;
     ) => {
-        pub struct $fields;
+        /// Flattened into `Query` (live) and `TopologyAt` (at a revision).
+        pub struct $fields(pub Source);
 
         #[Object]
         impl $fields {
             $(#[doc = $one_doc])*
             async fn $one(&self, ctx: &Context<'_>, #[graphql(desc = $id_doc)] id: ID) -> Option<$item> {
-                svc(ctx).read(|t| ($lookup)(t, id.as_str()))
+                self.0.read(ctx, |t| ($lookup)(t, &self.0, id.as_str()))
             }
             $(#[doc = $many_doc])*
             #[graphql(complexity = cost::list($list, first, child_complexity))]
@@ -54,12 +55,12 @@ macro_rules! trio {
                 )]
                 after: Option<String>,
             ) -> Result<Vec<$item>> {
-                let all: Vec<$item> = svc(ctx).read($all);
+                let all: Vec<$item> = self.0.read(ctx, |t| ($all)(t, &self.0));
                 page::by_id(all, |x: &$item| x.id_str(), first, after)
             }
             $(#[doc = $count_doc])*
             async fn $count(&self, ctx: &Context<'_>) -> i32 {
-                svc(ctx).read($counted) as i32
+                self.0.read(ctx, $counted) as i32
             }
         }
     };
@@ -68,9 +69,9 @@ macro_rules! trio {
 trio! {
     HostFields of Host, costed as List::Hosts;
     /// A host by id; null if there is none.
-    host(id: "The host id.") => |t: &Topology, id: &str| t.host(id).map(Host::from_rec);
+    host(id: "The host id.") => |t: &Topology, s: &Source, id: &str| t.host(id).map(|r| Host::from_rec_in(r, s));
     /// Every host, sorted by id.
-    hosts => |t: &Topology| t.hosts().into_iter().map(Host::from_rec).collect();
+    hosts => |t: &Topology, s: &Source| t.hosts().into_iter().map(|r| Host::from_rec_in(r, s)).collect();
     /// How many hosts there are.
     host_count => |t: &Topology| t.counts().0;
 }
@@ -78,9 +79,9 @@ trio! {
 trio! {
     CenFields of Cen, costed as List::Cens;
     /// A CEN by id (the legacy `GET /cen/{cenID}`); null if there is none.
-    cen(id: "The CEN id.") => |t: &Topology, id: &str| t.cen(id).map(Cen::from_rec);
+    cen(id: "The CEN id.") => |t: &Topology, s: &Source, id: &str| t.cen(id).map(|r| Cen::from_rec_in(r, s));
     /// Every CEN, sorted by id.
-    cens => |t: &Topology| t.cens().into_iter().map(Cen::from_rec).collect();
+    cens => |t: &Topology, s: &Source| t.cens().into_iter().map(|r| Cen::from_rec_in(r, s)).collect();
     /// How many CENs there are.
     cen_count => |t: &Topology| t.counts().2;
 }
@@ -88,9 +89,9 @@ trio! {
 trio! {
     CinFields of Cin, costed as List::Cins;
     /// A CIN by id; null if there is none.
-    cin(id: "The CIN id.") => |t: &Topology, id: &str| t.cin(id).map(Cin::from_rec);
+    cin(id: "The CIN id.") => |t: &Topology, s: &Source, id: &str| t.cin(id).map(|r| Cin::from_rec_in(r, s));
     /// Every CIN, sorted by id.
-    cins => |t: &Topology| t.cins().into_iter().map(Cin::from_rec).collect();
+    cins => |t: &Topology, s: &Source| t.cins().into_iter().map(|r| Cin::from_rec_in(r, s)).collect();
     /// How many CINs there are.
     cin_count => |t: &Topology| t.counts().3;
 }
@@ -98,11 +99,106 @@ trio! {
 trio! {
     CpoolFields of Cpool, costed as List::Cpools;
     /// A container pool by id; null if there is none.
-    cpool(id: "The pool id.") => |t: &Topology, id: &str| t.cpool(id).map(Cpool::from_rec);
+    cpool(id: "The pool id.") => |t: &Topology, s: &Source, id: &str| t.cpool(id).map(|r| Cpool::from_rec_in(r, s));
     /// Every container pool, sorted by id.
-    cpools => |t: &Topology| t.cpools().into_iter().map(Cpool::from_rec).collect();
+    cpools => |t: &Topology, s: &Source| t.cpools().into_iter().map(|r| Cpool::from_rec_in(r, s)).collect();
     /// How many container pools there are.
     cpool_count => |t: &Topology| t.counts().4;
+}
+
+/// The container fields of `Query` and `TopologyAt` (containers have
+/// filters and a cursor of their own).
+pub struct ContainerFields(pub Source);
+
+#[Object]
+impl ContainerFields {
+    /// A container by host and id (the legacy `GET /host/{hostID}/{containerID}`);
+    /// null if there is none.
+    async fn container(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The container's host; this server's host when absent.")] host_id: Option<ID>,
+        #[graphql(desc = "The container id.")] id: ID,
+    ) -> Result<Option<Container>> {
+        let s = svc(ctx);
+        let host = check_host_arg(host_id.as_ref().map(|h| h.as_str()), s.host_id()).map_err(super::gql)?;
+        Ok(self.0.read(ctx, |t| Container::lookup_in(t, &ContainerKey::new(host, id.as_str()), &self.0)))
+    }
+    /// Containers, sorted by host and id; every filter given must match.
+    #[graphql(complexity = "cost::list(List::Containers, first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn containers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only the containers on this host.")] host_id: Option<ID>,
+        #[graphql(desc = "Only the members of this CEN.")] cen_id: Option<ID>,
+        #[graphql(desc = "Only the containers with an address in this CIN.")] cin_id: Option<ID>,
+        #[graphql(desc = "Only the containers with this tag (the legacy `container_tag`).")] tag: Option<String>,
+        #[graphql(
+            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "Only the containers after this cursor: `hostId/containerId`, or a container id on this \
+                          server's host.")]
+        after: Option<String>,
+    ) -> Result<Vec<Container>> {
+        let all = self.filtered(ctx, host_id, cen_id, cin_id, tag);
+        page::by_container(all, |c| (c.rec.host.as_str(), c.rec.id.as_str()), svc(ctx).host_id(), first, after)
+    }
+    /// How many containers match the filters (the same as `containers`).
+    async fn container_count(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only the containers on this host.")] host_id: Option<ID>,
+        #[graphql(desc = "Only the members of this CEN.")] cen_id: Option<ID>,
+        #[graphql(desc = "Only the containers with an address in this CIN.")] cin_id: Option<ID>,
+        #[graphql(desc = "Only the containers with this tag.")] tag: Option<String>,
+    ) -> i32 {
+        if host_id.is_none() && cen_id.is_none() && cin_id.is_none() && tag.is_none() {
+            return self.0.read(ctx, |t| t.counts().1 as i32);
+        }
+        // A count costs 1 but scans: it spends a unit of the task's budget
+        // itself, so that a document of many of them yields to the runtime
+        // (deadline, client gone) even without per-field hooks.
+        tokio::task::consume_budget().await;
+        self.filtered(ctx, host_id, cen_id, cin_id, tag).len() as i32
+    }
+}
+
+impl ContainerFields {
+    /// The containers that pass every filter given, sorted by host and id.
+    fn filtered(
+        &self,
+        ctx: &Context<'_>,
+        host_id: Option<ID>,
+        cen_id: Option<ID>,
+        cin_id: Option<ID>,
+        tag: Option<String>,
+    ) -> Vec<Container> {
+        self.0.read(ctx, |t| {
+            // Each filter is a set computed once (a per-container lookup in
+            // a large CEN or CIN would make this quadratic).
+            let in_cin: Option<BTreeSet<ContainerKey>> = cin_id
+                .as_ref()
+                .map(|cin| t.cin(cin).map(|c| t.cin_containers(c).into_iter().collect()).unwrap_or_default());
+            let mut keys: Vec<ContainerKey> = match (&cen_id, &in_cin) {
+                (Some(cen), _) => t.members(cen).map(|m| m.key()).collect(),
+                (None, Some(set)) => set.iter().cloned().collect(),
+                (None, None) => match &host_id {
+                    Some(h) => t.containers_of_host(h).into_iter().map(|c| c.key()).collect(),
+                    None => t.containers().into_iter().map(|c| c.key()).collect(),
+                },
+            };
+            keys.sort();
+            keys.into_iter()
+                .filter(|k| host_id.as_ref().is_none_or(|h| k.host == h.as_str()))
+                .filter(|k| in_cin.as_ref().is_none_or(|set| set.contains(k)))
+                .filter_map(|k| t.container(&k))
+                .filter(|c| tag.as_ref().is_none_or(|tag| c.tag.as_ref() == Some(tag)))
+                .map(|c| Container::from_rec_in(c, &self.0))
+                .collect()
+        })
+    }
 }
 
 /// The root of every read: lookups by id, lists (paged with `first` and
@@ -124,108 +220,32 @@ impl QueryRoot {
     /// `host`, `hosts`, `hostCount`.
     #[graphql(flatten)]
     async fn host_fields(&self) -> HostFields {
-        HostFields
+        HostFields(Source::default())
     }
-    /// A container by host and id (the legacy `GET /host/{hostID}/{containerID}`);
-    /// null if there is none.
-    async fn container(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The container's host; this server's host when absent.")] host_id: Option<ID>,
-        #[graphql(desc = "The container id.")] id: ID,
-    ) -> Result<Option<Container>> {
-        let s = svc(ctx);
-        let host = check_host_arg(host_id.as_ref().map(|h| h.as_str()), s.host_id()).map_err(super::gql)?;
-        Ok(s.read(|t| Container::lookup(t, &ContainerKey::new(host, id.as_str()))))
-    }
-    /// Containers, sorted by host and id; every filter given must match.
-    #[graphql(complexity = "cost::list(List::Containers, first, child_complexity)")]
-    #[allow(clippy::too_many_arguments)]
-    async fn containers(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "Only the containers on this host.")] host_id: Option<ID>,
-        #[graphql(desc = "Only the members of this CEN.")] cen_id: Option<ID>,
-        #[graphql(desc = "Only the containers with an address in this CIN.")] cin_id: Option<ID>,
-        #[graphql(desc = "Only the containers with this tag (the legacy `container_tag`).")] tag: Option<String>,
-        #[graphql(
-            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
-        )]
-        first: Option<i32>,
-        #[graphql(desc = "Only the containers after this cursor: `hostId/containerId`, or a container id on this \
-                          server's host.")]
-        after: Option<String>,
-    ) -> Result<Vec<Container>> {
-        let all = Self::filtered(ctx, host_id, cen_id, cin_id, tag);
-        page::by_container(all, |c| (c.rec.host.as_str(), c.rec.id.as_str()), svc(ctx).host_id(), first, after)
-    }
-    /// How many containers match the filters (the same as `containers`).
-    async fn container_count(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "Only the containers on this host.")] host_id: Option<ID>,
-        #[graphql(desc = "Only the members of this CEN.")] cen_id: Option<ID>,
-        #[graphql(desc = "Only the containers with an address in this CIN.")] cin_id: Option<ID>,
-        #[graphql(desc = "Only the containers with this tag.")] tag: Option<String>,
-    ) -> i32 {
-        if host_id.is_none() && cen_id.is_none() && cin_id.is_none() && tag.is_none() {
-            return svc(ctx).read(|t| t.counts().1 as i32);
-        }
-        // A count costs 1 but scans: it spends a unit of the task's budget
-        // itself, so that a document of many of them yields to the runtime
-        // (deadline, client gone) even without per-field hooks.
-        tokio::task::consume_budget().await;
-        Self::filtered(ctx, host_id, cen_id, cin_id, tag).len() as i32
+    /// `container`, `containers`, `containerCount`.
+    #[graphql(flatten)]
+    async fn container_fields(&self) -> ContainerFields {
+        ContainerFields(Source::default())
     }
     /// `cen`, `cens`, `cenCount`.
     #[graphql(flatten)]
     async fn cen_fields(&self) -> CenFields {
-        CenFields
+        CenFields(Source::default())
     }
     /// `cin`, `cins`, `cinCount`.
     #[graphql(flatten)]
     async fn cin_fields(&self) -> CinFields {
-        CinFields
+        CinFields(Source::default())
     }
     /// `cpool`, `cpools`, `cpoolCount`.
     #[graphql(flatten)]
     async fn cpool_fields(&self) -> CpoolFields {
-        CpoolFields
+        CpoolFields(Source::default())
     }
-}
-
-impl QueryRoot {
-    /// The containers that pass every filter given, sorted by host and id.
-    fn filtered(
-        ctx: &Context<'_>,
-        host_id: Option<ID>,
-        cen_id: Option<ID>,
-        cin_id: Option<ID>,
-        tag: Option<String>,
-    ) -> Vec<Container> {
-        svc(ctx).read(|t| {
-            // Each filter is a set computed once (a per-container lookup in
-            // a large CEN or CIN would make this quadratic).
-            let in_cin: Option<BTreeSet<ContainerKey>> = cin_id
-                .as_ref()
-                .map(|cin| t.cin(cin).map(|c| t.cin_containers(c).into_iter().collect()).unwrap_or_default());
-            let mut keys: Vec<ContainerKey> = match (&cen_id, &in_cin) {
-                (Some(cen), _) => t.members(cen).map(|m| m.key()).collect(),
-                (None, Some(set)) => set.iter().cloned().collect(),
-                (None, None) => match &host_id {
-                    Some(h) => t.containers_of_host(h).into_iter().map(|c| c.key()).collect(),
-                    None => t.containers().into_iter().map(|c| c.key()).collect(),
-                },
-            };
-            keys.sort();
-            keys.into_iter()
-                .filter(|k| host_id.as_ref().is_none_or(|h| k.host == h.as_str()))
-                .filter(|k| in_cin.as_ref().is_none_or(|set| set.contains(k)))
-                .filter_map(|k| t.container(&k))
-                .filter(|c| tag.as_ref().is_none_or(|tag| c.tag.as_ref() == Some(tag)))
-                .map(Container::from_rec)
-                .collect()
-        })
+    /// `at`, `diff`, `history`, `keptRevisions`: reads of kept revisions.
+    #[graphql(flatten)]
+    async fn history_fields(&self) -> super::history::HistoryFields {
+        super::history::HistoryFields
     }
 }
 
@@ -240,11 +260,15 @@ mod tests {
     const AFTER_ID: &str =
         "Only the items after this cursor: the id of the last item of the previous page (items come in id order).";
     /// The lists paged by id, whose `after` is [`AFTER_ID`].
-    const BY_ID: [&str; 8] = [
+    const BY_ID: [&str; 12] = [
         "Query.hosts",
         "Query.cens",
         "Query.cins",
         "Query.cpools",
+        "TopologyAt.hosts",
+        "TopologyAt.cens",
+        "TopologyAt.cins",
+        "TopologyAt.cpools",
         "Container.cens",
         "Container.cins",
         "Cen.cins",
@@ -253,7 +277,8 @@ mod tests {
 
     /// Every list takes `first` and `after`, described alike: `first` as
     /// [`FIRST`] (but `Host.containers`, which points to
-    /// `Query.containers`), `after` as [`AFTER_ID`] on the lists paged by id.
+    /// `Query.containers`, and `diff` and `history`, whose pages are
+    /// bounded), `after` as [`AFTER_ID`] on the lists paged by id.
     #[test]
     fn every_list_pages_alike() {
         let doc = async_graphql::parser::parse_schema(crate::graphql::sdl()).unwrap();
@@ -271,7 +296,7 @@ mod tests {
                 };
                 let (Some(first), Some(after)) = (arg("first"), arg("after")) else { continue };
                 let name = format!("{}.{}", t.node.name.node, f.node.name.node);
-                if name != "Host.containers" {
+                if !["Host.containers", "Query.diff", "Query.history"].contains(&name.as_str()) {
                     assert_eq!(first, FIRST, "{name}: first");
                 }
                 if BY_ID.contains(&name.as_str()) {
@@ -280,6 +305,6 @@ mod tests {
                 lists.push(name);
             }
         }
-        assert_eq!(lists.len(), 13, "paged lists: {lists:?}");
+        assert_eq!(lists.len(), 20, "paged lists: {lists:?}");
     }
 }

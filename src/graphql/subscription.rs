@@ -59,7 +59,7 @@ pub enum Entity {
 impl Entity {
     fn from_record(r: &Record) -> Entity {
         match r {
-            Record::Host(h) => Entity::Host(Host { id: h.id.clone() }),
+            Record::Host(h) => Entity::Host(Host::from_rec(h)),
             Record::Container(c) => Entity::Container(Container::from_rec(c)),
             Record::Cen(c) => Entity::Cen(Cen::from_rec(c)),
             Record::Cin(c) => Entity::Cin(Cin::from_rec(c)),

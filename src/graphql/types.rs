@@ -8,8 +8,30 @@ use crate::service::Service;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
 use std::sync::Arc;
 
+pub use super::objects::{Cpool, CpoolCin, Membership, MembershipAddress};
+
 pub(crate) fn svc<'a>(ctx: &Context<'a>) -> &'a Arc<Service> {
     ctx.data_unchecked::<Arc<Service>>()
+}
+
+/// The topology an object reads its relations (and derived fields) from:
+/// the live one, or the one materialized at a revision for the objects
+/// reached through `Query.at`. The live one costs nothing more than before.
+#[derive(Clone, Default)]
+pub struct Source(Option<Arc<Topology>>);
+
+impl Source {
+    /// A topology as it stood at a revision.
+    pub fn at(t: Arc<Topology>) -> Source {
+        Source(Some(t))
+    }
+    /// Reads the topology this source names.
+    pub fn read<R>(&self, ctx: &Context<'_>, f: impl FnOnce(&Topology) -> R) -> R {
+        match &self.0 {
+            Some(t) => f(t),
+            None => svc(ctx).read(f),
+        }
+    }
 }
 
 /// Realization status: how far the kernel is from what the model asks for.
@@ -60,11 +82,16 @@ impl From<model::Wiring> for WiringType {
 /// A machine that runs containers (the legacy API's `hostID`).
 pub struct Host {
     pub id: String,
+    pub src: Source,
 }
 
 impl Host {
     pub fn from_rec(rec: &model::HostRec) -> Self {
-        Host { id: rec.id.clone() }
+        Host { id: rec.id.clone(), src: Source::default() }
+    }
+    /// A host read from `src`.
+    pub fn from_rec_in(rec: &model::HostRec, src: &Source) -> Self {
+        Host { id: rec.id.clone(), src: src.clone() }
     }
     /// The id lists of hosts are paged by.
     pub fn id_str(&self) -> &str {
@@ -83,7 +110,7 @@ impl Host {
     /// last announced; null if its leviathan never announced one to this
     /// server. With a SQLite state file only this server's own host is known.
     async fn vtep_address(&self, ctx: &Context<'_>) -> Option<String> {
-        let announced = svc(ctx).read(|t| t.host(&self.id).and_then(|h| h.vtep));
+        let announced = self.src.read(ctx, |t| t.host(&self.id).and_then(|h| h.vtep));
         announced.map(|a| a.to_string()).or_else(|| svc(ctx).host_status(&self.id).vtep_address)
     }
     /// Whether the host's leviathan is running: with etcd, true while its
@@ -102,7 +129,9 @@ impl Host {
             String,
         >,
     ) -> Result<Vec<Container>> {
-        let all = svc(ctx).read(|t| t.containers_of_host(&self.id).into_iter().map(Container::from_rec).collect());
+        let all = self.src.read(ctx, |t| {
+            t.containers_of_host(&self.id).into_iter().map(|c| Container::from_rec_in(c, &self.src)).collect()
+        });
         page::by_id(all, |c: &Container| c.rec.id.as_str(), first, after)
     }
 }
@@ -111,14 +140,23 @@ impl Host {
 /// `containerID`). Identified by its host and its id.
 pub struct Container {
     pub rec: model::ContainerRec,
+    pub src: Source,
 }
 
 impl Container {
     pub fn from_rec(rec: &model::ContainerRec) -> Self {
-        Container { rec: rec.clone() }
+        Container { rec: rec.clone(), src: Source::default() }
+    }
+    /// A container read from `src`.
+    pub fn from_rec_in(rec: &model::ContainerRec, src: &Source) -> Self {
+        Container { rec: rec.clone(), src: src.clone() }
     }
     pub fn lookup(t: &Topology, key: &ContainerKey) -> Option<Self> {
         t.container(key).map(Self::from_rec)
+    }
+    /// [`Container::lookup`] in `src`'s topology.
+    pub fn lookup_in(t: &Topology, key: &ContainerKey, src: &Source) -> Option<Self> {
+        t.container(key).map(|c| Self::from_rec_in(c, src))
     }
     fn key(&self) -> ContainerKey {
         self.rec.key()
@@ -135,7 +173,7 @@ impl Container {
     }
     /// The host the container runs on.
     async fn host(&self) -> Host {
-        Host { id: self.rec.host.clone() }
+        Host { id: self.rec.host.clone(), src: self.src.clone() }
     }
     /// Who made it: the API, or a container runtime's plugin call.
     async fn origin(&self) -> super::ContainerOrigin {
@@ -181,7 +219,9 @@ impl Container {
         )]
         after: Option<String>,
     ) -> Result<Vec<Cen>> {
-        let all = svc(ctx).read(|t| t.cens_of(&self.key()).into_iter().map(Cen::from_rec).collect());
+        let all = self
+            .src
+            .read(ctx, |t| t.cens_of(&self.key()).into_iter().map(|c| Cen::from_rec_in(c, &self.src)).collect());
         page::by_id(all, |c: &Cen| c.rec.id.as_str(), first, after)
     }
     /// The CINs that give this container an address, sorted by id.
@@ -198,12 +238,12 @@ impl Container {
         )]
         after: Option<String>,
     ) -> Result<Vec<Cin>> {
-        let all = svc(ctx).read(|t| {
+        let all = self.src.read(ctx, |t| {
             let mut ids: Vec<String> =
                 t.interfaces(&self.key()).into_iter().flat_map(|i| i.addresses.into_iter().map(|a| a.cin)).collect();
             ids.sort();
             ids.dedup();
-            ids.iter().filter_map(|id| t.cin(id)).map(Cin::from_rec).collect()
+            ids.iter().filter_map(|id| t.cin(id)).map(|c| Cin::from_rec_in(c, &self.src)).collect()
         });
         page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
     }
@@ -211,12 +251,14 @@ impl Container {
     /// order of the CEN ids.
     #[graphql(complexity = "cost::all(List::ContainerCens, child_complexity)")]
     async fn interfaces(&self, ctx: &Context<'_>) -> Vec<Interface> {
-        svc(ctx).read(|t| t.interfaces(&self.key()).into_iter().map(Interface::from).collect())
+        self.src.read(ctx, |t| {
+            t.interfaces(&self.key()).into_iter().map(|inner| Interface { inner, src: self.src.clone() }).collect()
+        })
     }
     /// The default route this container asked for, and its gateway.
     async fn default_route(&self, ctx: &Context<'_>) -> Option<DefaultRoute> {
         let via = self.rec.default_route.clone()?;
-        svc(ctx).read(|t| {
+        self.src.read(ctx, |t| {
             let resolved = t.default_route_of(&self.rec);
             let gateway = t.default_gateway_of(&self.rec).map(|(gw, _, _)| gw.to_string());
             Some(DefaultRoute {
@@ -230,19 +272,19 @@ impl Container {
     /// The pool that created this container.
     async fn pool(&self, ctx: &Context<'_>) -> Option<Cpool> {
         let id = self.rec.pool.as_deref()?;
-        svc(ctx).read(|t| t.cpool(id).map(Cpool::from_rec))
+        self.src.read(ctx, |t| t.cpool(id).map(|p| Cpool::from_rec_in(p, &self.src)))
     }
     /// Derived from the CENs it is in (see `Cen.status`), and FAILED on its
     /// own when its bound workload is gone while its CENs are fine. A
     /// container of another host is PENDING here: each server realizes only
     /// its own host's containers.
     async fn status(&self, ctx: &Context<'_>) -> Status {
-        realization_here(ctx, &self.key()).status.into()
+        realization_here(ctx, &self.src, &self.key()).status.into()
     }
     /// Why the status is FAILED (the kernel's error), or why a container is
     /// not realized by this server; null otherwise.
     async fn status_message(&self, ctx: &Context<'_>) -> Option<String> {
-        realization_here(ctx, &self.key()).message
+        realization_here(ctx, &self.src, &self.key()).message
     }
 }
 
@@ -274,12 +316,7 @@ pub struct DefaultRoute {
 /// A container's interface on one CEN (a veth end inside the container).
 pub struct Interface {
     inner: model::Interface,
-}
-
-impl From<model::Interface> for Interface {
-    fn from(inner: model::Interface) -> Self {
-        Interface { inner }
-    }
+    src: Source,
 }
 
 /// A container's interface on one CEN (a veth end inside the container).
@@ -291,7 +328,7 @@ impl Interface {
     }
     /// The CEN this interface joins.
     async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
-        svc(ctx).read(|t| t.cen(&self.inner.cen).map(Cen::from_rec))
+        self.src.read(ctx, |t| t.cen(&self.inner.cen).map(|c| Cen::from_rec_in(c, &self.src)))
     }
     /// The first address on this interface (null until a CIN allocates one).
     async fn address(&self) -> Option<String> {
@@ -364,11 +401,16 @@ macro_rules! making_fields {
 /// legacy API's CEN, `cenID`).
 pub struct Cen {
     pub rec: model::CenRec,
+    pub src: Source,
 }
 
 impl Cen {
     pub fn from_rec(rec: &model::CenRec) -> Self {
-        Cen { rec: rec.clone() }
+        Cen { rec: rec.clone(), src: Source::default() }
+    }
+    /// A CEN read from `src`.
+    pub fn from_rec_in(rec: &model::CenRec, src: &Source) -> Self {
+        Cen { rec: rec.clone(), src: src.clone() }
     }
     /// The id lists of CENs are paged by.
     pub fn id_str(&self) -> &str {
@@ -387,7 +429,7 @@ impl Cen {
     /// BRIDGE or WIRE (the legacy `wiring_type`); null below 2 members
     /// (nothing to wire).
     async fn wiring_type(&self, ctx: &Context<'_>) -> Option<WiringType> {
-        svc(ctx).read(|t| t.wiring(&self.rec).map(Into::into))
+        self.src.read(ctx, |t| t.wiring(&self.rec).map(Into::into))
     }
     /// Members (the legacy `contIDs`), sorted by host and id.
     #[graphql(complexity = "cost::list(List::CenMembers, first, child_complexity)")]
@@ -402,9 +444,9 @@ impl Cen {
                           server's host.")]
         after: Option<String>,
     ) -> Result<Vec<Container>> {
-        let keys: Vec<ContainerKey> = svc(ctx).read(|t| t.members(&self.rec.id).map(|m| m.key()).collect());
+        let keys: Vec<ContainerKey> = self.src.read(ctx, |t| t.members(&self.rec.id).map(|m| m.key()).collect());
         let keys = page::by_container(keys, |k| (k.host.as_str(), k.id.as_str()), svc(ctx).host_id(), first, after)?;
-        Ok(svc(ctx).read(|t| keys.iter().filter_map(|k| Container::lookup(t, k)).collect()))
+        Ok(self.src.read(ctx, |t| keys.iter().filter_map(|k| Container::lookup_in(t, k, &self.src)).collect()))
     }
     /// The VXLAN network identifier this CEN uses between hosts where it
     /// spans several (the same on every host; given at creation, the lowest
@@ -414,7 +456,7 @@ impl Cen {
     }
     /// Number of members.
     async fn size(&self, ctx: &Context<'_>) -> i32 {
-        svc(ctx).read(|t| t.member_count(&self.rec.id)) as i32
+        self.src.read(ctx, |t| t.member_count(&self.rec.id)) as i32
     }
     /// The CINs laid over this CEN, sorted by id.
     #[graphql(complexity = "cost::list(List::CenCins, first, child_complexity)")]
@@ -430,7 +472,9 @@ impl Cen {
         )]
         after: Option<String>,
     ) -> Result<Vec<Cin>> {
-        let all = svc(ctx).read(|t| t.cins_over(&self.rec.id).into_iter().map(Cin::from_rec).collect());
+        let all = self
+            .src
+            .read(ctx, |t| t.cins_over(&self.rec.id).into_iter().map(|c| Cin::from_rec_in(c, &self.src)).collect());
         page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
     }
     /// `made`, `status`, `statusMessage`, `hostStatuses`.
@@ -479,11 +523,16 @@ impl HostPart {
 /// `cinID`): a /16 from 10.10.0.0 up, sliced in /24s when over several CENs.
 pub struct Cin {
     pub rec: model::CinRec,
+    pub src: Source,
 }
 
 impl Cin {
     pub fn from_rec(rec: &model::CinRec) -> Self {
-        Cin { rec: rec.clone() }
+        Cin { rec: rec.clone(), src: Source::default() }
+    }
+    /// A CIN read from `src`.
+    pub fn from_rec_in(rec: &model::CinRec, src: &Source) -> Self {
+        Cin { rec: rec.clone(), src: src.clone() }
     }
     /// The id lists of CINs are paged by.
     pub fn id_str(&self) -> &str {
@@ -511,7 +560,9 @@ impl Cin {
         first: Option<i32>,
         #[graphql(desc = "Only the CENs listed after this CEN id.")] after: Option<String>,
     ) -> Result<Vec<Cen>> {
-        let all = svc(ctx).read(|t| self.rec.cens.iter().filter_map(|id| t.cen(id)).map(Cen::from_rec).collect());
+        let all = self.src.read(ctx, |t| {
+            self.rec.cens.iter().filter_map(|id| t.cen(id)).map(|c| Cen::from_rec_in(c, &self.src)).collect()
+        });
         page::by_position(all, |c: &Cen| c.rec.id.as_str(), first, after)
     }
     /// The CIN's subnet, e.g. `10.10.0.0/16` (its size is the server's
@@ -522,7 +573,7 @@ impl Cin {
     /// Per CEN: its slice and, for a bridge, its gateway.
     #[graphql(complexity = "cost::all(List::CinCens, child_complexity)")]
     async fn slices(&self, ctx: &Context<'_>) -> Vec<CinSlice> {
-        svc(ctx).read(|t| {
+        self.src.read(ctx, |t| {
             self.rec
                 .cens
                 .iter()
@@ -540,8 +591,9 @@ impl Cin {
     /// The gateway addresses (one per bridged CEN), dotted quads.
     #[graphql(complexity = "cost::all(List::CinCens, child_complexity)")]
     async fn gateways(&self, ctx: &Context<'_>) -> Vec<String> {
-        svc(ctx)
-            .read(|t| self.rec.cens.iter().filter_map(|cen| t.gateway(&self.rec, cen)).map(|g| g.to_string()).collect())
+        self.src.read(ctx, |t| {
+            self.rec.cens.iter().filter_map(|cen| t.gateway(&self.rec, cen)).map(|g| g.to_string()).collect()
+        })
     }
     /// Members with their addresses, in address order.
     #[graphql(complexity = "cost::list(List::CinMembers, first, child_complexity)")]
@@ -556,7 +608,7 @@ impl Cin {
             String,
         >,
     ) -> Result<Vec<CinMember>> {
-        let all = svc(ctx).read(|t| {
+        let all = self.src.read(ctx, |t| {
             t.cin_members(&self.rec)
                 .into_iter()
                 .map(|m| CinMember {
@@ -564,6 +616,7 @@ impl Cin {
                     key: m.container,
                     cen: m.cen,
                     address: m.ip.to_string(),
+                    src: self.src.clone(),
                 })
                 .collect()
         });
@@ -603,6 +656,7 @@ pub struct CinMember {
     cen: String,
     address: String,
     prefix_length: u8,
+    src: Source,
 }
 
 /// A member interface of a CIN: a container's address on one of its CENs.
@@ -610,11 +664,11 @@ pub struct CinMember {
 impl CinMember {
     /// The member container.
     async fn container(&self, ctx: &Context<'_>) -> Option<Container> {
-        svc(ctx).read(|t| Container::lookup(t, &self.key))
+        self.src.read(ctx, |t| Container::lookup_in(t, &self.key, &self.src))
     }
     /// The CEN the address is on.
     async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
-        svc(ctx).read(|t| t.cen(&self.cen).map(Cen::from_rec))
+        self.src.read(ctx, |t| t.cen(&self.cen).map(|c| Cen::from_rec_in(c, &self.src)))
     }
     /// The address, dotted quad (members from `.10` of the slice).
     async fn address(&self) -> &str {
@@ -626,133 +680,9 @@ impl CinMember {
     }
 }
 
-/// A container pool (the legacy `POST /cpool` file): containers
-/// `<id>-<n>` joined to the CENs of its CINs.
-pub struct Cpool {
-    pub rec: model::CpoolRec,
-}
-
-impl Cpool {
-    pub fn from_rec(rec: &model::CpoolRec) -> Self {
-        Cpool { rec: rec.clone() }
-    }
-    /// The id lists of pools are paged by.
-    pub fn id_str(&self) -> &str {
-        &self.rec.id
-    }
-}
-
-/// A container pool (the legacy `POST /cpool` file): containers
-/// `<id>-<n>` joined to the CENs of its CINs.
-#[Object]
-impl Cpool {
-    /// The pool id (unique).
-    async fn id(&self) -> ID {
-        ID(self.rec.id.clone())
-    }
-    /// The container image type named by the pool file.
-    #[graphql(name = "type")]
-    async fn image(&self) -> &str {
-        &self.rec.image
-    }
-    /// How many containers the pool starts with (the legacy `startWith`).
-    async fn start_with(&self) -> i32 {
-        i32::try_from(self.rec.start_with).unwrap_or(i32::MAX)
-    }
-    /// The CINs the pool's containers join, as listed.
-    #[graphql(complexity = "cost::all(List::PoolCins, child_complexity)")]
-    async fn cins(&self) -> Vec<CpoolCin> {
-        self.rec.cins.iter().map(|c| CpoolCin { cin_id: ID(c.cin.clone()), default_route: c.default_route }).collect()
-    }
-    /// The pool's containers, sorted by id.
-    #[graphql(complexity = "cost::list(List::PoolContainers, first, child_complexity)")]
-    async fn containers(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(
-            desc = "At most this many items (0 or more; all when absent). The query cost counts the list at `first` items, or without it at the longest such list in the topology."
-        )]
-        first: Option<i32>,
-        #[graphql(
-            desc = "Only the items after this cursor: the id of the last item of the previous page (items come in id order)."
-        )]
-        after: Option<String>,
-    ) -> Result<Vec<Container>> {
-        let all = svc(ctx).read(|t| {
-            t.containers()
-                .into_iter()
-                .filter(|c| c.pool.as_deref() == Some(self.rec.id.as_str()))
-                .map(Container::from_rec)
-                .collect()
-        });
-        page::by_id(all, |c: &Container| c.rec.id.as_str(), first, after)
-    }
-}
-
-/// One CIN of a pool.
-#[derive(SimpleObject)]
-pub struct CpoolCin {
-    /// A CIN id, or (legacy) a CEN id.
-    pub cin_id: ID,
-    /// Whether the pool's containers get their default route through it.
-    pub default_route: bool,
-}
-
-/// A container's membership in a CEN: a record of its own, so a join or a
-/// leave is one small change however large the CEN.
-pub struct Membership {
-    pub rec: model::MemberRec,
-}
-
-/// A container's membership in a CEN: a record of its own, so a join or a
-/// leave is one small change however large the CEN.
-#[Object]
-impl Membership {
-    /// The CEN joined (the legacy `cenID`).
-    async fn cen_id(&self) -> ID {
-        ID(self.rec.cen.clone())
-    }
-    /// The member container's host (the legacy `hostID`).
-    async fn host_id(&self) -> ID {
-        ID(self.rec.host.clone())
-    }
-    /// The member container's id on its host (the legacy `containerID`).
-    async fn container_id(&self) -> ID {
-        ID(self.rec.container.clone())
-    }
-    /// The CEN's interface name inside the container.
-    async fn ifname(&self) -> &str {
-        &self.rec.ifname
-    }
-    /// The interface's addresses, one per CIN over the CEN.
-    async fn addresses(&self) -> Vec<MembershipAddress> {
-        self.rec
-            .addresses
-            .iter()
-            .map(|(cin, ip)| MembershipAddress { cin_id: ID(cin.clone()), address: ip.to_string() })
-            .collect()
-    }
-    /// The CEN, as it is now; null once deleted.
-    async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
-        svc(ctx).read(|t| t.cen(&self.rec.cen).map(Cen::from_rec))
-    }
-    /// The container, as it is now; null once deleted.
-    async fn container(&self, ctx: &Context<'_>) -> Option<Container> {
-        svc(ctx).read(|t| Container::lookup(t, &self.rec.key()))
-    }
-}
-
-/// One address of a membership's interface.
-#[derive(SimpleObject)]
-pub struct MembershipAddress {
-    /// The CIN that allocated the address (the legacy `cinID`).
-    pub cin_id: ID,
-    /// The address, dotted quad (the legacy `ipaddress`, e.g. `10.10.0.10`).
-    pub address: String,
-}
-
-/// A container's realization as this server sees it.
-fn realization_here(ctx: &Context<'_>, key: &ContainerKey) -> model::Standing {
+/// A container's realization as this server sees it (as recorded in
+/// `src`'s topology).
+fn realization_here(ctx: &Context<'_>, src: &Source, key: &ContainerKey) -> model::Standing {
     let s = svc(ctx);
     if key.host != s.host_id() {
         return model::Standing {
@@ -764,5 +694,5 @@ fn realization_here(ctx: &Context<'_>, key: &ContainerKey) -> model::Standing {
             )),
         };
     }
-    s.read(|t| t.container_realization(key))
+    src.read(ctx, |t| t.container_realization(key))
 }

@@ -105,6 +105,29 @@ fn model_metrics(state: &AppState, out: &mut String) {
     let _ = writeln!(out, "# HELP leviathan_operations_running Make/destroy operations under way.");
     let _ = writeln!(out, "# TYPE leviathan_operations_running gauge\nleviathan_operations_running {running}");
     crate::service::probe::write_store_metrics(out);
+    history_metrics(&service.history_stats(), out);
+}
+
+/// What the history keeps (`at`, `diff`, `history`): its undo blocks (the
+/// snapshots), the per-object index and the cached topologies.
+fn history_metrics(h: &crate::service::history::HistoryStats, out: &mut String) {
+    let gauges = [
+        (
+            "history_snapshots",
+            "Undo blocks (snapshots of every --history-every revisions) the history keeps.",
+            h.blocks,
+        ),
+        ("history_snapshot_images", "Record images the history's undo blocks hold.", h.images),
+        ("history_snapshot_bytes", "Estimated bytes of the history's undo blocks (in memory; none on disk).", h.bytes),
+        ("history_index_revisions", "Revisions in the history's per-object index.", h.revisions),
+        ("history_index_objects", "Objects in the history's per-object index.", h.records),
+        ("history_cached_topologies", "Topologies materialized at a revision and cached.", h.cached),
+        ("history_cached_records", "Records held by the cached topologies.", h.cached_records),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP leviathan_{name} {help}");
+        let _ = writeln!(out, "# TYPE leviathan_{name} gauge\nleviathan_{name} {v}");
+    }
 }
 
 /// Open websockets, GraphQL requests running and abandoned.

@@ -121,6 +121,11 @@ impl Topology {
         (self.hosts.len(), self.containers.len(), self.cens.len(), self.cins.len(), self.cpools.len())
     }
 
+    /// Number of records (every kind, memberships included).
+    pub fn node_count(&self) -> usize {
+        self.graph.node_count()
+    }
+
     pub fn hosts(&self) -> Vec<&HostRec> {
         self.hosts_iter().collect()
     }
