@@ -9,7 +9,9 @@
 //! benchmark). Then what a newcomer sees: an empty topology says how to
 //! fill it, counts say "1 host", and the edge labels around a busy CEN do
 //! not pile up (the ones that fit are shown, the others on focus); the
-//! example topology is saved as `target/tmp/topology-example.png`.
+//! example topology is saved as `target/tmp/topology-example.png`. Last,
+//! the timeline: an older kept revision drawn read-only with what changed
+//! since outlined, then back to live (`target/tmp/topology-timeline.png`).
 //!
 //! Needs Chromium (`.ci/run` installs Debian's). In CI (`CI` set) a missing
 //! browser fails the test; elsewhere it skips with a loud message.
@@ -276,4 +278,115 @@ async fn edge_labels_around_a_busy_cen_do_not_overlap() {
     assert_eq!(b.eval(OVERLAPS).await, json!([]));
     let shot = b.screenshot("topology-example.png").await;
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// Moves the timeline's slider to `rev` as a user does (the `change`
+/// event of the range input).
+fn slide_to(rev: i64) -> String {
+    format!("(() => {{ const s = document.getElementById('slider'); s.value = '{rev}'; s.dispatchEvent(new Event('change')); return s.value; }})()")
+}
+
+#[tokio::test]
+async fn the_timeline_draws_a_kept_revision_read_only_outlines_what_changed_and_goes_back_live() {
+    let Some(binary) =
+        chromium("the_timeline_draws_a_kept_revision_read_only_outlines_what_changed_and_goes_back_live")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_at(&dir.path().join("s.db"), "127.0.0.1:0", "t1mel1ne");
+    let cens = json!([{"id": "cen1", "containerIds": ["c1", "c2"]}, {"id": "cen2", "containerIds": ["c3"]}]);
+    s.gql(CEN_IMPORT, json!({"input": {"cens": cens}})).await;
+    s.gql(CIN_IMPORT, json!({"input": {"cins": [{"id": "cin1", "cenIds": ["cen1"]}]}})).await;
+    let then = s.revision().await;
+    // After `then`: a join (new container), a leave, a tag, a CEN deleted.
+    for m in [
+        "mutation { containerJoinCen(input: {containerId: \"c4\", cenId: \"cen1\"}) { revision } }",
+        "mutation { containerLeaveCen(input: {containerId: \"c2\", cenId: \"cen1\"}) { revision } }",
+        "mutation { containerSetTag(input: {id: \"c1\", tag: \"web\"}) { revision } }",
+        "mutation { cenDelete(input: {id: \"cen2\"}) { revision } }",
+    ] {
+        s.gql(m, json!({})).await;
+    }
+    let now = s.revision().await;
+
+    let mut b = Browser::launch(binary).await;
+    b.call("Page.navigate", json!({"url": s.url("/topology?token=t1mel1ne")})).await;
+    b.wait_until(LIVE).await;
+    b.wait_until(&format!(
+        "!document.getElementById('timeline').hidden && document.getElementById('slider').max === '{now}'"
+    ))
+    .await;
+    assert!(b.eval("Number(document.getElementById('slider').min)").await.as_i64().unwrap() <= then);
+    assert_eq!(b.eval("document.getElementById('live').disabled").await, true);
+    assert_eq!(b.eval("leviathanTopology.cy.getElementById('n:cen2').empty()").await, true);
+
+    // Back to `then`: the graph as it stood, read-only.
+    assert_eq!(b.eval(&slide_to(then)).await, then.to_string());
+    b.wait_until(&format!("leviathanTopology.shown === {then}")).await;
+    assert_eq!(b.eval("document.body.dataset.state").await, "past");
+    assert_eq!(b.eval("document.body.dataset.revision").await, then.to_string());
+    let nodes = sorted(&mut b, "leviathanTopology.cy.nodes()").await;
+    assert_eq!(nodes, ["c:host1/c1", "c:host1/c2", "c:host1/c3", "h:host1", "n:cen1", "n:cen2"]);
+    let edges = sorted(&mut b, "leviathanTopology.cy.edges()").await;
+    assert_eq!(edges, ["m:cen1|host1/c1", "m:cen1|host1/c2", "m:cen2|host1/c3"]);
+    assert_eq!(b.eval("leviathanTopology.cy.getElementById('c:host1/c1').data('label')").await, "c1");
+    assert!(b.eval("document.getElementById('state').textContent").await.as_str().unwrap().contains("read-only"));
+    assert_eq!(b.eval("document.getElementById('live').disabled").await, false);
+    assert_eq!(b.eval("document.getElementById('when').textContent").await, format!("revision {then}"));
+    // Outlined: what the server's diff since `then` names that was there.
+    let diff = s.gql("query($r: Int!) { diff(from: $r) { kind id hostId container op } }", json!({"r": then})).await;
+    let (mut changed, mut gone) = (Vec::new(), Vec::new());
+    for e in diff["diff"].as_array().unwrap() {
+        let (id, host) = (e["id"].as_str().unwrap(), e["hostId"].as_str().unwrap_or(""));
+        let el = match e["kind"].as_str().unwrap() {
+            "CONTAINER" => format!("c:{host}/{id}"),
+            "CEN" => format!("n:{id}"),
+            "MEMBERSHIP" => format!("m:{id}|{host}/{}", e["container"].as_str().unwrap()),
+            "HOST" => format!("h:{id}"),
+            _ => continue,
+        };
+        match e["op"].as_str().unwrap() {
+            "CREATE" => {}
+            "DELETE" => gone.push(el),
+            _ => changed.push(el),
+        }
+    }
+    changed.sort();
+    gone.sort();
+    assert!(changed.contains(&"c:host1/c1".to_string()), "{changed:?}");
+    for el in ["m:cen1|host1/c2", "n:cen2", "m:cen2|host1/c3"] {
+        assert!(gone.contains(&el.to_string()), "{el} not deleted since {then}: {gone:?}");
+    }
+    assert_eq!(sorted(&mut b, "leviathanTopology.cy.elements('.changed')").await, changed);
+    assert_eq!(sorted(&mut b, "leviathanTopology.cy.elements('.gone')").await, gone);
+    let since = b.eval("document.getElementById('since').textContent").await;
+    assert!(since.as_str().unwrap().starts_with(&format!("Since revision {then}: ")), "{since}");
+    // Details are read as of `then` too: c1 had no tag yet.
+    b.eval("leviathanTopology.cy.getElementById('c:host1/c1').emit('tap'); true").await;
+    b.wait_until(&format!(
+        "document.getElementById('details').textContent.includes('container host1/c1 at revision {then}')"
+    ))
+    .await;
+    assert!(b.eval("document.getElementById('details').textContent").await.as_str().unwrap().contains("\"tag\": null"));
+    // Not live: the empty-topology hint (which offers edits) stays away.
+    assert_eq!(b.eval("document.getElementById('empty').hidden").await, true);
+    let shot = b.screenshot("topology-timeline.png").await;
+    eprintln!("screenshot: {}", shot.display());
+
+    // A change made while viewing the past, then back to live: both the
+    // present and that change are drawn, and live updates resume.
+    s.gql("mutation { containerJoinCen(input: {containerId: \"c5\", cenId: \"cen1\"}) { revision } }", json!({})).await;
+    b.eval("document.getElementById('live').click(); true").await;
+    b.wait_until(LIVE).await;
+    assert_eq!(b.eval("leviathanTopology.viewing").await, Value::Null);
+    b.eval("leviathanTopology.whenDrawn('m:cen1|host1/c5')").await;
+    assert_eq!(b.eval("leviathanTopology.cy.getElementById('n:cen2').empty()").await, true);
+    assert_eq!(b.eval("leviathanTopology.cy.getElementById('c:host1/c1').data('label')").await, "c1 [web]");
+    assert_eq!(b.eval("leviathanTopology.cy.elements('.changed, .gone').length").await, 0);
+    s.gql("mutation { containerJoinCen(input: {containerId: \"c6\", cenId: \"cen1\"}) { revision } }", json!({})).await;
+    b.eval("leviathanTopology.whenDrawn('m:cen1|host1/c6')").await;
+    let live = s.revision().await;
+    b.wait_until(&format!("document.getElementById('slider').value === '{live}'")).await;
+    assert_eq!(b.eval("leviathanTopology.revision").await, json!(live));
 }

@@ -641,6 +641,8 @@
   async function travel(rev) {
     const mine = ++travels;
     viewing = rev;
+    slider.value = String(rev);
+    when.textContent = `revision ${rev}`;
     stopLive();
     liveButton.disabled = false;
     setState("past", `revision ${rev} · loading…`);

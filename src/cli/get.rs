@@ -10,12 +10,18 @@ use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, Table};
 use serde_json::{json, Value};
 
+/// The kinds `get` lists (singular names too: `get cin public`).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Kind {
+    #[value(alias = "host")]
     Hosts,
+    #[value(alias = "container")]
     Containers,
+    #[value(alias = "cen")]
     Cens,
+    #[value(alias = "cin")]
     Cins,
+    #[value(alias = "pool", alias = "cpool", alias = "cpools")]
     Pools,
 }
 
