@@ -17,7 +17,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 struct Out {
     ok: bool,
@@ -223,6 +223,19 @@ async fn export_at_then_apply_restores_the_revision_and_diff_and_history_say_wha
     assert_eq!(ok(&s, &["history", "cen", "nothing"]), "No kept change touched cen nothing.\n");
     let e = fails(&s, &["history", "membership", "front"]);
     assert!(e.contains("--container"), "{e}");
+
+    // A reader that went away (`| head`) ends the verb quietly, no panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["diff", "0", "--server", &s.url("")])
+        .env("LEVIATHAN_TOKEN", "t1me")
+        .env_remove("LEVIATHAN_SERVER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]

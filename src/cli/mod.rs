@@ -207,8 +207,7 @@ pub fn run(verb: Verb) -> anyhow::Result<()> {
             }
             Verb::Get { kind, id, output, filters, at, client } => {
                 let c = connect(&client)?;
-                print!("{}", get::run(&c, kind, id.as_deref(), &filters, at, output).await?);
-                Ok(())
+                emit(&get::run(&c, kind, id.as_deref(), &filters, at, output).await?)
             }
             Verb::Watch { since, output, client } => watch::run(&connect(&client)?, since, output).await,
             Verb::Export { output, at, client } => {
@@ -223,21 +222,27 @@ pub fn run(verb: Verb) -> anyhow::Result<()> {
                     ExportFormat::Dot => cur.to_dot(),
                     ExportFormat::Mermaid => cur.to_mermaid(),
                 };
-                print!("{text}");
-                Ok(())
+                emit(&text)
             }
-            Verb::Diff { from, to, output, client } => {
-                print!("{}", diff::run(&connect(&client)?, from, to, output).await?);
-                Ok(())
-            }
+            Verb::Diff { from, to, output, client } => emit(&diff::run(&connect(&client)?, from, to, output).await?),
             Verb::History { kind, id, host, container, limit, output, client } => {
                 let w =
                     history::Wanted { kind, id: &id, host: host.as_deref(), container: container.as_deref(), limit };
-                print!("{}", history::run(&connect(&client)?, &w, output).await?);
-                Ok(())
+                emit(&history::run(&connect(&client)?, &w, output).await?)
             }
         }
     })
+}
+
+/// Prints a verb's answer; a reader that went away (`| head`) ends the
+/// verb quietly instead of a panic of `print!`.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
