@@ -170,14 +170,14 @@ struct Members {
     leaves: Vec<String>,
 }
 
-/// The entries as a plan (what `apply` would print for these changes),
-/// and the changes a plan has no line for.
-pub fn to_plan(entries: &[Entry], h: &str) -> (Plan, Vec<String>) {
-    let mut plan = Plan::default();
-    let mut other = Vec::new();
-    let op = |e: &Entry| e.op.chars().next().unwrap_or('?');
-    let created_cens: BTreeSet<&str> =
-        entries.iter().filter(|e| e.kind == "CEN" && op(e) == 'C').map(|e| e.id.as_str()).collect();
+/// `C`reate, `U`pdate or `D`elete.
+fn op(e: &Entry) -> char {
+    e.op.chars().next().unwrap_or('?')
+}
+
+/// The joins and leaves of each CEN (those of a deleted CEN go with it);
+/// a changed membership (its addresses) goes to `other`.
+fn memberships<'a>(entries: &'a [Entry], h: &str, other: &mut Vec<String>) -> BTreeMap<&'a str, Members> {
     let deleted_cens: BTreeSet<&str> =
         entries.iter().filter(|e| e.kind == "CEN" && op(e) == 'D').map(|e| e.id.as_str()).collect();
     let mut members: BTreeMap<&str, Members> = BTreeMap::new();
@@ -195,6 +195,28 @@ pub fn to_plan(entries: &[Entry], h: &str) -> (Plan, Vec<String>) {
             }
         }
     }
+    members
+}
+
+/// A pool as the plan shows it (its host is not in its record).
+fn pool_want(e: &Entry) -> PoolWant {
+    let a = &e.after;
+    let cins = a["cins"]
+        .as_array()
+        .map(|l| l.iter().map(|c| (c["cin"].as_str().unwrap_or("?").to_string(), c["default_route"] == true)).collect())
+        .unwrap_or_default();
+    let start_with = a["start_with"].as_u64().unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+    PoolWant { id: e.id.clone(), host: String::new(), image: string(a, "image").unwrap_or_default(), start_with, cins }
+}
+
+/// The entries as a plan (what `apply` would print for these changes),
+/// and the changes a plan has no line for.
+pub fn to_plan(entries: &[Entry], h: &str) -> (Plan, Vec<String>) {
+    let mut plan = Plan::default();
+    let mut other = Vec::new();
+    let created_cens: BTreeSet<&str> =
+        entries.iter().filter(|e| e.kind == "CEN" && op(e) == 'C').map(|e| e.id.as_str()).collect();
+    let mut members = memberships(entries, h, &mut other);
     for e in entries {
         let (b, a) = (&e.before, &e.after);
         match (e.kind.as_str(), op(e)) {
@@ -239,20 +261,7 @@ pub fn to_plan(entries: &[Entry], h: &str) -> (Plan, Vec<String>) {
                 plan.cin_lines.push(('~', line));
                 made_changed(&mut plan, &mut other, e);
             }
-            ("CPOOL", 'C' | 'U') => {
-                let cins = a["cins"]
-                    .as_array()
-                    .map(|l| {
-                        l.iter()
-                            .map(|c| (c["cin"].as_str().unwrap_or("?").to_string(), c["default_route"] == true))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let start_with = a["start_with"].as_u64().unwrap_or(0).min(u64::from(u32::MAX)) as u32;
-                let image = string(a, "image").unwrap_or_default();
-                let want = PoolWant { id: e.id.clone(), host: String::new(), image, start_with, cins };
-                plan.pools_import.push((want, op(e) == 'C'));
-            }
+            ("CPOOL", 'C' | 'U') => plan.pools_import.push((pool_want(e), op(e) == 'C')),
             ("CPOOL", 'D') => plan.pools_delete.push(e.id.clone()),
             ("MEMBERSHIP", _) => {}
             (kind, 'U') => {
