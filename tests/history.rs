@@ -187,3 +187,40 @@ async fn at_diff_and_history_over_http_and_after_a_restart() {
     assert_eq!(at["cenCount"], 1);
     assert_eq!(at["atMs"], Value::Null);
 }
+
+/// On etcd: changes made through one server read the same through
+/// another (which saw them as remote changes), and again after it restarts
+/// (its history rebuilt from the log in etcd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_and_history_on_etcd_through_another_server_and_after_its_restart() {
+    use leviathan::store::testing::{etcd_available, EtcdProcess};
+    if !etcd_available("at_and_history_on_etcd_through_another_server_and_after_its_restart") {
+        return;
+    }
+    let etcd = EtcdProcess::start("history");
+    let a = common::etcd::etcd_server(&etcd.client_url, "ha", &["--history-every", "2"]);
+    run(&a, r#"cenCreate(input: {id: "e1"})"#).await;
+    run(&a, r#"containerCreate(input: {id: "a"})"#).await;
+    let r_join = run(&a, r#"containerJoinCen(input: {containerId: "a", cenId: "e1"})"#).await;
+    let r_tag = run(&a, r#"containerSetTag(input: {id: "a", tag: "blue"})"#).await;
+    let r_leave = run(&a, r#"containerLeaveCen(input: {containerId: "a", cenId: "e1"})"#).await;
+    let q = r#"query($r: Int!) { at(revision: $r) { cen(id: "e1") { size containers { id tag } } } }"#;
+    let hq = r#"{ history(kind: CONTAINER, id: "a", hostId: "ha") { revision op } }"#;
+    let dq = r#"query($f: Int!, $t: Int!) { diff(from: $f, to: $t) { kind id op } }"#;
+    for round in 0..2 {
+        let b = common::etcd::etcd_server(&etcd.client_url, "hb", &["--history-every", "2"]);
+        until("b to catch up", || async { b.revision().await >= r_leave }).await;
+        let at = b.gql(q, json!({"r": r_join})).await;
+        assert_eq!(at["at"]["cen"], json!({"size": 1, "containers": [{"id": "a", "tag": null}]}), "round {round}");
+        let at = b.gql(q, json!({"r": r_tag})).await;
+        assert_eq!(at["at"]["cen"]["containers"][0]["tag"], "blue", "round {round}");
+        let at = b.gql(q, json!({"r": r_leave})).await;
+        assert_eq!(at["at"]["cen"]["size"], 0, "round {round}");
+        let h = b.gql(hq, json!({})).await["history"].clone();
+        let revs: Vec<i64> = h.as_array().unwrap().iter().map(|e| e["revision"].as_i64().unwrap()).collect();
+        assert_eq!(revs, [r_tag, r_join - 1], "round {round}: {h}");
+        let d = b.gql(dq, json!({"f": r_join, "t": r_tag})).await["diff"].clone();
+        assert_eq!(d, json!([{"kind": "CONTAINER", "id": "a", "op": "UPDATE"}]), "round {round}");
+        b.stop();
+    }
+}
