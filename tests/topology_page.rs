@@ -155,6 +155,25 @@ async fn topology_page_with_1000_containers_draws_an_update_within_a_second() {
         eprintln!("join {n}: committed after {committed:?}, drawn after {took:?} ({in_page} ms in the page)");
     }
     b.screenshot("topology-page-1000.png").await;
+
+    // The timeline at this size: revision 1 (the import) drawn again, with
+    // what changed since outlined, then live again (times printed).
+    b.wait_until("!document.getElementById('timeline').hidden").await;
+    let started = Instant::now();
+    b.eval(&slide_to(1)).await;
+    b.wait_until("leviathanTopology.shown === 1").await;
+    let back = started.elapsed();
+    assert_eq!(b.eval("leviathanTopology.cy.nodes(\"[kind='container']\").length").await, 1000);
+    assert_eq!(b.eval("leviathanTopology.cinIds()").await, json!([]));
+    let diff = s.gql("{ diff(from: 1) { kind op } }", json!({})).await;
+    let updated = diff["diff"].as_array().unwrap().iter().filter(|e| e["op"] == "UPDATE").count();
+    assert!(updated >= 150, "the CIN over three CENs of 50 changed their memberships: {updated}");
+    assert_eq!(b.eval("leviathanTopology.cy.elements('.changed').length").await, json!(updated));
+    let started = Instant::now();
+    b.eval("document.getElementById('live').click(); true").await;
+    b.wait_until(LIVE).await;
+    eprintln!("timeline at 1,000 containers: revision 1 drawn in {back:?}, live again in {:?}", started.elapsed());
+    assert_eq!(b.eval("leviathanTopology.cy.nodes(\"[kind='container']\").length").await, 1003);
 }
 
 #[tokio::test]
