@@ -408,4 +408,18 @@ async fn the_timeline_draws_a_kept_revision_read_only_outlines_what_changed_and_
     let live = s.revision().await;
     b.wait_until(&format!("document.getElementById('slider').value === '{live}'")).await;
     assert_eq!(b.eval("leviathanTopology.revision").await, json!(live));
+
+    // A real click at the slider's left end: the oldest kept revision.
+    let at = b
+        .eval("(() => { const r = document.getElementById('slider').getBoundingClientRect(); return [r.left + 1, r.top + r.height / 2]; })()")
+        .await;
+    let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
+    for kind in ["mousePressed", "mouseReleased"] {
+        let e = json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1});
+        b.call("Input.dispatchMouseEvent", e).await;
+    }
+    let oldest = s.gql("{ keptRevisions { oldest } }", json!({})).await["keptRevisions"]["oldest"].clone();
+    b.wait_until(&format!("leviathanTopology.shown === {oldest}")).await;
+    assert_eq!(b.eval("document.getElementById('slider').value").await, oldest.to_string());
+    assert_eq!(b.eval("document.body.dataset.state").await, "past");
 }

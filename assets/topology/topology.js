@@ -572,17 +572,19 @@
   let shown = null;
 
   // The slider's ends: the kept revisions (asked again before each use,
-  // as the oldest kept moves on), its handle at the live end while live.
+  // as the oldest kept moves on); its handle is at the live end while live
+  // (and left where the user's pointer holds it).
+  let dragging = false;
   async function refreshKept() {
     const d = await gql("{ keptRevisions { oldest newest } }", {});
     slider.min = String(d.keptRevisions.oldest);
     slider.max = String(Math.max(d.keptRevisions.newest, revision));
-    if (viewing === null) slider.value = slider.max;
     document.getElementById("timeline").hidden = false;
   }
 
   function followLive() {
     if (Number(slider.max) < revision) slider.max = String(revision);
+    if (viewing !== null || dragging) return;
     slider.value = slider.max;
     when.textContent = `revision ${revision}`;
   }
@@ -678,11 +680,12 @@
     }
     if (mine !== travels) return;
     followLive();
-    refreshKept().catch(() => {});
+    refreshKept().then(followLive).catch(() => {});
     connect();
   }
 
-  slider.addEventListener("pointerdown", () => { refreshKept().catch(() => {}); });
+  slider.addEventListener("pointerdown", () => { dragging = true; refreshKept().catch(() => {}); });
+  window.addEventListener("pointerup", () => { dragging = false; });
   slider.addEventListener("focus", () => { refreshKept().catch(() => {}); });
   slider.addEventListener("input", () => { when.textContent = `revision ${slider.value}`; });
   // The live end of the slider is live; anywhere before it, the past.
