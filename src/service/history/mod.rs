@@ -275,12 +275,23 @@ impl Service {
         // The first block boundary at or after `revision`.
         let boundary = revision.div_ceil(every).saturating_mul(every);
         let upper = if boundary < base_rev {
-            let ix = self.history.index.lock();
-            if ix.last < base_rev {
-                return Err(ModelError::unavailable("the history index is behind the model; try again".to_string()));
-            }
-            for (_, block) in ix.blocks.range(boundary / every..=(base_rev - 1) / every).rev() {
-                t.commit(&block.undo);
+            // Taken under the index's lock, applied without it: a commit
+            // never waits for a materialization.
+            let blocks: Vec<Arc<Images>> = {
+                let ix = self.history.index.lock();
+                if ix.last < base_rev {
+                    return Err(ModelError::unavailable(
+                        "the history index is behind the model; try again".to_string(),
+                    ));
+                }
+                ix.blocks
+                    .range(boundary / every..=(base_rev - 1) / every)
+                    .rev()
+                    .map(|(_, b)| Arc::clone(&b.undo))
+                    .collect()
+            };
+            for undo in blocks {
+                t.commit(&undo);
             }
             boundary
         } else {
