@@ -125,10 +125,22 @@ impl History {
         cache.iter().filter(|(r, _)| *r >= revision).min_by_key(|(r, _)| *r).map(|(r, t)| (*r, Arc::clone(t)))
     }
 
+    /// Caches a materialized topology; the one it evicts is freed off the
+    /// request's path (freeing a large topology takes as long as a copy).
     fn remember(&self, revision: u64, t: Arc<Topology>) {
-        let mut cache = self.cache.lock();
-        cache.push_front((revision, t));
-        cache.truncate(CACHED);
+        let evicted = {
+            let mut cache = self.cache.lock();
+            cache.push_front((revision, t));
+            let keep = CACHED.min(cache.len());
+            cache.split_off(keep)
+        };
+        if evicted.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(evicted))),
+            Err(_) => drop(evicted),
+        }
     }
 
     pub(crate) fn stats(&self) -> HistoryStats {
