@@ -17,6 +17,7 @@
 
 use crate::model::{Change, EntityKey, Images, Record};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 /// The index (see the module docs).
 #[derive(Debug, Default)]
@@ -35,10 +36,12 @@ pub(super) struct Index {
     pub revisions: usize,
 }
 
-/// The images of one block (see the module docs).
+/// The images of one block (see the module docs). Shared, so that a
+/// materialization takes them without holding the index while it applies
+/// them (the block being filled is copied on its next change then).
 #[derive(Debug, Default)]
 pub(super) struct Block {
-    pub undo: Images,
+    pub undo: Arc<Images>,
     pub bytes: usize,
 }
 
@@ -74,7 +77,7 @@ impl Index {
                 block.bytes += bytes;
                 self.bytes += bytes;
                 self.images += 1;
-                block.undo.insert(it.key.clone(), it.before.clone());
+                Arc::make_mut(&mut block.undo).insert(it.key.clone(), it.before.clone());
             }
             let revs = self.touched.entry(it.key.clone()).or_default();
             if revs.back() != Some(&c.revision) {

@@ -125,10 +125,22 @@ impl History {
         cache.iter().filter(|(r, _)| *r >= revision).min_by_key(|(r, _)| *r).map(|(r, t)| (*r, Arc::clone(t)))
     }
 
+    /// Caches a materialized topology; the one it evicts is freed off the
+    /// request's path (freeing a large topology takes as long as a copy).
     fn remember(&self, revision: u64, t: Arc<Topology>) {
-        let mut cache = self.cache.lock();
-        cache.push_front((revision, t));
-        cache.truncate(CACHED);
+        let evicted = {
+            let mut cache = self.cache.lock();
+            cache.push_front((revision, t));
+            let keep = CACHED.min(cache.len());
+            cache.split_off(keep)
+        };
+        if evicted.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(evicted))),
+            Err(_) => drop(evicted),
+        }
     }
 
     pub(crate) fn stats(&self) -> HistoryStats {
@@ -275,12 +287,23 @@ impl Service {
         // The first block boundary at or after `revision`.
         let boundary = revision.div_ceil(every).saturating_mul(every);
         let upper = if boundary < base_rev {
-            let ix = self.history.index.lock();
-            if ix.last < base_rev {
-                return Err(ModelError::unavailable("the history index is behind the model; try again".to_string()));
-            }
-            for (_, block) in ix.blocks.range(boundary / every..=(base_rev - 1) / every).rev() {
-                t.commit(&block.undo);
+            // Taken under the index's lock, applied without it: a commit
+            // never waits for a materialization.
+            let blocks: Vec<Arc<Images>> = {
+                let ix = self.history.index.lock();
+                if ix.last < base_rev {
+                    return Err(ModelError::unavailable(
+                        "the history index is behind the model; try again".to_string(),
+                    ));
+                }
+                ix.blocks
+                    .range(boundary / every..=(base_rev - 1) / every)
+                    .rev()
+                    .map(|(_, b)| Arc::clone(&b.undo))
+                    .collect()
+            };
+            for undo in blocks {
+                t.commit(&undo);
             }
             boundary
         } else {
