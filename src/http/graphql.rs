@@ -482,3 +482,55 @@ pub async fn get(
     let (executed, resp) = run_entry(&state, &in_flight, engine, req, entry).await;
     single(&state, media, executed, resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request the general path makes of a body.
+    fn general(body: &str) -> Result<async_graphql::Request, String> {
+        match serde_json::from_str::<Value>(body).map_err(|e| e.to_string())? {
+            Value::Object(o) => request_of(o),
+            other => Err(format!("not an object: {}", kind(&other))),
+        }
+    }
+
+    fn same(a: &async_graphql::Request, b: &async_graphql::Request) {
+        assert_eq!(a.query, b.query);
+        assert_eq!(a.operation_name, b.operation_name);
+        assert_eq!(a.variables, b.variables);
+        assert_eq!(a.extensions, b.extensions);
+    }
+
+    #[test]
+    fn direct_reads_what_the_general_path_reads() {
+        for body in [
+            r#"{"query": "{ cen(id: \"cen1\") { id } }"}"#,
+            r#"{"query": "query Q($n: Int) { cens(first: $n) { id } }", "operationName": "Q", "variables": {"n": 2}}"#,
+            r#"{"query": "{ hosts { id } }", "operationName": null, "variables": null, "extensions": null}"#,
+            r#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#,
+            r#"{"query": "{ a }", "extensions": {"persistedQuery": null, "other": [1, "x"]}, "unknown": 3}"#,
+        ] {
+            let d = direct(body.as_bytes()).unwrap_or_else(|| panic!("direct refused {body}"));
+            same(&d, &general(body).unwrap());
+        }
+    }
+
+    #[test]
+    fn direct_leaves_every_faulty_body_to_the_general_path() {
+        for body in [
+            r#"{"query": null}"#,
+            r#"{"query": 3}"#,
+            r#"{"variables": {}}"#,
+            r#"{"query": "{ a }", "operationName": 1}"#,
+            r#"{"query": "{ a }", "variables": "x"}"#,
+            r#"{"query": "{ a }", "extensions": []}"#,
+            r#"{"query": "{ a }", "query": "{ b }"}"#,
+            r#"[{"query": "{ a }"}]"#,
+            r#"{"query": "#,
+            "",
+        ] {
+            assert!(direct(body.as_bytes()).is_none(), "direct took {body}");
+        }
+    }
+}
