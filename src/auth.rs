@@ -8,7 +8,7 @@
 //! `editor` (every mutation but those of `admin`, legacy write routes),
 //! `admin` (`reconcile`, host mutations, `/metrics`).
 //!
-//! Where the caller is set: the token middleware (`http::token::check`)
+//! Where the caller is set: the token check (`http::front::check`)
 //! resolves it once per request, inserts it as an axum request extension
 //! (`Extension<Caller>`) and runs the rest of the request inside
 //! [`scope`], so the GraphQL resolvers, reached through the GraphQL and

@@ -2,14 +2,14 @@
 //! place, and nothing else. The handlers, the state and the error answers
 //! live under `http/`; the legacy routes come from `rest_compat`.
 //!
-//! Layers, outermost first: the request log, the browser-safety guard
-//! (`Origin`, `Host`), the token check, then the routes.
+//! Layers, outermost first: the front door (`http::front`: the request log,
+//! the browser-safety guard, the token check), then the routes.
 
 use crate::graphql::ws::WsConfig;
 use crate::http::graphql::InFlight;
 use crate::http::health::{self, Gauges};
 use crate::http::ws::{graphql_ws, WsEndpoint, GRAPHQL_WS_PATH};
-use crate::http::{guard, pages, token};
+use crate::http::{front, pages};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware;
 use axum::routing::get;
@@ -54,9 +54,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         .layer(crate::http::media::compression())
         .layer(axum::Extension(gauges.graphql.clone()))
         .layer(axum::Extension(gauges))
-        .layer(middleware::from_fn_with_state(state.clone(), token::check))
-        .layer(middleware::from_fn_with_state(state.clone(), guard::check))
-        .layer(middleware::from_fn(health::log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), front::check))
         .with_state(state)
 }
 

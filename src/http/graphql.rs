@@ -43,6 +43,10 @@ fn answer(status: StatusCode, media: Media, body: Vec<u8>) -> Response {
     resp
 }
 
+/// Room an answer's buffer starts with: most answers fit, so they are
+/// written without growing it.
+const FIRST_ROOM: usize = 1024;
+
 /// A writer that refuses to grow past a cap.
 struct Capped {
     buf: Vec<u8>,
@@ -195,7 +199,7 @@ async fn run_entry(
 /// The HTTP answer of one executed request.
 fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::Response) -> Response {
     let cap = state.http.max_response_bytes;
-    let mut out = Capped { buf: Vec::new(), cap };
+    let mut out = Capped { buf: Vec::with_capacity(FIRST_ROOM.min(cap)), cap };
     if encode_one(&resp, executed, &mut out).is_err() {
         let body = json!({"data": null, "errors": [refused(too_large(cap))]});
         return answer(StatusCode::OK, media, body.to_string().into_bytes());
@@ -300,8 +304,54 @@ pub async fn post(
     answer_body(&state, &in_flight, media, body.bytes()).await
 }
 
+/// A text that may be absent but, when given, is a string (never null).
+#[derive(Default)]
+struct Text(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        String::deserialize(d).map(|s| Text(Some(s)))
+    }
+}
+
+/// One request read straight from its body into what execution needs, with
+/// no `serde_json::Value` on the way: the common case. `None` for anything
+/// else (a batch, a member of the wrong type, no `query` and no persisted
+/// query, JSON that is not well formed): the general path then answers it,
+/// or says what is wrong with it.
+fn direct(bytes: &[u8]) -> Option<async_graphql::Request> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        query: Text,
+        #[serde(default, rename = "operationName")]
+        operation_name: Option<String>,
+        #[serde(default)]
+        variables: async_graphql::Variables,
+        #[serde(default)]
+        extensions: Option<std::collections::HashMap<String, async_graphql::Value>>,
+    }
+    let w: Wire = serde_json::from_slice(bytes).ok()?;
+    let extensions = w.extensions.unwrap_or_default();
+    let query = match w.query.0 {
+        Some(q) => q,
+        None if extensions.contains_key("persistedQuery") => String::new(),
+        None => return None,
+    };
+    let mut req = async_graphql::Request::new(query).variables(w.variables);
+    if let Some(n) = w.operation_name {
+        req = req.operation_name(n);
+    }
+    req.extensions.0 = extensions;
+    Some(req)
+}
+
 /// The answer to a POST body that was read whole and counted.
 async fn answer_body(state: &AppState, in_flight: &InFlight, media: Media, bytes: &[u8]) -> Response {
+    if let Some(req) = direct(bytes) {
+        let (executed, resp) = run(state, in_flight, req).await;
+        return single(state, media, executed, resp);
+    }
     let bad = |m: String| refuse(media, m);
     let v: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
@@ -431,4 +481,56 @@ pub async fn get(
     }
     let (executed, resp) = run_entry(&state, &in_flight, engine, req, entry).await;
     single(&state, media, executed, resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request the general path makes of a body.
+    fn general(body: &str) -> Result<async_graphql::Request, String> {
+        match serde_json::from_str::<Value>(body).map_err(|e| e.to_string())? {
+            Value::Object(o) => request_of(o),
+            other => Err(format!("not an object: {}", kind(&other))),
+        }
+    }
+
+    fn same(a: &async_graphql::Request, b: &async_graphql::Request) {
+        assert_eq!(a.query, b.query);
+        assert_eq!(a.operation_name, b.operation_name);
+        assert_eq!(a.variables, b.variables);
+        assert_eq!(a.extensions, b.extensions);
+    }
+
+    #[test]
+    fn direct_reads_what_the_general_path_reads() {
+        for body in [
+            r#"{"query": "{ cen(id: \"cen1\") { id } }"}"#,
+            r#"{"query": "query Q($n: Int) { cens(first: $n) { id } }", "operationName": "Q", "variables": {"n": 2}}"#,
+            r#"{"query": "{ hosts { id } }", "operationName": null, "variables": null, "extensions": null}"#,
+            r#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#,
+            r#"{"query": "{ a }", "extensions": {"persistedQuery": null, "other": [1, "x"]}, "unknown": 3}"#,
+        ] {
+            let d = direct(body.as_bytes()).unwrap_or_else(|| panic!("direct refused {body}"));
+            same(&d, &general(body).unwrap());
+        }
+    }
+
+    #[test]
+    fn direct_leaves_every_faulty_body_to_the_general_path() {
+        for body in [
+            r#"{"query": null}"#,
+            r#"{"query": 3}"#,
+            r#"{"variables": {}}"#,
+            r#"{"query": "{ a }", "operationName": 1}"#,
+            r#"{"query": "{ a }", "variables": "x"}"#,
+            r#"{"query": "{ a }", "extensions": []}"#,
+            r#"{"query": "{ a }", "query": "{ b }"}"#,
+            r#"[{"query": "{ a }"}]"#,
+            r#"{"query": "#,
+            "",
+        ] {
+            assert!(direct(body.as_bytes()).is_none(), "direct took {body}");
+        }
+    }
 }

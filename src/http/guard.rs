@@ -9,11 +9,9 @@
 
 use crate::http::config::HttpConfig;
 use crate::http::error::HttpError;
-use crate::http::state::AppState;
 use crate::model::ErrorCode;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// The host part of a `Host` value (no port, no brackets), lowercase.
@@ -93,14 +91,6 @@ pub fn origin_allowed_at(headers: &HeaderMap, authority: Option<&str>, cors: &[S
              --cors-origin may call it",
             origin.escape_debug()
         ))
-    }
-}
-
-/// The middleware: `Host`, then `Origin`.
-pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match refusal(&state.http, &req) {
-        Some(resp) => resp,
-        None => next.run(req).await,
     }
 }
 

@@ -1,14 +1,13 @@
 //! What the server tells of itself: `/healthz` (asks the service, which
 //! asks its store; the same body while the server still waits for its
-//! store), `/metrics` (Prometheus text), and one log line per request.
+//! store) and `/metrics` (Prometheus text).
 
 use crate::http::graphql::InFlight;
 use crate::http::state::AppState;
 use crate::http::ws::WsEndpoint;
 use crate::service::probe::Probe;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -19,23 +18,6 @@ use std::fmt::Write as _;
 pub struct Gauges {
     pub ws: WsEndpoint,
     pub graphql: InFlight,
-}
-
-/// One structured log line per request: method, path, status, duration.
-/// Server faults at `warn`, the rest at `debug` (`LEVIATHAN_LOG=debug`).
-pub async fn log_request(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let started = std::time::Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
-    if resp.status().is_server_error() {
-        tracing::warn!(%method, %path, status, micros, "request");
-    } else {
-        tracing::debug!(%method, %path, status, micros, "request");
-    }
-    resp
 }
 
 /// Health, honestly: the service asks its store for something (a read of

@@ -6,12 +6,14 @@
 //! error.rs    HttpError: the one error answer (status, ErrorCode, message),
 //!             in the shape of its route; `IntoResponse`
 //! media.rs    the GraphQL media types and their negotiation
+//! front.rs    the one middleware of every request: the request log, the
+//!             guard, the token check
 //! graphql.rs  GraphQL over HTTP (`/graphql`, GET and POST, batches)
 //! ws.rs       the `/graphql/ws` endpoint (upgrade, connection slots)
 //! token.rs    the token check on every request
 //! guard.rs    browser safety: `Origin` and `Host` checks on every request
 //! pages.rs    `/`, `/graphiql`, `/topology`, their assets, the schema, 404s
-//! health.rs   `/healthz`, `/metrics`, the request log
+//! health.rs   `/healthz`, `/metrics`
 //! serve.rs    the accept loop: connection limits (the idlest shed for a
 //!             new client), TLS handshakes, graceful shutdown
 //! tls.rs      HTTPS: the certificate and key, re-read on SIGHUP
@@ -27,6 +29,7 @@
 
 pub mod config;
 pub mod error;
+pub mod front;
 pub mod graphql;
 pub mod guard;
 pub mod health;

@@ -25,27 +25,14 @@
 use crate::auth::{Auth, Caller, Role};
 use crate::http::error::HttpError;
 use crate::http::pages::{is_page, is_public_asset};
-use crate::http::state::AppState;
 use crate::http::ws::GRAPHQL_WS_PATH;
 use crate::model::ErrorCode;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-/// The middleware.
-pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match admit(state.token.as_deref(), &req) {
-        Err(resp) => *resp,
-        Ok(caller) => {
-            req.extensions_mut().insert(caller.clone());
-            crate::auth::scope(caller, next.run(req)).await
-        }
-    }
 }
 
 /// The role a route needs (GraphQL documents are checked again by kind).
