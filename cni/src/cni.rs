@@ -40,8 +40,8 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
 fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let api = api(conf)?;
     let id = env.container_name();
-    let before = kernel::read_netns(&env.netns).map_err(|m| CniError::new(code::IO, m))?;
-    if before.iface(&env.ifname).is_some()
+    let ns = kernel::NsSocket::open(&env.netns).map_err(|m| CniError::new(code::IO, m))?;
+    if ns.has(&env.ifname).map_err(|m| CniError::new(code::IO, m))?
         && !api.is_ours(&id, &conf.cen, &env.ifname, &env.container_id).map_err(Failure::into_cni)?
     {
         return Err(CniError::new(
@@ -58,10 +58,9 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             format!("container '{id}' is {} on CEN '{}', not READY: {why}", w.status, conf.cen),
         ));
     }
-    let after = kernel::read_netns(&env.netns).map_err(|m| CniError::new(code::IO, m))?;
     let attached = Attached {
         ifname: env.ifname.clone(),
-        mac: after.iface(&env.ifname).and_then(|i| i.mac.clone()),
+        mac: ns.mac(&env.ifname).map_err(|m| CniError::new(code::IO, m))?,
         sandbox: env.netns.clone(),
         ips: w.ips,
         routes: w.routes,

@@ -5,7 +5,11 @@
 //!
 //! The reading runs on a thread of its own that enters the namespace
 //! (`setns`) and ends with it, so the rest of the process never leaves its
-//! own namespace.
+//! own namespace. ADD, which needs only whether one interface exists and
+//! its MAC, uses an [`NsSocket`] instead: a socket opened inside the
+//! namespace (the calling thread enters it for that one call and returns
+//! before anything else), asked with two ioctls, with no thread and no
+//! dump of the namespace.
 
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
@@ -61,6 +65,84 @@ pub fn read_netns(path: &str) -> Result<NsView, String> {
     })
     .join()
     .map_err(|_| "reading the network namespace failed".to_string())?
+}
+
+/// A socket inside a container's namespace: interface lookups by name
+/// there, from the calling thread.
+pub struct NsSocket {
+    fd: std::os::fd::OwnedFd,
+    path: String,
+}
+
+impl NsSocket {
+    /// Opens a socket inside the namespace at `path`: the calling thread
+    /// enters the namespace, opens the socket and returns to its own
+    /// namespace (an error if it cannot, so nothing else runs there).
+    pub fn open(path: &str) -> Result<NsSocket, String> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| format!("opening this process's network namespace: {e}"))?;
+        let ns = std::fs::File::open(path).map_err(|e| format!("opening the network namespace {path}: {e}"))?;
+        // SAFETY: both descriptors are open for these calls; setns changes
+        // only the calling thread's namespace, and it is changed back
+        // before this function returns.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("entering the network namespace {path}: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: socket has no preconditions; its result is checked below.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        let opened = std::io::Error::last_os_error();
+        // SAFETY: as above.
+        if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("returning from the network namespace {path}: {}", std::io::Error::last_os_error()));
+        }
+        if raw < 0 {
+            return Err(format!("opening a socket in the network namespace {path}: {opened}"));
+        }
+        // SAFETY: `raw` is a socket just opened and owned by nobody else.
+        Ok(NsSocket { fd: unsafe { OwnedFd::from_raw_fd(raw) }, path: path.to_string() })
+    }
+
+    /// One interface ioctl by name; `None` when no interface has it.
+    fn ask(&self, name: &str, request: libc::c_ulong) -> Result<Option<libc::ifreq>, String> {
+        use std::os::fd::AsRawFd;
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Err(format!("'{name}' is not an interface name"));
+        }
+        // SAFETY: ifreq is plain data; all zeros is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = b as libc::c_char;
+        }
+        // SAFETY: `req` is an ifreq with a NUL-terminated name, as both
+        // requests used here expect, and outlives the call.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), request as _, &mut req) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENODEV) {
+                return Ok(None);
+            }
+            return Err(format!("looking up interface '{name}' in {}: {e}", self.path));
+        }
+        Ok(Some(req))
+    }
+
+    /// Whether an interface named `name` exists there.
+    pub fn has(&self, name: &str) -> Result<bool, String> {
+        Ok(self.ask(name, libc::SIOCGIFINDEX)?.is_some())
+    }
+
+    /// The MAC address of interface `name` there, when it exists and has
+    /// an Ethernet one.
+    pub fn mac(&self, name: &str) -> Result<Option<String>, String> {
+        let Some(req) = self.ask(name, libc::SIOCGIFHWADDR)? else { return Ok(None) };
+        // SAFETY: SIOCGIFHWADDR filled the hardware address member.
+        let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+        if hw.sa_family != libc::ARPHRD_ETHER {
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = hw.sa_data[..6].iter().map(|b| *b as u8).collect();
+        Ok(Some(mac_text(&bytes)))
+    }
 }
 
 fn mac_text(bytes: &[u8]) -> String {
@@ -168,6 +250,21 @@ mod tests {
                 Route { iface: "eth0".into(), dst: Ipv4Addr::new(10, 10, 0, 0), prefix: 16, gw: None },
             ]
         );
+    }
+
+    #[test]
+    fn a_namespace_socket_finds_interfaces_by_name() {
+        let s = NsSocket::open("/proc/self/ns/net").unwrap();
+        assert!(s.has("lo").unwrap());
+        assert!(!s.has("no-such-if0").unwrap());
+        assert_eq!(s.mac("no-such-if0").unwrap(), None);
+        assert_eq!(s.mac("lo").unwrap(), None, "lo has no Ethernet address");
+        assert!(s.has("").is_err());
+        assert!(s.has("a-name-far-too-long-for-linux").is_err());
+        assert!(NsSocket::open("/nonexistent/ns").is_err());
+        // The thread is back in its own namespace.
+        let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        assert_eq!(own, std::fs::read_link("/proc/self/ns/net").unwrap());
     }
 
     #[test]

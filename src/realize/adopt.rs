@@ -64,6 +64,7 @@ impl Realizer {
             listeners: BTreeMap::new(),
             departures: watch::Departures::default(),
             listen_pending: BTreeSet::new(),
+            listen_opened: BTreeMap::new(),
             ledger,
             foreign: BTreeSet::new(),
             underlay,

@@ -123,14 +123,18 @@ impl Realizer {
         let prefix = self.cfg.prefix.clone();
         let paths: Vec<(PathBuf, netns::Role)> =
             new_paths.iter().map(|n| (ns_path(&prefix, n), netns::Role::Container)).collect();
-        let results = match blocking(move || netns::open_paths(paths)).await {
+        // Each with its listener, opened on the same thread.
+        let results = match blocking(move || netns::open_paths_with(paths, true)).await {
             Ok(results) => results,
             Err(e) => new_paths.iter().map(|_| Err(e.clone())).collect(),
         };
         for (ns, r) in new_paths.iter().zip(results) {
             match r {
-                Ok(o) => {
+                Ok((o, listener)) => {
                     self.handles.insert(ns.clone(), NsHandle::new(o, ns_path(&prefix, ns), true));
+                    if let Some(l) = listener {
+                        self.listen_opened.insert(ns.clone(), l);
+                    }
                     self.listen_pending.insert(ns.clone());
                     if let Some(w) = watch::watch_pid(ns, self.events_tx.clone()) {
                         self.watches.insert(ns.clone(), w);
@@ -143,11 +147,27 @@ impl Realizer {
         }
     }
 
-    /// Dumps the dirty namespaces and the bound ones held, and works out
-    /// their veths' peers again.
+    /// Dumps the dirty namespaces and the bound ones held that need it, and
+    /// works out their veths' peers again. A full round looks at every
+    /// bound namespace; a scoped one only at those not observed yet and
+    /// those no running listener covers: in the others, what happens
+    /// behind our back (our links or addresses deleted, notifications
+    /// lost) is told by their listener, and what we do is absorbed as we
+    /// do it, so a scoped round costs the same whatever the size of its
+    /// CENs (the rest, such as a route deleted by hand, is repaired by the
+    /// periodic reconcile, as in managed namespaces).
     async fn look_again(&mut self, want_paths: &BTreeSet<NsId>, scope: Scope<'_>) {
         let mut again: BTreeSet<NsId> = std::mem::take(&mut self.dirty);
-        again.extend(want_paths.iter().filter(|p| self.handles.contains_key(*p)).cloned());
+        let full = matches!(scope, Scope::All);
+        again.extend(
+            want_paths
+                .iter()
+                .filter(|p| self.handles.contains_key(*p))
+                .filter(|p| {
+                    full || self.observed.ns(p).is_none() || !self.listeners.get(*p).is_some_and(|w| w.running())
+                })
+                .cloned(),
+        );
         self.observe_set(again.clone()).await;
         for ns in want_paths {
             if self.handles.contains_key(ns) && self.observed.ns(ns).is_none() {
@@ -169,6 +189,7 @@ impl Realizer {
         self.watches.remove(ns);
         self.listeners.remove(ns);
         self.listen_pending.remove(ns);
+        self.listen_opened.remove(ns);
     }
 
     /// Starts listening to link and address notifications in the fabric,
@@ -181,17 +202,21 @@ impl Realizer {
             .collect();
         let mut want = Vec::new();
         let mut fds = Vec::new();
+        let mut opened = Vec::new();
         for ns in pending {
-            if let Some(fd) = self.handles.get(&ns).and_then(|h| h.kept_fd()).and_then(|f| f.try_clone().ok()) {
+            if let Some(s) = self.listen_opened.remove(&ns) {
+                opened.push((ns, s));
+            } else if let Some(fd) = self.handles.get(&ns).and_then(|h| h.kept_fd()).and_then(|f| f.try_clone().ok()) {
                 want.push(ns);
                 fds.push(fd);
             }
         }
-        if want.is_empty() {
-            return;
-        }
-        let Ok(sockets) = blocking(move || netns::open_listeners(fds)).await else { return };
-        for (ns, s) in want.into_iter().zip(sockets) {
+        self.listen_opened.clear();
+        let sockets = match want.is_empty() {
+            true => Vec::new(),
+            false => blocking(move || netns::open_listeners(fds)).await.unwrap_or_default(),
+        };
+        for (ns, s) in want.into_iter().zip(sockets).chain(opened) {
             match s {
                 Ok(s) => {
                     let w = watch::listen(

@@ -86,6 +86,8 @@ pub struct Realizer {
     departures: watch::Departures,
     /// Namespaces opened since the last apply that want a listener.
     listen_pending: BTreeSet<NsId>,
+    /// Listeners opened together with their namespace, not started yet.
+    listen_opened: BTreeMap<NsId, Result<rtnetlink::sys::Socket, KernelError>>,
     /// What this instance made; without one, everything under the prefix
     /// counts as its own (tests and tools that own their prefix outright).
     ledger: Option<std::sync::Arc<ledger::Ledger>>,

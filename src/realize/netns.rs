@@ -208,6 +208,13 @@ pub fn add_named(names: Vec<(String, Role)>) -> Vec<Result<Opened, KernelError>>
 /// Open existing namespaces (named or by path) on one dedicated thread:
 /// enter each, open a socket there. One result per path, in order.
 pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, KernelError>> {
+    open_paths_with(paths, false).into_iter().map(|r| r.map(|(o, _)| o)).collect()
+}
+
+/// [`open_paths`], and with `listen` also a notification listener in each
+/// namespace opened (see [`open_listeners`]), from the same thread: one
+/// thread for both.
+pub fn open_paths_with(paths: Vec<(PathBuf, Role)>, listen: bool) -> Vec<Result<(Opened, Listener), KernelError>> {
     if paths.is_empty() {
         return Vec::new();
     }
@@ -222,7 +229,8 @@ pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, KernelError
                 setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
                     nix_err("setns", p.display().to_string(), format!("{} is not a network namespace", p.display()), e)
                 })?;
-                open_here(fd, *role)
+                let listener = listen.then(listener_here);
+                Ok((open_here(fd, *role)?, listener))
             })
             .collect::<Vec<_>>()
     });
@@ -232,6 +240,24 @@ pub fn open_paths(paths: Vec<(PathBuf, Role)>) -> Vec<Result<Opened, KernelError
     }
 }
 
+/// A listener opened with a namespace, when asked for: the socket, or why
+/// it could not be opened.
+pub type Listener = Option<Result<Socket, KernelError>>;
+
+/// A netlink socket in the calling thread's namespace, subscribed to link
+/// and IPv4 address notifications.
+fn listener_here() -> Result<Socket, KernelError> {
+    use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_LINK};
+    use rtnetlink::sys::SocketAddr;
+    let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("socket", "", "cannot open a netlink socket", &e))?;
+    s.bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+        .map_err(|e| io_err("bind", "", "cannot subscribe to link notifications", &e))?;
+    // Room for the burst of a large teardown (capped by net.core.rmem_max);
+    // an overflow is reported, not fatal.
+    let _ = s.set_rx_buf_sz(LISTEN_BUFFER);
+    Ok(s)
+}
+
 /// Receive buffer of a notification listener, in bytes.
 const LISTEN_BUFFER: usize = 4 << 20;
 
@@ -239,8 +265,6 @@ const LISTEN_BUFFER: usize = 4 << 20;
 /// IPv4 address notifications (on one dedicated thread, entering each
 /// namespace in turn). One result per namespace, in order.
 pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, KernelError>> {
-    use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_LINK};
-    use rtnetlink::sys::SocketAddr;
     if fds.is_empty() {
         return Vec::new();
     }
@@ -249,14 +273,7 @@ pub fn open_listeners(fds: Vec<OwnedFd>) -> Vec<Result<Socket, KernelError>> {
         fds.iter()
             .map(|fd| {
                 setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| nix_err("setns", "", "setns", e))?;
-                let mut s =
-                    Socket::new(NETLINK_ROUTE).map_err(|e| io_err("socket", "", "cannot open a netlink socket", &e))?;
-                s.bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
-                    .map_err(|e| io_err("bind", "", "cannot subscribe to link notifications", &e))?;
-                // Room for the burst of a large teardown (capped by
-                // net.core.rmem_max); an overflow is reported, not fatal.
-                let _ = s.set_rx_buf_sz(LISTEN_BUFFER);
-                Ok(s)
+                listener_here()
             })
             .collect::<Vec<_>>()
     });

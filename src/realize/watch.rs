@@ -143,6 +143,13 @@ pub fn listen(
 /// Aborts its task when dropped.
 pub struct Watch(tokio::task::JoinHandle<()>);
 
+impl Watch {
+    /// Whether the watch still listens (its task has not ended).
+    pub fn running(&self) -> bool {
+        !self.0.is_finished()
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         self.0.abort();

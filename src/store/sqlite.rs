@@ -238,7 +238,13 @@ impl Inner {
 
     fn commit(&self, images: &Images, change: &Change) -> Result<(), StoreError> {
         let mut conn = self.conn.lock();
-        let tx = conn.transaction().map_err(anyhow::Error::from)?;
+        // Immediate: the write lock is taken (waiting up to the busy
+        // timeout) before the revision is read. A deferred transaction that
+        // read first could not upgrade to a write once another connection
+        // to the file (the realizer's ledger) had written meanwhile: SQLite
+        // answers that at once with "database is locked", no waiting.
+        let tx =
+            conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(anyhow::Error::from)?;
         let expected = change.revision.saturating_sub(1);
         let at = meta(&tx, "revision")?.unwrap_or(0);
         if at != expected || change.revision == 0 {
