@@ -38,6 +38,27 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
+/// Whether process `pid` is the one listening on loopback TCP `port`: a
+/// port picked free may be taken by another test's member before this one
+/// binds it, and then a connection there reaches the wrong etcd.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit_once(':')?.1;
+            let listening = f.get(3) == Some(&"0A");
+            let inode = f.get(9)?;
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port).then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str())))
+}
+
 /// Whether every thread of process `pid` is stopped (state `T`).
 fn stopped(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
@@ -62,12 +83,18 @@ pub struct EtcdProcess {
 
 impl EtcdProcess {
     /// A single-member etcd, started and healthy.
+    /// Ports are picked free and may be taken before etcd binds them: a
+    /// member that exits at start is tried again on other ports.
     pub fn start(tag: &str) -> EtcdProcess {
-        let mut members = Self::cluster_members(tag, 1);
-        let mut m = members.pop().expect("one member");
-        m.spawn();
-        m.wait_healthy();
-        m
+        for _ in 0..4 {
+            let mut members = Self::cluster_members(tag, 1);
+            let mut m = members.pop().expect("one member");
+            m.spawn();
+            if m.wait_healthy_or_exit() {
+                return m;
+            }
+        }
+        panic!("etcd ({tag}) exited at start four times: its ports were taken each time");
     }
 
     /// A cluster of `n` members, started and healthy.
@@ -76,7 +103,7 @@ impl EtcdProcess {
         for m in &mut members {
             m.spawn();
         }
-        for m in &members {
+        for m in &mut members {
             m.wait_healthy();
         }
         members
@@ -125,12 +152,23 @@ impl EtcdProcess {
         self.child = Some(child);
     }
 
-    /// Answers etcd's `/health` with a quorum (bounded wait).
-    pub fn wait_healthy(&self) {
+    /// Answers etcd's `/health` with a quorum (bounded wait), on a port
+    /// this member listens on.
+    pub fn wait_healthy(&mut self) {
+        assert!(self.wait_healthy_or_exit(), "etcd at {} exited at start (port taken?)", self.client_url);
+    }
+
+    /// [`EtcdProcess::wait_healthy`], false when the member exited first.
+    fn wait_healthy_or_exit(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.healthy() {
-                return;
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
+            }
+            let ours = self.child.as_ref().is_some_and(|c| listens_on(c.id(), self.client_port));
+            if ours && self.healthy() {
+                return true;
             }
             assert!(Instant::now() < deadline, "etcd at {} did not become healthy within 60s", self.client_url);
             std::thread::sleep(Duration::from_millis(50));

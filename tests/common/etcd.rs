@@ -180,7 +180,11 @@ impl Etcd {
     /// Waits (bounded) until the member answers on its client port.
     pub fn wait_listening(&mut self) {
         let deadline = Instant::now() + super::WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        // Listening by this member: a port picked free may have been taken
+        // by another test's etcd meanwhile (then this one exits).
+        let ours =
+            |c: &Option<Child>| c.as_ref().is_some_and(|c| leviathan::store::testing::listens_on(c.id(), self.port));
+        while !ours(&self.child) || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("etcd on port {} exited: {st}", self.port);
             }
