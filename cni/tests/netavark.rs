@@ -10,16 +10,22 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+/// Runs the plugin as netavark does: `info` with no input (the plugin
+/// reads none, so a write to it could meet a closed pipe), the others with
+/// `input` on stdin.
 fn netavark(args: &[&str], input: &Value) -> Output {
+    let info = args.first() == Some(&"info");
     let mut child = Command::new(common::plugin())
         .arg("netavark")
         .args(args)
-        .stdin(Stdio::piped())
+        .stdin(if info { Stdio::null() } else { Stdio::piped() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the plugin");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.to_string().as_bytes()).unwrap();
+    }
     child.wait_with_output().unwrap()
 }
 
