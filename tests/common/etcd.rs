@@ -206,27 +206,9 @@ impl Drop for Etcd {
 /// `leviathan serve --no-realize --etcd ENDPOINTS --host-id HOST
 /// --etcd-timeout 2 EXTRA…` on a free loopback port, its log discarded.
 pub fn etcd_server(endpoints: &str, host: &str, extra: &[&str]) -> super::Server {
-    use std::io::{BufRead, BufReader};
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-realize", "--etcd", endpoints, "--host-id", host])
         .args(["--etcd-timeout", "2"])
-        .args(extra)
-        .env_remove("LEVIATHAN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("start leviathan");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    super::Server {
-        child,
-        addr,
-        token: None,
-        http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap(),
-    }
+        .args(extra);
+    super::Server::spawn(cmd, None, Duration::from_secs(120))
 }

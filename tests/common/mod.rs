@@ -37,6 +37,14 @@ impl Server {
         if !extra.contains(&"--prefix") {
             cmd.arg("--no-realize");
         }
+        let token = extra.windows(2).find(|w| w[0] == "--token").map(|w| w[1].to_string());
+        Server::spawn(cmd, token, Duration::from_secs(60))
+    }
+
+    /// Starts `cmd` (a `leviathan serve` on `127.0.0.1:0` or another
+    /// address), its log discarded, and reads the address it listens on
+    /// from its first line; clients time out after `timeout`.
+    pub fn spawn(mut cmd: Command, token: Option<String>, timeout: Duration) -> Server {
         cmd.env_remove("LEVIATHAN_TOKEN").stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = cmd.spawn().expect("start leviathan");
         let stdout = child.stdout.take().expect("stdout");
@@ -47,13 +55,7 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        let token = extra.windows(2).find(|w| w[0] == "--token").map(|w| w[1].to_string());
-        Server {
-            child,
-            addr,
-            token,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-        }
+        Server { child, addr, token, http: reqwest::Client::builder().timeout(timeout).build().unwrap() }
     }
 
     pub fn url(&self, path: &str) -> String {
