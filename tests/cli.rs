@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cli::{cli, ok, Out};
 use common::kernel;
 use common::*;
 use serde_json::{json, Value};
@@ -14,34 +15,6 @@ use std::time::Duration;
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/topology.yaml")
-}
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `leviathan ARGS --server URL` with the server's token in the
-/// environment.
-fn cli(s: &Server, args: &[&str]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
-    cmd.args(args).arg("--server").arg(s.url("")).env_remove("LEVIATHAN_TOKEN").env_remove("LEVIATHAN_SERVER");
-    if let Some(t) = &s.token {
-        cmd.env("LEVIATHAN_TOKEN", t);
-    }
-    let out = cmd.output().expect("run leviathan");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(s: &Server, args: &[&str]) -> String {
-    let out = cli(s, args);
-    assert!(out.ok, "leviathan {args:?} failed:\n{}\n{}", out.stdout, out.stderr);
-    out.stdout
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -2,6 +2,7 @@
 //! port with its own state file, talk to it over HTTP.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod etcd;
 pub mod hosts;
 pub mod kernel;
