@@ -6,9 +6,7 @@
 //! In the same run, on the same cluster:
 //! - make 999 containers (111 bridged CENs of 9, a /24 CIN over each) all
 //!   on one host, then 999 spread over the three hosts (each CEN with 3
-//!   members on each host, so every CEN spans the three with VXLAN), each
-//!   once `/run/netns` was left alone for a while (see `quiet_netns_dir`):
-//!   wall
+//!   members on each host, so every CEN spans the three with VXLAN): wall
 //!   time from the `cinMake` request through GraphQL until every server
 //!   shows its containers, CENs and CINs READY and every host's fabric
 //!   holds its bridges, VXLAN devices and member veths, up; and the ratio
@@ -176,35 +174,6 @@ fn cpu(h: &Host) -> f64 {
     f.iter().sum::<u64>() as f64 / tick
 }
 
-/// How long no namespace file may have been made or removed in
-/// `/run/netns` before a make starts (see [`quiet_netns_dir`]).
-const QUIET: Duration = Duration::from_secs(12);
-
-/// Waits until nothing was made or removed in `/run/netns` for [`QUIET`]
-/// (its modification time), so that both makes start alike. On a
-/// filesystem without a journal (this machine's `/run` is ext4 without
-/// one; a host's is usually tmpfs), ext4 skips an inode freed in the last
-/// 5 to 10 s when it allocates one, at a cost per inode skipped: a make
-/// right after the 999 namespaces of the other make were removed pays for
-/// each of them on each namespace it names (`perf`: `openat` ->
-/// `ext4_create` -> `find_inode_bit` -> `recently_deleted`), which is the
-/// filesystem's work, not the server's.
-async fn quiet_netns_dir() {
-    let t = Instant::now();
-    loop {
-        let since = std::fs::metadata(leviathan::realize::NETNS_DIR)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .unwrap_or(QUIET);
-        if since >= QUIET {
-            return;
-        }
-        assert!(t.elapsed() < BOUND, "{} keeps changing", leviathan::realize::NETNS_DIR);
-        tokio::time::sleep(QUIET - since).await;
-    }
-}
-
 /// Each server's CPU seconds while `work` runs, and what it returned.
 /// With `LEVIATHAN_BENCH_PERF=DIR`, each server is also profiled meanwhile
 /// (`perf record -F 2000 --call-graph fp -p PID -o DIR/<what>-<host>.data`;
@@ -361,7 +330,6 @@ fn main() {
     rt.block_on(async {
         // 999 on one host.
         import(&cl, "a", false).await;
-        quiet_netns_dir().await;
         let r0 = revision(&cl).await;
         let (cpu_one, one) = cpu_during(&cl, "one", make(&cl, "a", false)).await;
         println!("make 999 containers on one host:        {:>8.2} s", one.as_secs_f64());
@@ -378,7 +346,6 @@ fn main() {
 
         // 999 spread over three hosts.
         import(&cl, "s", true).await;
-        quiet_netns_dir().await;
         let r0 = revision(&cl).await;
         let (cpu_spread, spread) = cpu_during(&cl, "three", make(&cl, "s", true)).await;
         println!("make 999 containers over three hosts:   {:>8.2} s", spread.as_secs_f64());

@@ -14,10 +14,10 @@
 //!
 //! Invariants: one result per request, in order; a request the kernel did
 //! not refuse before the chunk's closing acknowledgement succeeded; a chunk
-//! whose answers could not be read (a receive error, a full buffer) fails
-//! as a whole, so its namespace is looked at again; the socket is opened on
-//! a thread of its own that entered the namespace (never `setns` on a
-//! tokio worker).
+//! whose answers could not be read (a receive error, a full buffer, none
+//! within [`ANSWER_WITHIN`]) fails as a whole, so its namespace is looked
+//! at again; the socket is opened on a thread of its own that entered the
+//! namespace (never `setns` on a tokio worker).
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -44,6 +44,11 @@ const CHUNK: usize = 128;
 
 /// Receive buffer asked for (the kernel caps it at `net.core.rmem_max`).
 const RECEIVE_BUFFER: usize = 1 << 20;
+
+/// How long a chunk's closing acknowledgement is waited for (the kernel
+/// handles a chunk within its `sendto`, so it is there at once; this only
+/// bounds the wait should it never come).
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One request of a batch.
 #[derive(Debug, Clone)]
@@ -178,6 +183,21 @@ fn open() -> Result<Socket, KernelError> {
     s.set_cap_ack(true).map_err(cannot)?;
     // Capped by net.core.rmem_max; a chunk's answers fit the default too.
     let _ = s.set_rx_buf_sz(RECEIVE_BUFFER);
+    let tv = libc::timeval { tv_sec: ANSWER_WITHIN.as_secs() as libc::time_t, tv_usec: 0 };
+    // SAFETY: SO_RCVTIMEO on a socket we own, with a timeval that lives
+    // through the call and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(cannot(std::io::Error::last_os_error()));
+    }
     Ok(s)
 }
 
