@@ -31,7 +31,8 @@
 //!   (one server) as the baseline.
 //!
 //! Run: `cargo bench --bench hosts` (`-- stock`: the import on stock etcd
-//! only). Under `cargo test --all-targets` (no
+//! only; `-- make`: all but it; `LEVIATHAN_BENCH_PERF=DIR`: a `perf
+//! record` of each server during each make, in DIR). Under `cargo test --all-targets` (no
 //! `--bench` argument) it only says so and exits.
 
 #[path = "../tests/common/hosts.rs"]
@@ -122,6 +123,11 @@ async fn make(cl: &Cluster, tag: &str, spread: bool) -> Duration {
     t.elapsed()
 }
 
+/// The revision of the shared log, as h1 knows it.
+async fn revision(cl: &Cluster) -> i64 {
+    cl.hosts[0].gql("{ revision }", json!({})).await["revision"].as_i64().expect("revision")
+}
+
 /// The address of a container on a CIN.
 async fn address(cl: &Cluster, host: &str, id: &str) -> String {
     let d = cl.hosts[0]
@@ -169,10 +175,48 @@ fn cpu(h: &Host) -> f64 {
 }
 
 /// Each server's CPU seconds while `work` runs, and what it returned.
-async fn cpu_during<T>(cl: &Cluster, work: impl std::future::Future<Output = T>) -> (Vec<f64>, T) {
+/// With `LEVIATHAN_BENCH_PERF=DIR`, each server is also profiled meanwhile
+/// (`perf record -F 2000 --call-graph fp -p PID -o DIR/<what>-<host>.data`;
+/// `LEVIATHAN_BENCH_PERF_ARGS` replaces what comes before `-p`, e.g.
+/// `stat -e syscalls:sys_enter_sendto`).
+async fn cpu_during<T>(cl: &Cluster, what: &str, work: impl std::future::Future<Output = T>) -> (Vec<f64>, T) {
+    let perf = profile(cl, what);
     let before: Vec<f64> = cl.hosts.iter().map(cpu).collect();
     let out = work.await;
-    (cl.hosts.iter().zip(before).map(|(h, b)| cpu(h) - b).collect(), out)
+    let used = cl.hosts.iter().zip(before).map(|(h, b)| cpu(h) - b).collect();
+    for mut p in perf {
+        // SIGINT: perf writes its data and exits.
+        // SAFETY: kill only sends a signal to a child of ours.
+        unsafe { libc::kill(p.id() as i32, libc::SIGINT) };
+        let _ = p.wait();
+    }
+    (used, out)
+}
+
+/// `perf record` on each server when `LEVIATHAN_BENCH_PERF` names a
+/// directory (see [`cpu_during`]).
+fn profile(cl: &Cluster, what: &str) -> Vec<std::process::Child> {
+    let Some(dir) = std::env::var_os("LEVIATHAN_BENCH_PERF") else { return Vec::new() };
+    let children: Vec<_> = cl
+        .hosts
+        .iter()
+        .map(|h| {
+            let pid = h.server_pid().expect("the server runs").to_string();
+            let out = std::path::Path::new(&dir).join(format!("{what}-{}.data", h.id));
+            let args = std::env::var("LEVIATHAN_BENCH_PERF_ARGS")
+                .unwrap_or_else(|_| "record -q -F 2000 --call-graph fp".to_string());
+            Command::new("perf")
+                .args(args.split_whitespace())
+                .args(["-p", &pid, "-o"])
+                .arg(out)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("perf")
+        })
+        .collect();
+    // perf needs a moment to attach.
+    std::thread::sleep(Duration::from_millis(500));
+    children
 }
 
 /// Packets a link has received (`ip -s`).
@@ -267,7 +311,7 @@ fn main() {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    if leviathan::store::testing::etcd_binary().is_some() {
+    if leviathan::store::testing::etcd_binary().is_some() && !std::env::args().any(|a| a == "make") {
         rt.block_on(stock_import());
     }
     if std::env::args().any(|a| a == "stock") {
@@ -286,9 +330,11 @@ fn main() {
     rt.block_on(async {
         // 999 on one host.
         import(&cl, "a", false).await;
-        let (cpu_one, one) = cpu_during(&cl, make(&cl, "a", false)).await;
+        let r0 = revision(&cl).await;
+        let (cpu_one, one) = cpu_during(&cl, "one", make(&cl, "a", false)).await;
         println!("make 999 containers on one host:        {:>8.2} s", one.as_secs_f64());
         println!("  CPU per server (h1 h2 h3):            {:>8.2?} s", cpu_one);
+        println!("  changes committed meanwhile:           {:>8}", revision(&cl).await - r0);
         let ids: Vec<String> = (0..CENS).map(|g| format!("na{g}")).collect();
         cl.hosts[0]
             .gql("mutation($ids: [ID!]!) { cinDestroy(input: {ids: $ids}) { revision } }", json!({"ids": ids}))
@@ -300,9 +346,11 @@ fn main() {
 
         // 999 spread over three hosts.
         import(&cl, "s", true).await;
-        let (cpu_spread, spread) = cpu_during(&cl, make(&cl, "s", true)).await;
+        let r0 = revision(&cl).await;
+        let (cpu_spread, spread) = cpu_during(&cl, "three", make(&cl, "s", true)).await;
         println!("make 999 containers over three hosts:   {:>8.2} s", spread.as_secs_f64());
         println!("  CPU per server (h1 h2 h3):            {:>8.2?} s", cpu_spread);
+        println!("  changes committed meanwhile:           {:>8}", revision(&cl).await - r0);
         println!("ratio three hosts / one host:           {:>8.2}", spread.as_secs_f64() / one.as_secs_f64());
         let busiest = cpu_spread.iter().copied().fold(0.0, f64::max);
         println!("ratio busiest server's CPU, three / one: {:>7.2}", busiest / cpu_one[0]);

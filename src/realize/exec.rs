@@ -1,14 +1,17 @@
 //! One plan step in the kernel: namespace creates and deletes batched on
-//! dedicated threads, every other step a netlink request (many in flight
-//! at once), each answered with the [`Effect`] it has on the observed
-//! state.
+//! dedicated threads, FDB and neighbour entries batched per namespace in
+//! few `sendmsg` calls (`batch.rs`), every other step a netlink request
+//! (many in flight at once), each answered with the [`Effect`] it has on
+//! the observed state.
 //!
 //! Invariants: `setns` never runs on a tokio worker (namespace work and
 //! link deletions go to threads of their own); every result comes back in
 //! the slot of its step.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use super::batch;
 use super::error::KernelError;
 use super::naming::{ns_file, ns_path};
 use super::nl::{self, NsHandle};
@@ -34,6 +37,11 @@ pub(super) enum Effect {
     Neigh(NsId, u32, Ipv4Addr, Option<[u8; 6]>),
 }
 
+/// Whether a step is an FDB or neighbour entry (they run in batches).
+fn is_l2(op: &Op) -> bool {
+    matches!(op, Op::AddFdb { .. } | Op::DeleteFdb { .. } | Op::AddNeigh { .. } | Op::DeleteNeigh { .. })
+}
+
 /// The result of one step, by its place in the phase.
 type Slot = (usize, Result<Effect, KernelError>);
 
@@ -53,16 +61,31 @@ impl Realizer {
         let nl_futs: Vec<_> = steps
             .iter()
             .enumerate()
-            .filter(|(_, s)| !matches!(s.op, Op::CreateNetns { .. } | Op::DeleteNetns { .. }))
+            .filter(|(_, s)| !matches!(s.op, Op::CreateNetns { .. } | Op::DeleteNetns { .. }) && !is_l2(&s.op))
             .map(|(i, s)| async move {
                 let r = self.exec(&s.op).await;
                 tick();
                 (i, r)
             })
             .collect();
-        let (batch_res, nl_res) = futures_util::future::join(batch, nl::bounded(nl_futs, IN_FLIGHT)).await;
+        let mut l2: BTreeMap<&NsId, Vec<(usize, &Op)>> = BTreeMap::new();
+        for (i, s) in steps.iter().enumerate().filter(|(_, s)| is_l2(&s.op)) {
+            if let Some(ns) = s.op.ns() {
+                l2.entry(ns).or_default().push((i, &s.op));
+            }
+        }
+        let l2_futs = l2.into_iter().map(|(ns, ops)| async move {
+            let res = self.run_l2(ns, ops).await;
+            for _ in &res {
+                tick();
+            }
+            res
+        });
+        let batches = futures_util::future::join_all(l2_futs);
+        let (batch_res, nl_res, l2_res) =
+            futures_util::future::join3(batch, nl::bounded(nl_futs, IN_FLIGHT), batches).await;
         let mut out: Vec<Option<Result<Effect, KernelError>>> = steps.iter().map(|_| None).collect();
-        for (i, r) in batch_res.into_iter().chain(nl_res) {
+        for (i, r) in batch_res.into_iter().chain(nl_res).chain(l2_res.into_iter().flatten()) {
             if let Some(slot) = out.get_mut(i) {
                 *slot = Some(r);
             }
@@ -200,7 +223,7 @@ impl Realizer {
                 self.exec_l3(op).await
             }
             Op::AddFdb { .. } | Op::DeleteFdb { .. } | Op::AddNeigh { .. } | Op::DeleteNeigh { .. } => {
-                self.exec_l2(op).await
+                Err(KernelError::state("exec", "", "FDB and neighbour entries run in batches"))
             }
         }
     }
@@ -270,29 +293,54 @@ impl Realizer {
         }
     }
 
-    /// FDB and neighbour entries (VXLAN across hosts).
-    async fn exec_l2(&self, op: &Op) -> Result<Effect, KernelError> {
-        match op {
+    /// The FDB and neighbour entries of a phase in one namespace (VXLAN
+    /// across hosts), sent as one batch (see `batch.rs`).
+    async fn run_l2(&self, ns: &NsId, ops: Vec<(usize, &Op)>) -> Vec<Slot> {
+        let mut out = Vec::with_capacity(ops.len());
+        let mut reqs = Vec::with_capacity(ops.len());
+        let mut effects = Vec::with_capacity(ops.len());
+        for (i, op) in ops {
+            match self.l2_request(op) {
+                Ok((req, effect)) => {
+                    reqs.push(req);
+                    effects.push((i, effect));
+                }
+                Err(e) => out.push((i, Err(e))),
+            }
+        }
+        if reqs.is_empty() {
+            return out;
+        }
+        let sent = match self.handle(ns).and_then(|h| h.ns_fd()) {
+            Ok(fd) => blocking(move || batch::send_in(fd, reqs)).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(results) => out.extend(effects.into_iter().zip(results).map(|((i, eff), r)| (i, r.map(|()| eff)))),
+            Err(e) => out.extend(effects.into_iter().map(|(i, _)| (i, Err(e.clone())))),
+        }
+        out
+    }
+
+    /// The request of an FDB or neighbour step, and its effect once done.
+    fn l2_request(&self, op: &Op) -> Result<(batch::Request, Effect), KernelError> {
+        Ok(match op {
             Op::AddFdb { ns, name, mac, remote } => {
                 let idx = self.index(ns, name)?;
-                nl::add_fdb(&self.handle(ns)?.handle, idx, *mac, *remote)
-                    .await
-                    .map(|()| Effect::Fdb(ns.clone(), idx, *mac, *remote, true))
+                (batch::Request::add_fdb(idx, *mac, *remote), Effect::Fdb(ns.clone(), idx, *mac, *remote, true))
             }
-            Op::DeleteFdb { ns, index, mac, remote } => nl::del_fdb(&self.handle(ns)?.handle, *index, *mac, *remote)
-                .await
-                .map(|()| Effect::Fdb(ns.clone(), *index, *mac, *remote, false)),
+            Op::DeleteFdb { ns, index, mac, remote } => {
+                (batch::Request::del_fdb(*index, *mac, *remote), Effect::Fdb(ns.clone(), *index, *mac, *remote, false))
+            }
             Op::AddNeigh { ns, name, ip, mac } => {
                 let idx = self.index(ns, name)?;
-                nl::add_neigh(&self.handle(ns)?.handle, idx, *ip, *mac)
-                    .await
-                    .map(|()| Effect::Neigh(ns.clone(), idx, *ip, Some(*mac)))
+                (batch::Request::add_neigh(idx, *ip, *mac), Effect::Neigh(ns.clone(), idx, *ip, Some(*mac)))
             }
-            Op::DeleteNeigh { ns, index, ip } => nl::del_neigh(&self.handle(ns)?.handle, *index, *ip)
-                .await
-                .map(|()| Effect::Neigh(ns.clone(), *index, *ip, None)),
-            _ => Err(KernelError::state("exec", "", "not a layer-2 step")),
-        }
+            Op::DeleteNeigh { ns, index, ip } => {
+                (batch::Request::del_neigh(*index, *ip), Effect::Neigh(ns.clone(), *index, *ip, None))
+            }
+            _ => return Err(KernelError::state("exec", "", "not a layer-2 step")),
+        })
     }
 }
 

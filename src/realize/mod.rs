@@ -11,7 +11,8 @@
 //! in what the kernel holds: start, refresh, links learned after a
 //! create), `handles.rs` (namespace handles, bound paths, kernel
 //! listeners), `apply.rs` (record, run the plan's phases, absorb what each
-//! step did), `exec.rs` (one plan step in the kernel), `report.rs` (what
+//! step did), `exec.rs` (one plan step in the kernel), `batch.rs` (many FDB and
+//! neighbour requests in one `sendmsg`), `report.rs` (what
 //! an apply says per CEN and CIN), `error.rs` (typed kernel errors),
 //! `cleanup.rs`; `nl.rs` and `netns.rs` talk to the kernel, `plan/` is
 //! pure. This file holds the [`Realizer`] and the public face.
@@ -23,6 +24,7 @@
 
 mod adopt;
 mod apply;
+mod batch;
 mod cleanup;
 mod config;
 pub mod desired;

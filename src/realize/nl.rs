@@ -12,20 +12,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use futures_util::{StreamExt, TryStreamExt};
-use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
-};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType,
     LinkMessage,
 };
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteType};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
@@ -405,62 +399,6 @@ pub async fn set_neigh_suppress(h: &Handle, name: &str) -> Result<bool, KernelEr
 /// How many times (20 ms apart) a VXLAN device whose VNI is still held by
 /// a device being freed is asked for again.
 const VNI_RETRIES: u32 = 500;
-
-fn fdb_msg(index: u32, mac: [u8; 6], remote: Ipv4Addr) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Bridge;
-    m.header.ifindex = index;
-    m.header.state = NeighbourState::Permanent;
-    m.header.flags = NeighbourFlags::Own;
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(remote)));
-    m
-}
-
-/// Adds one FDB entry to a VXLAN device. For the all-zeros MAC (a remote
-/// VTEP to flood to), the second and later entries need NLM_F_APPEND,
-/// which rtnetlink's neighbour requests do not send: the request is built
-/// here. Any other MAC has one destination: NLM_F_REPLACE moves it to the
-/// host it is on now.
-pub async fn add_fdb(h: &Handle, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<(), KernelError> {
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(fdb_msg(index, mac, remote)));
-    let how = if mac == [0; 6] { NLM_F_APPEND } else { NLM_F_REPLACE };
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | how;
-    let mut h = h.clone();
-    let object = || format!("link {index}");
-    let mut resp = h.request(req).map_err(|e| KernelError::netlink("add_fdb", object(), &e))?;
-    while let Some(m) = resp.next().await {
-        if let NetlinkPayload::Error(e) = m.payload {
-            return ok_if(Err(rtnetlink::Error::NetlinkError(e)), "add_fdb", object, &[Errno::EEXIST]);
-        }
-    }
-    Ok(())
-}
-
-/// Removes one FDB entry (a MAC and its remote VTEP) from a VXLAN device.
-pub async fn del_fdb(h: &Handle, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<(), KernelError> {
-    let r = h.neighbours().del(fdb_msg(index, mac, remote)).execute().await;
-    ok_if(r, "del_fdb", || format!("link {index}"), &[Errno::ENOENT, Errno::ENODEV])
-}
-
-/// A permanent IPv4 neighbour entry (replacing one the kernel learned).
-pub async fn add_neigh(h: &Handle, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), KernelError> {
-    let r = h.neighbours().add(index, IpAddr::V4(ip)).link_layer_address(&mac).replace().execute().await;
-    ok_if(r, "add_neigh", || format!("link {index}"), &[])
-}
-
-pub async fn del_neigh(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), KernelError> {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Inet;
-    m.header.ifindex = index;
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-    ok_if(
-        h.neighbours().del(m).execute().await,
-        "del_neigh",
-        || format!("link {index}"),
-        &[Errno::ENOENT, Errno::ENODEV],
-    )
-}
 
 /// One link, asked for by name (one RTM_GETLINK, not a dump); `None` when
 /// the kernel has no such link.

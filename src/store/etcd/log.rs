@@ -307,7 +307,7 @@ impl Core {
                 break;
             }
             for kv in resp.kvs() {
-                let change = self.change_of(kv, at).await?;
+                let (change, _) = self.change_of(kv, at).await?;
                 if change.revision != from {
                     return Err(StoreError::Other(anyhow::anyhow!(
                         "the change log has a gap: revision {} where {from} was expected",
@@ -322,18 +322,21 @@ impl Core {
     }
 
     /// The change of a log entry, its chunks read (at `at`, or the latest
-    /// revision when 0).
-    pub(super) async fn change_of(&self, kv: &KeyValue, at: i64) -> Result<Change, StoreError> {
+    /// revision when 0), and the bytes it takes in etcd (the entry, or its
+    /// chunks). The entry is decoded once.
+    pub(super) async fn change_of(&self, kv: &KeyValue, at: i64) -> Result<(Change, usize), StoreError> {
         let unreadable = |e: String| {
             StoreError::Other(anyhow::anyhow!("unreadable change {}: {e}", String::from_utf8_lossy(kv.key())))
         };
         let entry: Entry = serde_json::from_slice(kv.value()).map_err(|e| unreadable(e.to_string()))?;
+        let size = entry.bytes.max(kv.value().len());
         if let Some(c) = entry.change {
-            return Ok(c);
+            return Ok((c, size));
         }
         let rev = self.keys.entry_revision(kv.key()).ok_or_else(|| unreadable("not a log key".into()))?;
         let bytes = self.read_chunks(&self.keys.chunk_dir(rev, &entry.id), entry.chunks, entry.bytes, at).await?;
-        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))
+        let change = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        Ok((change, size))
     }
 
     /// The `chunks` chunks under `dir`, `bytes` in all, read at `at`.

@@ -102,9 +102,7 @@ impl Watch {
         if let Some(rev) = self.core.keys.entry_revision(key) {
             match ty {
                 EventType::Put => match self.core.change_of(kv, 0).await {
-                    Ok(c) => {
-                        let bytes = serde_json::from_slice::<super::log::Entry>(kv.value())
-                            .map_or(kv.value().len(), |e| e.bytes.max(kv.value().len()));
+                    Ok((c, bytes)) => {
                         self.core.note_committed(c.revision, bytes as u64);
                         let _ = self.tx.send(Remote::Change(Arc::new(c))).await;
                     }
