@@ -7,7 +7,10 @@
 //!
 //! Prints req/s, p50 and p99 of: `cen(id)`, a 3-level nested query, a
 //! persisted query by its hash alone, the legacy `GET /cen/{id}`, each
-//! against the raw handler, and the ratios the targets name; then a list
+//! against the raw handler, and the ratios the targets name, for two
+//! servers started side by side: one with the default configuration (the
+//! answer cache on) and one with `--answer-cache-bytes 0` (every request
+//! executed: the execution path); then a list
 //! query issued right after each of 1,000 changes at 1,000 and at 100,000
 //! containers (p50/p99, ratio); then the size of a 10,000-container page
 //! with gzip, br and zstd against none.
@@ -43,8 +46,13 @@ impl Drop for Server {
 }
 
 fn start(state: &std::path::Path) -> Server {
-    let head = ["--no-realize", "--max-input-items", "1000000", "--state"].map(OsStr::new);
-    let (child, addr) = common::serve(head.into_iter().chain([state.as_os_str()]), true);
+    start_with(state, &[])
+}
+
+fn start_with(state: &std::path::Path, extra: &[&str]) -> Server {
+    let head = ["--no-realize", "--max-input-items", "1000000"].map(OsStr::new);
+    let args = head.into_iter().chain(extra.iter().map(OsStr::new)).chain([OsStr::new("--state"), state.as_os_str()]);
+    let (child, addr) = common::serve(args, true);
     Server(child, addr)
 }
 
@@ -196,10 +204,22 @@ fn row(name: &str, f: &Figures, raw: &Figures) {
     );
 }
 
-/// The four request kinds against the raw handler.
-async fn throughput(secs: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(&dir.path().join("bench.db"));
+/// The four request kinds, as (name, key of the raw handler's map, request).
+fn kinds() -> Vec<(&'static str, String, Req)> {
+    let hash = hex_sha256(CEN);
+    let apq = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
+    vec![
+        ("GraphQL cen(id)", CEN.to_string(), Req::post(json!({ "query": CEN }))),
+        ("GraphQL 3-level nested", NESTED.to_string(), Req::post(json!({ "query": NESTED }))),
+        ("APQ hash only (cen(id))", hash, Req::post(apq)),
+        ("legacy GET /cen/cen1", "/cen/cen1".to_string(), Req::get("/cen/cen1")),
+    ]
+}
+
+/// A server with the example CEN file imported and the persisted query
+/// registered, started with `extra`; every kind's answer, by its key.
+async fn prepared(dir: &std::path::Path, extra: &[&str]) -> (Server, HashMap<String, Bytes>) {
+    let server = start_with(&dir.join("bench.db"), extra);
     let addr = server.1.clone();
     let mut c = connect(&addr).await;
     let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cen.json")).expect("fixture");
@@ -208,47 +228,51 @@ async fn throughput(secs: u64) {
     *r.uri_mut() = "/cen/import".parse().expect("uri");
     c.ready().await.expect("ready");
     assert_eq!(c.send_request(r).await.expect("import").status(), 204);
-    let hash = hex_sha256(CEN);
-    let apq = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
-    let kinds = [
-        ("GraphQL cen(id)", CEN.to_string(), Req::post(json!({ "query": CEN }))),
-        ("GraphQL 3-level nested", NESTED.to_string(), Req::post(json!({ "query": NESTED }))),
-        ("APQ hash only (cen(id))", hash.clone(), Req::post(apq.clone())),
-        ("legacy GET /cen/cen1", "/cen/cen1".to_string(), Req::get("/cen/cen1")),
-    ];
-    // Registers the persisted query; learns every expected answer.
-    let mut register = apq.clone();
-    register["query"] = json!(CEN);
+    let mut register = json!({"query": CEN});
+    register["extensions"] = json!({"persistedQuery": {"version": 1, "sha256Hash": hex_sha256(CEN)}});
     let (status, _, _) = send(&mut c, &addr, &Req::post(register)).await;
     assert_eq!(status, 200);
     let mut answers = HashMap::new();
-    for (_, key, req) in &kinds {
-        let (status, _, body) = send(&mut c, &addr, req).await;
+    for (_, key, req) in kinds() {
+        let (status, _, body) = send(&mut c, &addr, &req).await;
         assert!(status == 200 && !body.windows(8).any(|w| w == b"\"errors\""), "{key}: {body:?}");
-        answers.insert(key.clone(), body);
+        answers.insert(key, body);
     }
+    (server, answers)
+}
+
+/// The four request kinds on both servers against the raw handler.
+async fn throughput(secs: u64) {
+    let (dir, off_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (server, answers) = prepared(dir.path(), &[]).await;
+    let (off, off_answers) = prepared(off_dir.path(), &["--answer-cache-bytes", "0"]).await;
+    assert_eq!(answers, off_answers, "both servers answer the same bytes");
     let raw_addr = raw(answers.clone());
     println!("{CONNECTIONS} connections over {TASKS} tasks, {secs} s each; every body checked");
     let mut figures = Vec::new();
-    for (name, key, req) in &kinds {
+    for (name, key, req) in &kinds() {
         let expected = &answers[key];
-        load(&addr, req, expected, 1).await;
-        let ours = load(&addr, req, expected, secs).await;
+        load(&server.1, req, expected, 1).await;
+        let ours = load(&server.1, req, expected, secs).await;
+        load(&off.1, req, expected, 1).await;
+        let executed = load(&off.1, req, expected, secs).await;
         let base = load(&raw_addr, req, expected, secs).await;
         row(name, &ours, &base);
-        figures.push((ours, base));
+        row("  answer cache off", &executed, &base);
+        figures.push((ours, executed, base));
     }
-    let (cen, cen_raw) = &figures[0];
-    let (apq_f, apq_raw) = &figures[2];
-    let (legacy, _) = &figures[3];
-    println!(
-        "targets: cen(id)/raw {:.2} (>= 0.6), APQ/raw {:.2} (>= 0.65), cen(id) p99/raw p99 {:.2} (<= 2), legacy/GraphQL \
-         {:.2} (>= 0.95)",
-        cen.rps / cen_raw.rps,
-        apq_f.rps / apq_raw.rps,
-        cen.p99.as_secs_f64() / cen_raw.p99.as_secs_f64(),
-        legacy.rps / cen.rps
-    );
+    for (mode, pick) in [("answer cache on (default)", 0), ("answer cache off", 1)] {
+        let f = |i: usize| if pick == 0 { &figures[i].0 } else { &figures[i].1 };
+        let (cen, cen_raw, apq_f, apq_raw, legacy) = (f(0), &figures[0].2, f(2), &figures[2].2, f(3));
+        println!(
+            "targets, {mode}: cen(id)/raw {:.2} (>= 0.6), APQ/raw {:.2} (>= 0.65), cen(id) p99/raw p99 {:.2} (<= 2), \
+             legacy/GraphQL {:.2} (>= 0.95)",
+            cen.rps / cen_raw.rps,
+            apq_f.rps / apq_raw.rps,
+            cen.p99.as_secs_f64() / cen_raw.p99.as_secs_f64(),
+            legacy.rps / cen.rps
+        );
+    }
 }
 
 async fn gql(c: &mut SendRequest<Full<Bytes>>, addr: &str, query: &str) -> Bytes {

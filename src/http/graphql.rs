@@ -202,6 +202,15 @@ fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::R
     single_kept(state, media, executed, resp, None)
 }
 
+/// Where to keep an answer: the ticket of its look-up, and the POST body it
+/// answers with the entry of its document (to keep it under the body's
+/// bytes too).
+struct Keep<'a> {
+    engine: &'a Engine,
+    ticket: Ticket,
+    body: Option<(&'a [u8], &'a crate::graphql::cache::Entry, Option<&'a str>)>,
+}
+
 /// [`single`], keeping the answer's bytes in the answer cache when it was
 /// executed without errors and `keep` holds the ticket of its look-up.
 fn single_kept(
@@ -209,7 +218,7 @@ fn single_kept(
     media: Media,
     executed: bool,
     resp: async_graphql::Response,
-    keep: Option<(&Engine, Ticket)>,
+    keep: Option<Keep<'_>>,
 ) -> Response {
     let cap = state.http.max_response_bytes;
     let mut out = Capped { buf: Vec::with_capacity(FIRST_ROOM.min(cap)), cap };
@@ -225,9 +234,12 @@ fn single_kept(
         StatusCode::BAD_REQUEST
     };
     match keep {
-        Some((engine, ticket)) if executed && resp.errors.is_empty() => {
+        Some(k) if executed && resp.errors.is_empty() => {
             let body = Bytes::from(out.buf);
-            engine.keep(ticket, body.clone());
+            k.engine.keep(k.ticket, body.clone());
+            if let Some((request, entry, operation)) = k.body {
+                k.engine.keep_body(request, entry, operation, k.ticket.revision, body.clone());
+            }
             answer(status, media, body)
         }
         _ => answer(status, media, out.buf),
@@ -246,7 +258,9 @@ fn wants_fresh(headers: &HeaderMap) -> bool {
 }
 
 /// Runs one request whose document is found (and whose other checks
-/// passed), or serves its answer from the answer cache.
+/// passed), or serves its answer from the answer cache. `request`: the
+/// POST body it came in, whose bytes the answer is kept under too.
+#[allow(clippy::too_many_arguments)]
 async fn one_entry(
     state: &AppState,
     in_flight: &InFlight,
@@ -255,14 +269,17 @@ async fn one_entry(
     req: async_graphql::Request,
     entry: Arc<crate::graphql::cache::Entry>,
     fresh: bool,
+    request: Option<&[u8]>,
 ) -> Response {
     let ticket = match engine.lookup("graphql", &req, &entry, fresh) {
         Lookup::Hit(body) => return answer(StatusCode::OK, media, body),
         Lookup::Miss(t) => Some(t),
         Lookup::Skip => None,
     };
-    let (executed, resp) = run_entry(state, in_flight, engine, req, entry).await;
-    single_kept(state, media, executed, resp, ticket.map(|t| (engine, t)))
+    let operation = req.operation_name.clone();
+    let (executed, resp) = run_entry(state, in_flight, engine, req, Arc::clone(&entry)).await;
+    let keep = ticket.map(|ticket| Keep { engine, ticket, body: request.map(|r| (r, &*entry, operation.as_deref())) });
+    single_kept(state, media, executed, resp, keep)
 }
 
 /// One request of a POST body: through the document and answer caches.
@@ -272,13 +289,14 @@ async fn one(
     media: Media,
     req: async_graphql::Request,
     fresh: bool,
+    request: &[u8],
 ) -> Response {
     let Some(engine) = Engine::of(&state.schema) else {
         let (executed, resp) = run(state, in_flight, req).await;
         return single(state, media, executed, resp);
     };
     match engine.document(&req) {
-        Ok(entry) => one_entry(state, in_flight, media, engine, req, entry, fresh).await,
+        Ok(entry) => one_entry(state, in_flight, media, engine, req, entry, fresh, Some(request)).await,
         Err(e) => single(state, media, false, engine.refusal(e)),
     }
 }
@@ -370,7 +388,12 @@ pub async fn post(
     if let Err(m) = intake.check_items(body.bytes()) {
         return refuse(media, m);
     }
-    answer_body(&state, &in_flight, media, body.bytes(), wants_fresh(&headers)).await
+    let fresh = wants_fresh(&headers);
+    // A body byte for byte the same as one answered at this revision.
+    if let Some(kept) = Engine::of(&state.schema).filter(|_| !fresh).and_then(|e| e.lookup_body(body.bytes())) {
+        return answer(StatusCode::OK, media, kept);
+    }
+    answer_body(&state, &in_flight, media, body.bytes(), fresh).await
 }
 
 /// A text that may be absent but, when given, is a string (never null).
@@ -418,7 +441,7 @@ fn direct(bytes: &[u8]) -> Option<async_graphql::Request> {
 /// The answer to a POST body that was read whole and counted.
 async fn answer_body(state: &AppState, in_flight: &InFlight, media: Media, bytes: &[u8], fresh: bool) -> Response {
     if let Some(req) = direct(bytes) {
-        return one(state, in_flight, media, req, fresh).await;
+        return one(state, in_flight, media, req, fresh, bytes).await;
     }
     let bad = |m: String| refuse(media, m);
     let v: Value = match serde_json::from_slice(bytes) {
@@ -431,7 +454,7 @@ async fn answer_body(state: &AppState, in_flight: &InFlight, media: Media, bytes
     };
     match v {
         Value::Object(obj) => match request_of(obj) {
-            Ok(req) => one(state, in_flight, media, req, fresh).await,
+            Ok(req) => one(state, in_flight, media, req, fresh, bytes).await,
             Err(m) => bad(m),
         },
         Value::Array(items) => batch(state, in_flight, media, items).await,
@@ -544,7 +567,7 @@ pub async fn get(
         .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"))
         .into_response();
     }
-    one_entry(&state, &in_flight, media, engine, req, entry, wants_fresh(&headers)).await
+    one_entry(&state, &in_flight, media, engine, req, entry, wants_fresh(&headers), None).await
 }
 
 #[cfg(test)]

@@ -113,6 +113,16 @@ impl AnswerCache {
     /// The answer of a key computed at `revision`, marked as just used. An
     /// entry of an older revision is dropped (a miss).
     pub fn get(&self, key: &Key, revision: u64) -> Option<Bytes> {
+        let found = self.find(key, revision);
+        if found.is_none() {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// [`AnswerCache::get`] counting hits only (a miss is counted by the
+    /// look-up that follows it).
+    pub fn find(&self, key: &Key, revision: u64) -> Option<Bytes> {
         let mut guard = self.shard(key).lock();
         let s = &mut *guard;
         s.tick += 1;
@@ -133,8 +143,9 @@ impl AnswerCache {
             Some(_) | None => None,
         };
         drop(guard);
-        let counter = if found.is_some() { &self.stats.hits } else { &self.stats.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 

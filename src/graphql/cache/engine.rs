@@ -219,6 +219,28 @@ impl Engine {
         self.answers.insert(ticket, body);
     }
 
+    /// The answer kept for a POST body byte for byte the same as one
+    /// answered before (see [`Engine::keep_body`]), at the current revision.
+    pub fn lookup_body(&self, request: &[u8]) -> Option<Bytes> {
+        if !self.answers.enabled() {
+            return None;
+        }
+        self.answers.find(&answer_key("body", &[0; 32], None, request), self.service.revision())
+    }
+
+    /// Keeps an answer also under the bytes of the POST body that asked for
+    /// it: the body holds the document, the operation name, the variables
+    /// and the extensions, all an answer of a pure query depends on, so a
+    /// later body with the same bytes is answered without being parsed.
+    /// Only for an operation every caller may run (one needing the lowest
+    /// role, `viewer`): such a hit needs no role check.
+    pub fn keep_body(&self, request: &[u8], entry: &Entry, operation: Option<&str>, revision: u64, body: Bytes) {
+        if access::needed(&entry.doc, operation) == crate::auth::Role::Viewer {
+            let key = answer_key("body", &[0; 32], None, request);
+            self.answers.insert(Ticket { key, revision }, body);
+        }
+    }
+
     /// The engine of a schema built by [`crate::graphql::schema_with_limits`].
     pub fn of(schema: &LeviathanSchema) -> Option<&Engine> {
         schema.data::<Arc<Engine>>().map(|e| &**e)
