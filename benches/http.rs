@@ -15,6 +15,9 @@
 //! containers (p50/p99, ratio); then the size of a 10,000-container page
 //! with gzip, br and zstd against none.
 //!
+//! The three servers of a row take turns ([`ROUNDS`] of them), so a change
+//! of the machine's load falls on all three alike.
+//!
 //! `cargo bench --bench http`; knobs: HTTP_BENCH_SECS (per measurement,
 //! default 5), HTTP_BENCH_SIZES (default 1000,100000). Under
 //! `cargo test --all-targets` it only says how to run it.
@@ -117,7 +120,39 @@ struct Figures {
 /// `CONNECTIONS` connections over `TASKS` tasks send `req` for `secs`
 /// seconds; every answer must be `expected`.
 async fn load(addr: &str, req: &Req, expected: &Bytes, secs: u64) -> Figures {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (lat, elapsed) = load_for(addr, req, expected, Duration::from_secs(secs)).await;
+    figures(lat, elapsed)
+}
+
+/// Req/s, p50 and p99 of latencies measured over `elapsed` seconds.
+fn figures(mut lat: Vec<Duration>, elapsed: f64) -> Figures {
+    lat.sort_unstable();
+    let at = |q: usize| lat.get(lat.len() * q / 100).copied().unwrap_or_default();
+    Figures { rps: lat.len() as f64 / elapsed, p50: at(50), p99: at(99) }
+}
+
+/// Rounds each measurement is cut in: the targets take turns, so a change
+/// of the machine's load during the run falls on all of them alike.
+const ROUNDS: u32 = 5;
+
+/// Each target (address, expected answer) loaded with `req` for `secs`
+/// seconds in all, in [`ROUNDS`] turns.
+async fn interleaved(targets: &[(&str, &Bytes)], req: &Req, secs: u64) -> Vec<Figures> {
+    let slice = Duration::from_secs(secs) / ROUNDS;
+    let mut all: Vec<(Vec<Duration>, f64)> = targets.iter().map(|_| (Vec::new(), 0.0)).collect();
+    for _ in 0..ROUNDS {
+        for (i, (addr, expected)) in targets.iter().enumerate() {
+            let (lat, elapsed) = load_for(addr, req, expected, slice).await;
+            all[i].0.extend(lat);
+            all[i].1 += elapsed;
+        }
+    }
+    all.into_iter().map(|(lat, elapsed)| figures(lat, elapsed)).collect()
+}
+
+/// The latencies of [`load`] over `span`, and the seconds it took.
+async fn load_for(addr: &str, req: &Req, expected: &Bytes, span: Duration) -> (Vec<Duration>, f64) {
+    let deadline = Instant::now() + span;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
@@ -144,10 +179,7 @@ async fn load(addr: &str, req: &Req, expected: &Bytes, secs: u64) -> Figures {
     for t in tasks {
         lat.extend(t.await.expect("load task"));
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    let at = |q: usize| lat.get(lat.len() * q / 100).copied().unwrap_or_default();
-    Figures { rps: lat.len() as f64 / elapsed, p50: at(50), p99: at(99) }
+    (lat, start.elapsed().as_secs_f64())
 }
 
 /// The raw baseline: parses the JSON body, answers the bytes the map holds
@@ -246,17 +278,23 @@ async fn throughput(secs: u64) {
     let (dir, off_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let (server, answers) = prepared(dir.path(), &[]).await;
     let (off, off_answers) = prepared(off_dir.path(), &["--answer-cache-bytes", "0"]).await;
-    assert_eq!(answers, off_answers, "both servers answer the same bytes");
+    for (key, body) in &answers {
+        let json = |b: &Bytes| serde_json::from_slice::<Value>(b).expect("a JSON answer");
+        assert_eq!(json(body), json(&off_answers[key]), "both servers answer the same for {key}");
+    }
     let raw_addr = raw(answers.clone());
-    println!("{CONNECTIONS} connections over {TASKS} tasks, {secs} s each; every body checked");
+    println!(
+        "{CONNECTIONS} connections over {TASKS} tasks, {secs} s each in {ROUNDS} turns (cache on, cache off, raw); \
+         every body checked"
+    );
     let mut figures = Vec::new();
     for (name, key, req) in &kinds() {
-        let expected = &answers[key];
+        let (expected, off_expected) = (&answers[key], &off_answers[key]);
         load(&server.1, req, expected, 1).await;
-        let ours = load(&server.1, req, expected, secs).await;
-        load(&off.1, req, expected, 1).await;
-        let executed = load(&off.1, req, expected, secs).await;
-        let base = load(&raw_addr, req, expected, secs).await;
+        load(&off.1, req, off_expected, 1).await;
+        let targets = [(server.1.as_str(), expected), (off.1.as_str(), off_expected), (raw_addr.as_str(), expected)];
+        let mut f = interleaved(&targets, req, secs).await.into_iter();
+        let (Some(ours), Some(executed), Some(base)) = (f.next(), f.next(), f.next()) else { unreachable!() };
         row(name, &ours, &base);
         row("  answer cache off", &executed, &base);
         figures.push((ours, executed, base));

@@ -361,9 +361,33 @@ pub enum Lookup {
 }
 
 /// The answer cache of the legacy routes' reads: their final legacy bodies,
-/// kept under the fixed document and the variables.
-#[derive(Clone)]
-pub struct LegacyAnswers(pub LeviathanSchema);
+/// kept under the fixed document and the variables. What may be kept of a
+/// document is worked out once per document (its text is fixed): its key
+/// when it is a pure query every role may run, `None` otherwise.
+pub struct LegacyAnswers {
+    schema: LeviathanSchema,
+    known: parking_lot::RwLock<std::collections::HashMap<&'static str, Option<Key>>>,
+}
+
+impl LegacyAnswers {
+    /// The legacy answers of a schema built by
+    /// [`crate::graphql::schema_with_limits`].
+    pub fn new(schema: LeviathanSchema) -> LegacyAnswers {
+        LegacyAnswers { schema, known: Default::default() }
+    }
+
+    /// The key of a legacy document if its answers may be kept.
+    fn keyed(&self, engine: &Engine, query: &'static str) -> Option<Key> {
+        if let Some(k) = self.known.read().get(query) {
+            return *k;
+        }
+        let entry = engine.document(&Request::new(query)).ok()?;
+        let keep = entry.pure(None) && access::needed(&entry.doc, None) == crate::auth::Role::Viewer;
+        let k = keep.then_some(entry.key);
+        self.known.write().insert(query, k);
+        k
+    }
+}
 
 impl std::fmt::Debug for LegacyAnswers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -374,13 +398,13 @@ impl std::fmt::Debug for LegacyAnswers {
 impl leviathan_rest_compat::Answers for LegacyAnswers {
     fn lookup(&self, query: &'static str, variables: &serde_json::Value) -> leviathan_rest_compat::Cached {
         use leviathan_rest_compat::Cached;
-        let Some(engine) = Engine::of(&self.0) else { return Cached::Skip };
-        if !engine.answers.enabled() {
+        let Some(engine) = Engine::of(&self.schema).filter(|e| e.answers.enabled()) else { return Cached::Skip };
+        let Some(doc) = self.keyed(engine, query) else {
+            engine.answers.stats.uncacheable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Cached::Skip;
-        }
-        let Ok(entry) = engine.document(&Request::new(query)) else { return Cached::Skip };
+        };
         let Ok(vars) = serde_json::to_vec(variables) else { return Cached::Skip };
-        match engine.lookup_with("legacy", &entry, None, None, &vars, false) {
+        match engine.lookup_key(answer_key("legacy", &doc, None, &vars), false) {
             Lookup::Hit(body) => Cached::Hit(body),
             Lookup::Miss(t) => Cached::Miss(leviathan_rest_compat::Ticket { key: t.key, revision: t.revision }),
             Lookup::Skip => Cached::Skip,
@@ -388,7 +412,7 @@ impl leviathan_rest_compat::Answers for LegacyAnswers {
     }
 
     fn keep(&self, ticket: leviathan_rest_compat::Ticket, body: Bytes) {
-        if let Some(engine) = Engine::of(&self.0) {
+        if let Some(engine) = Engine::of(&self.schema) {
             engine.keep(Ticket { key: ticket.key, revision: ticket.revision }, body);
         }
     }
