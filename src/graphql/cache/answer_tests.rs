@@ -51,8 +51,13 @@ async fn a_hit_answers_as_a_run_until_the_topology_changes() {
     f.cen("e1", "c", 2).await;
     let (first, hit) = f.read(CEN, json!({"id": "e1"})).await;
     assert!(!hit);
+    // The first run validated the document on the guarded path: not kept.
+    assert!(f.engine().answers.is_empty());
+    let (second, hit) = f.read(CEN, json!({"id": "e1"})).await;
+    assert!(!hit);
+    assert_eq!(first, second);
     let (again, hit) = f.read(CEN, json!({"id": "e1"})).await;
-    assert!(hit, "the second read is served from the answer cache");
+    assert!(hit, "the read after a fast-path run is served from the answer cache");
     assert_eq!(first, again);
     // Other variables, another answer.
     let (other, hit) = f.read(CEN, json!({"id": "nope"})).await;
@@ -64,7 +69,9 @@ async fn a_hit_answers_as_a_run_until_the_topology_changes() {
     assert!(!hit, "a change makes the next read run");
     let ids = data(&after)["cen"]["containers"].as_array().map(Vec::len);
     assert_eq!(ids, Some(3), "{}", String::from_utf8_lossy(&after));
-    assert!(f.read(CEN, json!({"id": "e1"})).await.1);
+    // The list bounds moved: validated again on the guarded path, then kept.
+    assert_eq!(f.read(CEN, json!({"id": "e1"})).await, (after.clone(), false));
+    assert_eq!(f.read(CEN, json!({"id": "e1"})).await, (after, true));
     let stats = &f.engine().answers.stats;
     assert_eq!(stats.hits.load(Ordering::Relaxed), 2);
     assert!(stats.stale.load(Ordering::Relaxed) >= 1);
@@ -114,6 +121,7 @@ async fn the_answer_is_the_same_for_every_role() {
     let f = fixture(Limits::default());
     let q = "{ cens { id } revision }";
     let admin = Caller { actor: "root".into(), role: Role::Admin };
+    f.read(q, json!({})).await;
     let (kept, _) = f.read_as(q, json!({}), Some(admin)).await;
     let viewer = Caller { actor: "v".into(), role: Role::Viewer };
     assert_eq!(f.read_as(q, json!({}), Some(viewer)).await, (kept, true));

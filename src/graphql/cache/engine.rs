@@ -174,7 +174,25 @@ impl Engine {
         }
         let given = req.data.get(&std::any::TypeId::of::<Caller>()).and_then(|d| d.downcast_ref::<Caller>());
         let Ok(vars) = serde_json::to_vec(&req.variables) else { return Lookup::Skip };
-        self.lookup_with(shape, entry, req.operation_name.as_deref(), given, &vars, fresh)
+        match self.lookup_with(shape, entry, req.operation_name.as_deref(), given, &vars, fresh) {
+            // Only an answer made on the fast path is kept: async-graphql
+            // resolves an object's fields concurrently and, on the guarded
+            // path (whose per-field hook yields), their members can come
+            // out of the selection's order; kept, such an answer would be
+            // repeated. The fast path's fields never yield.
+            Lookup::Miss(_) if !self.runs_fast(req, entry) => Lookup::Skip,
+            found => found,
+        }
+    }
+
+    /// Whether a request whose document is `entry` runs on the fast path
+    /// now: a query with a remembered validation within [`FAST_COST`].
+    fn runs_fast(&self, req: &Request, entry: &Entry) -> bool {
+        let operation = req.operation_name.as_deref();
+        let Some(kinds) = var_kinds(&entry.doc, operation, &req.variables) else { return false };
+        let bounds = self.service.read(Bounds::of);
+        entry.operation(operation) == Some(OperationType::Query)
+            && entry.memo(operation, &kinds, &bounds).is_some_and(|r| r.complexity <= FAST_COST)
     }
 
     /// [`Engine::lookup`] of an operation with its variables serialized.
