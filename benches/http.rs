@@ -7,10 +7,16 @@
 //!
 //! Prints req/s, p50 and p99 of: `cen(id)`, a 3-level nested query, a
 //! persisted query by its hash alone, the legacy `GET /cen/{id}`, each
-//! against the raw handler, and the ratios the targets name; then a list
+//! against the raw handler, and the ratios the targets name, for two
+//! servers started side by side: one with the default configuration (the
+//! answer cache on) and one with `--answer-cache-bytes 0` (every request
+//! executed: the execution path); then a list
 //! query issued right after each of 1,000 changes at 1,000 and at 100,000
 //! containers (p50/p99, ratio); then the size of a 10,000-container page
 //! with gzip, br and zstd against none.
+//!
+//! The three servers of a row take turns ([`ROUNDS`] of them), so a change
+//! of the machine's load falls on all three alike.
 //!
 //! `cargo bench --bench http`; knobs: HTTP_BENCH_SECS (per measurement,
 //! default 5), HTTP_BENCH_SIZES (default 1000,100000). Under
@@ -43,8 +49,13 @@ impl Drop for Server {
 }
 
 fn start(state: &std::path::Path) -> Server {
-    let head = ["--no-realize", "--max-input-items", "1000000", "--state"].map(OsStr::new);
-    let (child, addr) = common::serve(head.into_iter().chain([state.as_os_str()]), true);
+    start_with(state, &[])
+}
+
+fn start_with(state: &std::path::Path, extra: &[&str]) -> Server {
+    let head = ["--no-realize", "--max-input-items", "1000000"].map(OsStr::new);
+    let args = head.into_iter().chain(extra.iter().map(OsStr::new)).chain([OsStr::new("--state"), state.as_os_str()]);
+    let (child, addr) = common::serve(args, true);
     Server(child, addr)
 }
 
@@ -109,7 +120,39 @@ struct Figures {
 /// `CONNECTIONS` connections over `TASKS` tasks send `req` for `secs`
 /// seconds; every answer must be `expected`.
 async fn load(addr: &str, req: &Req, expected: &Bytes, secs: u64) -> Figures {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (lat, elapsed) = load_for(addr, req, expected, Duration::from_secs(secs)).await;
+    figures(lat, elapsed)
+}
+
+/// Req/s, p50 and p99 of latencies measured over `elapsed` seconds.
+fn figures(mut lat: Vec<Duration>, elapsed: f64) -> Figures {
+    lat.sort_unstable();
+    let at = |q: usize| lat.get(lat.len() * q / 100).copied().unwrap_or_default();
+    Figures { rps: lat.len() as f64 / elapsed, p50: at(50), p99: at(99) }
+}
+
+/// Rounds each measurement is cut in: the targets take turns, so a change
+/// of the machine's load during the run falls on all of them alike.
+const ROUNDS: u32 = 5;
+
+/// Each target (address, expected answer) loaded with `req` for `secs`
+/// seconds in all, in [`ROUNDS`] turns.
+async fn interleaved(targets: &[(&str, &Bytes)], req: &Req, secs: u64) -> Vec<Figures> {
+    let slice = Duration::from_secs(secs) / ROUNDS;
+    let mut all: Vec<(Vec<Duration>, f64)> = targets.iter().map(|_| (Vec::new(), 0.0)).collect();
+    for _ in 0..ROUNDS {
+        for (i, (addr, expected)) in targets.iter().enumerate() {
+            let (lat, elapsed) = load_for(addr, req, expected, slice).await;
+            all[i].0.extend(lat);
+            all[i].1 += elapsed;
+        }
+    }
+    all.into_iter().map(|(lat, elapsed)| figures(lat, elapsed)).collect()
+}
+
+/// The latencies of [`load`] over `span`, and the seconds it took.
+async fn load_for(addr: &str, req: &Req, expected: &Bytes, span: Duration) -> (Vec<Duration>, f64) {
+    let deadline = Instant::now() + span;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
@@ -136,10 +179,7 @@ async fn load(addr: &str, req: &Req, expected: &Bytes, secs: u64) -> Figures {
     for t in tasks {
         lat.extend(t.await.expect("load task"));
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    let at = |q: usize| lat.get(lat.len() * q / 100).copied().unwrap_or_default();
-    Figures { rps: lat.len() as f64 / elapsed, p50: at(50), p99: at(99) }
+    (lat, start.elapsed().as_secs_f64())
 }
 
 /// The raw baseline: parses the JSON body, answers the bytes the map holds
@@ -196,10 +236,22 @@ fn row(name: &str, f: &Figures, raw: &Figures) {
     );
 }
 
-/// The four request kinds against the raw handler.
-async fn throughput(secs: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(&dir.path().join("bench.db"));
+/// The four request kinds, as (name, key of the raw handler's map, request).
+fn kinds() -> Vec<(&'static str, String, Req)> {
+    let hash = hex_sha256(CEN);
+    let apq = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
+    vec![
+        ("GraphQL cen(id)", CEN.to_string(), Req::post(json!({ "query": CEN }))),
+        ("GraphQL 3-level nested", NESTED.to_string(), Req::post(json!({ "query": NESTED }))),
+        ("APQ hash only (cen(id))", hash, Req::post(apq)),
+        ("legacy GET /cen/cen1", "/cen/cen1".to_string(), Req::get("/cen/cen1")),
+    ]
+}
+
+/// A server with the example CEN file imported and the persisted query
+/// registered, started with `extra`; every kind's answer, by its key.
+async fn prepared(dir: &std::path::Path, extra: &[&str]) -> (Server, HashMap<String, Bytes>) {
+    let server = start_with(&dir.join("bench.db"), extra);
     let addr = server.1.clone();
     let mut c = connect(&addr).await;
     let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cen.json")).expect("fixture");
@@ -208,47 +260,57 @@ async fn throughput(secs: u64) {
     *r.uri_mut() = "/cen/import".parse().expect("uri");
     c.ready().await.expect("ready");
     assert_eq!(c.send_request(r).await.expect("import").status(), 204);
-    let hash = hex_sha256(CEN);
-    let apq = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
-    let kinds = [
-        ("GraphQL cen(id)", CEN.to_string(), Req::post(json!({ "query": CEN }))),
-        ("GraphQL 3-level nested", NESTED.to_string(), Req::post(json!({ "query": NESTED }))),
-        ("APQ hash only (cen(id))", hash.clone(), Req::post(apq.clone())),
-        ("legacy GET /cen/cen1", "/cen/cen1".to_string(), Req::get("/cen/cen1")),
-    ];
-    // Registers the persisted query; learns every expected answer.
-    let mut register = apq.clone();
-    register["query"] = json!(CEN);
+    let mut register = json!({"query": CEN});
+    register["extensions"] = json!({"persistedQuery": {"version": 1, "sha256Hash": hex_sha256(CEN)}});
     let (status, _, _) = send(&mut c, &addr, &Req::post(register)).await;
     assert_eq!(status, 200);
     let mut answers = HashMap::new();
-    for (_, key, req) in &kinds {
-        let (status, _, body) = send(&mut c, &addr, req).await;
+    for (_, key, req) in kinds() {
+        let (status, _, body) = send(&mut c, &addr, &req).await;
         assert!(status == 200 && !body.windows(8).any(|w| w == b"\"errors\""), "{key}: {body:?}");
-        answers.insert(key.clone(), body);
+        answers.insert(key, body);
+    }
+    (server, answers)
+}
+
+/// The four request kinds on both servers against the raw handler.
+async fn throughput(secs: u64) {
+    let (dir, off_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (server, answers) = prepared(dir.path(), &[]).await;
+    let (off, off_answers) = prepared(off_dir.path(), &["--answer-cache-bytes", "0"]).await;
+    for (key, body) in &answers {
+        let json = |b: &Bytes| serde_json::from_slice::<Value>(b).expect("a JSON answer");
+        assert_eq!(json(body), json(&off_answers[key]), "both servers answer the same for {key}");
     }
     let raw_addr = raw(answers.clone());
-    println!("{CONNECTIONS} connections over {TASKS} tasks, {secs} s each; every body checked");
-    let mut figures = Vec::new();
-    for (name, key, req) in &kinds {
-        let expected = &answers[key];
-        load(&addr, req, expected, 1).await;
-        let ours = load(&addr, req, expected, secs).await;
-        let base = load(&raw_addr, req, expected, secs).await;
-        row(name, &ours, &base);
-        figures.push((ours, base));
-    }
-    let (cen, cen_raw) = &figures[0];
-    let (apq_f, apq_raw) = &figures[2];
-    let (legacy, _) = &figures[3];
     println!(
-        "targets: cen(id)/raw {:.2} (>= 0.6), APQ/raw {:.2} (>= 0.65), cen(id) p99/raw p99 {:.2} (<= 2), legacy/GraphQL \
-         {:.2} (>= 0.95)",
-        cen.rps / cen_raw.rps,
-        apq_f.rps / apq_raw.rps,
-        cen.p99.as_secs_f64() / cen_raw.p99.as_secs_f64(),
-        legacy.rps / cen.rps
+        "{CONNECTIONS} connections over {TASKS} tasks, {secs} s each in {ROUNDS} turns (cache on, cache off, raw); \
+         every body checked"
     );
+    let mut figures = Vec::new();
+    for (name, key, req) in &kinds() {
+        let (expected, off_expected) = (&answers[key], &off_answers[key]);
+        load(&server.1, req, expected, 1).await;
+        load(&off.1, req, off_expected, 1).await;
+        let targets = [(server.1.as_str(), expected), (off.1.as_str(), off_expected), (raw_addr.as_str(), expected)];
+        let mut f = interleaved(&targets, req, secs).await.into_iter();
+        let (Some(ours), Some(executed), Some(base)) = (f.next(), f.next(), f.next()) else { unreachable!() };
+        row(name, &ours, &base);
+        row("  answer cache off", &executed, &base);
+        figures.push((ours, executed, base));
+    }
+    for (mode, pick) in [("answer cache on (default)", 0), ("answer cache off", 1)] {
+        let f = |i: usize| if pick == 0 { &figures[i].0 } else { &figures[i].1 };
+        let (cen, cen_raw, apq_f, apq_raw, legacy) = (f(0), &figures[0].2, f(2), &figures[2].2, f(3));
+        println!(
+            "targets, {mode}: cen(id)/raw {:.2} (>= 0.6), APQ/raw {:.2} (>= 0.65), cen(id) p99/raw p99 {:.2} (<= 2), \
+             legacy/GraphQL {:.2} (>= 0.95)",
+            cen.rps / cen_raw.rps,
+            apq_f.rps / apq_raw.rps,
+            cen.p99.as_secs_f64() / cen_raw.p99.as_secs_f64(),
+            legacy.rps / cen.rps
+        );
+    }
 }
 
 async fn gql(c: &mut SendRequest<Full<Bytes>>, addr: &str, query: &str) -> Bytes {

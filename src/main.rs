@@ -202,6 +202,10 @@ struct ServeArgs {
     /// them); the least recently used go first; 0 keeps none.
     #[arg(long, default_value_t = leviathan::graphql::DEFAULT_CACHE_BYTES)]
     document_cache_bytes: usize,
+    /// Bytes of serialized answers of read-only queries kept, each valid
+    /// at the topology revision it was computed at; 0 keeps none.
+    #[arg(long, default_value_t = leviathan::graphql::DEFAULT_ANSWER_BYTES)]
+    answer_cache_bytes: usize,
     /// Seconds a query may run before it is stopped.
     #[arg(long, default_value_t = 10.0)]
     request_timeout: f64,
@@ -713,6 +717,7 @@ fn build_router(
         max_errors: args.max_errors,
         deadline: settings.request_timeout,
         document_cache_bytes: args.document_cache_bytes,
+        answer_cache_bytes: args.answer_cache_bytes,
     };
     let schema = leviathan::graphql::schema_with_limits(Arc::clone(service), driver, limits);
     let http = http_config(args, settings);

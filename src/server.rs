@@ -35,6 +35,7 @@ pub fn router_with(state: AppState, ws_config: WsConfig) -> Router {
         monitor_max_connections: ws.config().max_connections,
         shutdown: ws.config().shutdown.receiver(),
         intake: state.http.intake.clone(),
+        answers: Some(std::sync::Arc::new(crate::graphql::LegacyAnswers::new(state.schema.clone()))),
         ..Default::default()
     };
     let gauges = Gauges { ws: ws.clone(), graphql: InFlight::default() };

@@ -58,6 +58,37 @@ pub struct CompatConfig {
     /// Body timeout, list-item limit and the budget of large bodies (shared
     /// with the server's `/graphql`).
     pub intake: intake::Intake,
+    /// Where the final bodies of the reads (`GET /cen/{id}`,
+    /// `GET /host/{h}/{c}`, `GET /version`) are kept; `None`: every read runs.
+    pub answers: Option<Arc<dyn Answers>>,
+}
+
+/// A cache of the final legacy bodies of the reads, kept by whoever runs
+/// their operations (it knows when an answer may be kept and until when).
+pub trait Answers: Send + Sync + std::fmt::Debug {
+    /// The body kept for this read, or where to keep the one about to be
+    /// made. Called in the request's task, after its token check.
+    fn lookup(&self, query: &'static str, variables: &serde_json::Value) -> Cached;
+    /// Keeps the body of a read that succeeded.
+    fn keep(&self, ticket: Ticket, body: axum::body::Bytes);
+}
+
+/// What [`Answers::lookup`] found.
+#[derive(Debug)]
+pub enum Cached {
+    /// The body (JSON), as first made.
+    Hit(axum::body::Bytes),
+    /// None yet: keep the body made with this ticket.
+    Miss(Ticket),
+    /// Not kept: run the read, keep nothing.
+    Skip,
+}
+
+/// Where to keep a body: its key and the revision it is computed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub key: [u8; 32],
+    pub revision: u64,
 }
 
 impl Default for CompatConfig {
@@ -71,6 +102,7 @@ impl Default for CompatConfig {
             monitor_max_connections: 10_000,
             shutdown: None,
             intake: intake::Intake::default(),
+            answers: None,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// Bytes of parsed documents kept by the document cache.
     pub document_cache_bytes: usize,
+    /// Bytes of serialized answers kept by the answer cache (0: none).
+    pub answer_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +69,7 @@ impl Default for Limits {
             max_errors: 100,
             deadline: Duration::from_secs(10),
             document_cache_bytes: super::cache::DEFAULT_CACHE_BYTES,
+            answer_cache_bytes: super::cache::DEFAULT_ANSWER_BYTES,
         }
     }
 }

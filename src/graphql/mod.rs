@@ -23,7 +23,7 @@ use crate::service::{Realization, Service};
 use async_graphql::{ErrorExtensions, Schema, ValidationMode};
 use std::sync::Arc;
 
-pub use cache::{Api, Engine, DEFAULT_CACHE_BYTES, PERSISTED_QUERY_NOT_FOUND};
+pub use cache::{Api, Engine, LegacyAnswers, DEFAULT_ANSWER_BYTES, DEFAULT_CACHE_BYTES, PERSISTED_QUERY_NOT_FOUND};
 pub use cost::Bounds;
 pub use history::{DiffEntry, HistoryEntry, KeptRevisions, TopologyAt};
 pub use limits::{
@@ -61,8 +61,7 @@ pub fn schema_with_limits(
     if let Some(r) = &realization {
         fast = fast.data(Arc::clone(r));
     }
-    let bytes = limits.document_cache_bytes;
-    let engine = Engine::new(fast.finish(), Arc::clone(&service), Arc::new(limits.clone()), bytes);
+    let engine = Engine::new(fast.finish(), Arc::clone(&service), Arc::new(limits.clone()));
     let mut b = builder(limits).data(service).data(Arc::new(engine));
     if let Some(r) = realization {
         b = b.data(r);

@@ -13,6 +13,7 @@
 //! - A POST without a JSON content type is refused with 415 (a browser can
 //!   send `text/plain` cross-origin without a preflight).
 
+use crate::graphql::cache::{Lookup, Ticket};
 use crate::graphql::{refused, Engine, ExecutionStarted};
 use crate::http::error::HttpError;
 use crate::http::media::Media;
@@ -36,8 +37,8 @@ use std::sync::Arc;
 /// Every GraphQL answer says `Cache-Control: no-store`: answers follow the
 /// topology, and a persisted query's GET must not be answered from a cache
 /// after a change.
-fn answer(status: StatusCode, media: Media, body: Vec<u8>) -> Response {
-    let mut resp = (status, body).into_response();
+fn answer(status: StatusCode, media: Media, body: impl Into<Body>) -> Response {
+    let mut resp = (status, body.into()).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -198,6 +199,27 @@ async fn run_entry(
 
 /// The HTTP answer of one executed request.
 fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::Response) -> Response {
+    single_kept(state, media, executed, resp, None)
+}
+
+/// Where to keep an answer: the ticket of its look-up, and the POST body it
+/// answers with the entry of its document (to keep it under the body's
+/// bytes too).
+struct Keep<'a> {
+    engine: &'a Engine,
+    ticket: Ticket,
+    body: Option<(&'a [u8], &'a crate::graphql::cache::Entry, Option<&'a str>)>,
+}
+
+/// [`single`], keeping the answer's bytes in the answer cache when it was
+/// executed without errors and `keep` holds the ticket of its look-up.
+fn single_kept(
+    state: &AppState,
+    media: Media,
+    executed: bool,
+    resp: async_graphql::Response,
+    keep: Option<Keep<'_>>,
+) -> Response {
     let cap = state.http.max_response_bytes;
     let mut out = Capped { buf: Vec::with_capacity(FIRST_ROOM.min(cap)), cap };
     if encode_one(&resp, executed, &mut out).is_err() {
@@ -211,7 +233,72 @@ fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::R
     } else {
         StatusCode::BAD_REQUEST
     };
-    answer(status, media, out.buf)
+    match keep {
+        Some(k) if executed && resp.errors.is_empty() => {
+            let body = Bytes::from(out.buf);
+            k.engine.keep(k.ticket, body.clone());
+            if let Some((request, entry, operation)) = k.body {
+                k.engine.keep_body(request, entry, operation, k.ticket.revision, body.clone());
+            }
+            answer(status, media, body)
+        }
+        _ => answer(status, media, out.buf),
+    }
+}
+
+/// Whether the client asked for a fresh answer (`Cache-Control: no-cache`
+/// or `no-store`): the answer cache is not looked in (the answer made is
+/// still kept).
+fn wants_fresh(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').map(|d| d.trim().to_ascii_lowercase()).any(|d| d == "no-cache" || d == "no-store"))
+}
+
+/// Runs one request whose document is found (and whose other checks
+/// passed), or serves its answer from the answer cache. `request`: the
+/// POST body it came in, whose bytes the answer is kept under too.
+#[allow(clippy::too_many_arguments)]
+async fn one_entry(
+    state: &AppState,
+    in_flight: &InFlight,
+    media: Media,
+    engine: &Engine,
+    req: async_graphql::Request,
+    entry: Arc<crate::graphql::cache::Entry>,
+    fresh: bool,
+    request: Option<&[u8]>,
+) -> Response {
+    let ticket = match engine.lookup("graphql", &req, &entry, fresh) {
+        Lookup::Hit(body) => return answer(StatusCode::OK, media, body),
+        Lookup::Miss(t) => Some(t),
+        Lookup::Skip => None,
+    };
+    let operation = req.operation_name.clone();
+    let (executed, resp) = run_entry(state, in_flight, engine, req, Arc::clone(&entry)).await;
+    let keep = ticket.map(|ticket| Keep { engine, ticket, body: request.map(|r| (r, &*entry, operation.as_deref())) });
+    single_kept(state, media, executed, resp, keep)
+}
+
+/// One request of a POST body: through the document and answer caches.
+async fn one(
+    state: &AppState,
+    in_flight: &InFlight,
+    media: Media,
+    req: async_graphql::Request,
+    fresh: bool,
+    request: &[u8],
+) -> Response {
+    let Some(engine) = Engine::of(&state.schema) else {
+        let (executed, resp) = run(state, in_flight, req).await;
+        return single(state, media, executed, resp);
+    };
+    match engine.document(&req) {
+        Ok(entry) => one_entry(state, in_flight, media, engine, req, entry, fresh, Some(request)).await,
+        Err(e) => single(state, media, false, engine.refusal(e)),
+    }
 }
 
 /// Whether a request was refused for its caller's role
@@ -301,7 +388,12 @@ pub async fn post(
     if let Err(m) = intake.check_items(body.bytes()) {
         return refuse(media, m);
     }
-    answer_body(&state, &in_flight, media, body.bytes()).await
+    let fresh = wants_fresh(&headers);
+    // A body byte for byte the same as one answered at this revision.
+    if let Some(kept) = Engine::of(&state.schema).filter(|_| !fresh).and_then(|e| e.lookup_body(body.bytes())) {
+        return answer(StatusCode::OK, media, kept);
+    }
+    answer_body(&state, &in_flight, media, body.bytes(), fresh).await
 }
 
 /// A text that may be absent but, when given, is a string (never null).
@@ -347,10 +439,9 @@ fn direct(bytes: &[u8]) -> Option<async_graphql::Request> {
 }
 
 /// The answer to a POST body that was read whole and counted.
-async fn answer_body(state: &AppState, in_flight: &InFlight, media: Media, bytes: &[u8]) -> Response {
+async fn answer_body(state: &AppState, in_flight: &InFlight, media: Media, bytes: &[u8], fresh: bool) -> Response {
     if let Some(req) = direct(bytes) {
-        let (executed, resp) = run(state, in_flight, req).await;
-        return single(state, media, executed, resp);
+        return one(state, in_flight, media, req, fresh, bytes).await;
     }
     let bad = |m: String| refuse(media, m);
     let v: Value = match serde_json::from_slice(bytes) {
@@ -363,10 +454,7 @@ async fn answer_body(state: &AppState, in_flight: &InFlight, media: Media, bytes
     };
     match v {
         Value::Object(obj) => match request_of(obj) {
-            Ok(req) => {
-                let (executed, resp) = run(state, in_flight, req).await;
-                single(state, media, executed, resp)
-            }
+            Ok(req) => one(state, in_flight, media, req, fresh, bytes).await,
             Err(m) => bad(m),
         },
         Value::Array(items) => batch(state, in_flight, media, items).await,
@@ -479,8 +567,7 @@ pub async fn get(
         .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"))
         .into_response();
     }
-    let (executed, resp) = run_entry(&state, &in_flight, engine, req, entry).await;
-    single(&state, media, executed, resp)
+    one_entry(&state, &in_flight, media, engine, req, entry, wants_fresh(&headers), None).await
 }
 
 #[cfg(test)]

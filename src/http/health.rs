@@ -54,6 +54,9 @@ pub async fn metrics(State(state): State<AppState>, axum::Extension(gauges): axu
     let mut out = String::new();
     model_metrics(&state, &mut out);
     http_metrics(&gauges, &mut out);
+    if let Some(engine) = crate::graphql::Engine::of(&state.schema) {
+        cache_metrics(engine, &mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -105,6 +108,46 @@ fn history_metrics(h: &crate::service::history::HistoryStats, out: &mut String) 
         ("history_index_objects", "Objects in the history's per-object index.", h.records),
         ("history_cached_topologies", "Topologies materialized at a revision and cached.", h.cached),
         ("history_cached_records", "Records held by the cached topologies.", h.cached_records),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP leviathan_{name} {help}");
+        let _ = writeln!(out, "# TYPE leviathan_{name} gauge\nleviathan_{name} {v}");
+    }
+}
+
+/// The document cache's and the answer cache's use.
+fn cache_metrics(engine: &crate::graphql::Engine, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (d, a) = (&engine.cache.stats, &engine.answers.stats);
+    let counters = [
+        ("document_cache_hits_total", "GraphQL documents found parsed in the document cache.", d.hits.load(Relaxed)),
+        ("document_cache_misses_total", "GraphQL documents not in the document cache.", d.misses.load(Relaxed)),
+        ("answer_cache_hits_total", "Answers served from the answer cache.", a.hits.load(Relaxed)),
+        (
+            "answer_cache_misses_total",
+            "Cacheable reads that found no answer of the current revision in the answer cache.",
+            a.misses.load(Relaxed),
+        ),
+        (
+            "answer_cache_uncacheable_total",
+            "Reads whose document selects a field that is not a pure read of the topology: always run.",
+            a.uncacheable.load(Relaxed),
+        ),
+        (
+            "answer_cache_evictions_total",
+            "Answers evicted to stay within --answer-cache-bytes.",
+            a.evictions.load(Relaxed),
+        ),
+        ("answer_cache_stale_total", "Answers dropped because the topology changed since.", a.stale.load(Relaxed)),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(out, "# HELP leviathan_{name} {help}");
+        let _ = writeln!(out, "# TYPE leviathan_{name} counter\nleviathan_{name} {v}");
+    }
+    let gauges = [
+        ("document_cache_bytes", "Bytes accounted for the documents the document cache holds.", engine.cache.bytes()),
+        ("answer_cache_bytes", "Bytes accounted for the answers the answer cache holds.", engine.answers.bytes()),
+        ("answer_cache_entries", "Answers the answer cache holds.", engine.answers.len()),
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# HELP leviathan_{name} {help}");

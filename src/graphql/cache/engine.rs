@@ -23,11 +23,20 @@
 //!    the runtime so that the deadline and a client going away can stop
 //!    them.
 //!
+//! 5. Before a request is run, [`Engine::lookup`] looks for its answer in
+//!    the answer cache (`answers.rs`): only for a pure query (`pure.rs`)
+//!    whose caller's role may run it, at the current topology revision.
+//!    A hit is served as it was serialized; a miss hands a [`Ticket`],
+//!    with which the caller keeps the answer's bytes if it has no errors.
+//!
 //! A check on the parsed document of every request (e.g. which role an
 //! operation needs) belongs in [`Engine::run`], where the marked comment
-//! is: every request through the cache passes there with its [`Entry`],
+//! is, and in [`Engine::lookup`], which serves answers without running
+//! them: every request through the cache passes there with its [`Entry`],
 //! cached or fresh.
 
+use super::answers::{answer_key, AnswerCache, Ticket};
+use super::pure::Pure;
 use super::{key_from_hex, key_of, DocumentCache, Entry, Key, Memo, VarKind};
 use crate::auth::Caller;
 use crate::graphql::access;
@@ -37,6 +46,7 @@ use crate::graphql::LeviathanSchema;
 use crate::service::Service;
 use async_graphql::parser::types::{BaseType, ExecutableDocument, OperationType};
 use async_graphql::{Executor, Request, Response, ServerError, ValidationResult, Value, Variables};
+use axum::body::Bytes;
 use futures_util::stream::BoxStream;
 use std::sync::Arc;
 
@@ -52,6 +62,9 @@ pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 /// data.
 pub struct Engine {
     pub cache: DocumentCache,
+    /// Serialized answers of pure queries.
+    pub answers: AnswerCache,
+    pure: Pure,
     fast: LeviathanSchema,
     service: Arc<Service>,
     limits: Arc<Limits>,
@@ -138,8 +151,112 @@ fn var_kinds(doc: &ExecutableDocument, name: Option<&str>, variables: &Variables
 
 impl Engine {
     /// An engine over a schema without extensions.
-    pub(crate) fn new(fast: LeviathanSchema, service: Arc<Service>, limits: Arc<Limits>, bytes: usize) -> Engine {
-        Engine { cache: DocumentCache::new(bytes), fast, service, limits }
+    pub(crate) fn new(fast: LeviathanSchema, service: Arc<Service>, limits: Arc<Limits>) -> Engine {
+        let pure = Pure::of_sdl(&fast.sdl());
+        Engine {
+            cache: DocumentCache::new(limits.document_cache_bytes),
+            answers: AnswerCache::new(limits.answer_cache_bytes),
+            pure,
+            fast,
+            service,
+            limits,
+        }
+    }
+
+    /// Looks for the answer of a request whose document is `entry`, shaped
+    /// by `shape` (`"graphql"` or a legacy route's); `fresh` (the client
+    /// asked `Cache-Control: no-cache`) skips the look-up but keeps the
+    /// answer made. The caller's role is checked first, as [`Engine::run`]
+    /// checks it: a request refused there is never served from here.
+    pub fn lookup(&self, shape: &str, req: &Request, entry: &Entry, fresh: bool) -> Lookup {
+        if !self.answers.enabled() {
+            return Lookup::Skip;
+        }
+        let given = req.data.get(&std::any::TypeId::of::<Caller>()).and_then(|d| d.downcast_ref::<Caller>());
+        let Ok(vars) = serde_json::to_vec(&req.variables) else { return Lookup::Skip };
+        match self.lookup_with(shape, entry, req.operation_name.as_deref(), given, &vars, fresh) {
+            // Only an answer made on the fast path is kept: async-graphql
+            // resolves an object's fields concurrently and, on the guarded
+            // path (whose per-field hook yields), their members can come
+            // out of the selection's order; kept, such an answer would be
+            // repeated. The fast path's fields never yield.
+            Lookup::Miss(_) if !self.runs_fast(req, entry) => Lookup::Skip,
+            found => found,
+        }
+    }
+
+    /// Whether a request whose document is `entry` runs on the fast path
+    /// now: a query with a remembered validation within [`FAST_COST`].
+    fn runs_fast(&self, req: &Request, entry: &Entry) -> bool {
+        let operation = req.operation_name.as_deref();
+        let Some(kinds) = var_kinds(&entry.doc, operation, &req.variables) else { return false };
+        let bounds = self.service.read(Bounds::of);
+        entry.operation(operation) == Some(OperationType::Query)
+            && entry.memo(operation, &kinds, &bounds).is_some_and(|r| r.complexity <= FAST_COST)
+    }
+
+    /// [`Engine::lookup`] of an operation with its variables serialized.
+    fn lookup_with(
+        &self,
+        shape: &str,
+        entry: &Entry,
+        operation: Option<&str>,
+        caller: Option<&Caller>,
+        vars: &[u8],
+        fresh: bool,
+    ) -> Lookup {
+        if !self.answers.enabled() {
+            return Lookup::Skip;
+        }
+        if !entry.pure(operation) {
+            self.answers.stats.uncacheable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Lookup::Skip;
+        }
+        if !access::caller_of(caller).may(access::needed(&entry.doc, operation)) {
+            return Lookup::Skip;
+        }
+        self.lookup_key(answer_key(shape, &entry.key, operation, vars), fresh)
+    }
+
+    /// The answer kept under `key` at the current revision, or a ticket.
+    fn lookup_key(&self, key: Key, fresh: bool) -> Lookup {
+        // Read before execution: an answer that sees a later change is kept
+        // under this older revision, and never answers.
+        let revision = self.service.revision();
+        if !fresh {
+            if let Some(body) = self.answers.get(&key, revision) {
+                return Lookup::Hit(body);
+            }
+        }
+        Lookup::Miss(Ticket { key, revision })
+    }
+
+    /// Keeps the bytes of an answer made after a [`Lookup::Miss`] (the
+    /// caller checked that it has no errors).
+    pub fn keep(&self, ticket: Ticket, body: Bytes) {
+        self.answers.insert(ticket, body);
+    }
+
+    /// The answer kept for a POST body byte for byte the same as one
+    /// answered before (see [`Engine::keep_body`]), at the current revision.
+    pub fn lookup_body(&self, request: &[u8]) -> Option<Bytes> {
+        if !self.answers.enabled() {
+            return None;
+        }
+        self.answers.find(&answer_key("body", &[0; 32], None, request), self.service.revision())
+    }
+
+    /// Keeps an answer also under the bytes of the POST body that asked for
+    /// it: the body holds the document, the operation name, the variables
+    /// and the extensions, all an answer of a pure query depends on, so a
+    /// later body with the same bytes is answered without being parsed.
+    /// Only for an operation every caller may run (one needing the lowest
+    /// role, `viewer`): such a hit needs no role check.
+    pub fn keep_body(&self, request: &[u8], entry: &Entry, operation: Option<&str>, revision: u64, body: Bytes) {
+        if access::needed(&entry.doc, operation) == crate::auth::Role::Viewer {
+            let key = answer_key("body", &[0; 32], None, request);
+            self.answers.insert(Ticket { key, revision }, body);
+        }
     }
 
     /// The engine of a schema built by [`crate::graphql::schema_with_limits`].
@@ -167,7 +284,7 @@ impl Engine {
         check_text(&self.limits, &req.query)?;
         let doc = async_graphql::parser::parse_query(&req.query).map_err(ServerError::from)?;
         check_document(&self.limits, &doc)?;
-        let entry = Arc::new(Entry::new(req.query.as_str().into(), doc));
+        let entry = Arc::new(Entry::new(req.query.as_str().into(), doc).with_pure(&self.pure));
         self.cache.insert(key, Arc::clone(&entry));
         Ok(entry)
     }
@@ -247,6 +364,75 @@ impl Engine {
         limits::cap_errors(&mut resp.errors, self.limits.max_errors);
         limits::code_errors(&mut resp.errors);
         resp
+    }
+}
+
+/// What [`Engine::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The answer's bytes, as first serialized.
+    Hit(Bytes),
+    /// None yet: keep the answer made with this ticket.
+    Miss(Ticket),
+    /// Not cacheable (or the cache is off): run it, keep nothing.
+    Skip,
+}
+
+/// The answer cache of the legacy routes' reads: their final legacy bodies,
+/// kept under the fixed document and the variables. What may be kept of a
+/// document is worked out once per document (its text is fixed): its key
+/// when it is a pure query every role may run, `None` otherwise.
+pub struct LegacyAnswers {
+    schema: LeviathanSchema,
+    known: parking_lot::RwLock<std::collections::HashMap<&'static str, Option<Key>>>,
+}
+
+impl LegacyAnswers {
+    /// The legacy answers of a schema built by
+    /// [`crate::graphql::schema_with_limits`].
+    pub fn new(schema: LeviathanSchema) -> LegacyAnswers {
+        LegacyAnswers { schema, known: Default::default() }
+    }
+
+    /// The key of a legacy document if its answers may be kept.
+    fn keyed(&self, engine: &Engine, query: &'static str) -> Option<Key> {
+        if let Some(k) = self.known.read().get(query) {
+            return *k;
+        }
+        let entry = engine.document(&Request::new(query)).ok()?;
+        let keep = entry.pure(None) && access::needed(&entry.doc, None) == crate::auth::Role::Viewer;
+        let k = keep.then_some(entry.key);
+        self.known.write().insert(query, k);
+        k
+    }
+}
+
+impl std::fmt::Debug for LegacyAnswers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LegacyAnswers")
+    }
+}
+
+impl leviathan_rest_compat::Answers for LegacyAnswers {
+    fn lookup(&self, query: &'static str, variables: &serde_json::Value) -> leviathan_rest_compat::Cached {
+        use leviathan_rest_compat::Cached;
+        let Some(engine) = Engine::of(&self.schema).filter(|e| e.answers.enabled()) else { return Cached::Skip };
+        let Some(doc) = self.keyed(engine, query) else {
+            engine.answers.stats.uncacheable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Cached::Skip;
+        };
+        let Ok(vars) = serde_json::to_vec(variables) else { return Cached::Skip };
+        match engine.lookup_key(answer_key("legacy", &doc, None, &vars), false) {
+            Lookup::Hit(body) => Cached::Hit(body),
+            Lookup::Miss(t) => Cached::Miss(leviathan_rest_compat::Ticket { key: t.key, revision: t.revision }),
+            Lookup::Skip => Cached::Skip,
+        }
+    }
+
+    fn keep(&self, ticket: leviathan_rest_compat::Ticket, body: Bytes) {
+        if let Some(engine) = Engine::of(&self.schema) {
+            engine.keep(Ticket { key: ticket.key, revision: ticket.revision }, body);
+        }
     }
 }
 

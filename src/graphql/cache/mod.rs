@@ -5,8 +5,13 @@
 //! ```text
 //! mod.rs     DocumentCache: shards of an LRU map bounded in bytes; Entry
 //! engine.rs  Engine: a request's way through the cache (persisted queries,
-//!            the validation memo, the fast path without per-field hooks);
-//!            Api, the executor of the legacy routes over the same cache
+//!            the validation memo, the fast path without per-field hooks,
+//!            the answer cache's look-up); Api, the executor of the legacy
+//!            routes over the same cache, and LegacyAnswers, their answers
+//! answers.rs AnswerCache: serialized answers of pure queries, by document,
+//!            operation and variables, valid at one topology revision
+//! pure.rs    which queries are pure: the allow-list of fields that read
+//!            nothing but the topology at the revision
 //! ```
 //!
 //! Invariants:
@@ -21,10 +26,14 @@
 //! - no global lock: an entry is found under the lock of one of
 //!   [`SHARDS`] shards, chosen by its key.
 
+mod answers;
 mod engine;
+mod pure;
 
+pub use answers::{answer_key, AnswerCache, AnswerStats, Ticket, DEFAULT_ANSWER_BYTES};
 pub(crate) use engine::Slot;
-pub use engine::{Api, Engine, FAST_COST, PERSISTED_QUERY_NOT_FOUND};
+pub use engine::{Api, Engine, LegacyAnswers, Lookup, FAST_COST, PERSISTED_QUERY_NOT_FOUND};
+pub use pure::{Pure, ALLOWED};
 
 use super::cost::Bounds;
 use async_graphql::parser::types::{ExecutableDocument, Field, OperationType, Selection};
@@ -94,6 +103,8 @@ pub(crate) struct Memo {
 
 /// A cached document.
 pub struct Entry {
+    /// The SHA-256 of its text.
+    pub key: Key,
     /// The document's text (a persisted query is run from it).
     pub query: Arc<str>,
     /// Its parse, which passed the limits of the text.
@@ -101,13 +112,32 @@ pub struct Entry {
     /// Bytes accounted for it.
     pub bytes: usize,
     memos: Mutex<Vec<Memo>>,
+    /// Per operation: its name, and whether its answers may be kept by the
+    /// answer cache ([`Pure::operations`]; decided once per document).
+    pure: Vec<(Option<String>, bool)>,
 }
 
 impl Entry {
     /// A parsed document and its text, with its size worked out.
     pub fn new(query: Arc<str>, doc: ExecutableDocument) -> Entry {
         let bytes = entry_bytes(&query, &doc);
-        Entry { query, doc, bytes, memos: Mutex::new(Vec::new()) }
+        Entry { key: key_of(&query), query, doc, bytes, memos: Mutex::new(Vec::new()), pure: Vec::new() }
+    }
+
+    /// The entry with which of its operations are pure.
+    pub fn with_pure(mut self, pure: &Pure) -> Entry {
+        self.pure = pure.operations(&self.doc);
+        self.bytes += self.pure.iter().map(|(n, _)| 32 + n.as_ref().map_or(0, String::len)).sum::<usize>();
+        self
+    }
+
+    /// Whether the answers of the operation a request names may be kept
+    /// (`false` for no such operation, or several and no name).
+    pub fn pure(&self, name: Option<&str>) -> bool {
+        match name {
+            Some(n) => self.pure.iter().any(|(o, p)| *p && o.as_deref() == Some(n)),
+            None => matches!(self.pure.as_slice(), [(_, true)]),
+        }
     }
 
     /// The kind of the operation a request names (`None`: no such
@@ -273,5 +303,7 @@ impl DocumentCache {
     }
 }
 
+#[cfg(test)]
+mod answer_tests;
 #[cfg(test)]
 mod tests;

@@ -8,19 +8,20 @@ use crate::service::Service;
 use async_graphql::{Request, Response, Variables};
 use serde_json::{json, Value as Json};
 
-struct Fixture {
-    schema: crate::graphql::LeviathanSchema,
+pub(super) struct Fixture {
+    pub schema: crate::graphql::LeviathanSchema,
+    pub service: std::sync::Arc<Service>,
     _dir: tempfile::TempDir,
 }
 
-fn fixture(limits: Limits) -> Fixture {
+pub(super) fn fixture(limits: Limits) -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
     let service = Service::open(&dir.path().join("state.db"), "host1").expect("service on a fresh state file");
-    Fixture { schema: schema_with_limits(service, None, limits), _dir: dir }
+    Fixture { schema: schema_with_limits(std::sync::Arc::clone(&service), None, limits), service, _dir: dir }
 }
 
 impl Fixture {
-    fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Engine {
         Engine::of(&self.schema).expect("the schema holds its engine")
     }
 
@@ -32,14 +33,14 @@ impl Fixture {
         self.run(Request::new(doc).variables(Variables::from_json(vars))).await
     }
 
-    async fn ok(&self, doc: &str, vars: Json) -> Json {
+    pub async fn ok(&self, doc: &str, vars: Json) -> Json {
         let resp = self.doc(doc, vars).await;
         assert!(resp.errors.is_empty(), "{doc}: unexpected errors {:?}", resp.errors);
         resp.data.into_json().expect("data as JSON")
     }
 
     /// Imports a CEN of `n` containers named `{prefix}{i}`.
-    async fn cen(&self, id: &str, prefix: &str, n: usize) {
+    pub async fn cen(&self, id: &str, prefix: &str, n: usize) {
         let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
         let doc = "mutation($i: CenImportInput!) { cenImport(input: $i) { revision } }";
         self.ok(doc, json!({"i": {"cens": [{"id": id, "containerIds": ids}]}})).await;
