@@ -7,7 +7,9 @@
 //!   a middle and the newest kept revision: the first (cold) read and the
 //!   median of 20 more, against the same read at the current revision
 //!   (`cen` on `Query`) as baseline;
-//! - cold `at` reads at revisions no cache holds (the worst case);
+//! - cold `at` reads at revisions not read before, spread over the kept
+//!   ones (each reads its block's changes after the revision from the
+//!   log: the worst case);
 //! - a `diff` over the last 1,000 changes;
 //! - resident memory (from /proc) before and after the changes, the
 //!   history's own estimate of its undo blocks, and the state file's size.
@@ -144,9 +146,11 @@ async fn main() {
     );
     let middle = oldest + (newest - oldest) / 2;
     let mut worst_p50 = Duration::ZERO;
+    let mut worst_cold = Duration::ZERO;
     for (label, rev) in [("oldest", oldest), ("middle", middle), ("newest", newest)] {
         let (first, p50) = first_and_p50(&schema, at_q, json!({"r": rev, "id": cen})).await;
         worst_p50 = worst_p50.max(p50);
+        worst_cold = worst_cold.max(first);
         let (_, data) = timed(&schema, at_q, json!({"r": rev, "id": cen})).await;
         let tags: Vec<&Value> = data["at"]["cen"]["containers"].as_array().unwrap().iter().map(|c| &c["tag"]).collect();
         assert_eq!(data["at"]["cen"]["size"], MEMBERS_PER_CEN, "{data}");
@@ -158,21 +162,23 @@ async fn main() {
             p50.as_secs_f64() / base_p50.as_secs_f64()
         );
     }
-    // Revisions no cache holds: each read materializes.
+    // Revisions not read before, inside blocks (not at their ends): each
+    // read reads the changes of its block after the revision from the log.
     let mut cold = Vec::new();
     for k in 1..=6u64 {
         let rev = oldest + (newest - oldest) * k / 7 + 3;
         cold.push(timed(&schema, at_q, json!({"r": rev, "id": cen})).await.0);
     }
     let cold_p50 = median(cold.clone());
+    worst_cold = worst_cold.max(*cold.iter().max().unwrap());
     println!(
         "{:<40} {:>12.3} {:>12.3} {:>10.1}",
-        "at, uncached revisions (6, spread)",
+        "at, cold revisions (6, spread): max, p50",
         ms(*cold.iter().max().unwrap()),
         ms(cold_p50),
         cold_p50.as_secs_f64() / base_p50.as_secs_f64()
     );
-    // What a cold read is made of: one copy of the topology.
+    // For scale: what a read that copied the topology would pay.
     let mut copies = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
@@ -211,9 +217,9 @@ async fn main() {
         stats.bytes as f64 / (live as f64 * 1024.0)
     );
     println!("  per-object index                        {} revisions of {} objects", stats.revisions, stats.records);
+    println!("  changes of the block being filled        {} (shared with the change stream)", stats.recent);
     println!(
-        "  after the reads ({} topologies cached)   {:>8.1} MiB  (+{:.1} MiB)",
-        stats.cached,
+        "  after the reads (nothing materialized)  {:>8.1} MiB  (+{:.1} MiB)",
         mib(rss_end),
         mib(rss_end.saturating_sub(rss_changed))
     );
@@ -221,11 +227,16 @@ async fn main() {
         "state file: {:.1} MiB (the history keeps nothing on disk: the same with or without its snapshots)",
         file_size(dir.path()) as f64 / 1048576.0
     );
+    let history = rss_changed.saturating_sub(rss_live).max(rss_end.saturating_sub(rss_live));
     println!(
-        "targets: at p50 of 20 <= 50 ms: {} (worst {:.3} ms; uncached p50 {:.1} ms); snapshot overhead <= 1x live: {}",
+        "targets: at p50 of 20 <= 50 ms: {} (worst {:.3} ms); cold at read <= 50 ms: {} (worst {:.3} ms); \
+         history memory <= 1x live: {} (RSS growth {:.2}x, undo blocks {:.2}x)",
         if ms(worst_p50) <= 50.0 { "met" } else { "missed" },
         ms(worst_p50),
-        ms(cold_p50),
-        if stats.bytes as f64 <= live as f64 * 1024.0 { "met" } else { "missed" }
+        if ms(worst_cold) <= 50.0 { "met" } else { "missed" },
+        ms(worst_cold),
+        if history <= live { "met" } else { "missed" },
+        history as f64 / live as f64,
+        stats.bytes as f64 / (live as f64 * 1024.0)
     );
 }
