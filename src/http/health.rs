@@ -105,6 +105,7 @@ fn history_metrics(h: &crate::service::history::HistoryStats, out: &mut String) 
         ("history_index_revisions", "Revisions in the history's per-object index.", h.revisions),
         ("history_index_objects", "Objects in the history's per-object index.", h.records),
         ("history_recent_changes", "Changes of the history block being filled, held in memory.", h.recent),
+        ("history_logged_changes", "Changes of older history blocks read from the log for reads, held.", h.logged),
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# HELP leviathan_{name} {help}");

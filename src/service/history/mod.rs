@@ -42,7 +42,10 @@
 //! - per record (in key order), the revisions that touched it, trimmed
 //!   with the log;
 //! - the changes of the block being filled (fewer than `every`; shared
-//!   with the change stream).
+//!   with the change stream);
+//! - the changes of the last [`LOGS`] older blocks read from the store's
+//!   log for views (so reads around one revision, a timeline's scrub,
+//!   read the log once).
 //!
 //! No topology is materialized or cached: a read at `N` answers from the
 //! live topology and the index, record by record ([`view`]).
@@ -54,9 +57,9 @@
 //!   in progress at a revision inside a block holds that block's changes
 //!   after the revision (fewer than `every`) until it ends.
 //!
-//! Cost of an `at` read: making the view reads fewer than `every` changes
-//! from the store's log once (none when the revision's block is the one
-//! being filled); then each record read costs a few index lookups, each
+//! Cost of an `at` read: making the view reads at most `every` changes
+//! from the store's log (none when the revision's block is the one being
+//! filled or one of the last [`LOGS`] read); then each record read costs a few index lookups, each
 //! list the live list plus the touched keys of its range, counts the
 //! number of blocks plus `every`. Nothing grows with the topology but the
 //! answer. The live path pays only the recording of each change
@@ -73,7 +76,8 @@ pub mod view;
 use super::{Service, REPLAY_PAGE};
 use crate::model::{Change, EntityKey, ModelError, Record};
 use index::{Index, Log, Slot};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 pub use view::{AtRead, AtView, Reader};
@@ -83,6 +87,9 @@ pub use view::{AtRead, AtView, Reader};
 pub const DEFAULT_HISTORY_EVERY: u64 = 1_000;
 /// Most entries of one page of `diff` or `history`.
 pub const MAX_PAGE: usize = 1_000;
+/// Blocks whose changes read from the store's log are kept for the next
+/// views in them.
+pub const LOGS: usize = 4;
 
 /// The history of one service (see the module docs).
 #[derive(Debug)]
@@ -91,6 +98,9 @@ pub(crate) struct History {
     index: RwLock<Index>,
     /// The generation of the next index built.
     generations: AtomicU64,
+    /// The changes of blocks read from the store's log, newest read first:
+    /// (block, the revision they start after, the changes).
+    logs: Mutex<VecDeque<(u64, u64, Log)>>,
     /// One build at a time.
     building: tokio::sync::Mutex<()>,
 }
@@ -114,6 +124,8 @@ pub struct HistoryStats {
     pub records: usize,
     /// Changes of the block being filled held.
     pub recent: usize,
+    /// Changes of older blocks held, read from the log for views.
+    pub logged: usize,
 }
 
 /// One record's images at two revisions (an entry of [`Service::diff`]).
@@ -130,6 +142,7 @@ impl History {
             every: every.max(1),
             index: RwLock::new(Index::default()),
             generations: AtomicU64::new(1),
+            logs: Mutex::new(VecDeque::new()),
             building: tokio::sync::Mutex::new(()),
         }
     }
@@ -150,6 +163,25 @@ impl History {
     /// next read; views made before it fail from now on.
     pub(crate) fn reset(&self) {
         self.index.write().reset();
+        self.logs.lock().clear();
+    }
+
+    /// The changes of `block` after `revision`, if read before.
+    fn log_of(&self, block: u64, revision: u64) -> Option<Log> {
+        let mut logs = self.logs.lock();
+        let i = logs.iter().position(|(b, from, _)| *b == block && *from <= revision)?;
+        let hit = logs.remove(i)?;
+        let log = Arc::clone(&hit.2);
+        logs.push_front(hit);
+        Some(log)
+    }
+
+    /// Keeps the changes of `block` after `from` for the next views.
+    fn keep_log(&self, block: u64, from: u64, log: Log) {
+        let mut logs = self.logs.lock();
+        logs.retain(|(b, _, _)| *b != block);
+        logs.push_front((block, from, log));
+        logs.truncate(LOGS);
     }
 
     fn next_generation(&self) -> u64 {
@@ -167,6 +199,7 @@ impl History {
             revisions: ix.revisions,
             records: ix.touched.len(),
             recent: ix.recent(),
+            logged: self.logs.lock().iter().map(|(_, _, l)| l.len()).sum(),
         }
     }
 }
@@ -296,23 +329,33 @@ impl Service {
             }
         };
         if from_log {
-            let limit = usize::try_from(boundary - revision).unwrap_or(usize::MAX);
-            let log: Vec<Arc<Change>> = self
-                .change_log(revision, limit)
-                .await?
-                .into_iter()
-                .filter(|c| c.revision <= boundary)
-                .map(Arc::new)
-                .collect();
-            let whole = log.iter().zip(revision + 1..).all(|(c, r)| c.revision == r);
-            if !whole || log.len() as u64 != boundary - revision {
-                return Err(ModelError::unavailable(format!(
-                    "the change log does not hold every change of ({revision}, {boundary}]; try again"
-                )));
-            }
-            let _ = slot.set(Log::from(log));
+            let _ = slot.set(self.block_log(revision, boundary).await?);
         }
         Ok(Arc::new(AtView::new(revision, every, generation, slot)))
+    }
+
+    /// The changes of `revision`'s block after it, at least: kept from an
+    /// earlier view, or read from the store's log (from the block's start
+    /// where the log still has it, and kept).
+    async fn block_log(&self, revision: u64, boundary: u64) -> Result<Log, ModelError> {
+        let every = self.history.every;
+        let block = revision / every;
+        if let Some(log) = self.history.log_of(block, revision) {
+            return Ok(log);
+        }
+        let from = (block * every).max(self.store.floor()).min(revision);
+        let limit = usize::try_from(boundary - from).unwrap_or(usize::MAX);
+        let log: Vec<Arc<Change>> =
+            self.change_log(from, limit).await?.into_iter().filter(|c| c.revision <= boundary).map(Arc::new).collect();
+        let whole = log.iter().zip(from + 1..).all(|(c, r)| c.revision == r);
+        if !whole || log.len() as u64 != boundary - from {
+            return Err(ModelError::unavailable(format!(
+                "the change log does not hold every change of ({from}, {boundary}]; try again"
+            )));
+        }
+        let log = Log::from(log);
+        self.history.keep_log(block, from, Arc::clone(&log));
+        Ok(log)
     }
 
     /// Reads the live topology (`view` `None`) or the topology at a view's
