@@ -25,6 +25,11 @@
 //! `every` changes read from the store's log and undone. The live path
 //! pays only the recording of each change (O(change)).
 //!
+//! A query's cost is bounded before it runs, with the live topology's
+//! list sizes (`graphql::cost`), reads through `at` included: a list at a
+//! revision longer than any live one is costed at the live bound (or at
+//! its `first`).
+//!
 //! After a start (or a reload that skipped revisions) the index is rebuilt
 //! from the store's log in the background; start never waits for it, the
 //! first history read does.
@@ -59,9 +64,9 @@
 //!
 //! Cost of an `at` read: making the view reads at most `every` changes
 //! from the store's log (none when the revision's block is the one being
-//! filled or one of the last [`LOGS`] read); then each record read costs a few index lookups, each
-//! list the live list plus the touched keys of its range, counts the
-//! number of blocks plus `every`. Nothing grows with the topology but the
+//! filled or one of the last [`LOGS`] read); then each record read costs
+//! a few index lookups, each list the live list plus the touched keys of
+//! its range, counts the number of blocks plus `every`. Nothing grows with the topology but the
 //! answer. The live path pays only the recording of each change
 //! (O(change), inside the live topology's write lock, so that a read
 //! under its read lock finds the index at exactly the live revision).
