@@ -29,7 +29,7 @@
 //! - `generation` differs between every two indexes a service builds, so a
 //!   view made on one knows when it was replaced.
 
-use crate::model::{Change, EntityKey, Images, Record};
+use crate::model::{Change, EntityKey, Record};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
@@ -83,10 +83,12 @@ pub(super) struct Index {
     pub revisions: usize,
 }
 
-/// The images of one block (see the module docs).
+/// The images of one block (see the module docs). Boxed: a record is
+/// large inline, and most images of a block that made many records are
+/// `None`, which then takes one word.
 #[derive(Debug, Default)]
 pub(super) struct Block {
-    pub undo: Images,
+    pub undo: BTreeMap<EntityKey, Option<Box<Record>>>,
     pub bytes: usize,
     pub delta: Delta,
 }
@@ -101,11 +103,13 @@ pub(super) struct Current {
 }
 
 /// An estimate of the memory one kept image takes: its map entry and key,
-/// plus the record's serialized size (its strings dominate).
+/// plus, for a record, its box and its serialized size (its strings
+/// dominate).
 fn approx_bytes(key: &EntityKey, rec: &Option<Record>) -> usize {
-    let entry = std::mem::size_of::<(EntityKey, Option<Record>)>() + 32;
+    let entry = std::mem::size_of::<(EntityKey, Option<Box<Record>>)>() + 32;
     let key_heap = key.id().len();
-    let rec_heap = rec.as_ref().and_then(|r| serde_json::to_vec(r).ok()).map_or(0, |v| v.len());
+    let rec_heap =
+        rec.as_ref().and_then(|r| serde_json::to_vec(r).ok()).map_or(0, |v| v.len() + std::mem::size_of::<Record>());
     entry + key_heap + rec_heap
 }
 
@@ -157,7 +161,7 @@ impl Index {
                 block.bytes += bytes;
                 self.bytes += bytes;
                 self.images += 1;
-                block.undo.insert(it.key.clone(), it.before.clone());
+                block.undo.insert(it.key.clone(), it.before.clone().map(Box::new));
             }
             let revs = match self.touched.get_mut(&it.key) {
                 Some(revs) => revs,
@@ -276,7 +280,7 @@ mod tests {
         ix.record(&change(4, "a", Some(cen("a", 2)), Some(cen("a", 3))), 3);
         assert_eq!(ix.blocks.len(), 2);
         assert_eq!(ix.blocks[&0].undo.get(&EntityKey::Cen("a".into())), Some(&None));
-        assert_eq!(ix.blocks[&1].undo.get(&EntityKey::Cen("a".into())), Some(&Some(cen("a", 2))));
+        assert_eq!(ix.blocks[&1].undo.get(&EntityKey::Cen("a".into())), Some(&Some(Box::new(cen("a", 2)))));
         assert_eq!(ix.touched[&EntityKey::Cen("a".into())], [1, 2, 4]);
         assert_eq!((ix.images, ix.revisions), (3, 4));
         assert_eq!(ix.touched_between(3, 4, 3), vec![EntityKey::Cen("a".into())]);

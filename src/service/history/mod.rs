@@ -79,7 +79,7 @@ mod index;
 pub mod view;
 
 use super::{Service, REPLAY_PAGE};
-use crate::model::{Change, EntityKey, ModelError, Record};
+use crate::model::{Change, EntityKey, ErrorCode, ModelError, Record};
 use index::{Index, Log, Slot};
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
@@ -348,10 +348,18 @@ impl Service {
         if let Some(log) = self.history.log_of(block, revision) {
             return Ok(log);
         }
-        let from = (block * every).max(self.store.floor()).min(revision);
-        let limit = usize::try_from(boundary - from).unwrap_or(usize::MAX);
-        let log: Vec<Arc<Change>> =
-            self.change_log(from, limit).await?.into_iter().filter(|c| c.revision <= boundary).map(Arc::new).collect();
+        let mut from = (block * every).max(self.store.floor()).min(revision);
+        let limit = |from: u64| usize::try_from(boundary - from).unwrap_or(usize::MAX);
+        let page = match self.change_log(from, limit(from)).await {
+            // The floor passed the block's start meanwhile: after the
+            // revision is all a view needs.
+            Err(e) if e.code == ErrorCode::Gone && from < revision => {
+                from = revision;
+                self.change_log(from, limit(from)).await?
+            }
+            r => r?,
+        };
+        let log: Vec<Arc<Change>> = page.into_iter().filter(|c| c.revision <= boundary).map(Arc::new).collect();
         let whole = log.iter().zip(from + 1..).all(|(c, r)| c.revision == r);
         if !whole || log.len() as u64 != boundary - from {
             return Err(ModelError::unavailable(format!(

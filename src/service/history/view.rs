@@ -117,7 +117,7 @@ impl<'a> AtRead<'a> {
             let change = self.partial.get(i).filter(|c| c.revision == r)?;
             return change.items.iter().find(|it| it.key == *key).and_then(|it| it.before.as_ref());
         }
-        self.ix.blocks.get(&((r - 1) / self.view.every))?.undo.get(key)?.as_ref()
+        self.ix.blocks.get(&((r - 1) / self.view.every))?.undo.get(key)?.as_deref()
     }
 
     /// The touched keys from `from` on while `within` holds.
