@@ -30,7 +30,7 @@
 //!   view made on one knows when it was replaced.
 
 use crate::model::{Change, EntityKey, Record};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 /// The changes of one block after some revision, in revision order.
@@ -70,7 +70,7 @@ pub(super) struct Index {
     pub last: u64,
     pub blocks: BTreeMap<u64, Block>,
     /// The revisions that touched each record, oldest first.
-    pub touched: BTreeMap<EntityKey, VecDeque<u64>>,
+    pub touched: BTreeMap<EntityKey, Revs>,
     /// The touched memberships as (host, container, CEN).
     pub members: BTreeSet<(String, String, String)>,
     /// The changes of the block being filled.
@@ -81,6 +81,47 @@ pub(super) struct Index {
     pub images: usize,
     /// Revisions held by `touched`.
     pub revisions: usize,
+}
+
+/// The revisions that touched one record, oldest first; never empty. One
+/// revision (most records) takes no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Revs {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl std::ops::Deref for Revs {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        match self {
+            Revs::One(r) => std::slice::from_ref(r),
+            Revs::Many(v) => v,
+        }
+    }
+}
+
+impl Revs {
+    fn push(&mut self, r: u64) {
+        match self {
+            Revs::One(first) => *self = Revs::Many(vec![*first, r]),
+            Revs::Many(v) => v.push(r),
+        }
+    }
+
+    /// Drops the revisions at or below `end`; how many, and whether any
+    /// is left.
+    fn drop_through(&mut self, end: u64) -> (usize, bool) {
+        let k = self.partition_point(|r| *r <= end);
+        let left = self.len() - k;
+        if let Revs::Many(v) = self {
+            v.drain(..k);
+            if let [one] = v[..] {
+                *self = Revs::One(one);
+            }
+        }
+        (k, left > 0)
+    }
 }
 
 /// The images of one block (see the module docs). Boxed: a record is
@@ -163,18 +204,20 @@ impl Index {
                 self.images += 1;
                 block.undo.insert(it.key.clone(), it.before.clone().map(Box::new));
             }
-            let revs = match self.touched.get_mut(&it.key) {
-                Some(revs) => revs,
+            match self.touched.get_mut(&it.key) {
+                Some(revs) => {
+                    if revs.last() != Some(&c.revision) {
+                        revs.push(c.revision);
+                        self.revisions += 1;
+                    }
+                }
                 None => {
                     if let Some(m) = by_container(&it.key) {
                         self.members.insert(m);
                     }
-                    self.touched.entry(it.key.clone()).or_default()
+                    self.touched.insert(it.key.clone(), Revs::One(c.revision));
+                    self.revisions += 1;
                 }
-            };
-            if revs.back() != Some(&c.revision) {
-                revs.push_back(c.revision);
-                self.revisions += 1;
             }
         }
         self.last = c.revision;
@@ -190,11 +233,9 @@ impl Index {
             let Some(block) = self.blocks.remove(&b) else { break };
             for key in block.undo.keys() {
                 if let Some(revs) = self.touched.get_mut(key) {
-                    while revs.front().is_some_and(|r| *r <= end) {
-                        revs.pop_front();
-                        self.revisions -= 1;
-                    }
-                    if revs.is_empty() {
+                    let (dropped, left) = revs.drop_through(end);
+                    self.revisions -= dropped;
+                    if !left {
                         self.touched.remove(key);
                         if let Some(m) = by_container(key) {
                             self.members.remove(&m);
@@ -281,7 +322,7 @@ mod tests {
         assert_eq!(ix.blocks.len(), 2);
         assert_eq!(ix.blocks[&0].undo.get(&EntityKey::Cen("a".into())), Some(&None));
         assert_eq!(ix.blocks[&1].undo.get(&EntityKey::Cen("a".into())), Some(&Some(Box::new(cen("a", 2)))));
-        assert_eq!(ix.touched[&EntityKey::Cen("a".into())], [1, 2, 4]);
+        assert_eq!(*ix.touched[&EntityKey::Cen("a".into())], [1, 2, 4]);
         assert_eq!((ix.images, ix.revisions), (3, 4));
         assert_eq!(ix.touched_between(3, 4, 3), vec![EntityKey::Cen("a".into())]);
         // The floor inside block 1 keeps it; at its end, it goes.
@@ -289,7 +330,8 @@ mod tests {
         assert_eq!(ix.blocks.len(), 2);
         ix.trim(3, 3);
         assert_eq!(ix.blocks.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(ix.touched[&EntityKey::Cen("a".into())], [4]);
+        assert_eq!(*ix.touched[&EntityKey::Cen("a".into())], [4]);
+        assert_eq!(ix.touched[&EntityKey::Cen("a".into())], Revs::One(4));
         assert!(!ix.touched.contains_key(&EntityKey::Cen("b".into())));
         assert_eq!((ix.images, ix.revisions), (1, 1));
         assert_eq!(ix.bytes, ix.blocks[&1].bytes);
