@@ -273,14 +273,15 @@ impl Service {
     /// Makes committed images visible and publishes their change. The
     /// caller holds the writer lock; `change` is the next revision.
     fn apply(&self, images: &crate::model::Images, change: Arc<Change>) {
-        // The history first: a topology read at this revision then finds
-        // every change up to it recorded.
-        self.history.record(&change, self.store.floor());
         {
             let mut t = self.topo.write();
             t.commit(images);
+            // Inside the write lock: a read at a revision, under the read
+            // lock, finds the history at exactly the live revision.
+            self.history.record(&change);
             self.revision.store(change.revision, Ordering::Release);
         }
+        self.history.trim(self.store.floor());
         // The one place subscribers are notified: once per committed change,
         // in revision order (the writer lock is held).
         let _ = self.changes.send(change);

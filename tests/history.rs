@@ -165,7 +165,7 @@ async fn at_diff_and_history_over_http_and_after_a_restart() {
     assert_eq!(s.gql_err(DIFF, json!({"f": 1, "n": 5000})).await.0, "BAD_REQUEST");
     let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("leviathan_history_snapshots "), "{metrics}");
-    assert!(metrics.contains("leviathan_history_cached_topologies "), "{metrics}");
+    assert!(metrics.contains("leviathan_history_recent_changes "), "{metrics}");
     s.stop();
 
     // After a restart (the history rebuilt from the log), the same answers.

@@ -5,8 +5,8 @@
 //! (`service::history`); here are the arguments, the errors (`GONE` names
 //! the oldest kept revision in `extensions.oldest`) and the pages.
 //!
-//! Objects reached through `at` carry the materialized topology
-//! ([`Source`]) and read their relations and status from it.
+//! Objects reached through `at` carry the view at that revision
+//! ([`Source`]) and read their relations and status through it.
 
 use super::cost;
 use super::query::{CenFields, CinFields, ContainerFields, CpoolFields, HostFields};
@@ -113,9 +113,9 @@ impl HistoryFields {
     async fn at(&self, ctx: &Context<'_>, #[graphql(desc = "A kept revision.")] revision: i64) -> Result<TopologyAt> {
         let s = svc(ctx);
         let rev = revision_arg("revision", revision)?;
-        let t = s.topology_at(rev).await.map_err(|e| kept_error(s, e))?;
+        let view = s.at(rev).await.map_err(|e| kept_error(s, e))?;
         let at_ms = s.revision_time(rev).await;
-        Ok(TopologyAt { revision: rev, at_ms, src: Source::at(t) })
+        Ok(TopologyAt { revision: rev, at_ms, src: Source::at(view) })
     }
 
     /// What changed between two revisions: one entry per object whose image

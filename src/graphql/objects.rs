@@ -6,7 +6,7 @@
 use super::cost::{self, List};
 use super::page;
 use super::types::{svc, Cen, Container, Source};
-use crate::model;
+use crate::model::{self, Read};
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 
 /// A container pool (the legacy `POST /cpool` file): containers
@@ -67,12 +67,8 @@ impl Cpool {
         after: Option<String>,
     ) -> Result<Vec<Container>> {
         let all = self.src.read(ctx, |t| {
-            t.containers()
-                .into_iter()
-                .filter(|c| c.pool.as_deref() == Some(self.rec.id.as_str()))
-                .map(|c| Container::from_rec_in(c, &self.src))
-                .collect()
-        });
+            t.pool_containers(&self.rec.id).into_iter().map(|c| Container::from_rec_in(c, &self.src)).collect()
+        })?;
         page::by_id(all, |c: &Container| c.rec.id.as_str(), first, after)
     }
 }

@@ -9,7 +9,8 @@
 use super::cost::{self, List};
 use super::page;
 use super::types::*;
-use crate::model::{check_host_arg, ContainerKey, Topology};
+use crate::model::{check_host_arg, ContainerKey, Read, View};
+use crate::service::history::Reader;
 use async_graphql::{Context, Object, Result, ID};
 use std::collections::BTreeSet;
 
@@ -38,7 +39,7 @@ macro_rules! trio {
         #[Object]
         impl $fields {
             $(#[doc = $one_doc])*
-            async fn $one(&self, ctx: &Context<'_>, #[graphql(desc = $id_doc)] id: ID) -> Option<$item> {
+            async fn $one(&self, ctx: &Context<'_>, #[graphql(desc = $id_doc)] id: ID) -> Result<Option<$item>> {
                 self.0.read(ctx, |t| ($lookup)(t, &self.0, id.as_str()))
             }
             $(#[doc = $many_doc])*
@@ -55,12 +56,12 @@ macro_rules! trio {
                 )]
                 after: Option<String>,
             ) -> Result<Vec<$item>> {
-                let all: Vec<$item> = self.0.read(ctx, |t| ($all)(t, &self.0));
+                let all: Vec<$item> = self.0.read(ctx, |t| ($all)(t, &self.0))?;
                 page::by_id(all, |x: &$item| x.id_str(), first, after)
             }
             $(#[doc = $count_doc])*
-            async fn $count(&self, ctx: &Context<'_>) -> i32 {
-                self.0.read(ctx, $counted) as i32
+            async fn $count(&self, ctx: &Context<'_>) -> Result<i32> {
+                Ok(self.0.read(ctx, $counted)? as i32)
             }
         }
     };
@@ -69,41 +70,41 @@ macro_rules! trio {
 trio! {
     HostFields of Host, costed as List::Hosts;
     /// A host by id; null if there is none.
-    host(id: "The host id.") => |t: &Topology, s: &Source, id: &str| t.host(id).map(|r| Host::from_rec_in(r, s));
+    host(id: "The host id.") => |t: &Reader<'_>, s: &Source, id: &str| t.host(id).map(|r| Host::from_rec_in(r, s));
     /// Every host, sorted by id.
-    hosts => |t: &Topology, s: &Source| t.hosts().into_iter().map(|r| Host::from_rec_in(r, s)).collect();
+    hosts => |t: &Reader<'_>, s: &Source| t.hosts().into_iter().map(|r| Host::from_rec_in(r, s)).collect();
     /// How many hosts there are.
-    host_count => |t: &Topology| t.counts().0;
+    host_count => |t: &Reader<'_>| t.counts().0;
 }
 
 trio! {
     CenFields of Cen, costed as List::Cens;
     /// A CEN by id (the legacy `GET /cen/{cenID}`); null if there is none.
-    cen(id: "The CEN id.") => |t: &Topology, s: &Source, id: &str| t.cen(id).map(|r| Cen::from_rec_in(r, s));
+    cen(id: "The CEN id.") => |t: &Reader<'_>, s: &Source, id: &str| t.cen(id).map(|r| Cen::from_rec_in(r, s));
     /// Every CEN, sorted by id.
-    cens => |t: &Topology, s: &Source| t.cens().into_iter().map(|r| Cen::from_rec_in(r, s)).collect();
+    cens => |t: &Reader<'_>, s: &Source| t.cens().into_iter().map(|r| Cen::from_rec_in(r, s)).collect();
     /// How many CENs there are.
-    cen_count => |t: &Topology| t.counts().2;
+    cen_count => |t: &Reader<'_>| t.counts().2;
 }
 
 trio! {
     CinFields of Cin, costed as List::Cins;
     /// A CIN by id; null if there is none.
-    cin(id: "The CIN id.") => |t: &Topology, s: &Source, id: &str| t.cin(id).map(|r| Cin::from_rec_in(r, s));
+    cin(id: "The CIN id.") => |t: &Reader<'_>, s: &Source, id: &str| t.cin(id).map(|r| Cin::from_rec_in(r, s));
     /// Every CIN, sorted by id.
-    cins => |t: &Topology, s: &Source| t.cins().into_iter().map(|r| Cin::from_rec_in(r, s)).collect();
+    cins => |t: &Reader<'_>, s: &Source| t.cins().into_iter().map(|r| Cin::from_rec_in(r, s)).collect();
     /// How many CINs there are.
-    cin_count => |t: &Topology| t.counts().3;
+    cin_count => |t: &Reader<'_>| t.counts().3;
 }
 
 trio! {
     CpoolFields of Cpool, costed as List::Cpools;
     /// A container pool by id; null if there is none.
-    cpool(id: "The pool id.") => |t: &Topology, s: &Source, id: &str| t.cpool(id).map(|r| Cpool::from_rec_in(r, s));
+    cpool(id: "The pool id.") => |t: &Reader<'_>, s: &Source, id: &str| t.cpool(id).map(|r| Cpool::from_rec_in(r, s));
     /// Every container pool, sorted by id.
-    cpools => |t: &Topology, s: &Source| t.cpools().into_iter().map(|r| Cpool::from_rec_in(r, s)).collect();
+    cpools => |t: &Reader<'_>, s: &Source| t.cpools().into_iter().map(|r| Cpool::from_rec_in(r, s)).collect();
     /// How many container pools there are.
-    cpool_count => |t: &Topology| t.counts().4;
+    cpool_count => |t: &Reader<'_>| t.counts().4;
 }
 
 /// The container fields of `Query` and `TopologyAt` (containers have
@@ -122,7 +123,7 @@ impl ContainerFields {
     ) -> Result<Option<Container>> {
         let s = svc(ctx);
         let host = check_host_arg(host_id.as_ref().map(|h| h.as_str()), s.host_id()).map_err(super::gql)?;
-        Ok(self.0.read(ctx, |t| Container::lookup_in(t, &ContainerKey::new(host, id.as_str()), &self.0)))
+        self.0.read(ctx, |t| Container::lookup_in(t, &ContainerKey::new(host, id.as_str()), &self.0))
     }
     /// Containers, sorted by host and id; every filter given must match.
     #[graphql(complexity = "cost::list(List::Containers, first, child_complexity)")]
@@ -142,7 +143,7 @@ impl ContainerFields {
                           server's host.")]
         after: Option<String>,
     ) -> Result<Vec<Container>> {
-        let all = self.filtered(ctx, host_id, cen_id, cin_id, tag);
+        let all = self.filtered(ctx, host_id, cen_id, cin_id, tag)?;
         page::by_container(all, |c| (c.rec.host.as_str(), c.rec.id.as_str()), svc(ctx).host_id(), first, after)
     }
     /// How many containers match the filters (the same as `containers`).
@@ -153,7 +154,7 @@ impl ContainerFields {
         #[graphql(desc = "Only the members of this CEN.")] cen_id: Option<ID>,
         #[graphql(desc = "Only the containers with an address in this CIN.")] cin_id: Option<ID>,
         #[graphql(desc = "Only the containers with this tag.")] tag: Option<String>,
-    ) -> i32 {
+    ) -> Result<i32> {
         if host_id.is_none() && cen_id.is_none() && cin_id.is_none() && tag.is_none() {
             return self.0.read(ctx, |t| t.counts().1 as i32);
         }
@@ -161,7 +162,7 @@ impl ContainerFields {
         // itself, so that a document of many of them yields to the runtime
         // (deadline, client gone) even without per-field hooks.
         tokio::task::consume_budget().await;
-        self.filtered(ctx, host_id, cen_id, cin_id, tag).len() as i32
+        Ok(self.filtered(ctx, host_id, cen_id, cin_id, tag)?.len() as i32)
     }
 }
 
@@ -174,7 +175,7 @@ impl ContainerFields {
         cen_id: Option<ID>,
         cin_id: Option<ID>,
         tag: Option<String>,
-    ) -> Vec<Container> {
+    ) -> Result<Vec<Container>> {
         self.0.read(ctx, |t| {
             // Each filter is a set computed once (a per-container lookup in
             // a large CEN or CIN would make this quadratic).
@@ -182,7 +183,7 @@ impl ContainerFields {
                 .as_ref()
                 .map(|cin| t.cin(cin).map(|c| t.cin_containers(c).into_iter().collect()).unwrap_or_default());
             let mut keys: Vec<ContainerKey> = match (&cen_id, &in_cin) {
-                (Some(cen), _) => t.members(cen).map(|m| m.key()).collect(),
+                (Some(cen), _) => t.members(cen).into_iter().map(|m| m.key()).collect(),
                 (None, Some(set)) => set.iter().cloned().collect(),
                 (None, None) => match &host_id {
                     Some(h) => t.containers_of_host(h).into_iter().map(|c| c.key()).collect(),

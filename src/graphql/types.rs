@@ -1,9 +1,13 @@
 //! GraphQL object types. Each holds a snapshot of its record taken when it
-//! was resolved; relations are looked up in the topology when asked for.
+//! was resolved; relations are looked up in the topology when asked for,
+//! through the primitive reads ([`model::Read`]) and the reads derived from
+//! them ([`model::View`]), so the live topology and a view at a revision
+//! answer through the same code.
 
 use super::cost::{self, List};
 use super::page;
-use crate::model::{self, ContainerKey, Topology};
+use crate::model::{self, ContainerKey, Read, View};
+use crate::service::history::{AtView, Reader};
 use crate::service::Service;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
 use std::sync::Arc;
@@ -15,22 +19,22 @@ pub(crate) fn svc<'a>(ctx: &Context<'a>) -> &'a Arc<Service> {
 }
 
 /// The topology an object reads its relations (and derived fields) from:
-/// the live one, or the one materialized at a revision for the objects
-/// reached through `Query.at`. The live one costs nothing more than before.
+/// the live one, or the view at a revision for the objects reached through
+/// `Query.at` (read through the live one and the history's index, see
+/// `service::history::view`). The live one costs nothing more than before.
 #[derive(Clone, Default)]
-pub struct Source(Option<Arc<Topology>>);
+pub struct Source(Option<Arc<AtView>>);
 
 impl Source {
-    /// A topology as it stood at a revision.
-    pub fn at(t: Arc<Topology>) -> Source {
-        Source(Some(t))
+    /// The topology as it stood at a view's revision.
+    pub fn at(view: Arc<AtView>) -> Source {
+        Source(Some(view))
     }
-    /// Reads the topology this source names.
-    pub fn read<R>(&self, ctx: &Context<'_>, f: impl FnOnce(&Topology) -> R) -> R {
-        match &self.0 {
-            Some(t) => f(t),
-            None => svc(ctx).read(f),
-        }
+    /// Reads the topology this source names. Only a read at a revision
+    /// fails: once the kept log no longer covers it (`GONE`), or after the
+    /// model was reloaded (`UNAVAILABLE`).
+    pub fn read<R>(&self, ctx: &Context<'_>, f: impl FnOnce(&Reader<'_>) -> R) -> Result<R> {
+        svc(ctx).read_in(self.0.as_deref(), f).map_err(super::gql)
     }
 }
 
@@ -109,9 +113,9 @@ impl Host {
     /// The host's underlay address (`--vtep-address` of its leviathan), as
     /// last announced; null if its leviathan never announced one to this
     /// server. With a SQLite state file only this server's own host is known.
-    async fn vtep_address(&self, ctx: &Context<'_>) -> Option<String> {
-        let announced = self.src.read(ctx, |t| t.host(&self.id).and_then(|h| h.vtep));
-        announced.map(|a| a.to_string()).or_else(|| svc(ctx).host_status(&self.id).vtep_address)
+    async fn vtep_address(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let announced = self.src.read(ctx, |t| t.host(&self.id).and_then(|h| h.vtep))?;
+        Ok(announced.map(|a| a.to_string()).or_else(|| svc(ctx).host_status(&self.id).vtep_address))
     }
     /// Whether the host's leviathan is running: with etcd, true while its
     /// announcement's lease lives (false once it expired); with a SQLite
@@ -131,7 +135,7 @@ impl Host {
     ) -> Result<Vec<Container>> {
         let all = self.src.read(ctx, |t| {
             t.containers_of_host(&self.id).into_iter().map(|c| Container::from_rec_in(c, &self.src)).collect()
-        });
+        })?;
         page::by_id(all, |c: &Container| c.rec.id.as_str(), first, after)
     }
 }
@@ -151,11 +155,11 @@ impl Container {
     pub fn from_rec_in(rec: &model::ContainerRec, src: &Source) -> Self {
         Container { rec: rec.clone(), src: src.clone() }
     }
-    pub fn lookup(t: &Topology, key: &ContainerKey) -> Option<Self> {
+    pub fn lookup(t: &model::Topology, key: &ContainerKey) -> Option<Self> {
         t.container(key).map(Self::from_rec)
     }
     /// [`Container::lookup`] in `src`'s topology.
-    pub fn lookup_in(t: &Topology, key: &ContainerKey, src: &Source) -> Option<Self> {
+    pub fn lookup_in(t: &impl Read, key: &ContainerKey, src: &Source) -> Option<Self> {
         t.container(key).map(|c| Self::from_rec_in(c, src))
     }
     fn key(&self) -> ContainerKey {
@@ -221,7 +225,7 @@ impl Container {
     ) -> Result<Vec<Cen>> {
         let all = self
             .src
-            .read(ctx, |t| t.cens_of(&self.key()).into_iter().map(|c| Cen::from_rec_in(c, &self.src)).collect());
+            .read(ctx, |t| t.cens_of(&self.key()).into_iter().map(|c| Cen::from_rec_in(c, &self.src)).collect())?;
         page::by_id(all, |c: &Cen| c.rec.id.as_str(), first, after)
     }
     /// The CINs that give this container an address, sorted by id.
@@ -244,20 +248,20 @@ impl Container {
             ids.sort();
             ids.dedup();
             ids.iter().filter_map(|id| t.cin(id)).map(|c| Cin::from_rec_in(c, &self.src)).collect()
-        });
+        })?;
         page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
     }
     /// One interface per CEN, named as it is inside the container, in the
     /// order of the CEN ids.
     #[graphql(complexity = "cost::all(List::ContainerCens, child_complexity)")]
-    async fn interfaces(&self, ctx: &Context<'_>) -> Vec<Interface> {
+    async fn interfaces(&self, ctx: &Context<'_>) -> Result<Vec<Interface>> {
         self.src.read(ctx, |t| {
             t.interfaces(&self.key()).into_iter().map(|inner| Interface { inner, src: self.src.clone() }).collect()
         })
     }
     /// The default route this container asked for, and its gateway.
-    async fn default_route(&self, ctx: &Context<'_>) -> Option<DefaultRoute> {
-        let via = self.rec.default_route.clone()?;
+    async fn default_route(&self, ctx: &Context<'_>) -> Result<Option<DefaultRoute>> {
+        let Some(via) = self.rec.default_route.clone() else { return Ok(None) };
         self.src.read(ctx, |t| {
             let resolved = t.default_route_of(&self.rec);
             let gateway = t.default_gateway_of(&self.rec).map(|(gw, _, _)| gw.to_string());
@@ -270,21 +274,21 @@ impl Container {
         })
     }
     /// The pool that created this container.
-    async fn pool(&self, ctx: &Context<'_>) -> Option<Cpool> {
-        let id = self.rec.pool.as_deref()?;
+    async fn pool(&self, ctx: &Context<'_>) -> Result<Option<Cpool>> {
+        let Some(id) = self.rec.pool.as_deref() else { return Ok(None) };
         self.src.read(ctx, |t| t.cpool(id).map(|p| Cpool::from_rec_in(p, &self.src)))
     }
     /// Derived from the CENs it is in (see `Cen.status`), and FAILED on its
     /// own when its bound workload is gone while its CENs are fine. A
     /// container of another host is PENDING here: each server realizes only
     /// its own host's containers.
-    async fn status(&self, ctx: &Context<'_>) -> Status {
-        realization_here(ctx, &self.src, &self.key()).status.into()
+    async fn status(&self, ctx: &Context<'_>) -> Result<Status> {
+        Ok(realization_here(ctx, &self.src, &self.key())?.status.into())
     }
     /// Why the status is FAILED (the kernel's error), or why a container is
     /// not realized by this server; null otherwise.
-    async fn status_message(&self, ctx: &Context<'_>) -> Option<String> {
-        realization_here(ctx, &self.src, &self.key()).message
+    async fn status_message(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(realization_here(ctx, &self.src, &self.key())?.message)
     }
 }
 
@@ -327,7 +331,7 @@ impl Interface {
         &self.inner.name
     }
     /// The CEN this interface joins.
-    async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
+    async fn cen(&self, ctx: &Context<'_>) -> Result<Option<Cen>> {
         self.src.read(ctx, |t| t.cen(&self.inner.cen).map(|c| Cen::from_rec_in(c, &self.src)))
     }
     /// The first address on this interface (null until a CIN allocates one).
@@ -428,7 +432,7 @@ impl Cen {
     }
     /// BRIDGE or WIRE (the legacy `wiring_type`); null below 2 members
     /// (nothing to wire).
-    async fn wiring_type(&self, ctx: &Context<'_>) -> Option<WiringType> {
+    async fn wiring_type(&self, ctx: &Context<'_>) -> Result<Option<WiringType>> {
         self.src.read(ctx, |t| t.wiring(&self.rec).map(Into::into))
     }
     /// Members (the legacy `contIDs`), sorted by host and id.
@@ -444,9 +448,10 @@ impl Cen {
                           server's host.")]
         after: Option<String>,
     ) -> Result<Vec<Container>> {
-        let keys: Vec<ContainerKey> = self.src.read(ctx, |t| t.members(&self.rec.id).map(|m| m.key()).collect());
+        let keys: Vec<ContainerKey> =
+            self.src.read(ctx, |t| t.members(&self.rec.id).into_iter().map(|m| m.key()).collect())?;
         let keys = page::by_container(keys, |k| (k.host.as_str(), k.id.as_str()), svc(ctx).host_id(), first, after)?;
-        Ok(self.src.read(ctx, |t| keys.iter().filter_map(|k| Container::lookup_in(t, k, &self.src)).collect()))
+        self.src.read(ctx, |t| keys.iter().filter_map(|k| Container::lookup_in(t, k, &self.src)).collect())
     }
     /// The VXLAN network identifier this CEN uses between hosts where it
     /// spans several (the same on every host; given at creation, the lowest
@@ -455,8 +460,8 @@ impl Cen {
         self.rec.vni as i32
     }
     /// Number of members.
-    async fn size(&self, ctx: &Context<'_>) -> i32 {
-        self.src.read(ctx, |t| t.member_count(&self.rec.id)) as i32
+    async fn size(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok(self.src.read(ctx, |t| t.member_count(&self.rec.id))? as i32)
     }
     /// The CINs laid over this CEN, sorted by id.
     #[graphql(complexity = "cost::list(List::CenCins, first, child_complexity)")]
@@ -474,7 +479,7 @@ impl Cen {
     ) -> Result<Vec<Cin>> {
         let all = self
             .src
-            .read(ctx, |t| t.cins_over(&self.rec.id).into_iter().map(|c| Cin::from_rec_in(c, &self.src)).collect());
+            .read(ctx, |t| t.cins_over(&self.rec.id).into_iter().map(|c| Cin::from_rec_in(c, &self.src)).collect())?;
         page::by_id(all, |c: &Cin| c.rec.id.as_str(), first, after)
     }
     /// `made`, `status`, `statusMessage`, `hostStatuses`.
@@ -562,7 +567,7 @@ impl Cin {
     ) -> Result<Vec<Cen>> {
         let all = self.src.read(ctx, |t| {
             self.rec.cens.iter().filter_map(|id| t.cen(id)).map(|c| Cen::from_rec_in(c, &self.src)).collect()
-        });
+        })?;
         page::by_position(all, |c: &Cen| c.rec.id.as_str(), first, after)
     }
     /// The CIN's subnet, e.g. `10.10.0.0/16` (its size is the server's
@@ -572,7 +577,7 @@ impl Cin {
     }
     /// Per CEN: its slice and, for a bridge, its gateway.
     #[graphql(complexity = "cost::all(List::CinCens, child_complexity)")]
-    async fn slices(&self, ctx: &Context<'_>) -> Vec<CinSlice> {
+    async fn slices(&self, ctx: &Context<'_>) -> Result<Vec<CinSlice>> {
         self.src.read(ctx, |t| {
             self.rec
                 .cens
@@ -590,7 +595,7 @@ impl Cin {
     }
     /// The gateway addresses (one per bridged CEN), dotted quads.
     #[graphql(complexity = "cost::all(List::CinCens, child_complexity)")]
-    async fn gateways(&self, ctx: &Context<'_>) -> Vec<String> {
+    async fn gateways(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
         self.src.read(ctx, |t| {
             self.rec.cens.iter().filter_map(|cen| t.gateway(&self.rec, cen)).map(|g| g.to_string()).collect()
         })
@@ -619,7 +624,7 @@ impl Cin {
                     src: self.src.clone(),
                 })
                 .collect()
-        });
+        })?;
         page::by_address(all, |m: &CinMember| m.address.as_str(), first, after)
     }
     /// `made`, `status`, `statusMessage`, `hostStatuses`.
@@ -663,11 +668,11 @@ pub struct CinMember {
 #[Object]
 impl CinMember {
     /// The member container.
-    async fn container(&self, ctx: &Context<'_>) -> Option<Container> {
+    async fn container(&self, ctx: &Context<'_>) -> Result<Option<Container>> {
         self.src.read(ctx, |t| Container::lookup_in(t, &self.key, &self.src))
     }
     /// The CEN the address is on.
-    async fn cen(&self, ctx: &Context<'_>) -> Option<Cen> {
+    async fn cen(&self, ctx: &Context<'_>) -> Result<Option<Cen>> {
         self.src.read(ctx, |t| t.cen(&self.cen).map(|c| Cen::from_rec_in(c, &self.src)))
     }
     /// The address, dotted quad (members from `.10` of the slice).
@@ -682,17 +687,17 @@ impl CinMember {
 
 /// A container's realization as this server sees it (as recorded in
 /// `src`'s topology).
-fn realization_here(ctx: &Context<'_>, src: &Source, key: &ContainerKey) -> model::Standing {
+fn realization_here(ctx: &Context<'_>, src: &Source, key: &ContainerKey) -> Result<model::Standing> {
     let s = svc(ctx);
     if key.host != s.host_id() {
-        return model::Standing {
+        return Ok(model::Standing {
             status: model::Status::Pending,
             message: Some(format!(
                 "on host {}: realized by that host's server, not by this one (host {})",
                 key.host,
                 s.host_id()
             )),
-        };
+        });
     }
     src.read(ctx, |t| t.container_realization(key))
 }

@@ -94,7 +94,8 @@ fn model_metrics(state: &AppState, out: &mut String) {
 }
 
 /// What the history keeps (`at`, `diff`, `history`): its undo blocks (the
-/// snapshots), the per-object index and the cached topologies.
+/// snapshots), the per-object index and the changes of the block being
+/// filled.
 fn history_metrics(h: &crate::service::history::HistoryStats, out: &mut String) {
     let gauges = [
         (
@@ -106,8 +107,8 @@ fn history_metrics(h: &crate::service::history::HistoryStats, out: &mut String) 
         ("history_snapshot_bytes", "Estimated bytes of the history's undo blocks (in memory; none on disk).", h.bytes),
         ("history_index_revisions", "Revisions in the history's per-object index.", h.revisions),
         ("history_index_objects", "Objects in the history's per-object index.", h.records),
-        ("history_cached_topologies", "Topologies materialized at a revision and cached.", h.cached),
-        ("history_cached_records", "Records held by the cached topologies.", h.cached_records),
+        ("history_recent_changes", "Changes of the history block being filled, held in memory.", h.recent),
+        ("history_logged_changes", "Changes of older history blocks read from the log for reads, held.", h.logged),
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# HELP leviathan_{name} {help}");

@@ -7,6 +7,7 @@ pub mod change;
 pub mod commands;
 pub mod error;
 pub mod ids;
+pub mod read;
 pub mod records;
 pub mod tally;
 pub mod topology;
@@ -18,9 +19,10 @@ pub use commands::{CenSpec, CinSpec, Command, CpoolSpec, StatusReport};
 pub use commands::{MAX_NETNS_PATH, MAX_POOL_SIZE};
 pub use error::{ErrorCode, ModelError, Result};
 pub use ids::check_host_arg;
+pub use read::Read;
 pub use records::*;
 pub use topology::{Images, Topology};
-pub use view::{CinMember, IfAddr, Interface, Wiring};
+pub use view::{CinMember, IfAddr, Interface, View, Wiring};
 
 #[cfg(test)]
 mod tests;

@@ -174,7 +174,7 @@ impl Topology {
     }
 
     /// The members of a CEN, in container order (one range of the index).
-    pub fn members<'a>(&'a self, cen: &'a str) -> impl Iterator<Item = &'a MemberRec> + 'a {
+    pub fn members<'a, 'b>(&'a self, cen: &'b str) -> impl Iterator<Item = &'a MemberRec> + use<'a, 'b> {
         let from = MemberKey { cen: cen.to_string(), host: String::new(), container: String::new() };
         self.members.range(from..).take_while(move |(k, _)| k.cen == cen).filter_map(|(_, ix)| {
             match self.graph.node_weight(*ix) {
@@ -182,13 +182,6 @@ impl Topology {
                 _ => None,
             }
         })
-    }
-
-    /// The members of a CEN in join order.
-    pub fn members_in_order<'a>(&'a self, cen: &'a str) -> Vec<&'a MemberRec> {
-        let mut v: Vec<&MemberRec> = self.members(cen).collect();
-        v.sort_by_key(|m| m.seq);
-        v
     }
 
     /// The hosts with members of a CEN, in id order: one index step per
@@ -220,11 +213,6 @@ impl Topology {
             .collect();
         v.sort_by(|a, b| a.cen.cmp(&b.cen));
         v
-    }
-
-    /// The CENs a container is a member of, sorted by id.
-    pub fn cens_of(&self, key: &ContainerKey) -> Vec<&CenRec> {
-        self.memberships_of(key).into_iter().filter_map(|m| self.cen(&m.cen)).collect()
     }
 
     /// The CINs laid over a CEN, sorted by id.

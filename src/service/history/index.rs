@@ -1,33 +1,80 @@
 //! The in-memory index of the kept change log: undo blocks (the periodic
-//! snapshots `at` starts from) and the revisions that touched each record.
+//! snapshots `at` reads from), the revisions that touched each record, and
+//! the changes of the block being filled.
 //!
 //! Invariants:
 //! - block `b` covers revisions `(b·K, (b+1)·K]`; its images are, for each
 //!   record a recorded change of the block touched, the image the record
 //!   had at `b·K` (the first before-image; `None` for a record that did
-//!   not exist). Applied to the topology at any revision inside the block
-//!   (or at its end), they give the topology at `b·K`: a record touched
-//!   only after that revision had the same image there as at `b·K`;
+//!   not exist). So the image of a record at any revision before the block
+//!   whose first touch after that revision lies in the block is the
+//!   block's image; `delta` is how many records of each kind the block's
+//!   changes made minus those they deleted;
+//! - `touched` holds, per record (in key order, so the records of a kind,
+//!   a CEN's memberships or a host's containers are one range), the
+//!   recorded revisions that touched it, oldest first; `members` holds
+//!   the touched memberships again by container, for a container's
+//!   memberships;
+//! - `current` holds the changes of the block `last` is in (fewer than K);
+//!   when the next block starts they are handed to its `done` slot, where
+//!   a view at a revision inside that block finds them (the index drops
+//!   them then);
 //! - `last` is the last revision recorded; changes are recorded in order,
 //!   one revision after the other (a gap makes the index not ready, to be
-//!   rebuilt from the store's log);
+//!   rebuilt from the store's log); every change in `(start, last]` is
+//!   recorded;
 //! - what lies wholly at or below the log's floor is dropped: the blocks
 //!   ending there and their revisions in `touched` (so both are bounded by
-//!   the kept log plus one block).
+//!   the kept log plus one block), and `start` moves up to the block's end;
+//! - `generation` differs between every two indexes a service builds, so a
+//!   view made on one knows when it was replaced.
 
-use crate::model::{Change, EntityKey, Images, Record};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use crate::model::{Change, EntityKey, Record};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+/// The changes of one block after some revision, in revision order.
+pub(super) type Log = Arc<[Arc<Change>]>;
+/// Where the changes of a block are put once it is complete.
+pub(super) type Slot = Arc<OnceLock<Log>>;
+
+/// Records made minus records deleted, per kind, in [`kind_index`] order.
+pub(super) type Delta = [i64; 6];
+
+/// The position of a key's kind in a [`Delta`].
+pub(super) fn kind_index(key: &EntityKey) -> usize {
+    match key {
+        EntityKey::Host(_) => 0,
+        EntityKey::Container(_) => 1,
+        EntityKey::Cen(_) => 2,
+        EntityKey::Cin(_) => 3,
+        EntityKey::Cpool(_) => 4,
+        EntityKey::Member(_) => 5,
+    }
+}
+
+/// Adds what one change made and deleted to `d`.
+pub(super) fn add_delta(d: &mut Delta, c: &Change) {
+    for it in &c.items {
+        d[kind_index(&it.key)] += i64::from(it.after.is_some()) - i64::from(it.before.is_some());
+    }
+}
 
 /// The index (see the module docs).
 #[derive(Debug, Default)]
 pub(super) struct Index {
     /// Whether it covers every kept change up to `last`.
     pub ready: bool,
+    pub generation: u64,
+    pub start: u64,
     pub last: u64,
     pub blocks: BTreeMap<u64, Block>,
     /// The revisions that touched each record, oldest first.
-    pub touched: HashMap<EntityKey, VecDeque<u64>>,
+    pub touched: BTreeMap<EntityKey, Revs>,
+    /// The touched memberships as (host, container, CEN).
+    pub members: BTreeSet<(String, String, String)>,
+    /// The changes of the block being filled.
+    pub current: Option<Current>,
     /// Estimated bytes of the blocks' images.
     pub bytes: usize,
     /// Images held by the blocks.
@@ -36,53 +83,141 @@ pub(super) struct Index {
     pub revisions: usize,
 }
 
-/// The images of one block (see the module docs). Shared, so that a
-/// materialization takes them without holding the index while it applies
-/// them (the block being filled is copied on its next change then).
+/// The revisions that touched one record, oldest first; never empty. One
+/// revision (most records) takes no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Revs {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl std::ops::Deref for Revs {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        match self {
+            Revs::One(r) => std::slice::from_ref(r),
+            Revs::Many(v) => v,
+        }
+    }
+}
+
+impl Revs {
+    fn push(&mut self, r: u64) {
+        match self {
+            Revs::One(first) => *self = Revs::Many(vec![*first, r]),
+            Revs::Many(v) => v.push(r),
+        }
+    }
+
+    /// Drops the revisions at or below `end`; how many, and whether any
+    /// is left.
+    fn drop_through(&mut self, end: u64) -> (usize, bool) {
+        let k = self.partition_point(|r| *r <= end);
+        let left = self.len() - k;
+        if let Revs::Many(v) = self {
+            v.drain(..k);
+            if let [one] = v[..] {
+                *self = Revs::One(one);
+            }
+        }
+        (k, left > 0)
+    }
+}
+
+/// The images of one block (see the module docs). Boxed: a record is
+/// large inline, and most images of a block that made many records are
+/// `None`, which then takes one word.
 #[derive(Debug, Default)]
 pub(super) struct Block {
-    pub undo: Arc<Images>,
+    pub undo: BTreeMap<EntityKey, Option<Box<Record>>>,
     pub bytes: usize,
+    pub delta: Delta,
+}
+
+/// The changes of the block being filled, and where they go when it is
+/// complete.
+#[derive(Debug, Default)]
+pub(super) struct Current {
+    pub block: u64,
+    pub changes: Vec<Arc<Change>>,
+    pub done: Slot,
 }
 
 /// An estimate of the memory one kept image takes: its map entry and key,
-/// plus the record's serialized size (its strings dominate).
+/// plus, for a record, its box and its serialized size (its strings
+/// dominate).
 fn approx_bytes(key: &EntityKey, rec: &Option<Record>) -> usize {
-    let entry = std::mem::size_of::<(EntityKey, Option<Record>)>() + 32;
+    let entry = std::mem::size_of::<(EntityKey, Option<Box<Record>>)>() + 32;
     let key_heap = key.id().len();
-    let rec_heap = rec.as_ref().and_then(|r| serde_json::to_vec(r).ok()).map_or(0, |v| v.len());
+    let rec_heap =
+        rec.as_ref().and_then(|r| serde_json::to_vec(r).ok()).map_or(0, |v| v.len() + std::mem::size_of::<Record>());
     entry + key_heap + rec_heap
+}
+
+/// A membership's entry in [`Index::members`].
+fn by_container(key: &EntityKey) -> Option<(String, String, String)> {
+    match key {
+        EntityKey::Member(m) => Some((m.host.clone(), m.container.clone(), m.cen.clone())),
+        _ => None,
+    }
 }
 
 impl Index {
     /// An empty index, ready, whose next change is `floor + 1`.
-    pub fn starting_at(floor: u64) -> Index {
-        Index { ready: true, last: floor, ..Index::default() }
+    pub fn starting_at(floor: u64, generation: u64) -> Index {
+        Index { ready: true, generation, start: floor, last: floor, ..Index::default() }
+    }
+
+    /// Empties the index and makes it not ready (to be rebuilt); views made
+    /// on it see that it is.
+    pub fn reset(&mut self) {
+        *self = Index { generation: self.generation, ..Index::default() };
     }
 
     /// Records one committed change; a change out of order makes the
     /// index not ready (and empties it).
-    pub fn record(&mut self, c: &Change, every: u64) {
+    pub fn record(&mut self, c: &Arc<Change>, every: u64) {
         if !self.ready || c.revision <= self.last {
             return;
         }
         if c.revision != self.last + 1 {
-            *self = Index::default();
+            self.reset();
             return;
         }
-        let block = self.blocks.entry((c.revision - 1) / every).or_default();
+        let b = (c.revision - 1) / every;
+        if self.current.as_ref().is_none_or(|cur| cur.block != b) {
+            if let Some(done) = self.current.take() {
+                let _ = done.done.set(Log::from(done.changes));
+            }
+            self.current = Some(Current { block: b, ..Current::default() });
+        }
+        if let Some(cur) = self.current.as_mut() {
+            cur.changes.push(Arc::clone(c));
+        }
+        let block = self.blocks.entry(b).or_default();
+        add_delta(&mut block.delta, c);
         for it in &c.items {
             if !block.undo.contains_key(&it.key) {
                 let bytes = approx_bytes(&it.key, &it.before);
                 block.bytes += bytes;
                 self.bytes += bytes;
                 self.images += 1;
-                Arc::make_mut(&mut block.undo).insert(it.key.clone(), it.before.clone());
+                block.undo.insert(it.key.clone(), it.before.clone().map(Box::new));
             }
-            let revs = self.touched.entry(it.key.clone()).or_default();
-            if revs.back() != Some(&c.revision) {
-                revs.push_back(c.revision);
-                self.revisions += 1;
+            match self.touched.get_mut(&it.key) {
+                Some(revs) => {
+                    if revs.last() != Some(&c.revision) {
+                        revs.push(c.revision);
+                        self.revisions += 1;
+                    }
+                }
+                None => {
+                    if let Some(m) = by_container(&it.key) {
+                        self.members.insert(m);
+                    }
+                    self.touched.insert(it.key.clone(), Revs::One(c.revision));
+                    self.revisions += 1;
+                }
             }
         }
         self.last = c.revision;
@@ -98,15 +233,20 @@ impl Index {
             let Some(block) = self.blocks.remove(&b) else { break };
             for key in block.undo.keys() {
                 if let Some(revs) = self.touched.get_mut(key) {
-                    while revs.front().is_some_and(|r| *r <= end) {
-                        revs.pop_front();
-                        self.revisions -= 1;
-                    }
-                    if revs.is_empty() {
+                    let (dropped, left) = revs.drop_through(end);
+                    self.revisions -= dropped;
+                    if !left {
                         self.touched.remove(key);
+                        if let Some(m) = by_container(key) {
+                            self.members.remove(&m);
+                        }
                     }
                 }
             }
+            if self.current.as_ref().is_some_and(|cur| cur.block == b) {
+                self.current = None;
+            }
+            self.start = self.start.max(end);
             self.bytes -= block.bytes;
             self.images -= block.undo.len();
         }
@@ -118,11 +258,32 @@ impl Index {
         if to <= from {
             return Vec::new();
         }
-        let mut keys: std::collections::BTreeSet<&EntityKey> = std::collections::BTreeSet::new();
+        let mut keys: BTreeSet<&EntityKey> = BTreeSet::new();
         for (_, block) in self.blocks.range(from / every..=(to - 1) / every) {
             keys.extend(block.undo.keys());
         }
         keys.into_iter().cloned().collect()
+    }
+
+    /// Where the changes of `block` go once it is complete: the block being
+    /// filled, or the next one (started here, empty; the one being filled
+    /// before it is complete then, and handed over).
+    pub fn slot_for(&mut self, block: u64) -> Slot {
+        if let Some(cur) = self.current.as_ref().filter(|c| c.block == block) {
+            return Arc::clone(&cur.done);
+        }
+        if let Some(done) = self.current.take() {
+            let _ = done.done.set(Log::from(done.changes));
+        }
+        let cur = Current { block, ..Current::default() };
+        let slot = Arc::clone(&cur.done);
+        self.current = Some(cur);
+        slot
+    }
+
+    /// Changes held for the block being filled.
+    pub fn recent(&self) -> usize {
+        self.current.as_ref().map_or(0, |c| c.changes.len())
     }
 }
 
@@ -137,31 +298,31 @@ mod tests {
         Record::Cen(c)
     }
 
-    fn change(revision: u64, id: &str, before: Option<Record>, after: Option<Record>) -> Change {
+    fn change(revision: u64, id: &str, before: Option<Record>, after: Option<Record>) -> Arc<Change> {
         let key = EntityKey::Cen(id.into());
-        Change {
+        Arc::new(Change {
             revision,
             mutation: "m".into(),
             at_ms: 0,
             at_us: 0,
             actor: String::new(),
             items: vec![ChangeItem { key, before, after }],
-        }
+        })
     }
 
     /// A block keeps the first before-image of each record; a gap empties
     /// the index; trimming drops whole blocks and their revisions.
     #[test]
     fn blocks_keep_first_images_and_trim_whole() {
-        let mut ix = Index::starting_at(0);
+        let mut ix = Index::starting_at(0, 1);
         ix.record(&change(1, "a", None, Some(cen("a", 1))), 3);
         ix.record(&change(2, "a", Some(cen("a", 1)), Some(cen("a", 2))), 3);
         ix.record(&change(3, "b", None, Some(cen("b", 1))), 3);
         ix.record(&change(4, "a", Some(cen("a", 2)), Some(cen("a", 3))), 3);
         assert_eq!(ix.blocks.len(), 2);
         assert_eq!(ix.blocks[&0].undo.get(&EntityKey::Cen("a".into())), Some(&None));
-        assert_eq!(ix.blocks[&1].undo.get(&EntityKey::Cen("a".into())), Some(&Some(cen("a", 2))));
-        assert_eq!(ix.touched[&EntityKey::Cen("a".into())], [1, 2, 4]);
+        assert_eq!(ix.blocks[&1].undo.get(&EntityKey::Cen("a".into())), Some(&Some(Box::new(cen("a", 2)))));
+        assert_eq!(*ix.touched[&EntityKey::Cen("a".into())], [1, 2, 4]);
         assert_eq!((ix.images, ix.revisions), (3, 4));
         assert_eq!(ix.touched_between(3, 4, 3), vec![EntityKey::Cen("a".into())]);
         // The floor inside block 1 keeps it; at its end, it goes.
@@ -169,10 +330,42 @@ mod tests {
         assert_eq!(ix.blocks.len(), 2);
         ix.trim(3, 3);
         assert_eq!(ix.blocks.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(ix.touched[&EntityKey::Cen("a".into())], [4]);
+        assert_eq!(*ix.touched[&EntityKey::Cen("a".into())], [4]);
+        assert_eq!(ix.touched[&EntityKey::Cen("a".into())], Revs::One(4));
         assert!(!ix.touched.contains_key(&EntityKey::Cen("b".into())));
         assert_eq!((ix.images, ix.revisions), (1, 1));
         assert_eq!(ix.bytes, ix.blocks[&1].bytes);
+        // Deltas per kind: block 1 (an update) made and deleted none.
+        assert_eq!(ix.blocks[&1].delta, [0; 6]);
+        assert_eq!(ix.start, 3);
+        // The block being filled holds its changes; when the next starts,
+        // they go to its slot, where a view finds them.
+        assert_eq!(ix.recent(), 1);
+        let slot = ix.slot_for(1);
+        assert!(slot.get().is_none());
+        ix.record(&change(5, "a", Some(cen("a", 3)), Some(cen("a", 4))), 3);
+        ix.record(&change(7, "a", Some(cen("a", 4)), None), 3);
+        assert!(!ix.ready, "a gap (6 missing) empties the index");
+        let mut ix = Index::starting_at(3, 2);
+        ix.record(&change(4, "a", Some(cen("a", 2)), Some(cen("a", 3))), 3);
+        let slot = ix.slot_for(1);
+        ix.record(&change(5, "b", None, Some(cen("b", 1))), 3);
+        ix.record(&change(6, "b", Some(cen("b", 1)), None), 3);
+        assert!(slot.get().is_none());
+        ix.record(&change(7, "c", None, Some(cen("c", 1))), 3);
+        let done: Vec<u64> = slot.get().unwrap().iter().map(|c| c.revision).collect();
+        assert_eq!(done, [4, 5, 6]);
+        assert_eq!((ix.blocks[&1].delta[2], ix.blocks[&2].delta[2]), (0, 1));
+        assert_eq!(ix.recent(), 1);
+        // A view of the next block, not started yet, gets its slot now.
+        let next = ix.slot_for(3);
+        assert_eq!(ix.recent(), 0);
+        assert!(next.get().is_none());
+        let mut ix = Index::starting_at(0, 3);
+        ix.record(&change(1, "a", None, Some(cen("a", 1))), 3);
+        ix.record(&change(2, "a", Some(cen("a", 1)), Some(cen("a", 2))), 3);
+        ix.record(&change(3, "b", None, Some(cen("b", 1))), 3);
+        ix.record(&change(4, "a", Some(cen("a", 2)), Some(cen("a", 3))), 3);
         // A gap: not ready, empty; later changes are ignored.
         ix.record(&change(6, "c", None, Some(cen("c", 1))), 3);
         assert!(!ix.ready && ix.blocks.is_empty() && ix.touched.is_empty());

@@ -25,34 +25,88 @@
 //! `every` changes read from the store's log and undone. The live path
 //! pays only the recording of each change (O(change)).
 //!
+//! A query's cost is bounded before it runs, with the live topology's
+//! list sizes (`graphql::cost`), reads through `at` included: a list at a
+//! revision longer than any live one is costed at the live bound (or at
+//! its `first`).
+//!
+//! After a start (or a reload that skipped revisions) the index is rebuilt
+//! from the store's log in the background; start never waits for it, the
+//! first history read does.
+
+//! Time travel: the topology as it stood right after any kept revision,
+//! what changed between two revisions, and the changes that touched one
+//! record.
+//!
+//! What it keeps, in memory only (the store's change log is the only thing
+//! on disk; nothing is added to the state file or to etcd):
+//! - undo blocks, the periodic snapshots: for each block of `every`
+//!   revisions (`--history-every`), the image each record touched in the
+//!   block had at the block's start, and how many records of each kind the
+//!   block made and deleted ([`index`]);
+//! - per record (in key order), the revisions that touched it, trimmed
+//!   with the log;
+//! - the changes of the block being filled (fewer than `every`; shared
+//!   with the change stream);
+//! - the changes of the last [`LOGS`] older blocks read from the store's
+//!   log for views (so reads around one revision, a timeline's scrub,
+//!   read the log once).
+//!
+//! No topology is materialized or cached: a read at `N` answers from the
+//! live topology and the index, record by record ([`view`]).
+//!
+//! Bounds: the blocks hold at most one image per record and block (a
+//!   creation only its key), the per-record index one revision per record
+//!   and change; both cover the kept log (plus one block at the floor) and
+//!   are dropped as it is trimmed. Both are reported in `/metrics`. A read
+//!   in progress at a revision inside a block holds that block's changes
+//!   after the revision (fewer than `every`) until it ends.
+//!
+//! Cost of an `at` read: making the view reads at most `every` changes
+//! from the store's log (none when the revision's block is the one being
+//! filled or one of the last [`LOGS`] read); then each record read costs
+//! a few index lookups, each list the live list plus the touched keys of
+//! its range, counts the number of blocks plus `every`. Nothing grows with the topology but the
+//! answer. The live path pays only the recording of each change
+//! (O(change), inside the live topology's write lock, so that a read
+//! under its read lock finds the index at exactly the live revision).
+//!
 //! After a start (or a reload that skipped revisions) the index is rebuilt
 //! from the store's log in the background; start never waits for it, the
 //! first history read does.
 
 mod index;
+pub mod view;
 
 use super::{Service, REPLAY_PAGE};
-use crate::model::{Change, EntityKey, Images, ModelError, Record, Topology};
-use index::Index;
-use parking_lot::Mutex;
+use crate::model::{Change, EntityKey, ErrorCode, ModelError, Record};
+use index::{Index, Log, Slot};
+use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+pub use view::{AtRead, AtView, Reader};
 
-/// Revisions per undo block by default (`--history-every`): an `at` read
-/// reads and undoes fewer than this many changes from the log.
+/// Revisions per undo block by default (`--history-every`): making a view
+/// at a revision reads fewer than this many changes from the log.
 pub const DEFAULT_HISTORY_EVERY: u64 = 1_000;
-/// Materialized topologies kept for repeated reads.
-pub const CACHED: usize = 2;
 /// Most entries of one page of `diff` or `history`.
 pub const MAX_PAGE: usize = 1_000;
+/// Blocks whose changes read from the store's log are kept for the next
+/// views in them.
+pub const LOGS: usize = 4;
 
 /// The history of one service (see the module docs).
 #[derive(Debug)]
 pub(crate) struct History {
     every: u64,
-    index: Mutex<Index>,
-    cache: Mutex<VecDeque<(u64, Arc<Topology>)>>,
-    /// One build or materialization at a time.
+    index: RwLock<Index>,
+    /// The generation of the next index built.
+    generations: AtomicU64,
+    /// The changes of blocks read from the store's log, newest read first:
+    /// (block, the revision they start after, the changes).
+    logs: Mutex<VecDeque<(u64, u64, Log)>>,
+    /// One build at a time.
     building: tokio::sync::Mutex<()>,
 }
 
@@ -73,9 +127,10 @@ pub struct HistoryStats {
     pub revisions: usize,
     /// Records in the per-record index.
     pub records: usize,
-    /// Materialized topologies cached, and the records they hold.
-    pub cached: usize,
-    pub cached_records: usize,
+    /// Changes of the block being filled held.
+    pub recent: usize,
+    /// Changes of older blocks held, read from the log for views.
+    pub logged: usize,
 }
 
 /// One record's images at two revisions (an entry of [`Service::diff`]).
@@ -90,62 +145,56 @@ impl History {
     pub(crate) fn new(every: u64) -> History {
         History {
             every: every.max(1),
-            index: Mutex::new(Index::default()),
-            cache: Mutex::new(VecDeque::new()),
+            index: RwLock::new(Index::default()),
+            generations: AtomicU64::new(1),
+            logs: Mutex::new(VecDeque::new()),
             building: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Records a committed change (before the live topology shows it) and
-    /// drops what the log no longer keeps.
-    pub(crate) fn record(&self, change: &Change, floor: u64) {
-        let mut ix = self.index.lock();
-        ix.record(change, self.every);
-        ix.trim(floor, self.every);
+    /// Records a committed change. Called inside the live topology's write
+    /// lock, with the change that lock makes visible (see the module docs).
+    pub(crate) fn record(&self, change: &Arc<Change>) {
+        self.index.write().record(change, self.every);
+    }
+
+    /// Drops what the log no longer keeps (after the live topology's write
+    /// lock is released: freeing a block is not the commit's business).
+    pub(crate) fn trim(&self, floor: u64) {
+        self.index.write().trim(floor, self.every);
     }
 
     /// Forgets the index (revisions skipped by a reload): rebuilt on the
-    /// next read.
+    /// next read; views made before it fail from now on.
     pub(crate) fn reset(&self) {
-        *self.index.lock() = Index::default();
+        self.index.write().reset();
+        self.logs.lock().clear();
     }
 
-    fn cached(&self, revision: u64) -> Option<Arc<Topology>> {
-        let mut cache = self.cache.lock();
-        let i = cache.iter().position(|(r, _)| *r == revision)?;
-        let hit = cache.remove(i)?;
-        let t = Arc::clone(&hit.1);
-        cache.push_front(hit);
-        Some(t)
+    /// The changes of `block` after `revision`, if read before.
+    fn log_of(&self, block: u64, revision: u64) -> Option<Log> {
+        let mut logs = self.logs.lock();
+        let i = logs.iter().position(|(b, from, _)| *b == block && *from <= revision)?;
+        let hit = logs.remove(i)?;
+        let log = Arc::clone(&hit.2);
+        logs.push_front(hit);
+        Some(log)
     }
 
-    /// The cached topology at the lowest revision at or after `revision`.
-    fn nearest_after(&self, revision: u64) -> Option<(u64, Arc<Topology>)> {
-        let cache = self.cache.lock();
-        cache.iter().filter(|(r, _)| *r >= revision).min_by_key(|(r, _)| *r).map(|(r, t)| (*r, Arc::clone(t)))
+    /// Keeps the changes of `block` after `from` for the next views.
+    fn keep_log(&self, block: u64, from: u64, log: Log) {
+        let mut logs = self.logs.lock();
+        logs.retain(|(b, _, _)| *b != block);
+        logs.push_front((block, from, log));
+        logs.truncate(LOGS);
     }
 
-    /// Caches a materialized topology; the one it evicts is freed off the
-    /// request's path (freeing a large topology takes as long as a copy).
-    fn remember(&self, revision: u64, t: Arc<Topology>) {
-        let evicted = {
-            let mut cache = self.cache.lock();
-            cache.push_front((revision, t));
-            let keep = CACHED.min(cache.len());
-            cache.split_off(keep)
-        };
-        if evicted.is_empty() {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || drop(evicted))),
-            Err(_) => drop(evicted),
-        }
+    fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn stats(&self) -> HistoryStats {
-        let ix = self.index.lock();
-        let cache = self.cache.lock();
+        let ix = self.index.read();
         HistoryStats {
             every: self.every,
             ready: ix.ready,
@@ -154,15 +203,10 @@ impl History {
             bytes: ix.bytes,
             revisions: ix.revisions,
             records: ix.touched.len(),
-            cached: cache.len(),
-            cached_records: cache.iter().map(|(_, t)| t.node_count()).sum(),
+            recent: ix.recent(),
+            logged: self.logs.lock().iter().map(|(_, _, l)| l.len()).sum(),
         }
     }
-}
-
-/// The images that undo a change: each record as it was before it.
-fn undo_images(c: &Change) -> Images {
-    c.items.iter().map(|i| (i.key.clone(), i.before.clone())).collect()
 }
 
 impl Service {
@@ -199,7 +243,7 @@ impl Service {
     /// log is read without holding anything, then the rest under the
     /// writer lock (so no change slips between), and the index installed.
     async fn history_ready(&self) -> Result<(), ModelError> {
-        if self.history.index.lock().ready {
+        if self.history.index.read().ready {
             return Ok(());
         }
         let _one = self.history.building.lock().await;
@@ -208,11 +252,11 @@ impl Service {
 
     /// [`Service::history_ready`], the caller holding `building`.
     async fn build_index(&self) -> Result<(), ModelError> {
-        if self.history.index.lock().ready {
+        if self.history.index.read().ready {
             return Ok(());
         }
         let every = self.history.every;
-        let mut ix = Index::starting_at(self.store.floor());
+        let mut ix = Index::starting_at(self.store.floor(), self.history.next_generation());
         self.read_into(&mut ix).await?;
         let _serial = self.writer.lock().await;
         self.read_into(&mut ix).await?;
@@ -224,7 +268,7 @@ impl Service {
                 self.revision()
             )));
         }
-        *self.history.index.lock() = ix;
+        *self.history.index.write() = ix;
         Ok(())
     }
 
@@ -235,14 +279,14 @@ impl Service {
             let page = match self.store.changes_after(ix.last, REPLAY_PAGE * 4).await {
                 Ok(p) => p,
                 Err(crate::store::StoreError::Gone(g)) => {
-                    *ix = Index::starting_at(g.floor);
+                    *ix = Index::starting_at(g.floor, ix.generation);
                     continue;
                 }
                 Err(e) => return Err(ModelError::unavailable(format!("could not read the change log: {e}"))),
             };
             let Some(last) = page.last().map(|c| c.revision) else { return Ok(()) };
-            for c in &page {
-                ix.record(c, self.history.every);
+            for c in page {
+                ix.record(&Arc::new(c), self.history.every);
             }
             if !ix.ready || ix.last != last {
                 return Err(ModelError::internal(format!(
@@ -264,61 +308,96 @@ impl Service {
         });
     }
 
-    /// The topology as it stood right after `revision` (read-only).
-    pub async fn topology_at(&self, revision: u64) -> Result<Arc<Topology>, ModelError> {
+    /// A view of the topology as it stood right after `revision`
+    /// (read-only): read it with [`Service::read_in`]. Reads fewer than
+    /// `every` changes from the store's log (those of the revision's block
+    /// after it), none when that block is the one being filled.
+    pub async fn at(&self, revision: u64) -> Result<Arc<AtView>, ModelError> {
         self.check_kept(revision)?;
-        if let Some(t) = self.history.cached(revision) {
-            return Ok(t);
-        }
         self.history_ready().await?;
-        let _one = self.history.building.lock().await;
-        self.build_index().await?;
-        if let Some(t) = self.history.cached(revision) {
-            return Ok(t);
-        }
-        let (base_rev, mut t) = match self.history.nearest_after(revision) {
-            Some((r, t)) => (r, Topology::clone(&t)),
-            None => {
-                let (t, r) = self.read_at(Topology::clone);
-                (r, t)
-            }
-        };
         let every = self.history.every;
-        // The first block boundary at or after `revision`.
         let boundary = revision.div_ceil(every).saturating_mul(every);
-        let upper = if boundary < base_rev {
-            // Taken under the index's lock, applied without it: a commit
-            // never waits for a materialization.
-            let blocks: Vec<Arc<Images>> = {
-                let ix = self.history.index.lock();
-                if ix.last < base_rev {
-                    return Err(ModelError::unavailable(
-                        "the history index is behind the model; try again".to_string(),
-                    ));
-                }
-                ix.blocks
-                    .range(boundary / every..=(base_rev - 1) / every)
-                    .rev()
-                    .map(|(_, b)| Arc::clone(&b.undo))
-                    .collect()
-            };
-            for undo in blocks {
-                t.commit(&undo);
+        let (generation, slot, from_log) = {
+            let mut ix = self.history.index.write();
+            if !ix.ready {
+                return Err(ModelError::unavailable("the history is being rebuilt; try again".to_string()));
             }
-            boundary
-        } else {
-            base_rev
+            let block = revision / every;
+            if boundary == revision {
+                (ix.generation, Arc::new(std::sync::OnceLock::from(Log::from(Vec::new()))), false)
+            } else if boundary > ix.last || ix.current.as_ref().is_some_and(|c| c.block == block) {
+                // The block is being filled (or is the next one): its
+                // changes come to the view as they are recorded.
+                (ix.generation, ix.slot_for(block), false)
+            } else {
+                (ix.generation, Slot::default(), true)
+            }
         };
-        if upper > revision {
-            let limit = usize::try_from(upper - revision).unwrap_or(usize::MAX);
-            let changes = self.change_log(revision, limit).await?;
-            for c in changes.iter().rev().filter(|c| c.revision <= upper) {
-                t.commit(&undo_images(c));
+        if from_log {
+            let _ = slot.set(self.block_log(revision, boundary).await?);
+        }
+        Ok(Arc::new(AtView::new(revision, every, generation, slot)))
+    }
+
+    /// The changes of `revision`'s block after it, at least: kept from an
+    /// earlier view, or read from the store's log (from the block's start
+    /// where the log still has it, and kept).
+    async fn block_log(&self, revision: u64, boundary: u64) -> Result<Log, ModelError> {
+        let every = self.history.every;
+        let block = revision / every;
+        if let Some(log) = self.history.log_of(block, revision) {
+            return Ok(log);
+        }
+        let mut from = (block * every).max(self.store.floor()).min(revision);
+        let limit = |from: u64| usize::try_from(boundary - from).unwrap_or(usize::MAX);
+        let page = match self.change_log(from, limit(from)).await {
+            // The floor passed the block's start meanwhile: after the
+            // revision is all a view needs.
+            Err(e) if e.code == ErrorCode::Gone && from < revision => {
+                from = revision;
+                self.change_log(from, limit(from)).await?
+            }
+            r => r?,
+        };
+        let log: Vec<Arc<Change>> = page.into_iter().filter(|c| c.revision <= boundary).map(Arc::new).collect();
+        let whole = log.iter().zip(from + 1..).all(|(c, r)| c.revision == r);
+        if !whole || log.len() as u64 != boundary - from {
+            return Err(ModelError::unavailable(format!(
+                "the change log does not hold every change of ({from}, {boundary}]; try again"
+            )));
+        }
+        let log = Log::from(log);
+        self.history.keep_log(block, from, Arc::clone(&log));
+        Ok(log)
+    }
+
+    /// Reads the live topology (`view` `None`) or the topology at a view's
+    /// revision. The live read never fails; a view's fails once the kept
+    /// log no longer covers it (see [`view`]).
+    pub fn read_in<R>(&self, view: Option<&AtView>, f: impl FnOnce(&Reader<'_>) -> R) -> Result<R, ModelError> {
+        let live = self.topo.read();
+        match view {
+            None => Ok(f(&Reader::Live(&live))),
+            Some(v) => {
+                let ix = self.history.index.read();
+                let at = AtRead::new(&live, &ix, v)?;
+                Ok(f(&Reader::At(at)))
             }
         }
-        let t = Arc::new(t);
-        self.history.remember(revision, Arc::clone(&t));
-        Ok(t)
+    }
+
+    /// Reads the topology at two views' revisions at once.
+    fn read_two<R>(
+        &self,
+        a: &AtView,
+        b: &AtView,
+        f: impl FnOnce(&AtRead<'_>, &AtRead<'_>, &[EntityKey]) -> R,
+    ) -> Result<R, ModelError> {
+        let live = self.topo.read();
+        let ix = self.history.index.read();
+        let (x, y) = (AtRead::new(&live, &ix, a)?, AtRead::new(&live, &ix, b)?);
+        let keys = ix.touched_between(a.revision(), b.revision(), self.history.every);
+        Ok(f(&x, &y, &keys))
     }
 
     /// The commit time of a revision (ms since the Unix epoch), if the log
@@ -345,23 +424,22 @@ impl Service {
         if from > to {
             return Err(ModelError::bad_request(format!("from {from} is after to {to}")));
         }
-        self.check_kept(from)?;
-        self.check_kept(to)?;
-        let old = self.topology_at(from).await?;
-        let new = self.topology_at(to).await?;
-        let keys = self.history.index.lock().touched_between(from, to, self.history.every);
-        let start = after.map_or(0, |a| keys.partition_point(|k| k <= a));
-        let mut out = Vec::new();
-        for key in &keys[start..] {
-            if out.len() >= first {
-                break;
+        let old = self.at(from).await?;
+        let new = self.at(to).await?;
+        self.read_two(&old, &new, |old, new, keys| {
+            let start = after.map_or(0, |a| keys.partition_point(|k| k <= a));
+            let mut out = Vec::new();
+            for key in &keys[start..] {
+                if out.len() >= first {
+                    break;
+                }
+                let (before, after) = (old.get(key), new.get(key));
+                if before != after {
+                    out.push(DiffItem { key: key.clone(), before: before.cloned(), after: after.cloned() });
+                }
             }
-            let (before, after) = (old.get(key), new.get(key));
-            if before != after {
-                out.push(DiffItem { key: key.clone(), before: before.cloned(), after: after.cloned() });
-            }
-        }
-        Ok(out)
+            out
+        })
     }
 
     /// The kept changes that touched one record, newest first, only those
@@ -375,7 +453,7 @@ impl Service {
         self.history_ready().await?;
         let floor = self.store.floor();
         let revisions: Vec<u64> = {
-            let ix = self.history.index.lock();
+            let ix = self.history.index.read();
             ix.touched.get(key).map_or_else(Vec::new, |revs| {
                 revs.iter()
                     .rev()
