@@ -365,6 +365,7 @@ impl Loop {
         noticed: BTreeSet<String>,
         tracked: &parking_lot::Mutex<Vec<Tracked>>,
     ) -> u64 {
+        let started = std::time::Instant::now();
         let host = self.host.clone();
         let desired = &mut self.desired;
         let forwarding = &mut self.forwarding;
@@ -389,15 +390,26 @@ impl Loop {
         if scope.cens.is_empty() && scope.cins.is_empty() {
             return revision;
         }
+        let desired_us = started.elapsed().as_micros() as u64;
         let released = self.desired.take_released();
         let progress = self.progress(tracked, revision);
         let report = realizer.apply_cens(&self.desired, &scope.cens, &released, Some(&progress)).await;
         for e in report.errors() {
             tracing::warn!(error = %e, "realization");
         }
+        let applied_us = started.elapsed().as_micros() as u64;
         self.last_steps = report.steps;
         let reports = self.service.read(|t| status_reports(t, &host, &scope, &report));
+        let statuses = reports.len();
         self.record(reports, "statuses").await;
+        tracing::debug!(
+            revision,
+            desired_us,
+            applied_us,
+            statuses,
+            recorded_us = started.elapsed().as_micros() as u64,
+            "round timing"
+        );
         revision
     }
 }

@@ -65,8 +65,11 @@ impl Realizer {
         scope: Scope<'_>,
         progress: Option<Progress<'_>>,
     ) -> ApplyReport {
+        let started = std::time::Instant::now();
         let want_paths = self.open_paths(desired, scope).await;
+        let opened_us = started.elapsed().as_micros() as u64;
         let mut plan = plan::plan_scoped(&self.observed, desired, index, &self.cfg, scope, &self.groups);
+        let planned_us = started.elapsed().as_micros() as u64;
         let report =
             ApplyReport { steps: plan.steps.len(), unavailable: plan.unavailable.clone(), ..ApplyReport::default() };
         // What is about to be made is recorded first, durably: a crash
@@ -79,6 +82,7 @@ impl Realizer {
             }
             return report;
         }
+        let recorded_us = started.elapsed().as_micros() as u64;
         let gone_names = self.names_of_doomed_groups(&plan);
         let total = plan.steps.len();
         let done = AtomicUsize::new(0);
@@ -106,8 +110,18 @@ impl Realizer {
             let results = self.run_phase(&run, &tick).await;
             self.settle(&run, results, &gone_names, &mut failed).await;
         }
+        let kernel_us = started.elapsed().as_micros() as u64;
         self.let_go_of_paths(&want_paths, index, scope);
         self.start_listeners().await;
+        tracing::debug!(
+            opened_us,
+            planned_us,
+            recorded_us,
+            kernel_us,
+            done_us = started.elapsed().as_micros() as u64,
+            steps = report.steps,
+            "apply timing"
+        );
         failed.report(report, &plan)
     }
 

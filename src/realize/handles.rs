@@ -35,13 +35,6 @@ fn workload_ident(path: &str) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// (device, inode) of an open namespace.
-fn fd_ident(fd: &std::os::fd::OwnedFd) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let f = std::fs::File::from(fd.try_clone().ok()?);
-    f.metadata().ok().map(|m| (m.dev(), m.ino()))
-}
-
 /// Each namespace bound by path that the scope's containers use, with
 /// the identity it had when bound.
 fn bound_idents(desired: &Desired, scope: Scope<'_>) -> BTreeMap<NsId, Option<(u64, u64)>> {
@@ -95,7 +88,7 @@ impl Realizer {
         for (ns, want) in idents {
             let NsId::Path(p) = ns else { continue };
             let now = workload_ident(p);
-            let held = self.handles.get(ns).and_then(|h| h.kept_fd()).and_then(fd_ident);
+            let held = self.handles.get(ns).and_then(|h| h.kept_ident());
             let gone = match (now, want) {
                 (None, _) => Some(format!("the workload is gone: {p} no longer exists")),
                 (Some(now), Some(want)) if now != *want => Some(format!(
