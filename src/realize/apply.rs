@@ -42,18 +42,28 @@ impl Realizer {
     /// be kept with [`Desired::put_cen`] / [`Desired::remove_cen`].
     ///
     /// `released` names the namespaces whose containers no desired CEN uses
-    /// any more (from [`Desired::take_released`]): they go.
+    /// any more (from [`Desired::take_released`]): they go. `focus` names,
+    /// per CEN, the members that alone changed (see [`plan::Focus`]): only
+    /// their namespaces are opened and checked, and only their links
+    /// planned; a CEN it does not name, or that cannot be focused, is
+    /// looked at whole.
     pub async fn apply_cens(
         &mut self,
         desired: &Desired,
         cens: &BTreeSet<String>,
         released: &BTreeSet<NsId>,
+        focus: &plan::Focus,
         progress: Option<Progress<'_>>,
     ) -> ApplyReport {
         for cen in cens {
             self.groups.set(&self.cfg.prefix, cen, desired.cens.contains_key(cen));
         }
-        self.apply_with(desired, desired.index(), Scope::Cens(cens, released), progress).await
+        let focus: plan::Focus = focus
+            .iter()
+            .filter(|(c, _)| cens.contains(*c) && self.groups.focusable(&self.cfg.prefix, desired, c))
+            .map(|(c, f)| (c.clone(), f.clone()))
+            .collect();
+        self.apply_with(desired, desired.index(), Scope::Cens(cens, released, &focus), progress).await
     }
 
     /// Opens what the scope needs, plans, records, then runs the plan's

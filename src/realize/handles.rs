@@ -35,15 +35,17 @@ fn workload_ident(path: &str) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Each namespace bound by path that the scope's containers use, with
-/// the identity it had when bound.
+/// Each namespace bound by path that the scope's containers use (of a
+/// focused CEN, its members in focus), with the identity it had when bound.
 fn bound_idents(desired: &Desired, scope: Scope<'_>) -> BTreeMap<NsId, Option<(u64, u64)>> {
     let keys: Vec<&String> = match scope {
         Scope::All => desired.containers.keys().collect(),
-        Scope::Cens(set, _) => set
+        Scope::Cens(set, _, focus) => set
             .iter()
-            .filter_map(|c| desired.cens.get(c))
-            .flat_map(|c| c.members.iter().map(|m| &m.container))
+            .filter_map(|c| desired.cens.get(c).map(|net| (net, focus.get(c))))
+            .flat_map(|(net, f)| {
+                net.members.iter().map(|m| &m.container).filter(move |k| f.is_none_or(|f| f.contains(*k)))
+            })
             .collect(),
     };
     let mut idents: BTreeMap<NsId, Option<(u64, u64)>> = BTreeMap::new();
@@ -348,7 +350,7 @@ mod tests {
         assert_eq!(all.get(&p2), Some(&None));
         let cens: BTreeSet<String> = ["cen2".to_string()].into();
         let released = BTreeSet::new();
-        let scoped = bound_idents(&d, Scope::Cens(&cens, &released));
+        let scoped = bound_idents(&d, Scope::Cens(&cens, &released, &Default::default()));
         assert_eq!(scoped.keys().collect::<Vec<_>>(), vec![&p2], "a scoped apply opens only its CENs' namespaces");
     }
 
