@@ -208,13 +208,21 @@ fn phases(log: &str, n: usize) -> Vec<(&'static str, Vec<u64>)> {
 
 fn print_phases(text: &str) {
     println!("Server phases of the {SEQUENTIAL} sequential ADDs (debug timing events):");
-    println!("  {:<38} {:>9} {:>9} {:>5}", "", "p50 ms", "p99 ms", "n");
+    println!("  (first 10 / last 10: the mean of the first and of the last ten ADDs, as the CEN grows)");
+    println!("  {:<38} {:>9} {:>9} {:>9} {:>9} {:>5}", "", "p50 ms", "p99 ms", "first 10", "last 10", "n");
     for (name, mut v) in phases(text, SEQUENTIAL) {
         if v.is_empty() {
             continue;
         }
+        let mean = |w: &[u64]| w.iter().sum::<u64>() as f64 / w.len().max(1) as f64 / 1000.0;
+        let (first, last) = (mean(&v[..v.len().min(10)]), mean(&v[v.len().saturating_sub(10)..]));
         v.sort_unstable();
-        println!("  {name:<38} {:>9.3} {:>9.3} {:>5}", percentile(&v, 0.5), percentile(&v, 0.99), v.len());
+        println!(
+            "  {name:<38} {:>9.3} {:>9.3} {first:>9.3} {last:>9.3} {:>5}",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            v.len()
+        );
     }
 }
 
