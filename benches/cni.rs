@@ -10,9 +10,13 @@
 //!
 //! Prints both figures and their ratios (target: leviathan <= 0.5x).
 //! Run: `cargo build --release -p leviathan-cni && cargo bench --bench cni`.
+//! With `LEVIATHAN_BENCH_PHASES=1` the server also logs the timing of each
+//! ADD's phases (debug level) and the bench prints their p50 and p99 over
+//! the sequential ADDs (off by default: the logging costs a little).
 //! Under `cargo test --all-targets` (no `--bench` argument) it only says
 //! how to run it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -133,7 +137,100 @@ fn measure(driver: &Path, cni_path: &str, dir: &Path, list: &Path, prefix: &str)
     Figures { p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), burst_ms: wall as f64 / 1000.0 }
 }
 
-fn start_server(server: &Path, dir: &Path, prefix: &str, sock: &Path) -> Child {
+/// The server's debug timing events (see [`phases`]).
+const PHASE_LOG: &str = "info,leviathan::graphql::runtime=debug,leviathan::graphql::mutation=debug,\
+    leviathan::service::commit=debug,leviathan::store::sqlite=debug,leviathan::driver::run=debug,\
+    leviathan::realize::apply=debug";
+
+/// The `key=number` fields of a log line.
+fn fields(line: &str) -> BTreeMap<&str, u64> {
+    line.split_whitespace().filter_map(|w| w.split_once('=')).filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect()
+}
+
+/// Each phase's time per ADD, in microseconds, from the server's timing
+/// events of the first `n` attaches (the sequential ones): the change and
+/// the round of each attach are found by its revision.
+fn phases(log: &str, n: usize) -> Vec<(&'static str, Vec<u64>)> {
+    let mut by_kind: BTreeMap<&str, BTreeMap<u64, BTreeMap<&str, u64>>> = BTreeMap::new();
+    let mut attaches = Vec::new();
+    let mut last_apply = BTreeMap::new();
+    for line in log.lines() {
+        let f = fields(line);
+        let Some(kind) = ["attach", "mutation", "change", "commit", "round", "apply"]
+            .into_iter()
+            .find(|k| line.contains(&format!(" {k} timing")))
+        else {
+            continue;
+        };
+        match (kind, f.get("revision").copied()) {
+            ("apply", _) => last_apply = f,
+            ("round", Some(r)) => {
+                by_kind.entry("apply").or_default().insert(r, std::mem::take(&mut last_apply));
+                by_kind.entry(kind).or_default().insert(r, f);
+            }
+            ("attach", Some(r)) if attaches.len() < n => {
+                attaches.push(r);
+                by_kind.entry(kind).or_default().insert(r, f);
+            }
+            (_, Some(r)) => {
+                by_kind.entry(kind).or_default().insert(r, f);
+            }
+            _ => {}
+        }
+    }
+    let get = |kind: &str, r: u64, k: &str| by_kind.get(kind).and_then(|m| m.get(&r)).and_then(|f| f.get(k).copied());
+    let span = |kind: &'static str, from: &'static str, to: &'static str| {
+        attaches
+            .iter()
+            .filter_map(|r| {
+                let start = if from.is_empty() { Some(0) } else { get(kind, *r, from) };
+                Some(get(kind, *r, to)?.saturating_sub(start?))
+            })
+            .collect::<Vec<u64>>()
+    };
+    vec![
+        ("attach: resolve the namespace", span("attach", "", "bound_us")),
+        ("commit: compute the change", span("change", "", "prepared_us")),
+        ("commit: SQLite rows", span("commit", "", "written_us")),
+        ("commit: SQLite COMMIT (WAL, fsync)", span("commit", "vacuumed_us", "committed_us")),
+        ("commit: whole (task, lock, publish)", span("mutation", "", "committed_us")),
+        ("wait READY: the driver's round", span("mutation", "committed_us", "settled_us")),
+        ("round: desired state of the CEN", span("round", "", "desired_us")),
+        ("apply: open/check namespaces", span("apply", "", "opened_us")),
+        ("apply: plan", span("apply", "opened_us", "planned_us")),
+        ("apply: ledger record", span("apply", "planned_us", "recorded_us")),
+        ("apply: kernel (netlink)", span("apply", "recorded_us", "kernel_us")),
+        ("apply: listeners", span("apply", "kernel_us", "done_us")),
+        ("round: statuses", span("round", "applied_us", "recorded_us")),
+        ("attach: whole resolver", span("attach", "", "read_us")),
+    ]
+}
+
+fn print_phases(text: &str) {
+    println!("Server phases of the {SEQUENTIAL} sequential ADDs (debug timing events):");
+    println!("  (first 10 / last 10: the mean of the first and of the last ten ADDs, as the CEN grows)");
+    println!("  {:<38} {:>9} {:>9} {:>9} {:>9} {:>5}", "", "p50 ms", "p99 ms", "first 10", "last 10", "n");
+    for (name, mut v) in phases(text, SEQUENTIAL) {
+        if v.is_empty() {
+            continue;
+        }
+        let mean = |w: &[u64]| w.iter().sum::<u64>() as f64 / w.len().max(1) as f64 / 1000.0;
+        let (first, last) = (mean(&v[..v.len().min(10)]), mean(&v[v.len().saturating_sub(10)..]));
+        v.sort_unstable();
+        println!(
+            "  {name:<38} {:>9.3} {:>9.3} {first:>9.3} {last:>9.3} {:>5}",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            v.len()
+        );
+    }
+}
+
+fn start_server(server: &Path, dir: &Path, prefix: &str, sock: &Path, log: Option<&Path>) -> Child {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("server log")),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(server)
         .args(["serve", "--listen", "127.0.0.1:0", "--prefix", prefix])
         .arg("--state")
@@ -142,8 +239,9 @@ fn start_server(server: &Path, dir: &Path, prefix: &str, sock: &Path) -> Child {
         .arg(sock)
         .arg("--cni-queue")
         .arg(dir.join("queue"))
+        .env("LEVIATHAN_LOG", if log.is_some() { PHASE_LOG } else { "info" })
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start leviathan");
     let mut line = String::new();
@@ -238,7 +336,8 @@ fn main() {
 
     // leviathan-cni and a server.
     let sock = dir.join("l.sock");
-    guard.child = Some(start_server(&server, &dir, &ours, &sock));
+    let phase_log = std::env::var("LEVIATHAN_BENCH_PHASES").is_ok_and(|v| v == "1").then(|| dir.join("server.log"));
+    guard.child = Some(start_server(&server, &dir, &ours, &sock, phase_log.as_deref()));
     let made = gql(&sock, "mutation { cenCreate(input: {id: \"bench\"}) { revision } cinImport(input: {cins: [{id: \"benchcin\", cenIds: [\"bench\"]}]}) { revision } cinMake(input: {ids: [\"benchcin\"]}) { cins { status } } }");
     assert!(made.contains("READY"), "{made}");
     let list = dir.join("leviathan.conflist");
@@ -250,6 +349,7 @@ fn main() {
     assert_eq!(ready.matches("READY").count(), SEQUENTIAL + BURST, "all READY: {ready}");
     guard.stop_server();
     cleanup(&ours, &server);
+    let phase_text = phase_log.map(|p| std::fs::read_to_string(p).expect("server log"));
 
     // Debian's reference plugins: bridge + host-local.
     let list = dir.join("reference.conflist");
@@ -271,4 +371,7 @@ fn main() {
         lev.p99_ms / reference.p99_ms,
         lev.burst_ms / reference.burst_ms
     );
+    if let Some(text) = &phase_text {
+        print_phases(text);
+    }
 }

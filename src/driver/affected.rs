@@ -17,6 +17,12 @@ pub(super) struct Affected {
     pub cens: BTreeSet<String>,
     /// The CINs the changes touched.
     pub cins: BTreeSet<String>,
+    /// Of `cens`, those a change of the CEN itself, of a CIN over it or of
+    /// a host's VTEP touched: looked at whole (the others may be looked at
+    /// through their changed members only).
+    pub whole: BTreeSet<String>,
+    /// The containers (`host/id`) whose membership or namespace changed.
+    pub containers: BTreeSet<String>,
 }
 
 impl Affected {
@@ -31,14 +37,23 @@ impl Affected {
     pub fn add(&mut self, t: &Topology, change: &Change) {
         for item in &change.items {
             match &item.key {
-                EntityKey::Cen(id) => self.cen(t, id, item),
+                EntityKey::Cen(id) => self.whole_of(|a| a.cen(t, id, item)),
                 EntityKey::Member(k) => self.member(t, k),
-                EntityKey::Cin(id) => self.cin(item, id),
+                EntityKey::Cin(id) => self.whole_of(|a| a.cin(item, id)),
                 EntityKey::Container(k) => self.container(t, k, item),
-                EntityKey::Host(h) => self.host(t, h, item),
+                EntityKey::Host(h) => self.whole_of(|a| a.host(t, h, item)),
                 EntityKey::Cpool(_) => {}
             }
         }
+    }
+
+    /// Adds what `f` finds, every CEN of it to be looked at whole.
+    fn whole_of(&mut self, f: impl FnOnce(&mut Affected)) {
+        let mut a = Affected::default();
+        f(&mut a);
+        self.whole.extend(a.cens.iter().cloned());
+        self.cens.extend(a.cens);
+        self.cins.extend(a.cins);
     }
 
     /// A CEN made or destroyed (or retried): it, and the CINs over it; the
@@ -58,6 +73,7 @@ impl Affected {
     /// other CENs too; and the hosts the CEN's CINs are present on may
     /// change, with their other CENs.
     fn member(&mut self, t: &Topology, k: &MemberKey) {
+        self.containers.insert(k.container_key().to_string());
         self.cens.insert(k.cen.clone());
         made_cens_of(t, &k.container_key(), &mut self.cens);
         self.other_slices(t, &k.cen);
@@ -90,6 +106,7 @@ impl Affected {
             |r: &Option<Record>| matches!(r, Some(Record::Container(c)) if c.realization.status == Status::Failed);
         let retry = failed(&item.before) && !failed(&item.after);
         if shape(&item.before) != shape(&item.after) || retry {
+            self.containers.insert(k.to_string());
             made_cens_of(t, k, &mut self.cens);
         }
     }
@@ -171,6 +188,8 @@ mod tests {
         );
         let a = Affected::of(&t, &change);
         assert_eq!(a.cens, set(&["cen3", "cen4"]));
+        assert!(a.whole.is_empty(), "a join is looked at through its member");
+        assert_eq!(a.containers, set(&["h3/c13"]));
         let d = desired(&t, "h1");
         let remotes: Vec<String> =
             d.cens["cen3"].vxlan.as_ref().unwrap().remotes.iter().map(|a| a.to_string()).collect();
@@ -196,7 +215,8 @@ mod tests {
         let mut t = spread();
         let change = change_of(&mut t, &Command::CenSetMade { ids: vec!["cen5".into()], made: false, realizing: true });
         let a = Affected::of(&t, &change);
-        assert_eq!((a.cens, a.cins), (set(&["cen5"]), set(&["n5"])));
+        assert_eq!((&a.cens, a.cins), (&set(&["cen5"]), set(&["n5"])));
+        assert_eq!(a.whole, a.cens, "a destroy is looked at whole");
 
         // Made again, failed, made again: the retry is a change for the kernel.
         change_of(&mut t, &Command::CenSetMade { ids: vec!["cen5".into()], made: true, realizing: true });

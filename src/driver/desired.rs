@@ -28,16 +28,49 @@ pub fn desired(t: &Topology, host: &str) -> Desired {
 /// The desired kernel state of one made CEN (its members on `host`), put
 /// into `d`; an unmade or missing CEN is taken out.
 pub fn put_cen(t: &Topology, host: &str, id: &str, d: &mut Desired) {
-    match t.cen(id).filter(|c| c.making.made) {
-        Some(cen) => {
-            let (net, containers) = cen_net(t, host, cen);
-            for (key, c) in containers {
-                d.put_container(&key, c);
-            }
-            d.put_cen(id, net);
-        }
-        None => d.remove_cen(id),
+    put_cen_focused(t, host, id, d, &BTreeSet::new());
+}
+
+/// As [`put_cen`], and says which members alone need looking at (a
+/// [`realize::Focus`] entry): those new, those whose interface or container
+/// changed, and those `changed` names (container keys a change touched, a
+/// retry among them). `None` when the whole CEN does: it is new, taken
+/// out, not READY (a failure is retried whole), a member left, or its
+/// wiring, gateways or VXLAN side changed.
+pub fn put_cen_focused(
+    t: &Topology,
+    host: &str,
+    id: &str,
+    d: &mut Desired,
+    changed: &BTreeSet<String>,
+) -> Option<BTreeSet<String>> {
+    let Some(cen) = t.cen(id).filter(|c| c.making.made) else {
+        d.remove_cen(id);
+        return None;
+    };
+    let (net, containers) = cen_net(t, host, cen);
+    let focus = d.cens.get(id).filter(|_| cen.making.realization.status == model::Status::Ready).and_then(|old| {
+        let same_cen = old.wiring == net.wiring && old.gateways == net.gateways && old.vxlan == net.vxlan;
+        let now: BTreeMap<&str, &Member> = net.members.iter().map(|m| (m.container.as_str(), m)).collect();
+        let kept = old.members.iter().all(|m| now.contains_key(m.container.as_str()));
+        (same_cen && kept).then(|| {
+            let before: BTreeMap<&str, &Member> = old.members.iter().map(|m| (m.container.as_str(), m)).collect();
+            let net_of: BTreeMap<&str, &ContainerNet> = containers.iter().map(|(k, c)| (k.as_str(), c)).collect();
+            now.iter()
+                .filter(|(k, m)| {
+                    changed.contains(**k)
+                        || before.get(**k) != Some(*m)
+                        || d.containers.get(**k) != net_of.get(**k).copied()
+                })
+                .map(|(k, _)| k.to_string())
+                .collect()
+        })
+    });
+    for (key, c) in containers {
+        d.put_container(&key, c);
     }
+    d.put_cen(id, net);
+    focus
 }
 
 /// Whether a CIN asks for forwarding between slices in the fabric.
@@ -280,5 +313,61 @@ mod tests {
         assert_eq!(via_x[0].via, d.cens["x"].gateways[0].ip);
         assert!(routes("y", "h/both").is_empty(), "directly on y: routed through x only");
         assert_eq!(routes("y", "h/c3").len(), 1, "c3 is on y only: its route goes through y");
+    }
+    fn ready(t: &mut Topology, cen: &str) {
+        let report = model::StatusReport {
+            target: model::EntityKey::Cen(cen.into()),
+            realization: model::Standing { status: model::Status::Ready, message: None },
+            made: true,
+            host: None,
+        };
+        t.execute(&Command::SetStatus { reports: vec![report] }).unwrap();
+    }
+
+    fn keys(ids: &[&str]) -> Option<BTreeSet<String>> {
+        Some(ids.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// A join to a READY bridged CEN is looked at through the joiner (and
+    /// the containers a change named); a CEN whose wiring changes, one that
+    /// is not READY, or one a member left, is looked at whole.
+    #[test]
+    fn a_join_focuses_on_its_member_and_a_leave_or_a_new_wiring_does_not() {
+        let mut t = model::Topology::new();
+        t.execute(&Command::CenCreate { id: "b".into() }).unwrap();
+        for c in ["c1", "c2"] {
+            join(&mut t, "h", c, "b");
+        }
+        let cins = vec![model::CinSpec { id: "n".into(), cens: vec!["b".into()] }];
+        t.execute(&Command::CinImport { cins }).unwrap();
+        t.execute(&Command::CinSetMade { ids: vec!["n".into()], made: true, realizing: false }).unwrap();
+        t.execute(&Command::CenSetMade { ids: vec!["b".into()], made: true, realizing: false }).unwrap();
+        ready(&mut t, "b");
+        let mut d = desired(&t, "h");
+        let none = BTreeSet::new();
+
+        join(&mut t, "h", "c3", "b");
+        assert_eq!(put_cen_focused(&t, "h", "b", &mut d, &none), None, "a wire became a bridge");
+        assert_eq!(d.cens["b"].members.len(), 3);
+
+        join(&mut t, "h", "c4", "b");
+        assert_eq!(put_cen_focused(&t, "h", "b", &mut d, &none), keys(&["h/c4"]));
+        let whole = desired(&t, "h");
+        assert_eq!((&d.cens, &d.containers), (&whole.cens, &whole.containers), "the same as derived whole");
+        assert_eq!(put_cen_focused(&t, "h", "b", &mut d, &keys(&["h/c1"]).unwrap()), keys(&["h/c1"]), "a retry");
+        assert_eq!(put_cen_focused(&t, "h", "b", &mut d, &none), keys(&[]), "nothing changed");
+
+        t.execute(&Command::ContainerLeaveCen { host: "h".into(), container: "c2".into(), cen: "b".into() }).unwrap();
+        assert_eq!(put_cen_focused(&t, "h", "b", &mut d, &none), None, "a member left");
+
+        let failed = model::StatusReport {
+            target: model::EntityKey::Cen("b".into()),
+            realization: model::Standing { status: model::Status::Failed, message: Some("no".into()) },
+            made: true,
+            host: None,
+        };
+        t.execute(&Command::SetStatus { reports: vec![failed] }).unwrap();
+        join(&mut t, "h", "c5", "b");
+        assert_eq!(put_cen_focused(&t, "h", "b", &mut d, &none), None, "a failed CEN is retried whole");
     }
 }

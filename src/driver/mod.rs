@@ -8,9 +8,16 @@
 //! 2. **affected records**: `affected.rs` names the CENs whose kernel state
 //!    the changes may alter, and the CINs they touched;
 //! 3. **desired**: `desired.rs` derives the desired kernel state of just
-//!    those CENs ([`put_cen`]) into the desired state kept between rounds;
+//!    those CENs ([`put_cen`]) into the desired state kept between rounds,
+//!    and says, for a CEN whose wiring, gateways and VXLAN side stayed and
+//!    that no member left, which members alone changed (a join: the
+//!    joiner), unless a change of the CEN itself, of a CIN over it or of a
+//!    VTEP, or the kernel listeners, ask for the whole CEN;
 //! 4. **realize**: the realizer diffs that against what it put in the
-//!    kernel and applies the plan, answering with an apply report;
+//!    kernel and applies the plan, answering with an apply report; a CEN
+//!    focused on some members has only their namespaces opened and checked
+//!    and only their links planned (with the CEN's bridge and layer-2
+//!    entries), so a join costs the same whatever the size of the CEN;
 //! 5. **status reports**: `status.rs` turns the report into the statuses
 //!    the model should show where they differ from what it shows, and the
 //!    loop records them through the service, which publishes them like any

@@ -12,7 +12,7 @@
 //! other, but they affect nothing, so they never cause another apply.
 
 use super::affected::{made_cens_of, Affected};
-use super::desired::{desired, forwards, put_cen};
+use super::desired::{desired, forwards, put_cen_focused};
 use super::status::{operation_outcome, status_reports, transition_reports};
 use crate::model::{self, Change, EntityKey, Record, StatusReport};
 use crate::realize::{self, Desired, Realizer};
@@ -312,7 +312,7 @@ impl Loop {
             let fwd: BTreeSet<String> = t.cins_iter().filter(|c| forwards(t, c)).map(|c| c.id.clone()).collect();
             let cens: BTreeSet<String> = t.cens_iter().map(|c| c.id.clone()).collect();
             let cins: BTreeSet<String> = t.cins_iter().map(|c| c.id.clone()).collect();
-            (d, fwd, Affected { cens, cins })
+            (d, fwd, Affected { cens, cins, ..Affected::default() })
         });
         if !first {
             if let Err(e) = realizer.refresh().await {
@@ -365,16 +365,22 @@ impl Loop {
         noticed: BTreeSet<String>,
         tracked: &parking_lot::Mutex<Vec<Tracked>>,
     ) -> u64 {
+        let started = std::time::Instant::now();
         let host = self.host.clone();
         let desired = &mut self.desired;
         let forwarding = &mut self.forwarding;
-        let (scope, revision) = self.service.read_at(|t| {
-            let mut scope = Affected { cens: noticed, cins: BTreeSet::new() };
+        let ((scope, focus), revision) = self.service.read_at(|t| {
+            // What the kernel listeners noticed is looked at whole.
+            let mut scope = Affected { whole: noticed.clone(), cens: noticed, ..Affected::default() };
             for c in changes {
                 scope.add(t, c);
             }
+            let mut focus = realize::Focus::new();
             for id in &scope.cens {
-                put_cen(t, &host, id, desired);
+                let members = put_cen_focused(t, &host, id, desired, &scope.containers);
+                if let (Some(members), false) = (members, scope.whole.contains(id)) {
+                    focus.insert(id.clone(), members);
+                }
                 scope.cins.extend(t.cins_over(id).into_iter().map(|c| c.id.clone()));
             }
             for id in &scope.cins {
@@ -384,20 +390,31 @@ impl Loop {
                 };
             }
             desired.forwarding = !forwarding.is_empty();
-            scope
+            (scope, focus)
         });
         if scope.cens.is_empty() && scope.cins.is_empty() {
             return revision;
         }
+        let desired_us = started.elapsed().as_micros() as u64;
         let released = self.desired.take_released();
         let progress = self.progress(tracked, revision);
-        let report = realizer.apply_cens(&self.desired, &scope.cens, &released, Some(&progress)).await;
+        let report = realizer.apply_cens(&self.desired, &scope.cens, &released, &focus, Some(&progress)).await;
         for e in report.errors() {
             tracing::warn!(error = %e, "realization");
         }
+        let applied_us = started.elapsed().as_micros() as u64;
         self.last_steps = report.steps;
         let reports = self.service.read(|t| status_reports(t, &host, &scope, &report));
+        let statuses = reports.len();
         self.record(reports, "statuses").await;
+        tracing::debug!(
+            revision,
+            desired_us,
+            applied_us,
+            statuses,
+            recorded_us = started.elapsed().as_micros() as u64,
+            "round timing"
+        );
         revision
     }
 }

@@ -213,6 +213,7 @@ mod tests {
         Affected {
             cens: cens.iter().map(|s| s.to_string()).collect(),
             cins: cins.iter().map(|s| s.to_string()).collect(),
+            ..Affected::default()
         }
     }
 

@@ -21,13 +21,16 @@ fn realization<'a>(ctx: &'a Context<'_>) -> Option<&'a Arc<dyn Realization>> {
 /// answers as soon as it is durable.
 pub(super) async fn run(ctx: &Context<'_>, cmd: Command) -> Result<i64> {
     let wait = !matches!(cmd, Command::CenSetMade { .. } | Command::CinSetMade { .. });
+    let started = std::time::Instant::now();
     let actor = super::access::caller_of(ctx.data_opt::<crate::auth::Caller>()).actor;
     let (revision, change) = svc(ctx).execute_change_as(cmd, &actor).await.map_err(gql)?;
+    let committed_us = started.elapsed().as_micros() as u64;
     let needs = match (realization(ctx), &change) {
         (Some(r), Some(c)) => r.needs_kernel(svc(ctx), c),
         _ => false,
     };
     settle(ctx, revision as i64, wait && needs).await;
+    tracing::debug!(revision, committed_us, settled_us = started.elapsed().as_micros() as u64, "mutation timing");
     Ok(revision as i64)
 }
 

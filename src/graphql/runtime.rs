@@ -96,11 +96,13 @@ pub struct DetachPayload {
 }
 
 pub(super) async fn attach(ctx: &Context<'_>, input: ContainerAttachInput) -> Result<MembershipPayload> {
+    let started = std::time::Instant::now();
     let s = svc(ctx);
     let host = host_of(s, &input.host_id)?;
     let runtime = input.origin.runtime(input.runtime_id)?;
     let key = ContainerKey::new(&host, input.id.as_str());
     let netns = s.bind_workload(&host, &input.netns_path).await.map_err(super::gql)?;
+    let bound_us = started.elapsed().as_micros() as u64;
     let cen = input.cen_id.to_string();
     let cmd = Command::ContainerAttach {
         host,
@@ -112,7 +114,9 @@ pub(super) async fn attach(ctx: &Context<'_>, input: ContainerAttachInput) -> Re
         runtime,
     };
     let revision = run(ctx, cmd).await?;
+    let ran_us = started.elapsed().as_micros() as u64;
     let (container, cen) = s.read(|t| (Container::lookup(t, &key), t.cen(&cen).map(Cen::from_rec)));
+    tracing::debug!(revision, bound_us, ran_us, read_us = started.elapsed().as_micros() as u64, "attach timing");
     Ok(MembershipPayload { container, cen, revision })
 }
 

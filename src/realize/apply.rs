@@ -42,18 +42,28 @@ impl Realizer {
     /// be kept with [`Desired::put_cen`] / [`Desired::remove_cen`].
     ///
     /// `released` names the namespaces whose containers no desired CEN uses
-    /// any more (from [`Desired::take_released`]): they go.
+    /// any more (from [`Desired::take_released`]): they go. `focus` names,
+    /// per CEN, the members that alone changed (see [`plan::Focus`]): only
+    /// their namespaces are opened and checked, and only their links
+    /// planned; a CEN it does not name, or that cannot be focused, is
+    /// looked at whole.
     pub async fn apply_cens(
         &mut self,
         desired: &Desired,
         cens: &BTreeSet<String>,
         released: &BTreeSet<NsId>,
+        focus: &plan::Focus,
         progress: Option<Progress<'_>>,
     ) -> ApplyReport {
         for cen in cens {
             self.groups.set(&self.cfg.prefix, cen, desired.cens.contains_key(cen));
         }
-        self.apply_with(desired, desired.index(), Scope::Cens(cens, released), progress).await
+        let focus: plan::Focus = focus
+            .iter()
+            .filter(|(c, _)| cens.contains(*c) && self.groups.focusable(&self.cfg.prefix, desired, c))
+            .map(|(c, f)| (c.clone(), f.clone()))
+            .collect();
+        self.apply_with(desired, desired.index(), Scope::Cens(cens, released, &focus), progress).await
     }
 
     /// Opens what the scope needs, plans, records, then runs the plan's
@@ -65,8 +75,11 @@ impl Realizer {
         scope: Scope<'_>,
         progress: Option<Progress<'_>>,
     ) -> ApplyReport {
+        let started = std::time::Instant::now();
         let want_paths = self.open_paths(desired, scope).await;
+        let opened_us = started.elapsed().as_micros() as u64;
         let mut plan = plan::plan_scoped(&self.observed, desired, index, &self.cfg, scope, &self.groups);
+        let planned_us = started.elapsed().as_micros() as u64;
         let report =
             ApplyReport { steps: plan.steps.len(), unavailable: plan.unavailable.clone(), ..ApplyReport::default() };
         // What is about to be made is recorded first, durably: a crash
@@ -79,6 +92,7 @@ impl Realizer {
             }
             return report;
         }
+        let recorded_us = started.elapsed().as_micros() as u64;
         let gone_names = self.names_of_doomed_groups(&plan);
         let total = plan.steps.len();
         let done = AtomicUsize::new(0);
@@ -106,8 +120,18 @@ impl Realizer {
             let results = self.run_phase(&run, &tick).await;
             self.settle(&run, results, &gone_names, &mut failed).await;
         }
+        let kernel_us = started.elapsed().as_micros() as u64;
         self.let_go_of_paths(&want_paths, index, scope);
         self.start_listeners().await;
+        tracing::debug!(
+            opened_us,
+            planned_us,
+            recorded_us,
+            kernel_us,
+            done_us = started.elapsed().as_micros() as u64,
+            steps = report.steps,
+            "apply timing"
+        );
         failed.report(report, &plan)
     }
 

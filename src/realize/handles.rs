@@ -35,22 +35,17 @@ fn workload_ident(path: &str) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// (device, inode) of an open namespace.
-fn fd_ident(fd: &std::os::fd::OwnedFd) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let f = std::fs::File::from(fd.try_clone().ok()?);
-    f.metadata().ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Each namespace bound by path that the scope's containers use, with
-/// the identity it had when bound.
+/// Each namespace bound by path that the scope's containers use (of a
+/// focused CEN, its members in focus), with the identity it had when bound.
 fn bound_idents(desired: &Desired, scope: Scope<'_>) -> BTreeMap<NsId, Option<(u64, u64)>> {
     let keys: Vec<&String> = match scope {
         Scope::All => desired.containers.keys().collect(),
-        Scope::Cens(set, _) => set
+        Scope::Cens(set, _, focus) => set
             .iter()
-            .filter_map(|c| desired.cens.get(c))
-            .flat_map(|c| c.members.iter().map(|m| &m.container))
+            .filter_map(|c| desired.cens.get(c).map(|net| (net, focus.get(c))))
+            .flat_map(|(net, f)| {
+                net.members.iter().map(|m| &m.container).filter(move |k| f.is_none_or(|f| f.contains(*k)))
+            })
             .collect(),
     };
     let mut idents: BTreeMap<NsId, Option<(u64, u64)>> = BTreeMap::new();
@@ -95,7 +90,7 @@ impl Realizer {
         for (ns, want) in idents {
             let NsId::Path(p) = ns else { continue };
             let now = workload_ident(p);
-            let held = self.handles.get(ns).and_then(|h| h.kept_fd()).and_then(fd_ident);
+            let held = self.handles.get(ns).and_then(|h| h.kept_ident());
             let gone = match (now, want) {
                 (None, _) => Some(format!("the workload is gone: {p} no longer exists")),
                 (Some(now), Some(want)) if now != *want => Some(format!(
@@ -355,7 +350,7 @@ mod tests {
         assert_eq!(all.get(&p2), Some(&None));
         let cens: BTreeSet<String> = ["cen2".to_string()].into();
         let released = BTreeSet::new();
-        let scoped = bound_idents(&d, Scope::Cens(&cens, &released));
+        let scoped = bound_idents(&d, Scope::Cens(&cens, &released, &Default::default()));
         assert_eq!(scoped.keys().collect::<Vec<_>>(), vec![&p2], "a scoped apply opens only its CENs' namespaces");
     }
 

@@ -51,7 +51,7 @@ pub use naming::{
 };
 pub use netns::NETNS_DIR;
 pub use observed::{LinkKind, LinkState, NsId, NsState, Observed, RouteState};
-pub use plan::{plan, plan_scoped, GroupIndex, Op, Plan, Scope, Step, VethEnd};
+pub use plan::{plan, plan_scoped, Focus, GroupIndex, Op, Plan, Scope, Step, VethEnd};
 pub use report::{ApplyError, ApplyReport};
 
 use nl::NsHandle;

@@ -42,6 +42,10 @@ use super::observed::{LinkKind, LinkState, NsId, NsState, RouteState};
 pub struct NsHandle {
     pub handle: Handle,
     fd: Option<OwnedFd>,
+    /// (device, inode) of the kept namespace, read once when opened: what
+    /// a bound path must still lead to (see `handles.rs`), without a
+    /// system call per check.
+    ident: Option<(u64, u64)>,
     /// Where to open the namespace again when `fd` is not kept.
     path: std::path::PathBuf,
     task: tokio::task::JoinHandle<()>,
@@ -63,7 +67,14 @@ impl NsHandle {
         let sock = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (conn, handle, _) = rtnetlink::from_socket(sock);
         let task = tokio::spawn(conn);
-        NsHandle { handle, fd: keep_fd.then_some(fd), path, task }
+        let fd = keep_fd.then_some(fd);
+        let ident = fd.as_ref().and_then(|f| nix::sys::stat::fstat(f).ok()).map(|s| (s.st_dev, s.st_ino));
+        NsHandle { handle, fd, ident, path, task }
+    }
+
+    /// (device, inode) of the kept namespace, as opened.
+    pub fn kept_ident(&self) -> Option<(u64, u64)> {
+        self.ident
     }
 
     /// The namespace's fd when it is kept (every namespace but managed ones).

@@ -105,6 +105,7 @@ impl Service {
 
     /// Computes the command against the model and commits it once.
     async fn try_commit(&self, cmd: &Command, actor: &str) -> Result<(u64, Option<Arc<Change>>), Retry> {
+        let started = Instant::now();
         let (images, items) = {
             let mut t = self.topo.write();
             let after = t.prepare(cmd).map_err(Retry::Failed)?;
@@ -126,10 +127,14 @@ impl Service {
         let mutation = cmd.name().to_string();
         let change = Arc::new(Change { revision, mutation, at_ms, at_us, actor: actor.to_string(), items });
         let images = Arc::new(images);
+        let prepared_us = started.elapsed().as_micros() as u64;
         match self.store.commit(Arc::clone(&images), Arc::clone(&change)).await {
             Ok(()) => {
+                let stored_us = started.elapsed().as_micros() as u64;
                 self.health.progress();
                 self.apply(&images, change.clone());
+                let published_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(revision, prepared_us, stored_us, published_us, "change timing");
                 Ok((revision, Some(change)))
             }
             Err(StoreError::Conflict { expected }) => {

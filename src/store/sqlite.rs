@@ -10,6 +10,14 @@
 //! at most [`VACUUM_STEP`] of them to the file system, inside its own
 //! transaction. The file thus stays proportional to what is kept (records plus
 //! the last `keep` changes); the write path never runs a full `VACUUM`.
+//!
+//! Checkpoints (copying the WAL back into the file) run off the write
+//! path: the writing connection never checkpoints (`wal_autocheckpoint =
+//! 0`); every [`CHECKPOINT_EVERY`] commits wake a thread of its own, with
+//! its own connection, that runs a PASSIVE checkpoint (it waits for no
+//! lock and blocks no writer; what it cannot copy yet waits for the next
+//! one). Commits stay `synchronous = FULL`: a change is on disk (in the
+//! WAL) before it is acknowledged, checkpointed or not.
 
 use super::{migrate, Gone, HostStatus, Store, StoreError};
 use crate::model::{AddrPlan, Change, Images, Record, Topology};
@@ -31,6 +39,11 @@ pub const FORMAT: i64 = 2;
 /// with the default 4 KiB pages): bounds the work added to a write while
 /// outpacing what one commit frees in steady churn.
 pub const VACUUM_STEP: i64 = 1024;
+/// Commits between two background checkpoints: each commit adds a few
+/// pages to the WAL, so it stays far below SQLite's automatic 1000 pages
+/// (which another connection to the file, the realizer's ledger, would
+/// otherwise run inside its own commit).
+pub const CHECKPOINT_EVERY: u64 = 64;
 /// `PRAGMA auto_vacuum` of a file whose free pages can be returned in steps.
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 /// Why SQLite could not open a state file: a missing directory is named
@@ -59,6 +72,12 @@ struct Inner {
     /// The log holds every change after this revision.
     floor: AtomicU64,
     path: std::path::PathBuf,
+    /// Commits since the checkpointer was last woken.
+    since_checkpoint: AtomicU64,
+    /// Wakes the checkpointer (none: the writing connection checkpoints
+    /// by itself, as SQLite does by default); dropped with the store, which
+    /// ends the checkpointer.
+    checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 impl SqliteStore {
@@ -105,7 +124,15 @@ impl SqliteStore {
         let (images, revision) = read_all(&conn, path)?;
         let topo = super::topology_of(&images, plan, &path.display().to_string())?;
         let floor = meta(&conn, "floor")?.unwrap_or(0);
-        let inner = Inner { conn: Mutex::new(conn), keep, floor: AtomicU64::new(floor), path: path.to_path_buf() };
+        let checkpointer = start_checkpointer(path, &conn);
+        let inner = Inner {
+            conn: Mutex::new(conn),
+            keep,
+            floor: AtomicU64::new(floor),
+            path: path.to_path_buf(),
+            since_checkpoint: AtomicU64::new(0),
+            checkpointer,
+        };
         Ok((SqliteStore { inner: Arc::new(inner), own: None }, topo, revision))
     }
 
@@ -206,6 +233,47 @@ fn return_free_pages(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the background checkpointer of the file at `path` and turns
+/// automatic checkpoints off on `conn`, the writing connection. When its
+/// connection or thread cannot be had, `conn` keeps checkpointing by
+/// itself (SQLite's default) and the reason is logged.
+fn start_checkpointer(path: &Path, conn: &Connection) -> Option<std::sync::mpsc::SyncSender<()>> {
+    let opened = Connection::open(path).and_then(|c| {
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        c.pragma_update(None, "synchronous", "FULL")?;
+        Ok(c)
+    });
+    let ckpt = match opened {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(state = %path.display(), error = %e, "no background checkpoints: commits checkpoint");
+            return None;
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let shown = path.display().to_string();
+    let spawned = std::thread::Builder::new().name("lev-checkpoint".into()).spawn(move || {
+        // Ends when the store (the sender) is dropped.
+        while rx.recv().is_ok() {
+            let r = ckpt.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            });
+            match r {
+                Ok((busy, log, copied)) => tracing::debug!(state = %shown, busy, log, copied, "checkpoint"),
+                Err(e) => tracing::warn!(state = %shown, error = %e, "checkpoint failed; the next one tries again"),
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(state = %path.display(), error = %e, "no background checkpoints: commits checkpoint");
+        return None;
+    }
+    if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 0) {
+        tracing::warn!(state = %path.display(), error = %e, "commits keep checkpointing");
+    }
+    Some(tx)
+}
+
 fn init(conn: &Connection) -> anyhow::Result<()> {
     // Before the first table: the mode cannot change cheaply afterwards.
     conn.pragma_update(None, "auto_vacuum", AUTO_VACUUM_INCREMENTAL)?;
@@ -237,6 +305,7 @@ impl Inner {
     }
 
     fn commit(&self, images: &Images, change: &Change) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let mut conn = self.conn.lock();
         // Immediate: the write lock is taken (waiting up to the busy
         // timeout) before the revision is read. A deferred transaction that
@@ -273,15 +342,35 @@ impl Inner {
             Ok(())
         };
         write()?;
+        let written_us = started.elapsed().as_micros() as u64;
         // Returning disk rides in the same transaction (no second sync per
         // write); it is housekeeping that a later commit retries, never a
         // reason to fail the write.
         if let Err(e) = return_free_pages(&tx) {
             tracing::warn!(error = %e, state = %self.path.display(), "could not return free pages of the state file");
         }
+        let vacuumed_us = started.elapsed().as_micros() as u64;
         tx.commit().map_err(anyhow::Error::from)?;
         self.floor.store(floor, Ordering::Release);
+        self.after_commit();
+        tracing::debug!(
+            revision = change.revision,
+            written_us,
+            vacuumed_us,
+            committed_us = started.elapsed().as_micros() as u64,
+            "commit timing"
+        );
         Ok(())
+    }
+
+    /// Wakes the checkpointer every [`CHECKPOINT_EVERY`] commits (never
+    /// waiting: a wake-up already pending covers this one).
+    fn after_commit(&self) {
+        let Some(tx) = &self.checkpointer else { return };
+        if self.since_checkpoint.fetch_add(1, Ordering::AcqRel) + 1 >= CHECKPOINT_EVERY {
+            self.since_checkpoint.store(0, Ordering::Release);
+            let _ = tx.try_send(());
+        }
     }
 
     fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
@@ -335,5 +424,50 @@ impl Store for SqliteStore {
             Some((own, vtep)) if own == host => HostStatus { vtep_address: vtep.clone(), up: true },
             _ => HostStatus::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChangeItem, Command};
+
+    /// Commits CEN `c<revision>` as the change of `revision`.
+    fn commit_cen(store: &SqliteStore, topo: &mut Topology, revision: u64) {
+        let cmd = Command::CenCreate { id: format!("c{revision}") };
+        let images = topo.prepare(&cmd).unwrap();
+        let items = images
+            .iter()
+            .map(|(k, a)| ChangeItem { key: k.clone(), before: topo.get(k).cloned(), after: a.clone() })
+            .collect();
+        topo.commit(&images);
+        let change =
+            Change { revision, mutation: cmd.name().into(), at_ms: 1, at_us: 1000, actor: "tester".into(), items };
+        store.inner.commit(&images, &change).unwrap();
+    }
+
+    #[test]
+    fn checkpoints_run_off_the_write_path_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (store, mut topo, _) = SqliteStore::open(&path, AddrPlan::default(), 1000).unwrap();
+        let auto: i64 = store.inner.conn.lock().query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+        assert_eq!(auto, 0, "the writing connection never checkpoints");
+        let before = std::fs::metadata(&path).unwrap().len();
+        let n = 3 * CHECKPOINT_EVERY;
+        for r in 1..=n {
+            commit_cen(&store, &mut topo, r);
+        }
+        // The pages reach the file itself only through a checkpoint, which
+        // the writer does not run: the checkpointer did.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(&path).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint copied the WAL into {}", path.display());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(store);
+        let (_, topo, revision) = SqliteStore::open(&path, AddrPlan::default(), 1000).unwrap();
+        assert_eq!(revision, n);
+        assert_eq!(topo.cens_iter().count() as u64, n, "every committed change is kept");
     }
 }

@@ -6,7 +6,8 @@
 //! members' interfaces and gateways on the bridge).
 //!
 //! Invariants: a CEN is taken whole or refused with a reason (never half
-//! planned); an interface name is claimed by one CEN only; a member whose
+//! planned; a focused CEN is taken with its members in focus, the others
+//! being as the last plan left them); an interface name is claimed by one CEN only; a member whose
 //! bound namespace is unavailable is left out and reported on its own.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +16,7 @@ use std::fmt;
 use super::super::desired::{CenNet, Member, NetnsRef, Vxlan, Wiring};
 use super::super::naming;
 use super::super::observed::NsId;
-use super::{Addrs, Planner, Unit, VethEnd, L2};
+use super::{in_focus, Addrs, Planner, Unit, VethEnd, L2};
 
 /// Why the planner will not wire a CEN (or put a container in a
 /// namespace), in words shown as the CEN's status message.
@@ -77,7 +78,8 @@ impl<'a> Planner<'a> {
         let cens: Vec<String> = self.cens.iter().cloned().collect();
         for id in &cens {
             let Some(cen) = want.cens.get(id) else { continue };
-            for m in &cen.members {
+            let focus = self.focus_of(id);
+            for m in cen.members.iter().filter(|m| in_focus(focus.as_ref(), &m.container)) {
                 if !self.ns_of.contains_key(m.container.as_str()) {
                     if let Some(r) = self.container_ns(&m.container) {
                         self.ns_of.insert(m.container.as_str(), r);
@@ -95,7 +97,7 @@ impl<'a> Planner<'a> {
     /// out and reported on its own; the others are wired as if it were not
     /// there.
     fn accept(&mut self, id: &str, cen: &'a CenNet) -> Result<(), Refusal> {
-        let present = self.present(cen)?;
+        let present = self.present(id, cen)?;
         let n = cen.members.len();
         let ok_wiring = match cen.wiring {
             Wiring::None => n < 2,
@@ -120,12 +122,13 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// The members that are there, checked: known, once each, with a
-    /// usable interface name.
-    fn present(&mut self, cen: &'a CenNet) -> Result<Present<'a>, Refusal> {
+    /// The members that are there (of a focused CEN, those in focus),
+    /// checked: known, once each, with a usable interface name.
+    fn present(&mut self, id: &str, cen: &'a CenNet) -> Result<Present<'a>, Refusal> {
         let mut present = Present { members: Vec::with_capacity(cen.members.len()), ns: Vec::new() };
         let mut seen = BTreeSet::new();
-        for m in &cen.members {
+        let focus = self.focus_of(id);
+        for m in cen.members.iter().filter(|m| in_focus(focus.as_ref(), &m.container)) {
             let ns = match self.ns_of.get(m.container.as_str()) {
                 None => return refuse(format!("member {} is not a known container", m.container)),
                 Some(Err(e)) => return refuse(format!("member {}: {e}", m.container)),

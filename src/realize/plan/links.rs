@@ -8,7 +8,7 @@
 //! missing or wrong; teardown prefers whole namespaces and link groups
 //! over single links; namespaces bound by path are never deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::desired::Wiring;
 use super::super::naming;
@@ -264,6 +264,10 @@ impl<'a> Planner<'a> {
                 let prefix = self.prefix();
                 let mut v = Vec::new();
                 for cen in &self.cens {
+                    if let Some(f) = self.focus.get(cen) {
+                        v.extend(self.focused_strays(cen, f));
+                        continue;
+                    }
                     for g in [naming::cen_group(prefix, cen, true), naming::cen_group(prefix, cen, false)] {
                         for (ns, idx) in self.cur.in_group(g) {
                             if let Some(l) = self.cur.ns(ns).and_then(|s| s.link_by_index(*idx)) {
@@ -301,6 +305,25 @@ impl<'a> Planner<'a> {
             }
             self.doomed.entry(ns).or_default().insert(l.index, l.name.clone());
         }
+    }
+
+    /// The links of a focused CEN's groups in its focused members'
+    /// namespaces (the fabric's are the other members', not looked at).
+    fn focused_strays(&self, cen: &str, focus: &BTreeSet<String>) -> Vec<(NsId, &'a LinkState)> {
+        let prefix = self.prefix();
+        let groups = [naming::cen_group(prefix, cen, true), naming::cen_group(prefix, cen, false)];
+        let spaces: BTreeSet<&NsId> = focus
+            .iter()
+            .filter_map(|c| self.ns_of.get(c.as_str()))
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|ns| **ns != self.fabric)
+            .collect();
+        let mut v = Vec::new();
+        for ns in spaces {
+            let Some(st) = self.cur.ns(ns) else { continue };
+            v.extend(st.links().filter(|l| groups.contains(&l.group)).map(|l| (ns.clone(), l)));
+        }
+        v
     }
 
     /// Doomed links as deletes, preferring one group delete where a whole

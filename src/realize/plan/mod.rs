@@ -68,9 +68,20 @@ pub enum Scope<'a> {
     /// These CENs (made or not, existing or gone), the namespaces of their
     /// members and the links that carry their groups, and the namespaces
     /// given (those whose containers no desired CEN uses any more, see
-    /// [`Desired::take_released`]): one change's worth.
-    Cens(&'a BTreeSet<String>, &'a BTreeSet<NsId>),
+    /// [`Desired::take_released`]): one change's worth. A CEN the
+    /// [`Focus`] names is looked at only through those members (see
+    /// [`GroupIndex::focusable`]).
+    Cens(&'a BTreeSet<String>, &'a BTreeSet<NsId>, &'a Focus),
 }
+
+/// The members (container keys) a scoped plan looks at, per CEN, where only
+/// they changed: a container joined, or its own addresses, routes or
+/// namespace changed, while the CEN's wiring, gateways and VXLAN side stay
+/// as they were and no member left. Their veths, addresses, routes and
+/// namespaces are checked, with the CEN's bridge and layer-2 entries; the
+/// other members' are not looked at (the periodic reconcile does). A CEN
+/// not named is looked at whole.
+pub type Focus = BTreeMap<String, BTreeSet<String>>;
 
 /// Desired CENs by link group (groups are 20-bit hashes: two CENs may share
 /// one, and then a scoped plan must look at both).
@@ -107,6 +118,17 @@ impl GroupIndex {
     pub fn sharing(&self, g: u32) -> impl Iterator<Item = &String> + '_ {
         self.cens.get(&g).into_iter().flatten()
     }
+
+    /// Whether a CEN may be planned through some of its members only: it is
+    /// bridged (each member has a pair of its own) and no other desired CEN
+    /// shares its link groups (their strays are found by group).
+    pub fn focusable(&self, prefix: &str, desired: &Desired, cen: &str) -> bool {
+        let bridged = desired.cens.get(cen).is_some_and(|c| c.wiring == Wiring::Bridge);
+        bridged
+            && [naming::cen_group(prefix, cen, true), naming::cen_group(prefix, cen, false)]
+                .into_iter()
+                .all(|g| self.sharing(g).all(|c| c == cen))
+    }
 }
 
 /// A bridge or a veth pair to check as a whole.
@@ -134,6 +156,11 @@ struct Addrs {
     cen: String,
     addrs: Vec<(String, Ipv4Addr, u8)>,
     routes: Vec<(String, Ipv4Addr, u8, Ipv4Addr)>,
+}
+
+/// Whether a member is looked at, given its CEN's focus (`None`: all are).
+fn in_focus(focus: Option<&BTreeSet<String>>, container: &str) -> bool {
+    focus.is_none_or(|f| f.contains(container))
 }
 
 fn fabric_ns(cfg: &Config) -> NsId {
@@ -182,6 +209,8 @@ struct Planner<'a> {
     out: Plan,
     /// The CENs this plan looks at.
     cens: BTreeSet<String>,
+    /// The CENs looked at through some of their members only.
+    focus: Focus,
     /// The namespaces this plan looks at.
     spaces: BTreeSet<NsId>,
     /// Namespace of each container of an accepted CEN.
@@ -213,6 +242,7 @@ impl<'a> Planner<'a> {
             fabric: fabric_ns(cfg),
             out: Plan::default(),
             cens: BTreeSet::new(),
+            focus: Focus::new(),
             spaces: BTreeSet::new(),
             ns_of: BTreeMap::new(),
             expected: BTreeMap::new(),
@@ -239,6 +269,12 @@ impl<'a> Planner<'a> {
         self.cur.link(ns, name)
     }
 
+    /// The members of a CEN looked at: `None` for all of them (a CEN not
+    /// focused).
+    fn focus_of(&self, cen: &str) -> Option<BTreeSet<String>> {
+        self.focus.get(cen).cloned()
+    }
+
     /// Which CENs and namespaces to look at.
     fn scope(&mut self, scope: Scope<'_>, groups: &GroupIndex) {
         match scope {
@@ -246,11 +282,18 @@ impl<'a> Planner<'a> {
                 self.cens = self.want.cens.keys().cloned().collect();
                 self.spaces = self.cur.namespaces().keys().cloned().collect();
             }
-            Scope::Cens(set, released) => {
+            Scope::Cens(set, released, focus) => {
                 self.spaces.extend(released.iter().cloned());
                 let prefix = self.prefix();
                 for cen in set {
                     self.cens.insert(cen.clone());
+                    let focused = focus.get(cen).filter(|_| groups.focusable(prefix, self.want, cen));
+                    if let Some(f) = focused {
+                        // No member left: the namespaces of its group are
+                        // those of members still wanted.
+                        self.focus.insert(cen.clone(), f.clone());
+                        continue;
+                    }
                     for g in [naming::cen_group(prefix, cen, true), naming::cen_group(prefix, cen, false)] {
                         // Desired CENs sharing a group are looked at too, so
                         // that their links are expected, not strays.
@@ -264,7 +307,8 @@ impl<'a> Planner<'a> {
         for id in &cens {
             let Some(cen) = self.want.cens.get(id) else { continue };
             self.out.cens.insert(id.clone());
-            for m in &cen.members {
+            let focus = self.focus_of(id);
+            for m in cen.members.iter().filter(|m| in_focus(focus.as_ref(), &m.container)) {
                 self.out.cins.extend(m.addresses.iter().map(|a| a.cin.clone()));
                 self.out.cins.extend(m.routes.iter().map(|r| r.cin.clone()));
                 if let Some(ns) = self.want.containers.get(&m.container).and_then(|c| c.ns()) {

@@ -609,7 +609,7 @@ fn one_join_touches_only_its_cen() {
     d.put_cen("cen500", joined);
     let scope: BTreeSet<String> = ["cen500".to_string()].into();
     let released = d.take_released();
-    let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released), &groups_ix);
+    let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released, &Focus::new()), &groups_ix);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     // netns, lo up, veth, peer up, the host side's alias: nothing else.
     assert_eq!(p.steps.len(), 5, "{:#?}", p.steps);
@@ -626,4 +626,59 @@ fn one_join_touches_only_its_cen() {
     let all = plan(&obs, &d, &cfg());
     assert!(all.lookups > 20_000, "{} lookups", all.lookups);
     assert_eq!(all.steps.len(), 5);
+}
+
+/// A join to a CEN of 300 members, planned through the joiner only: the
+/// same five operations as a plan of the whole CEN, a few lookups instead
+/// of several per member, and the others' links left alone (a whole plan
+/// afterwards has nothing to do).
+#[test]
+fn a_join_planned_through_its_member_costs_the_same_whatever_the_cen() {
+    let names: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    let members: Vec<&str> = names.iter().map(String::as_str).collect();
+    let full = desired(&[("big", members.as_slice()), ("pair", &["p1", "p2"])]);
+    let mut obs = Observed::default();
+    converge(&mut obs, &full);
+    let mut d = Desired::default();
+    for (key, c) in &full.containers {
+        d.put_container(key, c.clone());
+    }
+    for (id, cen) in &full.cens {
+        d.put_cen(id, cen.clone());
+    }
+    let groups_ix = GroupIndex::of(&d, "t-");
+    let mut joined = d.cens["big"].clone();
+    let mut m = joined.members[0].clone();
+    m.container = "h/newbie".into();
+    joined.members.push(m);
+    d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed, ident: None });
+    d.put_cen("big", joined);
+    let scope: BTreeSet<String> = ["big".to_string()].into();
+    let released = d.take_released();
+    let whole = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released, &Focus::new()), &groups_ix);
+    let focus: Focus = [("big".to_string(), ["h/newbie".to_string()].into())].into();
+    let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released, &focus), &groups_ix);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    // netns, lo up, veth, peer up, the host side's alias: nothing else.
+    assert_eq!(p.steps.len(), 5, "{:#?}", p.steps);
+    assert_eq!(p.steps, whole.steps, "the same operations as a plan of the whole CEN");
+    assert!(whole.lookups > 300, "the whole CEN looks at each member: {}", whole.lookups);
+    assert!(p.lookups <= 8, "the joiner's pair, the bridge, the joiner's addresses: {} lookups", p.lookups);
+    let touched: BTreeSet<&NsId> = p.steps.iter().filter_map(|s| s.op.ns()).collect();
+    assert!(
+        touched.iter().all(|ns| matches!(ns, NsId::Fabric) || **ns == NsId::Managed("newbie".into())),
+        "{touched:?}"
+    );
+    simulate(&mut obs, &p, "t-");
+    assert!(plan(&obs, &d, &cfg()).is_empty(), "every member is wired, nothing is stray");
+
+    // A wire cannot be planned through one end: looked at whole.
+    let pair: BTreeSet<String> = ["pair".to_string()].into();
+    let focus: Focus = [("pair".to_string(), BTreeSet::new())].into();
+    assert!(!groups_ix.focusable("t-", &d, "pair"));
+    let p2 = NsId::Managed("p2".into());
+    let end = obs.link(&p2, "pair").unwrap().index;
+    del_link(&mut obs, &p2, end);
+    let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&pair, &released, &focus), &groups_ix);
+    assert!(p.steps.iter().any(|s| matches!(&s.op, Op::CreateVeth { .. })), "{:#?}", p.steps);
 }
