@@ -100,6 +100,13 @@ async fn without_etcd_changes_are_unavailable_and_reads_answer_then_it_recovers(
     until("b at revision 1", || async { b.revision().await == 1 }).await;
 
     etcd.kill();
+    // Once a has seen etcd go (its watch broke), a change is refused before
+    // it is sent: UNAVAILABLE. (A change sent on the connection as it breaks
+    // is rightly UNKNOWN_OUTCOME: etcd may have had it.)
+    until("a to see etcd gone", || async {
+        a.http.get(a.url("/healthz")).send().await.unwrap().status().as_u16() == 503
+    })
+    .await;
     let (code, message) = a.gql_err(CREATE, json!({"id": "during"})).await;
     assert_eq!(code, "UNAVAILABLE", "{message}");
     // The legacy routes say 503.
