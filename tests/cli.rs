@@ -595,3 +595,34 @@ async fn a_missing_or_wrong_token_names_the_flag_and_the_variable() {
     assert!(run(&["get", "cens", "--server", &url, "--token", "the-right-token"], &[]).ok);
     assert!(run(&["get", "cens", "--server", &url], &[("LEVIATHAN_TOKEN", "the-right-token")]).ok);
 }
+
+#[tokio::test]
+async fn watch_ends_when_its_reader_goes_away_while_no_change_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let s = start_at(&dir.path().join("s.db"), &listen);
+    s.gql("mutation { cenCreate(input: {id: \"a\"}) { revision } }", json!({})).await;
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["watch", "--since", "0", "--server", &format!("http://{listen}")])
+        .env_remove("LEVIATHAN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The one change is read, then the reader closes the pipe (as `| head
+    // -n 1` does once it printed) and no change comes to be written.
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("+cen a"), "{line}");
+    drop(out);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "watch outlived its reader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+}

@@ -66,7 +66,42 @@ fn utc_time(ms: f64) -> String {
     format!(", {h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
+/// Follows the changes until the reader of stdout goes away (e.g. `| head`
+/// exited): noticed on the next line written, or, while no change comes,
+/// by [`reader_gone`].
 pub async fn run(client: &Client, since: Option<i64>, out: WatchFormat) -> anyhow::Result<()> {
+    tokio::select! {
+        r = follow(client, since, out) => r,
+        () = reader_gone() => Ok(()),
+    }
+}
+
+/// Resolves once stdout is a pipe or socket whose reader closed it (the
+/// kernel reports an error or hang-up on its write end); never for a
+/// terminal or a file. The wait is a thread of its own, parked in `poll`.
+async fn reader_gone() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name("stdout-reader".into()).spawn(move || {
+        let mut fd = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        loop {
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut fd, 1, -1) };
+            if n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                let _ = tx.send(());
+                return;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // Cannot tell: only the write-time check is left.
+                return;
+            }
+        }
+    });
+    if spawned.is_err() || rx.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn follow(client: &Client, since: Option<i64>, out: WatchFormat) -> anyhow::Result<()> {
     // Without --since, start at the current revision: then a reconnect can
     // resume from it too.
     let mut since = match since {
