@@ -250,9 +250,10 @@ async fn run_tour(s: &Server, prefix: &kernel::Prefix, md: &str, marker: &str) {
     }
     let left = running();
     let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
-    let status = status.expect("the tour hung").expect("wait for bash");
     let stdout = read(&out_path).replace(&s.url(""), DEFAULT_SERVER);
     let stderr = read(&err_path);
+    let Ok(status) = status else { panic!("the tour hung; it printed:\n{stdout}\nand on stderr:\n{stderr}") };
+    let status = status.expect("wait for bash");
     let mut printed = stdout.split("@@step ");
     let mut before = printed.next().unwrap_or("").to_string();
     for (i, step) in steps.iter().enumerate() {
