@@ -37,7 +37,7 @@ impl Backend {
 }
 
 /// The images and change record of a command run against `topo`.
-fn change_of(topo: &mut Topology, cmd: Command, revision: u64) -> (Arc<Images>, Arc<Change>) {
+pub(super) fn change_of(topo: &mut Topology, cmd: Command, revision: u64) -> (Arc<Images>, Arc<Change>) {
     let images = topo.prepare(&cmd).unwrap();
     let items = images
         .iter()

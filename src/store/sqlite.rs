@@ -430,19 +430,12 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChangeItem, Command};
+    use crate::model::Command;
 
     /// Commits CEN `c<revision>` as the change of `revision`.
     fn commit_cen(store: &SqliteStore, topo: &mut Topology, revision: u64) {
         let cmd = Command::CenCreate { id: format!("c{revision}") };
-        let images = topo.prepare(&cmd).unwrap();
-        let items = images
-            .iter()
-            .map(|(k, a)| ChangeItem { key: k.clone(), before: topo.get(k).cloned(), after: a.clone() })
-            .collect();
-        topo.commit(&images);
-        let change =
-            Change { revision, mutation: cmd.name().into(), at_ms: 1, at_us: 1000, actor: "tester".into(), items };
+        let (images, change) = crate::store::contract::change_of(topo, cmd, revision);
         store.inner.commit(&images, &change).unwrap();
     }
 
