@@ -593,20 +593,7 @@ fn one_join_touches_only_its_cen() {
     converge(&mut obs, &full);
     assert_eq!(obs.namespaces().len(), 10_001);
     // The driver's way: a desired state kept per CEN, with its index.
-    let mut d = Desired::default();
-    for (key, c) in &full.containers {
-        d.put_container(key, c.clone());
-    }
-    for (id, cen) in &full.cens {
-        d.put_cen(id, cen.clone());
-    }
-    let groups_ix = GroupIndex::of(&d, "t-");
-    let mut joined = d.cens["cen500"].clone();
-    let mut m = joined.members[0].clone();
-    m.container = "h/newbie".into();
-    joined.members.push(m);
-    d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed, ident: None });
-    d.put_cen("cen500", joined);
+    let (mut d, groups_ix) = with_newbie(&full, "cen500");
     let scope: BTreeSet<String> = ["cen500".to_string()].into();
     let released = d.take_released();
     let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released, &Focus::new()), &groups_ix);
@@ -639,20 +626,7 @@ fn a_join_planned_through_its_member_costs_the_same_whatever_the_cen() {
     let full = desired(&[("big", members.as_slice()), ("pair", &["p1", "p2"])]);
     let mut obs = Observed::default();
     converge(&mut obs, &full);
-    let mut d = Desired::default();
-    for (key, c) in &full.containers {
-        d.put_container(key, c.clone());
-    }
-    for (id, cen) in &full.cens {
-        d.put_cen(id, cen.clone());
-    }
-    let groups_ix = GroupIndex::of(&d, "t-");
-    let mut joined = d.cens["big"].clone();
-    let mut m = joined.members[0].clone();
-    m.container = "h/newbie".into();
-    joined.members.push(m);
-    d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed, ident: None });
-    d.put_cen("big", joined);
+    let (mut d, groups_ix) = with_newbie(&full, "big");
     let scope: BTreeSet<String> = ["big".to_string()].into();
     let released = d.take_released();
     let whole = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&scope, &released, &Focus::new()), &groups_ix);
@@ -681,4 +655,24 @@ fn a_join_planned_through_its_member_costs_the_same_whatever_the_cen() {
     del_link(&mut obs, &p2, end);
     let p = plan_scoped(&obs, &d, d.index(), &cfg(), Scope::Cens(&pair, &released, &focus), &groups_ix);
     assert!(p.steps.iter().any(|s| matches!(&s.op, Op::CreateVeth { .. })), "{:#?}", p.steps);
+}
+
+/// `full` kept the driver's way (per CEN, with its index), its link groups
+/// as they stood, then container `h/newbie` joined to `cen`.
+fn with_newbie(full: &Desired, cen: &str) -> (Desired, GroupIndex) {
+    let mut d = Desired::default();
+    for (key, c) in &full.containers {
+        d.put_container(key, c.clone());
+    }
+    for (id, c) in &full.cens {
+        d.put_cen(id, c.clone());
+    }
+    let groups_ix = GroupIndex::of(&d, "t-");
+    let mut joined = d.cens[cen].clone();
+    let mut m = joined.members[0].clone();
+    m.container = "h/newbie".into();
+    joined.members.push(m);
+    d.put_container("h/newbie", ContainerNet { id: "newbie".into(), netns: NetnsRef::Managed, ident: None });
+    d.put_cen(cen, joined);
+    (d, groups_ix)
 }
