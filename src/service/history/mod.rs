@@ -6,42 +6,6 @@
 //! on disk; nothing is added to the state file or to etcd):
 //! - undo blocks, the periodic snapshots: for each block of `every`
 //!   revisions (`--history-every`), the image each record touched in the
-//!   block had at the block's start ([`index`]). Changes carry full before
-//!   images, so the topology at `N` is a later topology with the blocks in
-//!   between undone, then fewer than `every` changes read from the log;
-//! - per record, the revisions that touched it (for `history`), trimmed
-//!   with the log;
-//! - the last [`CACHED`] materialized topologies, so a scrub of a timeline
-//!   or repeated reads cost only their answer.
-//!
-//! Bounds: the blocks hold at most one image per record and block (a
-//!   creation only its key), the per-record index one revision per record
-//!   and change; both cover the kept log (plus one block at the floor) and
-//!   are dropped as it is trimmed. Both are reported in `/metrics`.
-//!
-//! Cost of `at(N)`: one copy of the nearest materialized topology at or
-//! after `N` (cached, or the live one: O(n)), the blocks in between undone
-//! (each at most the distinct records its changes touched), and fewer than
-//! `every` changes read from the store's log and undone. The live path
-//! pays only the recording of each change (O(change)).
-//!
-//! A query's cost is bounded before it runs, with the live topology's
-//! list sizes (`graphql::cost`), reads through `at` included: a list at a
-//! revision longer than any live one is costed at the live bound (or at
-//! its `first`).
-//!
-//! After a start (or a reload that skipped revisions) the index is rebuilt
-//! from the store's log in the background; start never waits for it, the
-//! first history read does.
-
-//! Time travel: the topology as it stood right after any kept revision,
-//! what changed between two revisions, and the changes that touched one
-//! record.
-//!
-//! What it keeps, in memory only (the store's change log is the only thing
-//! on disk; nothing is added to the state file or to etcd):
-//! - undo blocks, the periodic snapshots: for each block of `every`
-//!   revisions (`--history-every`), the image each record touched in the
 //!   block had at the block's start, and how many records of each kind the
 //!   block made and deleted ([`index`]);
 //! - per record (in key order), the revisions that touched it, trimmed
@@ -66,10 +30,15 @@
 //! from the store's log (none when the revision's block is the one being
 //! filled or one of the last [`LOGS`] read); then each record read costs
 //! a few index lookups, each list the live list plus the touched keys of
-//! its range, counts the number of blocks plus `every`. Nothing grows with the topology but the
-//! answer. The live path pays only the recording of each change
+//! its range, counts the number of blocks plus `every`. Nothing grows
+//! with the topology but the answer. The live path pays only the recording of each change
 //! (O(change), inside the live topology's write lock, so that a read
 //! under its read lock finds the index at exactly the live revision).
+//!
+//! A query's cost is bounded before it runs, with the live topology's
+//! list sizes (`graphql::cost`), reads through `at` included: a list at a
+//! revision longer than any live one is costed at the live bound (or at
+//! its `first`).
 //!
 //! After a start (or a reload that skipped revisions) the index is rebuilt
 //! from the store's log in the background; start never waits for it, the
