@@ -12,7 +12,9 @@
 //! Run: `cargo build --release -p leviathan-cni && cargo bench --bench cni`.
 //! With `LEVIATHAN_BENCH_PHASES=1` the server also logs the timing of each
 //! ADD's phases (debug level) and the bench prints their p50 and p99 over
-//! the sequential ADDs (off by default: the logging costs a little).
+//! the sequential ADDs, and the slowest five ADDs phase by phase (off by
+//! default: the logging costs a little); `LEVIATHAN_BENCH_LOG=FILE` keeps
+//! a copy of that server log.
 //! Under `cargo test --all-targets` (no `--bench` argument) it only says
 //! how to run it.
 
@@ -70,6 +72,8 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     burst_ms: f64,
+    /// Each sequential ADD's latency in microseconds, in order.
+    each_us: Vec<u64>,
 }
 
 /// Runs `jobs` through the driver, `parallel` at a time: each ADD's
@@ -131,10 +135,11 @@ fn measure(driver: &Path, cni_path: &str, dir: &Path, list: &Path, prefix: &str)
     std::fs::create_dir_all(dir).expect("bench directory");
     let seq = namespaces(prefix, "s", SEQUENTIAL);
     let burst = namespaces(prefix, "p", BURST);
-    let (mut lat, _) = add_all(driver, cni_path, &dir.join("cache"), list, &seq, 1);
+    let (each_us, _) = add_all(driver, cni_path, &dir.join("cache"), list, &seq, 1);
+    let mut lat = each_us.clone();
     lat.sort_unstable();
     let (_, wall) = add_all(driver, cni_path, &dir.join("cache"), list, &burst, BURST);
-    Figures { p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), burst_ms: wall as f64 / 1000.0 }
+    Figures { p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), burst_ms: wall as f64 / 1000.0, each_us }
 }
 
 /// The server's debug timing events (see [`phases`]).
@@ -148,9 +153,10 @@ fn fields(line: &str) -> BTreeMap<&str, u64> {
 }
 
 /// Each phase's time per ADD, in microseconds, from the server's timing
-/// events of the first `n` attaches (the sequential ones): the change and
-/// the round of each attach are found by its revision.
-fn phases(log: &str, n: usize) -> Vec<(&'static str, Vec<u64>)> {
+/// events of the first `n` attaches (the sequential ones), in the order of
+/// the ADDs (none where an event is missing): the change and the round of
+/// each attach are found by its revision.
+fn phases(log: &str, n: usize) -> Vec<(&'static str, Vec<Option<u64>>)> {
     let mut by_kind: BTreeMap<&str, BTreeMap<u64, BTreeMap<&str, u64>>> = BTreeMap::new();
     let mut attaches = Vec::new();
     let mut last_apply = BTreeMap::new();
@@ -182,19 +188,22 @@ fn phases(log: &str, n: usize) -> Vec<(&'static str, Vec<u64>)> {
     let span = |kind: &'static str, from: &'static str, to: &'static str| {
         attaches
             .iter()
-            .filter_map(|r| {
+            .map(|r| {
                 let start = if from.is_empty() { Some(0) } else { get(kind, *r, from) };
                 Some(get(kind, *r, to)?.saturating_sub(start?))
             })
-            .collect::<Vec<u64>>()
+            .collect::<Vec<Option<u64>>>()
     };
+    let waited = span("mutation", "committed_us", "settled_us");
+    let round = span("round", "", "recorded_us");
+    let woken = waited.iter().zip(&round).map(|(w, r)| Some(w.as_ref()?.saturating_sub(*r.as_ref()?))).collect();
     vec![
         ("attach: resolve the namespace", span("attach", "", "bound_us")),
         ("commit: compute the change", span("change", "", "prepared_us")),
         ("commit: SQLite rows", span("commit", "", "written_us")),
         ("commit: SQLite COMMIT (WAL, fsync)", span("commit", "vacuumed_us", "committed_us")),
         ("commit: whole (task, lock, publish)", span("mutation", "", "committed_us")),
-        ("wait READY: the driver's round", span("mutation", "committed_us", "settled_us")),
+        ("wait READY: the driver's round", waited),
         ("round: desired state of the CEN", span("round", "", "desired_us")),
         ("apply: open/check namespaces", span("apply", "", "opened_us")),
         ("apply: plan", span("apply", "opened_us", "planned_us")),
@@ -202,15 +211,20 @@ fn phases(log: &str, n: usize) -> Vec<(&'static str, Vec<u64>)> {
         ("apply: kernel (netlink)", span("apply", "recorded_us", "kernel_us")),
         ("apply: listeners", span("apply", "kernel_us", "done_us")),
         ("round: statuses", span("round", "applied_us", "recorded_us")),
+        ("wait READY less the round (wake-ups)", woken),
         ("attach: whole resolver", span("attach", "", "read_us")),
     ]
 }
 
-fn print_phases(text: &str) {
+/// The phase table, then the slowest ADDs phase by phase (`each_us`: the
+/// latency of each sequential ADD as the runtime saw it, in order).
+fn print_phases(text: &str, each_us: &[u64]) {
+    let all = phases(text, SEQUENTIAL);
     println!("Server phases of the {SEQUENTIAL} sequential ADDs (debug timing events):");
     println!("  (first 10 / last 10: the mean of the first and of the last ten ADDs, as the CEN grows)");
     println!("  {:<38} {:>9} {:>9} {:>9} {:>9} {:>5}", "", "p50 ms", "p99 ms", "first 10", "last 10", "n");
-    for (name, mut v) in phases(text, SEQUENTIAL) {
+    for (name, v) in &all {
+        let mut v: Vec<u64> = v.iter().flatten().copied().collect();
         if v.is_empty() {
             continue;
         }
@@ -223,6 +237,43 @@ fn print_phases(text: &str) {
             percentile(&v, 0.99),
             v.len()
         );
+    }
+    print_slowest(&all, each_us);
+}
+
+/// The slowest sequential ADDs, each phase of each (ms): where the tail's
+/// time goes. "outside the server" is the ADD's latency less the attach
+/// resolver's: the plugin's start, its namespace look-ups, the socket and
+/// HTTP, libcni.
+fn print_slowest(all: &[(&'static str, Vec<Option<u64>>)], each_us: &[u64]) {
+    const SLOWEST: usize = 5;
+    let mut order: Vec<usize> = (0..each_us.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(each_us[*i]));
+    order.truncate(SLOWEST);
+    let resolver = all.iter().find(|(n, _)| n.starts_with("attach: whole")).map(|(_, v)| v);
+    println!("The {SLOWEST} slowest sequential ADDs, phase by phase (ms; #: the ADD's place in the sequence):");
+    print!("  {:<38}", "");
+    for i in &order {
+        print!(" {:>8}", format!("#{i}"));
+    }
+    println!();
+    let row = |name: &str, f: &dyn Fn(usize) -> Option<u64>| {
+        print!("  {name:<38}");
+        for i in &order {
+            match f(*i) {
+                Some(us) => print!(" {:>8.3}", us as f64 / 1000.0),
+                None => print!(" {:>8}", "-"),
+            }
+        }
+        println!();
+    };
+    row("ADD as the runtime saw it", &|i| each_us.get(i).copied());
+    row("outside the server (plugin, HTTP)", &|i| {
+        let r = resolver.and_then(|v| v.get(i).copied().flatten())?;
+        Some(each_us.get(i)?.saturating_sub(r))
+    });
+    for (name, v) in all {
+        row(name, &|i| v.get(i).copied().flatten());
     }
 }
 
@@ -350,6 +401,9 @@ fn main() {
     guard.stop_server();
     cleanup(&ours, &server);
     let phase_text = phase_log.map(|p| std::fs::read_to_string(p).expect("server log"));
+    if let (Some(text), Ok(keep)) = (&phase_text, std::env::var("LEVIATHAN_BENCH_LOG")) {
+        std::fs::write(&keep, text).expect("a copy of the server log");
+    }
 
     // Debian's reference plugins: bridge + host-local.
     let list = dir.join("reference.conflist");
@@ -372,6 +426,6 @@ fn main() {
         lev.burst_ms / reference.burst_ms
     );
     if let Some(text) = &phase_text {
-        print_phases(text);
+        print_phases(text, &lev.each_us);
     }
 }

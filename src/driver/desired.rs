@@ -130,26 +130,135 @@ struct CenView<'a> {
     gw_of: BTreeMap<&'a str, Ipv4Addr>,
 }
 
+/// What a CEN is on one host apart from its members there: derived
+/// without walking them (the VXLAN side walks those elsewhere).
+struct Shape<'a> {
+    view: CenView<'a>,
+    /// The model's wiring (a bridge wherever the CEN spans hosts).
+    model_wiring: Option<model::Wiring>,
+    /// Whether a bridged CEN has its bridge here (with VXLAN, only on the
+    /// hosts it is present on).
+    bridged_here: bool,
+    gateways: Vec<Addr>,
+    vxlan: Option<Vxlan>,
+}
+
+impl Shape<'_> {
+    fn of<'a>(t: &'a Topology, host: &str, cen: &'a CenRec) -> Shape<'a> {
+        let hosts = t.presence(&cen.id);
+        // Present here and elsewhere: a bridge on each host, joined by VXLAN.
+        let spans = has_vtep(t, host) && hosts.contains(host) && hosts.len() > 1;
+        let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
+        let made_cins: Vec<&CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.making.made).collect();
+        let (gateways, gw_of) =
+            if model_wiring == Some(model::Wiring::Bridge) { gateways(t, cen, &made_cins) } else { Default::default() };
+        let vxlan = spans.then(|| vxlan_of(t, host, cen, &hosts, &made_cins));
+        let bridged_here = !has_vtep(t, host) || hosts.contains(host);
+        Shape { view: CenView { cen, made_cins, gw_of }, model_wiring, bridged_here, gateways, vxlan }
+    }
+
+    /// The wiring here, with `local` members on this host.
+    fn wiring(&self, local: usize) -> realize::Wiring {
+        match self.model_wiring {
+            Some(model::Wiring::Bridge) if self.bridged_here => realize::Wiring::Bridge,
+            // A wire with an end on another host has nothing to wire here.
+            Some(model::Wiring::Wire) if local == 2 => realize::Wiring::Wire,
+            _ => realize::Wiring::None,
+        }
+    }
+
+    /// Whether the CEN is wired here as `old` is, bridge, gateways and
+    /// VXLAN side alike (its members aside).
+    fn same_as(&self, old: &CenNet, local: usize) -> bool {
+        old.wiring == self.wiring(local) && old.gateways == self.gateways && old.vxlan == self.vxlan
+    }
+}
+
 fn cen_net(t: &Topology, host: &str, cen: &CenRec) -> (CenNet, Vec<(String, ContainerNet)>) {
-    let hosts = t.presence(&cen.id);
-    // Present here and elsewhere: a bridge on each host, joined by VXLAN.
-    let spans = has_vtep(t, host) && hosts.contains(host) && hosts.len() > 1;
-    let model_wiring = if spans { Some(model::Wiring::Bridge) } else { t.wiring(cen) };
-    let made_cins: Vec<&CinRec> = t.cins_over(&cen.id).into_iter().filter(|c| c.making.made).collect();
-    let (gateways, gw_of) =
-        if model_wiring == Some(model::Wiring::Bridge) { gateways(t, cen, &made_cins) } else { Default::default() };
-    let vxlan = spans.then(|| vxlan_of(t, host, cen, &hosts, &made_cins));
+    let shape = Shape::of(t, host, cen);
     let local: Vec<&MemberRec> = t.members_in_order(&cen.id).into_iter().filter(|m| m.host == host).collect();
-    let wiring = match model_wiring {
-        // (With VXLAN, only on the hosts the CEN is present on.)
-        Some(model::Wiring::Bridge) if !has_vtep(t, host) || hosts.contains(host) => realize::Wiring::Bridge,
-        // A wire with an end on another host has nothing to wire here.
-        Some(model::Wiring::Wire) if local.len() == 2 => realize::Wiring::Wire,
-        _ => realize::Wiring::None,
+    let wiring = shape.wiring(local.len());
+    let (containers, members) = local.into_iter().filter_map(|m| member_net(t, &shape.view, m)).unzip();
+    (CenNet { wiring, members, gateways: shape.gateways, vxlan: shape.vxlan }, containers)
+}
+
+/// [`put_cen_focused`] for a CEN that only its members' own changes
+/// touched (`changed` names them; a change of the CEN itself, of a CIN
+/// over it or of a VTEP would have asked for the whole CEN): when it is a
+/// READY bridge here, wired as before, only the changed members are
+/// derived and put in place, each found by its join order in a binary
+/// search, so a join costs the same whatever the size of the CEN. Else
+/// (not READY, not a bridge, wired otherwise now, a member left) the CEN
+/// is derived whole, as [`put_cen_focused`] does.
+pub(super) fn put_cen_members(
+    t: &Topology,
+    host: &str,
+    id: &str,
+    d: &mut Desired,
+    changed: &BTreeSet<String>,
+) -> Option<BTreeSet<String>> {
+    match members_only(t, host, id, d, changed) {
+        Some(focus) => Some(focus),
+        None => put_cen_focused(t, host, id, d, changed),
+    }
+}
+
+/// The changed members of a READY bridge put in place, and the focus they
+/// make; `None` (nothing changed) where the CEN must be derived whole.
+fn members_only(
+    t: &Topology,
+    host: &str,
+    id: &str,
+    d: &mut Desired,
+    changed: &BTreeSet<String>,
+) -> Option<BTreeSet<String>> {
+    let cen = t.cen(id).filter(|c| c.making.made && c.making.realization.status == model::Status::Ready)?;
+    let shape = Shape::of(t, host, cen);
+    let old = d.cens.get(id)?;
+    // A bridge here does not depend on how many members are here.
+    if shape.wiring(0) != realize::Wiring::Bridge || !shape.same_as(old, 0) {
+        return None;
+    }
+    let seq_of = |key: &str| {
+        let (h, c) = key.split_once('/')?;
+        t.member(&model::MemberKey::new(id, &model::ContainerKey::new(h, c))).map(|m| m.seq)
     };
-    let view = CenView { cen, made_cins, gw_of };
-    let (containers, members) = local.into_iter().filter_map(|m| member_net(t, &view, m)).unzip();
-    (CenNet { wiring, members, gateways, vxlan }, containers)
+    let mut puts = Vec::new();
+    for key in changed {
+        let Some((h, c)) = key.split_once('/').filter(|(h, _)| *h == host) else { continue };
+        let Some(m) = t.member(&model::MemberKey::new(id, &model::ContainerKey::new(h, c))) else {
+            if old.members.iter().any(|o| &o.container == key) {
+                return None; // It left.
+            }
+            continue;
+        };
+        // Where it is, or goes, in join order; its neighbours confirm it.
+        let i = old.members.partition_point(|o| seq_of(&o.container).is_some_and(|s| s < m.seq));
+        let at = if old.members.get(i).is_some_and(|o| &o.container == key) { Ok(i) } else { Err(i) };
+        let after = at.map_or(i, |i| i + 1);
+        let fits = (i == 0 || seq_of(&old.members[i - 1].container).is_some_and(|s| s < m.seq))
+            && old.members.get(after).is_none_or(|o| seq_of(&o.container).is_some_and(|s| s > m.seq));
+        if !fits {
+            return None;
+        }
+        puts.push((member_net(t, &shape.view, m)?, at, m.seq));
+    }
+    // Put from the last place back, so that each place found stays right:
+    // at one place, the member there is replaced before others go before
+    // it, the later joiner first.
+    puts.sort_by_key(|(_, at, seq)| {
+        (std::cmp::Reverse(at.unwrap_or_else(|i| i)), at.is_err(), std::cmp::Reverse(*seq))
+    });
+    let mut focus = BTreeSet::new();
+    for (((key, net), member), at, _) in puts {
+        d.put_container(&key, net);
+        if !d.put_member(id, member, at) {
+            // Cannot happen (the places were checked): derive it whole.
+            return None;
+        }
+        focus.insert(key);
+    }
+    Some(focus)
 }
 
 /// One local member of a CEN: its container's namespace, and its interface
@@ -326,6 +435,63 @@ mod tests {
 
     fn keys(ids: &[&str]) -> Option<BTreeSet<String>> {
         Some(ids.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Through its changed members alone, a READY bridge ends up as it is
+    /// when derived whole: joiners go last in join order, a member changed
+    /// in the middle is replaced where it is, and the index follows (the
+    /// namespace it leaves is released); a leave is derived whole.
+    #[test]
+    fn a_bridge_put_through_its_changed_members_is_the_whole_derivation() {
+        let bind = |path: &str| {
+            let netns = model::NetnsBinding { path: path.into(), device: 1, inode: path.len() as u64 };
+            Command::ContainerCreate {
+                host: "h".into(),
+                id: "c2".into(),
+                tag: None,
+                netns_path: Some(path.into()),
+                netns: Some(netns),
+            }
+        };
+        let mut t = model::Topology::new();
+        t.execute(&Command::CenCreate { id: "b".into() }).unwrap();
+        t.execute(&bind("/run/netns/first")).unwrap();
+        for c in ["c1", "c2", "c3"] {
+            join(&mut t, "h", c, "b");
+        }
+        let cins = vec![model::CinSpec { id: "n".into(), cens: vec!["b".into()] }];
+        t.execute(&Command::CinImport { cins }).unwrap();
+        t.execute(&Command::CinSetMade { ids: vec!["n".into()], made: true, realizing: false }).unwrap();
+        t.execute(&Command::CenSetMade { ids: vec!["b".into()], made: true, realizing: false }).unwrap();
+        ready(&mut t, "b");
+        let mut d = desired(&t, "h");
+        let same_as_whole = |t: &Topology, d: &Desired| {
+            let whole = desired(t, "h");
+            assert_eq!((&d.cens, &d.containers), (&whole.cens, &whole.containers), "the same as derived whole");
+        };
+
+        join(&mut t, "h", "c4", "b");
+        assert_eq!(put_cen_members(&t, "h", "b", &mut d, &keys(&["h/c4"]).unwrap()), keys(&["h/c4"]));
+        same_as_whole(&t, &d);
+        let c4 = realize::NsId::Managed("c4".into());
+        assert!(d.index().in_ns(&c4).is_some_and(|k| k.contains("h/c4")), "the joiner's namespace is in use");
+
+        // Its workload restarted: bound again, elsewhere.
+        t.execute(&bind("/run/netns/elsewhere")).unwrap();
+        assert_eq!(put_cen_members(&t, "h", "b", &mut d, &keys(&["h/c2"]).unwrap()), keys(&["h/c2"]));
+        same_as_whole(&t, &d);
+        assert_eq!(d.cens["b"].members[1].container, "h/c2", "replaced where it was");
+        let first = realize::NsId::Path("/run/netns/first".into());
+        assert!(d.take_released().contains(&first), "the namespace it left is let go");
+
+        join(&mut t, "h", "c5", "b");
+        join(&mut t, "h", "c6", "b");
+        assert_eq!(put_cen_members(&t, "h", "b", &mut d, &keys(&["h/c6", "h/c5"]).unwrap()), keys(&["h/c5", "h/c6"]));
+        same_as_whole(&t, &d);
+
+        t.execute(&Command::ContainerLeaveCen { host: "h".into(), container: "c1".into(), cen: "b".into() }).unwrap();
+        assert_eq!(put_cen_members(&t, "h", "b", &mut d, &keys(&["h/c1"]).unwrap()), None, "a member left");
+        same_as_whole(&t, &d);
     }
 
     /// A join to a READY bridged CEN is looked at through the joiner (and

@@ -12,14 +12,18 @@
 //!    and says, for a CEN whose wiring, gateways and VXLAN side stayed and
 //!    that no member left, which members alone changed (a join: the
 //!    joiner), unless a change of the CEN itself, of a CIN over it or of a
-//!    VTEP, or the kernel listeners, ask for the whole CEN;
+//!    VTEP, or the kernel listeners, ask for the whole CEN; a READY bridge
+//!    that only its members' changes touched has just those members
+//!    derived and put in place, so a join costs the same whatever the
+//!    size of the CEN;
 //! 4. **realize**: the realizer diffs that against what it put in the
 //!    kernel and applies the plan, answering with an apply report; a CEN
 //!    focused on some members has only their namespaces opened and checked
 //!    and only their links planned (with the CEN's bridge and layer-2
 //!    entries), so a join costs the same whatever the size of the CEN;
 //! 5. **status reports**: `status.rs` turns the report into the statuses
-//!    the model should show where they differ from what it shows, and the
+//!    the model should show where they differ from what it shows (of a
+//!    focused CEN, the focused members' containers only), and the
 //!    loop records them through the service, which publishes them like any
 //!    other change (they affect nothing, so they cause no further round).
 //!

@@ -12,8 +12,8 @@
 //! other, but they affect nothing, so they never cause another apply.
 
 use super::affected::{made_cens_of, Affected};
-use super::desired::{desired, forwards, put_cen_focused};
-use super::status::{operation_outcome, status_reports, transition_reports};
+use super::desired::{desired, forwards, put_cen, put_cen_members};
+use super::status::{operation_outcome, status_reports, status_reports_focused, transition_reports};
 use crate::model::{self, Change, EntityKey, Record, StatusReport};
 use crate::realize::{self, Desired, Realizer};
 use crate::service::{Realization, Service};
@@ -377,8 +377,9 @@ impl Loop {
             }
             let mut focus = realize::Focus::new();
             for id in &scope.cens {
-                let members = put_cen_focused(t, &host, id, desired, &scope.containers);
-                if let (Some(members), false) = (members, scope.whole.contains(id)) {
+                if scope.whole.contains(id) {
+                    put_cen(t, &host, id, desired);
+                } else if let Some(members) = put_cen_members(t, &host, id, desired, &scope.containers) {
                     focus.insert(id.clone(), members);
                 }
                 scope.cins.extend(t.cins_over(id).into_iter().map(|c| c.id.clone()));
@@ -404,7 +405,7 @@ impl Loop {
         }
         let applied_us = started.elapsed().as_micros() as u64;
         self.last_steps = report.steps;
-        let reports = self.service.read(|t| status_reports(t, &host, &scope, &report));
+        let reports = self.service.read(|t| status_reports_focused(t, &host, &scope, &focus, &report));
         let statuses = reports.len();
         self.record(reports, "statuses").await;
         tracing::debug!(

@@ -13,8 +13,10 @@
 
 use super::affected::Affected;
 use super::desired::has_vtep;
-use crate::model::{CenRec, CinRec, EntityKey, Record, Standing, Status, StatusReport, Topology};
-use crate::realize::ApplyReport;
+use crate::model::{
+    CenRec, CinRec, ContainerKey, EntityKey, MemberKey, MemberRec, Record, Standing, Status, StatusReport, Topology,
+};
+use crate::realize::{ApplyReport, Focus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 
@@ -22,7 +24,22 @@ use std::fmt::Display;
 /// CINs over them, and `scope.cins`), where they differ from what it shows
 /// now.
 pub(super) fn status_reports(t: &Topology, host: &str, scope: &Affected, report: &ApplyReport) -> Vec<StatusReport> {
-    let d = Derivation { t, host, multi: has_vtep(t, host), report };
+    status_reports_focused(t, host, scope, &Focus::new(), report)
+}
+
+/// [`status_reports`] after an apply that looked at some CENs through
+/// their members in `focus` alone: of those CENs, only those members'
+/// containers are looked at (the others' namespaces were not looked at,
+/// so what the report says of them did not change), so the cost follows
+/// the members that changed, not the size of their CENs.
+pub(super) fn status_reports_focused(
+    t: &Topology,
+    host: &str,
+    scope: &Affected,
+    focus: &Focus,
+    report: &ApplyReport,
+) -> Vec<StatusReport> {
+    let d = Derivation { t, host, multi: has_vtep(t, host), report, focus };
     let mut out = Vec::new();
     let mut all_cins: BTreeSet<&str> = scope.cins.iter().map(String::as_str).collect();
     for cen in scope.cens.iter().filter_map(|id| t.cen(id)) {
@@ -44,6 +61,8 @@ struct Derivation<'a> {
     /// part per host.
     multi: bool,
     report: &'a ApplyReport,
+    /// The members alone looked at, of the CENs it names.
+    focus: &'a Focus,
 }
 
 impl Derivation<'_> {
@@ -97,7 +116,15 @@ impl Derivation<'_> {
         let mut own = Vec::new();
         let mut seen = BTreeSet::new();
         for cen in cens.iter().filter_map(|id| t.cen(id)) {
-            for m in t.members_in_order(&cen.id).into_iter().filter(|m| m.host == self.host) {
+            let members: Vec<&MemberRec> = match self.focus.get(&cen.id) {
+                Some(keys) => keys
+                    .iter()
+                    .filter_map(|k| k.split_once('/'))
+                    .filter_map(|(h, c)| t.member(&MemberKey::new(&cen.id, &ContainerKey::new(h, c))))
+                    .collect(),
+                None => t.members_in_order(&cen.id),
+            };
+            for m in members.into_iter().filter(|m| m.host == self.host) {
                 let key = m.key();
                 let Some(c) = t.container(&key) else { continue };
                 let next = match self.report.unavailable.get(&key.to_string()) {
@@ -294,6 +321,29 @@ mod tests {
         assert_eq!(by(EntityKey::Cen("w".into())), Some(Standing::default()));
         let waiting = Standing { status: Status::Pending, message: Some("none of its CENs is made".into()) };
         assert_eq!(by(EntityKey::Cin("n".into())), Some(waiting));
+    }
+
+    /// A CEN looked at through some members: only their containers are
+    /// derived; what the others show stays (their namespaces were not
+    /// looked at).
+    #[test]
+    fn a_focused_cen_derives_its_focused_members_alone() {
+        let t = one_host();
+        let s = scope(&["w"], &[]);
+        let gone = ApplyReport {
+            cens: ok(&["w"]),
+            cins: ok(&["n"]),
+            unavailable: [("h/a".to_string(), "gone".to_string()), ("h/b".to_string(), "gone".to_string())].into(),
+            ..Default::default()
+        };
+        let containers = |got: Vec<StatusReport>| -> Vec<EntityKey> {
+            got.into_iter().map(|r| r.target).filter(|k| matches!(k, EntityKey::Container(_))).collect()
+        };
+        let focus: Focus = [("w".to_string(), ["h/b".to_string()].into())].into();
+        let focused = containers(status_reports_focused(&t, "h", &s, &focus, &gone));
+        assert_eq!(focused, vec![EntityKey::Container(ContainerKey::new("h", "b"))]);
+        let whole = containers(status_reports(&t, "h", &s, &gone));
+        assert_eq!(whole.len(), 2, "unfocused, every member is derived");
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl Realizer {
     }
 
     fn blank(cfg: Config, ledger: Option<std::sync::Arc<ledger::Ledger>>) -> Result<Realizer, RealizeError> {
+        super::handles::reserve_descriptors();
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let underlay = match cfg.underlay {
             Some(_) => {
@@ -65,6 +66,7 @@ impl Realizer {
             departures: watch::Departures::default(),
             listen_pending: BTreeSet::new(),
             listen_opened: BTreeMap::new(),
+            entering: netns::Entering::default(),
             ledger,
             foreign: BTreeSet::new(),
             underlay,

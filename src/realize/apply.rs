@@ -198,20 +198,27 @@ impl Realizer {
     }
 
     /// Drops path namespaces nobody wants any more (holding them would keep
-    /// a dead container's namespace alive). Bound namespaces sort last: a
-    /// range, not a walk of every handle.
+    /// a dead container's namespace alive). A full apply looks at every
+    /// bound one held (they sort last: a range, not a walk of every
+    /// handle); a scoped one only at those whose last desired container
+    /// went since the last apply (`released`): no other can have become
+    /// unwanted, so its cost follows the change, not the host's namespaces.
     fn let_go_of_paths(&mut self, want_paths: &BTreeSet<NsId>, index: &desired::Index, scope: Scope<'_>) {
-        let gone: Vec<NsId> = self
-            .handles
-            .range(NsId::Path(String::new())..)
-            .map(|(n, _)| n)
-            .filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n))
-            .filter(|n| match scope {
-                Scope::All => true,
-                Scope::Cens(..) => index.in_ns(n).is_none(),
-            })
-            .cloned()
-            .collect();
+        let gone: Vec<NsId> = match scope {
+            Scope::All => self
+                .handles
+                .range(NsId::Path(String::new())..)
+                .map(|(n, _)| n)
+                .filter(|n| matches!(n, NsId::Path(_)) && !want_paths.contains(*n))
+                .cloned()
+                .collect(),
+            Scope::Cens(_, released, _) => released
+                .iter()
+                .filter(|n| matches!(n, NsId::Path(_)) && self.handles.contains_key(*n))
+                .filter(|n| !want_paths.contains(*n) && index.in_ns(n).is_none())
+                .cloned()
+                .collect(),
+        };
         for ns in gone {
             self.close(&ns);
             self.observed.remove_ns(&ns);

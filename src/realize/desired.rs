@@ -64,13 +64,18 @@ impl Index {
             self.bridged += 1;
         }
         for m in &cen.members {
-            let n = self.users.entry(m.container.clone()).or_default();
-            *n += 1;
-            if *n == 1 {
-                if let Some(ns) = d.containers.get(&m.container).and_then(ContainerNet::ns) {
-                    self.ns_keys.entry(ns.clone()).or_default().insert(m.container.clone());
-                    self.released.remove(&ns);
-                }
+            self.add_member(d, &m.container);
+        }
+    }
+
+    /// One more desired CEN uses the container `key`.
+    fn add_member(&mut self, d: &Desired, key: &str) {
+        let n = self.users.entry(key.to_string()).or_default();
+        *n += 1;
+        if *n == 1 {
+            if let Some(ns) = d.containers.get(key).and_then(ContainerNet::ns) {
+                self.ns_keys.entry(ns.clone()).or_default().insert(key.to_string());
+                self.released.remove(&ns);
             }
         }
     }
@@ -133,6 +138,33 @@ impl Desired {
         self.cens.insert(id.to_string(), cen);
         self.prune(&index, old);
         self.index = index;
+    }
+
+    /// Puts one member into the desired CEN `id`, which is there already,
+    /// leaving the rest of it as it is: `at` says where, as a binary search
+    /// would (`Ok(i)`: it replaces the member at `i`, of the same
+    /// container; `Err(i)`: it is inserted at `i`); the index follows for
+    /// that member alone. Its container must be in `containers` first.
+    /// Costs the one member (and a shift of the CEN's member list), not
+    /// the CEN. False, and nothing changed, when the CEN is not there or
+    /// `at` does not fit it.
+    pub fn put_member(&mut self, id: &str, member: Member, at: Result<usize, usize>) -> bool {
+        let Some(cen) = self.cens.get_mut(id) else { return false };
+        match at {
+            Ok(i) => match cen.members.get_mut(i) {
+                Some(m) if m.container == member.container => *m = member,
+                _ => return false,
+            },
+            Err(i) if i <= cen.members.len() => {
+                let key = member.container.clone();
+                cen.members.insert(i, member);
+                let mut index = std::mem::take(&mut self.index);
+                index.add_member(self, &key);
+                self.index = index;
+            }
+            Err(_) => return false,
+        }
+        true
     }
 
     /// Removes a desired CEN; containers no desired CEN uses any more go.

@@ -28,6 +28,34 @@ pub(super) fn role(ns: &NsId) -> netns::Role {
     }
 }
 
+/// Descriptors the process's table is grown to hold up front, at most.
+pub(super) const RESERVED_DESCRIPTORS: u64 = 1 << 16;
+
+/// Grows the process's descriptor table once, up front, to as many
+/// descriptors as the open-files limit allows (at most
+/// [`RESERVED_DESCRIPTORS`]; 512 KiB of kernel memory): the handles,
+/// sockets, listeners and pidfds held per namespace then never grow it.
+/// The kernel grows the table of a multi-threaded process behind a full
+/// RCU grace period (`expand_files`), which stalled the one join that
+/// crossed each power of two for 10 to 20 ms here, so the slowest joins
+/// of a growing host were those. The table is never shrunk, and a fork
+/// copies only the part in use, so this costs nothing afterwards. Where it
+/// cannot be done the table grows as before.
+pub(super) fn reserve_descriptors() {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::sys::resource::{getrlimit, Resource};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let highest = soft.min(RESERVED_DESCRIPTORS).saturating_sub(1);
+    let Ok(highest) = i32::try_from(highest) else { return };
+    let Ok(null) = std::fs::File::open("/dev/null") else { return };
+    match fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(highest)) {
+        // SAFETY: the descriptor was just made by F_DUPFD and is owned by
+        // nobody else; closing it leaves the table grown.
+        Ok(fd) => drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+        Err(e) => tracing::debug!(error = %e, highest, "the descriptor table grows as needed"),
+    }
+}
+
 /// (device, inode) of what a namespace path leads to now; `None` when it
 /// leads nowhere (the process exited, the file was removed).
 fn workload_ident(path: &str) -> Option<(u64, u64)> {
@@ -118,9 +146,12 @@ impl Realizer {
         let prefix = self.cfg.prefix.clone();
         let paths: Vec<(PathBuf, netns::Role)> =
             new_paths.iter().map(|n| (ns_path(&prefix, n), netns::Role::Container)).collect();
-        // Each with its listener, opened on the same thread.
-        let results = match blocking(move || netns::open_paths_with(paths, true)).await {
-            Ok(results) => results,
+        // Each with its listener, opened on the same thread, one kept for
+        // this (see `netns::Entering`).
+        let results = match self.entering.run(move || netns::open_paths_here(&paths, true)) {
+            Ok(answer) => {
+                answer.await.unwrap_or_else(|_| new_paths.iter().map(|_| Err(KernelError::panicked())).collect())
+            }
             Err(e) => new_paths.iter().map(|_| Err(e.clone())).collect(),
         };
         for (ns, r) in new_paths.iter().zip(results) {

@@ -90,6 +90,8 @@ pub struct Realizer {
     listen_pending: BTreeSet<NsId>,
     /// Listeners opened together with their namespace, not started yet.
     listen_opened: BTreeMap<NsId, Result<rtnetlink::sys::Socket, KernelError>>,
+    /// The thread that opens bound namespaces on the path of a join.
+    entering: netns::Entering,
     /// What this instance made; without one, everything under the prefix
     /// counts as its own (tests and tools that own their prefix outright).
     ledger: Option<std::sync::Arc<ledger::Ledger>>,

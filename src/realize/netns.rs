@@ -3,9 +3,11 @@
 //! `setns`/`unshare` change the namespace of the calling *thread*, so they
 //! never run on a tokio worker (which would then serve other tasks in the
 //! wrong namespace). Every function here that switches namespace does so on
-//! a short-lived `std::thread` of its own, which ends right after; the
-//! netlink sockets it opened stay bound to the namespace they were opened in
-//! and are handed back to async code.
+//! a short-lived `std::thread` of its own, which ends right after, or, on
+//! the path of a join, on the one [`Entering`] thread, which returns to its
+//! own namespace after each job; the netlink sockets opened there stay
+//! bound to the namespace they were opened in and are handed back to async
+//! code.
 //!
 //! Named namespaces are made like `ip netns add`: an empty file in
 //! `/run/netns`, `unshare(CLONE_NEWNET)`, and a bind mount of the thread's
@@ -219,25 +221,103 @@ pub fn open_paths_with(paths: Vec<(PathBuf, Role)>, listen: bool) -> Vec<Result<
         return Vec::new();
     }
     let n = paths.len();
-    let h = std::thread::Builder::new().name("lev-netns-open".into()).spawn(move || {
-        paths
-            .iter()
-            .map(|(p, role)| {
-                let fd: OwnedFd = fs::File::open(p)
-                    .map(OwnedFd::from)
-                    .map_err(|e| io_err("open", p.display().to_string(), format!("cannot open {}", p.display()), &e))?;
-                setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    nix_err("setns", p.display().to_string(), format!("{} is not a network namespace", p.display()), e)
-                })?;
-                let listener = listen.then(listener_here);
-                Ok((open_here(fd, *role)?, listener))
-            })
-            .collect::<Vec<_>>()
-    });
+    let h = std::thread::Builder::new().name("lev-netns-open".into()).spawn(move || open_paths_here(&paths, listen));
     match h {
         Ok(h) => h.join().unwrap_or_else(|_| (0..n).map(|_| Err(KernelError::panicked())).collect()),
         Err(e) => (0..n).map(|_| Err(no_thread(&e))).collect(),
     }
+}
+
+/// [`open_paths_with`] from the calling thread, which is left in the last
+/// namespace entered: only for a dedicated thread that ends right after,
+/// or an [`Entering`] thread, which returns to its own namespace.
+pub fn open_paths_here(paths: &[(PathBuf, Role)], listen: bool) -> Vec<Result<(Opened, Listener), KernelError>> {
+    paths
+        .iter()
+        .map(|(p, role)| {
+            let fd: OwnedFd = fs::File::open(p)
+                .map(OwnedFd::from)
+                .map_err(|e| io_err("open", p.display().to_string(), format!("cannot open {}", p.display()), &e))?;
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+                nix_err("setns", p.display().to_string(), format!("{} is not a network namespace", p.display()), e)
+            })?;
+            let listener = listen.then(listener_here);
+            Ok((open_here(fd, *role)?, listener))
+        })
+        .collect()
+}
+
+/// What an [`Entering`] thread runs: the work, which answers with how to
+/// deliver its result once the thread is back in its own namespace.
+type Job = Box<dyn FnOnce() -> Box<dyn FnOnce() + Send> + Send>;
+
+/// A dedicated thread kept for namespace work on the path of a join
+/// (opening a bound namespace with its listener): it enters namespaces for
+/// one job at a time and returns to its own namespace after each, so such
+/// work starts no thread. On a busy host a thread just started waits for
+/// its first turn on a CPU behind the tasks already running (several ms
+/// were measured), where a thread asleep in wait for work runs as soon as
+/// it is woken.
+///
+/// Invariants: a job's result is delivered only once the thread is back in
+/// its own namespace; a thread that cannot get back closes its queue first
+/// (no later job reaches it), delivers, and ends, and the next job starts
+/// another thread. The thread never is a tokio worker, and ends when its
+/// `Entering` is dropped.
+#[derive(Default)]
+pub struct Entering {
+    queue: Option<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Entering {
+    /// Runs `work` on the thread (started if none runs): its result
+    /// arrives on the receiver, which fails if the thread ended without
+    /// running it (a panic).
+    pub fn run<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, KernelError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let out = work();
+            Box::new(move || {
+                let _ = tx.send(out);
+            })
+        });
+        let job = match &self.queue {
+            Some(q) => match q.send(job) {
+                Ok(()) => return Ok(rx),
+                // That thread ended: another one takes the job.
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let queue = start_entering().map_err(|e| no_thread(&e))?;
+        // A thread that could not open its own namespace has ended already:
+        // the job is dropped with the queue, and the receiver says so.
+        let _ = queue.send(job);
+        self.queue = Some(queue);
+        Ok(rx)
+    }
+}
+
+fn start_entering() -> io::Result<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new().name("lev-netns".into()).spawn(move || {
+        let opened = open_self_ns().map_err(|e| tracing::warn!(error = %e, "a namespace thread has no way back"));
+        let Ok(home) = opened else { return };
+        while let Ok(job) = rx.recv() {
+            let deliver = job();
+            if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
+                tracing::warn!(error = %e, "a namespace thread could not return to its own namespace; it ends");
+                drop(rx);
+                deliver();
+                return;
+            }
+            deliver();
+        }
+    })?;
+    Ok(tx)
 }
 
 /// A listener opened with a namespace, when asked for: the socket, or why

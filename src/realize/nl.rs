@@ -466,6 +466,12 @@ pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<(), Kernel
 /// `master` at creation; its peer `b` created directly in the namespace
 /// `b_ns` (down: the kernel refuses a peer created up in another namespace,
 /// see `Op::SetUpNew`). Both in `group`. No move afterwards.
+///
+/// Each end is asked for with one transmit and one receive queue, which
+/// is what a veth ends up with anyway: without them the kernel makes one
+/// per possible CPU, then cuts each end down to one behind an expedited
+/// RCU grace period (`veth_init_queues`), which doubled the time of a
+/// create here (0.63 ms against 0.31 ms a pair, `ip link add` of 100).
 #[allow(clippy::too_many_arguments)]
 pub async fn add_veth(
     h: &Handle,
@@ -478,7 +484,12 @@ pub async fn add_veth(
     group: u32,
     mtu: Option<u32>,
 ) -> Result<(), KernelError> {
-    let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(b.to_string()).link_group(group).setns_by_fd(b_ns);
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(b.to_string())
+        .link_group(group)
+        .setns_by_fd(b_ns)
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1));
     if let Some(mac) = b_mac {
         peer = peer.address(mac.to_vec());
     }
@@ -486,8 +497,12 @@ pub async fn add_veth(
         peer = peer.mtu(mtu);
     }
     let peer = peer.build();
-    let mut main =
-        LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(a.to_string()).link_group(group).up();
+    let mut main = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(a.to_string())
+        .link_group(group)
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
+        .up();
     if let Some(m) = master {
         main = main.controller(m);
     }
