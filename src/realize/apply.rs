@@ -138,7 +138,9 @@ impl Realizer {
     /// Takes in the results of one phase: effects absorbed, failures noted
     /// (the namespace marked dirty), deleted objects forgotten by the
     /// ledger, and the ifindexes of new links learned (needed for masters,
-    /// addresses and routes), one link at a time.
+    /// addresses and routes): from the kernel's answer to the create where
+    /// it told them (bridges and veths, `nl::add_link`), else asked for one
+    /// link at a time.
     async fn settle(
         &mut self,
         run: &[Step],
@@ -152,6 +154,11 @@ impl Realizer {
         let mut unmade: Vec<ledger::Entry> = Vec::new();
         for (s, r) in run.iter().zip(results) {
             match r {
+                // Links the kernel's answer told of are not asked for.
+                Ok(effect @ (Effect::Made(..) | Effect::MadeVeth(..))) => {
+                    self.absorb(effect);
+                    continue;
+                }
                 Ok(effect) => {
                     unmade.extend(self.unmade(&s.op, gone_names));
                     self.absorb(effect)
@@ -326,6 +333,12 @@ impl Realizer {
             }
             Effect::LinkGone(..) | Effect::GroupGone(..) | Effect::Up(..) | Effect::Forwarding(..) => {
                 absorb_link(obs, effect)
+            }
+            Effect::Made(ns, link) => obs.insert_link(&ns, *link),
+            Effect::MadeVeth(ends) => {
+                for (ns, link) in *ends {
+                    obs.insert_link(&ns, link);
+                }
             }
             _ => absorb_entry(obs, effect),
         }

@@ -1,6 +1,8 @@
 //! Many rtnetlink requests of one namespace in one `sendmsg`: the FDB and
 //! neighbour entries of VXLAN across hosts (one per remote member, so a
-//! host of a CEN spanning three hosts asks for hundreds at once).
+//! host of a CEN spanning three hosts asks for hundreds at once), and the
+//! ARP/ND suppression flag of each VXLAN device made in a phase (one per
+//! CEN spanning hosts).
 //!
 //! Sent one by one, each entry costs a request through the namespace's
 //! rtnetlink connection, a `sendto`, two `recvfrom` and an acknowledgement
@@ -27,12 +29,14 @@ use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use rtnetlink::packet_route::link::InfoBridgePort;
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use rtnetlink::LinkBridgePort;
 
 use super::error::KernelError;
 use super::plan::FLOOD;
@@ -136,6 +140,24 @@ impl Request {
             benign: &[Errno::ENOENT, Errno::ENODEV],
             op: "del_neigh",
             object: format!("link {index}"),
+        }
+    }
+
+    /// Turns on ARP and ND suppression on a bridge port (`neigh_suppress`,
+    /// Linux 4.15 and later), named in the namespace of the batch: the
+    /// bridge answers its ports' ARP requests for members on other hosts
+    /// from its permanent neighbour entries instead of flooding them to
+    /// every host. A kernel that does not know the flag refuses it
+    /// (EOPNOTSUPP or EINVAL): that is success, ARP is then flooded.
+    pub fn set_neigh_suppress(name: &str) -> Request {
+        let msg =
+            LinkBridgePort::new(0).name(name.to_string()).append_info_data(InfoBridgePort::NeighSupress(true)).build();
+        Request {
+            msg: RouteNetlinkMessage::NewLink(msg),
+            flags: 0,
+            benign: &[Errno::EOPNOTSUPP, Errno::EINVAL],
+            op: "set_neigh_suppress",
+            object: name.to_string(),
         }
     }
 
@@ -282,6 +304,17 @@ mod tests {
         let e = Request::add_neigh(7, Ipv4Addr::new(10, 0, 0, 1), [2, 0, 0, 0, 0, 1])
             .answer(std::num::NonZeroI32::new(-(Errno::EEXIST as i32)));
         assert_eq!(e.map_err(|e| e.errno), Err(Some(Errno::EEXIST)), "a neighbour add replaces: EEXIST is news");
+    }
+
+    #[test]
+    fn a_kernel_without_neigh_suppress_is_no_failure() {
+        let r = Request::set_neigh_suppress("lev-xcen1");
+        assert_eq!(r.flags, 0, "a change of an existing link: no create flags");
+        for benign in [Errno::EOPNOTSUPP, Errno::EINVAL] {
+            assert_eq!(r.answer(std::num::NonZeroI32::new(-(benign as i32))), Ok(()));
+        }
+        let e = r.answer(std::num::NonZeroI32::new(-(Errno::ENODEV as i32))).unwrap_err();
+        assert_eq!((e.op, e.errno, e.object.as_str()), ("set_neigh_suppress", Some(Errno::ENODEV), "lev-xcen1"));
     }
 
     #[test]

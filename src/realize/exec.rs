@@ -1,5 +1,6 @@
 //! One plan step in the kernel: namespace creates and deletes batched on
-//! dedicated threads, FDB and neighbour entries batched per namespace in
+//! dedicated threads, FDB and neighbour entries (and the ARP/ND
+//! suppression of the VXLAN devices a phase made) batched per namespace in
 //! few `sendmsg` calls (`batch.rs`), every other step a netlink request
 //! (many in flight at once), each answered with the [`Effect`] it has on
 //! the observed state.
@@ -15,7 +16,7 @@ use super::batch;
 use super::error::KernelError;
 use super::naming::{ns_file, ns_path};
 use super::nl::{self, NsHandle};
-use super::observed::{NsId, RouteState};
+use super::observed::{LinkKind, LinkState, NsId, RouteState};
 use super::plan::{Op, Step, VethEnd};
 use super::{blocking, handles, netns, Realizer, CREATE_CHUNK, IN_FLIGHT};
 
@@ -35,6 +36,11 @@ pub(super) enum Effect {
     RouteGone(NsId, RouteState),
     Fdb(NsId, u32, [u8; 6], Ipv4Addr, bool),
     Neigh(NsId, u32, Ipv4Addr, Option<[u8; 6]>),
+    /// A link made, as the kernel's answer told it (not asked for again).
+    Made(NsId, Box<LinkState>),
+    /// Both ends of a veth made, as the kernel's answer about the first
+    /// told them (its IFLA_LINK is the second's index).
+    MadeVeth(Box<[(NsId, LinkState); 2]>),
 }
 
 /// Whether a step is an FDB or neighbour entry (they run in batches).
@@ -90,6 +96,7 @@ impl Realizer {
                 *slot = Some(r);
             }
         }
+        self.suppress_arp(steps, &mut out).await;
         out.into_iter().map(|r| r.unwrap_or_else(|| Err(KernelError::state("run", "", "not run")))).collect()
     }
 
@@ -211,7 +218,8 @@ impl Realizer {
             }
             Op::SetForwarding { ns, on } => self.set_forwarding(ns, *on).await,
             Op::CreateBridge { ns, name, group, mac } => {
-                nl::add_bridge(&self.handle(ns)?.handle, name, *group, *mac).await.map(|()| Effect::None)
+                let made = nl::add_bridge(&self.handle(ns)?.handle, name, *group, *mac, (&self.cfg.prefix, ns)).await?;
+                Ok(made.map_or(Effect::None, |l| Effect::Made(ns.clone(), Box::new(l))))
             }
             Op::SetAlias { ns, name, alias } => {
                 let idx = self.index(ns, name)?;
@@ -236,9 +244,30 @@ impl Realizer {
         };
         let bfd = self.handle(&b.ns)?.ns_fd()?;
         let h = &self.handle(&a.ns)?.handle;
-        nl::add_veth(h, &a.name, a.mac, master, &b.name, b.mac, netns::raw(&bfd), group, a.mtu)
-            .await
-            .map(|()| Effect::None)
+        let learn = (self.cfg.prefix.as_str(), &a.ns);
+        let made =
+            nl::add_veth(h, &a.name, a.mac, master, &b.name, b.mac, netns::raw(&bfd), group, a.mtu, learn).await?;
+        // End `b` as it was made: down, in `group`, no master, the MTU
+        // asked for (a veth's default otherwise), peer of `a`.
+        let (Some(mut made), None) = (made, &b.master) else { return Ok(Effect::None) };
+        let Some(bi) = made.peer.filter(|_| made.kind == LinkKind::Veth) else { return Ok(Effect::None) };
+        made.peer_ns = Some(b.ns.clone());
+        // The kernel announces a new link before attaching it to its
+        // master (which it does before answering).
+        made.master = made.master.or(master);
+        let peer = LinkState {
+            index: bi,
+            name: b.name.clone(),
+            kind: LinkKind::Veth,
+            group,
+            peer: Some(made.index),
+            peer_ns: Some(a.ns.clone()),
+            up: false,
+            ours: nl::veth_is_ours(&b.ns, &b.name, &self.cfg.prefix, group),
+            mtu: a.mtu.unwrap_or(1500),
+            ..Default::default()
+        };
+        Ok(Effect::MadeVeth(Box::new([(a.ns.clone(), made), (b.ns.clone(), peer)])))
     }
 
     /// A VXLAN device made from the underlay's namespace into `ns`.
@@ -256,9 +285,8 @@ impl Realizer {
         let master = self.index(ns, master)?;
         let fd = self.handle(ns)?.ns_fd()?;
         nl::add_vxlan(underlay, name, vni, u.local, u.ifindex, netns::raw(&fd), master, group).await?;
-        if !nl::set_neigh_suppress(&self.handle(ns)?.handle, name).await? {
-            tracing::debug!(device = name, "this kernel has no neigh_suppress: ARP for remote members is flooded");
-        }
+        // ARP/ND suppression follows for all the phase's devices at once
+        // (see `suppress_arp`).
         Ok(Effect::None)
     }
 
@@ -290,6 +318,34 @@ impl Realizer {
                     .map(|()| Effect::Route(ns.clone(), route))
             }
             _ => Err(KernelError::state("exec", "", "not an address or route step")),
+        }
+    }
+
+    /// Turns on ARP/ND suppression on the VXLAN devices the phase made, one
+    /// batch per namespace (see `batch.rs`) instead of a request each; a
+    /// device whose flag the kernel refused has its step failed.
+    async fn suppress_arp(&self, steps: &[Step], out: &mut [Option<Result<Effect, KernelError>>]) {
+        let mut made: BTreeMap<&NsId, Vec<(usize, &str)>> = BTreeMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            if let (Op::CreateVxlan { ns, name, .. }, Some(Some(Ok(_)))) = (&s.op, out.get(i)) {
+                made.entry(ns).or_default().push((i, name));
+            }
+        }
+        for (ns, devices) in made {
+            let reqs = devices.iter().map(|(_, name)| batch::Request::set_neigh_suppress(name)).collect();
+            let sent = match self.handle(ns).and_then(|h| h.ns_fd()) {
+                Ok(fd) => blocking(move || batch::send_in(fd, reqs)).await,
+                Err(e) => Err(e),
+            };
+            let results = match sent {
+                Ok(v) => v,
+                Err(e) => devices.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for ((i, _), r) in devices.iter().zip(results) {
+                if let (Err(e), Some(slot)) = (r, out.get_mut(*i)) {
+                    *slot = Some(Err(e));
+                }
+            }
         }
     }
 

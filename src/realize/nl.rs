@@ -12,18 +12,20 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use futures_util::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType,
-    LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteType};
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
-    RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 
 use nix::errno::Errno;
@@ -156,10 +158,14 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
         None if m.header.link_layer_type == LinkLayerType::Loopback => LinkKind::Loopback,
         None => LinkKind::Other(String::new()),
     };
-    let ours = match ns {
-        NsId::Managed(_) | NsId::Fabric => kind != LinkKind::Loopback,
-        NsId::Host => name.starts_with(prefix) && kind != LinkKind::Loopback,
-        NsId::Path(_) => naming::is_our_group(prefix, group) && kind == LinkKind::Veth,
+    let ours = match kind {
+        LinkKind::Veth => veth_is_ours(ns, &name, prefix, group),
+        LinkKind::Loopback => false,
+        _ => match ns {
+            NsId::Managed(_) | NsId::Fabric => true,
+            NsId::Host => name.starts_with(prefix),
+            NsId::Path(_) => false,
+        },
     };
     let vni = if kind == LinkKind::Vxlan { vni } else { None };
     LinkState {
@@ -176,6 +182,17 @@ fn parse_link(m: &LinkMessage, prefix: &str, ns: &NsId) -> LinkState {
         mtu,
         vni,
         ..Default::default()
+    }
+}
+
+/// Whether leviathan owns a veth end named `name` in `group` in `ns`: every
+/// one in its own namespaces, its prefix's in the host's, its groups' in a
+/// bound one.
+pub fn veth_is_ours(ns: &NsId, name: &str, prefix: &str, group: u32) -> bool {
+    match ns {
+        NsId::Managed(_) | NsId::Fabric => true,
+        NsId::Host => name.starts_with(prefix),
+        NsId::Path(_) => naming::is_our_group(prefix, group),
     }
 }
 
@@ -387,26 +404,6 @@ pub async fn add_vxlan(
     }
 }
 
-/// Turns on ARP and ND suppression on a bridge port (`neigh_suppress`,
-/// Linux 4.15 and later), asked for by name in the socket's namespace: the
-/// bridge answers its ports' ARP requests for members on other hosts from
-/// its permanent neighbour entries instead of flooding them to every host.
-/// `Ok(false)` where the kernel does not know the flag.
-pub async fn set_neigh_suppress(h: &Handle, name: &str) -> Result<bool, KernelError> {
-    let msg = LinkBridgePort::new(0).name(name).append_info_data(InfoBridgePort::NeighSupress(true)).build();
-    match h.link().set_port(msg).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            let e = KernelError::netlink("set_neigh_suppress", name, &e);
-            if e.is(Errno::EOPNOTSUPP) || e.is(Errno::EINVAL) {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-    }
-}
-
 /// How many times (20 ms apart) a VXLAN device whose VNI is still held by
 /// a device being freed is asked for again.
 const VNI_RETRIES: u32 = 500;
@@ -450,9 +447,40 @@ pub async fn set_up(h: &Handle, index: u32) -> Result<(), KernelError> {
 /// A bridge with its MAC address pinned at creation: otherwise the kernel
 /// gives a bridge the lowest MAC of its ports and changes it as ports come
 /// and go, so the gateway's MAC would change under its members.
-pub async fn add_bridge(h: &Handle, name: &str, group: u32, mac: [u8; 6]) -> Result<(), KernelError> {
-    let r = h.link().add(LinkBridge::new(name).link_group(group).address(mac.to_vec()).build()).execute().await;
-    ok_if(r, "add_bridge", || name.to_string(), &[])
+/// The bridge as the kernel made it, from its answer (see [`add_link`]).
+pub async fn add_bridge(
+    h: &Handle,
+    name: &str,
+    group: u32,
+    mac: [u8; 6],
+    learn: (&str, &NsId),
+) -> Result<Option<LinkState>, KernelError> {
+    let msg = LinkBridge::new(name).link_group(group).address(mac.to_vec()).build();
+    add_link(h, msg, learn).await.map_err(|e| KernelError::netlink("add_bridge", name, &e))
+}
+
+/// One RTM_NEWLINK creating a link, asking for its echo (NLM_F_ECHO, Linux
+/// 6.1 and later): the kernel answers with the new link as it announces it
+/// (index, peer, master, flags), parsed as a link of `ns` (with `prefix`),
+/// so the link need not be asked for again. `None` where the kernel sent
+/// no echo: the caller asks for the link by name.
+async fn add_link(
+    h: &Handle,
+    msg: LinkMessage,
+    (prefix, ns): (&str, &NsId),
+) -> Result<Option<LinkState>, rtnetlink::Error> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+    let mut answers = h.clone().request(req)?;
+    let mut made = None;
+    while let Some(m) = answers.next().await {
+        match m.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => made = Some(parse_link(&l, prefix, ns)),
+            NetlinkPayload::Error(e) if e.code.is_some() => return Err(rtnetlink::Error::NetlinkError(e)),
+            _ => {}
+        }
+    }
+    Ok(made)
 }
 
 /// Sets a link's alias (IFLA_IFALIAS), shown by `ip link`.
@@ -465,7 +493,9 @@ pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<(), Kernel
 /// One RTM_NEWLINK: end `a` in the socket's namespace, up and attached to
 /// `master` at creation; its peer `b` created directly in the namespace
 /// `b_ns` (down: the kernel refuses a peer created up in another namespace,
-/// see `Op::SetUpNew`). Both in `group`. No move afterwards.
+/// see `Op::SetUpNew`). Both in `group`. No move afterwards. End `a` as the
+/// kernel made it (its IFLA_LINK is `b`'s index), from its answer (see
+/// [`add_link`]).
 ///
 /// Each end is asked for with one transmit and one receive queue, which
 /// is what a veth ends up with anyway: without them the kernel makes one
@@ -483,7 +513,8 @@ pub async fn add_veth(
     b_ns: RawFd,
     group: u32,
     mtu: Option<u32>,
-) -> Result<(), KernelError> {
+    learn: (&str, &NsId),
+) -> Result<Option<LinkState>, KernelError> {
     let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(b.to_string())
         .link_group(group)
@@ -513,7 +544,7 @@ pub async fn add_veth(
         main = main.mtu(mtu);
     }
     let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
-    ok_if(h.link().add(msg).execute().await, "add_veth", || format!("{a} <-> {b}"), &[])
+    add_link(h, msg, learn).await.map_err(|e| KernelError::netlink("add_veth", format!("{a} <-> {b}"), &e))
 }
 
 /// Adds an IPv4 address (there already is success).
