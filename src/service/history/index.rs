@@ -30,7 +30,7 @@
 //!   view made on one knows when it was replaced.
 
 use crate::model::{Change, EntityKey, Record};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 /// The changes of one block after some revision, in revision order.
@@ -124,14 +124,21 @@ impl Revs {
     }
 }
 
-/// The images of one block (see the module docs). Boxed: a record is
-/// large inline, and most images of a block that made many records are
-/// `None`, which then takes one word.
+/// One block (see the module docs). Images are boxed: a record is large
+/// inline, and most images of a block that made many records are `None`,
+/// which then takes one word.
 #[derive(Debug, Default)]
 pub(super) struct Block {
+    /// The images at the block's start, while the floor is at or below it.
     pub undo: BTreeMap<EntityKey, Option<Box<Record>>>,
     pub bytes: usize,
     pub delta: Delta,
+    /// Whether the floor passed the block's start (its images are gone).
+    pub passed: bool,
+    /// Once passed: the records with revisions in the block above the
+    /// floor, each with (at least) the last of them, oldest first, so that
+    /// the floor moving on finds the revisions it leaves behind.
+    pub behind: VecDeque<(u64, EntityKey)>,
 }
 
 /// The changes of the block being filled, and where they go when it is
@@ -162,6 +169,29 @@ fn by_container(key: &EntityKey) -> Option<(String, String, String)> {
     }
 }
 
+/// The per-record parts of the index, borrowed for trimming.
+struct Touched<'a> {
+    map: &'a mut BTreeMap<EntityKey, Revs>,
+    members: &'a mut BTreeSet<(String, String, String)>,
+    revisions: &'a mut usize,
+}
+
+impl Touched<'_> {
+    /// Drops a record's revisions at or below `floor`, and the record when
+    /// none is left.
+    fn drop_through(&mut self, key: &EntityKey, floor: u64) {
+        let Some(revs) = self.map.get_mut(key) else { return };
+        let (dropped, left) = revs.drop_through(floor);
+        *self.revisions -= dropped;
+        if !left {
+            self.map.remove(key);
+            if let Some(m) = by_container(key) {
+                self.members.remove(&m);
+            }
+        }
+    }
+}
+
 impl Index {
     /// An empty index, ready, whose next change is `floor + 1`.
     pub fn starting_at(floor: u64, generation: u64) -> Index {
@@ -175,7 +205,8 @@ impl Index {
     }
 
     /// Records one committed change; a change out of order makes the
-    /// index not ready (and empties it).
+    /// index not ready (and empties it). In a block the floor has passed
+    /// no image is kept, only the record's revision to drop later.
     pub fn record(&mut self, c: &Arc<Change>, every: u64) {
         if !self.ready || c.revision <= self.last {
             return;
@@ -195,9 +226,12 @@ impl Index {
             cur.changes.push(Arc::clone(c));
         }
         let block = self.blocks.entry(b).or_default();
+        block.passed |= b.saturating_mul(every) < self.start;
         add_delta(&mut block.delta, c);
         for it in &c.items {
-            if !block.undo.contains_key(&it.key) {
+            if block.passed {
+                block.behind.push_back((c.revision, it.key.clone()));
+            } else if !block.undo.contains_key(&it.key) {
                 let bytes = approx_bytes(&it.key, &it.before);
                 block.bytes += bytes;
                 self.bytes += bytes;
@@ -223,44 +257,83 @@ impl Index {
         self.last = c.revision;
     }
 
-    /// Drops the blocks that end at or below `floor`, and their revisions.
+    /// Drops what no read at or after `floor` needs: the blocks that end at
+    /// or below it; the images of the block it lies in (a read inside a
+    /// block takes that block's changes from the log, so a block's images
+    /// serve only reads at or before its start); and every revision at or
+    /// below it in `touched` (a read at `N >= floor` looks for the first
+    /// touch after `N`). Costs what it drops: the block the floor lies in
+    /// keeps its records by their last revision in it (`behind`), so the
+    /// floor moving within it finds the revisions it passes without a walk.
     pub fn trim(&mut self, floor: u64, every: u64) {
-        while let Some((&b, _)) = self.blocks.first_key_value() {
+        if floor <= self.start {
+            return;
+        }
+        self.start = floor;
+        let mut t = Touched { map: &mut self.touched, members: &mut self.members, revisions: &mut self.revisions };
+        while let Some(mut entry) = self.blocks.first_entry() {
+            let b = *entry.key();
+            if b.saturating_mul(every) >= floor {
+                break;
+            }
             let end = (b + 1).saturating_mul(every);
+            let block = entry.get_mut();
+            if !block.passed {
+                block.passed = true;
+                self.bytes -= block.bytes;
+                self.images -= block.undo.len();
+                block.bytes = 0;
+                let mut behind = Vec::new();
+                for key in std::mem::take(&mut block.undo).into_keys() {
+                    // The record's last revision in the block.
+                    let last = t.map.get(&key).and_then(|revs| {
+                        let i = revs.partition_point(|r| *r <= end);
+                        i.checked_sub(1).map(|i| revs[i])
+                    });
+                    t.drop_through(&key, floor);
+                    if let Some(last) = last.filter(|last| *last > floor) {
+                        behind.push((last, key));
+                    }
+                }
+                behind.sort_unstable_by_key(|(r, _)| *r);
+                block.behind = behind.into();
+            }
+            while block.behind.front().is_some_and(|(r, _)| *r <= floor) {
+                if let Some((_, key)) = block.behind.pop_front() {
+                    t.drop_through(&key, floor);
+                }
+            }
+            if block.behind.len() < block.behind.capacity() / 4 {
+                block.behind.shrink_to_fit();
+            }
             if end > floor {
                 break;
             }
-            let Some(block) = self.blocks.remove(&b) else { break };
-            for key in block.undo.keys() {
-                if let Some(revs) = self.touched.get_mut(key) {
-                    let (dropped, left) = revs.drop_through(end);
-                    self.revisions -= dropped;
-                    if !left {
-                        self.touched.remove(key);
-                        if let Some(m) = by_container(key) {
-                            self.members.remove(&m);
-                        }
-                    }
-                }
-            }
+            entry.remove();
             if self.current.as_ref().is_some_and(|cur| cur.block == b) {
                 self.current = None;
             }
-            self.start = self.start.max(end);
-            self.bytes -= block.bytes;
-            self.images -= block.undo.len();
         }
     }
 
     /// The records touched by a change in `(from, to]` (and possibly some
-    /// more of the blocks at either end: a superset), in key order.
-    pub fn touched_between(&self, from: u64, to: u64, every: u64) -> Vec<EntityKey> {
+    /// more of the blocks `to` lies in: a superset), in key order;
+    /// `partial` holds the changes of `from`'s block after `from` (those
+    /// of a view at `from`), the blocks starting at or after `from` the
+    /// rest.
+    pub fn touched_between(&self, from: u64, to: u64, every: u64, partial: &[Arc<Change>]) -> Vec<EntityKey> {
         if to <= from {
             return Vec::new();
         }
         let mut keys: BTreeSet<&EntityKey> = BTreeSet::new();
-        for (_, block) in self.blocks.range(from / every..=(to - 1) / every) {
-            keys.extend(block.undo.keys());
+        for c in partial.iter().filter(|c| c.revision > from && c.revision <= to) {
+            keys.extend(c.items.iter().map(|i| &i.key));
+        }
+        let (first, last) = (from.div_ceil(every), (to - 1) / every);
+        if first <= last {
+            for (_, block) in self.blocks.range(first..=last) {
+                keys.extend(block.undo.keys());
+            }
         }
         keys.into_iter().cloned().collect()
     }
@@ -288,6 +361,55 @@ impl Index {
 }
 
 #[cfg(test)]
+impl Index {
+    /// Asserts the invariants (see the module docs) with the log's floor:
+    /// nothing at or below it is held, and every revision above it is
+    /// found again when the floor passes it.
+    pub fn check_invariants(&self, every: u64, floor: u64) {
+        if !self.ready {
+            return;
+        }
+        assert!(self.start <= floor && self.start <= self.last, "start {} floor {floor}", self.start);
+        let mut revisions = 0;
+        for (key, revs) in &self.touched {
+            assert!(!revs.is_empty() && revs.windows(2).all(|w| w[0] < w[1]), "{key:?} {revs:?}");
+            assert!(revs[revs.len() - 1] > self.start && revs[revs.len() - 1] <= self.last, "{key:?} {revs:?}");
+            revisions += revs.len();
+            for r in revs.iter() {
+                let block = &self.blocks[&((r - 1) / every)];
+                if *r <= self.start {
+                    // Left behind only with a later revision in the same
+                    // block, whose entry drops it.
+                    let later = block.behind.iter().any(|(b, k)| k == key && *b > self.start);
+                    assert!(block.passed && later, "{key:?} at {r} at or below {}", self.start);
+                } else if block.passed {
+                    assert!(block.behind.iter().any(|(b, k)| k == key && b >= r), "{key:?} at {r} not behind");
+                } else {
+                    assert!(block.undo.contains_key(key), "{key:?} at {r}: no image");
+                }
+            }
+        }
+        assert_eq!(revisions, self.revisions);
+        let members: BTreeSet<_> = self.touched.keys().filter_map(by_container).collect();
+        assert_eq!(members, self.members);
+        let (mut images, mut bytes) = (0, 0);
+        for (b, block) in &self.blocks {
+            assert!((b + 1) * every > self.start, "block {b} ends at or below {}", self.start);
+            assert_eq!(block.passed, b * every < self.start, "block {b} start {}", self.start);
+            if block.passed {
+                assert!(block.undo.is_empty() && block.bytes == 0, "block {b} keeps images");
+                assert!(block.behind.iter().zip(block.behind.iter().skip(1)).all(|(x, y)| x.0 <= y.0));
+            } else {
+                assert!(block.behind.is_empty());
+            }
+            images += block.undo.len();
+            bytes += block.bytes;
+        }
+        assert_eq!((images, bytes), (self.images, self.bytes));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{CenRec, ChangeItem};
@@ -310,6 +432,63 @@ mod tests {
         })
     }
 
+    fn key(id: &str) -> EntityKey {
+        EntityKey::Cen(id.into())
+    }
+
+    /// The floor passing a block's start drops its images and, as it moves
+    /// within the block, every revision it passes: an import at revision 1
+    /// is gone from the index once the floor is at 1, while its block goes
+    /// on; a block the floor has passed keeps no image of later changes.
+    #[test]
+    fn the_floor_within_a_block_drops_what_it_passes() {
+        let mut ix = Index::starting_at(0, 1);
+        let mut import = (*change(1, "a", None, Some(cen("a", 1)))).clone();
+        for id in ["b", "c"] {
+            import.items.push(ChangeItem { key: key(id), before: None, after: Some(cen(id, 1)) });
+        }
+        ix.record(&Arc::new(import), 10);
+        ix.record(&change(2, "a", Some(cen("a", 1)), Some(cen("a", 2))), 10);
+        ix.record(&change(3, "d", None, Some(cen("d", 1))), 10);
+        assert_eq!((ix.images, ix.revisions, ix.touched.len()), (4, 5, 4));
+        ix.check_invariants(10, 0);
+        ix.trim(1, 10);
+        assert_eq!((ix.images, ix.bytes, ix.revisions), (0, 0, 2));
+        assert_eq!(ix.touched.keys().cloned().collect::<Vec<_>>(), [key("a"), key("d")]);
+        assert_eq!(ix.blocks[&0].behind, [(2, key("a")), (3, key("d"))]);
+        assert_eq!(ix.start, 1);
+        ix.check_invariants(10, 1);
+        ix.record(&change(4, "a", Some(cen("a", 2)), Some(cen("a", 3))), 10);
+        assert_eq!((ix.images, ix.revisions), (0, 3));
+        ix.trim(2, 10);
+        assert_eq!(*ix.touched[&key("a")], [4]);
+        ix.check_invariants(10, 2);
+        ix.trim(4, 10);
+        assert!(ix.touched.is_empty() && ix.blocks[&0].behind.is_empty());
+        assert_eq!((ix.revisions, ix.blocks.len()), (0, 1));
+        ix.check_invariants(10, 4);
+        // The next block, started above the floor, keeps its images; the
+        // floor passing its start drops them.
+        for r in 5..=12 {
+            ix.record(&change(r, "e", (r > 5).then(|| cen("e", 1)), Some(cen("e", 1))), 10);
+        }
+        assert_eq!((ix.images, ix.blocks[&1].undo.len()), (1, 1));
+        ix.trim(10, 10);
+        assert_eq!((ix.blocks.len(), ix.images, ix.revisions), (1, 1, 2));
+        ix.trim(11, 10);
+        assert_eq!((ix.images, ix.revisions), (0, 1));
+        assert_eq!(ix.blocks[&1].behind, [(12, key("e"))]);
+        ix.check_invariants(10, 11);
+        // An index started inside a block keeps no image of that block.
+        let mut ix = Index::starting_at(5, 2);
+        ix.record(&change(6, "a", None, Some(cen("a", 1))), 10);
+        assert!(ix.blocks[&0].passed);
+        assert_eq!((ix.images, ix.revisions), (0, 1));
+        ix.check_invariants(10, 5);
+        ix.trim(6, 10);
+        assert!(ix.touched.is_empty() && ix.blocks[&0].behind.is_empty());
+    }
+
     /// A block keeps the first before-image of each record; a gap empties
     /// the index; trimming drops whole blocks and their revisions.
     #[test]
@@ -324,7 +503,7 @@ mod tests {
         assert_eq!(ix.blocks[&1].undo.get(&EntityKey::Cen("a".into())), Some(&Some(Box::new(cen("a", 2)))));
         assert_eq!(*ix.touched[&EntityKey::Cen("a".into())], [1, 2, 4]);
         assert_eq!((ix.images, ix.revisions), (3, 4));
-        assert_eq!(ix.touched_between(3, 4, 3), vec![EntityKey::Cen("a".into())]);
+        assert_eq!(ix.touched_between(3, 4, 3, &[]), vec![EntityKey::Cen("a".into())]);
         // The floor inside block 1 keeps it; at its end, it goes.
         ix.trim(2, 3);
         assert_eq!(ix.blocks.len(), 2);

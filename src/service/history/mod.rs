@@ -365,7 +365,7 @@ impl Service {
         let live = self.topo.read();
         let ix = self.history.index.read();
         let (x, y) = (AtRead::new(&live, &ix, a)?, AtRead::new(&live, &ix, b)?);
-        let keys = ix.touched_between(a.revision(), b.revision(), self.history.every);
+        let keys = ix.touched_between(a.revision(), b.revision(), self.history.every, x.partial());
         Ok(f(&x, &y, &keys))
     }
 
