@@ -23,9 +23,27 @@
 //!   one revision after the other (a gap makes the index not ready, to be
 //!   rebuilt from the store's log); every change in `(start, last]` is
 //!   recorded;
-//! - what lies wholly at or below the log's floor is dropped: the blocks
-//!   ending there and their revisions in `touched` (so both are bounded by
-//!   the kept log plus one block), and `start` moves up to the block's end;
+//! - `start` is the log's floor (the oldest kept revision) as last
+//!   trimmed to; a read at `N >= start` needs, of record `k`, only the
+//!   first revision after `N` that touched it, and when that lies in a
+//!   block starting at or after `N`, that block's image (a read inside a
+//!   block takes its own block's changes after `N` from the log). So
+//!   nothing at or below `start` is held:
+//!   - no block ending at or below it;
+//!   - no image of a block starting below it (`passed`: the block the
+//!     floor lies in, whose images no kept revision reads; a block the
+//!     floor passed before its first change never gets any);
+//!   - no revision at or below it in `touched`, but for a record touched
+//!     in the floor's block both at or below the floor and above it,
+//!     whose revisions there stay until the floor passes its last one
+//!     there (so at most one block's revisions linger);
+//!   - a passed block keeps, in `behind`, each record it touched above
+//!     the floor with (at least) its last revision in the block, in
+//!     revision order, so that the floor moving on finds what it passes
+//!     without a walk: a trim costs what it drops;
+//! - so the images cover the blocks starting at or after the floor (at
+//!   most one per record and block), and `touched` the kept log's
+//!   revisions (plus those lingering in the floor's block);
 //! - `generation` differs between every two indexes a service builds, so a
 //!   view made on one knows when it was replaced.
 
