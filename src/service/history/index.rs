@@ -148,7 +148,7 @@ impl Revs {
 #[derive(Debug, Default)]
 pub(super) struct Block {
     /// The images at the block's start, while the floor is at or below it.
-    pub undo: BTreeMap<EntityKey, Option<Box<Record>>>,
+    pub undo: Images,
     pub bytes: usize,
     pub delta: Delta,
     /// Whether the floor passed the block's start (its images are gone).
@@ -157,6 +157,81 @@ pub(super) struct Block {
     /// floor, each with (at least) the last of them, oldest first, so that
     /// the floor moving on finds the revisions it leaves behind.
     pub behind: VecDeque<(u64, EntityKey)>,
+}
+
+/// A block's images by key: a map while the block is filled, then (once
+/// the next block has started, at the trim after that commit) a sorted
+/// slice of exactly its size, without the slack of a map's nodes (which
+/// keys coming in order leave about half full).
+#[derive(Debug)]
+pub(super) enum Images {
+    Open(BTreeMap<EntityKey, Option<Box<Record>>>),
+    Closed(Box<[(EntityKey, Option<Box<Record>>)]>),
+}
+
+impl Default for Images {
+    fn default() -> Images {
+        Images::Open(BTreeMap::new())
+    }
+}
+
+impl Images {
+    /// The image of a record at the block's start, if the block touched it.
+    pub fn get(&self, key: &EntityKey) -> Option<&Option<Box<Record>>> {
+        match self {
+            Images::Open(m) => m.get(key),
+            Images::Closed(v) => v.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| &v[i].1),
+        }
+    }
+
+    pub fn contains_key(&self, key: &EntityKey) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Images::Open(m) => m.len(),
+            Images::Closed(v) => v.len(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records the block touched, in key order.
+    pub fn keys(&self) -> Box<dyn Iterator<Item = &EntityKey> + '_> {
+        match self {
+            Images::Open(m) => Box::new(m.keys()),
+            Images::Closed(v) => Box::new(v.iter().map(|(k, _)| k)),
+        }
+    }
+
+    /// Adds a record's image (reopening a closed block, which the index
+    /// never adds to).
+    fn insert(&mut self, key: EntityKey, image: Option<Box<Record>>) {
+        if let Images::Closed(v) = self {
+            *self = Images::Open(std::mem::take(v).into_vec().into_iter().collect());
+        }
+        if let Images::Open(m) = self {
+            m.insert(key, image);
+        }
+    }
+
+    /// Freezes the images of a complete block (costs their number, once).
+    fn close(&mut self) {
+        if let Images::Open(m) = self {
+            *self = Images::Closed(std::mem::take(m).into_iter().collect());
+        }
+    }
+
+    fn into_keys(self) -> Vec<EntityKey> {
+        match self {
+            Images::Open(m) => m.into_keys().collect(),
+            Images::Closed(v) => v.into_vec().into_iter().map(|(k, _)| k).collect(),
+        }
+    }
 }
 
 /// The changes of the block being filled, and where they go when it is
@@ -284,6 +359,7 @@ impl Index {
     /// keeps its records by their last revision in it (`behind`), so the
     /// floor moving within it finds the revisions it passes without a walk.
     pub fn trim(&mut self, floor: u64, every: u64) {
+        self.close_complete();
         if floor <= self.start {
             return;
         }
@@ -302,7 +378,7 @@ impl Index {
                 self.images -= block.undo.len();
                 block.bytes = 0;
                 let mut behind = Vec::new();
-                for key in std::mem::take(&mut block.undo).into_keys() {
+                for key in std::mem::replace(&mut block.undo, Images::Closed(Box::default())).into_keys() {
                     // The record's last revision in the block.
                     let last = t.map.get(&key).and_then(|revs| {
                         let i = revs.partition_point(|r| *r <= end);
@@ -331,6 +407,18 @@ impl Index {
             if self.current.as_ref().is_some_and(|cur| cur.block == b) {
                 self.current = None;
             }
+        }
+    }
+
+    /// Freezes the images of the complete blocks (all but the last; see
+    /// [`Images`]), once each: outside the live topology's write lock,
+    /// as the history trims after each commit.
+    fn close_complete(&mut self) {
+        for (_, block) in self.blocks.iter_mut().rev().skip(1) {
+            if matches!(block.undo, Images::Closed(_)) {
+                break;
+            }
+            block.undo.close();
         }
     }
 
@@ -420,6 +508,8 @@ impl Index {
             } else {
                 assert!(block.behind.is_empty());
             }
+            let open = matches!(block.undo, Images::Open(_));
+            assert!(!open || Some(b) == self.blocks.keys().next_back(), "block {b} is complete but open");
             images += block.undo.len();
             bytes += block.bytes;
         }
@@ -517,7 +607,12 @@ mod tests {
         ix.record(&change(3, "b", None, Some(cen("b", 1))), 3);
         ix.record(&change(4, "a", Some(cen("a", 2)), Some(cen("a", 3))), 3);
         assert_eq!(ix.blocks.len(), 2);
+        // Block 0 is complete: trimming (after each commit) freezes its
+        // images, which read the same.
+        ix.trim(0, 3);
+        assert!(matches!(ix.blocks[&0].undo, Images::Closed(_)) && matches!(ix.blocks[&1].undo, Images::Open(_)));
         assert_eq!(ix.blocks[&0].undo.get(&EntityKey::Cen("a".into())), Some(&None));
+        assert_eq!(ix.blocks[&0].undo.get(&EntityKey::Cen("c".into())), None);
         assert_eq!(ix.blocks[&1].undo.get(&EntityKey::Cen("a".into())), Some(&Some(Box::new(cen("a", 2)))));
         assert_eq!(*ix.touched[&EntityKey::Cen("a".into())], [1, 2, 4]);
         assert_eq!((ix.images, ix.revisions), (3, 4));
