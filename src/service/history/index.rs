@@ -14,7 +14,11 @@
 //!   a CEN's memberships or a host's containers are one range), the
 //!   recorded revisions that touched it, oldest first; `members` holds
 //!   the touched memberships again by container, for a container's
-//!   memberships;
+//!   memberships; each key is allocated once, in `touched`, and shared
+//!   (`Arc`) by the blocks' images and `behind`;
+//! - after each trim (the history trims after every commit), the images
+//!   of every block but the last are frozen into a sorted slice
+//!   ([`Images`]);
 //! - `current` holds the changes of the block `last` is in (fewer than K);
 //!   when the next block starts they are handed to its `done` slot, where
 //!   a view at a revision inside that block finds them (the index drops
@@ -87,8 +91,9 @@ pub(super) struct Index {
     pub start: u64,
     pub last: u64,
     pub blocks: BTreeMap<u64, Block>,
-    /// The revisions that touched each record, oldest first.
-    pub touched: BTreeMap<EntityKey, Revs>,
+    /// The revisions that touched each record, oldest first. Each key is
+    /// allocated once, shared by the blocks' images and `behind`.
+    pub touched: BTreeMap<Arc<EntityKey>, Revs>,
     /// The touched memberships as (host, container, CEN).
     pub members: BTreeSet<(String, String, String)>,
     /// The changes of the block being filled.
@@ -123,6 +128,7 @@ impl Revs {
     fn push(&mut self, r: u64) {
         match self {
             Revs::One(first) => *self = Revs::Many(vec![*first, r]),
+            Revs::Many(v) if v.is_empty() => *self = Revs::One(r),
             Revs::Many(v) => v.push(r),
         }
     }
@@ -156,8 +162,11 @@ pub(super) struct Block {
     /// Once passed: the records with revisions in the block above the
     /// floor, each with (at least) the last of them, oldest first, so that
     /// the floor moving on finds the revisions it leaves behind.
-    pub behind: VecDeque<(u64, EntityKey)>,
+    pub behind: VecDeque<(u64, Arc<EntityKey>)>,
 }
+
+/// A record's image at a block's start (`None`: it did not exist).
+pub(super) type Image = Option<Box<Record>>;
 
 /// A block's images by key: a map while the block is filled, then (once
 /// the next block has started, at the trim after that commit) a sorted
@@ -165,8 +174,8 @@ pub(super) struct Block {
 /// keys coming in order leave about half full).
 #[derive(Debug)]
 pub(super) enum Images {
-    Open(BTreeMap<EntityKey, Option<Box<Record>>>),
-    Closed(Box<[(EntityKey, Option<Box<Record>>)]>),
+    Open(BTreeMap<Arc<EntityKey>, Image>),
+    Closed(Box<[(Arc<EntityKey>, Image)]>),
 }
 
 impl Default for Images {
@@ -177,10 +186,10 @@ impl Default for Images {
 
 impl Images {
     /// The image of a record at the block's start, if the block touched it.
-    pub fn get(&self, key: &EntityKey) -> Option<&Option<Box<Record>>> {
+    pub fn get(&self, key: &EntityKey) -> Option<&Image> {
         match self {
             Images::Open(m) => m.get(key),
-            Images::Closed(v) => v.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| &v[i].1),
+            Images::Closed(v) => v.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &v[i].1),
         }
     }
 
@@ -203,14 +212,14 @@ impl Images {
     /// The records the block touched, in key order.
     pub fn keys(&self) -> Box<dyn Iterator<Item = &EntityKey> + '_> {
         match self {
-            Images::Open(m) => Box::new(m.keys()),
-            Images::Closed(v) => Box::new(v.iter().map(|(k, _)| k)),
+            Images::Open(m) => Box::new(m.keys().map(|k| &**k)),
+            Images::Closed(v) => Box::new(v.iter().map(|(k, _)| &**k)),
         }
     }
 
     /// Adds a record's image (reopening a closed block, which the index
     /// never adds to).
-    fn insert(&mut self, key: EntityKey, image: Option<Box<Record>>) {
+    fn insert(&mut self, key: Arc<EntityKey>, image: Image) {
         if let Images::Closed(v) = self {
             *self = Images::Open(std::mem::take(v).into_vec().into_iter().collect());
         }
@@ -226,7 +235,7 @@ impl Images {
         }
     }
 
-    fn into_keys(self) -> Vec<EntityKey> {
+    fn into_keys(self) -> Vec<Arc<EntityKey>> {
         match self {
             Images::Open(m) => m.into_keys().collect(),
             Images::Closed(v) => v.into_vec().into_iter().map(|(k, _)| k).collect(),
@@ -243,15 +252,14 @@ pub(super) struct Current {
     pub done: Slot,
 }
 
-/// An estimate of the memory one kept image takes: its map entry and key,
-/// plus, for a record, its box and its serialized size (its strings
-/// dominate).
-fn approx_bytes(key: &EntityKey, rec: &Option<Record>) -> usize {
-    let entry = std::mem::size_of::<(EntityKey, Option<Box<Record>>)>() + 32;
-    let key_heap = key.id().len();
+/// An estimate of the memory one kept image takes: its entry (the key is
+/// shared with `touched`), plus, for a record, its box and its serialized
+/// size (its strings dominate).
+fn approx_bytes(rec: &Option<Record>) -> usize {
+    let entry = std::mem::size_of::<(Arc<EntityKey>, Image)>();
     let rec_heap =
         rec.as_ref().and_then(|r| serde_json::to_vec(r).ok()).map_or(0, |v| v.len() + std::mem::size_of::<Record>());
-    entry + key_heap + rec_heap
+    entry + rec_heap
 }
 
 /// A membership's entry in [`Index::members`].
@@ -264,7 +272,7 @@ fn by_container(key: &EntityKey) -> Option<(String, String, String)> {
 
 /// The per-record parts of the index, borrowed for trimming.
 struct Touched<'a> {
-    map: &'a mut BTreeMap<EntityKey, Revs>,
+    map: &'a mut BTreeMap<Arc<EntityKey>, Revs>,
     members: &'a mut BTreeSet<(String, String, String)>,
     revisions: &'a mut usize,
 }
@@ -322,29 +330,28 @@ impl Index {
         block.passed |= b.saturating_mul(every) < self.start;
         add_delta(&mut block.delta, c);
         for it in &c.items {
-            if block.passed {
-                block.behind.push_back((c.revision, it.key.clone()));
-            } else if !block.undo.contains_key(&it.key) {
-                let bytes = approx_bytes(&it.key, &it.before);
-                block.bytes += bytes;
-                self.bytes += bytes;
-                self.images += 1;
-                block.undo.insert(it.key.clone(), it.before.clone().map(Box::new));
-            }
-            match self.touched.get_mut(&it.key) {
-                Some(revs) => {
-                    if revs.last() != Some(&c.revision) {
-                        revs.push(c.revision);
-                        self.revisions += 1;
-                    }
-                }
+            let key = match self.touched.get_key_value(&it.key) {
+                Some((key, _)) => Arc::clone(key),
                 None => {
                     if let Some(m) = by_container(&it.key) {
                         self.members.insert(m);
                     }
-                    self.touched.insert(it.key.clone(), Revs::One(c.revision));
-                    self.revisions += 1;
+                    Arc::new(it.key.clone())
                 }
+            };
+            if block.passed {
+                block.behind.push_back((c.revision, Arc::clone(&key)));
+            } else if !block.undo.contains_key(&it.key) {
+                let bytes = approx_bytes(&it.before);
+                block.bytes += bytes;
+                self.bytes += bytes;
+                self.images += 1;
+                block.undo.insert(Arc::clone(&key), it.before.clone().map(Box::new));
+            }
+            let revs = self.touched.entry(key).or_insert_with(|| Revs::Many(Vec::new()));
+            if revs.last() != Some(&c.revision) {
+                revs.push(c.revision);
+                self.revisions += 1;
             }
         }
         self.last = c.revision;
@@ -496,7 +503,7 @@ impl Index {
             }
         }
         assert_eq!(revisions, self.revisions);
-        let members: BTreeSet<_> = self.touched.keys().filter_map(by_container).collect();
+        let members: BTreeSet<_> = self.touched.keys().filter_map(|k| by_container(k)).collect();
         assert_eq!(members, self.members);
         let (mut images, mut bytes) = (0, 0);
         for (b, block) in &self.blocks {
@@ -562,8 +569,9 @@ mod tests {
         ix.check_invariants(10, 0);
         ix.trim(1, 10);
         assert_eq!((ix.images, ix.bytes, ix.revisions), (0, 0, 2));
-        assert_eq!(ix.touched.keys().cloned().collect::<Vec<_>>(), [key("a"), key("d")]);
-        assert_eq!(ix.blocks[&0].behind, [(2, key("a")), (3, key("d"))]);
+        assert_eq!(ix.touched.keys().map(|k| (**k).clone()).collect::<Vec<_>>(), [key("a"), key("d")]);
+        let behind: Vec<(u64, EntityKey)> = ix.blocks[&0].behind.iter().map(|(r, k)| (*r, (**k).clone())).collect();
+        assert_eq!(behind, [(2, key("a")), (3, key("d"))]);
         assert_eq!(ix.start, 1);
         ix.check_invariants(10, 1);
         ix.record(&change(4, "a", Some(cen("a", 2)), Some(cen("a", 3))), 10);
@@ -585,7 +593,7 @@ mod tests {
         assert_eq!((ix.blocks.len(), ix.images, ix.revisions), (1, 1, 2));
         ix.trim(11, 10);
         assert_eq!((ix.images, ix.revisions), (0, 1));
-        assert_eq!(ix.blocks[&1].behind, [(12, key("e"))]);
+        assert_eq!(ix.blocks[&1].behind, [(12, Arc::new(key("e")))]);
         ix.check_invariants(10, 11);
         // An index started inside a block keeps no image of that block.
         let mut ix = Index::starting_at(5, 2);

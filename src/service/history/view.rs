@@ -128,7 +128,7 @@ impl<'a> AtRead<'a> {
 
     /// The touched keys from `from` on while `within` holds.
     fn touched_from(&self, from: EntityKey, within: impl Fn(&EntityKey) -> bool) -> Vec<&'a EntityKey> {
-        self.ix.touched.range(from..).map(|(k, _)| k).take_while(|k| within(k)).collect()
+        self.ix.touched.range(from..).map(|(k, _)| &**k).take_while(|k| within(k)).collect()
     }
 
     /// What the changes after the view's revision made, per kind.
