@@ -5,11 +5,11 @@
 //! What it keeps, in memory only (the store's change log is the only thing
 //! on disk; nothing is added to the state file or to etcd):
 //! - undo blocks, the periodic snapshots: for each block of `every`
-//!   revisions (`--history-every`), the image each record touched in the
-//!   block had at the block's start, and how many records of each kind the
-//!   block made and deleted ([`index`]);
-//! - per record (in key order), the revisions that touched it, trimmed
-//!   with the log;
+//!   revisions (`--history-every`) starting at or after the log's floor,
+//!   the image each record touched in the block had at the block's start,
+//!   and how many records of each kind the block made and deleted
+//!   ([`index`]);
+//! - per record (in key order), the kept revisions that touched it;
 //! - the changes of the block being filled (fewer than `every`; shared
 //!   with the change stream);
 //! - the changes of the last [`LOGS`] older blocks read from the store's
@@ -19,12 +19,21 @@
 //! No topology is materialized or cached: a read at `N` answers from the
 //! live topology and the index, record by record ([`view`]).
 //!
-//! Bounds: the blocks hold at most one image per record and block (a
+//! Bounds: nothing at or below the log's floor is kept, as no read at a
+//!   kept revision needs it: a read at `N` needs, of each record, its
+//!   first touch after `N`, and a block's images serve only reads at or
+//!   before the block's start (a read inside a block takes the block's
+//!   changes after it from the log). So the images are at most one per
+//!   record and block for the blocks starting at or after the floor (a
 //!   creation only its key), the per-record index one revision per record
-//!   and change; both cover the kept log (plus one block at the floor) and
-//!   are dropped as it is trimmed. Both are reported in `/metrics`. A read
-//!   in progress at a revision inside a block holds that block's changes
-//!   after the revision (fewer than `every`) until it ends.
+//!   and kept change (plus, for a record touched on both sides of the
+//!   floor within the floor's block, its revisions there until the floor
+//!   passes them); an import older than the floor costs nothing, even
+//!   while its block is still kept. Trimming costs what it drops (the
+//!   floor's block keeps its records in order of their last revision
+//!   there). Both are reported in `/metrics`. A read in progress at a
+//!   revision inside a block holds that block's changes after the
+//!   revision (fewer than `every`) until it ends.
 //!
 //! Cost of an `at` read: making the view reads at most `every` changes
 //! from the store's log (none when the revision's block is the one being
@@ -365,7 +374,7 @@ impl Service {
         let live = self.topo.read();
         let ix = self.history.index.read();
         let (x, y) = (AtRead::new(&live, &ix, a)?, AtRead::new(&live, &ix, b)?);
-        let keys = ix.touched_between(a.revision(), b.revision(), self.history.every);
+        let keys = ix.touched_between(a.revision(), b.revision(), self.history.every, x.partial());
         Ok(f(&x, &y, &keys))
     }
 

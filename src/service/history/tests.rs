@@ -7,7 +7,7 @@
 //! made while the writes went on and read after them.
 
 use super::*;
-use crate::model::{CinSpec, Command, ContainerKey, ErrorCode, Images, Read, Topology, View};
+use crate::model::{CenSpec, CinSpec, Command, ContainerKey, ErrorCode, Images, Read, Topology, View};
 use crate::service::Options;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -74,15 +74,34 @@ fn open(dir: &tempfile::TempDir, keep: u64, every: u64) -> Arc<Service> {
 /// views made at each revision as it was reached (read later, after the
 /// writes that followed: a reader racing the writers, made deterministic).
 async fn run(s: &Arc<Service>, ops: &[Op]) -> (BTreeMap<u64, Vec<Record>>, Vec<Arc<AtView>>) {
+    let cens = (0..4).map(|c| Command::CenCreate { id: format!("e{c}") });
+    run_commands(s, cens.chain(ops.iter().map(command))).await
+}
+
+/// [`run`] after one change that imports the CENs with containers (many
+/// records at one revision, as `cenImport` makes them); after each
+/// command the index holds nothing at or below the floor.
+async fn run_after_import(s: &Arc<Service>, ops: &[Op]) -> (BTreeMap<u64, Vec<Record>>, Vec<Arc<AtView>>) {
+    let cens = (0..4)
+        .map(|e| CenSpec { id: format!("e{e}"), containers: (0..e + 2).map(|c| format!("c{c}")).collect() })
+        .collect();
+    let import = Command::CenImport { host: H.into(), cens };
+    run_commands(s, std::iter::once(import).chain(ops.iter().map(command))).await
+}
+
+async fn run_commands(
+    s: &Arc<Service>,
+    commands: impl Iterator<Item = Command>,
+) -> (BTreeMap<u64, Vec<Record>>, Vec<Arc<AtView>>) {
     let mut truth = BTreeMap::new();
     let mut views = Vec::new();
     truth.insert(s.revision(), s.read(|t| t.records()));
-    let cens = (0..4).map(|c| Command::CenCreate { id: format!("e{c}") });
-    for cmd in cens.chain(ops.iter().map(command)) {
+    for cmd in commands {
         let _ = s.execute(cmd).await;
         let (recs, rev) = s.read_at(|t| t.records());
         truth.insert(rev, recs);
         views.push(s.at(rev).await.unwrap());
+        s.history.index.read().check_invariants(s.history.every, s.kept_revisions().0);
     }
     (truth, views)
 }
@@ -292,6 +311,38 @@ proptest! {
             drop(s);
             let s = open(&dir, keep, 3);
             check(&s, &truth).await;
+        });
+    }
+
+    /// An import first, then a log keeping fewer changes than the commands
+    /// make, in blocks of 2 to 4 revisions: the floor moves through the
+    /// blocks (past the import, within blocks and across their ends), and
+    /// every kept revision still reads as it was; then a restart, whose
+    /// index starts inside a block.
+    #[test]
+    fn trimming_through_blocks_after_an_import(
+        ops in proptest::collection::vec(op(), 0..40),
+        keep in 1u64..14,
+        every in 2u64..5,
+    ) {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let s = open(&dir, keep, every);
+            let (truth, views) = run_after_import(&s, &ops).await;
+            check(&s, &truth).await;
+            let floor = s.kept_revisions().0;
+            for view in views {
+                let n = view.revision();
+                let want = truth.range(..=n).next_back().unwrap().1;
+                match s.read_in(Some(&view), |r| r.records()) {
+                    Ok(_) => check_view(&s, &view, want),
+                    Err(e) => assert!(e.code == ErrorCode::Gone && n < floor, "at {n} (floor {floor}): {e:?}"),
+                }
+            }
+            drop(s);
+            let s = open(&dir, keep, every);
+            check(&s, &truth).await;
+            s.history.index.read().check_invariants(every, s.kept_revisions().0);
         });
     }
 }

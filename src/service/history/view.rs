@@ -120,9 +120,15 @@ impl<'a> AtRead<'a> {
         self.ix.blocks.get(&((r - 1) / self.view.every))?.undo.get(key)?.as_deref()
     }
 
+    /// The changes of the view's block it holds (those after its revision,
+    /// and possibly some before).
+    pub(super) fn partial(&self) -> &'a [Arc<Change>] {
+        self.partial
+    }
+
     /// The touched keys from `from` on while `within` holds.
     fn touched_from(&self, from: EntityKey, within: impl Fn(&EntityKey) -> bool) -> Vec<&'a EntityKey> {
-        self.ix.touched.range(from..).map(|(k, _)| k).take_while(|k| within(k)).collect()
+        self.ix.touched.range(from..).map(|(k, _)| &**k).take_while(|k| within(k)).collect()
     }
 
     /// What the changes after the view's revision made, per kind.
