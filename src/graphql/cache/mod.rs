@@ -32,7 +32,7 @@ mod pure;
 
 pub use answers::{answer_key, AnswerCache, AnswerStats, Ticket, DEFAULT_ANSWER_BYTES};
 pub(crate) use engine::Slot;
-pub use engine::{Api, Engine, LegacyAnswers, Lookup, FAST_COST, PERSISTED_QUERY_NOT_FOUND};
+pub use engine::{Api, Engine, LegacyAnswers, Lookup, Verbatim, FAST_COST, PERSISTED_QUERY_NOT_FOUND};
 pub use pure::{Pure, ALLOWED};
 
 use super::cost::Bounds;
