@@ -19,8 +19,11 @@
 //! of the machine's load falls on all three alike. Each is a process of its
 //! own (the raw handler is this bench started again with `--raw-server`),
 //! so that what each spends per request is measured beside its req/s: CPU
-//! time, and instructions where `perf` can count them (`cost.rs`); these
-//! hardly move with the machine's other load.
+//! time, and instructions where `perf` can count them (`cost.rs`).
+//! Instructions do not move with the machine's other load; CPU time moves
+//! less than req/s, but still some (a contended core runs each instruction
+//! slower, and a server under less load answers fewer requests a wake-up):
+//! measured here, run to run, within about ±15%.
 //!
 //! `cargo bench --bench http`; knobs: HTTP_BENCH_SECS (per measurement,
 //! default 5), HTTP_BENCH_SIZES (default 1000,100000). Under
@@ -364,7 +367,7 @@ async fn throughput(secs: u64) {
         let ratio =
             |a: Option<f64>, b: Option<f64>| a.zip(b).map_or("n/a".to_string(), |(a, b)| format!("{:.2}", a / b));
         // Rows run one after another, so the machine's load may differ
-        // between the two of legacy/GraphQL; per request CPU hardly moves
+        // between the two of legacy/GraphQL; per request CPU moves less
         // with it (GraphQL's CPU over legacy's: >= 1 when legacy costs no
         // more).
         println!(

@@ -1,5 +1,5 @@
 //! What a server process spends on the requests of a measurement, a
-//! figure far steadier than req/s on a machine others load too: its CPU
+//! figure steadier than req/s on a machine others load too: its CPU
 //! time (user + system, from `/proc/PID/stat`, on every Linux) and, where
 //! `perf` can read the hardware counters, its instructions in user space
 //! and in the kernel (`perf stat -p`; `n/a` without perf or counters, e.g.
