@@ -16,13 +16,22 @@
 //! with gzip, br and zstd against none.
 //!
 //! The three servers of a row take turns ([`ROUNDS`] of them), so a change
-//! of the machine's load falls on all three alike.
+//! of the machine's load falls on all three alike. Each is a process of its
+//! own (the raw handler is this bench started again with `--raw-server`),
+//! so that what each spends per request is measured beside its req/s: CPU
+//! time, and instructions where `perf` can count them (`cost.rs`).
+//! Instructions do not move with the machine's other load; CPU time moves
+//! less than req/s, but still some (a contended core runs each instruction
+//! slower, and a server under less load answers fewer requests a wake-up):
+//! measured here, run to run, within about ±15%.
 //!
 //! `cargo bench --bench http`; knobs: HTTP_BENCH_SECS (per measurement,
 //! default 5), HTTP_BENCH_SIZES (default 1000,100000). Under
 //! `cargo test --all-targets` it only says how to run it.
 
 mod common;
+#[path = "http/cost.rs"]
+mod cost;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -30,6 +39,7 @@ use hyper::client::conn::http1::SendRequest;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +125,9 @@ struct Figures {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// Requests answered, and what the server spent on them.
+    n: usize,
+    spent: cost::Spent,
 }
 
 /// `CONNECTIONS` connections over `TASKS` tasks send `req` for `secs`
@@ -128,26 +141,29 @@ async fn load(addr: &str, req: &Req, expected: &Bytes, secs: u64) -> Figures {
 fn figures(mut lat: Vec<Duration>, elapsed: f64) -> Figures {
     lat.sort_unstable();
     let at = |q: usize| lat.get(lat.len() * q / 100).copied().unwrap_or_default();
-    Figures { rps: lat.len() as f64 / elapsed, p50: at(50), p99: at(99) }
+    Figures { rps: lat.len() as f64 / elapsed, p50: at(50), p99: at(99), n: lat.len(), spent: cost::Spent::default() }
 }
 
 /// Rounds each measurement is cut in: the targets take turns, so a change
 /// of the machine's load during the run falls on all of them alike.
 const ROUNDS: u32 = 5;
 
-/// Each target (address, expected answer) loaded with `req` for `secs`
-/// seconds in all, in [`ROUNDS`] turns.
-async fn interleaved(targets: &[(&str, &Bytes)], req: &Req, secs: u64) -> Vec<Figures> {
+/// Each target (server, expected answer) loaded with `req` for `secs`
+/// seconds in all, in [`ROUNDS`] turns; what each server spends is counted
+/// over all the turns (a server idles while the others take theirs).
+async fn interleaved(targets: &[(&Server, &Bytes)], req: &Req, secs: u64, scratch: &Path) -> Vec<Figures> {
     let slice = Duration::from_secs(secs) / ROUNDS;
+    let meters: Vec<_> = targets.iter().map(|(s, _)| cost::Meter::start(s.0.id(), scratch)).collect();
     let mut all: Vec<(Vec<Duration>, f64)> = targets.iter().map(|_| (Vec::new(), 0.0)).collect();
     for _ in 0..ROUNDS {
-        for (i, (addr, expected)) in targets.iter().enumerate() {
-            let (lat, elapsed) = load_for(addr, req, expected, slice).await;
+        for (i, (server, expected)) in targets.iter().enumerate() {
+            let (lat, elapsed) = load_for(&server.1, req, expected, slice).await;
             all[i].0.extend(lat);
             all[i].1 += elapsed;
         }
     }
-    all.into_iter().map(|(lat, elapsed)| figures(lat, elapsed)).collect()
+    let spent = meters.into_iter().map(cost::Meter::stop);
+    all.into_iter().zip(spent).map(|((lat, elapsed), spent)| Figures { spent, ..figures(lat, elapsed) }).collect()
 }
 
 /// The latencies of [`load`] over `span`, and the seconds it took.
@@ -182,15 +198,43 @@ async fn load_for(addr: &str, req: &Req, expected: &Bytes, span: Duration) -> (V
     (lat, start.elapsed().as_secs_f64())
 }
 
-/// The raw baseline: parses the JSON body, answers the bytes the map holds
-/// for its query (or persisted hash), or for a GET path.
-fn raw(answers: HashMap<String, Bytes>) -> String {
+/// The raw baseline, a process of its own: this bench started again with
+/// `--raw-server`, given the answers (key to body, a JSON object) on its
+/// standard input.
+fn raw(answers: &HashMap<String, Bytes>) -> Server {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let map: serde_json::Map<String, Value> = answers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(String::from_utf8(v.to_vec()).expect("a UTF-8 answer"))))
+        .collect();
+    let exe = std::env::current_exe().expect("the bench's path");
+    let mut child = Command::new(exe)
+        .arg("--raw-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the raw server");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(Value::Object(map).to_string().as_bytes()).expect("answers to the raw server");
+    drop(stdin);
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its address");
+    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_string();
+    Server(child, addr)
+}
+
+/// The raw server (`--raw-server`): parses the JSON body, answers the bytes
+/// the map read from standard input holds for its query (or persisted
+/// hash), or for a GET path.
+fn raw_server() {
     use axum::response::IntoResponse;
-    let answers = Arc::new(answers);
+    let map: HashMap<String, String> = serde_json::from_reader(std::io::stdin()).expect("the answers");
+    let answers: Arc<HashMap<String, Bytes>> = Arc::new(map.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("address").to_string();
-    std::thread::spawn(move || {
+    println!("listening on {}", listener.local_addr().expect("address"));
+    {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
         rt.block_on(async move {
             let post = {
@@ -213,8 +257,7 @@ fn raw(answers: HashMap<String, Bytes>) -> String {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             axum::serve(listener, app).await.expect("raw server");
         });
-    });
-    addr
+    }
 }
 
 fn hex_sha256(text: &str) -> String {
@@ -233,6 +276,16 @@ fn row(name: &str, f: &Figures, raw: &Figures) {
         raw.p99.as_secs_f64() * 1e6,
         f.rps / raw.rps,
         f.p99.as_secs_f64() / raw.p99.as_secs_f64()
+    );
+    let ratio = match (f.spent.cpu_us(f.n), raw.spent.cpu_us(raw.n)) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "n/a".to_string(),
+    };
+    println!(
+        "{:<34} per request: {} | raw {} | CPU/raw {ratio}",
+        "",
+        f.spent.per_request(f.n),
+        raw.spent.per_request(raw.n)
     );
 }
 
@@ -282,7 +335,7 @@ async fn throughput(secs: u64) {
         let json = |b: &Bytes| serde_json::from_slice::<Value>(b).expect("a JSON answer");
         assert_eq!(json(body), json(&off_answers[key]), "both servers answer the same for {key}");
     }
-    let raw_addr = raw(answers.clone());
+    let raw = raw(&answers);
     println!(
         "{CONNECTIONS} connections over {TASKS} tasks, {secs} s each in {ROUNDS} turns (cache on, cache off, raw); \
          every body checked"
@@ -292,8 +345,8 @@ async fn throughput(secs: u64) {
         let (expected, off_expected) = (&answers[key], &off_answers[key]);
         load(&server.1, req, expected, 1).await;
         load(&off.1, req, off_expected, 1).await;
-        let targets = [(server.1.as_str(), expected), (off.1.as_str(), off_expected), (raw_addr.as_str(), expected)];
-        let mut f = interleaved(&targets, req, secs).await.into_iter();
+        let targets = [(&server, expected), (&off, off_expected), (&raw, expected)];
+        let mut f = interleaved(&targets, req, secs, dir.path()).await.into_iter();
         let (Some(ours), Some(executed), Some(base)) = (f.next(), f.next(), f.next()) else { unreachable!() };
         row(name, &ours, &base);
         row("  answer cache off", &executed, &base);
@@ -309,6 +362,20 @@ async fn throughput(secs: u64) {
             apq_f.rps / apq_raw.rps,
             cen.p99.as_secs_f64() / cen_raw.p99.as_secs_f64(),
             legacy.rps / cen.rps
+        );
+        let cpu = |f: &Figures| f.spent.cpu_us(f.n);
+        let ratio =
+            |a: Option<f64>, b: Option<f64>| a.zip(b).map_or("n/a".to_string(), |(a, b)| format!("{:.2}", a / b));
+        // Rows run one after another, so the machine's load may differ
+        // between the two of legacy/GraphQL; per request CPU moves less
+        // with it (GraphQL's CPU over legacy's: >= 1 when legacy costs no
+        // more).
+        println!(
+            "  CPU per request, {mode}: cen(id)/raw {}, APQ/raw {}, APQ/cen(id) {}, GraphQL/legacy {}",
+            ratio(cpu(cen), cpu(cen_raw)),
+            ratio(cpu(apq_f), cpu(apq_raw)),
+            ratio(cpu(apq_f), cpu(cen)),
+            ratio(cpu(cen), cpu(legacy))
         );
     }
 }
@@ -382,6 +449,9 @@ async fn page_sizes() {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--raw-server") {
+        return raw_server();
+    }
     if !std::env::args().any(|a| a == "--bench") {
         eprintln!("http bench: run with `cargo bench --bench http`");
         return;

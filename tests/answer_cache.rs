@@ -2,8 +2,9 @@
 //! the bytes a run made, a change by anyone makes the next read show the
 //! new state (GraphQL over POST and GET, persisted queries, the legacy
 //! `GET /cen/{id}`), documents that read more than the topology always run,
-//! `Cache-Control: no-cache` runs afresh, and `--answer-cache-bytes 0`
-//! keeps nothing.
+//! `Cache-Control: no-cache` runs afresh, `--answer-cache-bytes 0` keeps
+//! nothing, and the same request bytes again (a persisted query's hash
+//! alone included) are answered without being parsed, behind the token.
 
 mod common;
 
@@ -12,15 +13,24 @@ use serde_json::{json, Value};
 
 const CEN: &str = "query Cen($id: ID!) { cen(id: $id) { id wiringType containers { id } } }";
 
+/// A request with the server's token, if it has one.
+fn authed(s: &Server, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match &s.token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
+
 async fn metric(s: &Server, name: &str) -> u64 {
-    let text = s.http.get(s.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("text");
+    let resp = authed(s, s.http.get(s.url("/metrics"))).send().await.expect("GET /metrics");
+    let text = resp.text().await.expect("text");
     let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}:\n{text}"));
     line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
 }
 
 /// POSTs a body with extra headers; the status and the raw body.
 async fn post_raw(s: &Server, body: &Value, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut req = s.http.post(s.url("/graphql")).json(body);
+    let mut req = authed(s, s.http.post(s.url("/graphql")).json(body));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -29,7 +39,7 @@ async fn post_raw(s: &Server, body: &Value, headers: &[(&str, &str)]) -> (u16, S
 }
 
 async fn get_raw(s: &Server, path: &str) -> (u16, String) {
-    let resp = s.http.get(s.url(path)).send().await.expect("GET");
+    let resp = authed(s, s.http.get(s.url(path))).send().await.expect("GET");
     (resp.status().as_u16(), resp.text().await.expect("body"))
 }
 
@@ -98,6 +108,58 @@ async fn reads_are_served_until_a_change_and_then_follow_it() {
     let v: Value = serde_json::from_str(&legacy_after).unwrap();
     assert!(v.to_string().contains("c5"), "{legacy_after}");
     assert_ne!(legacy_after, legacy);
+}
+
+/// The same bytes again, over POST (a persisted query's hash alone) and GET
+/// (its query string): answered from the answer cache without asking the
+/// document cache (nothing is parsed), still behind the token, and showing
+/// a change at once.
+#[tokio::test]
+async fn repeated_bytes_are_answered_unparsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state.db"), &["--token", "t0k"]);
+    let import = "mutation($i: CenImportInput!) { cenImport(input: $i) { revision } }";
+    s.gql(import, json!({"i": {"cens": [{"id": "e1", "containerIds": ["c1", "c2"]}]}})).await;
+    let (docs, hits) = ("leviathan_document_cache_hits_total", "leviathan_answer_cache_hits_total");
+    let pq = json!({"version": 1, "sha256Hash": sha256_hex(CEN)});
+    let by_hash = json!({"variables": {"id": "e1"}, "extensions": {"persistedQuery": pq}});
+    let full = json!({"query": CEN, "variables": {"id": "e1"}, "extensions": {"persistedQuery": pq}});
+    // Registered and validated, then run on the fast path and kept.
+    let (_, first) = post_raw(&s, &full, &[]).await;
+    assert_eq!(post_raw(&s, &full, &[]).await, (200, first.clone()));
+    assert_eq!(members(&first), ["c1", "c2"]);
+    // The hash alone: found through the document cache once, then by its
+    // bytes alone.
+    assert_eq!(post_raw(&s, &by_hash, &[]).await, (200, first.clone()));
+    let (d0, h0) = (metric(&s, docs).await, metric(&s, hits).await);
+    for _ in 0..3 {
+        assert_eq!(post_raw(&s, &by_hash, &[]).await, (200, first.clone()));
+    }
+    assert_eq!(metric(&s, hits).await, h0 + 3);
+    assert_eq!(metric(&s, docs).await, d0, "answered without the document cache");
+    // The same over GET.
+    let q = format!(
+        "/graphql?variables={}&extensions={}",
+        urlencode(r#"{"id":"e1"}"#),
+        urlencode(&json!({"persistedQuery": pq}).to_string())
+    );
+    assert_eq!(get_raw(&s, &q).await, (200, first.clone()));
+    let d1 = metric(&s, docs).await;
+    assert_eq!(d1, d0 + 1, "the first GET finds the document");
+    for _ in 0..3 {
+        assert_eq!(get_raw(&s, &q).await, (200, first.clone()));
+    }
+    assert_eq!(metric(&s, docs).await, d1);
+    assert_eq!(metric(&s, hits).await, h0 + 7);
+    // Kept bytes are no way past the token.
+    let resp = s.http.post(s.url("/graphql")).json(&by_hash).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = s.http.get(s.url(&q)).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // A change shows at once, by either way.
+    join(&s, "c3").await;
+    assert_eq!(members(&post_raw(&s, &by_hash, &[]).await.1), ["c1", "c2", "c3"]);
+    assert_eq!(members(&get_raw(&s, &q).await.1), ["c1", "c2", "c3"]);
 }
 
 /// A document selecting a realization status or a host's liveness always

@@ -13,7 +13,7 @@
 //! - A POST without a JSON content type is refused with 415 (a browser can
 //!   send `text/plain` cross-origin without a preflight).
 
-use crate::graphql::cache::{Lookup, Ticket};
+use crate::graphql::cache::{Lookup, Ticket, Verbatim};
 use crate::graphql::{refused, Engine, ExecutionStarted};
 use crate::http::error::HttpError;
 use crate::http::media::Media;
@@ -202,13 +202,13 @@ fn single(state: &AppState, media: Media, executed: bool, resp: async_graphql::R
     single_kept(state, media, executed, resp, None)
 }
 
-/// Where to keep an answer: the ticket of its look-up, and the POST body it
-/// answers with the entry of its document (to keep it under the body's
-/// bytes too).
+/// Where to keep an answer: the ticket of its look-up, and the request's
+/// bytes (POST body or GET query string) with the entry of its document (to
+/// keep it under those bytes too).
 struct Keep<'a> {
     engine: &'a Engine,
     ticket: Ticket,
-    body: Option<(&'a [u8], &'a crate::graphql::cache::Entry, Option<&'a str>)>,
+    verbatim: Option<(Verbatim<'a>, &'a crate::graphql::cache::Entry, Option<&'a str>)>,
 }
 
 /// [`single`], keeping the answer's bytes in the answer cache when it was
@@ -237,8 +237,8 @@ fn single_kept(
         Some(k) if executed && resp.errors.is_empty() => {
             let body = Bytes::from(out.buf);
             k.engine.keep(k.ticket, body.clone());
-            if let Some((request, entry, operation)) = k.body {
-                k.engine.keep_body(request, entry, operation, k.ticket.revision, body.clone());
+            if let Some((request, entry, operation)) = k.verbatim {
+                k.engine.keep_verbatim(request, entry, operation, k.ticket.revision, body.clone());
             }
             answer(status, media, body)
         }
@@ -259,7 +259,9 @@ fn wants_fresh(headers: &HeaderMap) -> bool {
 
 /// Runs one request whose document is found (and whose other checks
 /// passed), or serves its answer from the answer cache. `request`: the
-/// POST body it came in, whose bytes the answer is kept under too.
+/// bytes it came in (POST body or GET query string), under which the
+/// answer is kept too, whether made or found: the same bytes again are
+/// then answered before being parsed.
 #[allow(clippy::too_many_arguments)]
 async fn one_entry(
     state: &AppState,
@@ -269,16 +271,20 @@ async fn one_entry(
     req: async_graphql::Request,
     entry: Arc<crate::graphql::cache::Entry>,
     fresh: bool,
-    request: Option<&[u8]>,
+    request: Verbatim<'_>,
 ) -> Response {
     let ticket = match engine.lookup("graphql", &req, &entry, fresh) {
-        Lookup::Hit(body) => return answer(StatusCode::OK, media, body),
+        Lookup::Hit(body, revision) => {
+            engine.keep_verbatim(request, &entry, req.operation_name.as_deref(), revision, body.clone());
+            return answer(StatusCode::OK, media, body);
+        }
         Lookup::Miss(t) => Some(t),
         Lookup::Skip => None,
     };
     let operation = req.operation_name.clone();
     let (executed, resp) = run_entry(state, in_flight, engine, req, Arc::clone(&entry)).await;
-    let keep = ticket.map(|ticket| Keep { engine, ticket, body: request.map(|r| (r, &*entry, operation.as_deref())) });
+    let verbatim = Some((request, &*entry, operation.as_deref()));
+    let keep = ticket.map(|ticket| Keep { engine, ticket, verbatim });
     single_kept(state, media, executed, resp, keep)
 }
 
@@ -296,7 +302,7 @@ async fn one(
         return single(state, media, executed, resp);
     };
     match engine.document(&req) {
-        Ok(entry) => one_entry(state, in_flight, media, engine, req, entry, fresh, Some(request)).await,
+        Ok(entry) => one_entry(state, in_flight, media, engine, req, entry, fresh, Verbatim::Body(request)).await,
         Err(e) => single(state, media, false, engine.refusal(e)),
     }
 }
@@ -390,10 +396,14 @@ pub async fn post(
     }
     let fresh = wants_fresh(&headers);
     // A body byte for byte the same as one answered at this revision.
-    if let Some(kept) = Engine::of(&state.schema).filter(|_| !fresh).and_then(|e| e.lookup_body(body.bytes())) {
+    let verbatim = Verbatim::Body(body.bytes());
+    if let Some(kept) = Engine::of(&state.schema).filter(|_| !fresh).and_then(|e| e.lookup_verbatim(verbatim)) {
         return answer(StatusCode::OK, media, kept);
     }
-    answer_body(&state, &in_flight, media, body.bytes(), fresh).await
+    // Boxed: the future of the whole way (parse, caches, execution) is
+    // large, and a future held inline is moved with the handler's on every
+    // request, answered by the shortcut above or not.
+    Box::pin(answer_body(&state, &in_flight, media, body.bytes(), fresh)).await
 }
 
 /// A text that may be absent but, when given, is a string (never null).
@@ -512,8 +522,22 @@ pub async fn get(
     let Some(media) = Media::negotiate(&headers) else {
         return not_acceptable();
     };
+    let fresh = wants_fresh(&headers);
+    let query = uri.query().unwrap_or("");
+    // A query string byte for byte the same as one answered at this
+    // revision (only queries are ever kept: a mutation never gets here).
+    let verbatim = Verbatim::Query(query);
+    if let Some(kept) = Engine::of(&state.schema).filter(|_| !fresh).and_then(|e| e.lookup_verbatim(verbatim)) {
+        return answer(StatusCode::OK, media, kept);
+    }
+    // Boxed as in [`post`].
+    Box::pin(answer_get(&state, &in_flight, media, query, fresh)).await
+}
+
+/// The answer to a `GET /graphql` not answered by its bytes alone.
+async fn answer_get(state: &AppState, in_flight: &InFlight, media: Media, query: &str, fresh: bool) -> Response {
     let bad = |m: String| refuse(media, m);
-    let params: Vec<(String, String)> = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
+    let params: Vec<(String, String)> = match serde_urlencoded::from_str(query) {
         Ok(p) => p,
         Err(e) => return bad(format!("malformed query string: {e}")),
     };
@@ -544,12 +568,12 @@ pub async fn get(
         Err(m) => return bad(m),
     };
     let Some(engine) = Engine::of(&state.schema) else {
-        let (executed, resp) = run(&state, &in_flight, req).await;
-        return single(&state, media, executed, resp);
+        let (executed, resp) = run(state, in_flight, req).await;
+        return single(state, media, executed, resp);
     };
     let entry = match engine.document(&req) {
         Ok(e) => e,
-        Err(e) => return single(&state, media, false, engine.refusal(e)),
+        Err(e) => return single(state, media, false, engine.refusal(e)),
     };
     let name = req.operation_name.as_deref();
     let mutates = entry
@@ -567,7 +591,7 @@ pub async fn get(
         .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"))
         .into_response();
     }
-    one_entry(&state, &in_flight, media, engine, req, entry, wants_fresh(&headers), None).await
+    one_entry(state, in_flight, media, engine, req, entry, fresh, Verbatim::Query(query)).await
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ impl Fixture {
         }
         let entry = e.document(&req).expect("a document");
         let found = e.lookup("graphql", &req, &entry, false);
-        if let Lookup::Hit(body) = found {
+        if let Lookup::Hit(body, _) = found {
             return (body.to_vec(), true);
         }
         let resp = e.run(&self.schema, req, entry, None).await;

@@ -13,16 +13,15 @@
 //!   entries are evicted first, and an answer larger than a quarter of a
 //!   shard's share is not kept;
 //! - no global lock: an entry is found under the lock of one of
-//!   [`super::SHARDS`] shards, chosen by its key.
+//!   [`super::SHARDS`] shards, chosen by its key (`lru.rs`).
 //!
 //! What may be kept at all (which documents read nothing but the topology
 //! at the revision) is decided by `pure.rs`; only answers without errors
 //! are kept (the callers check).
 
-use super::{Key, SHARDS};
+use super::lru::{Lru, Seen};
+use super::Key;
 use axum::body::Bytes;
-use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The answer cache's default bound, in bytes (`--answer-cache-bytes`).
@@ -42,28 +41,10 @@ pub struct Ticket {
     pub revision: u64,
 }
 
-struct Kept {
-    used: u64,
+/// An answer kept, with the revision it answers at.
+pub struct Kept {
     revision: u64,
     body: Bytes,
-}
-
-#[derive(Default)]
-struct Shard {
-    map: HashMap<Key, Kept>,
-    /// Entries by their last use, oldest first.
-    order: BTreeMap<u64, Key>,
-    bytes: usize,
-    tick: u64,
-}
-
-impl Shard {
-    fn remove(&mut self, key: &Key) {
-        if let Some(k) = self.map.remove(key) {
-            self.order.remove(&k.used);
-            self.bytes -= k.body.len() + OVERHEAD;
-        }
-    }
 }
 
 /// Counters of the answer cache's use (`/metrics`).
@@ -86,28 +67,19 @@ pub struct AnswerStats {
 
 /// Serialized answers by key, bounded in bytes.
 pub struct AnswerCache {
-    shards: Vec<Mutex<Shard>>,
-    shard_bytes: usize,
+    entries: Lru<Kept>,
     pub stats: AnswerStats,
 }
 
 impl AnswerCache {
     /// A cache of at most `bytes` bytes (0: nothing is kept).
     pub fn new(bytes: usize) -> AnswerCache {
-        AnswerCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            shard_bytes: bytes / SHARDS,
-            stats: AnswerStats::default(),
-        }
+        AnswerCache { entries: Lru::new(bytes), stats: AnswerStats::default() }
     }
 
     /// Whether the cache keeps anything.
     pub fn enabled(&self) -> bool {
-        self.shard_bytes > 0
-    }
-
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
-        &self.shards[usize::from(key[0]) % SHARDS]
+        self.entries.share() > 0
     }
 
     /// The answer of a key computed at `revision`, marked as just used. An
@@ -123,30 +95,27 @@ impl AnswerCache {
     /// [`AnswerCache::get`] counting hits only (a miss is counted by the
     /// look-up that follows it).
     pub fn find(&self, key: &Key, revision: u64) -> Option<Bytes> {
-        let mut guard = self.shard(key).lock();
-        let s = &mut *guard;
-        s.tick += 1;
-        let tick = s.tick;
-        let found = match s.map.get_mut(key) {
-            Some(k) if k.revision == revision => {
-                s.order.remove(&k.used);
-                k.used = tick;
-                s.order.insert(tick, *key);
-                Some(k.body.clone())
+        let seen = self.entries.get(key, |k| {
+            if k.revision == revision {
+                Seen::Use(k.body.clone())
+            } else if k.revision < revision {
+                Seen::Drop
+            } else {
+                // Computed at a later revision than the caller read: kept.
+                Seen::Leave
             }
-            Some(k) if k.revision < revision => {
-                s.remove(key);
+        });
+        match seen {
+            Some(Seen::Use(body)) => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                Some(body)
+            }
+            Some(Seen::Drop) => {
                 self.stats.stale.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            // Computed at a later revision than the caller read: kept.
-            Some(_) | None => None,
-        };
-        drop(guard);
-        if found.is_some() {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            Some(Seen::Leave) | None => None,
         }
-        found
     }
 
     /// Keeps an answer, evicting the least recently used entries of its
@@ -154,48 +123,23 @@ impl AnswerCache {
     /// of the share is not kept; nor is one older than what is kept.
     pub fn insert(&self, ticket: Ticket, body: Bytes) {
         let cost = body.len() + OVERHEAD;
-        if cost > self.shard_bytes / 4 {
+        if cost > self.entries.share() / 4 {
             if self.enabled() {
                 self.stats.too_large.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        let mut guard = self.shard(&ticket.key).lock();
-        let s = &mut *guard;
-        if s.map.get(&ticket.key).is_some_and(|k| k.revision > ticket.revision) {
-            return;
-        }
-        s.remove(&ticket.key);
-        s.tick += 1;
-        let tick = s.tick;
-        s.map.insert(ticket.key, Kept { used: tick, revision: ticket.revision, body });
-        s.order.insert(tick, ticket.key);
-        s.bytes += cost;
-        while s.bytes > self.shard_bytes {
-            let Some((_, oldest)) = s.order.first_key_value().map(|(t, k)| (*t, *k)) else { break };
-            s.remove(&oldest);
-            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+        let kept = Kept { revision: ticket.revision, body };
+        let evicted = self.entries.insert(ticket.key, kept, cost, |old| old.revision > ticket.revision);
+        self.stats.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
     }
+}
 
-    /// Bytes accounted for the entries now.
-    pub fn bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().bytes).sum()
-    }
-
-    /// Entries now.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map.len()).sum()
-    }
-
-    /// Whether the cache holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The cache's bound, in bytes.
-    pub fn bound(&self) -> usize {
-        self.shard_bytes * SHARDS
+/// Its bytes, entries and bound: those of its map.
+impl std::ops::Deref for AnswerCache {
+    type Target = Lru<Kept>;
+    fn deref(&self) -> &Lru<Kept> {
+        &self.entries
     }
 }
 
@@ -220,6 +164,7 @@ pub fn answer_key(shape: &str, doc: &Key, operation: Option<&str>, variables: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graphql::cache::SHARDS;
 
     fn key(i: u32) -> Key {
         answer_key("graphql", &[7; 32], None, &i.to_le_bytes())

@@ -29,6 +29,12 @@
 //!    A hit is served as it was serialized; a miss hands a [`Ticket`],
 //!    with which the caller keeps the answer's bytes if it has no errors.
 //!
+//! 6. An answer found or made for a request every role may run is kept
+//!    also under the request's own bytes ([`Verbatim`]: its POST body or
+//!    GET query string), so that the same bytes again (a persisted query's
+//!    hash alone as much as a full text) are answered before being parsed:
+//!    [`Engine::lookup_verbatim`].
+//!
 //! A check on the parsed document of every request (e.g. which role an
 //! operation needs) belongs in [`Engine::run`], where the marked comment
 //! is, and in [`Engine::lookup`], which serves answers without running
@@ -225,7 +231,7 @@ impl Engine {
         let revision = self.service.revision();
         if !fresh {
             if let Some(body) = self.answers.get(&key, revision) {
-                return Lookup::Hit(body);
+                return Lookup::Hit(body, revision);
             }
         }
         Lookup::Miss(Ticket { key, revision })
@@ -237,25 +243,34 @@ impl Engine {
         self.answers.insert(ticket, body);
     }
 
-    /// The answer kept for a POST body byte for byte the same as one
-    /// answered before (see [`Engine::keep_body`]), at the current revision.
-    pub fn lookup_body(&self, request: &[u8]) -> Option<Bytes> {
+    /// The answer kept for a request byte for byte the same as one
+    /// answered before (see [`Engine::keep_verbatim`]), at the current
+    /// revision.
+    pub fn lookup_verbatim(&self, request: Verbatim<'_>) -> Option<Bytes> {
         if !self.answers.enabled() {
             return None;
         }
-        self.answers.find(&answer_key("body", &[0; 32], None, request), self.service.revision())
+        self.answers.find(&request.key(), self.service.revision())
     }
 
-    /// Keeps an answer also under the bytes of the POST body that asked for
-    /// it: the body holds the document, the operation name, the variables
-    /// and the extensions, all an answer of a pure query depends on, so a
-    /// later body with the same bytes is answered without being parsed.
-    /// Only for an operation every caller may run (one needing the lowest
-    /// role, `viewer`): such a hit needs no role check.
-    pub fn keep_body(&self, request: &[u8], entry: &Entry, operation: Option<&str>, revision: u64, body: Bytes) {
+    /// Keeps an answer (made at `revision`, or found in the answer cache at
+    /// it) also under the bytes of the request that asked for it: they hold
+    /// the document (its text, or a persisted query's hash, which names one
+    /// text), the operation name, the variables and the extensions, all an
+    /// answer of a pure query depends on, so a later request with the same
+    /// bytes is answered without being parsed. Only for an operation every
+    /// caller may run (one needing the lowest role, `viewer`): such a hit
+    /// needs no role check.
+    pub fn keep_verbatim(
+        &self,
+        request: Verbatim<'_>,
+        entry: &Entry,
+        operation: Option<&str>,
+        revision: u64,
+        body: Bytes,
+    ) {
         if access::needed(&entry.doc, operation) == crate::auth::Role::Viewer {
-            let key = answer_key("body", &[0; 32], None, request);
-            self.answers.insert(Ticket { key, revision }, body);
+            self.answers.insert(Ticket { key: request.key(), revision }, body);
         }
     }
 
@@ -370,12 +385,32 @@ impl Engine {
 /// What [`Engine::lookup`] found.
 #[derive(Debug)]
 pub enum Lookup {
-    /// The answer's bytes, as first serialized.
-    Hit(Bytes),
+    /// The answer's bytes, as first serialized, and the revision they
+    /// answer at.
+    Hit(Bytes, u64),
     /// None yet: keep the answer made with this ticket.
     Miss(Ticket),
     /// Not cacheable (or the cache is off): run it, keep nothing.
     Skip,
+}
+
+/// A request's own bytes, which name its answer without being parsed:
+/// a POST body, or the query string of a `GET /graphql`. Each is its own
+/// key space (the same bytes as a body and as a query string are two keys).
+#[derive(Debug, Clone, Copy)]
+pub enum Verbatim<'a> {
+    Body(&'a [u8]),
+    Query(&'a str),
+}
+
+impl Verbatim<'_> {
+    /// Where the answer to these bytes is kept.
+    fn key(self) -> Key {
+        match self {
+            Verbatim::Body(b) => answer_key("body", &[0; 32], None, b),
+            Verbatim::Query(q) => answer_key("get", &[0; 32], None, q.as_bytes()),
+        }
+    }
 }
 
 /// The answer cache of the legacy routes' reads: their final legacy bodies,
@@ -423,7 +458,7 @@ impl leviathan_rest_compat::Answers for LegacyAnswers {
         };
         let Ok(vars) = serde_json::to_vec(variables) else { return Cached::Skip };
         match engine.lookup_key(answer_key("legacy", &doc, None, &vars), false) {
-            Lookup::Hit(body) => Cached::Hit(body),
+            Lookup::Hit(body, _) => Cached::Hit(body),
             Lookup::Miss(t) => Cached::Miss(leviathan_rest_compat::Ticket { key: t.key, revision: t.revision }),
             Lookup::Skip => Cached::Skip,
         }

@@ -12,6 +12,8 @@
 //!            operation and variables, valid at one topology revision
 //! pure.rs    which queries are pure: the allow-list of fields that read
 //!            nothing but the topology at the revision
+//! lru.rs     Lru: the sharded map bounded in bytes both caches keep
+//!            their entries in
 //! ```
 //!
 //! Invariants:
@@ -24,22 +26,23 @@
 //!   least recently used entries are evicted first, and a document larger
 //!   than a shard's share is not cached at all;
 //! - no global lock: an entry is found under the lock of one of
-//!   [`SHARDS`] shards, chosen by its key.
+//!   [`SHARDS`] shards, chosen by its key (`lru.rs`).
 
 mod answers;
 mod engine;
+mod lru;
 mod pure;
 
 pub use answers::{answer_key, AnswerCache, AnswerStats, Ticket, DEFAULT_ANSWER_BYTES};
 pub(crate) use engine::Slot;
-pub use engine::{Api, Engine, LegacyAnswers, Lookup, FAST_COST, PERSISTED_QUERY_NOT_FOUND};
+pub use engine::{Api, Engine, LegacyAnswers, Lookup, Verbatim, FAST_COST, PERSISTED_QUERY_NOT_FOUND};
+pub use lru::{Lru, Seen};
 pub use pure::{Pure, ALLOWED};
 
 use super::cost::Bounds;
 use async_graphql::parser::types::{ExecutableDocument, Field, OperationType, Selection};
 use async_graphql::{Positioned, ValidationResult};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -194,16 +197,6 @@ fn entry_bytes(query: &str, doc: &ExecutableDocument) -> usize {
         + MEMOS * std::mem::size_of::<Memo>()
 }
 
-/// One shard: an LRU map, with the bytes of its entries.
-#[derive(Default)]
-struct Shard {
-    map: HashMap<Key, (u64, Arc<Entry>)>,
-    /// Entries by their last use, oldest first.
-    order: BTreeMap<u64, Key>,
-    bytes: usize,
-    tick: u64,
-}
-
 /// Counters of the cache's use.
 #[derive(Debug, Default)]
 pub struct CacheStats {
@@ -216,39 +209,21 @@ pub struct CacheStats {
 
 /// Parsed documents by the SHA-256 of their text, bounded in bytes.
 pub struct DocumentCache {
-    shards: Vec<Mutex<Shard>>,
-    shard_bytes: usize,
+    entries: Lru<Arc<Entry>>,
     pub stats: CacheStats,
 }
 
 impl DocumentCache {
     /// A cache of at most `bytes` bytes (0: nothing is cached).
     pub fn new(bytes: usize) -> DocumentCache {
-        DocumentCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            shard_bytes: bytes / SHARDS,
-            stats: CacheStats::default(),
-        }
-    }
-
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
-        &self.shards[usize::from(key[0]) % SHARDS]
+        DocumentCache { entries: Lru::new(bytes), stats: CacheStats::default() }
     }
 
     /// The entry of a key, marked as just used.
     pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
-        let mut guard = self.shard(key).lock();
-        let s = &mut *guard;
-        s.tick += 1;
-        let tick = s.tick;
-        let found = match s.map.get_mut(key) {
-            Some((used, e)) => {
-                s.order.remove(used);
-                *used = tick;
-                s.order.insert(tick, *key);
-                Some(Arc::clone(e))
-            }
-            None => None,
+        let found = match self.entries.get(key, |e| Seen::Use(Arc::clone(e))) {
+            Some(Seen::Use(e)) => Some(e),
+            _ => None,
         };
         let counter = if found.is_some() { &self.stats.hits } else { &self.stats.misses };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -259,47 +234,21 @@ impl DocumentCache {
     /// until the shard is within its share; an entry larger than the share
     /// is not kept.
     pub fn insert(&self, key: Key, entry: Arc<Entry>) {
-        if entry.bytes > self.shard_bytes {
+        if entry.bytes > self.entries.share() {
             self.stats.too_large.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut guard = self.shard(&key).lock();
-        let s = &mut *guard;
-        s.tick += 1;
-        let tick = s.tick;
-        if let Some((used, old)) = s.map.insert(key, (tick, Arc::clone(&entry))) {
-            s.order.remove(&used);
-            s.bytes -= old.bytes;
-        }
-        s.order.insert(tick, key);
-        s.bytes += entry.bytes;
-        while s.bytes > self.shard_bytes {
-            let Some((_, oldest)) = s.order.pop_first() else { break };
-            if let Some((_, e)) = s.map.remove(&oldest) {
-                s.bytes -= e.bytes;
-                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let cost = entry.bytes;
+        let evicted = self.entries.insert(key, entry, cost, |_| false);
+        self.stats.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
     }
+}
 
-    /// Bytes accounted for the entries now.
-    pub fn bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().bytes).sum()
-    }
-
-    /// Entries now.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map.len()).sum()
-    }
-
-    /// Whether the cache holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The cache's bound, in bytes.
-    pub fn bound(&self) -> usize {
-        self.shard_bytes * SHARDS
+/// Its bytes, entries and bound: those of its map.
+impl std::ops::Deref for DocumentCache {
+    type Target = Lru<Arc<Entry>>;
+    fn deref(&self) -> &Lru<Arc<Entry>> {
+        &self.entries
     }
 }
 
