@@ -42,7 +42,10 @@ pub const CONTAINER_DELETE: &str =
 /// Runs one operation; any error becomes the legacy error of its code.
 pub async fn run<E: Executor>(executor: &E, query: &'static str, variables: Value) -> Result<Value, CompatError> {
     let request = Request::new(query).variables(Variables::from_json(variables));
-    let resp = executor.execute(request).await;
+    // Boxed: the execution's future is large, and held inline it would be
+    // copied with every route handler's future, reads kept in the answer
+    // cache included (they never get here).
+    let resp = Box::pin(executor.execute(request)).await;
     if !resp.errors.is_empty() {
         return Err(CompatError::from_graphql(&resp.errors));
     }
