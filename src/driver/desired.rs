@@ -433,6 +433,15 @@ mod tests {
         t.execute(&Command::SetStatus { reports: vec![report] }).unwrap();
     }
 
+    /// A CIN `n` over `cen`, both made, and `cen` READY.
+    fn made_ready(t: &mut Topology, cen: &str) {
+        let cins = vec![model::CinSpec { id: "n".into(), cens: vec![cen.into()] }];
+        t.execute(&Command::CinImport { cins }).unwrap();
+        t.execute(&Command::CinSetMade { ids: vec!["n".into()], made: true, realizing: false }).unwrap();
+        t.execute(&Command::CenSetMade { ids: vec![cen.into()], made: true, realizing: false }).unwrap();
+        ready(t, cen);
+    }
+
     fn keys(ids: &[&str]) -> Option<BTreeSet<String>> {
         Some(ids.iter().map(|s| s.to_string()).collect())
     }
@@ -459,11 +468,7 @@ mod tests {
         for c in ["c1", "c2", "c3"] {
             join(&mut t, "h", c, "b");
         }
-        let cins = vec![model::CinSpec { id: "n".into(), cens: vec!["b".into()] }];
-        t.execute(&Command::CinImport { cins }).unwrap();
-        t.execute(&Command::CinSetMade { ids: vec!["n".into()], made: true, realizing: false }).unwrap();
-        t.execute(&Command::CenSetMade { ids: vec!["b".into()], made: true, realizing: false }).unwrap();
-        ready(&mut t, "b");
+        made_ready(&mut t, "b");
         let mut d = desired(&t, "h");
         let same_as_whole = |t: &Topology, d: &Desired| {
             let whole = desired(t, "h");
@@ -504,11 +509,7 @@ mod tests {
         for c in ["c1", "c2"] {
             join(&mut t, "h", c, "b");
         }
-        let cins = vec![model::CinSpec { id: "n".into(), cens: vec!["b".into()] }];
-        t.execute(&Command::CinImport { cins }).unwrap();
-        t.execute(&Command::CinSetMade { ids: vec!["n".into()], made: true, realizing: false }).unwrap();
-        t.execute(&Command::CenSetMade { ids: vec!["b".into()], made: true, realizing: false }).unwrap();
-        ready(&mut t, "b");
+        made_ready(&mut t, "b");
         let mut d = desired(&t, "h");
         let none = BTreeSet::new();
 

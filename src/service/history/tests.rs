@@ -210,6 +210,20 @@ fn as_map(recs: &[Record]) -> BTreeMap<EntityKey, Record> {
     recs.iter().map(|r| (r.key(), r.clone())).collect()
 }
 
+/// Views made as the writes went on, read after them: the same, or GONE
+/// once their revision left the kept log.
+fn check_views_made_before(s: &Service, truth: &BTreeMap<u64, Vec<Record>>, views: &[Arc<AtView>]) {
+    let floor = s.kept_revisions().0;
+    for view in views {
+        let n = view.revision();
+        let want = truth.range(..=n).next_back().unwrap().1;
+        match s.read_in(Some(view), |r| r.records()) {
+            Ok(_) => check_view(s, view, want),
+            Err(e) => assert!(e.code == ErrorCode::Gone && n < floor, "at {n} (floor {floor}): {e:?}"),
+        }
+    }
+}
+
 /// Every kept revision reads as it was live; `diff` between any two is
 /// the difference of the two; `history` lists exactly the revisions that
 /// touched a record.
@@ -297,17 +311,7 @@ proptest! {
             let s = open(&dir, keep, 3);
             let (truth, views) = run(&s, &ops).await;
             check(&s, &truth).await;
-            // Views made as the writes went on, read after them: the same,
-            // or GONE once their revision left the kept log.
-            let floor = s.kept_revisions().0;
-            for view in views {
-                let n = view.revision();
-                let want = truth.range(..=n).next_back().unwrap().1;
-                match s.read_in(Some(&view), |r| r.records()) {
-                    Ok(_) => check_view(&s, &view, want),
-                    Err(e) => assert!(e.code == ErrorCode::Gone && n < floor, "at {n} (floor {floor}): {e:?}"),
-                }
-            }
+            check_views_made_before(&s, &truth, &views);
             drop(s);
             let s = open(&dir, keep, 3);
             check(&s, &truth).await;
@@ -330,15 +334,7 @@ proptest! {
             let s = open(&dir, keep, every);
             let (truth, views) = run_after_import(&s, &ops).await;
             check(&s, &truth).await;
-            let floor = s.kept_revisions().0;
-            for view in views {
-                let n = view.revision();
-                let want = truth.range(..=n).next_back().unwrap().1;
-                match s.read_in(Some(&view), |r| r.records()) {
-                    Ok(_) => check_view(&s, &view, want),
-                    Err(e) => assert!(e.code == ErrorCode::Gone && n < floor, "at {n} (floor {floor}): {e:?}"),
-                }
-            }
+            check_views_made_before(&s, &truth, &views);
             drop(s);
             let s = open(&dir, keep, every);
             check(&s, &truth).await;
