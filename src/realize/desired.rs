@@ -45,6 +45,9 @@ pub struct Index {
     ns_keys: BTreeMap<NsId, BTreeSet<String>>,
     /// how many desired CENs are bridged
     bridged: usize,
+    /// how many desired CENs await their first member here (see
+    /// [`CenNet::awaits_first_member`])
+    awaiting: usize,
     /// namespaces whose last desired container went since last taken
     released: BTreeSet<NsId>,
 }
@@ -62,6 +65,9 @@ impl Index {
     fn add(&mut self, d: &Desired, cen: &CenNet) {
         if cen.wiring == Wiring::Bridge {
             self.bridged += 1;
+        }
+        if cen.awaits_first_member() {
+            self.awaiting += 1;
         }
         for m in &cen.members {
             self.add_member(d, &m.container);
@@ -83,6 +89,9 @@ impl Index {
     fn sub(&mut self, d: &Desired, cen: &CenNet) {
         if cen.wiring == Wiring::Bridge {
             self.bridged -= 1;
+        }
+        if cen.awaits_first_member() {
+            self.awaiting -= 1;
         }
         for m in &cen.members {
             let Some(n) = self.users.get_mut(&m.container) else { continue };
@@ -110,6 +119,13 @@ impl Index {
     /// Whether some desired CEN is bridged (the fabric is needed).
     pub fn any_bridged(&self) -> bool {
         self.bridged > 0
+    }
+
+    /// Whether some desired CEN awaits its first member here: its first
+    /// join may well be bridged (a container runtime's is), so a fabric
+    /// namespace is made ahead of it.
+    pub fn any_awaiting(&self) -> bool {
+        self.awaiting > 0
     }
 }
 
@@ -273,6 +289,14 @@ pub struct CenNet {
     /// joining this host's bridge to theirs (only when `Bridge`).
     #[serde(default)]
     pub vxlan: Option<Vxlan>,
+}
+
+impl CenNet {
+    /// Whether the CEN is made but has no member here yet: its first join
+    /// may well make a bridge (a container runtime's member does).
+    pub fn awaits_first_member(&self) -> bool {
+        self.wiring == Wiring::None && self.members.is_empty()
+    }
 }
 
 /// A CEN's VXLAN link to the other hosts it is present on.

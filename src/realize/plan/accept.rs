@@ -16,7 +16,7 @@ use std::fmt;
 use super::super::desired::{CenNet, Member, NetnsRef, Vxlan, Wiring};
 use super::super::naming;
 use super::super::observed::NsId;
-use super::{in_focus, Addrs, Planner, Unit, VethEnd, L2};
+use super::{in_focus, Addrs, FabricMode, Planner, Unit, VethEnd, L2};
 
 /// Why the planner will not wire a CEN (or put a container in a
 /// namespace), in words shown as the CEN's status message.
@@ -288,6 +288,10 @@ impl<'a> Planner<'a> {
                     routes: m.routes.iter().map(|r| (r.cin.clone(), r.dest, r.prefix_len, r.via)).collect(),
                 });
             }
+        }
+        if cen.awaits_first_member() && self.cfg.fabric == FabricMode::Netns {
+            // Made ahead of the first join (see `ns_wanted`).
+            self.needed_ns.entry(self.fabric.clone()).or_default().push(id.to_string());
         }
         if cen.wiring == Wiring::Bridge {
             let fabric = self.fabric.clone();

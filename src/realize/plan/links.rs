@@ -16,10 +16,15 @@ use super::super::observed::{LinkKind, LinkState, NsId};
 use super::{FabricMode, Op, Planner, Scope, Step, Unit, VethEnd};
 
 impl<'a> Planner<'a> {
-    /// Whether any desired container (of any CEN) lives in a namespace.
+    /// Whether any desired container (of any CEN) lives in a namespace; the
+    /// fabric namespace, whether a CEN is bridged or awaits its first member
+    /// (made ahead: creating a namespace costs about a millisecond, which
+    /// would otherwise fall on that first join).
     fn ns_wanted(&self, ns: &NsId) -> bool {
         match ns {
-            NsId::Fabric => self.cfg.fabric == FabricMode::Netns && self.index.any_bridged(),
+            NsId::Fabric => {
+                self.cfg.fabric == FabricMode::Netns && (self.index.any_bridged() || self.index.any_awaiting())
+            }
             other => self.index.in_ns(other).is_some_and(|k| !k.is_empty()),
         }
     }

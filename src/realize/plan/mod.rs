@@ -284,6 +284,12 @@ impl<'a> Planner<'a> {
             }
             Scope::Cens(set, released, focus) => {
                 self.spaces.extend(released.iter().cloned());
+                if self.cfg.fabric == FabricMode::Netns {
+                    // The fabric namespace may be made ahead of a first
+                    // join: it goes as soon as nothing wants it (see
+                    // `ns_wanted`), whatever the change.
+                    self.spaces.insert(self.fabric.clone());
+                }
                 let prefix = self.prefix();
                 for cen in set {
                     self.cens.insert(cen.clone());

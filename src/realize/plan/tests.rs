@@ -676,3 +676,64 @@ fn with_newbie(full: &Desired, cen: &str) -> (Desired, GroupIndex) {
     d.put_cen(cen, joined);
     (d, groups_ix)
 }
+
+/// A made CEN without members has the fabric namespace made ahead (a
+/// first join, a runtime's, is bridged, and would otherwise wait for the
+/// namespace); that join then makes no namespace but its member's, whole
+/// plan or scoped; the fabric goes once nothing wants it.
+#[test]
+fn an_empty_cen_has_the_fabric_made_ahead_of_its_first_join() {
+    let mut obs = Observed::default();
+    let empty = desired(&[("cen1", &[])]);
+    let p = converge(&mut obs, &empty);
+    assert!(p.steps.iter().any(|s| matches!(&s.op, Op::CreateNetns { ns: NsId::Fabric })), "{:#?}", p.steps);
+    assert_eq!(p.steps.len(), 1, "{:#?}", p.steps);
+    // The first member joins, bridged (as a runtime's is).
+    let mut first = desired(&[("cen1", &["c1"])]);
+    first.cens.get_mut("cen1").expect("cen1").wiring = Wiring::Bridge;
+    let scope: BTreeSet<String> = ["cen1".to_string()].into();
+    let scoped = plan_scoped(
+        &obs,
+        &first,
+        &Index::of(&first),
+        &cfg(),
+        Scope::Cens(&scope, &BTreeSet::new(), &Focus::new()),
+        &GroupIndex::of(&first, "t-"),
+    );
+    assert!(scoped.errors.is_empty(), "{:?}", scoped.errors);
+    let made: Vec<&NsId> = scoped
+        .steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            Op::CreateNetns { ns } => Some(ns),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(made, [&NsId::Managed("c1".into())], "{:#?}", scoped.steps);
+    assert!(scoped.steps.iter().any(|s| matches!(&s.op, Op::CreateBridge { .. })), "{:#?}", scoped.steps);
+    let p = converge(&mut obs, &first);
+    assert!(!p.steps.iter().any(|s| matches!(&s.op, Op::CreateNetns { ns: NsId::Fabric })), "{:#?}", p.steps);
+    // Wired straight between two members, nothing wants the fabric.
+    converge(&mut obs, &desired(&[("cen1", &["c1", "c2"])]));
+    assert!(!obs.namespaces().contains_key(&NsId::Fabric));
+    // A member not bridged: the CEN no longer awaits, the fabric stays away.
+    converge(&mut obs, &desired(&[("cen1", &["c1"])]));
+    assert!(!obs.namespaces().contains_key(&NsId::Fabric));
+    // Destroyed while still empty: a plan of that CEN alone lets it go.
+    let mut obs = Observed::default();
+    converge(&mut obs, &empty);
+    let none = Desired::default();
+    let p = plan_scoped(
+        &obs,
+        &none,
+        &Index::of(&none),
+        &cfg(),
+        Scope::Cens(&scope, &BTreeSet::new(), &Focus::new()),
+        &GroupIndex::of(&none, "t-"),
+    );
+    assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns: NsId::Fabric })), "{:#?}", p.steps);
+    // In host mode the host is the fabric: nothing is made ahead.
+    let host = Config { fabric: FabricMode::Host, ..cfg() };
+    let p = plan(&Observed::default(), &empty, &host);
+    assert!(p.is_empty(), "{:#?}", p.steps);
+}
