@@ -77,7 +77,26 @@ struct Inner {
     /// Wakes the checkpointer (none: the writing connection checkpoints
     /// by itself, as SQLite does by default); dropped with the store, which
     /// ends the checkpointer.
-    checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// The background checkpointer: its wake-up and its thread.
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    /// Ends the thread and waits for it, so that its connection is closed
+    /// when the store is: the last connection to close checkpoints and
+    /// removes the `-wal` and `-shm` files, which a process exiting with
+    /// the thread still running would leave behind.
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -237,7 +256,7 @@ fn return_free_pages(conn: &Connection) -> anyhow::Result<()> {
 /// automatic checkpoints off on `conn`, the writing connection. When its
 /// connection or thread cannot be had, `conn` keeps checkpointing by
 /// itself (SQLite's default) and the reason is logged.
-fn start_checkpointer(path: &Path, conn: &Connection) -> Option<std::sync::mpsc::SyncSender<()>> {
+fn start_checkpointer(path: &Path, conn: &Connection) -> Option<Checkpointer> {
     let opened = Connection::open(path).and_then(|c| {
         c.busy_timeout(std::time::Duration::from_secs(5))?;
         c.pragma_update(None, "synchronous", "FULL")?;
@@ -264,14 +283,17 @@ fn start_checkpointer(path: &Path, conn: &Connection) -> Option<std::sync::mpsc:
             }
         }
     });
-    if let Err(e) = spawned {
-        tracing::warn!(state = %path.display(), error = %e, "no background checkpoints: commits checkpoint");
-        return None;
-    }
+    let thread = match spawned {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(state = %path.display(), error = %e, "no background checkpoints: commits checkpoint");
+            return None;
+        }
+    };
     if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 0) {
         tracing::warn!(state = %path.display(), error = %e, "commits keep checkpointing");
     }
-    Some(tx)
+    Some(Checkpointer { wake: Some(tx), thread: Some(thread) })
 }
 
 fn init(conn: &Connection) -> anyhow::Result<()> {
@@ -366,7 +388,7 @@ impl Inner {
     /// Wakes the checkpointer every [`CHECKPOINT_EVERY`] commits (never
     /// waiting: a wake-up already pending covers this one).
     fn after_commit(&self) {
-        let Some(tx) = &self.checkpointer else { return };
+        let Some(tx) = self.checkpointer.as_ref().and_then(|c| c.wake.as_ref()) else { return };
         if self.since_checkpoint.fetch_add(1, Ordering::AcqRel) + 1 >= CHECKPOINT_EVERY {
             self.since_checkpoint.store(0, Ordering::Release);
             let _ = tx.try_send(());
