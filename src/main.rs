@@ -686,6 +686,10 @@ async fn start_driver(
     };
     let ledger_path = if args.etcd.is_empty() { args.state.clone() } else { args.ledger.clone() };
     let ledger = leviathan::realize::ledger::Ledger::open(&ledger_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.etcd.is_empty() {
+        // In the state file: the store checkpoints it.
+        ledger.leave_checkpoints_to_the_store().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let realizer = leviathan::realize::Realizer::with_ledger(cfg, ledger)
         .await
         .map_err(|e| anyhow::anyhow!("the realizer cannot start: {e}"))?;

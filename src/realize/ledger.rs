@@ -86,6 +86,18 @@ impl Ledger {
         Ok(Ledger { conn: Mutex::new(conn), owned: Mutex::new(owned), fabric_links: Mutex::new(fabric_links) })
     }
 
+    /// Leaves the checkpoints of the file to the state store, whose own
+    /// connection checkpoints it in the background: for a ledger kept in
+    /// the state file. Otherwise a record that found the WAL past SQLite's
+    /// automatic threshold would copy it into the file, fsync included,
+    /// inside a join's realization (the slowest joins were those).
+    pub fn leave_checkpoints_to_the_store(&self) -> Result<(), LedgerError> {
+        self.conn
+            .lock()
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| LedgerError::new("turning the ledger's own checkpoints off".to_string(), e))
+    }
+
     /// Whether the links made in the fabric are recorded (see the module
     /// docs); until then every link in the fabric is taken as ours.
     pub fn fabric_links_recorded(&self) -> bool {
