@@ -220,6 +220,32 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    /// Left to the store, a record never checkpoints: the WAL keeps every
+    /// frame it wrote, where SQLite's automatic checkpoint (threshold
+    /// lowered to one page here) would have copied them into the file.
+    #[test]
+    fn a_ledger_leaving_checkpoints_to_the_store_never_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_after_records = |leave: bool| {
+            let path = dir.path().join(format!("l{leave}.db"));
+            let l = Ledger::open(&path).unwrap();
+            l.conn.lock().pragma_update(None, "wal_autocheckpoint", 1).unwrap();
+            if leave {
+                l.leave_checkpoints_to_the_store().unwrap();
+            }
+            let frames = |l: &Ledger| -> i64 {
+                l.conn.lock().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap()
+            };
+            for i in 0..20 {
+                l.record(&[(format!("lev-c{i}"), String::new())]).unwrap();
+            }
+            frames(&l)
+        };
+        let (kept, left) = (wal_after_records(false), wal_after_records(true));
+        assert!(left >= 20, "every record's frames are still in the WAL: {left}");
+        assert!(kept < left, "with automatic checkpoints the WAL was restarted: {kept} against {left}");
+    }
+
     #[test]
     fn records_survive_reopening_and_namespaces_take_their_links() {
         let dir = tempfile::tempdir().unwrap();

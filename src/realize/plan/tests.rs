@@ -677,6 +677,18 @@ fn with_newbie(full: &Desired, cen: &str) -> (Desired, GroupIndex) {
     (d, groups_ix)
 }
 
+/// A plan of the CENs `scope` names alone, none of them focused.
+fn plan_of_cens(obs: &Observed, d: &Desired, scope: &BTreeSet<String>) -> Plan {
+    plan_scoped(
+        obs,
+        d,
+        &Index::of(d),
+        &cfg(),
+        Scope::Cens(scope, &BTreeSet::new(), &Focus::new()),
+        &GroupIndex::of(d, "t-"),
+    )
+}
+
 /// A made CEN without members has the fabric namespace made ahead (a
 /// first join, a runtime's, is bridged, and would otherwise wait for the
 /// namespace); that join then makes no namespace but its member's, whole
@@ -692,14 +704,7 @@ fn an_empty_cen_has_the_fabric_made_ahead_of_its_first_join() {
     let mut first = desired(&[("cen1", &["c1"])]);
     first.cens.get_mut("cen1").expect("cen1").wiring = Wiring::Bridge;
     let scope: BTreeSet<String> = ["cen1".to_string()].into();
-    let scoped = plan_scoped(
-        &obs,
-        &first,
-        &Index::of(&first),
-        &cfg(),
-        Scope::Cens(&scope, &BTreeSet::new(), &Focus::new()),
-        &GroupIndex::of(&first, "t-"),
-    );
+    let scoped = plan_of_cens(&obs, &first, &scope);
     assert!(scoped.errors.is_empty(), "{:?}", scoped.errors);
     let made: Vec<&NsId> = scoped
         .steps
@@ -723,14 +728,7 @@ fn an_empty_cen_has_the_fabric_made_ahead_of_its_first_join() {
     let mut obs = Observed::default();
     converge(&mut obs, &empty);
     let none = Desired::default();
-    let p = plan_scoped(
-        &obs,
-        &none,
-        &Index::of(&none),
-        &cfg(),
-        Scope::Cens(&scope, &BTreeSet::new(), &Focus::new()),
-        &GroupIndex::of(&none, "t-"),
-    );
+    let p = plan_of_cens(&obs, &none, &scope);
     assert!(p.steps.iter().any(|s| matches!(&s.op, Op::DeleteNetns { ns: NsId::Fabric })), "{:#?}", p.steps);
     // In host mode the host is the fabric: nothing is made ahead.
     let host = Config { fabric: FabricMode::Host, ..cfg() };
