@@ -59,6 +59,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         ));
     }
     let attached = Attached {
+        host: ns.host_side(&env.ifname).map_err(|m| CniError::new(code::IO, m))?,
         ifname: env.ifname.clone(),
         mac: ns.mac(&env.ifname).map_err(|m| CniError::new(code::IO, m))?,
         sandbox: env.netns.clone(),

@@ -9,7 +9,12 @@
 //! its MAC, uses an [`NsSocket`] instead: a socket opened inside the
 //! namespace (the calling thread enters it for that one call and returns
 //! before anything else), asked with two ioctls, with no thread and no
-//! dump of the namespace.
+//! dump of the namespace; and a netlink socket opened there at the same
+//! time, which finds the host side of the container's veth: the container
+//! end names its peer by index and by the peer namespace's id as seen from
+//! the container's (`IFLA_LINK`, `IFLA_LINK_NETNSID`), and a link request
+//! aimed at that id (`IFLA_TARGET_NETNSID`) answers the peer's name and MAC
+//! without entering its namespace.
 
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
@@ -71,6 +76,8 @@ pub fn read_netns(path: &str) -> Result<NsView, String> {
 /// there, from the calling thread.
 pub struct NsSocket {
     fd: std::os::fd::OwnedFd,
+    /// A NETLINK_ROUTE socket of the same namespace.
+    nl: std::os::fd::OwnedFd,
     path: String,
 }
 
@@ -93,14 +100,20 @@ impl NsSocket {
         let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         let opened = std::io::Error::last_os_error();
         // SAFETY: as above.
+        let raw_nl =
+            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        let opened_nl = std::io::Error::last_os_error();
+        // SAFETY: each socket opened is owned here once, and nowhere else.
+        let (fd, nl) = unsafe {
+            ((raw >= 0).then(|| OwnedFd::from_raw_fd(raw)), (raw_nl >= 0).then(|| OwnedFd::from_raw_fd(raw_nl)))
+        };
+        // SAFETY: as above.
         if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(format!("returning from the network namespace {path}: {}", std::io::Error::last_os_error()));
         }
-        if raw < 0 {
-            return Err(format!("opening a socket in the network namespace {path}: {opened}"));
-        }
-        // SAFETY: `raw` is a socket just opened and owned by nobody else.
-        Ok(NsSocket { fd: unsafe { OwnedFd::from_raw_fd(raw) }, path: path.to_string() })
+        let fd = fd.ok_or_else(|| format!("opening a socket in the network namespace {path}: {opened}"))?;
+        let nl = nl.ok_or_else(|| format!("opening a netlink socket in the network namespace {path}: {opened_nl}"))?;
+        Ok(NsSocket { fd, nl, path: path.to_string() })
     }
 
     /// One interface ioctl by name; `None` when no interface has it.
@@ -142,6 +155,144 @@ impl NsSocket {
         }
         let bytes: Vec<u8> = hw.sa_data[..6].iter().map(|b| *b as u8).collect();
         Ok(Some(mac_text(&bytes)))
+    }
+}
+
+/// What one link request answered (see [`NsSocket::host_side`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LinkInfo {
+    name: Option<String>,
+    mac: Option<String>,
+    /// The peer's index (`IFLA_LINK`) and its namespace's id, when the
+    /// peer is in another namespace (`IFLA_LINK_NETNSID`).
+    peer: Option<(i32, i32)>,
+}
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_TARGET_NETNSID: u16 = 46;
+/// Room for one link's answer (about 1.5 KiB for a veth).
+const ANSWER_ROOM: usize = 16 * 1024;
+
+fn nl_align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// An RTM_GETLINK request for link `index` (0: by name), with attributes.
+fn getlink_request(seq: u32, index: i32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut m = vec![0u8; 16];
+    m[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
+    m[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // struct ifinfomsg: family, pad, type, index, flags, change.
+    let mut info = [0u8; 16];
+    info[4..8].copy_from_slice(&index.to_ne_bytes());
+    m.extend_from_slice(&info);
+    for (kind, data) in attrs {
+        let len = 4 + data.len();
+        m.extend_from_slice(&(len as u16).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(data);
+        m.resize(nl_align(m.len()), 0);
+    }
+    let total = m.len() as u32;
+    m[0..4].copy_from_slice(&total.to_ne_bytes());
+    m
+}
+
+/// The link of an RTM_NEWLINK answer, `None` for ENODEV, an error for any
+/// other error or a message that does not parse.
+fn parse_link_answer(buf: &[u8]) -> Result<Option<LinkInfo>, String> {
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]));
+    let u32_at = |b: &[u8], i: usize| b.get(i..i + 4).map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]));
+    let bad = || "the kernel's answer to a link request does not parse".to_string();
+    let len = u32_at(buf, 0).ok_or_else(bad)? as usize;
+    let kind = u16_at(buf, 4).ok_or_else(bad)?;
+    let msg = buf.get(..len).ok_or_else(bad)?;
+    if kind == libc::NLMSG_ERROR as u16 {
+        let errno = -(u32_at(msg, 16).ok_or_else(bad)? as i32);
+        if errno == libc::ENODEV {
+            return Ok(None);
+        }
+        return Err(format!("a link request failed: {}", std::io::Error::from_raw_os_error(errno)));
+    }
+    if kind != RTM_NEWLINK {
+        return Err(bad());
+    }
+    let mut out = LinkInfo::default();
+    let (mut link, mut netnsid) = (None, None);
+    let mut at = 32;
+    while at + 4 <= msg.len() {
+        let alen = usize::from(u16_at(msg, at).ok_or_else(bad)?);
+        let akind = u16_at(msg, at + 2).ok_or_else(bad)? & 0x3fff;
+        if alen < 4 {
+            return Err(bad());
+        }
+        let data = msg.get(at + 4..at + alen).ok_or_else(bad)?;
+        match akind {
+            IFLA_ADDRESS if data.len() == 6 => out.mac = Some(mac_text(data)),
+            IFLA_IFNAME => {
+                out.name = Some(String::from_utf8_lossy(data.split(|b| *b == 0).next().unwrap_or(data)).into_owned())
+            }
+            IFLA_LINK => link = u32_at(data, 0).map(|v| v as i32),
+            IFLA_LINK_NETNSID => netnsid = u32_at(data, 0).map(|v| v as i32),
+            _ => {}
+        }
+        at += nl_align(alen);
+    }
+    out.peer = link.zip(netnsid).filter(|(i, n)| *i > 0 && *n >= 0);
+    Ok(Some(out))
+}
+
+impl NsSocket {
+    /// One link request and its answer.
+    fn link(&self, index: i32, attrs: &[(u16, &[u8])]) -> Result<Option<LinkInfo>, String> {
+        use std::os::fd::AsRawFd;
+        let req = getlink_request(1, index, attrs);
+        // SAFETY: `req` is a complete message that outlives the call; a
+        // zeroed sockaddr_nl with its family is the kernel's address.
+        let sent = unsafe {
+            let mut to: libc::sockaddr_nl = std::mem::zeroed();
+            to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            libc::sendto(
+                self.nl.as_raw_fd(),
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&to as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(format!("asking the kernel of {} for a link: {}", self.path, std::io::Error::last_os_error()));
+        }
+        let mut buf = vec![0u8; ANSWER_ROOM];
+        // SAFETY: `buf` has room for its length and outlives the call.
+        let got = unsafe { libc::recv(self.nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if got < 0 {
+            return Err(format!(
+                "reading the kernel's link answer in {}: {}",
+                self.path,
+                std::io::Error::last_os_error()
+            ));
+        }
+        parse_link_answer(&buf[..got as usize])
+    }
+
+    /// The host side of the container's interface `name` when it is one end
+    /// of a veth whose other end is in another namespace: that end's name
+    /// and MAC (`None` when `name` does not exist or has no such peer).
+    pub fn host_side(&self, name: &str) -> Result<Option<(String, Option<String>)>, String> {
+        let mut cname = name.as_bytes().to_vec();
+        cname.push(0);
+        let Some(own) = self.link(0, &[(IFLA_IFNAME, &cname)])? else { return Ok(None) };
+        let Some((index, nsid)) = own.peer else { return Ok(None) };
+        let Some(peer) = self.link(index, &[(IFLA_TARGET_NETNSID, &nsid.to_ne_bytes())])? else { return Ok(None) };
+        Ok(peer.name.map(|n| (n, peer.mac)))
     }
 }
 
@@ -262,9 +413,47 @@ mod tests {
         assert!(s.has("").is_err());
         assert!(s.has("a-name-far-too-long-for-linux").is_err());
         assert!(NsSocket::open("/nonexistent/ns").is_err());
+        assert_eq!(s.host_side("lo").unwrap(), None, "lo has no peer");
+        assert_eq!(s.host_side("no-such-if0").unwrap(), None);
         // The thread is back in its own namespace.
         let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         assert_eq!(own, std::fs::read_link("/proc/self/ns/net").unwrap());
+    }
+
+    #[test]
+    fn link_requests_and_answers() {
+        let req = getlink_request(7, 0, &[(IFLA_IFNAME, b"eth0\0")]);
+        assert_eq!(req.len(), 16 + 16 + 12, "header, ifinfomsg, one attribute padded to 4");
+        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()) as usize, req.len());
+        // An answer: header, ifinfomsg, IFLA_IFNAME, IFLA_ADDRESS,
+        // IFLA_LINK, IFLA_LINK_NETNSID.
+        let mut a = vec![0u8; 32];
+        a[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        for (kind, data) in [
+            (IFLA_IFNAME, b"lt1-vabc\0".to_vec()),
+            (IFLA_ADDRESS, vec![2, 0xab, 0, 1, 2, 3]),
+            (IFLA_LINK, 12u32.to_ne_bytes().to_vec()),
+            (IFLA_LINK_NETNSID, 0u32.to_ne_bytes().to_vec()),
+        ] {
+            a.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+            a.extend_from_slice(&kind.to_ne_bytes());
+            a.extend_from_slice(&data);
+            a.resize(nl_align(a.len()), 0);
+        }
+        let len = a.len() as u32;
+        a[0..4].copy_from_slice(&len.to_ne_bytes());
+        let l = parse_link_answer(&a).unwrap().unwrap();
+        assert_eq!(
+            l,
+            LinkInfo { name: Some("lt1-vabc".into()), mac: Some("02:ab:00:01:02:03".into()), peer: Some((12, 0)) }
+        );
+        // ENODEV is no link; a truncated answer is an error.
+        let mut e = vec![0u8; 36];
+        e[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        e[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        e[16..20].copy_from_slice(&(-libc::ENODEV).to_ne_bytes());
+        assert_eq!(parse_link_answer(&e).unwrap(), None);
+        assert!(parse_link_answer(&a[..20]).is_err());
     }
 
     #[test]

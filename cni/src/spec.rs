@@ -235,6 +235,10 @@ impl NetConf {
 /// (with gateways) and the routes it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attached {
+    /// The host side of the container's veth (name, MAC), when it has one:
+    /// a bridge port in leviathan's fabric, listed without `sandbox` as the
+    /// spec lists host interfaces.
+    pub host: Option<(String, Option<String>)>,
     pub ifname: String,
     pub mac: Option<String>,
     pub sandbox: String,
@@ -252,6 +256,14 @@ fn list(v: Option<&Value>) -> Vec<Value> {
 pub fn result(version: &str, prev: Option<&Value>, a: &Attached) -> Value {
     let old = version.starts_with("0.");
     let mut interfaces = list(prev.and_then(|p| p.get("interfaces")));
+    if let Some((name, mac)) = &a.host {
+        let mut host = Map::new();
+        host.insert("name".into(), json!(name));
+        if let Some(m) = mac {
+            host.insert("mac".into(), json!(m));
+        }
+        interfaces.push(Value::Object(host));
+    }
     let index = interfaces.len();
     let mut iface = Map::new();
     iface.insert("name".into(), json!(a.ifname));
@@ -321,7 +333,8 @@ mod tests {
 
     #[test]
     fn results_append_to_the_previous_one_in_the_callers_shape() {
-        let a = Attached {
+        let mut a = Attached {
+            host: None,
             ifname: "eth0".into(),
             mac: Some("02:00:00:00:00:01".into()),
             sandbox: "/run/netns/x".into(),
@@ -339,5 +352,12 @@ mod tests {
         assert_eq!(r["ips"][1]["version"], "4");
         assert_eq!(r["dns"]["nameservers"][0], "1.1.1.1");
         assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+        // The host side comes before the container's interface, without a
+        // sandbox; the addresses name the container's.
+        a.host = Some(("lt1-vabc".into(), Some("02:00:00:00:00:02".into())));
+        let r = result("1.1.0", Some(&prev), &a);
+        assert_eq!(r["interfaces"][1], json!({"name": "lt1-vabc", "mac": "02:00:00:00:00:02"}));
+        assert_eq!(r["interfaces"][2]["sandbox"], "/run/netns/x");
+        assert_eq!(r["ips"][1]["interface"], 2);
     }
 }

@@ -39,6 +39,17 @@ fn two_namespaces_added_through_libcni_reach_each_other_and_a_chained_plugin_run
     assert_eq!(link[0]["address"], mac.as_str());
     // tuning ran after leviathan-cni, on the interface it made.
     assert_eq!(link[0]["mtu"], 1400, "{link}");
+    // The host side, listed before it without a sandbox: the bridge port
+    // in leviathan's fabric namespace that is eth0's peer.
+    let host = &ra["interfaces"][ra["ips"][0]["interface"].as_u64().unwrap() as usize - 1];
+    assert!(host.get("sandbox").is_none(), "{ra}");
+    let port: serde_json::Value = serde_json::from_str(&run(
+        "ip",
+        &["-j", "-n", "lca-fabric", "link", "show", host["name"].as_str().expect("a host side name")],
+    ))
+    .unwrap();
+    assert_eq!(port[0]["address"], host["mac"], "{ra}");
+    assert_eq!(port[0]["ifindex"], link[0]["link_index"], "the host side is eth0's peer: {port} {link}");
     assert!(ping("lca-a", "10.10.0.11"), "a reaches b");
     assert!(ping("lca-b", "10.10.0.10"), "b reaches a");
     // Visible like any container, with the runtime's id and origin.
