@@ -8,7 +8,9 @@
 //! - ADD latency p50 and p99 over 100 sequential containers;
 //! - the wall time of 30 ADDs at once (a burst of pods), all READY.
 //!
-//! Prints both figures and their ratios (target: leviathan <= 0.5x).
+//! Each side starts on a quiet kernel (the namespaces deleted before it
+//! freed, the kernel's workers idle). Prints both figures and their ratios
+//! (target: leviathan <= 0.5x).
 //! Run: `cargo build --release -p leviathan-cni && cargo bench --bench cni`.
 //! With `LEVIATHAN_BENCH_PHASES=1` the server also logs the timing of each
 //! ADD's phases (debug level) and the bench prints their p50 and p99 over
@@ -17,6 +19,9 @@
 //! a copy of that server log.
 //! Under `cargo test --all-targets` (no `--bench` argument) it only says
 //! how to run it.
+
+#[path = "../tests/common/kernel.rs"]
+mod kernel;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -327,6 +332,15 @@ fn cleanup(prefix: &str, server: &Path) {
     let _ = Command::new(server).args(["cleanup", "--prefix", prefix]).stdout(Stdio::null()).status();
 }
 
+/// Each side is measured on a quiet kernel: the namespaces deleted before
+/// it (the other side's, an earlier run's) freed and the kernel's workers
+/// idle, so neither pays for a teardown the kernel still runs under the
+/// RTNL lock.
+fn settle(reference: u64, prefix: &str) {
+    let (freed, idle) = kernel::settle(reference, &format!("{prefix}flush"), std::time::Duration::from_secs(300));
+    eprintln!("cni bench: deleted namespaces freed after {freed:.2?}, kernel workers idle after {idle:.2?}");
+}
+
 /// Whatever the bench made, removed even when it fails half-way.
 struct Guard {
     server: PathBuf,
@@ -368,6 +382,8 @@ fn main() {
     }
     let (server, plugin) = binaries();
     let driver = driver();
+    // Namespaces allocated before anything of ours (see `kernel::settle`).
+    let reference_ns = kernel::live_netns().unwrap_or(u64::MAX - kernel::NETNS_SLACK);
     let pid = std::process::id() % 1000;
     let ours = format!("cb{pid}-");
     let theirs = format!("cr{pid}-");
@@ -395,6 +411,7 @@ fn main() {
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "lev", "plugins": [
         {"type": "leviathan-cni", "cen": "bench", "server": format!("unix://{}", sock.display())}]});
     std::fs::write(&list, conf.to_string()).expect("conflist");
+    settle(reference_ns, &ours);
     let lev = measure(&driver, &cni_path, &dir.join("lev"), &list, &ours);
     let ready = gql(&sock, "{ containers(cenId: \"bench\") { status } }");
     assert_eq!(ready.matches("READY").count(), SEQUENTIAL + BURST, "all READY: {ready}");
@@ -411,6 +428,7 @@ fn main() {
         {"type": "bridge", "bridge": bridge, "isGateway": true,
          "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "dataDir": dir.join("host-local").display().to_string()}}]});
     std::fs::write(&list, conf.to_string()).expect("conflist");
+    settle(reference_ns, &theirs);
     let reference = measure(&driver, &cni_path, &dir.join("ref"), &list, &theirs);
     drop(guard);
 

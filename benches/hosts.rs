@@ -163,7 +163,7 @@ async fn measured_make(cl: &Cluster, tag: &str, spread: bool, round: usize) -> R
 /// Destroys the CINs and CENs of `tag` and waits until every host has taken
 /// its part down (fabric empty, no namespace of the host's prefix but the
 /// fabric's), the kernel has freed the namespaces (back to `reference`,
-/// see [`live_netns`]) and its workers are idle:
+/// see [`kernel::settle`]) and its workers are idle:
 /// the next make starts on a quiet machine, not while the kernel is still
 /// tearing down the last one under the same locks.
 async fn teardown(cl: &Cluster, tag: &str, reference: u64) {
@@ -184,70 +184,14 @@ async fn teardown(cl: &Cluster, tag: &str, reference: u64) {
         }
     }
     let taken = t.elapsed();
-    // The kernel frees deleted namespaces in its workers (devices
-    // unregistered under the RTNL lock), and on this kernel some of those
-    // deleted by a server stay allocated until another namespace is
-    // deleted: delete a throwaway one until the count is back to where it
-    // was before the first make, then wait until the workers are idle.
     let flush = format!("{}flush", cl.net.0);
-    while live_netns().is_some_and(|n| n > reference + NETNS_SLACK) {
-        assert!(t.elapsed() < BOUND, "the kernel did not free the namespaces of {tag}: {:?} live", live_netns());
-        hosts::run("ip", &["netns", "add", &flush]);
-        hosts::run("ip", &["netns", "del", &flush]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let freed = t.elapsed();
-    let mut last = kworker_ticks();
-    loop {
-        tokio::time::sleep(QUIET_WINDOW).await;
-        let now = kworker_ticks();
-        let used: u64 = now.iter().map(|(pid, t)| t.saturating_sub(last.get(pid).copied().unwrap_or(0))).sum();
-        last = now;
-        if used <= QUIET_TICKS {
-            break;
-        }
-        assert!(t.elapsed() < BOUND, "the kernel's workers stayed busy after tearing {tag} down");
-    }
+    let (freed, idle) = tokio::task::block_in_place(|| kernel::settle(reference, &flush, BOUND - taken));
     println!(
         "  {tag} torn down in {:.2} s, its namespaces freed after {:.2} s, kernel workers idle after {:.2} s",
         taken.as_secs_f64(),
-        freed.as_secs_f64(),
-        t.elapsed().as_secs_f64()
+        (taken + freed).as_secs_f64(),
+        (taken + idle).as_secs_f64()
     );
-}
-
-/// Network namespaces allocated in the kernel (deleted ones included until
-/// the kernel has freed them), from the `net_namespace` slab cache
-/// (`/proc/slabinfo`, root); `None` where it cannot be read.
-fn live_netns() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    info.lines().find_map(|l| l.strip_prefix("net_namespace ")?.split_whitespace().next()?.parse().ok())
-}
-
-/// Slab objects counted allocated though free (cached per CPU).
-const NETNS_SLACK: u64 = 16;
-
-/// How long the kernel's workers are watched at a time after a teardown,
-/// and the CPU ticks (of `_SC_CLK_TCK`, 10 ms here) they may use in it to
-/// count as idle.
-const QUIET_WINDOW: Duration = Duration::from_millis(250);
-const QUIET_TICKS: u64 = 2;
-
-/// CPU ticks (user + system) used so far by each kernel worker thread
-/// (`kworker/...`), by pid.
-fn kworker_ticks() -> std::collections::BTreeMap<u32, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some((name, rest)) = stat.split_once(") ") else { continue };
-        if !name.contains("(kworker") {
-            continue;
-        }
-        let t: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse::<u64>().ok()).sum();
-        out.insert(pid, t);
-    }
-    out
 }
 
 /// Moves the benchmark (and every process it starts later: etcd, servers,
@@ -484,7 +428,7 @@ fn main() {
     };
     let cl = Cluster::start(opts);
     // Namespaces allocated before the first make (the harness's, others').
-    let reference = live_netns().unwrap_or(u64::MAX - NETNS_SLACK);
+    let reference = kernel::live_netns().unwrap_or(u64::MAX - kernel::NETNS_SLACK);
     rt.block_on(async {
         let mut ratios = Vec::new();
         let mut last = String::new();

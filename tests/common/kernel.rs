@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::time::Duration;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -126,4 +127,69 @@ pub fn ping(from_ns: &str, to: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Network namespaces allocated in the kernel (deleted ones included until
+/// the kernel has freed them), from the `net_namespace` slab cache
+/// (`/proc/slabinfo`, root); `None` where it cannot be read.
+pub fn live_netns() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    info.lines().find_map(|l| l.strip_prefix("net_namespace ")?.split_whitespace().next()?.parse().ok())
+}
+
+/// Slab objects counted allocated though free (cached per CPU).
+pub const NETNS_SLACK: u64 = 16;
+
+/// How long the kernel's workers are watched at a time after a teardown,
+/// and the CPU ticks (of `_SC_CLK_TCK`, 10 ms here) they may use in it to
+/// count as idle.
+const QUIET_WINDOW: Duration = Duration::from_millis(250);
+const QUIET_TICKS: u64 = 2;
+
+/// CPU ticks (user + system) used so far by each kernel worker thread
+/// (`kworker/...`), by pid.
+pub fn kworker_ticks() -> std::collections::BTreeMap<u32, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some((name, rest)) = stat.split_once(") ") else { continue };
+        if !name.contains("(kworker") {
+            continue;
+        }
+        let t: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse::<u64>().ok()).sum();
+        out.insert(pid, t);
+    }
+    out
+}
+
+/// Waits until the kernel has freed the namespaces deleted before (their
+/// count back to `reference`, see [`live_netns`]) and its workers are
+/// idle, so what is measured next is not charged for a teardown the kernel
+/// still runs under the RTNL lock. Some namespaces deleted by a server
+/// stay allocated on this kernel until another namespace is deleted: a
+/// throwaway one, `flush`, is added and deleted until the count is back.
+/// Returns when the namespaces were freed and when the workers were idle,
+/// from the call; panics after `bound` (only there to catch a hang).
+pub fn settle(reference: u64, flush: &str, bound: Duration) -> (Duration, Duration) {
+    let t = std::time::Instant::now();
+    while live_netns().is_some_and(|n| n > reference + NETNS_SLACK) {
+        assert!(t.elapsed() < bound, "the kernel did not free deleted namespaces: {:?} live", live_netns());
+        let ok = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        assert!(ok(&["netns", "add", flush]) && ok(&["netns", "del", flush]), "ip netns add/del {flush}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let freed = t.elapsed();
+    let mut last = kworker_ticks();
+    loop {
+        std::thread::sleep(QUIET_WINDOW);
+        let now = kworker_ticks();
+        let used: u64 = now.iter().map(|(pid, t)| t.saturating_sub(last.get(pid).copied().unwrap_or(0))).sum();
+        last = now;
+        if used <= QUIET_TICKS {
+            break;
+        }
+        assert!(t.elapsed() < bound, "the kernel's workers stayed busy");
+    }
+    (freed, t.elapsed())
 }
