@@ -161,6 +161,8 @@ impl NsSocket {
 /// What one link request answered (see [`NsSocket::host_side`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct LinkInfo {
+    /// The link's index in the namespace that answered.
+    index: i32,
     name: Option<String>,
     mac: Option<String>,
     /// The peer's index (`IFLA_LINK`) and its namespace's id, when the
@@ -223,7 +225,7 @@ fn parse_link_answer(buf: &[u8]) -> Result<Option<LinkInfo>, String> {
     if kind != RTM_NEWLINK {
         return Err(bad());
     }
-    let mut out = LinkInfo::default();
+    let mut out = LinkInfo { index: u32_at(msg, 20).ok_or_else(bad)? as i32, ..LinkInfo::default() };
     let (mut link, mut netnsid) = (None, None);
     let mut at = 32;
     while at + 4 <= msg.len() {
@@ -292,6 +294,11 @@ impl NsSocket {
         let Some(own) = self.link(0, &[(IFLA_IFNAME, &cname)])? else { return Ok(None) };
         let Some((index, nsid)) = own.peer else { return Ok(None) };
         let Some(peer) = self.link(index, &[(IFLA_TARGET_NETNSID, &nsid.to_ne_bytes())])? else { return Ok(None) };
+        // The peer names this end back (a kernel that ignored the target
+        // id would have answered a link of this namespace instead).
+        if peer.peer.map(|(i, _)| i) != Some(own.index) {
+            return Ok(None);
+        }
         Ok(peer.name.map(|n| (n, peer.mac)))
     }
 }
@@ -429,6 +436,7 @@ mod tests {
         // IFLA_LINK, IFLA_LINK_NETNSID.
         let mut a = vec![0u8; 32];
         a[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        a[20..24].copy_from_slice(&7i32.to_ne_bytes());
         for (kind, data) in [
             (IFLA_IFNAME, b"lt1-vabc\0".to_vec()),
             (IFLA_ADDRESS, vec![2, 0xab, 0, 1, 2, 3]),
@@ -445,7 +453,12 @@ mod tests {
         let l = parse_link_answer(&a).unwrap().unwrap();
         assert_eq!(
             l,
-            LinkInfo { name: Some("lt1-vabc".into()), mac: Some("02:ab:00:01:02:03".into()), peer: Some((12, 0)) }
+            LinkInfo {
+                index: 7,
+                name: Some("lt1-vabc".into()),
+                mac: Some("02:ab:00:01:02:03".into()),
+                peer: Some((12, 0))
+            }
         );
         // ENODEV is no link; a truncated answer is an error.
         let mut e = vec![0u8; 36];
