@@ -145,11 +145,15 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Waits until an expression is true in the page, within [`BOUND`].
+    /// Waits until an expression is true in the page, within [`BOUND`]; a
+    /// failure says where the page was and what it showed.
     pub async fn wait_until(&mut self, expr: &str) {
         let started = Instant::now();
         while self.eval(&format!("!!({expr})")).await != true {
-            assert!(started.elapsed() < BOUND, "not true within {BOUND:?}: {expr}");
+            if started.elapsed() >= BOUND {
+                let seen = self.eval(PAGE_STATE).await;
+                panic!("not true within {BOUND:?}: {expr}\nthe page then: {seen}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -163,3 +167,7 @@ impl Browser {
         path
     }
 }
+
+/// Where the page is and what it shows (said when a wait fails).
+const PAGE_STATE: &str = "({href: location.href, state: document.readyState, \
+    text: document.body ? document.body.innerText.slice(0, 500) : null})";
