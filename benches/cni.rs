@@ -31,11 +31,6 @@ use std::process::{Child, Command, Stdio};
 const SEQUENTIAL: usize = 100;
 const BURST: usize = 30;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -376,7 +371,7 @@ fn main() {
         eprintln!("cni bench: run with `cargo build --release -p leviathan-cni && cargo bench --bench cni` (as root)");
         return;
     }
-    if !is_root() {
+    if !kernel::is_root() {
         eprintln!("cni bench: needs root (it creates network namespaces); skipped");
         return;
     }

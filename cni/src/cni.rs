@@ -58,14 +58,10 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             format!("container '{id}' is {} on CEN '{}', not READY: {why}", w.status, conf.cen),
         ));
     }
-    let attached = Attached {
-        host: ns.host_side(&env.ifname).map_err(|m| CniError::new(code::IO, m))?,
-        ifname: env.ifname.clone(),
-        mac: ns.mac(&env.ifname).map_err(|m| CniError::new(code::IO, m))?,
-        sandbox: env.netns.clone(),
-        ips: w.ips,
-        routes: w.routes,
-    };
+    let ends = ns.ends(&env.ifname).map_err(|m| CniError::new(code::IO, m))?;
+    let (mac, host) = ends.map(|e| (e.mac, e.host)).unwrap_or_default();
+    let attached =
+        Attached { host, ifname: env.ifname.clone(), mac, sandbox: env.netns.clone(), ips: w.ips, routes: w.routes };
     Ok(spec::result(&conf.cni_version, conf.prev_result.as_ref(), &attached))
 }
 

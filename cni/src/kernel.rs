@@ -5,12 +5,12 @@
 //!
 //! The reading runs on a thread of its own that enters the namespace
 //! (`setns`) and ends with it, so the rest of the process never leaves its
-//! own namespace. ADD, which needs only whether one interface exists and
-//! its MAC, uses an [`NsSocket`] instead: a socket opened inside the
-//! namespace (the calling thread enters it for that one call and returns
-//! before anything else), asked with two ioctls, with no thread and no
-//! dump of the namespace; and a netlink socket opened there at the same
-//! time, which finds the host side of the container's veth: the container
+//! own namespace. ADD, which needs only whether one interface exists, its
+//! MAC and its veth's other end, uses an [`NsSocket`] instead: sockets
+//! opened inside the namespace (the calling thread enters it for that one
+//! call and returns before anything else), with no thread and no dump of
+//! the namespace. An ioctl says whether the interface exists; a netlink
+//! link request gives its MAC and finds the host side of its veth: the container
 //! end names its peer by index and by the peer namespace's id as seen from
 //! the container's (`IFLA_LINK`, `IFLA_LINK_NETNSID`), and a link request
 //! aimed at that id (`IFLA_TARGET_NETNSID`) answers the peer's name and MAC
@@ -143,27 +143,25 @@ impl NsSocket {
     pub fn has(&self, name: &str) -> Result<bool, String> {
         Ok(self.ask(name, libc::SIOCGIFINDEX)?.is_some())
     }
-
-    /// The MAC address of interface `name` there, when it exists and has
-    /// an Ethernet one.
-    pub fn mac(&self, name: &str) -> Result<Option<String>, String> {
-        let Some(req) = self.ask(name, libc::SIOCGIFHWADDR)? else { return Ok(None) };
-        // SAFETY: SIOCGIFHWADDR filled the hardware address member.
-        let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
-        if hw.sa_family != libc::ARPHRD_ETHER {
-            return Ok(None);
-        }
-        let bytes: Vec<u8> = hw.sa_data[..6].iter().map(|b| *b as u8).collect();
-        Ok(Some(mac_text(&bytes)))
-    }
 }
 
-/// What one link request answered (see [`NsSocket::host_side`]).
+/// A container's interface as [`NsSocket::ends`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ends {
+    /// `aa:bb:cc:dd:ee:ff`, when it is an Ethernet link.
+    pub mac: Option<String>,
+    /// The other end of its veth (name, MAC) when that is in another
+    /// namespace.
+    pub host: Option<(String, Option<String>)>,
+}
+
+/// What one link request answered (see [`NsSocket::ends`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct LinkInfo {
     /// The link's index in the namespace that answered.
     index: i32,
     name: Option<String>,
+    /// Its MAC, when it is an Ethernet link.
     mac: Option<String>,
     /// The peer's index (`IFLA_LINK`) and its namespace's id, when the
     /// peer is in another namespace (`IFLA_LINK_NETNSID`).
@@ -226,6 +224,7 @@ fn parse_link_answer(buf: &[u8]) -> Result<Option<LinkInfo>, String> {
         return Err(bad());
     }
     let mut out = LinkInfo { index: u32_at(msg, 20).ok_or_else(bad)? as i32, ..LinkInfo::default() };
+    let ether = u16_at(msg, 18).ok_or_else(bad)? == libc::ARPHRD_ETHER;
     let (mut link, mut netnsid) = (None, None);
     let mut at = 32;
     while at + 4 <= msg.len() {
@@ -236,7 +235,7 @@ fn parse_link_answer(buf: &[u8]) -> Result<Option<LinkInfo>, String> {
         }
         let data = msg.get(at + 4..at + alen).ok_or_else(bad)?;
         match akind {
-            IFLA_ADDRESS if data.len() == 6 => out.mac = Some(mac_text(data)),
+            IFLA_ADDRESS if ether && data.len() == 6 => out.mac = Some(mac_text(data)),
             IFLA_IFNAME => {
                 out.name = Some(String::from_utf8_lossy(data.split(|b| *b == 0).next().unwrap_or(data)).into_owned())
             }
@@ -285,21 +284,23 @@ impl NsSocket {
         parse_link_answer(&buf[..got as usize])
     }
 
-    /// The host side of the container's interface `name` when it is one end
-    /// of a veth whose other end is in another namespace: that end's name
-    /// and MAC (`None` when `name` does not exist or has no such peer).
-    pub fn host_side(&self, name: &str) -> Result<Option<(String, Option<String>)>, String> {
+    /// Interface `name` there, when it exists: its MAC (when it is an
+    /// Ethernet link) and, when it is one end of a veth whose other end is
+    /// in another namespace, that end's name and MAC (the host side).
+    pub fn ends(&self, name: &str) -> Result<Option<Ends>, String> {
         let mut cname = name.as_bytes().to_vec();
         cname.push(0);
         let Some(own) = self.link(0, &[(IFLA_IFNAME, &cname)])? else { return Ok(None) };
-        let Some((index, nsid)) = own.peer else { return Ok(None) };
-        let Some(peer) = self.link(index, &[(IFLA_TARGET_NETNSID, &nsid.to_ne_bytes())])? else { return Ok(None) };
-        // The peer names this end back (a kernel that ignored the target
-        // id would have answered a link of this namespace instead).
-        if peer.peer.map(|(i, _)| i) != Some(own.index) {
-            return Ok(None);
-        }
-        Ok(peer.name.map(|n| (n, peer.mac)))
+        let host = match own.peer {
+            Some((index, nsid)) => self
+                .link(index, &[(IFLA_TARGET_NETNSID, &nsid.to_ne_bytes())])?
+                // The peer names this end back (a kernel that ignored the
+                // target id would have answered a link of this namespace).
+                .filter(|peer| peer.peer.map(|(i, _)| i) == Some(own.index))
+                .and_then(|peer| peer.name.map(|n| (n, peer.mac))),
+            None => None,
+        };
+        Ok(Some(Ends { mac: own.mac, host }))
     }
 }
 
@@ -415,13 +416,11 @@ mod tests {
         let s = NsSocket::open("/proc/self/ns/net").unwrap();
         assert!(s.has("lo").unwrap());
         assert!(!s.has("no-such-if0").unwrap());
-        assert_eq!(s.mac("no-such-if0").unwrap(), None);
-        assert_eq!(s.mac("lo").unwrap(), None, "lo has no Ethernet address");
+        assert_eq!(s.ends("no-such-if0").unwrap(), None);
+        assert_eq!(s.ends("lo").unwrap(), Some(Ends { mac: None, host: None }), "lo: no Ethernet address, no peer");
         assert!(s.has("").is_err());
         assert!(s.has("a-name-far-too-long-for-linux").is_err());
         assert!(NsSocket::open("/nonexistent/ns").is_err());
-        assert_eq!(s.host_side("lo").unwrap(), None, "lo has no peer");
-        assert_eq!(s.host_side("no-such-if0").unwrap(), None);
         // The thread is back in its own namespace.
         let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         assert_eq!(own, std::fs::read_link("/proc/self/ns/net").unwrap());
@@ -436,6 +435,7 @@ mod tests {
         // IFLA_LINK, IFLA_LINK_NETNSID.
         let mut a = vec![0u8; 32];
         a[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        a[18..20].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
         a[20..24].copy_from_slice(&7i32.to_ne_bytes());
         for (kind, data) in [
             (IFLA_IFNAME, b"lt1-vabc\0".to_vec()),
@@ -467,6 +467,9 @@ mod tests {
         e[16..20].copy_from_slice(&(-libc::ENODEV).to_ne_bytes());
         assert_eq!(parse_link_answer(&e).unwrap(), None);
         assert!(parse_link_answer(&a[..20]).is_err());
+        // A link that is not Ethernet (lo's type) has no MAC.
+        a[18..20].copy_from_slice(&772u16.to_ne_bytes());
+        assert_eq!(parse_link_answer(&a).unwrap().unwrap().mac, None);
     }
 
     #[test]
