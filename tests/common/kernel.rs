@@ -177,7 +177,11 @@ pub fn kworker_ticks() -> std::collections::BTreeMap<u32, u64> {
 /// may stay above `reference` with nothing left to free: once it has not
 /// gone down for [`FLUSH_STALL`], the namespaces count as freed.
 /// Returns when the namespaces were freed and when the workers were idle,
-/// from the call; panics after `bound` (only there to catch a hang).
+/// from the call; panics after `bound` (only there to catch a hang). For
+/// benches, before a measurement: its sleeps are the interval between two
+/// looks at the kernel and the window a rate is measured over, and nothing
+/// is asserted on what they let happen (a settle cut short only adds noise
+/// to the next figure).
 pub fn settle(reference: u64, flush: &str, bound: Duration) -> (Duration, Duration) {
     let t = std::time::Instant::now();
     let mut lowest = (u64::MAX, t);
