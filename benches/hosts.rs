@@ -427,7 +427,7 @@ fn main() {
     };
     let opts = Options {
         serve_args: ["--cin-prefix-len", "24", "--reconcile-interval", "0"].map(String::from).to_vec(),
-        log: "warn".to_string(),
+        log: std::env::var("LEVIATHAN_BENCH_LOG").unwrap_or_else(|_| "warn".to_string()),
         ..Options::default()
     };
     let cl = Cluster::start(opts);

@@ -448,3 +448,34 @@ async fn bad_prefix_is_refused() {
     .is_err());
     assert!(cleanup("").await.is_err());
 }
+
+/// One thread (a one-CPU host's default runtime) and phases of many
+/// requests in one namespace: the fabric's connection sends them all
+/// before it reads an answer, so their answers wait in the socket's
+/// receive buffer at once. The apply finishes, with every bridge there.
+#[tokio::test(flavor = "current_thread")]
+async fn a_phase_of_many_requests_on_one_thread_loses_no_answer() {
+    if !root_or_skip("a_phase_of_many_requests_on_one_thread_loses_no_answer") {
+        return;
+    }
+    let prefix = unique_prefix();
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![] };
+    let mut r = realizer(&prefix).await;
+    let mut d = Desired::default();
+    // 120 bridges, each with three members: one phase of 120 bridge
+    // creates, then one of 360 veth creates, all in the fabric.
+    for g in 0..120 {
+        let members: Vec<String> = (0..3).map(|i| format!("g{g}m{i}")).collect();
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
+        cen(&mut d, &format!("cen{g}"), &members);
+    }
+    // A bound far above the seconds this takes, that only catches a hang.
+    let rep = tokio::time::timeout(Duration::from_secs(300), r.apply(&d, None))
+        .await
+        .expect("the apply hung: an answer of the kernel was lost");
+    assert!(rep.is_ok(), "apply failed: {:#?}", rep.errors());
+    let fabric = format!("{prefix}fabric");
+    let out = ip(&["-n", &fabric, "-br", "link", "show", "type", "bridge"]);
+    assert_eq!(out.lines().count(), 120, "{out}");
+    drop(r);
+}

@@ -46,9 +46,11 @@ impl Realizer {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let underlay = match cfg.underlay {
             Some(_) => {
-                let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| {
+                let (mut conn, handle, _) = rtnetlink::new_connection().map_err(|e| {
                     KernelError::io("socket", "", &e).context("opening netlink in the underlay's namespace")
                 })?;
+                // A make's VXLAN devices are asked for here, many at once.
+                super::netns::request_buffer(rtnetlink::sys::AsyncSocket::socket_ref(conn.socket_mut()));
                 Some((handle, tokio::spawn(conn)))
             }
             None => None,
@@ -268,7 +270,10 @@ impl Realizer {
                 let h = self.handles.get(ns)?;
                 let fwd = self.observed.ns(ns).and_then(|s| s.forwarding);
                 let prefix = prefix.clone();
-                Some(async move { (ns.clone(), nl::dump_ns(&h.handle, &prefix, ns, fwd).await) })
+                Some(async move {
+                    let dump = nl::dump_ns(&h.handle, &prefix, ns, fwd);
+                    (ns.clone(), nl::answered("dump_ns", || ns.to_string(), dump).await)
+                })
             })
             .collect();
         for (ns, r) in nl::bounded(futs, IN_FLIGHT).await {
@@ -296,7 +301,10 @@ impl Realizer {
             .filter_map(|(ns, name)| {
                 let h = self.handles.get(ns)?;
                 let prefix = prefix.clone();
-                Some(async move { (ns.clone(), name.clone(), nl::get_link(&h.handle, &prefix, ns, name).await) })
+                Some(async move {
+                    let get = nl::get_link(&h.handle, &prefix, ns, name);
+                    (ns.clone(), name.clone(), nl::answered("get_link", || format!("{name} in {ns}"), get).await)
+                })
             })
             .collect();
         for (ns, name, r) in nl::bounded(futs, IN_FLIGHT).await {

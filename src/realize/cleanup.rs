@@ -43,7 +43,7 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
         return Err(KernelError::state("open", "host", "cannot open the host namespace").into());
     };
     let h = NsHandle::new(o, PathBuf::from("/proc/self/ns/net"), true);
-    let links = nl::dump_links(&h.handle, prefix, &NsId::Host).await?;
+    let links = nl::answered("dump_links", || "host".into(), nl::dump_links(&h.handle, prefix, &NsId::Host)).await?;
     let ours: Vec<&LinkState> = links.iter().filter(|l| l.ours).collect();
     let mut groups: BTreeSet<u32> = BTreeSet::new();
     let mut singles = Vec::new();
@@ -59,10 +59,10 @@ pub async fn cleanup(prefix: &str) -> Result<CleanupReport, RealizeError> {
     }
     let mut futs: Vec<BoxedDelete<'_>> = Vec::new();
     for g in groups {
-        futs.push(Box::pin(nl::del_group(&h.handle, g)));
+        futs.push(Box::pin(nl::answered("del_group", move || format!("{g:#x}"), nl::del_group(&h.handle, g))));
     }
     for i in singles {
-        futs.push(Box::pin(nl::del_link(&h.handle, i)));
+        futs.push(Box::pin(nl::answered("del_link", move || format!("link {i}"), nl::del_link(&h.handle, i))));
     }
     for r in nl::bounded(futs, IN_FLIGHT).await {
         r?;

@@ -69,7 +69,8 @@ impl Realizer {
             .enumerate()
             .filter(|(_, s)| !matches!(s.op, Op::CreateNetns { .. } | Op::DeleteNetns { .. }) && !is_l2(&s.op))
             .map(|(i, s)| async move {
-                let r = self.exec(&s.op).await;
+                let r =
+                    nl::answered("exec", || s.op.ns().map(NsId::to_string).unwrap_or_default(), self.exec(&s.op)).await;
                 tick();
                 (i, r)
             })

@@ -141,6 +141,7 @@ fn open_here(fd: OwnedFd, role: Role) -> Result<Opened, KernelError> {
         quiet_ipv6()?;
     }
     let socket = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("socket", "", "cannot open a netlink socket", &e))?;
+    request_buffer(&socket);
     let forwarding = match role {
         Role::Container => None,
         Role::Fabric | Role::HostFabric => read_forwarding(),
@@ -332,14 +333,53 @@ fn listener_here() -> Result<Socket, KernelError> {
     let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("socket", "", "cannot open a netlink socket", &e))?;
     s.bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
         .map_err(|e| io_err("bind", "", "cannot subscribe to link notifications", &e))?;
-    // Room for the burst of a large teardown (capped by net.core.rmem_max);
-    // an overflow is reported, not fatal.
-    let _ = s.set_rx_buf_sz(LISTEN_BUFFER);
+    // Room for the burst of a large teardown; an overflow is reported, not
+    // fatal.
+    receive_buffer(&s, LISTEN_BUFFER);
     Ok(s)
 }
 
 /// Receive buffer of a notification listener, in bytes.
 const LISTEN_BUFFER: usize = 4 << 20;
+
+/// Receive buffer of a namespace's request socket, in bytes. Its
+/// rtnetlink connection sends every request queued for it before it reads
+/// again, so the answers of up to `IN_FLIGHT` requests (each an
+/// acknowledgement, and for a link made the link as the kernel made it)
+/// can wait there at once. An answer that finds the buffer full is dropped
+/// by the kernel, and its request would wait for it forever (bounded by
+/// `nl::ANSWER_WITHIN`). The default (`net.core.rmem_default`, 208 KiB)
+/// overflowed on a server running one worker thread (a one-CPU host's
+/// default) while it made a CEN's VXLAN devices and veths across hosts.
+pub(super) const REQUEST_BUFFER: usize = 4 << 20;
+
+/// Gives a socket that requests are sent on room for the answers of a
+/// phase (see [`REQUEST_BUFFER`]).
+pub fn request_buffer(s: &Socket) {
+    receive_buffer(s, REQUEST_BUFFER);
+}
+
+/// Sets a netlink socket's receive buffer to `bytes`: past
+/// `net.core.rmem_max` with SO_RCVBUFFORCE (CAP_NET_ADMIN, which realizing
+/// needs anyway), within it where that is refused. It is a limit, not an
+/// allocation: memory is taken only by what waits to be read.
+fn receive_buffer(s: &Socket, bytes: usize) {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: SO_RCVBUFFORCE on a socket we own, with an int that lives
+    // through the call and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        let _ = s.set_rx_buf_sz(bytes);
+    }
+}
 
 /// Opens, inside each namespace, a netlink socket subscribed to link and
 /// IPv4 address notifications (on one dedicated thread, entering each

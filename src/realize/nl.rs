@@ -580,6 +580,40 @@ pub async fn del_route(h: &Handle, dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr
     ok_if(r, "del_route", || format!("{dest}/{prefix_len} via {via}"), &[Errno::ESRCH, Errno::ENOENT, Errno::ENODEV])
 }
 
+/// How long the answer to a request is waited for. The kernel answers a
+/// request within its `sendto`, so the answer is there at once; this bounds
+/// only the wait for one that was lost (dropped when the socket's receive
+/// buffer was full, see `netns::REQUEST_BUFFER`), which would otherwise hold
+/// the round, and every change after it, forever. The step fails instead,
+/// its namespace is looked at again, and the next round repairs it.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `fut`'s result, or a failure of `op` on `object` when the kernel's
+/// answer did not come within [`ANSWER_WITHIN`].
+pub async fn answered<T>(
+    op: &'static str,
+    object: impl FnOnce() -> String,
+    fut: impl std::future::Future<Output = Result<T, KernelError>>,
+) -> Result<T, KernelError> {
+    answered_within(ANSWER_WITHIN, op, object, fut).await
+}
+
+async fn answered_within<T>(
+    limit: std::time::Duration,
+    op: &'static str,
+    object: impl FnOnce() -> String,
+    fut: impl std::future::Future<Output = Result<T, KernelError>>,
+) -> Result<T, KernelError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(KernelError::other(
+            op,
+            object(),
+            format!("no answer from the kernel within {limit:?} (lost to a full receive buffer?)"),
+        )),
+    }
+}
+
 /// Run futures with at most `limit` in flight (netlink pipelining without
 /// overrunning the sockets' receive buffers).
 pub async fn bounded<F, T>(futs: Vec<F>, limit: usize) -> Vec<T>
@@ -587,4 +621,100 @@ where
     F: std::future::Future<Output = T>,
 {
     futures_util::stream::iter(futs).buffered(limit.max(1)).collect().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realize::netns::{self, Role};
+    use crate::realize::IN_FLIGHT;
+
+    fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+            .unwrap_or(false)
+    }
+
+    /// Deletes the namespace when dropped, even on panic.
+    struct Ns(String);
+
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// A namespace's request socket has room for a phase's answers (the
+    /// default buffer dropped some on servers running one worker thread,
+    /// see `tests/one_worker.rs`, and their requests waited forever). On
+    /// one thread, a connection sends every request queued for it before
+    /// it reads an answer: [`IN_FLIGHT`] bridge creates, then as many veths
+    /// into them (each answered with the link made and an
+    /// acknowledgement), all come back.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_socket_holds_the_answers_of_a_phase_in_flight() {
+        if !is_root() {
+            assert!(std::env::var_os("CI").is_none(), "netlink tests need root and must not skip in CI");
+            eprintln!("\n!!!!! SKIPPING: this netlink test needs root (it runs, and must pass, in CI) !!!!!\n");
+            return;
+        }
+        let ns = Ns(format!("lvnl{}", std::process::id()));
+        let out = std::process::Command::new("ip").args(["netns", "add", &ns.0]).output().expect("ip");
+        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        let path = std::path::PathBuf::from(format!("/run/netns/{}", ns.0));
+        let opened = netns::open_paths(vec![(path.clone(), Role::Container)]).pop().expect("one").expect("opened");
+        // The kernel keeps twice what is asked for (room for its overhead).
+        let room = opened.socket.get_rx_buf_sz().expect("SO_RCVBUF");
+        assert!(room >= netns::REQUEST_BUFFER, "receive buffer of {room} bytes");
+        let h = NsHandle::new(opened, path, true);
+        let id = NsId::Path(ns.0.clone());
+        let creates = (0..IN_FLIGHT).map(|i| {
+            let name = format!("lvnlbr{i}");
+            let mac = [0x02, 0, 0, 0, 0, i as u8];
+            let h = &h.handle;
+            let id = &id;
+            async move { add_bridge(h, &name, 0, mac, ("lvnl", id)).await }
+        });
+        // A bound far above the milliseconds this takes: it only catches
+        // answers that never come.
+        let all = tokio::time::timeout(std::time::Duration::from_secs(60), futures_util::future::join_all(creates))
+            .await
+            .expect("answers were lost: some creates never finished");
+        let mut bridges = Vec::new();
+        for (i, r) in all.into_iter().enumerate() {
+            let made = r.unwrap_or_else(|e| panic!("bridge {i}: {e}"));
+            bridges.push(made.map(|l| l.index).unwrap_or_else(|| panic!("bridge {i} came back without the link made")));
+        }
+        // Then as many veths in those bridges, their peers made directly in
+        // another namespace: the fabric's part of a make.
+        let other = Ns(format!("lvnl{}b", std::process::id()));
+        let out = std::process::Command::new("ip").args(["netns", "add", &other.0]).output().expect("ip");
+        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        let peer_ns = std::fs::File::open(format!("/run/netns/{}", other.0)).expect("peer namespace");
+        let peer_fd = std::os::fd::AsRawFd::as_raw_fd(&peer_ns);
+        let creates = bridges.iter().enumerate().map(|(i, master)| {
+            let (a, b) = (format!("lvnlv{i}a"), format!("lvnlv{i}b"));
+            let h = &h.handle;
+            let id = &id;
+            async move { add_veth(h, &a, None, Some(*master), &b, None, peer_fd, 0, None, ("lvnl", id)).await }
+        });
+        let all = tokio::time::timeout(std::time::Duration::from_secs(60), futures_util::future::join_all(creates))
+            .await
+            .expect("answers were lost: some veth creates never finished");
+        for (i, r) in all.into_iter().enumerate() {
+            let made = r.unwrap_or_else(|e| panic!("veth {i}: {e}"));
+            assert!(made.is_some_and(|l| l.peer.is_some()), "veth {i} came back without the link made");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_never_comes_fails_the_step_naming_it() {
+        let limit = std::time::Duration::from_millis(10);
+        let r: Result<(), KernelError> =
+            answered_within(limit, "add_bridge", || "lev-br0".to_string(), std::future::pending()).await;
+        let e = r.expect_err("no answer is a failure");
+        assert_eq!((e.op, e.object.as_str()), ("add_bridge", "lev-br0"));
+        assert!(e.to_string().starts_with("no answer from the kernel within 10ms"), "{e}");
+    }
 }

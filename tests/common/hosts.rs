@@ -62,11 +62,13 @@ pub struct Options {
     pub serve_args: Vec<String>,
     /// `LEVIATHAN_LOG` of the servers.
     pub log: String,
+    /// Extra environment of every server (`TOKIO_WORKER_THREADS`, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { hosts: 3, mtu: 1500, serve_args: Vec::new(), log: "info".to_string() }
+        Options { hosts: 3, mtu: 1500, serve_args: Vec::new(), log: "info".to_string(), env: Vec::new() }
     }
 }
 
@@ -476,6 +478,7 @@ impl Cluster {
             .args(&args)
             .env_remove("LEVIATHAN_TOKEN")
             .env("LEVIATHAN_LOG", &self.opts.log)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
