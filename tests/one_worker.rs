@@ -9,7 +9,7 @@
 //! the default buffer the kernel dropped answers ("netlink socket buffer
 //! full": a fabric's request socket counted 14 drops in `/proc/net/netlink`),
 //! the requests waiting for them never finished and the make hung on some
-//! host: in 3 of 10 runs of this test, and in each of 3 runs of the hosts
+//! host: in 3 of 9 runs of this test, and in each of 3 runs of the hosts
 //! bench's three-host make with `TOKIO_WORKER_THREADS=1`. Under `CI` this
 //! never skips.
 
