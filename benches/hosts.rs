@@ -73,7 +73,8 @@ const BOUND: Duration = Duration::from_secs(900);
 
 const CEN_IMPORT: &str = "mutation($input: CenImportInput!) { cenImport(input: $input) { revision } }";
 const CIN_IMPORT: &str = "mutation($input: CinImportInput!) { cinImport(input: $input) { revision } }";
-const CIN_MAKE: &str = "mutation($ids: [ID!]!) { cinMake(input: {ids: $ids}) { revision cins { status } } }";
+const CIN_MAKE: &str =
+    "mutation($ids: [ID!]!, $wait: Boolean!) { cinMake(input: {ids: $ids, wait: $wait}) { revision cins { status } } }";
 
 /// The host of member `i` of a CEN: all on h1, or round robin.
 fn host_of(spread: bool, i: usize) -> String {
@@ -140,39 +141,49 @@ async fn wait_fabric(h: &Host, spread: bool, t: Instant) {
     }
 }
 
-/// Waits until `h` says its own part of the make of `tag` is READY: its
-/// part of each CEN and CIN, its containers' wiring included
-/// (`hostStatuses`; a CEN that spans no hosts has none, then its own
-/// status counts; a CEN with no part on `h` asks nothing of it). A
-/// container's own status waits for every host of its CENs, so it is not
-/// asked here.
-async fn wait_part(h: &Host, tag: &str, t: Instant) {
-    const Q: &str =
-        "{ cens { id status hostStatuses { hostId status } } cins { id status hostStatuses { hostId status } } }";
+/// Waits until `h` shows each CEN and CIN of `tag` READY (a CEN is READY
+/// once every member is wired on every host), or with `own_part` only its
+/// own part of each: its `hostStatuses` entry, its containers' wiring
+/// included (a CEN that spans no hosts has none, then its own status
+/// counts; a CEN with no part on `h` asks nothing of it; a container's own
+/// status waits for every host of its CENs, so containers are not asked).
+/// Not the harness's `wait_ready`: that lists every container of a host,
+/// and the containers of every earlier make stay defined, so its answer
+/// (and the CPU the servers spend on it, counted as the make's) would grow
+/// round by round, most on h1, which holds the one-host makes' containers
+/// too.
+async fn wait_ready_of(h: &Host, tag: &str, own_part: bool, t: Instant) {
+    let q = if own_part {
+        "{ cens { id status hostStatuses { hostId status } } cins { id status hostStatuses { hostId status } } }"
+    } else {
+        "{ cens { id status } cins { id status } }"
+    };
+    let status = |x: &Value| -> Value {
+        let parts = x["hostStatuses"].as_array().map(Vec::as_slice).unwrap_or_default();
+        match parts.iter().find(|p| p["hostId"] == json!(h.id)) {
+            _ if !own_part || parts.is_empty() => x["status"].clone(),
+            Some(p) => p["status"].clone(),
+            None => json!("READY"),
+        }
+    };
+    let cin_prefix = format!("n{tag}");
     loop {
-        let d = h.gql(Q, json!({})).await;
-        let mine = |x: &Value| -> String {
-            let parts = x["hostStatuses"].as_array().cloned().unwrap_or_default();
-            let part = parts.iter().find(|p| p["hostId"] == json!(h.id)).cloned();
-            let st = match (parts.is_empty(), &part) {
-                (true, _) => &x["status"],
-                (false, Some(p)) => &p["status"],
-                (false, None) => return "READY".to_string(),
-            };
-            st.as_str().unwrap_or("none").to_string()
-        };
-        let list = |k: &str, prefix: &str| -> Vec<Value> {
-            let all = d[k].as_array().cloned().unwrap_or_default();
-            all.into_iter().filter(|x| x["id"].as_str().is_some_and(|i| i.starts_with(prefix))).collect()
-        };
-        let cin_prefix = format!("n{tag}");
-        let waiting = list("cens", tag).iter().filter(|c| mine(c) != "READY").count()
-            + list("cins", &cin_prefix).iter().filter(|c| mine(c) != "READY").count();
+        let d = h.gql(q, json!({})).await;
+        let mut waiting = 0;
+        for (k, prefix) in [("cens", tag), ("cins", cin_prefix.as_str())] {
+            for x in d[k].as_array().into_iter().flatten() {
+                if x["id"].as_str().is_some_and(|i| i.starts_with(prefix)) {
+                    let st = status(x);
+                    assert_ne!(st, json!("FAILED"), "on {}: {x}", h.id);
+                    waiting += usize::from(st != json!("READY"));
+                }
+            }
+        }
         if waiting == 0 {
             return;
         }
-        assert!(t.elapsed() < BOUND, "{}: {waiting} parts of {tag} not READY", h.id);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(t.elapsed() < BOUND, "{}: {waiting} CENs and CINs of {tag} not READY", h.id);
+        tokio::time::sleep(Duration::from_millis(if own_part { 50 } else { 100 })).await;
     }
 }
 
@@ -202,14 +213,13 @@ async fn make(cl: &Cluster, tag: &str, spread: bool, isolated: bool) -> Duration
         for h in &cl.hosts[1..] {
             signal(h, libc::SIGSTOP);
         }
-        let make = "mutation($ids: [ID!]!) { cinMake(input: {ids: $ids, wait: false}) { revision } }";
-        cl.hosts[0].gql(make, json!({"ids": ids})).await;
+        cl.hosts[0].gql(CIN_MAKE, json!({"ids": ids, "wait": false})).await;
         for (n, h) in cl.hosts.iter().enumerate() {
             if n > 0 {
                 signal(h, libc::SIGCONT);
             }
             wait_fabric(h, spread, t).await;
-            wait_part(h, tag, t).await;
+            wait_ready_of(h, tag, true, t).await;
             if n + 1 < cl.hosts.len() {
                 signal(h, libc::SIGSTOP);
             }
@@ -229,7 +239,7 @@ async fn make(cl: &Cluster, tag: &str, spread: bool, isolated: bool) -> Duration
             }
         }
     } else {
-        let d = cl.hosts[0].gql(CIN_MAKE, json!({"ids": ids})).await;
+        let d = cl.hosts[0].gql(CIN_MAKE, json!({"ids": ids, "wait": true})).await;
         assert_eq!(d["cinMake"]["cins"].as_array().map(Vec::len), Some(CENS));
         // The kernel is watched first, then the statuses are asked once it
         // is all there: asked every 100 ms meanwhile, the servers would
@@ -239,37 +249,10 @@ async fn make(cl: &Cluster, tag: &str, spread: bool, isolated: bool) -> Duration
             wait_fabric(h, spread, t).await;
         }
     }
-    wait_made(cl, tag, t).await;
-    t.elapsed()
-}
-
-/// Waits until every server shows each CEN and CIN of `tag` READY (a CEN
-/// is READY once every member is wired on every host). Not the harness's
-/// `wait_ready`: that lists every container of a host, and the containers
-/// of every earlier make stay defined, so its answer (and the CPU the
-/// servers spend on it, counted as the make's) would grow round by round,
-/// most on h1, which holds the one-host makes' containers too.
-async fn wait_made(cl: &Cluster, tag: &str, t: Instant) {
-    let cin_prefix = format!("n{tag}");
     for h in &cl.hosts {
-        loop {
-            let d = h.gql("{ cens { id status } cins { id status } }", json!({})).await;
-            let mut waiting = 0;
-            for (k, prefix) in [("cens", tag), ("cins", cin_prefix.as_str())] {
-                for x in d[k].as_array().into_iter().flatten() {
-                    if x["id"].as_str().is_some_and(|i| i.starts_with(prefix)) {
-                        assert_ne!(x["status"], json!("FAILED"), "on {}: {x}", h.id);
-                        waiting += usize::from(x["status"] != json!("READY"));
-                    }
-                }
-            }
-            if waiting == 0 {
-                break;
-            }
-            assert!(t.elapsed() < BOUND, "{}: {waiting} CENs and CINs of {tag} not READY", h.id);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready_of(h, tag, false, t).await;
     }
+    t.elapsed()
 }
 
 /// One measured make.
@@ -284,20 +267,11 @@ struct Run {
 async fn measured_make(cl: &Cluster, tag: &str, spread: bool, isolated: bool, round: usize) -> Run {
     import(cl, tag, spread).await;
     let r0 = revision(cl).await;
-    let what = match (spread, isolated) {
-        (false, false) => "one",
-        (true, false) => "three",
-        (false, true) => "one-isolated",
-        (true, true) => "three-isolated",
-    };
-    let (cpu, wall) = cpu_during(cl, &format!("{what}{round}"), make(cl, tag, spread, isolated)).await;
-    let label = match (spread, isolated) {
-        (false, false) => "on one host:                 ",
-        (true, false) => "over three hosts:            ",
-        (false, true) => "on one host, isolated:       ",
-        (true, true) => "over three hosts, isolated:  ",
-    };
-    println!("round {round}: make 999 containers {label}{:>8.2} s", wall.as_secs_f64());
+    let (hosts, alone) = if isolated { ("-isolated", ", isolated") } else { ("", "") };
+    let what = format!("{}{hosts}{round}", if spread { "three" } else { "one" });
+    let (cpu, wall) = cpu_during(cl, &what, make(cl, tag, spread, isolated)).await;
+    let label = format!("{}{alone}:", if spread { "over three hosts" } else { "on one host" });
+    println!("round {round}: make 999 containers {label:<29}{:>8.2} s", wall.as_secs_f64());
     println!("  CPU per server (h1 h2 h3):                    {cpu:>8.2?} s");
     println!("  changes committed meanwhile:                  {:>8}", revision(cl).await - r0);
     Run { wall, cpu }

@@ -453,9 +453,11 @@ async fn bad_prefix_is_refused() {
 /// requests in one namespace: the fabric's connection sends them all
 /// before it reads an answer, so their answers wait in the socket's
 /// receive buffer at once. The apply finishes, with every bridge there.
+/// (On one host this passed with the default buffer too; the lost answers
+/// of a make across hosts are caught by `tests/one_worker.rs`.)
 #[tokio::test(flavor = "current_thread")]
-async fn a_phase_of_many_requests_on_one_thread_loses_no_answer() {
-    if !root_or_skip("a_phase_of_many_requests_on_one_thread_loses_no_answer") {
+async fn an_apply_of_many_cens_on_one_thread_finishes() {
+    if !root_or_skip("an_apply_of_many_cens_on_one_thread_finishes") {
         return;
     }
     let prefix = unique_prefix();

@@ -630,14 +630,21 @@ mod tests {
     use crate::realize::IN_FLIGHT;
 
     fn is_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-            .unwrap_or(false)
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
     }
 
-    /// Deletes the namespace when dropped, even on panic.
+    /// A namespace made by `ip netns add`, deleted when dropped, even on
+    /// panic.
     struct Ns(String);
+
+    impl Ns {
+        fn add(name: String) -> Ns {
+            let out = std::process::Command::new("ip").args(["netns", "add", &name]).output().expect("ip");
+            assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+            Ns(name)
+        }
+    }
 
     impl Drop for Ns {
         fn drop(&mut self) {
@@ -659,9 +666,7 @@ mod tests {
             eprintln!("\n!!!!! SKIPPING: this netlink test needs root (it runs, and must pass, in CI) !!!!!\n");
             return;
         }
-        let ns = Ns(format!("lvnl{}", std::process::id()));
-        let out = std::process::Command::new("ip").args(["netns", "add", &ns.0]).output().expect("ip");
-        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        let ns = Ns::add(format!("lvnl{}", std::process::id()));
         let path = std::path::PathBuf::from(format!("/run/netns/{}", ns.0));
         let opened = netns::open_paths(vec![(path.clone(), Role::Container)]).pop().expect("one").expect("opened");
         // The kernel keeps twice what is asked for (room for its overhead).
@@ -688,9 +693,7 @@ mod tests {
         }
         // Then as many veths in those bridges, their peers made directly in
         // another namespace: the fabric's part of a make.
-        let other = Ns(format!("lvnl{}b", std::process::id()));
-        let out = std::process::Command::new("ip").args(["netns", "add", &other.0]).output().expect("ip");
-        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        let other = Ns::add(format!("lvnl{}b", std::process::id()));
         let peer_ns = std::fs::File::open(format!("/run/netns/{}", other.0)).expect("peer namespace");
         let peer_fd = std::os::fd::AsRawFd::as_raw_fd(&peer_ns);
         let creates = bridges.iter().enumerate().map(|(i, master)| {
