@@ -20,6 +20,14 @@
 //! it never changes the kernel itself; every failure is the runtime's
 //! error object (CNI: `code`, `msg` on stdout, exit 1; netavark:
 //! `{"error": ...}`), never a panic.
+//!
+//! A runtime starts the plugin once per container and waits for it, so
+//! its start is part of every ADD: the binary has its own C `main`
+//! ([`main`]) instead of Rust's start-up, which would read
+//! `/proc/self/maps` to place a stack guard (about 0.4 ms of CPU in a
+//! process that lives about a millisecond).
+
+#![no_main]
 
 mod api;
 mod cni;
@@ -47,7 +55,46 @@ fn print(v: &serde_json::Value) {
     let _ = out.flush();
 }
 
-fn main() -> ExitCode {
+/// The process's entry, called by the C runtime. It does what the plugin
+/// needs of Rust's own start-up: descriptors 0, 1 and 2 open (so no socket
+/// of ours becomes stdout), and `SIGPIPE` ignored (a runtime that stopped
+/// reading gets a write error, not a killed plugin). The arguments are
+/// read through `std::env::args`, which the standard library takes from
+/// the C runtime on Linux.
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    standard_descriptors();
+    // SAFETY: setting a signal's disposition to SIG_IGN has no
+    // preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // Unwinding must not cross into the C runtime: a panic ends here.
+    let code = std::panic::catch_unwind(run).unwrap_or(ExitCode::FAILURE);
+    let _ = std::io::stdout().lock().flush();
+    i32::from(code != ExitCode::SUCCESS)
+}
+
+/// Opens `/dev/null` on whichever of descriptors 0, 1 and 2 is closed.
+fn standard_descriptors() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+    // SAFETY: `fds` is an array of three pollfd that outlives the call.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
+        return;
+    }
+    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // SAFETY: a NUL-terminated path; the lowest free descriptor is the
+        // closed one, as descriptors below it are open.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if fd >= 0 && fd != p.fd {
+            // SAFETY: both are descriptors of this process.
+            unsafe {
+                libc::dup2(fd, p.fd);
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let invoked_as = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default().to_string();
     if invoked_as == "leviathan-netavark" {
