@@ -27,7 +27,8 @@
 //! `/proc/self/maps` to place a stack guard (about 0.4 ms of CPU in a
 //! process that lives about a millisecond).
 
-#![no_main]
+// Unit tests run under the test harness's own main.
+#![cfg_attr(not(test), no_main)]
 
 mod api;
 mod cni;
@@ -61,7 +62,7 @@ fn print(v: &serde_json::Value) {
 /// reading gets a write error, not a killed plugin). The arguments are
 /// read through `std::env::args`, which the standard library takes from
 /// the C runtime on Linux.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     standard_descriptors();
     // SAFETY: setting a signal's disposition to SIG_IGN has no
