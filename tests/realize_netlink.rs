@@ -481,3 +481,66 @@ async fn an_apply_of_many_cens_on_one_thread_finishes() {
     assert_eq!(out.lines().count(), 120, "{out}");
     drop(r);
 }
+
+/// A namespace opened ahead of its change (`warm`: a runtime's ADD, while
+/// the change commits) is wired by the next round like any other; one
+/// whose path leads to another namespace than the one given is not
+/// opened; one that no round wires is let go of once kept long enough
+/// (here: not at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_opened_ahead_are_wired_by_the_round_or_let_go_of() {
+    if !root_or_skip("namespaces_opened_ahead_are_wired_by_the_round_or_let_go_of") {
+        return;
+    }
+    use leviathan::realize::NsId;
+    use std::os::unix::fs::MetadataExt;
+    let prefix = unique_prefix();
+    let tag = format!("lw{}{}", std::process::id() % 10000, N.fetch_add(1, Ordering::SeqCst));
+    let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+    let _g = Guard { prefix: prefix.clone(), extra_netns: vec![a.clone(), b.clone()] };
+    for n in [&a, &b] {
+        assert!(Command::new("ip").args(["netns", "add", n]).status().expect("ip").success());
+    }
+    let path = |n: &str| format!("/run/netns/{n}");
+    let ident = |n: &str| std::fs::metadata(path(n)).map(|m| (m.dev(), m.ino())).expect("stat");
+    let mut r = realizer(&prefix).await;
+    r.keep_warmed_for(Duration::ZERO);
+
+    // Kept per CEN, as the driver keeps it: c2 and c3 on cen1.
+    let mut d = Desired::default();
+    let on_cen1 = |d: &Desired| CenNet {
+        wiring: Wiring::Bridge,
+        members: d.containers.values().map(|c| member(&c.id, "cen1")).collect(),
+        gateways: vec![],
+        vxlan: None,
+    };
+    for c in ["c2", "c3"] {
+        d.put_container(&format!("host1/{c}"), ContainerNet { id: c.into(), netns: NetnsRef::Managed, ident: None });
+    }
+    d.put_cen("cen1", on_cen1(&d));
+    cin_over(&mut d, "cin1", "cen1", 10);
+    apply_ok(&mut r, &d).await;
+
+    let (on_a, on_b) = (NsId::Path(path(&a)), NsId::Path(path(&b)));
+    let (ia, ib) = (ident(&a), ident(&b));
+    r.warm(vec![(path(&a), ia), (path(&b), (ib.0, ib.1 + 1))]).await;
+    let lo_of = |r: &Realizer, ns: &NsId| r.observed().ns(ns).is_some_and(|s| s.links().any(|l| l.name == "lo"));
+    assert!(lo_of(&r, &on_a), "{a} is held and observed");
+    assert!(r.observed().ns(&on_b).is_none(), "{b}, given with another inode, was opened");
+    r.warm(vec![(path(&b), ib)]).await;
+    assert!(lo_of(&r, &on_b), "{b} is held and observed");
+
+    // c1, bound to a, joins cen1: a scoped round wires it.
+    d.put_container("host1/c1", ContainerNet { id: "c1".into(), netns: NetnsRef::Path(path(&a)), ident: Some(ia) });
+    d.put_cen("cen1", on_cen1(&d));
+    cin_over(&mut d, "cin1", "cen1", 10);
+    let cens = ["cen1".to_string()].into();
+    let released = d.take_released();
+    let rep = r.apply_cens(&d, &cens, &released, &Default::default(), None).await;
+    assert!(rep.is_ok(), "apply failed: {:#?}", rep.errors());
+    assert!(link_in(&a, "cen1").is_some_and(|l| l.1), "c1's interface in {a}, up");
+    let c1_ip = d.cens["cen1"].members.iter().find(|m| m.container == "host1/c1").expect("c1").addresses[0].ip;
+    assert!(reaches(&format!("{prefix}c2"), &a, c1_ip));
+    assert!(lo_of(&r, &on_a), "{a} is still held");
+    assert!(r.observed().ns(&on_b).is_none(), "{b}, wired by no round, is let go of");
+}

@@ -44,7 +44,16 @@ pub struct Driver {
     kick: Arc<Kick>,
     tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
     foreign: Arc<parking_lot::Mutex<Vec<String>>>,
+    /// Namespaces to open ahead of the change that is to wire them.
+    warm: tokio::sync::mpsc::Sender<Warm>,
 }
+
+/// A namespace to open ahead: its path and the (device, inode) bound.
+type Warm = (String, (u64, u64));
+
+/// Namespaces waiting to be opened ahead, at most: past that, a hint is
+/// dropped (the round opens the namespace itself, as without one).
+const WARM_QUEUE: usize = 1024;
 
 impl Driver {
     /// Starts the driver on a realizer that started (the caller deals with
@@ -57,6 +66,7 @@ impl Driver {
         let tracked = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let signals = Signals { applied: applied_tx, reconciled: reconciled_tx };
         let foreign = Arc::new(parking_lot::Mutex::new(realizer.foreign()));
+        let (warm, warm_rx) = tokio::sync::mpsc::channel(WARM_QUEUE);
         let looper = Loop {
             foreign: Arc::clone(&foreign),
             host: service.host_id().to_string(),
@@ -65,8 +75,9 @@ impl Driver {
             forwarding: BTreeSet::new(),
             last_steps: 0,
         };
-        tokio::spawn(looper.run(realizer, changes, Arc::clone(&kick), signals, Arc::clone(&tracked)));
-        Driver { applied, reconciled, kick, tracked, foreign }
+        let inputs = Inputs { changes, kick: Arc::clone(&kick), warm: warm_rx };
+        tokio::spawn(looper.run(realizer, inputs, signals, Arc::clone(&tracked)));
+        Driver { applied, reconciled, kick, tracked, foreign, warm }
     }
 
     /// Reconciles every `every` in the background (drift made by hand, or by
@@ -118,6 +129,11 @@ impl Realization for Driver {
         self.kick.wake(true);
     }
 
+    fn warm(&self, path: &str, ident: (u64, u64)) {
+        // A hint: when the queue is full the round opens it, as without.
+        let _ = self.warm.try_send((path.to_string(), ident));
+    }
+
     fn foreign(&self) -> Vec<String> {
         self.foreign.lock().clone()
     }
@@ -148,6 +164,13 @@ struct Signals {
     reconciled: watch::Sender<u64>,
 }
 
+/// What the loop waits on.
+struct Inputs {
+    changes: broadcast::Receiver<Arc<Change>>,
+    kick: Arc<Kick>,
+    warm: tokio::sync::mpsc::Receiver<Warm>,
+}
+
 /// What woke the loop.
 struct Trigger {
     /// A full reconcile was asked for (or the change stream was lost).
@@ -156,6 +179,10 @@ struct Trigger {
     changes: Vec<Arc<Change>>,
     /// What the realizer noticed in the kernel meanwhile.
     events: Vec<realize::watch::Event>,
+    /// Namespaces to open ahead of their change.
+    warm: Vec<Warm>,
+    /// Only those: no round is due.
+    only_warm: bool,
 }
 
 /// The driver's loop and what it keeps between rounds.
@@ -177,16 +204,23 @@ impl Loop {
     async fn run(
         mut self,
         mut realizer: Realizer,
-        mut changes: broadcast::Receiver<Arc<Change>>,
-        kick: Arc<Kick>,
+        mut inputs: Inputs,
         signals: Signals,
         tracked: Arc<parking_lot::Mutex<Vec<Tracked>>>,
     ) {
         let mut events = realizer.take_events();
-        let mut trigger = Trigger { full: true, changes: Vec::new(), events: Vec::new() };
+        let mut trigger =
+            Trigger { full: true, changes: Vec::new(), events: Vec::new(), warm: Vec::new(), only_warm: false };
         let mut first = true;
         let mut applied = 0u64;
         loop {
+            if !trigger.warm.is_empty() {
+                realizer.warm(std::mem::take(&mut trigger.warm)).await;
+            }
+            if trigger.only_warm {
+                trigger = next_trigger(&mut inputs, events.as_mut()).await;
+                continue;
+            }
             let revision = if trigger.full {
                 self.full_round(&mut realizer, first, &tracked).await
             } else {
@@ -207,7 +241,7 @@ impl Loop {
                 signals.reconciled.send_modify(|n| *n += 1);
             }
             self.finish_ops(revision, &tracked);
-            trigger = next_trigger(&mut changes, &kick, events.as_mut()).await;
+            trigger = next_trigger(&mut inputs, events.as_mut()).await;
         }
     }
 
@@ -420,15 +454,17 @@ impl Loop {
     }
 }
 
-/// Waits for changes, a wake-up or a reconcile request, and takes every
-/// change already queued.
+/// Waits for changes, a wake-up, a reconcile request or namespaces to open
+/// ahead, and takes every change and namespace already queued.
 async fn next_trigger(
-    changes: &mut broadcast::Receiver<Arc<Change>>,
-    kick: &Kick,
+    inputs: &mut Inputs,
     mut events: Option<&mut tokio::sync::mpsc::UnboundedReceiver<realize::watch::Event>>,
 ) -> Trigger {
+    let Inputs { changes, kick, warm } = inputs;
     let mut got = Vec::new();
     let mut noticed = Vec::new();
+    let mut warms = Vec::new();
+    let mut woken = false;
     let mut lost = false;
     let event = async {
         match events.as_deref_mut() {
@@ -442,8 +478,15 @@ async fn next_trigger(
             Err(broadcast::error::RecvError::Lagged(_)) => lost = true,
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         },
-        _ = kick.notify.notified() => {}
+        _ = kick.notify.notified() => woken = true,
         Some(e) = event => noticed.push(e),
+        Some(w) = warm.recv() => warms.push(w),
+    }
+    while warms.len() < WARM_QUEUE {
+        match warm.try_recv() {
+            Ok(w) => warms.push(w),
+            Err(_) => break,
+        }
     }
     if let Some(rx) = events {
         while let Ok(e) = rx.try_recv() {
@@ -460,7 +503,8 @@ async fn next_trigger(
     // A reconcile asked for at any point (even while a round ran) is
     // honoured by the next round; a lost change forces one too.
     let forced = kick.force.swap(false, std::sync::atomic::Ordering::AcqRel);
-    Trigger { full: forced || lost, changes: got, events: noticed }
+    let only_warm = !woken && !forced && !lost && got.is_empty() && noticed.is_empty();
+    Trigger { full: forced || lost, changes: got, events: noticed, warm: warms, only_warm }
 }
 
 /// Wakes the loop; `force` asks for a full reconcile. Wake-ups are never

@@ -10,7 +10,9 @@
 use super::mutation::{host_of, run, MembershipPayload};
 use super::types::{svc, Cen, Container};
 use crate::model::{Command, ContainerKey, ErrorCode, Origin, RuntimeRef};
+use crate::service::Realization;
 use async_graphql::{Context, Enum, InputObject, Result, SimpleObject, ID};
+use std::sync::Arc;
 
 /// Who made a container.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -104,6 +106,13 @@ pub(super) async fn attach(ctx: &Context<'_>, input: ContainerAttachInput) -> Re
     let netns = s.bind_workload(&host, &input.netns_path).await.map_err(super::gql)?;
     let bound_us = started.elapsed().as_micros() as u64;
     let cen = input.cen_id.to_string();
+    // The realizer opens the namespace while the change commits: the round
+    // that wires it then has that done (only where there is one to wire).
+    if let (Some(b), Some(r)) = (&netns, ctx.data_opt::<Arc<dyn Realization>>()) {
+        if s.read(|t| t.cen(&cen).is_some_and(|c| c.making.made)) {
+            r.warm(&b.path, (b.device, b.inode));
+        }
+    }
     let cmd = Command::ContainerAttach {
         host,
         id: input.id.to_string(),

@@ -69,6 +69,8 @@ impl Realizer {
             listen_pending: BTreeSet::new(),
             listen_opened: BTreeMap::new(),
             entering: netns::Entering::default(),
+            warmed: BTreeMap::new(),
+            warm_keep: super::handles::WARM_KEEP,
             ledger,
             foreign: BTreeSet::new(),
             underlay,

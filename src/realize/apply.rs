@@ -122,6 +122,7 @@ impl Realizer {
         }
         let kernel_us = started.elapsed().as_micros() as u64;
         self.let_go_of_paths(&want_paths, index, scope);
+        self.let_go_of_unwired(index);
         self.start_listeners().await;
         tracing::debug!(
             opened_us,

@@ -56,6 +56,12 @@ pub(super) fn reserve_descriptors() {
     }
 }
 
+/// How long a namespace opened ahead ([`Realizer::warm`]) is kept for the
+/// change that is to wire it: one that no round wired by then (its change
+/// failed, or never came) is let go of at the end of the next round, or by
+/// the next full one, whichever comes first.
+pub(super) const WARM_KEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// (device, inode) of what a namespace path leads to now; `None` when it
 /// leads nowhere (the process exited, the file was removed).
 fn workload_ident(path: &str) -> Option<(u64, u64)> {
@@ -107,6 +113,69 @@ impl Realizer {
         self.open_bound(new_paths).await;
         self.look_again(&want_paths, scope).await;
         want_paths
+    }
+
+    /// Opens and looks at namespaces that containers are about to be bound
+    /// to, ahead of the change that will wire them (a runtime's ADD opens
+    /// the container's namespace while its change commits): the round then
+    /// finds each held, observed and listened to, as it would after opening
+    /// it itself. Each is given as its path and the (device, inode) it was
+    /// bound with; one that the path no longer leads to, or that is held
+    /// already, is skipped, and one that cannot be opened is left for the
+    /// round to open and report. Reads only: nothing in the kernel changes.
+    pub async fn warm(&mut self, paths: Vec<(String, (u64, u64))>) {
+        let new: BTreeSet<NsId> = paths
+            .into_iter()
+            .filter(|(p, ident)| workload_ident(p) == Some(*ident))
+            .map(|(p, _)| NsId::Path(p))
+            .filter(|ns| !self.handles.contains_key(ns))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        self.open_bound(new.iter().cloned().collect()).await;
+        let mut opened = BTreeSet::new();
+        for ns in new {
+            if self.handles.contains_key(&ns) {
+                opened.insert(ns);
+            } else {
+                // Not reported from here: the round that needs it tries again.
+                self.observed.unavailable.remove(&ns);
+            }
+        }
+        let now = std::time::Instant::now();
+        self.warmed.extend(opened.iter().map(|ns| (ns.clone(), now)));
+        self.observe_set(opened.clone()).await;
+        for ns in &opened {
+            self.pair_ns(ns);
+        }
+        self.start_listeners().await;
+    }
+
+    /// At the end of a round: namespaces opened ahead that a desired
+    /// container now uses are simply held; those none uses, opened longer
+    /// ago than they are kept for ([`WARM_KEEP`]), are let go of.
+    pub(super) fn let_go_of_unwired(&mut self, index: &super::desired::Index) {
+        if self.warmed.is_empty() {
+            return;
+        }
+        let (now, keep) = (std::time::Instant::now(), self.warm_keep);
+        let mut gone = Vec::new();
+        self.warmed.retain(|ns, at| {
+            if index.in_ns(ns).is_some() || !self.handles.contains_key(ns) {
+                return false;
+            }
+            if now.duration_since(*at) < keep {
+                return true;
+            }
+            gone.push(ns.clone());
+            false
+        });
+        for ns in gone {
+            self.close(&ns);
+            self.observed.remove_ns(&ns);
+            self.dirty.remove(&ns);
+        }
     }
 
     /// Is each bound namespace still the workload that was bound? A path

@@ -92,6 +92,12 @@ pub struct Realizer {
     listen_opened: BTreeMap<NsId, Result<rtnetlink::sys::Socket, KernelError>>,
     /// The thread that opens bound namespaces on the path of a join.
     entering: netns::Entering,
+    /// Namespaces opened ahead of the change that is to wire them
+    /// ([`Realizer::warm`]), with when; a round that wires one takes it
+    /// off, one that none wired is let go of after `warm_keep`.
+    warmed: BTreeMap<NsId, std::time::Instant>,
+    /// [`handles::WARM_KEEP`] unless set otherwise.
+    warm_keep: std::time::Duration,
     /// What this instance made; without one, everything under the prefix
     /// counts as its own (tests and tools that own their prefix outright).
     ledger: Option<std::sync::Arc<ledger::Ledger>>,
@@ -121,6 +127,12 @@ impl Realizer {
     /// What this instance records as its own, when it keeps a ledger.
     pub fn ledger(&self) -> Option<&ledger::Ledger> {
         self.ledger.as_deref()
+    }
+
+    /// How long a namespace opened ahead ([`Realizer::warm`]) is kept for
+    /// the change that is to wire it (30 s unless set).
+    pub fn keep_warmed_for(&mut self, keep: std::time::Duration) {
+        self.warm_keep = keep;
     }
 
     pub fn config(&self) -> &Config {

@@ -24,6 +24,12 @@ pub trait Realization: Send + Sync {
     /// is repaired.
     fn reconcile(&self);
 
+    /// A hint that a change about to commit binds a container to the
+    /// namespace at `path` (identity `ident`: device, inode) and wires it:
+    /// the namespace may be opened and looked at meanwhile, so the round
+    /// that wires it has that done. Never changes the kernel; never waits.
+    fn warm(&self, path: &str, ident: (u64, u64));
+
     /// Objects under the prefix that are not this server's, as of the last
     /// full look at the kernel.
     fn foreign(&self) -> Vec<String>;
