@@ -88,6 +88,14 @@ impl Workloads {
                 proc_path(said, pid)?
             }
         };
+        // Where namespaces live (the kernel's own file systems, and /run's
+        // tmpfs), opening and asking take microseconds and never wait on a
+        // disk or a network: done here, with no hand-off to another
+        // thread on the path of every join. Anywhere else, on a thread of
+        // the blocking pool.
+        if kernel_backed(&path) {
+            return self.check_namespace(said, &path);
+        }
         let said2 = said.to_string();
         let checked = tokio::task::spawn_blocking(move || self.check_namespace(&said2, &path))
             .await
@@ -124,6 +132,13 @@ impl Workloads {
         }
         Ok(NetnsBinding { path: path.to_string(), device, inode })
     }
+}
+
+/// Whether a path is under /proc or /run (/var/run), where namespace files
+/// are (procfs, and the nsfs mounts that `ip netns` and runtimes keep on
+/// /run's tmpfs); [`parse`] refused any path with `..` already.
+fn kernel_backed(path: &str) -> bool {
+    ["/proc/", "/run/", "/var/run/"].iter().any(|d| path.starts_with(d))
 }
 
 fn proc_path(said: &str, pid: u32) -> Result<String, ModelError> {
@@ -181,6 +196,16 @@ mod tests {
         {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.code, crate::model::ErrorCode::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn namespace_files_are_checked_in_place_and_others_on_the_blocking_pool() {
+        for here in ["/proc/12/ns/net", "/run/netns/web", "/var/run/netns/web", "/run/docker/netns/1f"] {
+            assert!(kernel_backed(here), "{here}");
+        }
+        for pool in ["/mnt/nfs/ns", "/home/ns", "/procfs/ns", "/running/ns", "/"] {
+            assert!(!kernel_backed(pool), "{pool}");
         }
     }
 
