@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// Room made up front for an answer (most fit).
+const ANSWER_ROOM: usize = 16 * 1024;
 /// Largest answer read.
 pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
@@ -128,12 +130,13 @@ impl Client {
         let io = |e: std::io::Error| {
             HttpError::Unreachable(format!("talking to the leviathan server at {}: {e}", self.shown()))
         };
-        stream.write_all(head.as_bytes()).map_err(io)?;
-        if let Some(b) = body {
-            stream.write_all(b).map_err(io)?;
-        }
+        // One write for the request and one or two reads for the answer
+        // (an attach's is about 1 KiB): no system call more than needed.
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body.unwrap_or_default());
+        stream.write_all(&request).map_err(io)?;
         stream.flush().map_err(io)?;
-        let mut raw = Vec::new();
+        let mut raw = Vec::with_capacity(ANSWER_ROOM);
         stream.take(MAX_ANSWER as u64 + 65536).read_to_end(&mut raw).map_err(io)?;
         parse_response(&raw)
     }
