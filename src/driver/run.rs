@@ -3,7 +3,9 @@
 //! request, what the kernel listeners noticed), works out what it affects,
 //! has the realizer apply it and records the statuses; the [`Driver`]
 //! handle lets the API wait for a revision, follow a make/destroy and ask
-//! for a reconcile.
+//! for a reconcile. Between rounds it also opens the namespaces an attach
+//! is about to bind (a hint sent before the attach commits), so the round
+//! that wires one finds it open and looked at.
 //!
 //! Invariants: one round at a time, and every change received is handled
 //! by a round (a lagging stream forces a full one); the revision told to

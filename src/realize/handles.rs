@@ -1,11 +1,14 @@
 //! Namespace handles and kernel listeners: opening the namespaces bound by
 //! path (and checking they still lead to the workload that was bound),
-//! closing what we hold, and the link/address listeners that tell us of
-//! deletions made behind our back.
+//! also ahead of the change that binds them ([`Realizer::warm`]), closing
+//! what we hold, and the link/address listeners that tell us of deletions
+//! made behind our back.
 //!
 //! Invariants: one handle per namespace; a bound namespace whose path no
 //! longer leads to the namespace bound is let go of (never opened as a
-//! stranger) and reported unavailable; a handle is closed before its
+//! stranger) and reported unavailable; a namespace opened ahead that no
+//! round wires is let go of by the first round to end [`WARM_KEEP`] after
+//! it was opened, or by the next full round; a handle is closed before its
 //! namespace is deleted, so the kernel can free it.
 
 use std::collections::{BTreeMap, BTreeSet};
