@@ -200,17 +200,18 @@ fn phases(log: &str, n: usize) -> Vec<(&'static str, Vec<Option<u64>>)> {
     // writer lock taken, the answer handed back.
     let whole = span("mutation", "", "committed_us");
     let tried = span("change", "", "published_us");
-    let turn = whole.iter().zip(&tried).map(|(w, t)| Some(w.as_ref()?.saturating_sub(*t.as_ref()?))).collect();
+    let turn: Vec<Option<u64>> =
+        whole.iter().zip(&tried).map(|(w, t)| Some(w.as_ref()?.saturating_sub(*t.as_ref()?))).collect();
     let woken = waited.iter().zip(&round).map(|(w, r)| Some(w.as_ref()?.saturating_sub(*r.as_ref()?))).collect();
     vec![
         ("attach: resolve the namespace", span("attach", "", "bound_us")),
         ("commit: compute the change", span("change", "", "prepared_us")),
         ("commit: SQLite rows", span("commit", "", "written_us")),
         ("commit: SQLite COMMIT (WAL, fsync)", span("commit", "vacuumed_us", "committed_us")),
-        ("commit: store call (its thread, SQLite)", span("change", "prepared_us", "stored_us")),
+        ("commit: store call (SQLite thread)", span("change", "prepared_us", "stored_us")),
         ("commit: make visible, publish", span("change", "stored_us", "published_us")),
         ("commit: task and turn (the rest)", turn),
-        ("commit: whole (task, lock, publish)", span("mutation", "", "committed_us")),
+        ("commit: whole (task, lock, publish)", whole),
         ("wait READY: the driver's round", waited),
         ("round: desired state of the CEN", span("round", "", "desired_us")),
         ("apply: open/check namespaces", span("apply", "", "opened_us")),

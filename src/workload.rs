@@ -13,7 +13,7 @@
 //! `Service::resolve_netns`).
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -88,12 +88,12 @@ impl Workloads {
                 proc_path(said, pid)?
             }
         };
-        // Where namespaces live (the kernel's own file systems, and /run's
-        // tmpfs), opening and asking take microseconds and never wait on a
-        // disk or a network: done here, with no hand-off to another
-        // thread on the path of every join. Anywhere else, on a thread of
-        // the blocking pool.
-        if kernel_backed(&path) {
+        // A namespace file where the kernel or a runtime keeps them takes
+        // microseconds to open and ask (procfs; nsfs mounted in a
+        // directory only root writes to): done here, with no hand-off to
+        // another thread on the path of every join. Any other path may
+        // lead to any file system: a thread of the blocking pool waits.
+        if namespace_file(&path) {
             return self.check_namespace(said, &path);
         }
         let said2 = said.to_string();
@@ -106,10 +106,16 @@ impl Workloads {
     /// Opens a namespace file and returns its identity, if it is a network
     /// namespace other than the server's own (unless that is allowed).
     pub fn check_namespace(self, said: &str, path: &str) -> Result<NetnsBinding, ModelError> {
-        let f = std::fs::File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => bad(said, format!("{path} does not exist")),
-            _ => bad(said, format!("cannot open {path}: {e}")),
-        })?;
+        // Non-blocking: a FIFO (or a device) where a namespace file was
+        // expected answers at once, and is then refused as not one.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => bad(said, format!("{path} does not exist")),
+                _ => bad(said, format!("cannot open {path}: {e}")),
+            })?;
         // SAFETY: an ioctl without argument on a file we hold open.
         let kind = unsafe { nix::libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
         if kind != nix::libc::CLONE_NEWNET {
@@ -134,11 +140,23 @@ impl Workloads {
     }
 }
 
-/// Whether a path is under /proc or /run (/var/run), where namespace files
-/// are (procfs, and the nsfs mounts that `ip netns` and runtimes keep on
-/// /run's tmpfs); [`parse`] refused any path with `..` already.
-fn kernel_backed(path: &str) -> bool {
-    ["/proc/", "/run/", "/var/run/"].iter().any(|d| path.starts_with(d))
+/// Whether a path is one of the shapes a network namespace file has where
+/// the kernel and runtimes keep them: `/proc/<pid|self|thread-self>/ns/net`,
+/// `/proc/<pid>/task/<tid>/ns/net`, or `<dir>/<name>` for `ip netns`'s and
+/// Docker's directories (root's alone). Nothing else under /proc or /run
+/// qualifies: `/proc/<pid>/root/...` leads to any file system, and /run
+/// holds mounts and directories others write to.
+fn namespace_file(path: &str) -> bool {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["", "proc", pid, "ns", "net"] => number(pid) || *pid == "self" || *pid == "thread-self",
+        ["", "proc", pid, "task", tid, "ns", "net"] => number(pid) && number(tid),
+        ["", "run", "netns", name] | ["", "var", "run", "netns", name] | ["", "run", "docker", "netns", name] => {
+            !name.is_empty()
+        }
+        _ => false,
+    }
 }
 
 fn proc_path(said: &str, pid: u32) -> Result<String, ModelError> {
@@ -201,12 +219,45 @@ mod tests {
 
     #[test]
     fn namespace_files_are_checked_in_place_and_others_on_the_blocking_pool() {
-        for here in ["/proc/12/ns/net", "/run/netns/web", "/var/run/netns/web", "/run/docker/netns/1f"] {
-            assert!(kernel_backed(here), "{here}");
+        let here = [
+            "/proc/12/ns/net",
+            "/proc/self/ns/net",
+            "/proc/thread-self/ns/net",
+            "/proc/12/task/13/ns/net",
+            "/run/netns/web",
+            "/var/run/netns/web",
+            "/run/docker/netns/1f",
+        ];
+        for p in here {
+            assert!(namespace_file(p), "{p}");
         }
-        for pool in ["/mnt/nfs/ns", "/home/ns", "/procfs/ns", "/running/ns", "/"] {
-            assert!(!kernel_backed(pool), "{pool}");
+        let pool = [
+            "/mnt/nfs/ns",
+            "/proc/12/root/mnt/nfs/ns",
+            "/proc/12/cwd/ns",
+            "/proc/x/ns/net",
+            "/proc/12/ns/net/x",
+            "/run/media/disk/ns",
+            "/run/user/1000/ns",
+            "/run/lock/fifo",
+            "/run/netns/",
+            "/run/netns/a/b",
+            "/",
+        ];
+        for p in pool {
+            assert!(!namespace_file(p), "{p}");
         }
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let p = fifo.to_str().unwrap();
+        // A blocking open would wait for a writer that never comes.
+        let e = Workloads::default().check_namespace(p, p).unwrap_err();
+        assert!(e.message.contains("not a network namespace"), "{}", e.message);
     }
 
     #[test]

@@ -543,4 +543,12 @@ async fn namespaces_opened_ahead_are_wired_by_the_round_or_let_go_of() {
     assert!(reaches(&format!("{prefix}c2"), &a, c1_ip));
     assert!(lo_of(&r, &on_a), "{a} is still held");
     assert!(r.observed().ns(&on_b).is_none(), "{b}, wired by no round, is let go of");
+    assert_eq!(r.unwired_until(), None);
+
+    // Between rounds, the driver lets go of it when the time comes.
+    r.warm(vec![(path(&b), ib)]).await;
+    assert!(lo_of(&r, &on_b) && r.unwired_until().is_some());
+    r.let_go_of_unwired(d.index());
+    assert!(r.observed().ns(&on_b).is_none() && r.unwired_until().is_none());
+    assert!(lo_of(&r, &on_a), "{a}, wired, is held");
 }

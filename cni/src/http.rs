@@ -130,10 +130,12 @@ impl Client {
         let io = |e: std::io::Error| {
             HttpError::Unreachable(format!("talking to the leviathan server at {}: {e}", self.shown()))
         };
-        // One write for the request and one or two reads for the answer
-        // (an attach's is about 1 KiB): no system call more than needed.
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body.unwrap_or_default());
+        // One write for the request, and for an answer under 16 KiB (an
+        // attach's is under 1 KiB) one read and the one that finds its end.
+        let body = body.unwrap_or_default();
+        let mut request = Vec::with_capacity(head.len() + body.len());
+        request.extend_from_slice(head.as_bytes());
+        request.extend_from_slice(body);
         stream.write_all(&request).map_err(io)?;
         stream.flush().map_err(io)?;
         let mut raw = Vec::with_capacity(ANSWER_ROOM);

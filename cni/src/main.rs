@@ -23,9 +23,11 @@
 //!
 //! A runtime starts the plugin once per container and waits for it, so
 //! its start is part of every ADD: the binary has its own C `main`
-//! ([`main`]) instead of Rust's start-up, which would read
-//! `/proc/self/maps` to place a stack guard (about 0.4 ms of CPU in a
-//! process that lives about a millisecond).
+//! ([`main`]) instead of Rust's start-up, whose stack-overflow handler
+//! asks glibc for the main thread's stack, which reads and parses
+//! `/proc/self/maps` (with the rest, about 0.4 ms of CPU in a process that
+//! lives about a millisecond). Without that handler a stack overflow is a
+//! plain SIGSEGV, and a panic's message names the thread `<unnamed>`.
 
 // Unit tests run under the test harness's own main.
 #![cfg_attr(not(test), no_main)]
@@ -56,36 +58,68 @@ fn print(v: &serde_json::Value) {
     let _ = out.flush();
 }
 
-/// The process's entry, called by the C runtime. It does what the plugin
-/// needs of Rust's own start-up: descriptors 0, 1 and 2 open (so no socket
-/// of ours becomes stdout), and `SIGPIPE` ignored (a runtime that stopped
-/// reading gets a write error, not a killed plugin). The arguments are
-/// read through `std::env::args`, which the standard library takes from
-/// the C runtime on Linux.
+/// The process's entry, called by the C runtime with the arguments. It
+/// does what the plugin needs of Rust's own start-up: descriptors 0, 1
+/// and 2 open (so no file or socket of ours becomes stdout), and `SIGPIPE`
+/// ignored (a runtime that stopped reading gets a write error, not a
+/// killed plugin).
 #[cfg_attr(not(test), no_mangle)]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     standard_descriptors();
     // SAFETY: setting a signal's disposition to SIG_IGN has no
     // preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // SAFETY: the C runtime passes `argc` strings in `argv`.
+    let args = unsafe { arguments(argc, argv) };
     // Unwinding must not cross into the C runtime: a panic ends here.
-    let code = std::panic::catch_unwind(run).unwrap_or(ExitCode::FAILURE);
+    let code = std::panic::catch_unwind(|| run(&args)).unwrap_or(ExitCode::FAILURE);
     let _ = std::io::stdout().lock().flush();
     i32::from(code != ExitCode::SUCCESS)
 }
 
-/// Opens `/dev/null` on whichever of descriptors 0, 1 and 2 is closed.
+/// The arguments as `main` was given them (any C library), lossily UTF-8.
+///
+/// # Safety
+/// `argv` holds `argc` pointers to NUL-terminated strings (or is null).
+unsafe fn arguments(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<String> {
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..usize::try_from(argc).unwrap_or(0))
+        // SAFETY: within `argc`, each entry is a C string (see above).
+        .map(|i| unsafe { *argv.add(i) })
+        .take_while(|p| !p.is_null())
+        // SAFETY: a non-null entry is a NUL-terminated string.
+        .map(|p| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Opens `/dev/null` on whichever of descriptors 0, 1 and 2 is closed
+/// (asked of `poll`, or of `fcntl` one by one where `poll` fails). Where
+/// `/dev/null` cannot be opened either, the plugin cannot answer safely:
+/// it ends.
 fn standard_descriptors() {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
     // SAFETY: `fds` is an array of three pollfd that outlives the call.
-    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
-        return;
-    }
-    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+    let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } >= 0;
+    for p in fds {
+        let closed = if polled {
+            p.revents & libc::POLLNVAL != 0
+        } else {
+            // SAFETY: F_GETFD on any number only reads the descriptor's flags.
+            let flags = unsafe { libc::fcntl(p.fd, libc::F_GETFD) };
+            flags == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+        };
+        if !closed {
+            continue;
+        }
         // SAFETY: a NUL-terminated path; the lowest free descriptor is the
-        // closed one, as descriptors below it are open.
+        // closed one, as descriptors below it are open by now.
         let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
-        if fd >= 0 && fd != p.fd {
+        if fd < 0 {
+            std::process::abort();
+        }
+        if fd != p.fd {
             // SAFETY: both are descriptors of this process.
             unsafe {
                 libc::dup2(fd, p.fd);
@@ -95,8 +129,7 @@ fn standard_descriptors() {
     }
 }
 
-fn run() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+fn run(args: &[String]) -> ExitCode {
     let invoked_as = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default().to_string();
     if invoked_as == "leviathan-netavark" {
         return netavark_main(&args[1..]);

@@ -183,8 +183,9 @@ struct Trigger {
     events: Vec<realize::watch::Event>,
     /// Namespaces to open ahead of their change.
     warm: Vec<Warm>,
-    /// Only those: no round is due.
-    only_warm: bool,
+    /// No round is due: only namespaces to open ahead, or the time to let
+    /// go of those no round wired.
+    no_round: bool,
 }
 
 /// The driver's loop and what it keeps between rounds.
@@ -212,15 +213,18 @@ impl Loop {
     ) {
         let mut events = realizer.take_events();
         let mut trigger =
-            Trigger { full: true, changes: Vec::new(), events: Vec::new(), warm: Vec::new(), only_warm: false };
+            Trigger { full: true, changes: Vec::new(), events: Vec::new(), warm: Vec::new(), no_round: false };
         let mut first = true;
         let mut applied = 0u64;
         loop {
             if !trigger.warm.is_empty() {
                 realizer.warm(std::mem::take(&mut trigger.warm)).await;
             }
-            if trigger.only_warm {
-                trigger = next_trigger(&mut inputs, events.as_mut()).await;
+            if trigger.no_round {
+                // Rounds let go of what none wired too; between them, this.
+                realizer.let_go_of_unwired(self.desired.index());
+                let until = realizer.unwired_until();
+                trigger = next_trigger(&mut inputs, events.as_mut(), until).await;
                 continue;
             }
             let revision = if trigger.full {
@@ -243,7 +247,8 @@ impl Loop {
                 signals.reconciled.send_modify(|n| *n += 1);
             }
             self.finish_ops(revision, &tracked);
-            trigger = next_trigger(&mut inputs, events.as_mut()).await;
+            let until = realizer.unwired_until();
+            trigger = next_trigger(&mut inputs, events.as_mut(), until).await;
         }
     }
 
@@ -456,11 +461,15 @@ impl Loop {
     }
 }
 
-/// Waits for changes, a wake-up, a reconcile request or namespaces to open
-/// ahead, and takes every change and namespace already queued.
+/// Waits for changes, a wake-up, a reconcile request, namespaces to open
+/// ahead or (`until`) the time to let go of those no round wired, and takes
+/// every change, event and namespace already queued. The namespaces are
+/// taken last: each is hinted before its change commits, so a change taken
+/// comes with its namespace.
 async fn next_trigger(
     inputs: &mut Inputs,
     mut events: Option<&mut tokio::sync::mpsc::UnboundedReceiver<realize::watch::Event>>,
+    until: Option<std::time::Instant>,
 ) -> Trigger {
     let Inputs { changes, kick, warm } = inputs;
     let mut got = Vec::new();
@@ -468,6 +477,8 @@ async fn next_trigger(
     let mut warms = Vec::new();
     let mut woken = false;
     let mut lost = false;
+    let later = std::time::Instant::now() + Duration::from_secs(3600);
+    let expiry = tokio::time::sleep_until(until.unwrap_or(later).into());
     let event = async {
         match events.as_deref_mut() {
             Some(rx) => rx.recv().await,
@@ -483,12 +494,7 @@ async fn next_trigger(
         _ = kick.notify.notified() => woken = true,
         Some(e) = event => noticed.push(e),
         Some(w) = warm.recv() => warms.push(w),
-    }
-    while warms.len() < WARM_QUEUE {
-        match warm.try_recv() {
-            Ok(w) => warms.push(w),
-            Err(_) => break,
-        }
+        _ = expiry, if until.is_some() => {}
     }
     if let Some(rx) = events {
         while let Ok(e) = rx.try_recv() {
@@ -504,9 +510,15 @@ async fn next_trigger(
     }
     // A reconcile asked for at any point (even while a round ran) is
     // honoured by the next round; a lost change forces one too.
+    while warms.len() < WARM_QUEUE {
+        match warm.try_recv() {
+            Ok(w) => warms.push(w),
+            Err(_) => break,
+        }
+    }
     let forced = kick.force.swap(false, std::sync::atomic::Ordering::AcqRel);
-    let only_warm = !woken && !forced && !lost && got.is_empty() && noticed.is_empty();
-    Trigger { full: forced || lost, changes: got, events: noticed, warm: warms, only_warm }
+    let no_round = !woken && !forced && !lost && got.is_empty() && noticed.is_empty();
+    Trigger { full: forced || lost, changes: got, events: noticed, warm: warms, no_round }
 }
 
 /// Wakes the loop; `force` asks for a full reconcile. Wake-ups are never
@@ -523,5 +535,79 @@ impl Kick {
             self.force.store(true, std::sync::atomic::Ordering::Release);
         }
         self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    struct Ends {
+        changes: broadcast::Sender<Arc<Change>>,
+        warm: mpsc::Sender<Warm>,
+        inputs: Inputs,
+    }
+
+    fn ends() -> Ends {
+        let (changes, rx) = broadcast::channel(16);
+        let (warm, warm_rx) = mpsc::channel(WARM_QUEUE);
+        Ends { changes, warm, inputs: Inputs { changes: rx, kick: Arc::new(Kick::default()), warm: warm_rx } }
+    }
+
+    fn change(revision: u64) -> Arc<Change> {
+        Arc::new(Change {
+            revision,
+            mutation: "containerAttach".into(),
+            at_ms: 0,
+            at_us: 0,
+            actor: String::new(),
+            items: Vec::new(),
+        })
+    }
+
+    const A: (u64, u64) = (1, 2);
+
+    #[tokio::test]
+    async fn a_hint_alone_runs_no_round() {
+        let mut e = ends();
+        e.warm.try_send(("/run/netns/a".into(), A)).unwrap();
+        let t = next_trigger(&mut e.inputs, None, None).await;
+        assert!(t.no_round && !t.full && t.changes.is_empty());
+        assert_eq!(t.warm, vec![("/run/netns/a".to_string(), A)]);
+    }
+
+    #[tokio::test]
+    async fn a_hint_with_a_wake_up_or_a_change_still_runs_the_round() {
+        let mut e = ends();
+        e.warm.try_send(("/run/netns/a".into(), A)).unwrap();
+        e.inputs.kick.wake(false);
+        let t = next_trigger(&mut e.inputs, None, None).await;
+        // Whichever woke the loop, the wake-up is not lost: this trigger
+        // or the next one runs a round.
+        let t = if t.no_round { next_trigger(&mut e.inputs, None, None).await } else { t };
+        assert!(!t.no_round);
+
+        // A change whose hint was sent before it committed: whichever
+        // woke the loop, one trigger has both (the loop opens the
+        // namespace, then runs the round).
+        let mut e = ends();
+        e.warm.try_send(("/run/netns/b".into(), A)).unwrap();
+        e.changes.send(change(7)).unwrap();
+        let t = next_trigger(&mut e.inputs, None, None).await;
+        assert_eq!(t.changes.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(t.warm.len(), 1);
+        assert!(!t.no_round);
+    }
+
+    #[tokio::test]
+    async fn the_time_to_let_go_wakes_the_loop_without_a_round() {
+        let mut e = ends();
+        let until = std::time::Instant::now() + Duration::from_millis(20);
+        let t = tokio::time::timeout(Duration::from_secs(60), next_trigger(&mut e.inputs, None, Some(until)))
+            .await
+            .expect("woken by the time to let go");
+        assert!(t.no_round && t.warm.is_empty() && t.changes.is_empty());
+        assert!(std::time::Instant::now() >= until);
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub struct MutationRoot;
 
 /// The realizer's handle, where the kernel is realized.
-fn realization<'a>(ctx: &'a Context<'_>) -> Option<&'a Arc<dyn Realization>> {
+pub(super) fn realization<'a>(ctx: &'a Context<'_>) -> Option<&'a Arc<dyn Realization>> {
     ctx.data_opt::<Arc<dyn Realization>>()
 }
 

@@ -7,12 +7,10 @@
 //! or that another sandbox of the same name took over, changes nothing and
 //! succeeds, so a runtime may repeat it.
 
-use super::mutation::{host_of, run, MembershipPayload};
+use super::mutation::{host_of, realization, run, MembershipPayload};
 use super::types::{svc, Cen, Container};
 use crate::model::{Command, ContainerKey, ErrorCode, Origin, RuntimeRef};
-use crate::service::Realization;
 use async_graphql::{Context, Enum, InputObject, Result, SimpleObject, ID};
-use std::sync::Arc;
 
 /// Who made a container.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -108,7 +106,7 @@ pub(super) async fn attach(ctx: &Context<'_>, input: ContainerAttachInput) -> Re
     let cen = input.cen_id.to_string();
     // The realizer opens the namespace while the change commits: the round
     // that wires it then has that done (only where there is one to wire).
-    if let (Some(b), Some(r)) = (&netns, ctx.data_opt::<Arc<dyn Realization>>()) {
+    if let (Some(b), Some(r)) = (&netns, realization(ctx)) {
         if s.read(|t| t.cen(&cen).is_some_and(|c| c.making.made)) {
             r.warm(&b.path, (b.device, b.inode));
         }

@@ -228,9 +228,7 @@ impl Realizer {
                 .collect(),
         };
         for ns in gone {
-            self.close(&ns);
-            self.observed.remove_ns(&ns);
-            self.dirty.remove(&ns);
+            self.let_go_of(&ns);
         }
     }
 

@@ -7,9 +7,10 @@
 //! Invariants: one handle per namespace; a bound namespace whose path no
 //! longer leads to the namespace bound is let go of (never opened as a
 //! stranger) and reported unavailable; a namespace opened ahead that no
-//! round wires is let go of by the first round to end [`WARM_KEEP`] after
-//! it was opened, or by the next full round; a handle is closed before its
-//! namespace is deleted, so the kernel can free it.
+//! round wires is let go of [`WARM_KEEP`] after it was opened (by the
+//! round then under way, or by the driver between rounds), or by the next
+//! full round; a handle is closed before its namespace is deleted, so the
+//! kernel can free it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -127,23 +128,28 @@ impl Realizer {
     /// already, is skipped, and one that cannot be opened is left for the
     /// round to open and report. Reads only: nothing in the kernel changes.
     pub async fn warm(&mut self, paths: Vec<(String, (u64, u64))>) {
-        let new: BTreeSet<NsId> = paths
+        let new: BTreeMap<NsId, (u64, u64)> = paths
             .into_iter()
             .filter(|(p, ident)| workload_ident(p) == Some(*ident))
-            .map(|(p, _)| NsId::Path(p))
-            .filter(|ns| !self.handles.contains_key(ns))
+            .map(|(p, ident)| (NsId::Path(p), ident))
+            .filter(|(ns, _)| !self.handles.contains_key(ns))
             .collect();
         if new.is_empty() {
             return;
         }
-        self.open_bound(new.iter().cloned().collect()).await;
+        self.open_bound(new.keys().cloned().collect()).await;
         let mut opened = BTreeSet::new();
-        for ns in new {
-            if self.handles.contains_key(&ns) {
-                opened.insert(ns);
-            } else {
+        for (ns, ident) in new {
+            match self.handles.get(&ns).map(|h| h.kept_ident()) {
+                Some(held) if held == Some(ident) => {
+                    opened.insert(ns);
+                }
+                // The path led elsewhere by the time it was opened.
+                Some(_) => self.close(&ns),
                 // Not reported from here: the round that needs it tries again.
-                self.observed.unavailable.remove(&ns);
+                None => {
+                    self.observed.unavailable.remove(&ns);
+                }
             }
         }
         let now = std::time::Instant::now();
@@ -155,10 +161,12 @@ impl Realizer {
         self.start_listeners().await;
     }
 
-    /// At the end of a round: namespaces opened ahead that a desired
-    /// container now uses are simply held; those none uses, opened longer
-    /// ago than they are kept for ([`WARM_KEEP`]), are let go of.
-    pub(super) fn let_go_of_unwired(&mut self, index: &super::desired::Index) {
+    /// Namespaces opened ahead that a desired container (in `index`) now
+    /// uses are simply held; those none uses, opened longer ago than they
+    /// are kept for ([`WARM_KEEP`]), are let go of. Every round ends with
+    /// this; the driver also calls it when [`Realizer::unwired_until`]
+    /// comes between rounds.
+    pub fn let_go_of_unwired(&mut self, index: &super::desired::Index) {
         if self.warmed.is_empty() {
             return;
         }
@@ -175,10 +183,22 @@ impl Realizer {
             false
         });
         for ns in gone {
-            self.close(&ns);
-            self.observed.remove_ns(&ns);
-            self.dirty.remove(&ns);
+            self.let_go_of(&ns);
         }
+    }
+
+    /// When the first namespace opened ahead and not wired yet is due to
+    /// be let go of, if any is.
+    pub fn unwired_until(&self) -> Option<std::time::Instant> {
+        self.warmed.values().min().map(|at| *at + self.warm_keep)
+    }
+
+    /// Closes what we hold on a namespace that lives on (a bound one no
+    /// longer wanted) and forgets what was observed there.
+    pub(super) fn let_go_of(&mut self, ns: &NsId) {
+        self.close(ns);
+        self.observed.remove_ns(ns);
+        self.dirty.remove(ns);
     }
 
     /// Is each bound namespace still the workload that was bound? A path
