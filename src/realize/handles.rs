@@ -62,8 +62,8 @@ pub(super) fn reserve_descriptors() {
 
 /// How long a namespace opened ahead ([`Realizer::warm`]) is kept for the
 /// change that is to wire it: one that no round wired by then (its change
-/// failed, or never came) is let go of at the end of the next round, or by
-/// the next full one, whichever comes first.
+/// failed, or never came) is let go of then (by the round under way, or by
+/// the driver between rounds), unless a full round let go of it before.
 pub(super) const WARM_KEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// (device, inode) of what a namespace path leads to now; `None` when it
