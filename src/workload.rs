@@ -254,9 +254,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let p = fifo.to_str().unwrap();
-        // A blocking open would wait for a writer that never comes.
-        let e = Workloads::default().check_namespace(p, p).unwrap_err();
+        let p = fifo.to_str().unwrap().to_string();
+        // A blocking open would wait for a writer that never comes: asked
+        // on a thread of its own, with a bound that only catches that.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Workloads::default().check_namespace(&p, &p)));
+        let checked = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the open of a FIFO waited");
+        let e = checked.unwrap_err();
         assert!(e.message.contains("not a network namespace"), "{}", e.message);
     }
 

@@ -171,6 +171,17 @@ fn fixture() -> Desired {
     d
 }
 
+/// A name for a namespace outside the test's prefix (a workload's, bound
+/// by path), unique to this run.
+fn foreign_name(tag: &str) -> String {
+    format!("{tag}{}{}", std::process::id() % 10000, N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// `ip netns add NAME`, which must succeed.
+fn netns_add(name: &str) {
+    assert!(Command::new("ip").args(["netns", "add", name]).status().expect("ip").success(), "ip netns add {name}");
+}
+
 async fn realizer(prefix: &str) -> Realizer {
     Realizer::new(Config { prefix: prefix.into(), fabric: FabricMode::Netns, underlay: None }).await.expect("realizer")
 }
@@ -387,9 +398,9 @@ async fn path_namespace_is_wired_and_never_deleted() {
         return;
     }
     let prefix = unique_prefix();
-    let foreign = format!("lp{}{}", std::process::id() % 10000, N.fetch_add(1, Ordering::SeqCst));
+    let foreign = foreign_name("lp");
     let _g = Guard { prefix: prefix.clone(), extra_netns: vec![foreign.clone()] };
-    assert!(Command::new("ip").args(["netns", "add", &foreign]).status().expect("ip").success());
+    netns_add(&foreign);
     let mut r = realizer(&prefix).await;
     let mut d = Desired::default();
     cen(&mut d, "cen1", &["c1", "c2", "c3"]);
@@ -495,12 +506,10 @@ async fn namespaces_opened_ahead_are_wired_by_the_round_or_let_go_of() {
     use leviathan::realize::NsId;
     use std::os::unix::fs::MetadataExt;
     let prefix = unique_prefix();
-    let tag = format!("lw{}{}", std::process::id() % 10000, N.fetch_add(1, Ordering::SeqCst));
-    let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+    let (a, b) = (foreign_name("lwa"), foreign_name("lwb"));
     let _g = Guard { prefix: prefix.clone(), extra_netns: vec![a.clone(), b.clone()] };
-    for n in [&a, &b] {
-        assert!(Command::new("ip").args(["netns", "add", n]).status().expect("ip").success());
-    }
+    netns_add(&a);
+    netns_add(&b);
     let path = |n: &str| format!("/run/netns/{n}");
     let ident = |n: &str| std::fs::metadata(path(n)).map(|m| (m.dev(), m.ino())).expect("stat");
     let mut r = realizer(&prefix).await;

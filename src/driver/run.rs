@@ -508,14 +508,14 @@ async fn next_trigger(
             Err(_) => break,
         }
     }
-    // A reconcile asked for at any point (even while a round ran) is
-    // honoured by the next round; a lost change forces one too.
     while warms.len() < WARM_QUEUE {
         match warm.try_recv() {
             Ok(w) => warms.push(w),
             Err(_) => break,
         }
     }
+    // A reconcile asked for at any point (even while a round ran) is
+    // honoured by the next round; a lost change forces one too.
     let forced = kick.force.swap(false, std::sync::atomic::Ordering::AcqRel);
     let no_round = !woken && !forced && !lost && got.is_empty() && noticed.is_empty();
     Trigger { full: forced || lost, changes: got, events: noticed, warm: warms, no_round }
@@ -568,11 +568,19 @@ mod tests {
 
     const A: (u64, u64) = (1, 2);
 
+    /// The next trigger, within a bound that only catches a hang (a
+    /// wake-up or a change lost would leave the loop waiting).
+    async fn next(inputs: &mut Inputs, until: Option<std::time::Instant>) -> Trigger {
+        tokio::time::timeout(Duration::from_secs(60), next_trigger(inputs, None, until))
+            .await
+            .expect("the loop is woken")
+    }
+
     #[tokio::test]
     async fn a_hint_alone_runs_no_round() {
         let mut e = ends();
         e.warm.try_send(("/run/netns/a".into(), A)).unwrap();
-        let t = next_trigger(&mut e.inputs, None, None).await;
+        let t = next(&mut e.inputs, None).await;
         assert!(t.no_round && !t.full && t.changes.is_empty());
         assert_eq!(t.warm, vec![("/run/netns/a".to_string(), A)]);
     }
@@ -582,10 +590,10 @@ mod tests {
         let mut e = ends();
         e.warm.try_send(("/run/netns/a".into(), A)).unwrap();
         e.inputs.kick.wake(false);
-        let t = next_trigger(&mut e.inputs, None, None).await;
+        let t = next(&mut e.inputs, None).await;
         // Whichever woke the loop, the wake-up is not lost: this trigger
         // or the next one runs a round.
-        let t = if t.no_round { next_trigger(&mut e.inputs, None, None).await } else { t };
+        let t = if t.no_round { next(&mut e.inputs, None).await } else { t };
         assert!(!t.no_round);
 
         // A change whose hint was sent before it committed: whichever
@@ -594,7 +602,7 @@ mod tests {
         let mut e = ends();
         e.warm.try_send(("/run/netns/b".into(), A)).unwrap();
         e.changes.send(change(7)).unwrap();
-        let t = next_trigger(&mut e.inputs, None, None).await;
+        let t = next(&mut e.inputs, None).await;
         assert_eq!(t.changes.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![7]);
         assert_eq!(t.warm.len(), 1);
         assert!(!t.no_round);
@@ -604,9 +612,7 @@ mod tests {
     async fn the_time_to_let_go_wakes_the_loop_without_a_round() {
         let mut e = ends();
         let until = std::time::Instant::now() + Duration::from_millis(20);
-        let t = tokio::time::timeout(Duration::from_secs(60), next_trigger(&mut e.inputs, None, Some(until)))
-            .await
-            .expect("woken by the time to let go");
+        let t = next(&mut e.inputs, Some(until)).await;
         assert!(t.no_round && t.warm.is_empty() && t.changes.is_empty());
         assert!(std::time::Instant::now() >= until);
     }
